@@ -1,0 +1,31 @@
+//! allot-core: the pure domain of allot.
+//!
+//! Quantities and units, resources, limits, quota groups and quotas, the
+//! ledger of agents and usage, the enforcement policy, degradation and
+//! recovery planning, alerts and events.
+//!
+//! **Architecture invariant:** nothing here does I/O, reads a clock, spawns a
+//! thread or depends on an async runtime. Time comes in as [`time::Time`], so
+//! every decision can be replayed from the recorded observations.
+#![forbid(unsafe_code)]
+
+pub mod alerts;
+pub mod degradation;
+pub mod events;
+pub mod group;
+pub mod host;
+pub mod ledger;
+pub mod limits;
+pub mod policy;
+pub mod quantity;
+pub mod quota;
+pub mod resource;
+pub mod time;
+
+pub use group::QuotaGroup;
+pub use ledger::{Assessment, Ledger, Violation, ViolationKind};
+pub use limits::{Action, Limit};
+pub use policy::{Decision, DecisionKind, Policy, PolicyConfig};
+pub use quota::{AgentId, AgentSpec, Priority, Quota};
+pub use resource::{Resource, Unit};
+pub use time::Time;
