@@ -286,18 +286,29 @@ impl ResourceState {
         let hard = self.limit.as_ref().map_or(0, |l| l.hard);
         match action {
             Action::Warn => {}
-            Action::Throttle => self.throttle(violation, hard, false, at, out),
+            Action::Throttle => {
+                // Recorded even when a burst throttle already holds at least as tight.
+                let computed = throttle_factor(violation.usage, hard);
+                let factor = self.throttled.map_or(computed, |f| f.min(computed));
+                self.throttled = Some(factor);
+                out.push((
+                    at,
+                    DecisionKind::Throttle {
+                        factor,
+                        violation,
+                        interim: false,
+                    },
+                ));
+            }
             Action::Suspend => {
-                if !self.suspended {
-                    self.suspended = true;
-                    out.push((
-                        at,
-                        DecisionKind::Suspend {
-                            violation,
-                            after_scale_down: false,
-                        },
-                    ));
-                }
+                self.suspended = true;
+                out.push((
+                    at,
+                    DecisionKind::Suspend {
+                        violation,
+                        after_scale_down: false,
+                    },
+                ));
             }
             Action::Terminate => out.push((
                 at,
@@ -537,7 +548,8 @@ struct AgentState {
 impl AgentState {
     /// Apply agent-wide rules to one resource's decisions: a restore from
     /// suspension waits for every resource that holds the agent suspended, and
-    /// nothing follows a terminate.
+    /// nothing follows a terminate. A second suspension is passed on and
+    /// recorded: freezing a frozen agent changes nothing.
     fn settle(
         &mut self,
         agent: &AgentId,
@@ -558,15 +570,6 @@ impl AgentState {
                         .iter()
                         .any(|(r, s)| r != resource && s.suspended);
                     if others {
-                        continue;
-                    }
-                }
-                DecisionKind::Suspend { .. } | DecisionKind::Migrate { .. } => {
-                    let already = self
-                        .resources
-                        .iter()
-                        .any(|(r, s)| r != resource && s.suspended);
-                    if already && matches!(kind, DecisionKind::Suspend { .. }) {
                         continue;
                     }
                 }
