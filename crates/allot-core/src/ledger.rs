@@ -2,7 +2,7 @@
 //! checks (soft / burst / hard, with burst tracked against its window) and
 //! group totals.
 
-use crate::group::{GroupError, QuotaGroup, builtin_groups};
+use crate::group::{BUILTIN_GROUPS, GroupError, QuotaGroup, builtin_groups};
 use crate::limits::{Limit, LimitError};
 use crate::quota::{AgentId, AgentSpec, Quota, resolve};
 use crate::resource::Resource;
@@ -166,9 +166,19 @@ impl Ledger {
         }
     }
 
-    /// The groups, by name.
+    /// The groups: the built-in ones in the sketch's order, then the others by name.
     pub fn groups(&self) -> impl Iterator<Item = &QuotaGroup> {
-        self.groups.values()
+        let mut all: Vec<&QuotaGroup> = self.groups.values().collect();
+        all.sort_by_key(|g| {
+            (
+                BUILTIN_GROUPS
+                    .iter()
+                    .position(|b| *b == g.name)
+                    .unwrap_or(BUILTIN_GROUPS.len()),
+                g.name.as_str(),
+            )
+        });
+        all.into_iter()
     }
 
     /// One group.

@@ -329,10 +329,89 @@ pub fn format_approx(unit: Unit, value: u64) -> String {
     const DEC: &[(&str, f64)] = &[("G", 1e9), ("M", 1e6), ("k", 1e3)];
     match unit {
         Unit::Bytes => scaled(value, BIN, ""),
-        Unit::BytesPerSecond => scaled(value, BIN, "B/s"),
+        Unit::BytesPerSecond => scaled(value, DEC, "B/s"),
         Unit::Millicores => format!("{value}m"),
         Unit::Count | Unit::CountPerWindow => scaled(value, DEC, ""),
     }
+}
+
+/// The accepted forms for durations.
+pub const DURATION_FORMS: &str = "500ms, 30s, 5m, 1h, 1d, 1m30s, or a plain number of seconds";
+
+/// Parse a duration such as `30s`, `5m`, `1h30m`, `250ms` or `45` (seconds).
+pub fn parse_duration(field: &str, text: &str) -> Result<Duration, QuantityError> {
+    let err = |problem: String| QuantityError {
+        field: field.to_owned(),
+        input: text.to_owned(),
+        what: "duration",
+        problem,
+        accepted: DURATION_FORMS,
+    };
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(err("it is empty".into()));
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut rest = t;
+    let mut total_ms: u128 = 0;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return Err(err(format!("expected a number at {rest:?}")));
+        }
+        let (mantissa, scale) = parse_decimal(&rest[..num_end])
+            .ok_or_else(|| err(format!("{:?} is not a decimal number", &rest[..num_end])))?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let ms: u128 = match &rest[..unit_end] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => {
+                return Err(err(
+                    "a number without a unit inside a compound duration".into()
+                ));
+            }
+            other => return Err(err(format!("unknown unit {other:?}"))),
+        };
+        rest = &rest[unit_end..];
+        let part =
+            scale_up(mantissa, scale, (ms, 1)).ok_or_else(|| err("it is too large".into()))?;
+        total_ms = total_ms.saturating_add(u128::from(part));
+    }
+    let ms = u64::try_from(total_ms).map_err(|_| err("it is too large".into()))?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// The shortest text for a duration that [`parse_duration`] reads back.
+pub fn format_duration(d: Duration) -> String {
+    let ms = crate::time::duration_millis(d);
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -467,7 +546,40 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn durations() {
+        let d = |s| parse_duration("f", s).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d("30s"), Duration::from_secs(30));
+        assert_eq!(d("5m"), Duration::from_secs(300));
+        assert_eq!(d("1m30s"), Duration::from_secs(90));
+        assert_eq!(d("250ms"), Duration::from_millis(250));
+        assert_eq!(d("1.5h"), Duration::from_secs(5400));
+        assert_eq!(d("45"), Duration::from_secs(45));
+        for bad in ["", "s", "5 parsecs", "5x", "1m30"] {
+            assert!(
+                parse_duration("agents[0].burst_window", bad)
+                    .unwrap_err()
+                    .to_string()
+                    .starts_with("agents[0].burst_window: "),
+                "{bad}"
+            );
+        }
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s500ms");
+    }
+
     proptest! {
+        #[test]
+        fn durations_round_trip(ms in any::<u64>()) {
+            let d = Duration::from_millis(ms);
+            prop_assert_eq!(parse_duration("f", &format_duration(d)).unwrap(), d);
+        }
+
+        #[test]
+        fn duration_parser_never_panics(text in "[0-9.]{0,12}[a-z ]{0,4}[0-9]{0,3}[a-z]{0,3}") {
+            let _ = parse_duration("f", &text);
+        }
+
         #[test]
         fn format_then_parse_round_trips(unit in unit_strategy(), value in prop_oneof![0u64..10_000, any::<u64>(), (0u64..1<<20).prop_map(|x| x << 20), (0u64..100_000).prop_map(|x| x * 1_000_000)], window in window_strategy()) {
             let q = Quantity { value, window: (unit == Unit::CountPerWindow).then_some(window) };

@@ -1,0 +1,31 @@
+//! One module per command; `run` dispatches.
+
+mod groups;
+mod host;
+mod validate;
+
+use crate::cli::{Cli, Command};
+use std::process::ExitCode;
+
+/// A command's failure: a message for the user.
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Run the parsed command line.
+pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Command::Groups(a) => groups::run(&a),
+        Command::Host(a) => host::run(&a),
+        Command::Validate(a) => Ok(validate::run(&a)),
+    }
+}
+
+/// Write to stdout, treating a closed pipe (`allot groups | head`) as success.
+pub(crate) fn print(text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("cannot write to stdout: {e}").into()),
+    }
+}

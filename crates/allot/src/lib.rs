@@ -1,0 +1,24 @@
+//! The `allot` binary's library: command-line interface, fleet files and the
+//! commands. `main.rs` only calls [`main`]; integration tests use the
+//! public modules directly.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+pub mod fleet;
+mod output;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Parse the command line, run the command, map the outcome to an exit status.
+pub fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("allot: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

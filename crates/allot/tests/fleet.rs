@@ -1,0 +1,230 @@
+//! Fleet file parsing and validation: the fixed base shape, every error with
+//! its location, and no panic on any input.
+#![allow(clippy::unwrap_used)]
+
+use allot::fleet::{FleetError, parse};
+use allot_core::limits::Action;
+use allot_core::{AgentId, Resource};
+use proptest::prelude::*;
+
+const EXAMPLE: &str = include_str!("../../../examples/fleet.toml");
+
+fn errors(text: &str) -> Vec<FleetError> {
+    match parse(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+fn rendered(text: &str) -> Vec<String> {
+    errors(text).iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn the_shipped_example_is_valid_and_merges_overrides() {
+    let fleet = parse(EXAMPLE).unwrap();
+    assert_eq!(fleet.agents.len(), 3);
+    let indexer = fleet
+        .ledger
+        .quota(&AgentId::new("indexer").unwrap())
+        .unwrap();
+    assert_eq!(indexer.limits[&Resource::Memory].hard, 300 << 20);
+    assert_eq!(indexer.limits[&Resource::Memory].action, Action::Throttle);
+    assert_eq!(
+        indexer.limits[&Resource::Cpu].hard,
+        300,
+        "group default kept"
+    );
+    assert_eq!(indexer.priority.get(), 7);
+    let sandbox = fleet
+        .ledger
+        .quota(&AgentId::new("sandbox-1").unwrap())
+        .unwrap();
+    assert_eq!(sandbox.group, "tool_sandbox");
+    assert_eq!(sandbox.limits[&Resource::Memory].burst, 160 << 20);
+    assert_eq!(sandbox.limits[&Resource::Files].hard, 256);
+    assert_eq!(
+        sandbox.limits[&Resource::Processes].hard,
+        20,
+        "extends lightweight_agent"
+    );
+    assert_eq!(fleet.agents[1].env["LOG_LEVEL"], "info");
+    assert_eq!(
+        fleet.agents[0].command,
+        ["sh", "-c", "while :; do sleep 1; done"]
+    );
+}
+
+#[test]
+fn every_error_is_reported_with_line_column_and_field() {
+    let text = r#"
+[[agents]]
+name = "a"
+group = "standard_agent"
+command = ["x"]
+limits.memory = { soft = "12XB", hard = "300Mi", action = "explode" }
+colour = "blue"
+
+[[agents]]
+name = "b"
+group = "standard_agent"
+priority = 11
+
+[[agents]]
+name = "a"
+group = "standard_agent"
+command = ["y"]
+
+[[agents]]
+name = "c"
+group = "no_such_group"
+command = ["z"]
+
+[[agents]]
+name = "d"
+group = "standard_agent"
+command = ["z"]
+limits.cpu = { soft = "900m" }
+"#;
+    let e = rendered(text);
+    let expected = [
+        "6:26: agents[0].limits.memory.soft: \"12XB\" is not a valid byte size: unknown unit \"XB\"",
+        "6:59: agents[0].limits.memory.action: unknown action \"explode\"",
+        "7:1: agents[0].colour: unknown key",
+        "9:1: agents[1]: missing command",
+        "12:12: agents[1].priority: invalid priority 11: use 1..10",
+        "15:8: agents[2].name: duplicate agent name \"a\"",
+        "21:9: agents[3].group: unknown quota group \"no_such_group\"",
+        "28:14: agents[4].limits.cpu: soft (900) must not exceed hard (300)",
+    ];
+    assert_eq!(e.len(), expected.len(), "{e:#?}");
+    for (got, want) in e.iter().zip(expected) {
+        assert!(got.starts_with(want), "got {got:?}\nwant prefix {want:?}");
+    }
+}
+
+#[test]
+fn group_errors() {
+    let e = rendered(
+        r#"
+[groups.Bad-Name]
+description = "x"
+
+[groups.g1]
+extends = "nope"
+
+[groups.g2]
+scaling_policy = "elastic"
+limits.memory = { soft = "1Gi" }
+totals = { memory = "lots" }
+
+[groups.g3]
+limits.cpu = { hard = "1", action = "custom" }
+"#,
+    );
+    assert!(
+        e[0].starts_with("2:9: groups.Bad-Name: invalid group name"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("6:11: groups.g1.extends: unknown group \"nope\""),
+        "{e:#?}"
+    );
+    assert!(
+        e[2].starts_with("9:18: groups.g2.scaling_policy: unknown scaling policy \"elastic\""),
+        "{e:#?}"
+    );
+    assert!(e[3].contains("groups.g2.limits.memory: the group has no limit for this resource, so hard must be given"), "{e:#?}");
+    assert!(
+        e[4].starts_with("11:21: groups.g2.totals.memory: \"lots\""),
+        "{e:#?}"
+    );
+    assert!(
+        e[5].contains("groups.g3.limits.cpu: action is custom but no custom_handler"),
+        "{e:#?}"
+    );
+    assert_eq!(e.len(), 6, "{e:#?}");
+}
+
+#[test]
+fn a_custom_action_with_a_handler_and_custom_resources_with_windows() {
+    let fleet = parse(
+        r#"
+[[agents]]
+name = "llm"
+group = "standard_agent"
+command = ["agent"]
+custom_handler = { url = "http://127.0.0.1:9000/violations" }
+limits.tokens = { soft = "80k/min", hard = "100k/min", action = "custom" }
+limits.usd_micros = { hard = "5M/day" }
+"#,
+    )
+    .unwrap();
+    let q = fleet.ledger.quota(&AgentId::new("llm").unwrap()).unwrap();
+    let tokens = &q.limits[&Resource::Custom("tokens".into())];
+    assert_eq!(
+        (tokens.soft, tokens.hard, tokens.action),
+        (80_000, 100_000, Action::Custom)
+    );
+    assert_eq!(
+        q.limits[&Resource::Custom("usd_micros".into())].window,
+        Some(allot_core::quantity::Window::Day)
+    );
+    let e = rendered(
+        r#"
+[[agents]]
+name = "llm"
+group = "standard_agent"
+command = ["agent"]
+limits.tokens = { soft = "80k/min", hard = "1M/day" }
+"#,
+    );
+    assert!(
+        e[0].contains("all values of a limit must use one window"),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn toml_syntax_errors_have_a_location() {
+    let e = errors("[[agents]]\nname = \"a\nx = 1\n");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].line, 2, "{e:?}");
+    assert!(e[0].message.starts_with("invalid TOML"), "{e:?}");
+    let e = rendered("agents = 5\n");
+    assert!(
+        e[0].starts_with("1:10: agents: expected an array of tables"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn an_empty_file_is_a_valid_empty_fleet() {
+    let f = parse("").unwrap();
+    assert!(f.agents.is_empty() && f.groups.is_empty());
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(text in ".{0,300}") {
+        let _ = parse(&text);
+    }
+
+    #[test]
+    fn mutated_example_never_panics(pos in 0usize..2000, insert in "[ -~\n]{0,12}", cut in 0usize..20) {
+        let mut s = EXAMPLE.to_string();
+        let mut p = pos.min(s.len());
+        while !s.is_char_boundary(p) { p -= 1; }
+        let end = (p + cut).min(s.len());
+        let mut e = end;
+        while !s.is_char_boundary(e) { e -= 1; }
+        s.replace_range(p..e, &insert);
+        if let Err(errors) = parse(&s) {
+            prop_assert!(!errors.is_empty());
+            for err in errors {
+                prop_assert!(err.line >= 1 && err.column >= 1);
+                prop_assert!(!err.message.is_empty());
+            }
+        }
+    }
+}
