@@ -24,6 +24,22 @@ pub enum SysError {
         /// What the kernel answered.
         source: io::Error,
     },
+    /// The operation is not available in this mode.
+    #[error("{what} is not supported here: {why}")]
+    Unsupported {
+        /// The operation.
+        what: &'static str,
+        /// Why not.
+        why: String,
+    },
+    /// A system call failed.
+    #[error("{call} failed: {source}")]
+    Sys {
+        /// The call and its argument.
+        call: String,
+        /// What the kernel answered.
+        source: io::Error,
+    },
     /// A file's content did not parse.
     #[error("cannot parse {path}: {problem}")]
     Parse {

@@ -7,9 +7,15 @@
 //! This first part holds cgroup discovery (which hierarchies exist and where
 //! allot's own cgroup is) and the host spec (SPEC section 3).
 
+pub mod actuate;
 pub mod cgroup;
 pub mod error;
 pub mod host;
+pub mod notify;
+pub mod probe;
+pub mod proc;
+pub mod signal;
+pub mod spawn;
 
 pub use error::SysError;
 

@@ -2,7 +2,11 @@
 //! `/proc/self/mountinfo`, and where allot's own cgroup is in each, from
 //! `/proc/self/cgroup`.
 
+pub mod fs;
 pub mod limits;
+pub mod tree;
+pub mod v1;
+pub mod v2;
 
 use crate::Roots;
 use crate::error::{SysError, read};

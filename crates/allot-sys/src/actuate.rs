@@ -1,0 +1,376 @@
+//! Actuators: everything allot does to an agent. Each returns its real
+//! outcome (what was written and what the kernel answered); errors carry the
+//! path and the value. The governor talks to the [`Actuator`] trait; there
+//! is one implementation per mode: cgroups, or signals to a `/proc` tree.
+
+use crate::cgroup::fs::{self, Written};
+use crate::cgroup::tree::{AgentCgroup, V1};
+use crate::cgroup::{v1, v2};
+use crate::error::SysError;
+use crate::proc::tree::descendants;
+use crate::signal::{DutyCycle, signal_all};
+use rustix::process::Signal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What an actuator did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The files written, with the values the kernel accepted.
+    pub writes: Vec<Written>,
+    /// What else happened, for the record (signals sent, waits).
+    pub detail: String,
+}
+
+impl Outcome {
+    fn wrote(writes: Vec<Written>) -> Self {
+        Outcome {
+            writes,
+            detail: String::new(),
+        }
+    }
+    fn note(detail: impl Into<String>) -> Self {
+        Outcome {
+            writes: Vec::new(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// How long freezing and killing may take before they count as failed.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything allot can do to one agent.
+pub trait Actuator: Send {
+    /// Which mechanism is in force, for messages ("cgroup v1 + v2", "signals").
+    fn mode(&self) -> String;
+    /// The agent's processes.
+    fn pids(&self) -> Result<Vec<u32>, SysError>;
+    /// Limit CPU to `millicores` (`None` clears).
+    fn set_cpu_limit(&mut self, millicores: Option<u64>) -> Result<Outcome, SysError>;
+    /// Set the cpu weight (v2 scale 1..10000).
+    fn set_cpu_weight(&mut self, weight: u64) -> Result<Outcome, SysError>;
+    /// Set the memory throttle point (`memory.high`; `None` clears).
+    fn set_memory_high(&mut self, bytes: Option<u64>) -> Result<Outcome, SysError>;
+    /// Set the memory ceiling (`None` clears).
+    fn set_memory_max(&mut self, bytes: Option<u64>) -> Result<Outcome, SysError>;
+    /// Set the process limit (`None` clears).
+    fn set_pids_max(&mut self, max: Option<u64>) -> Result<Outcome, SysError>;
+    /// Stop every process of the tree.
+    fn freeze(&mut self) -> Result<Outcome, SysError>;
+    /// Resume it.
+    fn thaw(&mut self) -> Result<Outcome, SysError>;
+    /// Send a signal to every process (SIGTERM for a termination notice).
+    fn signal(&mut self, sig: Signal) -> Result<Outcome, SysError>;
+    /// Kill the whole tree and return once no process of it is left.
+    fn kill(&mut self) -> Result<Outcome, SysError>;
+}
+
+/// The actuator for an agent with its own cgroup.
+#[derive(Debug)]
+pub struct CgroupActuator {
+    cg: AgentCgroup,
+}
+
+impl CgroupActuator {
+    /// Act on `cg`.
+    pub fn new(cg: AgentCgroup) -> Self {
+        CgroupActuator { cg }
+    }
+
+    /// The cgroup acted on.
+    pub fn cgroup(&self) -> &AgentCgroup {
+        &self.cg
+    }
+
+    fn unsupported(what: &'static str, why: &str) -> SysError {
+        SysError::Unsupported {
+            what,
+            why: why.to_owned(),
+        }
+    }
+
+    fn wait_empty(&self, timeout: Duration) -> Result<(), SysError> {
+        let start = Instant::now();
+        loop {
+            let left = self.cg.pids()?;
+            if left.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(SysError::Unsupported {
+                    what: "kill",
+                    why: format!("processes {left:?} still present after {timeout:?}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Actuator for CgroupActuator {
+    fn mode(&self) -> String {
+        format!("cgroups: {}", crate::cgroup::tree::describe(&self.cg.dirs))
+    }
+
+    fn pids(&self) -> Result<Vec<u32>, SysError> {
+        self.cg.pids()
+    }
+
+    fn set_cpu_limit(&mut self, millicores: Option<u64>) -> Result<Outcome, SysError> {
+        if let Some(d) = self.cg.v2().filter(|_| self.cg.dirs.v2_has("cpu")) {
+            return Ok(Outcome::wrote(vec![v2::cpu::set_max(d, millicores)?]));
+        }
+        let d = self
+            .cg
+            .v1(V1::Cpu)
+            .ok_or_else(|| Self::unsupported("cpu limit", "no cpu controller in v1 or v2"))?;
+        Ok(Outcome::wrote(match millicores {
+            Some(m) => v1::cpu::set_limit(d, m)?,
+            None => v1::cpu::clear_limit(d)?,
+        }))
+    }
+
+    fn set_cpu_weight(&mut self, weight: u64) -> Result<Outcome, SysError> {
+        if let Some(d) = self.cg.v2().filter(|_| self.cg.dirs.v2_has("cpu")) {
+            return Ok(Outcome::wrote(vec![v2::cpu::set_weight(d, weight)?]));
+        }
+        let d = self
+            .cg
+            .v1(V1::Cpu)
+            .ok_or_else(|| Self::unsupported("cpu weight", "no cpu controller in v1 or v2"))?;
+        Ok(Outcome::wrote(vec![v1::cpu::set_weight(d, weight)?]))
+    }
+
+    fn set_memory_high(&mut self, bytes: Option<u64>) -> Result<Outcome, SysError> {
+        if let Some(d) = self.cg.v2().filter(|_| self.cg.dirs.v2_has("memory")) {
+            return Ok(Outcome::wrote(vec![v2::memory::set_high(d, bytes)?]));
+        }
+        Err(Self::unsupported(
+            "memory.high",
+            "cgroup v1 has no memory throttle point (only a ceiling); throttle with the cpu limit instead",
+        ))
+    }
+
+    fn set_memory_max(&mut self, bytes: Option<u64>) -> Result<Outcome, SysError> {
+        if let Some(d) = self.cg.v2().filter(|_| self.cg.dirs.v2_has("memory")) {
+            return Ok(Outcome::wrote(vec![v2::memory::set_max(d, bytes)?]));
+        }
+        let d = self.cg.v1(V1::Memory).ok_or_else(|| {
+            Self::unsupported("memory ceiling", "no memory controller in v1 or v2")
+        })?;
+        Ok(Outcome::wrote(match bytes {
+            Some(b) => v1::memory::set_limit(d, b)?,
+            None => v1::memory::clear_limit(d)?,
+        }))
+    }
+
+    fn set_pids_max(&mut self, max: Option<u64>) -> Result<Outcome, SysError> {
+        let d = if self.cg.dirs.v2_has("pids") {
+            self.cg.v2()
+        } else {
+            self.cg.v1(V1::Pids)
+        };
+        let d = d.ok_or_else(|| Self::unsupported("pids.max", "no pids controller in v1 or v2"))?;
+        Ok(Outcome::wrote(vec![v1::pids::set_max(d, max)?]))
+    }
+
+    fn freeze(&mut self) -> Result<Outcome, SysError> {
+        if let Some(d) = self.cg.v2().filter(|d| fs::has(d, "cgroup.freeze")) {
+            return Ok(Outcome::wrote(vec![v2::core::freeze(d, SETTLE_TIMEOUT)?]));
+        }
+        if let Some(d) = self.cg.v1(V1::Freezer) {
+            return Ok(Outcome::wrote(vec![v1::freezer::freeze(
+                d,
+                SETTLE_TIMEOUT,
+            )?]));
+        }
+        let pids = self.cg.pids()?;
+        let n = signal_all(&pids, Signal::STOP)?;
+        Ok(Outcome::note(format!(
+            "SIGSTOP to {n} process(es): no freezer"
+        )))
+    }
+
+    fn thaw(&mut self) -> Result<Outcome, SysError> {
+        if let Some(d) = self.cg.v2().filter(|d| fs::has(d, "cgroup.freeze")) {
+            return Ok(Outcome::wrote(vec![v2::core::thaw(d)?]));
+        }
+        if let Some(d) = self.cg.v1(V1::Freezer) {
+            return Ok(Outcome::wrote(vec![v1::freezer::thaw(d)?]));
+        }
+        let n = signal_all(&self.cg.pids()?, Signal::CONT)?;
+        Ok(Outcome::note(format!(
+            "SIGCONT to {n} process(es): no freezer"
+        )))
+    }
+
+    fn signal(&mut self, sig: Signal) -> Result<Outcome, SysError> {
+        let n = signal_all(&self.cg.pids()?, sig)?;
+        Ok(Outcome::note(format!("{sig:?} to {n} process(es)")))
+    }
+
+    fn kill(&mut self) -> Result<Outcome, SysError> {
+        if let Some(d) = self.cg.v2().filter(|d| fs::has(d, "cgroup.kill")) {
+            let w = v2::core::kill(d)?;
+            self.wait_empty(SETTLE_TIMEOUT)?;
+            return Ok(Outcome {
+                writes: vec![w],
+                detail: "cgroup.kill; tree empty".into(),
+            });
+        }
+        let mut out = Outcome::default();
+        let start = Instant::now();
+        let mut rounds = 0;
+        // v1: freeze so nothing can fork, SIGKILL every task, thaw so the kills land; repeat until empty.
+        while !self.cg.pids()?.is_empty() {
+            rounds += 1;
+            if let Some(d) = self.cg.v1(V1::Freezer) {
+                out.writes.push(v1::freezer::freeze(d, SETTLE_TIMEOUT)?);
+                signal_all(&fs::procs(d)?, Signal::KILL)?;
+                out.writes.push(v1::freezer::thaw(d)?);
+            } else {
+                signal_all(&self.cg.pids()?, Signal::KILL)?;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            if start.elapsed() > SETTLE_TIMEOUT {
+                return Err(SysError::Unsupported {
+                    what: "kill",
+                    why: format!("processes still present after {SETTLE_TIMEOUT:?}"),
+                });
+            }
+        }
+        out.detail = format!("SIGKILL in {rounds} round(s); tree empty");
+        Ok(out)
+    }
+}
+
+/// The actuator for an agent without a usable cgroup: signals to the
+/// process tree found through `/proc`, and a duty cycle for throttling.
+#[derive(Debug)]
+pub struct TreeActuator {
+    proc_root: PathBuf,
+    root: u32,
+    duty: Option<DutyCycle>,
+}
+
+impl TreeActuator {
+    /// Act on the tree rooted at `root`.
+    pub fn new(proc_root: PathBuf, root: u32) -> Self {
+        TreeActuator {
+            proc_root,
+            root,
+            duty: None,
+        }
+    }
+
+    fn live(&self) -> Vec<u32> {
+        live_tree(&self.proc_root, self.root)
+    }
+
+    fn unsupported(what: &'static str) -> SysError {
+        SysError::Unsupported {
+            what,
+            why: "no cgroup for this agent (signals-only mode)".into(),
+        }
+    }
+}
+
+/// The tree's processes that are not zombies.
+fn live_tree(proc_root: &std::path::Path, root: u32) -> Vec<u32> {
+    descendants(proc_root, root)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(proc_root.join(p.to_string()).join("stat"))
+                .ok()
+                .and_then(|b| crate::proc::parse::stat(&b))
+                .is_some_and(|s| s.state != b'Z' && s.state != b'X')
+        })
+        .collect()
+}
+
+impl Actuator for TreeActuator {
+    fn mode(&self) -> String {
+        "signals to the /proc process tree (no cgroup)".into()
+    }
+
+    fn pids(&self) -> Result<Vec<u32>, SysError> {
+        Ok(self.live())
+    }
+
+    fn set_cpu_limit(&mut self, millicores: Option<u64>) -> Result<Outcome, SysError> {
+        self.duty = None;
+        let Some(m) = millicores else {
+            return Ok(Outcome::note("duty cycle stopped"));
+        };
+        // Approximation: without cgroups the limit becomes a share of wall time for the whole tree.
+        let factor = (m as f64 / 1000.0).clamp(0.05, 1.0);
+        let (proc_root, root) = (self.proc_root.clone(), self.root);
+        self.duty = Some(DutyCycle::start(
+            factor,
+            Duration::from_millis(100),
+            move || live_tree(&proc_root, root),
+        ));
+        Ok(Outcome::note(format!(
+            "SIGSTOP/SIGCONT duty cycle at {:.0}% of each 100 ms",
+            factor * 100.0
+        )))
+    }
+
+    fn set_cpu_weight(&mut self, _weight: u64) -> Result<Outcome, SysError> {
+        Err(Self::unsupported("cpu weight"))
+    }
+
+    fn set_memory_high(&mut self, _bytes: Option<u64>) -> Result<Outcome, SysError> {
+        Err(Self::unsupported("memory.high"))
+    }
+
+    fn set_memory_max(&mut self, _bytes: Option<u64>) -> Result<Outcome, SysError> {
+        Err(Self::unsupported("memory ceiling"))
+    }
+
+    fn set_pids_max(&mut self, _max: Option<u64>) -> Result<Outcome, SysError> {
+        Err(Self::unsupported("pids.max"))
+    }
+
+    fn freeze(&mut self) -> Result<Outcome, SysError> {
+        self.duty = None;
+        let n = signal_all(&self.live(), Signal::STOP)?;
+        Ok(Outcome::note(format!("SIGSTOP to {n} process(es)")))
+    }
+
+    fn thaw(&mut self) -> Result<Outcome, SysError> {
+        let n = signal_all(&self.live(), Signal::CONT)?;
+        Ok(Outcome::note(format!("SIGCONT to {n} process(es)")))
+    }
+
+    fn signal(&mut self, sig: Signal) -> Result<Outcome, SysError> {
+        let n = signal_all(&self.live(), sig)?;
+        Ok(Outcome::note(format!("{sig:?} to {n} process(es)")))
+    }
+
+    fn kill(&mut self) -> Result<Outcome, SysError> {
+        self.duty = None;
+        let start = Instant::now();
+        let mut rounds = 0;
+        loop {
+            let pids = self.live();
+            if pids.is_empty() {
+                return Ok(Outcome::note(format!(
+                    "SIGKILL to the tree in {rounds} round(s); tree empty"
+                )));
+            }
+            rounds += 1;
+            // Stop first so that no process forks between the listing and the kill.
+            signal_all(&pids, Signal::STOP)?;
+            signal_all(&descendants(&self.proc_root, self.root), Signal::KILL)?;
+            if start.elapsed() > SETTLE_TIMEOUT {
+                return Err(SysError::Unsupported {
+                    what: "kill",
+                    why: format!("processes {pids:?} still present after {SETTLE_TIMEOUT:?}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}

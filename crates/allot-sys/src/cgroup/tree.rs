@@ -1,0 +1,251 @@
+//! allot's own cgroup hierarchy: `allot/<group>/<agent>` beneath the cgroup
+//! allot runs in, in every v1 hierarchy it uses and in the unified one.
+//!
+//! allot only writes to directories it created here. In v2 it enables for
+//! its children only the controllers its own cgroup already delegates
+//! (`cgroup.controllers` of the new directory); it never writes its own
+//! cgroup's `cgroup.subtree_control`.
+
+use super::fs::Written;
+use super::{Layout, v2};
+use crate::Roots;
+use crate::error::SysError;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The v1 controllers allot uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum V1 {
+    /// memory
+    Memory,
+    /// cpu
+    Cpu,
+    /// cpuacct
+    Cpuacct,
+    /// pids
+    Pids,
+    /// freezer
+    Freezer,
+    /// blkio
+    Blkio,
+}
+
+impl V1 {
+    /// All of them.
+    pub const ALL: [V1; 6] = [
+        V1::Memory,
+        V1::Cpu,
+        V1::Cpuacct,
+        V1::Pids,
+        V1::Freezer,
+        V1::Blkio,
+    ];
+
+    /// The controller's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            V1::Memory => "memory",
+            V1::Cpu => "cpu",
+            V1::Cpuacct => "cpuacct",
+            V1::Pids => "pids",
+            V1::Freezer => "freezer",
+            V1::Blkio => "blkio",
+        }
+    }
+}
+
+/// A cgroup's directories: one per v1 controller in use, and the unified one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dirs {
+    /// v1 directories, by controller (two controllers may share a directory).
+    pub v1: BTreeMap<V1, PathBuf>,
+    /// The unified-hierarchy directory.
+    pub v2: Option<PathBuf>,
+    /// Controllers enabled for this cgroup in the unified hierarchy.
+    pub v2_controllers: Vec<String>,
+}
+
+impl Dirs {
+    /// Every distinct directory, v2 first.
+    pub fn all(&self) -> Vec<&Path> {
+        let mut out: Vec<&Path> = self.v2.iter().map(PathBuf::as_path).collect();
+        for d in self.v1.values() {
+            if !out.contains(&d.as_path()) {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    /// Whether the unified hierarchy has `controller` enabled here.
+    pub fn v2_has(&self, controller: &str) -> bool {
+        self.v2.is_some() && self.v2_controllers.iter().any(|c| c == controller)
+    }
+
+    fn child(&self, name: &str) -> Dirs {
+        Dirs {
+            v1: self.v1.iter().map(|(c, d)| (*c, d.join(name))).collect(),
+            v2: self.v2.as_ref().map(|d| d.join(name)),
+            v2_controllers: self.v2_controllers.clone(),
+        }
+    }
+
+    /// Create every directory (existing ones are kept: allot made them earlier),
+    /// and in v2 enable the available controllers for the children.
+    fn create(&mut self, delegate: bool) -> Result<Vec<Written>, SysError> {
+        for d in self.all() {
+            match std::fs::create_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(SysError::Write {
+                        path: d.to_path_buf(),
+                        value: "(mkdir)".into(),
+                        source,
+                    });
+                }
+            }
+        }
+        let mut written = Vec::new();
+        if let Some(d) = &self.v2 {
+            self.v2_controllers = v2::core::controllers(d)?;
+            if delegate {
+                written.extend(v2::core::enable(d, &self.v2_controllers)?);
+            }
+        }
+        Ok(written)
+    }
+
+    /// Remove every directory; directories already gone are fine. Fails
+    /// (EBUSY) while processes remain.
+    pub fn remove(&self) -> Result<(), SysError> {
+        for d in self.all() {
+            match std::fs::remove_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(SysError::Write {
+                        path: d.to_path_buf(),
+                        value: "(rmdir)".into(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// allot's root cgroup: `<own cgroup>/<name>` in each hierarchy.
+#[derive(Clone, Debug)]
+pub struct CgroupRoot {
+    /// The root's directories.
+    pub dirs: Dirs,
+}
+
+/// Which hierarchies are in use, for messages.
+pub fn describe(d: &Dirs) -> String {
+    let mut parts: Vec<String> = d.v1.keys().map(|c| format!("v1 {}", c.name())).collect();
+    if d.v2.is_some() {
+        let c = if d.v2_controllers.is_empty() {
+            "core only".to_owned()
+        } else {
+            d.v2_controllers.join(" ")
+        };
+        parts.push(format!("v2 ({c})"));
+    }
+    parts.join(", ")
+}
+
+impl CgroupRoot {
+    /// Create (or reuse) `name` beneath allot's own cgroup in every hierarchy
+    /// found. Fails with the path when a directory cannot be made (no
+    /// permission, no delegation).
+    pub fn create(layout: &Layout, roots: &Roots, name: &str) -> Result<CgroupRoot, SysError> {
+        let mut dirs = Dirs::default();
+        for c in V1::ALL {
+            if let Some(own) = layout.v1_dir(c.name()) {
+                dirs.v1.insert(c, roots.path(&own).join(name));
+            }
+        }
+        if let Some(own) = layout.v2_dir() {
+            dirs.v2 = Some(roots.path(&own).join(name));
+        }
+        if dirs.all().is_empty() {
+            return Err(SysError::Parse {
+                path: roots.proc.join("self/mountinfo"),
+                problem: "no cgroup hierarchy is mounted".into(),
+            });
+        }
+        dirs.create(true)?;
+        Ok(CgroupRoot { dirs })
+    }
+
+    /// The directories of a group (created if missing).
+    pub fn group(&self, group: &str) -> Result<Dirs, SysError> {
+        let mut d = self.dirs.child(group);
+        d.create(true)?;
+        Ok(d)
+    }
+
+    /// The cgroup of an agent in a group (both created if missing).
+    pub fn agent(&self, group: &str, agent: &str) -> Result<AgentCgroup, SysError> {
+        let g = self.group(group)?;
+        let mut dirs = g.child(agent);
+        dirs.create(false)?;
+        Ok(AgentCgroup { dirs })
+    }
+
+    /// Remove the root (its groups and agents must be gone).
+    pub fn remove(&self) -> Result<(), SysError> {
+        self.dirs.remove()
+    }
+}
+
+/// One agent's cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentCgroup {
+    /// Its directories.
+    pub dirs: Dirs,
+}
+
+impl AgentCgroup {
+    /// Every `cgroup.procs` file a new process must be written to.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .all()
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    /// The pids in the cgroup, read from the directory that sees all of them
+    /// (v2 if present, else the first v1 one).
+    pub fn pids(&self) -> Result<Vec<u32>, SysError> {
+        let dir = self
+            .dirs
+            .all()
+            .into_iter()
+            .next()
+            .ok_or_else(|| SysError::Parse {
+                path: PathBuf::new(),
+                problem: "agent cgroup has no directories".into(),
+            })?;
+        super::fs::procs(dir)
+    }
+
+    /// The v1 directory of a controller, if used.
+    pub fn v1(&self, c: V1) -> Option<&Path> {
+        self.dirs.v1.get(&c).map(PathBuf::as_path)
+    }
+
+    /// The v2 directory, if any.
+    pub fn v2(&self) -> Option<&Path> {
+        self.dirs.v2.as_deref()
+    }
+
+    /// Remove the agent's directories (after its processes are gone).
+    pub fn remove(&self) -> Result<(), SysError> {
+        self.dirs.remove()
+    }
+}

@@ -1,0 +1,535 @@
+//! Probes: what an agent uses right now, for every resource of SPEC section 2.
+//!
+//! Hot counters (memory, cpu time, processes) come from files kept open and
+//! re-read with `pread` at offset 0 into a stack buffer: no allocation and
+//! no open/close per sample. Slow-moving counters (open files, sockets, block
+//! I/O, network, the inactive file cache that memory usage excludes) are read
+//! at a longer cadence by [`Probe::slow`]. Without a cgroup the same numbers
+//! are summed over the process tree found through `/proc`.
+
+use crate::cgroup::tree::{AgentCgroup, V1};
+use crate::cgroup::{fs, v1, v2};
+use crate::error::SysError;
+use crate::proc::{fds, parse, tree};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A file kept open and re-read from offset 0.
+#[derive(Debug)]
+pub struct HotFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl HotFile {
+    /// Open `path` for reading.
+    pub fn open(path: PathBuf) -> Result<Self, SysError> {
+        let file = File::open(&path).map_err(|source| SysError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(HotFile { file, path })
+    }
+
+    /// Read the whole file (up to the buffer's size) into `buf`.
+    pub fn read<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], SysError> {
+        let n = rustix::io::pread(&self.file, &mut *buf, 0).map_err(|e| SysError::Read {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        Ok(&buf[..n])
+    }
+
+    /// Read the file as one number.
+    pub fn read_u64(&self) -> Result<u64, SysError> {
+        let mut buf = [0u8; 32];
+        let bytes = self.read(&mut buf)?;
+        parse_u64(bytes).ok_or_else(|| SysError::Parse {
+            path: self.path.clone(),
+            problem: format!(
+                "expected a number, got {:?}",
+                String::from_utf8_lossy(bytes)
+            ),
+        })
+    }
+
+    /// The path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn parse_u64(bytes: &[u8]) -> Option<u64> {
+    let t = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    if t.is_empty() {
+        return None;
+    }
+    t.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// `usage_usec N` out of `cpu.stat` bytes.
+fn usage_usec(bytes: &[u8]) -> Option<u64> {
+    bytes
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"usage_usec ").and_then(parse_u64))
+}
+
+/// The fast counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fast {
+    /// Bytes in use (less inactive file cache, as of the last slow sample).
+    pub memory: u64,
+    /// CPU time used so far, in nanoseconds (cumulative).
+    pub cpu_ns: u64,
+    /// Processes (tasks in the cgroup, or processes of the tree).
+    pub processes: u64,
+}
+
+/// A measurement that may be unsupported for this agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measure {
+    /// A value.
+    Value(u64),
+    /// Not measurable in this setup (never reported as 0).
+    Unsupported,
+}
+
+/// The slow counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slow {
+    /// Open file descriptors over the tree.
+    pub files: u64,
+    /// Open sockets over the tree.
+    pub connections: u64,
+    /// Block I/O bytes so far (cumulative).
+    pub io_bytes: u64,
+    /// Network bytes so far (cumulative), when the agent has its own network namespace.
+    pub network_bytes: Measure,
+}
+
+/// Measures one agent.
+pub trait Probe: Send {
+    /// Memory, cpu time, processes.
+    fn fast(&mut self) -> Result<Fast, SysError>;
+    /// Files, sockets, I/O, network; also refreshes what `fast` needs slowly.
+    fn slow(&mut self) -> Result<Slow, SysError>;
+    /// The agent's processes.
+    fn pids(&self) -> Result<Vec<u32>, SysError>;
+}
+
+#[derive(Debug)]
+enum MemSource {
+    V1 { usage: HotFile, dir: PathBuf },
+    V2 { current: HotFile, dir: PathBuf },
+}
+
+#[derive(Debug)]
+enum CpuSource {
+    Cpuacct(HotFile),
+    CpuStat(HotFile),
+}
+
+#[derive(Debug)]
+enum IoSource {
+    Blkio(PathBuf),
+    IoStat(PathBuf),
+    Procs,
+}
+
+/// A probe reading an agent's cgroup files.
+#[derive(Debug)]
+pub struct CgroupProbe {
+    cg: AgentCgroup,
+    proc_root: PathBuf,
+    mem: Option<MemSource>,
+    inactive_file: u64,
+    cpu: Option<CpuSource>,
+    pids: Option<HotFile>,
+    io: IoSource,
+    own_netns: Option<u64>,
+}
+
+impl CgroupProbe {
+    /// Open the hot files of `cg`: at most three kept open per agent.
+    pub fn new(cg: AgentCgroup, proc_root: PathBuf) -> Result<Self, SysError> {
+        let mem = if let Some(d) = cg.v2().filter(|_| cg.dirs.v2_has("memory")) {
+            Some(MemSource::V2 {
+                current: HotFile::open(d.join("memory.current"))?,
+                dir: d.to_path_buf(),
+            })
+        } else if let Some(d) = cg.v1(V1::Memory) {
+            Some(MemSource::V1 {
+                usage: HotFile::open(d.join("memory.usage_in_bytes"))?,
+                dir: d.to_path_buf(),
+            })
+        } else {
+            None
+        };
+        let cpu = if let Some(d) = cg.v2().filter(|d| fs::has(d, "cpu.stat")) {
+            Some(CpuSource::CpuStat(HotFile::open(d.join("cpu.stat"))?))
+        } else if let Some(d) = cg.v1(V1::Cpuacct) {
+            Some(CpuSource::Cpuacct(HotFile::open(d.join("cpuacct.usage"))?))
+        } else {
+            None
+        };
+        let pids_dir = if cg.dirs.v2_has("pids") {
+            cg.v2()
+        } else {
+            cg.v1(V1::Pids)
+        };
+        let pids = pids_dir
+            .map(|d| HotFile::open(d.join("pids.current")))
+            .transpose()?;
+        let io = if let Some(d) = cg.v2().filter(|_| cg.dirs.v2_has("io")) {
+            IoSource::IoStat(d.to_path_buf())
+        } else if let Some(d) = cg.v1(V1::Blkio) {
+            IoSource::Blkio(d.to_path_buf())
+        } else {
+            IoSource::Procs
+        };
+        let own_netns = netns(&proc_root, "self");
+        Ok(CgroupProbe {
+            cg,
+            proc_root,
+            mem,
+            inactive_file: 0,
+            cpu,
+            pids,
+            io,
+            own_netns,
+        })
+    }
+}
+
+fn netns(proc_root: &Path, pid: &str) -> Option<u64> {
+    std::fs::metadata(proc_root.join(pid).join("ns/net"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Files, sockets and (when `io` is true) block I/O summed over `pids`.
+fn per_process(proc_root: &Path, pids: &[u32], io: bool) -> (u64, u64, u64) {
+    let (mut files, mut sockets, mut io_bytes) = (0, 0, 0);
+    let mut buf = [0u8; 512];
+    for &p in pids {
+        files += fds::count(proc_root, p).unwrap_or(0);
+        sockets += fds::sockets(proc_root, p).unwrap_or(0);
+        if io {
+            if let Ok(f) = HotFile::open(proc_root.join(p.to_string()).join("io")) {
+                if let Ok(b) = f.read(&mut buf) {
+                    io_bytes += parse::io_bytes(b).unwrap_or(0);
+                }
+            }
+        }
+    }
+    (files, sockets, io_bytes)
+}
+
+/// Network bytes of the agent's namespace, if it has its own.
+fn network(proc_root: &Path, own: Option<u64>, pids: &[u32]) -> Measure {
+    let Some(&first) = pids.first() else {
+        return Measure::Unsupported;
+    };
+    let theirs = netns(proc_root, &first.to_string());
+    if theirs.is_none() || theirs == own {
+        return Measure::Unsupported;
+    }
+    std::fs::read_to_string(proc_root.join(first.to_string()).join("net/dev"))
+        .ok()
+        .and_then(|t| parse::net_dev_bytes(&t))
+        .map_or(Measure::Unsupported, Measure::Value)
+}
+
+impl Probe for CgroupProbe {
+    fn fast(&mut self) -> Result<Fast, SysError> {
+        let mut out = Fast::default();
+        match &self.mem {
+            Some(MemSource::V1 { usage, .. }) => {
+                out.memory = usage.read_u64()?.saturating_sub(self.inactive_file)
+            }
+            Some(MemSource::V2 { current, .. }) => {
+                out.memory = current.read_u64()?.saturating_sub(self.inactive_file)
+            }
+            None => {}
+        }
+        match &self.cpu {
+            Some(CpuSource::Cpuacct(f)) => out.cpu_ns = f.read_u64()?,
+            Some(CpuSource::CpuStat(f)) => {
+                let mut buf = [0u8; 512];
+                let b = f.read(&mut buf)?;
+                out.cpu_ns = usage_usec(b)
+                    .ok_or_else(|| SysError::Parse {
+                        path: f.path().to_path_buf(),
+                        problem: "no usage_usec line".into(),
+                    })?
+                    .saturating_mul(1000);
+            }
+            None => {}
+        }
+        out.processes = match &self.pids {
+            Some(f) => f.read_u64()?,
+            None => self.cg.pids()?.len() as u64,
+        };
+        Ok(out)
+    }
+
+    fn slow(&mut self) -> Result<Slow, SysError> {
+        self.inactive_file = match &self.mem {
+            Some(MemSource::V1 { dir, .. }) => {
+                let stat = fs::read(dir, "memory.stat")?;
+                fs::keyed(&stat, "total_inactive_file")
+                    .or_else(|| fs::keyed(&stat, "inactive_file"))
+                    .unwrap_or(0)
+            }
+            Some(MemSource::V2 { dir, .. }) => {
+                fs::keyed(&fs::read(dir, "memory.stat")?, "inactive_file").unwrap_or(0)
+            }
+            None => 0,
+        };
+        let pids = self.cg.pids()?;
+        let (files, connections, proc_io) =
+            per_process(&self.proc_root, &pids, matches!(self.io, IoSource::Procs));
+        let io_bytes = match &self.io {
+            IoSource::Blkio(d) => v1::blkio::io_bytes(d)?,
+            IoSource::IoStat(d) => v2::io::io_bytes(d)?,
+            IoSource::Procs => proc_io,
+        };
+        Ok(Slow {
+            files,
+            connections,
+            io_bytes,
+            network_bytes: network(&self.proc_root, self.own_netns, &pids),
+        })
+    }
+
+    fn pids(&self) -> Result<Vec<u32>, SysError> {
+        self.cg.pids()
+    }
+}
+
+/// A probe summing over a process tree found through `/proc` (no cgroup).
+/// Keeps each process's `stat` open (one file per process). CPU time of
+/// processes that already exited is not counted.
+#[derive(Debug)]
+pub struct TreeProbe {
+    proc_root: PathBuf,
+    root: u32,
+    stats: BTreeMap<u32, (u64, HotFile)>,
+    page_size: u64,
+    ns_per_tick: u64,
+    own_netns: Option<u64>,
+}
+
+impl TreeProbe {
+    /// Probe the tree rooted at `root`.
+    pub fn new(proc_root: PathBuf, root: u32) -> Self {
+        let own_netns = netns(&proc_root, "self");
+        TreeProbe {
+            proc_root,
+            root,
+            stats: BTreeMap::new(),
+            page_size: rustix::param::page_size() as u64,
+            ns_per_tick: 1_000_000_000 / rustix::param::clock_ticks_per_second().max(1),
+            own_netns,
+        }
+    }
+}
+
+impl Probe for TreeProbe {
+    fn fast(&mut self) -> Result<Fast, SysError> {
+        let pids = tree::descendants(&self.proc_root, self.root);
+        self.stats.retain(|p, _| pids.contains(p));
+        let mut out = Fast::default();
+        let mut buf = [0u8; 1024];
+        for p in pids {
+            if !self.stats.contains_key(&p) {
+                let Ok(f) = HotFile::open(self.proc_root.join(p.to_string()).join("stat")) else {
+                    continue;
+                };
+                self.stats.insert(p, (0, f));
+            }
+            let Some((start, f)) = self.stats.get_mut(&p) else {
+                continue;
+            };
+            let Ok(bytes) = f.read(&mut buf) else {
+                self.stats.remove(&p);
+                continue;
+            };
+            let Some(s) = parse::stat(bytes) else {
+                continue;
+            };
+            if *start != 0 && *start != s.starttime {
+                continue; // the pid was reused by a new process: reopened next time
+            }
+            *start = s.starttime;
+            if s.state == b'Z' {
+                continue;
+            }
+            out.memory += s.rss_pages * self.page_size;
+            out.cpu_ns += (s.utime + s.stime) * self.ns_per_tick;
+            out.processes += 1;
+        }
+        Ok(out)
+    }
+
+    fn slow(&mut self) -> Result<Slow, SysError> {
+        let pids = tree::descendants(&self.proc_root, self.root);
+        let (files, connections, io_bytes) = per_process(&self.proc_root, &pids, true);
+        Ok(Slow {
+            files,
+            connections,
+            io_bytes,
+            network_bytes: network(&self.proc_root, self.own_netns, &pids),
+        })
+    }
+
+    fn pids(&self) -> Result<Vec<u32>, SysError> {
+        Ok(tree::descendants(&self.proc_root, self.root))
+    }
+}
+
+/// Turns a cumulative counter into a rate per second.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateMeter {
+    last: Option<(u64, Instant)>,
+}
+
+impl RateMeter {
+    /// Feed the counter's value at `at`; returns the rate per second since
+    /// the previous value, scaled by `scale` (1000 for millicores from
+    /// seconds of CPU per second). `None` on the first call.
+    pub fn update(&mut self, value: u64, at: Instant, scale: u64) -> Option<u64> {
+        let prev = self.last.replace((value, at));
+        let (v0, t0) = prev?;
+        let dt = at.checked_duration_since(t0)?.as_nanos();
+        if dt == 0 {
+            return None;
+        }
+        let dv = u128::from(value.saturating_sub(v0));
+        u64::try_from(dv * 1_000_000_000 * u128::from(scale) / dt).ok()
+    }
+}
+
+/// CPU millicores from nanoseconds of CPU time per `RateMeter` (1 s of CPU per second = 1000m).
+pub fn cpu_millicores(meter: &mut RateMeter, cpu_ns: u64, at: Instant) -> Option<u64> {
+    meter
+        .update(cpu_ns, at, 1)
+        .map(|ns_per_s| ns_per_s / 1_000_000)
+}
+
+/// Bytes stored under `dir` (allocated blocks; no symlinks followed; other
+/// filesystems not entered).
+pub fn disk_usage(dir: &Path) -> Result<u64, SysError> {
+    let root = std::fs::symlink_metadata(dir).map_err(|source| SysError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let dev = root.dev();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.dev() != dev {
+                continue;
+            }
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn number_and_cpu_stat_parsing() {
+        assert_eq!(parse_u64(b"12345\n"), Some(12345));
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"max\n"), None);
+        assert_eq!(
+            usage_usec(b"usage_usec 5000\nuser_usec 3000\nsystem_usec 2000\n"),
+            Some(5000)
+        );
+        assert_eq!(usage_usec(b"user_usec 3000\n"), None);
+    }
+
+    #[test]
+    fn rates_from_counters() {
+        let mut m = RateMeter::default();
+        let t0 = Instant::now();
+        assert_eq!(cpu_millicores(&mut m, 0, t0), None);
+        // 0.5 s of CPU over 1 s of wall time: 500m.
+        assert_eq!(
+            cpu_millicores(&mut m, 500_000_000, t0 + Duration::from_secs(1)),
+            Some(500)
+        );
+        let mut io = RateMeter::default();
+        io.update(1000, t0, 1);
+        assert_eq!(
+            io.update(3000, t0 + Duration::from_millis(500), 1),
+            Some(4000)
+        );
+    }
+
+    #[test]
+    fn hot_files_and_disk_usage_on_a_temp_tree() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("pids.current"), "7\n").unwrap();
+        let f = HotFile::open(t.path().join("pids.current")).unwrap();
+        assert_eq!(f.read_u64().unwrap(), 7);
+        std::fs::write(t.path().join("pids.current"), "12\n").unwrap();
+        assert_eq!(f.read_u64().unwrap(), 12, "re-read at offset 0");
+        std::fs::create_dir(t.path().join("sub")).unwrap();
+        std::fs::write(t.path().join("sub/data"), vec![1u8; 100_000]).unwrap();
+        let used = disk_usage(t.path()).unwrap();
+        assert!(used >= 100_000, "{used}");
+    }
+
+    #[test]
+    fn the_tree_probe_measures_a_real_child() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let mut p = TreeProbe::new(PathBuf::from("/proc"), child.id());
+        let mut fast = Fast::default();
+        for _ in 0..200 {
+            fast = p.fast().unwrap();
+            if fast.processes == 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(fast.processes, 3);
+        assert!(fast.memory > 0);
+        let slow = p.slow().unwrap();
+        assert!(slow.files >= 3, "{slow:?}");
+        assert_eq!(
+            slow.network_bytes,
+            Measure::Unsupported,
+            "same network namespace as allot"
+        );
+        for pid in p.pids().unwrap().iter().rev() {
+            let _ = crate::signal::signal_all(&[*pid], rustix::process::Signal::KILL);
+        }
+        let _ = child.wait();
+    }
+}

@@ -1,0 +1,85 @@
+//! Signals to a whole process tree, and a SIGSTOP/SIGCONT duty cycle that
+//! throttles CPU without cgroups.
+
+use crate::error::SysError;
+use rustix::process::{Pid, Signal, kill_process};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+fn pid(p: u32) -> Result<Pid, SysError> {
+    i32::try_from(p)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| SysError::Sys {
+            call: format!("kill({p})"),
+            source: std::io::Error::from_raw_os_error(22),
+        })
+}
+
+/// Send `sig` to every pid; returns how many were signalled (gone ones are skipped).
+pub fn signal_all(pids: &[u32], sig: Signal) -> Result<usize, SysError> {
+    let mut n = 0;
+    for &p in pids {
+        match kill_process(pid(p)?, sig) {
+            Ok(()) => n += 1,
+            Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => {
+                return Err(SysError::Sys {
+                    call: format!("kill({p}, {sig:?})"),
+                    source: e.into(),
+                });
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Throttles a set of processes to `on` out of every `on + off` of wall time
+/// by stopping and continuing them, from a thread of its own. Dropping it
+/// stops the cycle and continues the processes.
+#[derive(Debug)]
+pub struct DutyCycle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DutyCycle {
+    /// Start cycling. `pids` is called each period, so new children are caught.
+    pub fn start<F>(factor: f64, period: Duration, pids: F) -> DutyCycle
+    where
+        F: Fn() -> Vec<u32> + Send + 'static,
+    {
+        let factor = factor.clamp(0.05, 1.0);
+        let on = period.mul_f64(factor);
+        let off = period.saturating_sub(on);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(on);
+                if off.is_zero() {
+                    continue;
+                }
+                let _ = signal_all(&pids(), Signal::STOP);
+                std::thread::sleep(off);
+                let _ = signal_all(&pids(), Signal::CONT);
+            }
+            let _ = signal_all(&pids(), Signal::CONT);
+        });
+        DutyCycle {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for DutyCycle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
