@@ -40,10 +40,7 @@ pub struct Threshold {
 impl Threshold {
     /// The default thresholds for a limit: warning above soft, critical above hard.
     pub fn from_limit(limit: &Limit) -> Self {
-        Threshold {
-            warning_level: limit.soft,
-            critical_level: limit.hard,
-        }
+        Threshold { warning_level: limit.soft, critical_level: limit.hard }
     }
 
     /// The level `value` reaches, if any.
@@ -95,22 +92,12 @@ impl Default for AlertLimiter {
 impl AlertLimiter {
     /// A limiter with a custom interval.
     pub fn new(interval: Duration) -> Self {
-        AlertLimiter {
-            interval,
-            last: HashMap::new(),
-        }
+        AlertLimiter { interval, last: HashMap::new() }
     }
 
     /// The alert for this observation, unless none is due or the same alert
     /// was published less than the interval ago.
-    pub fn check(
-        &mut self,
-        agent: &AgentId,
-        resource: &Resource,
-        value: u64,
-        threshold: Threshold,
-        now: Time,
-    ) -> Option<Alert> {
+    pub fn check(&mut self, agent: &AgentId, resource: &Resource, value: u64, threshold: Threshold, now: Time) -> Option<Alert> {
         let level = threshold.level(value)?;
         let key = (agent.clone(), resource.clone(), level);
         if let Some(last) = self.last.get(&key) {
@@ -119,14 +106,7 @@ impl AlertLimiter {
             }
         }
         self.last.insert(key, now);
-        Some(Alert {
-            level,
-            agent: agent.clone(),
-            resource: resource.clone(),
-            value,
-            threshold,
-            at: now,
-        })
+        Some(Alert { level, agent: agent.clone(), resource: resource.clone(), value, threshold, at: now })
     }
 
     /// Forget an agent's alert history.
@@ -144,58 +124,22 @@ mod tests {
         let mut l = AlertLimiter::default();
         let a = AgentId::new("a").unwrap();
         let b = AgentId::new("b").unwrap();
-        let th = Threshold {
-            warning_level: 10,
-            critical_level: 20,
-        };
+        let th = Threshold { warning_level: 10, critical_level: 20 };
         let t = Time::from_secs(1000);
         assert_eq!(l.check(&a, &Resource::Cpu, 5, th, t), None);
-        assert_eq!(
-            l.check(&a, &Resource::Cpu, 15, th, t).unwrap().level,
-            AlertLevel::Warning
-        );
-        assert_eq!(
-            l.check(&a, &Resource::Cpu, 15, th, t.plus(Duration::from_secs(59))),
-            None
-        );
-        assert_eq!(
-            l.check(&a, &Resource::Cpu, 25, th, t.plus(Duration::from_secs(59)))
-                .unwrap()
-                .level,
-            AlertLevel::Critical
-        );
-        assert!(
-            l.check(&b, &Resource::Cpu, 15, th, t).is_some(),
-            "other agent"
-        );
-        assert!(
-            l.check(&a, &Resource::Memory, 15, th, t).is_some(),
-            "other resource"
-        );
-        assert!(
-            l.check(&a, &Resource::Cpu, 15, th, t.plus(Duration::from_secs(60)))
-                .is_some(),
-            "after 60 s"
-        );
+        assert_eq!(l.check(&a, &Resource::Cpu, 15, th, t).unwrap().level, AlertLevel::Warning);
+        assert_eq!(l.check(&a, &Resource::Cpu, 15, th, t.plus(Duration::from_secs(59))), None);
+        assert_eq!(l.check(&a, &Resource::Cpu, 25, th, t.plus(Duration::from_secs(59))).unwrap().level, AlertLevel::Critical);
+        assert!(l.check(&b, &Resource::Cpu, 15, th, t).is_some(), "other agent");
+        assert!(l.check(&a, &Resource::Memory, 15, th, t).is_some(), "other resource");
+        assert!(l.check(&a, &Resource::Cpu, 15, th, t.plus(Duration::from_secs(60))).is_some(), "after 60 s");
         l.forget(&a);
-        assert!(
-            l.check(
-                &a,
-                &Resource::Memory,
-                15,
-                th,
-                t.plus(Duration::from_secs(1))
-            )
-            .is_some()
-        );
+        assert!(l.check(&a, &Resource::Memory, 15, th, t.plus(Duration::from_secs(1))).is_some());
     }
 
     #[test]
     fn default_thresholds_come_from_the_limit() {
         let t = Threshold::from_limit(&Limit::new(50, 100, crate::limits::Action::Warn));
-        assert_eq!(
-            (t.level(50), t.level(51), t.level(101)),
-            (None, Some(AlertLevel::Warning), Some(AlertLevel::Critical))
-        );
+        assert_eq!((t.level(50), t.level(51), t.level(101)), (None, Some(AlertLevel::Warning), Some(AlertLevel::Critical)));
     }
 }

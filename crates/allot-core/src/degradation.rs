@@ -30,11 +30,7 @@ pub enum Level {
 /// The level for `usage` against `limit` (the sketch's table).
 pub fn level(usage: u64, limit: u64) -> Level {
     if limit == 0 {
-        return if usage > 0 {
-            Level::Emergency
-        } else {
-            Level::None
-        };
+        return if usage > 0 { Level::Emergency } else { Level::None };
     }
     // Compare usage/limit with the thresholds in integer tenths: exact.
     let (u, l) = (u128::from(usage) * 10, u128::from(limit));
@@ -109,28 +105,15 @@ impl StrategyStep {
     pub fn of(s: Strategy) -> Self {
         let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
         match s {
-            Strategy::ReducePrecision => StrategyStep::ReducePrecision {
-                precision_reduction: 0.5,
-                affected_operations: strings(&["calculations", "predictions"]),
-            },
-            Strategy::CacheAggressively => StrategyStep::CacheAggressively {
-                cache_size_increase: 2.0,
-                cache_duration_increase: 5.0,
-            },
-            Strategy::BatchOperations => StrategyStep::BatchOperations {
-                batch_size_increase: 3.0,
-                batch_delay_ms: 1000,
-            },
+            Strategy::ReducePrecision => {
+                StrategyStep::ReducePrecision { precision_reduction: 0.5, affected_operations: strings(&["calculations", "predictions"]) }
+            }
+            Strategy::CacheAggressively => StrategyStep::CacheAggressively { cache_size_increase: 2.0, cache_duration_increase: 5.0 },
+            Strategy::BatchOperations => StrategyStep::BatchOperations { batch_size_increase: 3.0, batch_delay_ms: 1000 },
             Strategy::DropNonEssential => StrategyStep::DropNonEssential {
-                operations_to_drop: strings(&[
-                    "detailed_logging",
-                    "metrics_collection",
-                    "optional_validations",
-                ]),
+                operations_to_drop: strings(&["detailed_logging", "metrics_collection", "optional_validations"]),
             },
-            Strategy::UseFallbackAlgorithm => StrategyStep::UseFallbackAlgorithm {
-                fallback: "cheaper_model_or_algorithm".into(),
-            },
+            Strategy::UseFallbackAlgorithm => StrategyStep::UseFallbackAlgorithm { fallback: "cheaper_model_or_algorithm".into() },
         }
     }
 
@@ -157,31 +140,12 @@ pub fn strategies(resource: &Resource, level: Level) -> Vec<Strategy> {
         Level::Emergency => 4,
     };
     let ladder: &[Strategy] = match resource {
-        Resource::Memory => &[
-            CacheAggressively,
-            BatchOperations,
-            ReducePrecision,
-            DropNonEssential,
-        ],
-        Resource::Cpu => &[
-            BatchOperations,
-            UseFallbackAlgorithm,
-            ReducePrecision,
-            DropNonEssential,
-        ],
-        Resource::Custom(_) => &[
-            UseFallbackAlgorithm,
-            BatchOperations,
-            ReducePrecision,
-            DropNonEssential,
-        ],
+        Resource::Memory => &[CacheAggressively, BatchOperations, ReducePrecision, DropNonEssential],
+        Resource::Cpu => &[BatchOperations, UseFallbackAlgorithm, ReducePrecision, DropNonEssential],
+        Resource::Custom(_) => &[UseFallbackAlgorithm, BatchOperations, ReducePrecision, DropNonEssential],
         // processes, files, connections, disk, disk_io, network: batch, then drop.
         _ => {
-            return if level >= Level::Aggressive {
-                vec![BatchOperations, DropNonEssential]
-            } else {
-                vec![BatchOperations]
-            };
+            return if level >= Level::Aggressive { vec![BatchOperations, DropNonEssential] } else { vec![BatchOperations] };
         }
     };
     ladder[..n].to_vec()
@@ -217,18 +181,11 @@ pub fn timeline(level: Level) -> Duration {
 /// Build the plan for `usage` against hard limit `limit` at `level`.
 pub fn plan(resource: &Resource, level: Level, usage: u64, limit: u64) -> Plan {
     let target = limit as f64 * 0.8;
-    let target_reduction = if usage == 0 {
-        0.0
-    } else {
-        (1.0 - target / usage as f64).clamp(0.0, 1.0)
-    };
+    let target_reduction = if usage == 0 { 0.0 } else { (1.0 - target / usage as f64).clamp(0.0, 1.0) };
     Plan {
         resource: resource.clone(),
         level,
-        strategies: strategies(resource, level)
-            .into_iter()
-            .map(StrategyStep::of)
-            .collect(),
+        strategies: strategies(resource, level).into_iter().map(StrategyStep::of).collect(),
         target_reduction,
         timeline_ms: crate::time::duration_millis(timeline(level)),
     }
@@ -281,10 +238,7 @@ pub struct RecoveryTiming {
 
 impl Default for RecoveryTiming {
     fn default() -> Self {
-        RecoveryTiming {
-            dwell: Duration::from_secs(60),
-            stage_interval: Duration::from_secs(30),
-        }
+        RecoveryTiming { dwell: Duration::from_secs(60), stage_interval: Duration::from_secs(30) }
     }
 }
 
@@ -302,24 +256,14 @@ impl Degradation {
     }
 
     /// Feed one observation: `violating` says whether any limit is violated.
-    pub fn observe(
-        &mut self,
-        resource: &Resource,
-        usage: u64,
-        hard: u64,
-        violating: bool,
-    ) -> Option<DegradationEvent> {
+    pub fn observe(&mut self, resource: &Resource, usage: u64, hard: u64, violating: bool) -> Option<DegradationEvent> {
         if !violating {
             return None;
         }
         let lvl = level(usage, hard).max(Level::Minimal);
         match &self.active {
             Some(p) if self.removed > 0 => {
-                let restored = if lvl > p.level {
-                    plan(resource, lvl, usage, hard)
-                } else {
-                    p.clone()
-                };
+                let restored = if lvl > p.level { plan(resource, lvl, usage, hard) } else { p.clone() };
                 self.removed = 0;
                 self.active = Some(restored.clone());
                 Some(DegradationEvent::Rollback { plan: restored })
@@ -334,16 +278,10 @@ impl Degradation {
     }
 
     /// When the next recovery stage is due, given since when usage has been healthy.
-    pub fn next_stage_due(
-        &self,
-        healthy_since: Option<Time>,
-        timing: RecoveryTiming,
-    ) -> Option<Time> {
+    pub fn next_stage_due(&self, healthy_since: Option<Time>, timing: RecoveryTiming) -> Option<Time> {
         let _ = self.active.as_ref()?;
         let since = healthy_since?;
-        let extra = timing
-            .stage_interval
-            .saturating_mul(u32::try_from(self.removed).unwrap_or(u32::MAX));
+        let extra = timing.stage_interval.saturating_mul(u32::try_from(self.removed).unwrap_or(u32::MAX));
         Some(since.plus(timing.dwell).plus(extra))
     }
 
@@ -355,13 +293,7 @@ impl Degradation {
         let remove = *order.get(total.checked_sub(self.removed + 1)?)?;
         self.removed += 1;
         let remaining = order[..total - self.removed].to_vec();
-        let stage = RecoveryStage {
-            resource: p.resource.clone(),
-            stage: self.removed,
-            of: total,
-            remove,
-            remaining,
-        };
+        let stage = RecoveryStage { resource: p.resource.clone(), stage: self.removed, of: total, remove, remaining };
         if self.removed == total {
             self.active = None;
             self.removed = 0;
@@ -390,44 +322,18 @@ mod tests {
     #[test]
     fn strategies_per_resource_follow_the_sketch() {
         use Strategy::*;
-        assert_eq!(
-            strategies(&Resource::Memory, Level::Minimal),
-            [CacheAggressively]
-        );
+        assert_eq!(strategies(&Resource::Memory, Level::Minimal), [CacheAggressively]);
         assert_eq!(
             strategies(&Resource::Memory, Level::Emergency),
-            [
-                CacheAggressively,
-                BatchOperations,
-                ReducePrecision,
-                DropNonEssential
-            ]
+            [CacheAggressively, BatchOperations, ReducePrecision, DropNonEssential]
         );
-        assert_eq!(
-            strategies(&Resource::Cpu, Level::Moderate),
-            [BatchOperations, UseFallbackAlgorithm]
-        );
-        assert_eq!(
-            strategies(&Resource::Processes, Level::Moderate),
-            [BatchOperations]
-        );
-        assert_eq!(
-            strategies(&Resource::Network, Level::Emergency),
-            [BatchOperations, DropNonEssential]
-        );
-        assert_eq!(
-            strategies(&Resource::Custom("tokens".into()), Level::Minimal),
-            [UseFallbackAlgorithm]
-        );
+        assert_eq!(strategies(&Resource::Cpu, Level::Moderate), [BatchOperations, UseFallbackAlgorithm]);
+        assert_eq!(strategies(&Resource::Processes, Level::Moderate), [BatchOperations]);
+        assert_eq!(strategies(&Resource::Network, Level::Emergency), [BatchOperations, DropNonEssential]);
+        assert_eq!(strategies(&Resource::Custom("tokens".into()), Level::Minimal), [UseFallbackAlgorithm]);
         assert!(strategies(&Resource::Cpu, Level::None).is_empty());
         let step = StrategyStep::of(BatchOperations);
-        assert_eq!(
-            step,
-            StrategyStep::BatchOperations {
-                batch_size_increase: 3.0,
-                batch_delay_ms: 1000
-            }
-        );
+        assert_eq!(step, StrategyStep::BatchOperations { batch_size_increase: 3.0, batch_delay_ms: 1000 });
     }
 
     #[test]
@@ -435,49 +341,22 @@ mod tests {
         let r = Resource::Memory;
         let mut d = Degradation::default();
         assert_eq!(d.observe(&r, 50, 100, false), None);
-        let Some(DegradationEvent::Plan { plan }) = d.observe(&r, 60, 100, true) else {
-            panic!()
-        };
-        assert_eq!(
-            plan.level,
-            Level::Minimal,
-            "a soft violation gets at least a minimal plan"
-        );
-        assert_eq!(
-            d.observe(&r, 70, 100, true),
-            None,
-            "same level: nothing new"
-        );
-        let Some(DegradationEvent::Plan { plan }) = d.observe(&r, 130, 100, true) else {
-            panic!()
-        };
+        let Some(DegradationEvent::Plan { plan }) = d.observe(&r, 60, 100, true) else { panic!() };
+        assert_eq!(plan.level, Level::Minimal, "a soft violation gets at least a minimal plan");
+        assert_eq!(d.observe(&r, 70, 100, true), None, "same level: nothing new");
+        let Some(DegradationEvent::Plan { plan }) = d.observe(&r, 130, 100, true) else { panic!() };
         assert_eq!(plan.level, Level::Aggressive);
         assert!((plan.target_reduction - (1.0 - 80.0 / 130.0)).abs() < 1e-9);
         let t = RecoveryTiming::default();
         assert_eq!(d.next_stage_due(None, t), None);
-        assert_eq!(
-            d.next_stage_due(Some(Time::from_secs(10)), t),
-            Some(Time::from_secs(70))
-        );
-        let Some(DegradationEvent::Recovery { stage }) = d.advance() else {
-            panic!()
-        };
-        assert_eq!(
-            (stage.stage, stage.of, stage.remove),
-            (1, 3, Strategy::ReducePrecision)
-        );
-        assert_eq!(
-            d.next_stage_due(Some(Time::from_secs(10)), t),
-            Some(Time::from_secs(100))
-        );
-        let Some(DegradationEvent::Rollback { plan }) = d.observe(&r, 60, 100, true) else {
-            panic!()
-        };
+        assert_eq!(d.next_stage_due(Some(Time::from_secs(10)), t), Some(Time::from_secs(70)));
+        let Some(DegradationEvent::Recovery { stage }) = d.advance() else { panic!() };
+        assert_eq!((stage.stage, stage.of, stage.remove), (1, 3, Strategy::ReducePrecision));
+        assert_eq!(d.next_stage_due(Some(Time::from_secs(10)), t), Some(Time::from_secs(100)));
+        let Some(DegradationEvent::Rollback { plan }) = d.observe(&r, 60, 100, true) else { panic!() };
         assert_eq!(plan.level, Level::Aggressive, "rolls back to the last plan");
         for i in 1..=3 {
-            let Some(DegradationEvent::Recovery { stage }) = d.advance() else {
-                panic!()
-            };
+            let Some(DegradationEvent::Recovery { stage }) = d.advance() else { panic!() };
             assert_eq!(stage.stage, i);
         }
         assert_eq!(d.active(), None, "fully recovered");

@@ -45,12 +45,8 @@ pub fn alert_topic(level: AlertLevel) -> &'static str {
 /// `quota.warning`; other warnings and actions are `enforcement.<action>`.
 pub fn decision_topic(kind: &DecisionKind) -> String {
     match kind {
-        DecisionKind::Warn { violation } if violation.kind == ViolationKind::Soft => {
-            QUOTA_WARNING.to_owned()
-        }
-        DecisionKind::Degradation {
-            event: DegradationEvent::Recovery { .. },
-        } => RECOVERY_STAGE.to_owned(),
+        DecisionKind::Warn { violation } if violation.kind == ViolationKind::Soft => QUOTA_WARNING.to_owned(),
+        DecisionKind::Degradation { event: DegradationEvent::Recovery { .. } } => RECOVERY_STAGE.to_owned(),
         DecisionKind::Degradation { .. } => DEGRADATION_PLAN.to_owned(),
         other => enforcement_topic(other.action_name().unwrap_or("unknown")),
     }
@@ -86,28 +82,14 @@ impl Default for Sequencer {
 impl Sequencer {
     /// Continue after `last` (for example the last sequence number in the store).
     pub fn after(last: u64) -> Self {
-        Sequencer {
-            next: last.saturating_add(1),
-        }
+        Sequencer { next: last.saturating_add(1) }
     }
 
     /// Stamp an event with the next sequence number.
-    pub fn stamp<D>(
-        &mut self,
-        at: Time,
-        topic: impl Into<String>,
-        agent: Option<AgentId>,
-        data: D,
-    ) -> Event<D> {
+    pub fn stamp<D>(&mut self, at: Time, topic: impl Into<String>, agent: Option<AgentId>, data: D) -> Event<D> {
         let seq = self.next;
         self.next = self.next.saturating_add(1);
-        Event {
-            seq,
-            at,
-            topic: topic.into(),
-            agent,
-            data,
-        }
+        Event { seq, at, topic: topic.into(), agent, data }
     }
 }
 
@@ -119,8 +101,7 @@ pub fn topic_matches(pattern: &str, topic: &str) -> bool {
         return pattern == topic;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !topic.starts_with(first) || topic.len() < first.len() + last.len() || !topic.ends_with(last)
-    {
+    if !topic.starts_with(first) || topic.len() < first.len() + last.len() || !topic.ends_with(last) {
         return false;
     }
     let mut rest = &topic[first.len()..topic.len() - last.len()];
@@ -145,68 +126,30 @@ mod tests {
         let mut s = Sequencer::default();
         assert_eq!(s.stamp(Time::ZERO, AGENT_STARTED, None, ()).seq, 1);
         assert_eq!(s.stamp(Time::ZERO, AGENT_STARTED, None, ()).seq, 2);
-        assert_eq!(
-            Sequencer::after(41)
-                .stamp(Time::ZERO, AGENT_EXITED, None, ())
-                .seq,
-            42
-        );
+        assert_eq!(Sequencer::after(41).stamp(Time::ZERO, AGENT_EXITED, None, ()).seq, 42);
     }
 
     #[test]
     fn topics_keep_the_sketch_names() {
-        let v = |kind| Violation {
-            kind,
-            resource: Resource::Cpu,
-            usage: 2,
-            limit: 1,
-        };
+        let v = |kind| Violation { kind, resource: Resource::Cpu, usage: 2, limit: 1 };
+        assert_eq!(decision_topic(&DecisionKind::Warn { violation: v(ViolationKind::Soft) }), "resource_management.quota.warning");
+        assert_eq!(decision_topic(&DecisionKind::Warn { violation: v(ViolationKind::Hard) }), "resource_management.enforcement.warn");
         assert_eq!(
-            decision_topic(&DecisionKind::Warn {
-                violation: v(ViolationKind::Soft)
-            }),
-            "resource_management.quota.warning"
-        );
-        assert_eq!(
-            decision_topic(&DecisionKind::Warn {
-                violation: v(ViolationKind::Hard)
-            }),
-            "resource_management.enforcement.warn"
-        );
-        assert_eq!(
-            decision_topic(&DecisionKind::Suspend {
-                violation: v(ViolationKind::Hard),
-                after_scale_down: false
-            }),
+            decision_topic(&DecisionKind::Suspend { violation: v(ViolationKind::Hard), after_scale_down: false }),
             "resource_management.enforcement.suspend"
         );
-        assert_eq!(
-            alert_topic(AlertLevel::Critical),
-            "resource_management.alert.critical"
-        );
+        assert_eq!(alert_topic(AlertLevel::Critical), "resource_management.alert.critical");
     }
 
     #[test]
     fn topic_globs() {
-        assert!(topic_matches(
-            "resource_management.enforcement.*",
-            "resource_management.enforcement.throttle"
-        ));
-        assert!(topic_matches(
-            "*.warning",
-            "resource_management.alert.warning"
-        ));
+        assert!(topic_matches("resource_management.enforcement.*", "resource_management.enforcement.throttle"));
+        assert!(topic_matches("*.warning", "resource_management.alert.warning"));
         assert!(topic_matches("*", "x"));
         assert!(topic_matches("a*b*c", "abc"));
         assert!(!topic_matches("a*b*c", "acb"));
-        assert!(!topic_matches(
-            "resource_management.alert.*",
-            "resource_management.quota.warning"
-        ));
-        assert!(
-            !topic_matches("ab*ba", "aba"),
-            "prefix and suffix must not overlap"
-        );
+        assert!(!topic_matches("resource_management.alert.*", "resource_management.quota.warning"));
+        assert!(!topic_matches("ab*ba", "aba"), "prefix and suffix must not overlap");
     }
 
     proptest! {

@@ -44,11 +44,7 @@ pub struct QuotaGroup {
 }
 
 /// Names of the built-in groups.
-pub const BUILTIN_GROUPS: [&str; 3] = [
-    "lightweight_agent",
-    "standard_agent",
-    "heavy_computation_agent",
-];
+pub const BUILTIN_GROUPS: [&str; 3] = ["lightweight_agent", "standard_agent", "heavy_computation_agent"];
 
 /// A group definition that breaks a rule.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -74,21 +70,14 @@ pub enum GroupError {
 
 /// Check that `name` is a valid group name.
 pub fn valid_group_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 impl QuotaGroup {
     /// Check the name and every limit; `field` names the group's location.
     pub fn validate(&self, field: &str) -> Result<(), GroupError> {
         if !valid_group_name(&self.name) {
-            return Err(GroupError::Name {
-                field: format!("{field}.name"),
-                name: self.name.clone(),
-            });
+            return Err(GroupError::Name { field: format!("{field}.name"), name: self.name.clone() });
         }
         for (resource, limit) in &self.limits {
             let f = format!("{field}.limits.{resource}");
@@ -117,12 +106,7 @@ impl QuotaGroup {
     }
 }
 
-fn group(
-    name: &str,
-    description: &str,
-    limits: [(Resource, Limit); 3],
-    totals: [(Resource, u64); 3],
-) -> QuotaGroup {
+fn group(name: &str, description: &str, limits: [(Resource, Limit); 3], totals: [(Resource, u64); 3]) -> QuotaGroup {
     QuotaGroup {
         name: name.to_owned(),
         description: description.to_owned(),
@@ -144,11 +128,7 @@ pub fn builtin_groups() -> Vec<QuotaGroup> {
         group(
             "lightweight_agent",
             "Lightweight agents with minimal resource requirements",
-            [
-                (Memory, Limit::new(50 * MB, 100 * MB, Warn)),
-                (Cpu, Limit::new(50, 100, Throttle)),
-                (Processes, Limit::new(10, 20, Suspend)),
-            ],
+            [(Memory, Limit::new(50 * MB, 100 * MB, Warn)), (Cpu, Limit::new(50, 100, Throttle)), (Processes, Limit::new(10, 20, Suspend))],
             [(Memory, GB), (Cpu, 2000), (Processes, 500)],
         ),
         group(
@@ -187,54 +167,22 @@ mod tests {
             let l = &g.limits[&r];
             (l.soft, l.hard, l.burst, l.action)
         };
-        let [light, standard, heavy] = &groups[..] else {
-            panic!()
-        };
-        assert_eq!(
-            row(light, Resource::Memory),
-            (50_000_000, 100_000_000, 100_000_000, Action::Warn)
-        );
+        let [light, standard, heavy] = &groups[..] else { panic!() };
+        assert_eq!(row(light, Resource::Memory), (50_000_000, 100_000_000, 100_000_000, Action::Warn));
         assert_eq!(row(light, Resource::Cpu), (50, 100, 100, Action::Throttle));
-        assert_eq!(
-            row(light, Resource::Processes),
-            (10, 20, 20, Action::Suspend)
-        );
-        assert_eq!(
-            row(standard, Resource::Memory),
-            (200_000_000, 500_000_000, 500_000_000, Action::Throttle)
-        );
-        assert_eq!(
-            row(standard, Resource::Cpu),
-            (150, 300, 300, Action::Throttle)
-        );
-        assert_eq!(
-            row(standard, Resource::Processes),
-            (50, 100, 100, Action::ScaleDown)
-        );
-        assert_eq!(
-            row(heavy, Resource::Memory),
-            (1_000_000_000, 2_000_000_000, 2_000_000_000, Action::Suspend)
-        );
-        assert_eq!(
-            row(heavy, Resource::Cpu),
-            (400, 800, 800, Action::ScaleDown)
-        );
-        assert_eq!(
-            row(heavy, Resource::Processes),
-            (100, 200, 200, Action::Terminate)
-        );
+        assert_eq!(row(light, Resource::Processes), (10, 20, 20, Action::Suspend));
+        assert_eq!(row(standard, Resource::Memory), (200_000_000, 500_000_000, 500_000_000, Action::Throttle));
+        assert_eq!(row(standard, Resource::Cpu), (150, 300, 300, Action::Throttle));
+        assert_eq!(row(standard, Resource::Processes), (50, 100, 100, Action::ScaleDown));
+        assert_eq!(row(heavy, Resource::Memory), (1_000_000_000, 2_000_000_000, 2_000_000_000, Action::Suspend));
+        assert_eq!(row(heavy, Resource::Cpu), (400, 800, 800, Action::ScaleDown));
+        assert_eq!(row(heavy, Resource::Processes), (100, 200, 200, Action::Terminate));
         assert_eq!(light.totals[&Resource::Memory], 1_000_000_000);
         assert_eq!(standard.totals[&Resource::Cpu], 6000);
         assert_eq!(heavy.totals[&Resource::Processes], 1000);
         for g in &groups {
             g.validate("groups").unwrap();
-            assert_eq!(
-                g.limits
-                    .values()
-                    .map(|l| l.burst_window.as_secs())
-                    .collect::<Vec<_>>(),
-                [30, 30, 30]
-            );
+            assert_eq!(g.limits.values().map(|l| l.burst_window.as_secs()).collect::<Vec<_>>(), [30, 30, 30]);
         }
     }
 
@@ -251,12 +199,7 @@ mod tests {
     fn validation_names_the_field() {
         let mut g = builtin_groups().remove(1);
         g.name = "Bad-Name".into();
-        assert!(
-            g.validate("groups.Bad-Name")
-                .unwrap_err()
-                .to_string()
-                .starts_with("groups.Bad-Name.name: invalid group name")
-        );
+        assert!(g.validate("groups.Bad-Name").unwrap_err().to_string().starts_with("groups.Bad-Name.name: invalid group name"));
         let mut g = builtin_groups().remove(1);
         g.limits.get_mut(&Resource::Cpu).unwrap().action = Action::Custom;
         assert_eq!(

@@ -42,13 +42,7 @@ pub struct Reservations {
 
 impl Default for Reservations {
     fn default() -> Self {
-        Reservations {
-            memory: 25,
-            cpu: 20,
-            processes: 10,
-            files: 10,
-            network: 10,
-        }
+        Reservations { memory: 25, cpu: 20, processes: 10, files: 10, network: 10 }
     }
 }
 
@@ -96,30 +90,14 @@ impl HostSpec {
                 return Err(ReservationError { resource, percent });
             }
             let reserved = (u128::from(total) * u128::from(percent) / 100) as u64;
-            rows.insert(
-                resource,
-                HostRow {
-                    total,
-                    reserved,
-                    allocatable: total - reserved,
-                },
-            );
+            rows.insert(resource, HostRow { total, reserved, allocatable: total - reserved });
         }
         Ok(HostSpec { rows })
     }
 
     /// `allocatable - usage` per resource, never below zero.
     pub fn available(&self, usage: &BTreeMap<Resource, u64>) -> BTreeMap<Resource, u64> {
-        self.rows
-            .iter()
-            .map(|(r, row)| {
-                (
-                    r.clone(),
-                    row.allocatable
-                        .saturating_sub(usage.get(r).copied().unwrap_or(0)),
-                )
-            })
-            .collect()
+        self.rows.iter().map(|(r, row)| (r.clone(), row.allocatable.saturating_sub(usage.get(r).copied().unwrap_or(0)))).collect()
     }
 }
 
@@ -129,38 +107,11 @@ mod tests {
 
     #[test]
     fn reserved_and_allocatable_follow_the_sketch_percentages() {
-        let totals = HostTotals {
-            memory: 8 << 30,
-            cpu: 2000,
-            processes: 4_194_304,
-            files: DEFAULT_FILES,
-            network: DEFAULT_NETWORK,
-        };
+        let totals = HostTotals { memory: 8 << 30, cpu: 2000, processes: 4_194_304, files: DEFAULT_FILES, network: DEFAULT_NETWORK };
         let spec = HostSpec::new(&totals, &Reservations::default()).unwrap();
-        assert_eq!(
-            spec.rows[&Resource::Memory],
-            HostRow {
-                total: 8 << 30,
-                reserved: 2 << 30,
-                allocatable: 6 << 30
-            }
-        );
-        assert_eq!(
-            spec.rows[&Resource::Cpu],
-            HostRow {
-                total: 2000,
-                reserved: 400,
-                allocatable: 1600
-            }
-        );
-        assert_eq!(
-            spec.rows[&Resource::Files],
-            HostRow {
-                total: 10_000,
-                reserved: 1000,
-                allocatable: 9000
-            }
-        );
+        assert_eq!(spec.rows[&Resource::Memory], HostRow { total: 8 << 30, reserved: 2 << 30, allocatable: 6 << 30 });
+        assert_eq!(spec.rows[&Resource::Cpu], HostRow { total: 2000, reserved: 400, allocatable: 1600 });
+        assert_eq!(spec.rows[&Resource::Files], HostRow { total: 10_000, reserved: 1000, allocatable: 9000 });
         assert_eq!(spec.rows[&Resource::Network].allocatable, 112_500_000);
         let usage = BTreeMap::from([(Resource::Cpu, 1000), (Resource::Files, 20_000)]);
         let avail = spec.available(&usage);
@@ -171,20 +122,8 @@ mod tests {
 
     #[test]
     fn reservations_over_100_percent_are_refused() {
-        let totals = HostTotals {
-            memory: 1,
-            cpu: 1,
-            processes: 1,
-            files: 1,
-            network: 1,
-        };
-        let r = Reservations {
-            cpu: 120,
-            ..Default::default()
-        };
-        assert_eq!(
-            HostSpec::new(&totals, &r).unwrap_err().to_string(),
-            "reserved.cpu: 120 is not a percentage in 0..100"
-        );
+        let totals = HostTotals { memory: 1, cpu: 1, processes: 1, files: 1, network: 1 };
+        let r = Reservations { cpu: 120, ..Default::default() };
+        assert_eq!(HostSpec::new(&totals, &r).unwrap_err().to_string(), "reserved.cpu: 120 is not a percentage in 0..100");
     }
 }

@@ -132,21 +132,12 @@ impl Default for Ledger {
 }
 
 /// The verdict for `usage` against `limit`, given since when usage has been above hard.
-pub fn classify(
-    limit: &Limit,
-    usage: u64,
-    above_hard_since: Option<Time>,
-    now: Time,
-) -> Option<ViolationKind> {
+pub fn classify(limit: &Limit, usage: u64, above_hard_since: Option<Time>, now: Time) -> Option<ViolationKind> {
     if usage > limit.burst {
         Some(ViolationKind::Hard)
     } else if usage > limit.hard {
         let since = above_hard_since.unwrap_or(now);
-        if now.since(since) > limit.burst_window {
-            Some(ViolationKind::Hard)
-        } else {
-            Some(ViolationKind::Burst)
-        }
+        if now.since(since) > limit.burst_window { Some(ViolationKind::Hard) } else { Some(ViolationKind::Burst) }
     } else if usage > limit.soft {
         Some(ViolationKind::Soft)
     } else {
@@ -157,27 +148,13 @@ pub fn classify(
 impl Ledger {
     /// A ledger with the three built-in groups and no agents.
     pub fn with_builtin_groups() -> Self {
-        Ledger {
-            groups: builtin_groups()
-                .into_iter()
-                .map(|g| (g.name.clone(), g))
-                .collect(),
-            agents: BTreeMap::new(),
-        }
+        Ledger { groups: builtin_groups().into_iter().map(|g| (g.name.clone(), g)).collect(), agents: BTreeMap::new() }
     }
 
     /// The groups: the built-in ones in the sketch's order, then the others by name.
     pub fn groups(&self) -> impl Iterator<Item = &QuotaGroup> {
         let mut all: Vec<&QuotaGroup> = self.groups.values().collect();
-        all.sort_by_key(|g| {
-            (
-                BUILTIN_GROUPS
-                    .iter()
-                    .position(|b| *b == g.name)
-                    .unwrap_or(BUILTIN_GROUPS.len()),
-                g.name.as_str(),
-            )
-        });
+        all.sort_by_key(|g| (BUILTIN_GROUPS.iter().position(|b| *b == g.name).unwrap_or(BUILTIN_GROUPS.len()), g.name.as_str()));
         all.into_iter()
     }
 
@@ -187,10 +164,7 @@ impl Ledger {
     }
 
     fn unknown_group(&self, group: &str) -> LedgerError {
-        LedgerError::UnknownGroup {
-            group: group.to_owned(),
-            known: self.groups.keys().cloned().collect::<Vec<_>>().join(", "),
-        }
+        LedgerError::UnknownGroup { group: group.to_owned(), known: self.groups.keys().cloned().collect::<Vec<_>>().join(", ") }
     }
 
     /// Add a new group.
@@ -208,15 +182,8 @@ impl Ledger {
     pub fn set_group(&mut self, group: QuotaGroup) -> Result<(), LedgerError> {
         group.validate(&format!("groups.{}", group.name))?;
         let mut updated = Vec::new();
-        for (id, e) in self
-            .agents
-            .iter()
-            .filter(|(_, e)| e.spec.group == group.name)
-        {
-            updated.push((
-                id.clone(),
-                resolve(&group, &e.spec, &format!("agents.{id}"))?,
-            ));
+        for (id, e) in self.agents.iter().filter(|(_, e)| e.spec.group == group.name) {
+            updated.push((id.clone(), resolve(&group, &e.spec, &format!("agents.{id}"))?));
         }
         for (id, quota) in updated {
             if let Some(e) = self.agents.get_mut(&id) {
@@ -231,14 +198,9 @@ impl Ledger {
     pub fn remove_group(&mut self, name: &str) -> Result<QuotaGroup, LedgerError> {
         let members = self.members(name).count();
         if members > 0 {
-            return Err(LedgerError::GroupNotEmpty {
-                group: name.to_owned(),
-                members,
-            });
+            return Err(LedgerError::GroupNotEmpty { group: name.to_owned(), members });
         }
-        self.groups
-            .remove(name)
-            .ok_or_else(|| self.unknown_group(name))
+        self.groups.remove(name).ok_or_else(|| self.unknown_group(name))
     }
 
     /// Register an agent; returns its merged quota.
@@ -246,32 +208,18 @@ impl Ledger {
         if self.agents.contains_key(&spec.id) {
             return Err(LedgerError::DuplicateAgent(spec.id));
         }
-        let group = self
-            .groups
-            .get(&spec.group)
-            .ok_or_else(|| self.unknown_group(&spec.group))?;
+        let group = self.groups.get(&spec.group).ok_or_else(|| self.unknown_group(&spec.group))?;
         let quota = resolve(group, &spec, &format!("agents.{}", spec.id))?;
         let id = spec.id.clone();
-        let entry = Entry {
-            spec,
-            quota,
-            usage: BTreeMap::new(),
-            above_hard_since: BTreeMap::new(),
-        };
+        let entry = Entry { spec, quota, usage: BTreeMap::new(), above_hard_since: BTreeMap::new() };
         Ok(&self.agents.entry(id).or_insert(entry).quota)
     }
 
     /// Change an agent's overrides and priority at run time.
     pub fn update_agent(&mut self, spec: AgentSpec) -> Result<&Quota, LedgerError> {
-        let group = self
-            .groups
-            .get(&spec.group)
-            .ok_or_else(|| self.unknown_group(&spec.group))?;
+        let group = self.groups.get(&spec.group).ok_or_else(|| self.unknown_group(&spec.group))?;
         let quota = resolve(group, &spec, &format!("agents.{}", spec.id))?;
-        let e = self
-            .agents
-            .get_mut(&spec.id)
-            .ok_or_else(|| LedgerError::UnknownAgent(spec.id.clone()))?;
+        let e = self.agents.get_mut(&spec.id).ok_or_else(|| LedgerError::UnknownAgent(spec.id.clone()))?;
         e.spec = spec;
         e.quota = quota;
         Ok(&e.quota)
@@ -279,10 +227,7 @@ impl Ledger {
 
     /// Remove an agent; returns its quota.
     pub fn unregister(&mut self, id: &AgentId) -> Result<Quota, LedgerError> {
-        self.agents
-            .remove(id)
-            .map(|e| e.quota)
-            .ok_or_else(|| LedgerError::UnknownAgent(id.clone()))
+        self.agents.remove(id).map(|e| e.quota).ok_or_else(|| LedgerError::UnknownAgent(id.clone()))
     }
 
     /// An agent's quota.
@@ -297,33 +242,18 @@ impl Ledger {
 
     /// The members of a group.
     pub fn members<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a AgentId> + 'a {
-        self.agents
-            .iter()
-            .filter(move |(_, e)| e.spec.group == group)
-            .map(|(id, _)| id)
+        self.agents.iter().filter(move |(_, e)| e.spec.group == group).map(|(id, _)| id)
     }
 
     /// An agent's latest observation of a resource.
     pub fn usage(&self, id: &AgentId, resource: &Resource) -> Option<Observation> {
-        self.agents
-            .get(id)
-            .and_then(|e| e.usage.get(resource).copied())
+        self.agents.get(id).and_then(|e| e.usage.get(resource).copied())
     }
 
     /// Record an observation and assess it against the agent's quota.
-    pub fn record(
-        &mut self,
-        id: &AgentId,
-        resource: Resource,
-        value: u64,
-        now: Time,
-    ) -> Result<Assessment, LedgerError> {
-        let e = self
-            .agents
-            .get_mut(id)
-            .ok_or_else(|| LedgerError::UnknownAgent(id.clone()))?;
-        e.usage
-            .insert(resource.clone(), Observation { value, at: now });
+    pub fn record(&mut self, id: &AgentId, resource: Resource, value: u64, now: Time) -> Result<Assessment, LedgerError> {
+        let e = self.agents.get_mut(id).ok_or_else(|| LedgerError::UnknownAgent(id.clone()))?;
+        e.usage.insert(resource.clone(), Observation { value, at: now });
         let limit = e.quota.limits.get(&resource).cloned();
         if let Some(l) = &limit {
             if value > l.hard {
@@ -332,31 +262,13 @@ impl Ledger {
                 e.above_hard_since.remove(&resource);
             }
         }
-        let violation = limit.as_ref().and_then(|l| {
-            violation(
-                l,
-                &resource,
-                value,
-                e.above_hard_since.get(&resource).copied(),
-                now,
-            )
-        });
-        Ok(Assessment {
-            agent: id.clone(),
-            resource,
-            usage: value,
-            at: now,
-            limit,
-            violation,
-        })
+        let violation = limit.as_ref().and_then(|l| violation(l, &resource, value, e.above_hard_since.get(&resource).copied(), now));
+        Ok(Assessment { agent: id.clone(), resource, usage: value, at: now, limit, violation })
     }
 
     /// The agent's current violations, from its latest observations, at `now`.
     pub fn check(&self, id: &AgentId, now: Time) -> Result<Vec<Violation>, LedgerError> {
-        let e = self
-            .agents
-            .get(id)
-            .ok_or_else(|| LedgerError::UnknownAgent(id.clone()))?;
+        let e = self.agents.get(id).ok_or_else(|| LedgerError::UnknownAgent(id.clone()))?;
         Ok(e.quota
             .limits
             .iter()
@@ -381,22 +293,14 @@ impl Ledger {
 
     /// The group totals that the members' summed usage exceeds.
     pub fn group_violations(&self, group: &str) -> Result<Vec<GroupViolation>, LedgerError> {
-        let g = self
-            .groups
-            .get(group)
-            .ok_or_else(|| self.unknown_group(group))?;
+        let g = self.groups.get(group).ok_or_else(|| self.unknown_group(group))?;
         let usage = self.group_usage(group);
         let totals = g.effective_totals(self.members(group).count());
         Ok(totals
             .into_iter()
             .filter_map(|(r, total)| {
                 let used = usage.get(&r).copied().unwrap_or(0);
-                (used > total).then(|| GroupViolation {
-                    group: group.to_owned(),
-                    resource: r,
-                    usage: used,
-                    total,
-                })
+                (used > total).then(|| GroupViolation { group: group.to_owned(), resource: r, usage: used, total })
             })
             .collect())
     }
@@ -414,25 +318,10 @@ impl Ledger {
     }
 }
 
-fn violation(
-    limit: &Limit,
-    resource: &Resource,
-    usage: u64,
-    since: Option<Time>,
-    now: Time,
-) -> Option<Violation> {
+fn violation(limit: &Limit, resource: &Resource, usage: u64, since: Option<Time>, now: Time) -> Option<Violation> {
     let kind = classify(limit, usage, since, now)?;
-    let crossed = if kind == ViolationKind::Soft {
-        limit.soft
-    } else {
-        limit.hard
-    };
-    Some(Violation {
-        kind,
-        resource: resource.clone(),
-        usage,
-        limit: crossed,
-    })
+    let crossed = if kind == ViolationKind::Soft { limit.soft } else { limit.hard };
+    Some(Violation { kind, resource: resource.clone(), usage, limit: crossed })
 }
 
 #[cfg(test)]
@@ -457,124 +346,58 @@ mod tests {
             e.to_string(),
             "unknown quota group \"nope\": known groups are heavy_computation_agent, lightweight_agent, standard_agent"
         );
-        l.register(AgentSpec::new(id("a"), "standard_agent"))
-            .unwrap();
-        assert_eq!(
-            l.register(AgentSpec::new(id("a"), "standard_agent"))
-                .unwrap_err(),
-            LedgerError::DuplicateAgent(id("a"))
-        );
+        l.register(AgentSpec::new(id("a"), "standard_agent")).unwrap();
+        assert_eq!(l.register(AgentSpec::new(id("a"), "standard_agent")).unwrap_err(), LedgerError::DuplicateAgent(id("a")));
         let mut spec = AgentSpec::new(id("b"), "standard_agent");
-        spec.overrides.insert(
-            Resource::Memory,
-            LimitOverride {
-                soft: Some(900_000_000),
-                ..Default::default()
-            },
-        );
+        spec.overrides.insert(Resource::Memory, LimitOverride { soft: Some(900_000_000), ..Default::default() });
         let e = l.register(spec).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("agents.b.limits.memory: soft (900000000) must not exceed hard"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("agents.b.limits.memory: soft (900000000) must not exceed hard"), "{e}");
         assert_eq!(l.agents().count(), 1);
         l.unregister(&id("a")).unwrap();
-        assert_eq!(
-            l.unregister(&id("a")).unwrap_err(),
-            LedgerError::UnknownAgent(id("a"))
-        );
+        assert_eq!(l.unregister(&id("a")).unwrap_err(), LedgerError::UnknownAgent(id("a")));
     }
 
     #[test]
     fn compliance_distinguishes_soft_burst_and_hard() {
         let mut l = Ledger::default();
         let mut spec = AgentSpec::new(id("a"), "lightweight_agent");
-        spec.overrides.insert(
-            Resource::Memory,
-            LimitOverride {
-                burst: Some(150_000_000),
-                ..Default::default()
-            },
-        );
+        spec.overrides.insert(Resource::Memory, LimitOverride { burst: Some(150_000_000), ..Default::default() });
         l.register(spec).unwrap();
         let t = Time::from_secs(100);
         let a = l.record(&id("a"), Resource::Memory, 40_000_000, t).unwrap();
         assert_eq!(a.violation, None);
         let a = l.record(&id("a"), Resource::Memory, 60_000_000, t).unwrap();
         assert_eq!(a.violation.unwrap().kind, ViolationKind::Soft);
-        let a = l
-            .record(&id("a"), Resource::Memory, 120_000_000, t)
-            .unwrap();
+        let a = l.record(&id("a"), Resource::Memory, 120_000_000, t).unwrap();
         assert_eq!(a.violation.as_ref().unwrap().kind, ViolationKind::Burst);
         assert_eq!(a.violation.unwrap().limit, 100_000_000);
         // Still in the burst zone at the end of the 30 s window, hard after it.
-        let a = l
-            .record(
-                &id("a"),
-                Resource::Memory,
-                120_000_000,
-                t.plus(Duration::from_secs(30)),
-            )
-            .unwrap();
+        let a = l.record(&id("a"), Resource::Memory, 120_000_000, t.plus(Duration::from_secs(30))).unwrap();
         assert_eq!(a.violation.unwrap().kind, ViolationKind::Burst);
-        let a = l
-            .record(
-                &id("a"),
-                Resource::Memory,
-                120_000_000,
-                t.plus(Duration::from_secs(31)),
-            )
-            .unwrap();
+        let a = l.record(&id("a"), Resource::Memory, 120_000_000, t.plus(Duration::from_secs(31))).unwrap();
         assert_eq!(a.violation.unwrap().kind, ViolationKind::Hard);
         // Dropping under hard resets the window.
-        l.record(
-            &id("a"),
-            Resource::Memory,
-            90_000_000,
-            t.plus(Duration::from_secs(32)),
-        )
-        .unwrap();
-        let a = l
-            .record(
-                &id("a"),
-                Resource::Memory,
-                120_000_000,
-                t.plus(Duration::from_secs(33)),
-            )
-            .unwrap();
+        l.record(&id("a"), Resource::Memory, 90_000_000, t.plus(Duration::from_secs(32))).unwrap();
+        let a = l.record(&id("a"), Resource::Memory, 120_000_000, t.plus(Duration::from_secs(33))).unwrap();
         assert_eq!(a.violation.unwrap().kind, ViolationKind::Burst);
         // Above burst is hard at once.
-        let a = l
-            .record(
-                &id("a"),
-                Resource::Memory,
-                150_000_001,
-                t.plus(Duration::from_secs(34)),
-            )
-            .unwrap();
+        let a = l.record(&id("a"), Resource::Memory, 150_000_001, t.plus(Duration::from_secs(34))).unwrap();
         assert_eq!(a.violation.unwrap().kind, ViolationKind::Hard);
         // check() reads the same verdicts without recording.
         l.record(&id("a"), Resource::Cpu, 70, t).unwrap();
         assert_eq!(
             kinds(&l.check(&id("a"), t.plus(Duration::from_secs(34))).unwrap()),
-            [
-                (Resource::Memory, ViolationKind::Hard),
-                (Resource::Cpu, ViolationKind::Soft)
-            ]
+            [(Resource::Memory, ViolationKind::Hard), (Resource::Cpu, ViolationKind::Soft)]
         );
     }
 
     #[test]
     fn without_a_burst_above_hard_is_hard_at_once() {
         let mut l = Ledger::default();
-        l.register(AgentSpec::new(id("a"), "standard_agent"))
-            .unwrap();
+        l.register(AgentSpec::new(id("a"), "standard_agent")).unwrap();
         let a = l.record(&id("a"), Resource::Cpu, 301, Time::ZERO).unwrap();
         assert_eq!(a.violation.unwrap().kind, ViolationKind::Hard);
-        let a = l
-            .record(&id("a"), Resource::Files, 1_000_000, Time::ZERO)
-            .unwrap();
+        let a = l.record(&id("a"), Resource::Files, 1_000_000, Time::ZERO).unwrap();
         assert_eq!(a.violation, None, "no limit, no violation");
     }
 
@@ -582,56 +405,30 @@ mod tests {
     fn group_totals_sum_members_and_are_checked() {
         let mut l = Ledger::default();
         for i in 0..3 {
-            l.register(AgentSpec::new(id(&format!("a{i}")), "lightweight_agent"))
-                .unwrap();
-            l.record(&id(&format!("a{i}")), Resource::Cpu, 800, Time::ZERO)
-                .unwrap();
+            l.register(AgentSpec::new(id(&format!("a{i}")), "lightweight_agent")).unwrap();
+            l.record(&id(&format!("a{i}")), Resource::Cpu, 800, Time::ZERO).unwrap();
         }
-        l.register(AgentSpec::new(id("other"), "standard_agent"))
-            .unwrap();
-        l.record(&id("other"), Resource::Cpu, 5000, Time::ZERO)
-            .unwrap();
+        l.register(AgentSpec::new(id("other"), "standard_agent")).unwrap();
+        l.record(&id("other"), Resource::Cpu, 5000, Time::ZERO).unwrap();
         assert_eq!(l.group_usage("lightweight_agent")[&Resource::Cpu], 2400);
         let v = l.group_violations("lightweight_agent").unwrap();
-        assert_eq!(
-            v,
-            [GroupViolation {
-                group: "lightweight_agent".into(),
-                resource: Resource::Cpu,
-                usage: 2400,
-                total: 2000
-            }]
-        );
+        assert_eq!(v, [GroupViolation { group: "lightweight_agent".into(), resource: Resource::Cpu, usage: 2400, total: 2000 }]);
         assert!(l.group_violations("standard_agent").unwrap().is_empty());
         assert_eq!(l.total_usage()[&Resource::Cpu], 7400);
-        assert_eq!(
-            l.remove_group("lightweight_agent").unwrap_err().to_string(),
-            "quota group \"lightweight_agent\" still has 3 member(s)"
-        );
+        assert_eq!(l.remove_group("lightweight_agent").unwrap_err().to_string(), "quota group \"lightweight_agent\" still has 3 member(s)");
     }
 
     #[test]
     fn changing_a_group_re_resolves_members_or_changes_nothing() {
         let mut l = Ledger::default();
         let mut spec = AgentSpec::new(id("a"), "standard_agent");
-        spec.overrides.insert(
-            Resource::Memory,
-            LimitOverride {
-                soft: Some(400_000_000),
-                ..Default::default()
-            },
-        );
+        spec.overrides.insert(Resource::Memory, LimitOverride { soft: Some(400_000_000), ..Default::default() });
         l.register(spec).unwrap();
         let mut g = l.group("standard_agent").unwrap().clone();
         let cpu = g.limits.get_mut(&Resource::Cpu).unwrap();
         cpu.hard = 500;
         let e = l.set_group(g.clone()).unwrap_err();
-        assert!(
-            e.to_string().contains(
-                "groups.standard_agent.limits.cpu: hard (500) must not exceed burst (300)"
-            ),
-            "{e}"
-        );
+        assert!(e.to_string().contains("groups.standard_agent.limits.cpu: hard (500) must not exceed burst (300)"), "{e}");
         g.limits.get_mut(&Resource::Cpu).unwrap().burst = 500;
         l.set_group(g.clone()).unwrap();
         assert_eq!(l.quota(&id("a")).unwrap().limits[&Resource::Cpu].hard, 500);

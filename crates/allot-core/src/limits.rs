@@ -28,15 +28,8 @@ pub enum Action {
 }
 
 /// All actions, in order of strength.
-pub const ACTIONS: [Action; 7] = [
-    Action::Warn,
-    Action::Throttle,
-    Action::ScaleDown,
-    Action::Suspend,
-    Action::Migrate,
-    Action::Terminate,
-    Action::Custom,
-];
+pub const ACTIONS: [Action; 7] =
+    [Action::Warn, Action::Throttle, Action::ScaleDown, Action::Suspend, Action::Migrate, Action::Terminate, Action::Custom];
 
 impl Action {
     /// The action's name as written in files and JSON.
@@ -67,9 +60,7 @@ impl fmt::Display for Action {
 
 /// An action name that is not one of the seven.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown action {0:?}: expected one of warn, throttle, suspend, terminate, scale_down, migrate, custom"
-)]
+#[error("unknown action {0:?}: expected one of warn, throttle, suspend, terminate, scale_down, migrate, custom")]
 pub struct ActionNameError(pub String);
 
 impl FromStr for Action {
@@ -78,10 +69,7 @@ impl FromStr for Action {
         if s == "custom_handler" {
             return Ok(Action::Custom);
         }
-        ACTIONS
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| ActionNameError(s.to_owned()))
+        ACTIONS.into_iter().find(|a| a.name() == s).ok_or_else(|| ActionNameError(s.to_owned()))
     }
 }
 
@@ -120,38 +108,20 @@ pub struct LimitError {
 impl Limit {
     /// A limit with burst equal to hard and the default burst window.
     pub fn new(soft: u64, hard: u64, action: Action) -> Self {
-        Limit {
-            soft,
-            hard,
-            burst: hard,
-            burst_window: DEFAULT_BURST_WINDOW,
-            action,
-            window: None,
-        }
+        Limit { soft, hard, burst: hard, burst_window: DEFAULT_BURST_WINDOW, action, window: None }
     }
 
     /// Check soft <= hard <= burst and a non-zero hard limit; `field` names the limit.
     pub fn validate(&self, field: &str) -> Result<(), LimitError> {
-        let err = |problem: String| {
-            Err(LimitError {
-                field: field.to_owned(),
-                problem,
-            })
-        };
+        let err = |problem: String| Err(LimitError { field: field.to_owned(), problem });
         if self.hard == 0 {
             return err("hard must be greater than 0".into());
         }
         if self.soft > self.hard {
-            return err(format!(
-                "soft ({}) must not exceed hard ({})",
-                self.soft, self.hard
-            ));
+            return err(format!("soft ({}) must not exceed hard ({})", self.soft, self.hard));
         }
         if self.hard > self.burst {
-            return err(format!(
-                "hard ({}) must not exceed burst ({})",
-                self.hard, self.burst
-            ));
+            return err(format!("hard ({}) must not exceed burst ({})", self.hard, self.burst));
         }
         if self.burst > self.hard && self.burst_window.is_zero() {
             return err("burst_window must be greater than 0 when burst is above hard".into());
@@ -188,11 +158,7 @@ impl LimitOverride {
         let limit = match base {
             Some(base) => {
                 let hard = self.hard.unwrap_or(base.hard);
-                let base_burst = if base.burst == base.hard {
-                    hard
-                } else {
-                    base.burst.max(hard)
-                };
+                let base_burst = if base.burst == base.hard { hard } else { base.burst.max(hard) };
                 Limit {
                     soft: self.soft.unwrap_or(base.soft.min(hard)),
                     hard,
@@ -206,8 +172,7 @@ impl LimitOverride {
                 let Some(hard) = self.hard else {
                     return Err(LimitError {
                         field: field.to_owned(),
-                        problem: "the group has no limit for this resource, so hard must be given"
-                            .into(),
+                        problem: "the group has no limit for this resource, so hard must be given".into(),
                     });
                 };
                 Limit {
@@ -245,9 +210,7 @@ mod opt_millis {
             None => s.serialize_none(),
         }
     }
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
@@ -259,90 +222,35 @@ mod tests {
     #[test]
     fn order_soft_hard_burst_is_enforced() {
         assert!(Limit::new(10, 20, Action::Warn).validate("x").is_ok());
-        let e = Limit::new(30, 20, Action::Warn)
-            .validate("groups.g.limits.memory")
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "groups.g.limits.memory: soft (30) must not exceed hard (20)"
-        );
+        let e = Limit::new(30, 20, Action::Warn).validate("groups.g.limits.memory").unwrap_err();
+        assert_eq!(e.to_string(), "groups.g.limits.memory: soft (30) must not exceed hard (20)");
         let mut l = Limit::new(10, 20, Action::Warn);
         l.burst = 15;
-        assert!(
-            l.validate("x")
-                .unwrap_err()
-                .problem
-                .contains("must not exceed burst")
-        );
-        assert!(
-            Limit::new(0, 0, Action::Warn)
-                .validate("x")
-                .unwrap_err()
-                .problem
-                .contains("greater than 0")
-        );
+        assert!(l.validate("x").unwrap_err().problem.contains("must not exceed burst"));
+        assert!(Limit::new(0, 0, Action::Warn).validate("x").unwrap_err().problem.contains("greater than 0"));
         l.burst = 40;
         l.burst_window = Duration::ZERO;
-        assert!(
-            l.validate("x")
-                .unwrap_err()
-                .problem
-                .contains("burst_window")
-        );
+        assert!(l.validate("x").unwrap_err().problem.contains("burst_window"));
     }
 
     #[test]
     fn overrides_merge_over_the_group_default() {
         let base = Limit::new(200, 500, Action::Throttle);
-        let o = LimitOverride {
-            hard: Some(300),
-            ..Default::default()
-        };
+        let o = LimitOverride { hard: Some(300), ..Default::default() };
         let l = o.apply(Some(&base), "x").unwrap();
-        assert_eq!(
-            (l.soft, l.hard, l.burst, l.action),
-            (200, 300, 300, Action::Throttle)
-        );
-        let o = LimitOverride {
-            hard: Some(100),
-            ..Default::default()
-        };
-        assert_eq!(
-            o.apply(Some(&base), "x").unwrap().soft,
-            100,
-            "soft follows a hard below it"
-        );
-        let o = LimitOverride {
-            soft: Some(600),
-            ..Default::default()
-        };
-        assert!(
-            o.apply(Some(&base), "agents[0].limits.memory")
-                .unwrap_err()
-                .to_string()
-                .starts_with("agents[0].limits.memory: soft")
-        );
+        assert_eq!((l.soft, l.hard, l.burst, l.action), (200, 300, 300, Action::Throttle));
+        let o = LimitOverride { hard: Some(100), ..Default::default() };
+        assert_eq!(o.apply(Some(&base), "x").unwrap().soft, 100, "soft follows a hard below it");
+        let o = LimitOverride { soft: Some(600), ..Default::default() };
+        assert!(o.apply(Some(&base), "agents[0].limits.memory").unwrap_err().to_string().starts_with("agents[0].limits.memory: soft"));
     }
 
     #[test]
     fn an_override_without_a_group_limit_needs_hard() {
-        let e = LimitOverride {
-            soft: Some(5),
-            ..Default::default()
-        }
-        .apply(None, "agents[1].limits.files")
-        .unwrap_err();
+        let e = LimitOverride { soft: Some(5), ..Default::default() }.apply(None, "agents[1].limits.files").unwrap_err();
         assert!(e.problem.contains("hard must be given"));
-        let l = LimitOverride {
-            hard: Some(100),
-            ..Default::default()
-        }
-        .apply(None, "x")
-        .unwrap();
-        assert_eq!(
-            (l.soft, l.hard, l.burst, l.action),
-            (100, 100, 100, Action::Warn)
-        );
+        let l = LimitOverride { hard: Some(100), ..Default::default() }.apply(None, "x").unwrap();
+        assert_eq!((l.soft, l.hard, l.burst, l.action), (100, 100, 100, Action::Warn));
     }
 
     #[test]
@@ -351,12 +259,6 @@ mod tests {
             assert_eq!(a.name().parse::<Action>().unwrap(), a);
         }
         assert_eq!("custom_handler".parse::<Action>().unwrap(), Action::Custom);
-        assert!(
-            "explode"
-                .parse::<Action>()
-                .unwrap_err()
-                .to_string()
-                .contains("expected one of warn")
-        );
+        assert!("explode".parse::<Action>().unwrap_err().to_string().contains("expected one of warn"));
     }
 }

@@ -255,10 +255,7 @@ impl ResourceState {
         if let (true, Some(since)) = (self.holds(), self.healthy_since) {
             timers.push((since.plus(cfg.recovery.dwell), Timer::Restore));
         }
-        if let Some(due) = self
-            .degradation
-            .next_stage_due(self.healthy_since, cfg.recovery)
-        {
+        if let Some(due) = self.degradation.next_stage_due(self.healthy_since, cfg.recovery) {
             timers.push((due, Timer::RecoveryStage));
         }
         timers.into_iter().min_by_key(|(t, _)| *t)
@@ -274,14 +271,7 @@ impl ResourceState {
     }
 
     /// Carry out `action` at `at`, pushing what it decides.
-    fn execute(
-        &mut self,
-        action: Action,
-        resource: &Resource,
-        at: Time,
-        cfg: &PolicyConfig,
-        out: &mut Vec<(Time, DecisionKind)>,
-    ) {
+    fn execute(&mut self, action: Action, resource: &Resource, at: Time, cfg: &PolicyConfig, out: &mut Vec<(Time, DecisionKind)>) {
         let violation = self.current_violation(resource);
         let hard = self.limit.as_ref().map_or(0, |l| l.hard);
         match action {
@@ -291,44 +281,18 @@ impl ResourceState {
                 let computed = throttle_factor(violation.usage, hard);
                 let factor = self.throttled.map_or(computed, |f| f.min(computed));
                 self.throttled = Some(factor);
-                out.push((
-                    at,
-                    DecisionKind::Throttle {
-                        factor,
-                        violation,
-                        interim: false,
-                    },
-                ));
+                out.push((at, DecisionKind::Throttle { factor, violation, interim: false }));
             }
             Action::Suspend => {
                 self.suspended = true;
-                out.push((
-                    at,
-                    DecisionKind::Suspend {
-                        violation,
-                        after_scale_down: false,
-                    },
-                ));
+                out.push((at, DecisionKind::Suspend { violation, after_scale_down: false }));
             }
-            Action::Terminate => out.push((
-                at,
-                DecisionKind::Terminate {
-                    grace: cfg.terminate_grace,
-                    violation,
-                },
-            )),
+            Action::Terminate => out.push((at, DecisionKind::Terminate { grace: cfg.terminate_grace, violation })),
             Action::ScaleDown => {
                 let target = cfg.target(hard);
                 let deadline = at.plus(cfg.scale_down_deadline);
                 self.scale_down = Some(ScaleDownRequest { target, deadline });
-                out.push((
-                    at,
-                    DecisionKind::ScaleDown {
-                        target,
-                        deadline,
-                        violation,
-                    },
-                ));
+                out.push((at, DecisionKind::ScaleDown { target, deadline, violation }));
             }
             Action::Migrate => {
                 self.suspended = true;
@@ -338,36 +302,15 @@ impl ResourceState {
         }
     }
 
-    fn throttle(
-        &mut self,
-        violation: Violation,
-        hard: u64,
-        interim: bool,
-        at: Time,
-        out: &mut Vec<(Time, DecisionKind)>,
-    ) {
+    fn throttle(&mut self, violation: Violation, hard: u64, interim: bool, at: Time, out: &mut Vec<(Time, DecisionKind)>) {
         let factor = throttle_factor(violation.usage, hard);
         if self.throttled.is_none_or(|f| factor < f) {
             self.throttled = Some(factor);
-            out.push((
-                at,
-                DecisionKind::Throttle {
-                    factor,
-                    violation,
-                    interim,
-                },
-            ));
+            out.push((at, DecisionKind::Throttle { factor, violation, interim }));
         }
     }
 
-    fn fire(
-        &mut self,
-        timer: Timer,
-        due: Time,
-        resource: &Resource,
-        cfg: &PolicyConfig,
-        out: &mut Vec<(Time, DecisionKind)>,
-    ) {
+    fn fire(&mut self, timer: Timer, due: Time, resource: &Resource, cfg: &PolicyConfig, out: &mut Vec<(Time, DecisionKind)>) {
         match timer {
             Timer::Pending => {
                 if let Some(p) = self.pending.take() {
@@ -380,31 +323,15 @@ impl ResourceState {
                 if !self.suspended {
                     self.suspended = true;
                     let violation = self.current_violation(resource);
-                    out.push((
-                        due,
-                        DecisionKind::Suspend {
-                            violation,
-                            after_scale_down: true,
-                        },
-                    ));
+                    out.push((due, DecisionKind::Suspend { violation, after_scale_down: true }));
                 }
             }
             Timer::Restore => {
                 if self.throttled.take().is_some() {
-                    out.push((
-                        due,
-                        DecisionKind::Restore {
-                            from: Hold::Throttle,
-                        },
-                    ));
+                    out.push((due, DecisionKind::Restore { from: Hold::Throttle }));
                 }
                 if std::mem::take(&mut self.suspended) {
-                    out.push((
-                        due,
-                        DecisionKind::Restore {
-                            from: Hold::Suspend,
-                        },
-                    ));
+                    out.push((due, DecisionKind::Restore { from: Hold::Suspend }));
                 }
             }
             Timer::RecoveryStage => {
@@ -415,13 +342,7 @@ impl ResourceState {
         }
     }
 
-    fn advance(
-        &mut self,
-        now: Time,
-        resource: &Resource,
-        cfg: &PolicyConfig,
-        out: &mut Vec<(Time, DecisionKind)>,
-    ) {
+    fn advance(&mut self, now: Time, resource: &Resource, cfg: &PolicyConfig, out: &mut Vec<(Time, DecisionKind)>) {
         while let Some((due, timer)) = self.next_due(cfg) {
             if due > now {
                 break;
@@ -444,13 +365,7 @@ impl ResourceState {
 
         if let Some(req) = &self.scale_down {
             if a.usage < req.target {
-                out.push((
-                    at,
-                    DecisionKind::ScaleDownMet {
-                        target: req.target,
-                        usage: a.usage,
-                    },
-                ));
+                out.push((at, DecisionKind::ScaleDownMet { target: req.target, usage: a.usage }));
                 self.scale_down = None;
             }
         }
@@ -458,29 +373,15 @@ impl ResourceState {
         match (&a.violation, now_kind) {
             (Some(v), Some(ViolationKind::Hard)) => {
                 if previous != Some(ViolationKind::Hard) {
-                    out.push((
-                        at,
-                        DecisionKind::Warn {
-                            violation: v.clone(),
-                        },
-                    ));
+                    out.push((at, DecisionKind::Warn { violation: v.clone() }));
                     if self.pending.is_none() && limit.action != Action::Warn {
                         let delay = cfg.delay(limit.action);
                         if delay.is_zero() {
                             self.execute(limit.action, &a.resource, at, cfg, out);
                         } else {
                             let due = at.plus(delay);
-                            self.pending = Some(Pending {
-                                action: limit.action,
-                                due,
-                            });
-                            out.push((
-                                at,
-                                DecisionKind::Scheduled {
-                                    action: limit.action,
-                                    due,
-                                },
-                            ));
+                            self.pending = Some(Pending { action: limit.action, due });
+                            out.push((at, DecisionKind::Scheduled { action: limit.action, due }));
                             if limit.action.stronger_than_throttle() {
                                 self.throttle(v.clone(), limit.hard, true, at, out);
                             }
@@ -492,48 +393,27 @@ impl ResourceState {
             }
             (Some(v), Some(ViolationKind::Burst)) => {
                 if previous.is_none_or(|p| p == ViolationKind::Soft) {
-                    out.push((
-                        at,
-                        DecisionKind::Warn {
-                            violation: v.clone(),
-                        },
-                    ));
+                    out.push((at, DecisionKind::Warn { violation: v.clone() }));
                 }
                 self.throttle(v.clone(), limit.hard, false, at, out);
             }
             (v, _) => {
                 if let Some(p) = self.pending.take() {
-                    out.push((
-                        at,
-                        DecisionKind::CancelPending {
-                            action: p.action,
-                            usage: a.usage,
-                        },
-                    ));
+                    out.push((at, DecisionKind::CancelPending { action: p.action, usage: a.usage }));
                 }
                 if let (Some(v), None) = (v, previous) {
-                    out.push((
-                        at,
-                        DecisionKind::Warn {
-                            violation: v.clone(),
-                        },
-                    ));
+                    out.push((at, DecisionKind::Warn { violation: v.clone() }));
                 }
             }
         }
 
-        let healthy = a.violation.is_none()
-            && u128::from(a.usage) * 1000
-                < u128::from(limit.hard) * u128::from(cfg.target_permille);
+        let healthy = a.violation.is_none() && u128::from(a.usage) * 1000 < u128::from(limit.hard) * u128::from(cfg.target_permille);
         if healthy {
             self.healthy_since.get_or_insert(at);
         } else {
             self.healthy_since = None;
         }
-        if let Some(event) =
-            self.degradation
-                .observe(&a.resource, a.usage, limit.hard, a.violation.is_some())
-        {
+        if let Some(event) = self.degradation.observe(&a.resource, a.usage, limit.hard, a.violation.is_some()) {
             out.push((at, DecisionKind::Degradation { event }));
         }
     }
@@ -550,25 +430,14 @@ impl AgentState {
     /// suspension waits for every resource that holds the agent suspended, and
     /// nothing follows a terminate. A second suspension is passed on and
     /// recorded: freezing a frozen agent changes nothing.
-    fn settle(
-        &mut self,
-        agent: &AgentId,
-        resource: &Resource,
-        raw: Vec<(Time, DecisionKind)>,
-        out: &mut Vec<Decision>,
-    ) {
+    fn settle(&mut self, agent: &AgentId, resource: &Resource, raw: Vec<(Time, DecisionKind)>, out: &mut Vec<Decision>) {
         for (at, kind) in raw {
             if self.terminated {
                 break;
             }
             match &kind {
-                DecisionKind::Restore {
-                    from: Hold::Suspend,
-                } => {
-                    let others = self
-                        .resources
-                        .iter()
-                        .any(|(r, s)| r != resource && s.suspended);
+                DecisionKind::Restore { from: Hold::Suspend } => {
+                    let others = self.resources.iter().any(|(r, s)| r != resource && s.suspended);
                     if others {
                         continue;
                     }
@@ -576,12 +445,7 @@ impl AgentState {
                 DecisionKind::Terminate { .. } => self.terminated = true,
                 _ => {}
             }
-            out.push(Decision {
-                at,
-                agent: agent.clone(),
-                resource: resource.clone(),
-                kind,
-            });
+            out.push(Decision { at, agent: agent.clone(), resource: resource.clone(), kind });
         }
     }
 }
@@ -596,10 +460,7 @@ pub struct Policy {
 impl Policy {
     /// A policy with the given configuration.
     pub fn new(config: PolicyConfig) -> Self {
-        Policy {
-            config,
-            agents: BTreeMap::new(),
-        }
+        Policy { config, agents: BTreeMap::new() }
     }
 
     /// The configuration.
@@ -641,10 +502,7 @@ impl Policy {
                 .iter()
                 .filter(|(_, a)| !a.terminated)
                 .flat_map(|(id, a)| a.resources.iter().map(move |(r, s)| (id, r, s)))
-                .filter_map(|(id, r, s)| {
-                    s.next_due(&self.config)
-                        .map(|(t, _)| (t, id.clone(), r.clone()))
-                })
+                .filter_map(|(id, r, s)| s.next_due(&self.config).map(|(t, _)| (t, id.clone(), r.clone())))
                 .filter(|(t, _, _)| *t <= now)
                 .min_by(|a, b| a.0.cmp(&b.0));
             let Some((due, id, resource)) = next else {
@@ -682,9 +540,7 @@ impl Policy {
                         at: now,
                         agent: agent.clone(),
                         resource: r.clone(),
-                        kind: DecisionKind::Restore {
-                            from: Hold::Throttle,
-                        },
+                        kind: DecisionKind::Restore { from: Hold::Throttle },
                     });
                 }
                 if std::mem::take(&mut s.suspended) && suspended_by.is_none() {
@@ -692,14 +548,7 @@ impl Policy {
                 }
             }
             if let Some(resource) = suspended_by {
-                out.push(Decision {
-                    at: now,
-                    agent: agent.clone(),
-                    resource,
-                    kind: DecisionKind::Restore {
-                        from: Hold::Suspend,
-                    },
-                });
+                out.push(Decision { at: now, agent: agent.clone(), resource, kind: DecisionKind::Restore { from: Hold::Suspend } });
             }
         }
         out

@@ -77,10 +77,7 @@ pub struct Quantity {
 impl Quantity {
     /// A quantity without a window.
     pub const fn new(value: u64) -> Self {
-        Quantity {
-            value,
-            window: None,
-        }
+        Quantity { value, window: None }
     }
 }
 
@@ -103,9 +100,7 @@ pub struct QuantityError {
 /// The accepted forms for a unit, as shown in error messages and help.
 pub fn accepted_forms(unit: Unit) -> &'static str {
     match unit {
-        Unit::Bytes => {
-            "512Mi, 1G, 1.5Gi, 1000000 (bytes; suffixes k M G T P and Ki Mi Gi Ti Pi, optional trailing B)"
-        }
+        Unit::Bytes => "512Mi, 1G, 1.5Gi, 1000000 (bytes; suffixes k M G T P and Ki Mi Gi Ti Pi, optional trailing B)",
         Unit::Millicores => "250m (millicores), 0.5 or 2 (cores), 25% (percent of one core)",
         Unit::Count => "20, 1000, 10k, 2M",
         Unit::BytesPerSecond => {
@@ -143,24 +138,13 @@ const BYTE_SUFFIXES: &[(&str, Ratio)] = &[
     ("Pi", (1 << 50, 1)),
 ];
 
-const COUNT_SUFFIXES: &[(&str, Ratio)] = &[
-    ("", (1, 1)),
-    ("k", (1_000, 1)),
-    ("K", (1_000, 1)),
-    ("M", (1_000_000, 1)),
-    ("G", (1_000_000_000, 1)),
-];
+const COUNT_SUFFIXES: &[(&str, Ratio)] =
+    &[("", (1, 1)), ("k", (1_000, 1)), ("K", (1_000, 1)), ("M", (1_000_000, 1)), ("G", (1_000_000_000, 1))];
 
 const CPU_SUFFIXES: &[(&str, Ratio)] = &[("m", (1, 1)), ("", (1000, 1)), ("%", (10, 1))];
 
-const BIT_PREFIXES: &[(&str, Ratio)] = &[
-    ("", (1, 8)),
-    ("k", (1_000, 8)),
-    ("K", (1_000, 8)),
-    ("M", (1_000_000, 8)),
-    ("G", (1_000_000_000, 8)),
-    ("T", (1_000_000_000_000, 8)),
-];
+const BIT_PREFIXES: &[(&str, Ratio)] =
+    &[("", (1, 8)), ("k", (1_000, 8)), ("K", (1_000, 8)), ("M", (1_000_000, 8)), ("G", (1_000_000_000, 8)), ("T", (1_000_000_000_000, 8))];
 
 fn lookup(table: &[(&str, Ratio)], suffix: &str) -> Option<Ratio> {
     table.iter().find(|(s, _)| *s == suffix).map(|(_, r)| *r)
@@ -182,21 +166,15 @@ pub fn parse(field: &str, unit: Unit, text: &str) -> Result<Quantity, QuantityEr
     let (body, window) = match unit {
         Unit::CountPerWindow => match trimmed.split_once('/') {
             Some((count, win)) => {
-                let window = Window::parse(win.trim()).ok_or_else(|| {
-                    err(format!(
-                        "unknown window {:?}: use s, min, h or day",
-                        win.trim()
-                    ))
-                })?;
+                let window =
+                    Window::parse(win.trim()).ok_or_else(|| err(format!("unknown window {:?}: use s, min, h or day", win.trim())))?;
                 (count.trim_end(), Some(window))
             }
             None => (trimmed, Some(Window::Minute)),
         },
         _ => (trimmed, None),
     };
-    let num_end = body
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(body.len());
+    let num_end = body.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(body.len());
     let (number, suffix) = body.split_at(num_end);
     let suffix = suffix.trim_start();
     if number.is_empty() {
@@ -205,8 +183,7 @@ pub fn parse(field: &str, unit: Unit, text: &str) -> Result<Quantity, QuantityEr
         }
         return Err(err("it does not start with a number".into()));
     }
-    let (mantissa, scale) =
-        parse_decimal(number).ok_or_else(|| err(format!("{number:?} is not a decimal number")))?;
+    let (mantissa, scale) = parse_decimal(number).ok_or_else(|| err(format!("{number:?} is not a decimal number")))?;
     let ratio = match unit {
         Unit::Bytes => lookup(BYTE_SUFFIXES, suffix.strip_suffix('B').unwrap_or(suffix)),
         Unit::Count | Unit::CountPerWindow => lookup(COUNT_SUFFIXES, suffix),
@@ -222,17 +199,11 @@ fn rate_suffix(suffix: &str) -> Option<Ratio> {
     if suffix.is_empty() {
         return Some((1, 1));
     }
-    if let Some(prefix) = suffix
-        .strip_suffix("bit/s")
-        .or_else(|| suffix.strip_suffix("bps"))
-    {
+    if let Some(prefix) = suffix.strip_suffix("bit/s").or_else(|| suffix.strip_suffix("bps")) {
         return lookup(BIT_PREFIXES, prefix);
     }
     let per_second = suffix.strip_suffix("/s")?;
-    lookup(
-        BYTE_SUFFIXES,
-        per_second.strip_suffix('B').unwrap_or(per_second),
-    )
+    lookup(BYTE_SUFFIXES, per_second.strip_suffix('B').unwrap_or(per_second))
 }
 
 /// `digits[.digits]` as (mantissa, number of fractional digits).
@@ -241,15 +212,12 @@ fn parse_decimal(s: &str) -> Option<(u128, u32)> {
         Some((i, f)) => (i, f),
         None => (s, ""),
     };
-    if int.is_empty() && frac.is_empty() || frac.contains('.') || frac.len() > 18 || int.len() > 30
-    {
+    if int.is_empty() && frac.is_empty() || frac.contains('.') || frac.len() > 18 || int.len() > 30 {
         return None;
     }
     let mut mantissa: u128 = 0;
     for c in int.chars().chain(frac.chars()) {
-        mantissa = mantissa
-            .checked_mul(10)?
-            .checked_add(u128::from(c.to_digit(10)?))?;
+        mantissa = mantissa.checked_mul(10)?.checked_add(u128::from(c.to_digit(10)?))?;
     }
     Some((mantissa, frac.len() as u32))
 }
@@ -320,12 +288,7 @@ pub fn format_approx(unit: Unit, value: u64) -> String {
         }
         format!("{v}{tail}")
     }
-    const BIN: &[(&str, f64)] = &[
-        ("Ti", 1_099_511_627_776.0),
-        ("Gi", 1_073_741_824.0),
-        ("Mi", 1_048_576.0),
-        ("Ki", 1024.0),
-    ];
+    const BIN: &[(&str, f64)] = &[("Ti", 1_099_511_627_776.0), ("Gi", 1_073_741_824.0), ("Mi", 1_048_576.0), ("Ki", 1024.0)];
     const DEC: &[(&str, f64)] = &[("G", 1e9), ("M", 1e6), ("k", 1e3)];
     match unit {
         Unit::Bytes => scaled(value, BIN, ""),
@@ -357,18 +320,14 @@ pub fn parse_duration(field: &str, text: &str) -> Result<Duration, QuantityError
     let mut rest = t;
     let mut total_ms: u128 = 0;
     while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_end == 0 {
             return Err(err(format!("expected a number at {rest:?}")));
         }
-        let (mantissa, scale) = parse_decimal(&rest[..num_end])
-            .ok_or_else(|| err(format!("{:?} is not a decimal number", &rest[..num_end])))?;
+        let (mantissa, scale) =
+            parse_decimal(&rest[..num_end]).ok_or_else(|| err(format!("{:?} is not a decimal number", &rest[..num_end])))?;
         rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let ms: u128 = match &rest[..unit_end] {
             "ms" => 1,
             "s" => 1000,
@@ -376,15 +335,12 @@ pub fn parse_duration(field: &str, text: &str) -> Result<Duration, QuantityError
             "h" => 3_600_000,
             "d" => 86_400_000,
             "" => {
-                return Err(err(
-                    "a number without a unit inside a compound duration".into()
-                ));
+                return Err(err("a number without a unit inside a compound duration".into()));
             }
             other => return Err(err(format!("unknown unit {other:?}"))),
         };
         rest = &rest[unit_end..];
-        let part =
-            scale_up(mantissa, scale, (ms, 1)).ok_or_else(|| err("it is too large".into()))?;
+        let part = scale_up(mantissa, scale, (ms, 1)).ok_or_else(|| err("it is too large".into()))?;
         total_ms = total_ms.saturating_add(u128::from(part));
     }
     let ms = u64::try_from(total_ms).map_err(|_| err("it is too large".into()))?;
@@ -399,13 +355,7 @@ pub fn format_duration(d: Duration) -> String {
     }
     let mut out = String::new();
     let mut rest = ms;
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ] {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)] {
         if rest >= size {
             out.push_str(&format!("{}{unit}", rest / size));
             rest %= size;
@@ -453,36 +403,14 @@ mod tests {
         assert_eq!(p(Unit::BytesPerSecond, "10MB/s"), 10_000_000);
         assert_eq!(p(Unit::BytesPerSecond, "512KiB/s"), 512 * 1024);
         assert_eq!(p(Unit::BytesPerSecond, "4096"), 4096);
-        assert_eq!(
-            p(Unit::BytesPerSecond, "1bit/s"),
-            1,
-            "an eighth of a byte rounds up"
-        );
+        assert_eq!(p(Unit::BytesPerSecond, "1bit/s"), 1, "an eighth of a byte rounds up");
     }
 
     #[test]
     fn counts_per_window_default_to_minutes() {
-        assert_eq!(
-            parse("f", Unit::CountPerWindow, "100k/min").unwrap(),
-            Quantity {
-                value: 100_000,
-                window: Some(Window::Minute)
-            }
-        );
-        assert_eq!(
-            parse("f", Unit::CountPerWindow, "5M/day").unwrap(),
-            Quantity {
-                value: 5_000_000,
-                window: Some(Window::Day)
-            }
-        );
-        assert_eq!(
-            parse("f", Unit::CountPerWindow, "300").unwrap(),
-            Quantity {
-                value: 300,
-                window: Some(Window::Minute)
-            }
-        );
+        assert_eq!(parse("f", Unit::CountPerWindow, "100k/min").unwrap(), Quantity { value: 100_000, window: Some(Window::Minute) });
+        assert_eq!(parse("f", Unit::CountPerWindow, "5M/day").unwrap(), Quantity { value: 5_000_000, window: Some(Window::Day) });
+        assert_eq!(parse("f", Unit::CountPerWindow, "300").unwrap(), Quantity { value: 300, window: Some(Window::Minute) });
         assert_eq!(p(Unit::Count, "10k"), 10_000);
     }
 
@@ -490,10 +418,7 @@ mod tests {
     fn errors_name_the_field_the_problem_and_the_accepted_forms() {
         let e = parse("agents[0].limits.memory.hard", Unit::Bytes, "12XB").unwrap_err();
         let msg = e.to_string();
-        assert!(
-            msg.starts_with("agents[0].limits.memory.hard: \"12XB\" is not a valid byte size"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("agents[0].limits.memory.hard: \"12XB\" is not a valid byte size"), "{msg}");
         assert!(msg.contains("unknown unit \"XB\""), "{msg}");
         assert!(msg.contains("512Mi"), "{msg}");
         for (unit, bad, problem) in [
@@ -518,32 +443,18 @@ mod tests {
         assert_eq!(format(Unit::Bytes, Quantity::new(12345)), "12345");
         assert_eq!(format(Unit::Millicores, Quantity::new(250)), "250m");
         assert_eq!(format(Unit::Millicores, Quantity::new(2000)), "2");
-        assert_eq!(
-            format(Unit::BytesPerSecond, Quantity::new(12_500_000)),
-            "12500kB/s"
-        );
+        assert_eq!(format(Unit::BytesPerSecond, Quantity::new(12_500_000)), "12500kB/s");
         assert_eq!(format(Unit::BytesPerSecond, Quantity::new(7)), "7B/s");
         assert_eq!(format(Unit::Count, Quantity::new(2000)), "2k");
         assert_eq!(format_approx(Unit::Bytes, 52_428_803), "50.0Mi");
     }
 
     fn unit_strategy() -> impl Strategy<Value = Unit> {
-        prop_oneof![
-            Just(Unit::Bytes),
-            Just(Unit::Millicores),
-            Just(Unit::Count),
-            Just(Unit::BytesPerSecond),
-            Just(Unit::CountPerWindow)
-        ]
+        prop_oneof![Just(Unit::Bytes), Just(Unit::Millicores), Just(Unit::Count), Just(Unit::BytesPerSecond), Just(Unit::CountPerWindow)]
     }
 
     fn window_strategy() -> impl Strategy<Value = Window> {
-        prop_oneof![
-            Just(Window::Second),
-            Just(Window::Minute),
-            Just(Window::Hour),
-            Just(Window::Day)
-        ]
+        prop_oneof![Just(Window::Second), Just(Window::Minute), Just(Window::Hour), Just(Window::Day)]
     }
 
     #[test]
@@ -557,10 +468,7 @@ mod tests {
         assert_eq!(d("45"), Duration::from_secs(45));
         for bad in ["", "s", "5 parsecs", "5x", "1m30"] {
             assert!(
-                parse_duration("agents[0].burst_window", bad)
-                    .unwrap_err()
-                    .to_string()
-                    .starts_with("agents[0].burst_window: "),
+                parse_duration("agents[0].burst_window", bad).unwrap_err().to_string().starts_with("agents[0].burst_window: "),
                 "{bad}"
             );
         }

@@ -21,16 +21,8 @@ impl AgentId {
     /// Validate and wrap an id.
     pub fn new(id: impl Into<String>) -> Result<Self, AgentIdError> {
         let id = id.into();
-        let ok = !id.is_empty()
-            && id.len() <= 128
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
-        if ok {
-            Ok(AgentId(id))
-        } else {
-            Err(AgentIdError(id))
-        }
+        let ok = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+        if ok { Ok(AgentId(id)) } else { Err(AgentIdError(id)) }
     }
 
     /// The id as text.
@@ -74,11 +66,7 @@ impl Priority {
 
     /// Validate a priority.
     pub fn new(p: i64) -> Result<Self, PriorityError> {
-        if (1..=10).contains(&p) {
-            Ok(Priority(p as u8))
-        } else {
-            Err(PriorityError(p))
-        }
+        if (1..=10).contains(&p) { Ok(Priority(p as u8)) } else { Err(PriorityError(p)) }
     }
 
     /// The priority as a number.
@@ -131,13 +119,7 @@ pub struct AgentSpec {
 impl AgentSpec {
     /// A spec with the group's defaults and default priority.
     pub fn new(id: AgentId, group: impl Into<String>) -> Self {
-        AgentSpec {
-            id,
-            group: group.into(),
-            priority: Priority::DEFAULT,
-            overrides: BTreeMap::new(),
-            custom_handler: None,
-        }
+        AgentSpec { id, group: group.into(), priority: Priority::DEFAULT, overrides: BTreeMap::new(), custom_handler: None }
     }
 }
 
@@ -165,27 +147,16 @@ pub fn resolve(group: &QuotaGroup, spec: &AgentSpec, field: &str) -> Result<Quot
         let merged = o.apply(group.limits.get(resource), &f)?;
         limits.insert(resource.clone(), merged);
     }
-    let custom_handler = spec
-        .custom_handler
-        .clone()
-        .or_else(|| group.custom_handler.clone());
+    let custom_handler = spec.custom_handler.clone().or_else(|| group.custom_handler.clone());
     if custom_handler.is_none() {
         if let Some((r, _)) = limits.iter().find(|(_, l)| l.action == Action::Custom) {
             return Err(LimitError {
                 field: format!("{field}.limits.{r}.action"),
-                problem:
-                    "action is custom but no custom_handler is configured for the group or agent"
-                        .into(),
+                problem: "action is custom but no custom_handler is configured for the group or agent".into(),
             });
         }
     }
-    Ok(Quota {
-        agent: spec.id.clone(),
-        group: group.name.clone(),
-        priority: spec.priority,
-        limits,
-        custom_handler,
-    })
+    Ok(Quota { agent: spec.id.clone(), group: group.name.clone(), priority: spec.priority, limits, custom_handler })
 }
 
 #[cfg(test)]
@@ -198,13 +169,7 @@ mod tests {
         assert!(AgentId::new("worker-1.a:b_c").is_ok());
         assert!(AgentId::new("x".repeat(128)).is_ok());
         for bad in ["", "has space", "slash/no", "ü", &"x".repeat(129)] {
-            assert!(
-                AgentId::new(bad)
-                    .unwrap_err()
-                    .to_string()
-                    .contains("[A-Za-z0-9._:-]"),
-                "{bad}"
-            );
+            assert!(AgentId::new(bad).unwrap_err().to_string().contains("[A-Za-z0-9._:-]"), "{bad}");
         }
     }
 
@@ -215,9 +180,7 @@ mod tests {
         assert_eq!(Priority::new(7).unwrap().cpu_weight(), 200);
         assert_eq!(Priority::new(1).unwrap().cpu_weight(), 25);
         assert_eq!(Priority::new(10).unwrap().cpu_weight(), 566);
-        let weights: Vec<_> = (1..=10)
-            .map(|p| Priority::new(p).unwrap().cpu_weight())
-            .collect();
+        let weights: Vec<_> = (1..=10).map(|p| Priority::new(p).unwrap().cpu_weight()).collect();
         assert!(weights.windows(2).all(|w| w[0] < w[1]));
     }
 
@@ -225,36 +188,14 @@ mod tests {
     fn overrides_merge_over_group_defaults() {
         let group = &builtin_groups()[1];
         let mut spec = AgentSpec::new(AgentId::new("a").unwrap(), "standard_agent");
-        spec.overrides.insert(
-            Resource::Memory,
-            LimitOverride {
-                hard: Some(300_000_000),
-                ..Default::default()
-            },
-        );
-        spec.overrides.insert(
-            Resource::Files,
-            LimitOverride {
-                soft: Some(500),
-                hard: Some(1000),
-                ..Default::default()
-            },
-        );
+        spec.overrides.insert(Resource::Memory, LimitOverride { hard: Some(300_000_000), ..Default::default() });
+        spec.overrides.insert(Resource::Files, LimitOverride { soft: Some(500), hard: Some(1000), ..Default::default() });
         let q = resolve(group, &spec, "agents[0]").unwrap();
         assert_eq!(q.limits[&Resource::Memory].hard, 300_000_000);
         assert_eq!(q.limits[&Resource::Memory].soft, 200_000_000);
         assert_eq!(q.limits[&Resource::Cpu], group.limits[&Resource::Cpu]);
         assert_eq!(q.limits[&Resource::Files].soft, 500);
-        spec.overrides.insert(
-            Resource::Cpu,
-            LimitOverride {
-                action: Some(Action::Custom),
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            resolve(group, &spec, "agents[0]").unwrap_err().field,
-            "agents[0].limits.cpu.action"
-        );
+        spec.overrides.insert(Resource::Cpu, LimitOverride { action: Some(Action::Custom), ..Default::default() });
+        assert_eq!(resolve(group, &spec, "agents[0]").unwrap_err().field, "agents[0].limits.cpu.action");
     }
 }

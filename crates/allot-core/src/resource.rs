@@ -124,13 +124,8 @@ impl FromStr for Resource {
         let valid = !s.is_empty()
             && s.len() <= 64
             && s.starts_with(|c: char| c.is_ascii_lowercase())
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if valid {
-            Ok(Resource::Custom(s.to_owned()))
-        } else {
-            Err(ResourceNameError(s.to_owned()))
-        }
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if valid { Ok(Resource::Custom(s.to_owned())) } else { Err(ResourceNameError(s.to_owned())) }
     }
 }
 
@@ -156,14 +151,8 @@ mod tests {
         for r in BUILTIN {
             assert_eq!(r.name().parse::<Resource>().unwrap(), r);
         }
-        assert_eq!(
-            "tokens".parse::<Resource>().unwrap(),
-            Resource::Custom("tokens".into())
-        );
-        assert_eq!(
-            "usd_micros".parse::<Resource>().unwrap().unit(),
-            Unit::CountPerWindow
-        );
+        assert_eq!("tokens".parse::<Resource>().unwrap(), Resource::Custom("tokens".into()));
+        assert_eq!("usd_micros".parse::<Resource>().unwrap().unit(), Unit::CountPerWindow);
     }
 
     #[test]

@@ -9,9 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// A point in time, in milliseconds since the caller's epoch.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Time(u64);
 
@@ -62,14 +60,8 @@ mod tests {
 
     #[test]
     fn arithmetic_saturates_instead_of_wrapping() {
-        assert_eq!(
-            Time::from_millis(u64::MAX - 1).plus(Duration::from_secs(1)),
-            Time::from_millis(u64::MAX)
-        );
+        assert_eq!(Time::from_millis(u64::MAX - 1).plus(Duration::from_secs(1)), Time::from_millis(u64::MAX));
         assert_eq!(Time::from_secs(1).since(Time::from_secs(5)), Duration::ZERO);
-        assert_eq!(
-            Time::from_secs(5).since(Time::from_secs(1)),
-            Duration::from_secs(4)
-        );
+        assert_eq!(Time::from_secs(5).since(Time::from_secs(1)), Duration::from_secs(4));
     }
 }

@@ -27,10 +27,7 @@ impl Rig {
         spec.overrides = overrides.iter().cloned().collect();
         spec.custom_handler = Some(group::CustomHandler::Command(vec!["true".into()]));
         ledger.register(spec).unwrap();
-        Rig {
-            ledger,
-            policy: Policy::new(config),
-        }
+        Rig { ledger, policy: Policy::new(config) }
     }
 
     fn standard(config: PolicyConfig) -> Self {
@@ -38,10 +35,7 @@ impl Rig {
     }
 
     fn obs(&mut self, r: Resource, value: u64, secs: u64) -> Vec<Decision> {
-        let a = self
-            .ledger
-            .record(&agent(), r, value, Time::from_secs(secs))
-            .unwrap();
+        let a = self.ledger.record(&agent(), r, value, Time::from_secs(secs)).unwrap();
         self.policy.observe(&a)
     }
 
@@ -53,28 +47,16 @@ impl Rig {
 fn names(ds: &[Decision]) -> Vec<&'static str> {
     ds.iter()
         .map(|d| match &d.kind {
-            DecisionKind::Degradation {
-                event: DegradationEvent::Plan { .. },
-            } => "plan",
-            DecisionKind::Degradation {
-                event: DegradationEvent::Recovery { .. },
-            } => "recovery",
-            DecisionKind::Degradation {
-                event: DegradationEvent::Rollback { .. },
-            } => "rollback",
+            DecisionKind::Degradation { event: DegradationEvent::Plan { .. } } => "plan",
+            DecisionKind::Degradation { event: DegradationEvent::Recovery { .. } } => "recovery",
+            DecisionKind::Degradation { event: DegradationEvent::Rollback { .. } } => "rollback",
             k => k.action_name().unwrap(),
         })
         .collect()
 }
 
 fn with_action(r: Resource, action: Action) -> (Resource, LimitOverride) {
-    (
-        r,
-        LimitOverride {
-            action: Some(action),
-            ..Default::default()
-        },
-    )
+    (r, LimitOverride { action: Some(action), ..Default::default() })
 }
 
 #[test]
@@ -83,24 +65,11 @@ fn soft_violation_warns_once_and_plans_minimal_degradation() {
     assert!(rig.obs(Resource::Cpu, 100, 0).is_empty());
     let ds = rig.obs(Resource::Cpu, 200, 1);
     assert_eq!(names(&ds), ["warn", "plan"]);
-    let DecisionKind::Warn { violation } = &ds[0].kind else {
-        panic!()
-    };
-    assert_eq!(
-        (violation.kind, violation.limit),
-        (ViolationKind::Soft, 150)
-    );
-    let DecisionKind::Degradation {
-        event: DegradationEvent::Plan { plan },
-    } = &ds[1].kind
-    else {
-        panic!()
-    };
+    let DecisionKind::Warn { violation } = &ds[0].kind else { panic!() };
+    assert_eq!((violation.kind, violation.limit), (ViolationKind::Soft, 150));
+    let DecisionKind::Degradation { event: DegradationEvent::Plan { plan } } = &ds[1].kind else { panic!() };
     assert_eq!(plan.level, Level::Minimal);
-    assert!(
-        rig.obs(Resource::Cpu, 210, 2).is_empty(),
-        "no repeat while the violation lasts"
-    );
+    assert!(rig.obs(Resource::Cpu, 210, 2).is_empty(), "no repeat while the violation lasts");
 }
 
 #[test]
@@ -108,35 +77,17 @@ fn hard_violation_warns_at_once_and_throttles_after_the_escalation_delay() {
     let mut rig = Rig::standard(PolicyConfig::default());
     let ds = rig.obs(Resource::Cpu, 400, 10);
     assert_eq!(names(&ds), ["warn", "scheduled", "plan"]);
-    assert_eq!(
-        ds[1].kind,
-        DecisionKind::Scheduled {
-            action: Action::Throttle,
-            due: Time::from_secs(40)
-        }
-    );
+    assert_eq!(ds[1].kind, DecisionKind::Scheduled { action: Action::Throttle, due: Time::from_secs(40) });
     assert!(rig.obs(Resource::Cpu, 400, 39).is_empty());
     assert_eq!(rig.policy.next_due(), Some(Time::from_secs(40)));
     let ds = rig.advance(40);
     assert_eq!(names(&ds), ["throttle"]);
     assert_eq!(ds[0].at, Time::from_secs(40));
-    let DecisionKind::Throttle {
-        factor, interim, ..
-    } = ds[0].kind
-    else {
-        panic!()
-    };
-    assert_eq!(
-        (factor, interim),
-        (0.85, false),
-        "400 over 300 is an excess of 0.33"
-    );
+    let DecisionKind::Throttle { factor, interim, .. } = ds[0].kind else { panic!() };
+    assert_eq!((factor, interim), (0.85, false), "400 over 300 is an excess of 0.33");
     // A deeper excess tightens the throttle; a milder one does not loosen it.
     let ds = rig.obs(Resource::Cpu, 700, 41);
-    assert!(
-        matches!(ds[0].kind, DecisionKind::Throttle { factor: 0.5, .. }),
-        "{ds:?}"
-    );
+    assert!(matches!(ds[0].kind, DecisionKind::Throttle { factor: 0.5, .. }), "{ds:?}");
     assert!(names(&rig.obs(Resource::Cpu, 350, 42)).is_empty());
 }
 
@@ -146,18 +97,8 @@ fn a_violation_that_clears_before_the_delay_cancels_the_action() {
     rig.obs(Resource::Cpu, 400, 0);
     let ds = rig.obs(Resource::Cpu, 250, 20);
     assert_eq!(names(&ds), ["cancelled"]);
-    assert_eq!(
-        ds[0].kind,
-        DecisionKind::CancelPending {
-            action: Action::Throttle,
-            usage: 250
-        }
-    );
-    assert!(
-        rig.advance(100)
-            .iter()
-            .all(|d| !matches!(d.kind, DecisionKind::Throttle { .. }))
-    );
+    assert_eq!(ds[0].kind, DecisionKind::CancelPending { action: Action::Throttle, usage: 250 });
+    assert!(rig.advance(100).iter().all(|d| !matches!(d.kind, DecisionKind::Throttle { .. })));
     assert_eq!(rig.policy.next_due(), None);
 }
 
@@ -166,21 +107,8 @@ fn suspend_waits_its_delay_throttling_meanwhile() {
     let mut rig = Rig::new("heavy_computation_agent", &[], PolicyConfig::default());
     let ds = rig.obs(Resource::Memory, 3_000_000_000, 0);
     assert_eq!(names(&ds), ["warn", "scheduled", "throttle", "plan"]);
-    assert!(matches!(
-        ds[2].kind,
-        DecisionKind::Throttle {
-            factor: 0.85,
-            interim: true,
-            ..
-        }
-    ));
-    assert_eq!(
-        ds[1].kind,
-        DecisionKind::Scheduled {
-            action: Action::Suspend,
-            due: Time::from_secs(300)
-        }
-    );
+    assert!(matches!(ds[2].kind, DecisionKind::Throttle { factor: 0.85, interim: true, .. }));
+    assert_eq!(ds[1].kind, DecisionKind::Scheduled { action: Action::Suspend, due: Time::from_secs(300) });
     let ds = rig.obs(Resource::Memory, 3_000_000_000, 301);
     assert_eq!(names(&ds), ["suspend"]);
     assert_eq!(ds[0].at, Time::from_secs(300), "stamped with the due time");
@@ -193,13 +121,8 @@ fn terminate_comes_after_warn_and_delay_with_its_grace_and_ends_the_agent() {
     assert_eq!(names(&ds), ["warn", "scheduled", "throttle", "plan"]);
     let ds = rig.advance(600);
     assert_eq!(names(&ds), ["terminate"]);
-    assert!(
-        matches!(ds[0].kind, DecisionKind::Terminate { grace, .. } if grace == Duration::from_secs(5))
-    );
-    assert!(
-        rig.obs(Resource::Processes, 250, 601).is_empty(),
-        "nothing after terminate"
-    );
+    assert!(matches!(ds[0].kind, DecisionKind::Terminate { grace, .. } if grace == Duration::from_secs(5)));
+    assert!(rig.obs(Resource::Processes, 250, 601).is_empty(), "nothing after terminate");
     assert!(rig.obs(Resource::Memory, 5_000_000_000, 602).is_empty());
     assert_eq!(rig.policy.next_due(), None);
 }
@@ -209,17 +132,10 @@ fn scale_down_met_before_the_deadline() {
     let mut rig = Rig::standard(PolicyConfig::default());
     let ds = rig.obs(Resource::Processes, 120, 0);
     assert_eq!(names(&ds), ["warn", "scale_down", "plan"]);
-    let DecisionKind::ScaleDown {
-        target, deadline, ..
-    } = ds[1].kind
-    else {
-        panic!()
-    };
+    let DecisionKind::ScaleDown { target, deadline, .. } = ds[1].kind else { panic!() };
     assert_eq!((target, deadline), (80, Time::from_secs(30)));
     assert!(
-        rig.obs(Resource::Processes, 85, 10)
-            .iter()
-            .all(|d| d.kind.action_name() != Some("scale_down_met")),
+        rig.obs(Resource::Processes, 85, 10).iter().all(|d| d.kind.action_name() != Some("scale_down_met")),
         "under hard is not yet under the target"
     );
     let ds = rig.obs(Resource::Processes, 79, 20);
@@ -234,13 +150,7 @@ fn scale_down_unmet_at_the_deadline_escalates_to_suspend() {
     rig.obs(Resource::Processes, 90, 10);
     let ds = rig.advance(30);
     assert_eq!(names(&ds), ["suspend"]);
-    assert!(matches!(
-        ds[0].kind,
-        DecisionKind::Suspend {
-            after_scale_down: true,
-            ..
-        }
-    ));
+    assert!(matches!(ds[0].kind, DecisionKind::Suspend { after_scale_down: true, .. }));
 }
 
 #[test]
@@ -258,107 +168,53 @@ fn throttle_and_suspend_are_restored_after_sixty_healthy_seconds() {
     assert_eq!(rig.policy.next_due(), Some(Time::from_secs(420)));
     let ds = rig.advance(420);
     assert!(names(&ds).contains(&"restore"), "{ds:?}");
-    assert!(ds.iter().any(|d| d.kind
-        == DecisionKind::Restore {
-            from: Hold::Suspend
-        }));
-    assert!(ds.iter().any(|d| d.kind
-        == DecisionKind::Restore {
-            from: Hold::Throttle
-        }));
+    assert!(ds.iter().any(|d| d.kind == DecisionKind::Restore { from: Hold::Suspend }));
+    assert!(ds.iter().any(|d| d.kind == DecisionKind::Restore { from: Hold::Throttle }));
 }
 
 #[test]
 fn burst_zone_throttles_at_once_and_becomes_hard_after_the_window() {
-    let burst = LimitOverride {
-        burst: Some(400),
-        ..Default::default()
-    };
-    let mut rig = Rig::new(
-        "standard_agent",
-        &[(Resource::Cpu, burst)],
-        PolicyConfig::default(),
-    );
+    let burst = LimitOverride { burst: Some(400), ..Default::default() };
+    let mut rig = Rig::new("standard_agent", &[(Resource::Cpu, burst)], PolicyConfig::default());
     let ds = rig.obs(Resource::Cpu, 350, 0);
     assert_eq!(names(&ds), ["warn", "throttle", "plan"]);
-    let DecisionKind::Warn { violation } = &ds[0].kind else {
-        panic!()
-    };
+    let DecisionKind::Warn { violation } = &ds[0].kind else { panic!() };
     assert_eq!(violation.kind, ViolationKind::Burst);
     assert!(rig.obs(Resource::Cpu, 350, 30).is_empty());
     let ds = rig.obs(Resource::Cpu, 350, 31);
-    assert_eq!(
-        names(&ds),
-        ["warn", "scheduled"],
-        "hard after the 30 s window"
-    );
+    assert_eq!(names(&ds), ["warn", "scheduled"], "hard after the 30 s window");
 }
 
 #[test]
 fn migrate_and_custom_act_at_once() {
     let mut rig = Rig::new(
         "standard_agent",
-        &[
-            with_action(Resource::Cpu, Action::Migrate),
-            with_action(Resource::Memory, Action::Custom),
-        ],
+        &[with_action(Resource::Cpu, Action::Migrate), with_action(Resource::Memory, Action::Custom)],
         PolicyConfig::default(),
     );
-    assert_eq!(
-        names(&rig.obs(Resource::Cpu, 400, 0)),
-        ["warn", "migrate", "plan"]
-    );
-    assert_eq!(
-        names(&rig.obs(Resource::Memory, 600_000_000, 0)),
-        ["warn", "custom", "plan"]
-    );
+    assert_eq!(names(&rig.obs(Resource::Cpu, 400, 0)), ["warn", "migrate", "plan"]);
+    assert_eq!(names(&rig.obs(Resource::Memory, 600_000_000, 0)), ["warn", "custom", "plan"]);
 }
 
 #[test]
 fn a_warn_action_only_warns() {
     let mut rig = Rig::new("lightweight_agent", &[], PolicyConfig::default());
-    assert_eq!(
-        names(&rig.obs(Resource::Memory, 200_000_000, 0)),
-        ["warn", "plan"]
-    );
+    assert_eq!(names(&rig.obs(Resource::Memory, 200_000_000, 0)), ["warn", "plan"]);
     assert!(rig.advance(10_000).is_empty());
 }
 
 #[test]
 fn two_resources_suspend_and_no_thaw_while_one_still_holds_it() {
-    let cfg = PolicyConfig {
-        delays: BTreeMap::new(),
-        ..Default::default()
-    };
-    let mut rig = Rig::new(
-        "standard_agent",
-        &[
-            with_action(Resource::Cpu, Action::Suspend),
-            with_action(Resource::Memory, Action::Suspend),
-        ],
-        cfg,
-    );
+    let cfg = PolicyConfig { delays: BTreeMap::new(), ..Default::default() };
+    let mut rig =
+        Rig::new("standard_agent", &[with_action(Resource::Cpu, Action::Suspend), with_action(Resource::Memory, Action::Suspend)], cfg);
     assert!(names(&rig.obs(Resource::Cpu, 400, 0)).contains(&"suspend"));
-    assert!(
-        names(&rig.obs(Resource::Memory, 600_000_000, 0)).contains(&"suspend"),
-        "recorded again; freezing a frozen agent is a no-op"
-    );
+    assert!(names(&rig.obs(Resource::Memory, 600_000_000, 0)).contains(&"suspend"), "recorded again; freezing a frozen agent is a no-op");
     rig.obs(Resource::Cpu, 0, 1);
-    assert!(
-        !names(&rig.advance(100)).contains(&"restore"),
-        "memory still holds the suspension"
-    );
+    assert!(!names(&rig.advance(100)).contains(&"restore"), "memory still holds the suspension");
     rig.obs(Resource::Memory, 1000, 101);
     let ds = rig.advance(161);
-    assert_eq!(
-        ds.iter()
-            .filter(|d| d.kind
-                == DecisionKind::Restore {
-                    from: Hold::Suspend
-                })
-            .count(),
-        1
-    );
+    assert_eq!(ds.iter().filter(|d| d.kind == DecisionKind::Restore { from: Hold::Suspend }).count(), 1);
 }
 
 #[test]
@@ -367,19 +223,10 @@ fn degradation_recovers_in_stages_and_rolls_back_on_relapse() {
     rig.obs(Resource::Memory, 800_000_000, 0); // 1.6 x hard: emergency, four strategies
     rig.obs(Resource::Memory, 100_000_000, 5); // healthy from 5 s
     let ds = rig.advance(65);
-    assert_eq!(
-        names(&ds).iter().filter(|n| **n == "recovery").count(),
-        1,
-        "{ds:?}"
-    );
+    assert_eq!(names(&ds).iter().filter(|n| **n == "recovery").count(), 1, "{ds:?}");
     let ds = rig.advance(95);
     assert_eq!(names(&ds), ["recovery"]);
-    let DecisionKind::Degradation {
-        event: DegradationEvent::Recovery { stage },
-    } = &ds[0].kind
-    else {
-        panic!()
-    };
+    let DecisionKind::Degradation { event: DegradationEvent::Recovery { stage } } = &ds[0].kind else { panic!() };
     assert_eq!((stage.stage, stage.of), (2, 4));
     let ds = rig.obs(Resource::Memory, 300_000_000, 100);
     assert!(names(&ds).contains(&"rollback"), "{ds:?}");
@@ -419,10 +266,7 @@ fn fast_config() -> PolicyConfig {
         terminate_grace: Duration::from_secs(1),
         scale_down_deadline: Duration::from_secs(4),
         target_permille: 800,
-        recovery: RecoveryTiming {
-            dwell: Duration::from_secs(6),
-            stage_interval: Duration::from_secs(3),
-        },
+        recovery: RecoveryTiming { dwell: Duration::from_secs(6), stage_interval: Duration::from_secs(3) },
     }
 }
 
@@ -434,14 +278,7 @@ fn action_strategy() -> impl Strategy<Value = Action> {
 type Step = (usize, u64, u64);
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
-    prop::collection::vec(
-        (
-            0usize..3,
-            prop_oneof![0u64..60, 60u64..130, 130u64..300],
-            0u64..4,
-        ),
-        1..80,
-    )
+    prop::collection::vec((0usize..3, prop_oneof![0u64..60, 60u64..130, 130u64..300], 0u64..4), 1..80)
 }
 
 fn build(actions: &[Action; 3], burst: bool) -> Rig {
@@ -449,13 +286,8 @@ fn build(actions: &[Action; 3], burst: bool) -> Rig {
         .iter()
         .zip(actions)
         .map(|(r, a)| {
-            let o = LimitOverride {
-                soft: Some(500),
-                hard: Some(1000),
-                burst: burst.then_some(1500),
-                action: Some(*a),
-                ..Default::default()
-            };
+            let o =
+                LimitOverride { soft: Some(500), hard: Some(1000), burst: burst.then_some(1500), action: Some(*a), ..Default::default() };
             (r.clone(), o)
         })
         .collect();
@@ -467,12 +299,7 @@ type Seen = (Resource, u64, usize, usize);
 
 /// Returns the decisions and, per observation, (resource, value, index range of
 /// the decisions its call produced).
-fn run(
-    actions: &[Action; 3],
-    burst: bool,
-    steps: &[Step],
-    tick_between: bool,
-) -> (Vec<Decision>, Vec<Seen>) {
+fn run(actions: &[Action; 3], burst: bool, steps: &[Step], tick_between: bool) -> (Vec<Decision>, Vec<Seen>) {
     let mut rig = build(actions, burst);
     let (mut out, mut seen, mut t) = (Vec::new(), Vec::new(), 0u64);
     for (r, pct, dt) in steps {
@@ -482,10 +309,7 @@ fn run(
             out.extend(rig.policy.advance(now));
         }
         let value = pct * 10;
-        let a = rig
-            .ledger
-            .record(&agent(), RESOURCES[*r].clone(), value, now)
-            .unwrap();
+        let a = rig.ledger.record(&agent(), RESOURCES[*r].clone(), value, now).unwrap();
         let start = out.len();
         out.extend(rig.policy.observe(&a));
         seen.push((RESOURCES[*r].clone(), value, start, out.len()));

@@ -24,16 +24,10 @@ pub struct Outcome {
 
 impl Outcome {
     fn wrote(writes: Vec<Written>) -> Self {
-        Outcome {
-            writes,
-            detail: String::new(),
-        }
+        Outcome { writes, detail: String::new() }
     }
     fn note(detail: impl Into<String>) -> Self {
-        Outcome {
-            writes: Vec::new(),
-            detail: detail.into(),
-        }
+        Outcome { writes: Vec::new(), detail: detail.into() }
     }
 }
 
@@ -84,10 +78,7 @@ impl CgroupActuator {
     }
 
     fn unsupported(what: &'static str, why: &str) -> SysError {
-        SysError::Unsupported {
-            what,
-            why: why.to_owned(),
-        }
+        SysError::Unsupported { what, why: why.to_owned() }
     }
 
     fn wait_empty(&self, timeout: Duration) -> Result<(), SysError> {
@@ -98,10 +89,7 @@ impl CgroupActuator {
                 return Ok(());
             }
             if start.elapsed() > timeout {
-                return Err(SysError::Unsupported {
-                    what: "kill",
-                    why: format!("processes {left:?} still present after {timeout:?}"),
-                });
+                return Err(SysError::Unsupported { what: "kill", why: format!("processes {left:?} still present after {timeout:?}") });
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -121,10 +109,7 @@ impl Actuator for CgroupActuator {
         if let Some(d) = self.cg.v2().filter(|_| self.cg.dirs.v2_has("cpu")) {
             return Ok(Outcome::wrote(vec![v2::cpu::set_max(d, millicores)?]));
         }
-        let d = self
-            .cg
-            .v1(V1::Cpu)
-            .ok_or_else(|| Self::unsupported("cpu limit", "no cpu controller in v1 or v2"))?;
+        let d = self.cg.v1(V1::Cpu).ok_or_else(|| Self::unsupported("cpu limit", "no cpu controller in v1 or v2"))?;
         Ok(Outcome::wrote(match millicores {
             Some(m) => v1::cpu::set_limit(d, m)?,
             None => v1::cpu::clear_limit(d)?,
@@ -135,10 +120,7 @@ impl Actuator for CgroupActuator {
         if let Some(d) = self.cg.v2().filter(|_| self.cg.dirs.v2_has("cpu")) {
             return Ok(Outcome::wrote(vec![v2::cpu::set_weight(d, weight)?]));
         }
-        let d = self
-            .cg
-            .v1(V1::Cpu)
-            .ok_or_else(|| Self::unsupported("cpu weight", "no cpu controller in v1 or v2"))?;
+        let d = self.cg.v1(V1::Cpu).ok_or_else(|| Self::unsupported("cpu weight", "no cpu controller in v1 or v2"))?;
         Ok(Outcome::wrote(vec![v1::cpu::set_weight(d, weight)?]))
     }
 
@@ -156,9 +138,7 @@ impl Actuator for CgroupActuator {
         if let Some(d) = self.cg.v2().filter(|_| self.cg.dirs.v2_has("memory")) {
             return Ok(Outcome::wrote(vec![v2::memory::set_max(d, bytes)?]));
         }
-        let d = self.cg.v1(V1::Memory).ok_or_else(|| {
-            Self::unsupported("memory ceiling", "no memory controller in v1 or v2")
-        })?;
+        let d = self.cg.v1(V1::Memory).ok_or_else(|| Self::unsupported("memory ceiling", "no memory controller in v1 or v2"))?;
         Ok(Outcome::wrote(match bytes {
             Some(b) => v1::memory::set_limit(d, b)?,
             None => v1::memory::clear_limit(d)?,
@@ -166,11 +146,7 @@ impl Actuator for CgroupActuator {
     }
 
     fn set_pids_max(&mut self, max: Option<u64>) -> Result<Outcome, SysError> {
-        let d = if self.cg.dirs.v2_has("pids") {
-            self.cg.v2()
-        } else {
-            self.cg.v1(V1::Pids)
-        };
+        let d = if self.cg.dirs.v2_has("pids") { self.cg.v2() } else { self.cg.v1(V1::Pids) };
         let d = d.ok_or_else(|| Self::unsupported("pids.max", "no pids controller in v1 or v2"))?;
         Ok(Outcome::wrote(vec![v1::pids::set_max(d, max)?]))
     }
@@ -180,16 +156,11 @@ impl Actuator for CgroupActuator {
             return Ok(Outcome::wrote(vec![v2::core::freeze(d, SETTLE_TIMEOUT)?]));
         }
         if let Some(d) = self.cg.v1(V1::Freezer) {
-            return Ok(Outcome::wrote(vec![v1::freezer::freeze(
-                d,
-                SETTLE_TIMEOUT,
-            )?]));
+            return Ok(Outcome::wrote(vec![v1::freezer::freeze(d, SETTLE_TIMEOUT)?]));
         }
         let pids = self.cg.pids()?;
         let n = signal_all(&pids, Signal::STOP)?;
-        Ok(Outcome::note(format!(
-            "SIGSTOP to {n} process(es): no freezer"
-        )))
+        Ok(Outcome::note(format!("SIGSTOP to {n} process(es): no freezer")))
     }
 
     fn thaw(&mut self) -> Result<Outcome, SysError> {
@@ -200,9 +171,7 @@ impl Actuator for CgroupActuator {
             return Ok(Outcome::wrote(vec![v1::freezer::thaw(d)?]));
         }
         let n = signal_all(&self.cg.pids()?, Signal::CONT)?;
-        Ok(Outcome::note(format!(
-            "SIGCONT to {n} process(es): no freezer"
-        )))
+        Ok(Outcome::note(format!("SIGCONT to {n} process(es): no freezer")))
     }
 
     fn signal(&mut self, sig: Signal) -> Result<Outcome, SysError> {
@@ -214,10 +183,7 @@ impl Actuator for CgroupActuator {
         if let Some(d) = self.cg.v2().filter(|d| fs::has(d, "cgroup.kill")) {
             let w = v2::core::kill(d)?;
             self.wait_empty(SETTLE_TIMEOUT)?;
-            return Ok(Outcome {
-                writes: vec![w],
-                detail: "cgroup.kill; tree empty".into(),
-            });
+            return Ok(Outcome { writes: vec![w], detail: "cgroup.kill; tree empty".into() });
         }
         let mut out = Outcome::default();
         let start = Instant::now();
@@ -234,10 +200,7 @@ impl Actuator for CgroupActuator {
             }
             std::thread::sleep(Duration::from_millis(2));
             if start.elapsed() > SETTLE_TIMEOUT {
-                return Err(SysError::Unsupported {
-                    what: "kill",
-                    why: format!("processes still present after {SETTLE_TIMEOUT:?}"),
-                });
+                return Err(SysError::Unsupported { what: "kill", why: format!("processes still present after {SETTLE_TIMEOUT:?}") });
             }
         }
         out.detail = format!("SIGKILL in {rounds} round(s); tree empty");
@@ -257,11 +220,7 @@ pub struct TreeActuator {
 impl TreeActuator {
     /// Act on the tree rooted at `root`.
     pub fn new(proc_root: PathBuf, root: u32) -> Self {
-        TreeActuator {
-            proc_root,
-            root,
-            duty: None,
-        }
+        TreeActuator { proc_root, root, duty: None }
     }
 
     fn live(&self) -> Vec<u32> {
@@ -269,10 +228,7 @@ impl TreeActuator {
     }
 
     fn unsupported(what: &'static str) -> SysError {
-        SysError::Unsupported {
-            what,
-            why: "no cgroup for this agent (signals-only mode)".into(),
-        }
+        SysError::Unsupported { what, why: "no cgroup for this agent (signals-only mode)".into() }
     }
 }
 
@@ -306,15 +262,8 @@ impl Actuator for TreeActuator {
         // Approximation: without cgroups the limit becomes a share of wall time for the whole tree.
         let factor = (m as f64 / 1000.0).clamp(0.05, 1.0);
         let (proc_root, root) = (self.proc_root.clone(), self.root);
-        self.duty = Some(DutyCycle::start(
-            factor,
-            Duration::from_millis(100),
-            move || live_tree(&proc_root, root),
-        ));
-        Ok(Outcome::note(format!(
-            "SIGSTOP/SIGCONT duty cycle at {:.0}% of each 100 ms",
-            factor * 100.0
-        )))
+        self.duty = Some(DutyCycle::start(factor, Duration::from_millis(100), move || live_tree(&proc_root, root)));
+        Ok(Outcome::note(format!("SIGSTOP/SIGCONT duty cycle at {:.0}% of each 100 ms", factor * 100.0)))
     }
 
     fn set_cpu_weight(&mut self, _weight: u64) -> Result<Outcome, SysError> {
@@ -356,9 +305,7 @@ impl Actuator for TreeActuator {
         loop {
             let pids = self.live();
             if pids.is_empty() {
-                return Ok(Outcome::note(format!(
-                    "SIGKILL to the tree in {rounds} round(s); tree empty"
-                )));
+                return Ok(Outcome::note(format!("SIGKILL to the tree in {rounds} round(s); tree empty")));
             }
             rounds += 1;
             // Stop first so that no process forks between the listing and the kill.

@@ -52,8 +52,5 @@ pub enum SysError {
 
 /// Read a whole file as text, with the path in the error.
 pub fn read(path: &std::path::Path) -> Result<String, SysError> {
-    std::fs::read_to_string(path).map_err(|source| SysError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| SysError::Read { path: path.to_path_buf(), source })
 }

@@ -22,15 +22,9 @@ pub struct HostReading {
 
 /// `MemTotal` from `/proc/meminfo` text, in bytes.
 pub fn parse_meminfo_total(text: &str) -> Result<u64, String> {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .ok_or("no MemTotal line")?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:")).ok_or("no MemTotal line")?;
     let mut parts = line["MemTotal:".len()..].split_whitespace();
-    let n: u64 = parts
-        .next()
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("bad MemTotal line {line:?}"))?;
+    let n: u64 = parts.next().and_then(|n| n.parse().ok()).ok_or_else(|| format!("bad MemTotal line {line:?}"))?;
     match parts.next() {
         Some("kB") => Ok(n.saturating_mul(1024)),
         None => Ok(n),
@@ -45,8 +39,7 @@ pub fn parse_cpu_list(text: &str) -> Result<u64, String> {
         let bad = || format!("bad cpu list entry {part:?}");
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (u64, u64) =
-                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
                 if b < a {
                     return Err(bad());
                 }
@@ -58,19 +51,12 @@ pub fn parse_cpu_list(text: &str) -> Result<u64, String> {
             }
         }
     }
-    if n == 0 {
-        Err("empty cpu list".into())
-    } else {
-        Ok(n)
-    }
+    if n == 0 { Err("empty cpu list".into()) } else { Ok(n) }
 }
 
 fn read_u64(path: &Path) -> Result<u64, SysError> {
     let t = read(path)?;
-    t.trim().parse().map_err(|_| SysError::Parse {
-        path: path.to_path_buf(),
-        problem: format!("expected a number, got {:?}", t.trim()),
-    })
+    t.trim().parse().map_err(|_| SysError::Parse { path: path.to_path_buf(), problem: format!("expected a number, got {:?}", t.trim()) })
 }
 
 fn lower(total: &mut u64, source: &mut String, found: Option<FoundLimit>) {
@@ -84,34 +70,20 @@ fn lower(total: &mut u64, source: &mut String, found: Option<FoundLimit>) {
 
 /// Read the host totals. `files` and `network` are configured values
 /// (`None` for the defaults: 10,000 files, 1 Gbit/s).
-pub fn read_host(
-    roots: &Roots,
-    files: Option<u64>,
-    network: Option<u64>,
-) -> Result<HostReading, SysError> {
+pub fn read_host(roots: &Roots, files: Option<u64>, network: Option<u64>) -> Result<HostReading, SysError> {
     let meminfo = roots.proc.join("meminfo");
-    let mut memory = parse_meminfo_total(&read(&meminfo)?).map_err(|problem| SysError::Parse {
-        path: meminfo.clone(),
-        problem,
-    })?;
+    let mut memory = parse_meminfo_total(&read(&meminfo)?).map_err(|problem| SysError::Parse { path: meminfo.clone(), problem })?;
     let mut memory_src = format!("MemTotal in {}", meminfo.display());
 
     let online = roots.path(Path::new("/sys/devices/system/cpu/online"));
-    let cpus = parse_cpu_list(&read(&online)?).map_err(|problem| SysError::Parse {
-        path: online.clone(),
-        problem,
-    })?;
+    let cpus = parse_cpu_list(&read(&online)?).map_err(|problem| SysError::Parse { path: online.clone(), problem })?;
     let mut cpu = cpus * 1000;
     let mut cpu_src = format!("{cpus} online CPUs in {}", online.display());
 
     let pid_max = read_u64(&roots.proc.join("sys/kernel/pid_max"))?;
     let threads_max = read_u64(&roots.proc.join("sys/kernel/threads-max"))?;
     let mut processes = pid_max.min(threads_max);
-    let mut processes_src = if pid_max <= threads_max {
-        "kernel.pid_max".to_owned()
-    } else {
-        "kernel.threads-max".to_owned()
-    };
+    let mut processes_src = if pid_max <= threads_max { "kernel.pid_max".to_owned() } else { "kernel.threads-max".to_owned() };
 
     let layout = Layout::discover(roots)?;
     let mode = layout.mode();
@@ -119,29 +91,17 @@ pub fn read_host(
     let top_of = |dir: &Path| layout.mount_of(dir).map(host_path);
     if let Some(dir) = layout.v1_dir("memory") {
         if let Some(top) = top_of(&dir) {
-            lower(
-                &mut memory,
-                &mut memory_src,
-                limits::v1_memory(&host_path(&dir), &top)?,
-            );
+            lower(&mut memory, &mut memory_src, limits::v1_memory(&host_path(&dir), &top)?);
         }
     }
     if let Some(dir) = layout.v1_dir("cpu") {
         if let Some(top) = top_of(&dir) {
-            lower(
-                &mut cpu,
-                &mut cpu_src,
-                limits::v1_cpu(&host_path(&dir), &top)?,
-            );
+            lower(&mut cpu, &mut cpu_src, limits::v1_cpu(&host_path(&dir), &top)?);
         }
     }
     if let Some(dir) = layout.v1_dir("pids") {
         if let Some(top) = top_of(&dir) {
-            lower(
-                &mut processes,
-                &mut processes_src,
-                limits::pids(&host_path(&dir), &top)?,
-            );
+            lower(&mut processes, &mut processes_src, limits::pids(&host_path(&dir), &top)?);
         }
     }
     if let Some(dir) = layout.v2_dir() {
@@ -149,31 +109,13 @@ pub fn read_host(
             let own = host_path(&dir);
             lower(&mut memory, &mut memory_src, limits::v2_memory(&own, &top)?);
             lower(&mut cpu, &mut cpu_src, limits::v2_cpu(&own, &top)?);
-            lower(
-                &mut processes,
-                &mut processes_src,
-                limits::pids(&own, &top)?,
-            );
+            lower(&mut processes, &mut processes_src, limits::pids(&own, &top)?);
         }
     }
-    let files_src = if files.is_some() {
-        "configured"
-    } else {
-        "default (the sketch's 10,000)"
-    };
-    let network_src = if network.is_some() {
-        "configured"
-    } else {
-        "default (1 Gbit/s)"
-    };
+    let files_src = if files.is_some() { "configured" } else { "default (the sketch's 10,000)" };
+    let network_src = if network.is_some() { "configured" } else { "default (1 Gbit/s)" };
     Ok(HostReading {
-        totals: HostTotals {
-            memory,
-            cpu,
-            processes,
-            files: files.unwrap_or(DEFAULT_FILES),
-            network: network.unwrap_or(DEFAULT_NETWORK),
-        },
+        totals: HostTotals { memory, cpu, processes, files: files.unwrap_or(DEFAULT_FILES), network: network.unwrap_or(DEFAULT_NETWORK) },
         sources: vec![
             ("memory", memory_src),
             ("cpu", cpu_src),
@@ -198,10 +140,7 @@ mod tests {
 
     #[test]
     fn parsers_on_fixture_text() {
-        assert_eq!(
-            parse_meminfo_total("MemTotal:       24634404 kB\nMemFree: 1 kB\n"),
-            Ok(24_634_404 * 1024)
-        );
+        assert_eq!(parse_meminfo_total("MemTotal:       24634404 kB\nMemFree: 1 kB\n"), Ok(24_634_404 * 1024));
         assert!(parse_meminfo_total("MemFree: 1 kB\n").is_err());
         assert_eq!(parse_cpu_list("0-1\n"), Ok(2));
         assert_eq!(parse_cpu_list("0-3,8,10-11"), Ok(7));
@@ -217,53 +156,20 @@ mod tests {
         write(r, "sys/devices/system/cpu/online", "0-3\n");
         write(r, "proc/sys/kernel/pid_max", "4194304\n");
         write(r, "proc/sys/kernel/threads-max", "190000\n");
-        write(
-            r,
-            "proc/self/mountinfo",
-            crate::cgroup::tests_fixtures::HYBRID_MOUNTINFO,
-        );
-        write(
-            r,
-            "proc/self/cgroup",
-            crate::cgroup::tests_fixtures::HYBRID_CGROUP,
-        );
-        write(
-            r,
-            "sys/fs/cgroup/memory/memory.limit_in_bytes",
-            "9223372036854771712\n",
-        );
-        write(
-            r,
-            "sys/fs/cgroup/memory/process_api/c129/memory.limit_in_bytes",
-            "4294967296\n",
-        );
+        write(r, "proc/self/mountinfo", crate::cgroup::tests_fixtures::HYBRID_MOUNTINFO);
+        write(r, "proc/self/cgroup", crate::cgroup::tests_fixtures::HYBRID_CGROUP);
+        write(r, "sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+        write(r, "sys/fs/cgroup/memory/process_api/c129/memory.limit_in_bytes", "4294967296\n");
         write(r, "sys/fs/cgroup/cpu/cpu.cfs_quota_us", "-1\n");
         write(r, "sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n");
         let h = read_host(&Roots::under(r), None, None).unwrap();
         assert_eq!(h.mode, Mode::Hybrid);
-        assert_eq!(
-            h.totals,
-            HostTotals {
-                memory: 4 << 30,
-                cpu: 4000,
-                processes: 190_000,
-                files: 10_000,
-                network: 125_000_000
-            }
-        );
-        assert!(
-            h.sources[0]
-                .1
-                .contains("process_api/c129/memory.limit_in_bytes"),
-            "{:?}",
-            h.sources
-        );
+        assert_eq!(h.totals, HostTotals { memory: 4 << 30, cpu: 4000, processes: 190_000, files: 10_000, network: 125_000_000 });
+        assert!(h.sources[0].1.contains("process_api/c129/memory.limit_in_bytes"), "{:?}", h.sources);
         assert_eq!(h.sources[2].1, "kernel.threads-max");
         // A garbled file is an error naming it.
         write(r, "proc/sys/kernel/pid_max", "lots\n");
-        let e = read_host(&Roots::under(r), None, None)
-            .unwrap_err()
-            .to_string();
+        let e = read_host(&Roots::under(r), None, None).unwrap_err().to_string();
         assert!(e.contains("pid_max") && e.contains("lots"), "{e}");
     }
 }

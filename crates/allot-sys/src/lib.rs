@@ -34,23 +34,16 @@ pub struct Roots {
 impl Roots {
     /// The real host.
     pub fn host() -> Self {
-        Roots {
-            root: PathBuf::from("/"),
-            proc: PathBuf::from("/proc"),
-        }
+        Roots { root: PathBuf::from("/"), proc: PathBuf::from("/proc") }
     }
 
     /// A fake tree: `dir` stands for `/`, `dir/proc` for `/proc`.
     pub fn under(dir: &Path) -> Self {
-        Roots {
-            root: dir.to_path_buf(),
-            proc: dir.join("proc"),
-        }
+        Roots { root: dir.to_path_buf(), proc: dir.join("proc") }
     }
 
     /// An absolute path of the host, under this root.
     pub fn path(&self, absolute: &Path) -> PathBuf {
-        self.root
-            .join(absolute.strip_prefix("/").unwrap_or(absolute))
+        self.root.join(absolute.strip_prefix("/").unwrap_or(absolute))
     }
 }

@@ -41,22 +41,11 @@ pub enum Notice {
 }
 
 enum Kind {
-    Threshold {
-        bytes: u64,
-    },
-    CgroupEvents {
-        dir: PathBuf,
-    },
-    MemoryEvents {
-        dir: PathBuf,
-    },
-    Pressure {
-        file: String,
-    },
-    Pidfd {
-        pid: u32,
-        procs_dir: Option<PathBuf>,
-    },
+    Threshold { bytes: u64 },
+    CgroupEvents { dir: PathBuf },
+    MemoryEvents { dir: PathBuf },
+    Pressure { file: String },
+    Pidfd { pid: u32, procs_dir: Option<PathBuf> },
 }
 
 struct Watch {
@@ -82,17 +71,12 @@ impl std::fmt::Debug for Watch {
 
 fn sys(call: impl Into<String>) -> impl FnOnce(rustix::io::Errno) -> SysError {
     let call = call.into();
-    move |e| SysError::Sys {
-        call,
-        source: e.into(),
-    }
+    move |e| SysError::Sys { call, source: e.into() }
 }
 
 fn inotify_on(path: &Path) -> Result<OwnedFd, SysError> {
-    let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
-        .map_err(sys("inotify_init"))?;
-    inotify::add_watch(&fd, path, inotify::WatchFlags::MODIFY)
-        .map_err(sys(format!("inotify_add_watch({})", path.display())))?;
+    let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).map_err(sys("inotify_init"))?;
+    inotify::add_watch(&fd, path, inotify::WatchFlags::MODIFY).map_err(sys(format!("inotify_add_watch({})", path.display())))?;
     Ok(fd)
 }
 
@@ -100,11 +84,8 @@ impl Notifier {
     /// Start the polling thread; returns the notifier and the stream of notices.
     pub fn start() -> Result<(Notifier, UnboundedReceiver<(String, Notice)>), SysError> {
         let ctl = Arc::new(
-            rustix::event::eventfd(
-                0,
-                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-            )
-            .map_err(sys("eventfd"))?,
+            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)
+                .map_err(sys("eventfd"))?,
         );
         let watches: Arc<Mutex<Vec<Watch>>> = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = unbounded_channel();
@@ -112,31 +93,14 @@ impl Notifier {
         std::thread::Builder::new()
             .name("allot-notify".into())
             .spawn(move || run(&w, &c, &tx))
-            .map_err(|source| SysError::Sys {
-                call: "spawn notifier thread".into(),
-                source,
-            })?;
-        Ok((
-            Notifier {
-                watches,
-                ctl,
-                next_id: std::sync::atomic::AtomicU64::new(1),
-            },
-            rx,
-        ))
+            .map_err(|source| SysError::Sys { call: "spawn notifier thread".into(), source })?;
+        Ok((Notifier { watches, ctl, next_id: std::sync::atomic::AtomicU64::new(1) }, rx))
     }
 
     fn add(&self, agent: &str, fd: OwnedFd, kind: Kind) {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut w) = self.watches.lock() {
-            w.push(Watch {
-                id,
-                agent: agent.to_owned(),
-                fd: Arc::new(fd),
-                kind,
-            });
+            w.push(Watch { id, agent: agent.to_owned(), fd: Arc::new(fd), kind });
         }
         self.poke();
     }
@@ -155,46 +119,25 @@ impl Notifier {
     /// v2: notify on changes of `cgroup.events` (populated, frozen) of `dir`.
     pub fn cgroup_events(&self, agent: &str, dir: &Path) -> Result<(), SysError> {
         let fd = inotify_on(&dir.join("cgroup.events"))?;
-        self.add(
-            agent,
-            fd,
-            Kind::CgroupEvents {
-                dir: dir.to_path_buf(),
-            },
-        );
+        self.add(agent, fd, Kind::CgroupEvents { dir: dir.to_path_buf() });
         Ok(())
     }
 
     /// v2: notify on changes of `memory.events` of `dir`.
     pub fn memory_events(&self, agent: &str, dir: &Path) -> Result<(), SysError> {
         let fd = inotify_on(&dir.join("memory.events"))?;
-        self.add(
-            agent,
-            fd,
-            Kind::MemoryEvents {
-                dir: dir.to_path_buf(),
-            },
-        );
+        self.add(agent, fd, Kind::MemoryEvents { dir: dir.to_path_buf() });
         Ok(())
     }
 
     /// A PSI trigger on `file` (such as `dir/memory.pressure`): stall of
     /// `stall_us` within each `window_us` ("some" tasks).
-    pub fn pressure(
-        &self,
-        agent: &str,
-        file: &Path,
-        stall_us: u64,
-        window_us: u64,
-    ) -> Result<(), SysError> {
+    pub fn pressure(&self, agent: &str, file: &Path, stall_us: u64, window_us: u64) -> Result<(), SysError> {
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(file)
-            .map_err(|source| SysError::Read {
-                path: file.to_path_buf(),
-                source,
-            })?;
+            .map_err(|source| SysError::Read { path: file.to_path_buf(), source })?;
         let trigger = format!("some {stall_us} {window_us}");
         let fd = OwnedFd::from(f);
         rustix::io::write(&fd, trigger.as_bytes()).map_err(|e| SysError::Write {
@@ -202,38 +145,19 @@ impl Notifier {
             value: trigger.clone(),
             source: e.into(),
         })?;
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         self.add(agent, fd, Kind::Pressure { file: name });
         Ok(())
     }
 
     /// Notify when `pid` exits; with `procs_dir`, also say when that cgroup is then empty.
-    pub fn process_exit(
-        &self,
-        agent: &str,
-        pid: u32,
-        procs_dir: Option<&Path>,
-    ) -> Result<(), SysError> {
+    pub fn process_exit(&self, agent: &str, pid: u32, procs_dir: Option<&Path>) -> Result<(), SysError> {
         let p = i32::try_from(pid)
             .ok()
             .and_then(rustix::process::Pid::from_raw)
-            .ok_or_else(|| SysError::Sys {
-                call: format!("pidfd_open({pid})"),
-                source: std::io::Error::from_raw_os_error(22),
-            })?;
-        let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
-            .map_err(sys(format!("pidfd_open({pid})")))?;
-        self.add(
-            agent,
-            fd,
-            Kind::Pidfd {
-                pid,
-                procs_dir: procs_dir.map(Path::to_path_buf),
-            },
-        );
+            .ok_or_else(|| SysError::Sys { call: format!("pidfd_open({pid})"), source: std::io::Error::from_raw_os_error(22) })?;
+        let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(sys(format!("pidfd_open({pid})")))?;
+        self.add(agent, fd, Kind::Pidfd { pid, procs_dir: procs_dir.map(Path::to_path_buf) });
         Ok(())
     }
 
@@ -261,11 +185,7 @@ fn run(watches: &Mutex<Vec<Watch>>, ctl: &OwnedFd, tx: &UnboundedSender<(String,
             Ok(g) => g
                 .iter()
                 .map(|w| {
-                    let flags = if matches!(w.kind, Kind::Pressure { .. }) {
-                        PollFlags::PRI
-                    } else {
-                        PollFlags::IN
-                    };
+                    let flags = if matches!(w.kind, Kind::Pressure { .. }) { PollFlags::PRI } else { PollFlags::IN };
                     (w.id, Arc::clone(&w.fd), flags)
                 })
                 .collect(),
@@ -277,18 +197,10 @@ fn run(watches: &Mutex<Vec<Watch>>, ctl: &OwnedFd, tx: &UnboundedSender<(String,
             fds.push(PollFd::new(&**fd, *flags));
         }
         // Wake at least every second to notice a closed receiver.
-        let timeout = rustix::time::Timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
+        let timeout = rustix::time::Timespec { tv_sec: 1, tv_nsec: 0 };
         let ready: Vec<(usize, PollFlags)> = match poll(&mut fds, Some(&timeout)) {
             Ok(0) | Err(_) => Vec::new(),
-            Ok(_) => fds
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| !f.revents().is_empty())
-                .map(|(i, f)| (i, f.revents()))
-                .collect(),
+            Ok(_) => fds.iter().enumerate().filter(|(_, f)| !f.revents().is_empty()).map(|(i, f)| (i, f.revents())).collect(),
         };
         drop(fds);
         let Ok(mut guard) = watches.lock() else {
@@ -328,9 +240,7 @@ fn run(watches: &Mutex<Vec<Watch>>, ctl: &OwnedFd, tx: &UnboundedSender<(String,
                 Kind::Pidfd { pid, procs_dir } => {
                     dead.push(id);
                     let _ = tx.send((w.agent.clone(), Notice::Exited { pid: *pid }));
-                    let empty = procs_dir
-                        .as_ref()
-                        .is_some_and(|d| crate::cgroup::fs::procs(d).is_ok_and(|p| p.is_empty()));
+                    let empty = procs_dir.as_ref().is_some_and(|d| crate::cgroup::fs::procs(d).is_ok_and(|p| p.is_empty()));
                     empty.then_some(Notice::TreeEmpty)
                 }
             };

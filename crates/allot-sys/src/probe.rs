@@ -27,19 +27,13 @@ pub struct HotFile {
 impl HotFile {
     /// Open `path` for reading.
     pub fn open(path: PathBuf) -> Result<Self, SysError> {
-        let file = File::open(&path).map_err(|source| SysError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let file = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
         Ok(HotFile { file, path })
     }
 
     /// Read the whole file (up to the buffer's size) into `buf`.
     pub fn read<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], SysError> {
-        let n = rustix::io::pread(&self.file, &mut *buf, 0).map_err(|e| SysError::Read {
-            path: self.path.clone(),
-            source: e.into(),
-        })?;
+        let n = rustix::io::pread(&self.file, &mut *buf, 0).map_err(|e| SysError::Read { path: self.path.clone(), source: e.into() })?;
         Ok(&buf[..n])
     }
 
@@ -49,10 +43,7 @@ impl HotFile {
         let bytes = self.read(&mut buf)?;
         parse_u64(bytes).ok_or_else(|| SysError::Parse {
             path: self.path.clone(),
-            problem: format!(
-                "expected a number, got {:?}",
-                String::from_utf8_lossy(bytes)
-            ),
+            problem: format!("expected a number, got {:?}", String::from_utf8_lossy(bytes)),
         })
     }
 
@@ -67,20 +58,12 @@ fn parse_u64(bytes: &[u8]) -> Option<u64> {
     if t.is_empty() {
         return None;
     }
-    t.iter().try_fold(0u64, |n, &b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
+    t.iter().try_fold(0u64, |n, &b| if b.is_ascii_digit() { n.checked_mul(10)?.checked_add(u64::from(b - b'0')) } else { None })
 }
 
 /// `usage_usec N` out of `cpu.stat` bytes.
 fn usage_usec(bytes: &[u8]) -> Option<u64> {
-    bytes
-        .split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"usage_usec ").and_then(parse_u64))
+    bytes.split(|&b| b == b'\n').find_map(|l| l.strip_prefix(b"usage_usec ").and_then(parse_u64))
 }
 
 /// The fast counters.
@@ -108,8 +91,6 @@ pub enum Measure {
 pub struct Slow {
     /// Open file descriptors over the tree.
     pub files: u64,
-    /// Open sockets over the tree.
-    pub connections: u64,
     /// Block I/O bytes so far (cumulative).
     pub io_bytes: u64,
     /// Network bytes so far (cumulative), when the agent has its own network namespace.
@@ -120,8 +101,14 @@ pub struct Slow {
 pub trait Probe: Send {
     /// Memory, cpu time, processes.
     fn fast(&mut self) -> Result<Fast, SysError>;
-    /// Files, sockets, I/O, network; also refreshes what `fast` needs slowly.
+    /// Files, I/O, network; also refreshes what `fast` needs slowly.
     fn slow(&mut self) -> Result<Slow, SysError>;
+    /// Open sockets over the tree (a readlink per descriptor: the slowest cadence).
+    fn connections(&mut self) -> Result<u64, SysError> {
+        Ok(self.pids()?.iter().filter_map(|p| fds::sockets(self.proc_root(), *p)).sum())
+    }
+    /// The procfs root the probe reads.
+    fn proc_root(&self) -> &Path;
     /// The agent's processes.
     fn pids(&self) -> Result<Vec<u32>, SysError>;
 }
@@ -156,39 +143,65 @@ pub struct CgroupProbe {
     pids: Option<HotFile>,
     io: IoSource,
     own_netns: Option<u64>,
+    slow_calls: u64,
+    pids_buf: Vec<u32>,
+    path_buf: String,
+    /// `cgroup.procs` and the io file kept open too, when the caller's fd budget allows.
+    slow_files: Option<(HotFile, Option<HotFile>)>,
+    /// The network namespace of the agent's first process, cached per pid.
+    netns_cache: Option<(u32, Option<u64>)>,
+}
+
+/// `memory.stat` is large and its inactive-file figure moves slowly: it is
+/// re-read on every this many slow samples.
+pub const MEMORY_STAT_EVERY: u64 = 10;
+
+/// Read a small file into `buf` with open/read/close and no allocation.
+fn small_read<'b>(path: &Path, buf: &'b mut [u8]) -> Result<&'b [u8], SysError> {
+    let fd = rustix::fs::open(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+        .map_err(|e| SysError::Read { path: path.to_path_buf(), source: e.into() })?;
+    let mut n = 0;
+    while n < buf.len() {
+        let got = rustix::io::read(&fd, &mut buf[n..]).map_err(|e| SysError::Read { path: path.to_path_buf(), source: e.into() })?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    Ok(&buf[..n])
+}
+
+/// Parse `cgroup.procs` bytes into `out` (cleared first).
+fn parse_pids(bytes: &[u8], out: &mut Vec<u32>) {
+    out.clear();
+    out.extend(bytes.split(|&b| b == b'\n').filter_map(|l| parse_u64(l).and_then(|v| u32::try_from(v).ok())));
 }
 
 impl CgroupProbe {
-    /// Open the hot files of `cg`: at most three kept open per agent.
-    pub fn new(cg: AgentCgroup, proc_root: PathBuf) -> Result<Self, SysError> {
+    /// Open the hot files of `cg`: three kept open per agent (memory, cpu,
+    /// pids). With `keep_slow_open`, `cgroup.procs` and the block-I/O file
+    /// stay open too (five per agent): opening a cgroup file costs about
+    /// 5 us here against 1 us for a `pread`, so keep them open while the
+    /// open-files limit allows.
+    pub fn new(cg: AgentCgroup, proc_root: PathBuf, keep_slow_open: bool) -> Result<Self, SysError> {
         let mem = if let Some(d) = cg.v2().filter(|_| cg.dirs.v2_has("memory")) {
-            Some(MemSource::V2 {
-                current: HotFile::open(d.join("memory.current"))?,
-                dir: d.to_path_buf(),
-            })
+            Some(MemSource::V2 { current: HotFile::open(d.join("memory.current"))?, dir: d.to_path_buf() })
         } else if let Some(d) = cg.v1(V1::Memory) {
-            Some(MemSource::V1 {
-                usage: HotFile::open(d.join("memory.usage_in_bytes"))?,
-                dir: d.to_path_buf(),
-            })
+            Some(MemSource::V1 { usage: HotFile::open(d.join("memory.usage_in_bytes"))?, dir: d.to_path_buf() })
         } else {
             None
         };
-        let cpu = if let Some(d) = cg.v2().filter(|d| fs::has(d, "cpu.stat")) {
-            Some(CpuSource::CpuStat(HotFile::open(d.join("cpu.stat"))?))
-        } else if let Some(d) = cg.v1(V1::Cpuacct) {
-            Some(CpuSource::Cpuacct(HotFile::open(d.join("cpuacct.usage"))?))
-        } else {
-            None
+        // v2 cpu.stat when the v2 cpu controller is in use or there is no
+        // cpuacct; on hybrid hosts cpuacct.usage is cheaper to generate.
+        let v2_cpu = cg.v2().filter(|d| fs::has(d, "cpu.stat"));
+        let cpu = match (v2_cpu, cg.v1(V1::Cpuacct)) {
+            (Some(d), _) if cg.dirs.v2_has("cpu") => Some(CpuSource::CpuStat(HotFile::open(d.join("cpu.stat"))?)),
+            (_, Some(d)) => Some(CpuSource::Cpuacct(HotFile::open(d.join("cpuacct.usage"))?)),
+            (Some(d), None) => Some(CpuSource::CpuStat(HotFile::open(d.join("cpu.stat"))?)),
+            (None, None) => None,
         };
-        let pids_dir = if cg.dirs.v2_has("pids") {
-            cg.v2()
-        } else {
-            cg.v1(V1::Pids)
-        };
-        let pids = pids_dir
-            .map(|d| HotFile::open(d.join("pids.current")))
-            .transpose()?;
+        let pids_dir = if cg.dirs.v2_has("pids") { cg.v2() } else { cg.v1(V1::Pids) };
+        let pids = pids_dir.map(|d| HotFile::open(d.join("pids.current"))).transpose()?;
         let io = if let Some(d) = cg.v2().filter(|_| cg.dirs.v2_has("io")) {
             IoSource::IoStat(d.to_path_buf())
         } else if let Some(d) = cg.v1(V1::Blkio) {
@@ -197,7 +210,7 @@ impl CgroupProbe {
             IoSource::Procs
         };
         let own_netns = netns(&proc_root, "self");
-        Ok(CgroupProbe {
+        CgroupProbe {
             cg,
             proc_root,
             mem,
@@ -206,23 +219,50 @@ impl CgroupProbe {
             pids,
             io,
             own_netns,
-        })
+            slow_calls: 0,
+            pids_buf: Vec::new(),
+            path_buf: String::new(),
+            slow_files: None,
+            netns_cache: None,
+        }
+        .with_slow_files(keep_slow_open)
+    }
+}
+
+impl CgroupProbe {
+    fn with_slow_files(mut self, keep: bool) -> Result<Self, SysError> {
+        if keep {
+            let procs_dir = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default();
+            let procs = HotFile::open(procs_dir.join("cgroup.procs"))?;
+            let io = match &self.io {
+                IoSource::Blkio(d) => Some(HotFile::open(d.join("blkio.throttle.io_service_bytes"))?),
+                IoSource::IoStat(d) => Some(HotFile::open(d.join("io.stat"))?),
+                IoSource::Procs => None,
+            };
+            self.slow_files = Some((procs, io));
+        }
+        Ok(self)
+    }
+
+    /// How many files this probe keeps open.
+    pub fn open_files(&self) -> usize {
+        usize::from(self.mem.is_some())
+            + usize::from(self.cpu.is_some())
+            + usize::from(self.pids.is_some())
+            + self.slow_files.as_ref().map_or(0, |(_, io)| 1 + usize::from(io.is_some()))
     }
 }
 
 fn netns(proc_root: &Path, pid: &str) -> Option<u64> {
-    std::fs::metadata(proc_root.join(pid).join("ns/net"))
-        .ok()
-        .map(|m| m.ino())
+    std::fs::metadata(proc_root.join(pid).join("ns/net")).ok().map(|m| m.ino())
 }
 
-/// Files, sockets and (when `io` is true) block I/O summed over `pids`.
-fn per_process(proc_root: &Path, pids: &[u32], io: bool) -> (u64, u64, u64) {
-    let (mut files, mut sockets, mut io_bytes) = (0, 0, 0);
+/// Files and (when `io` is true) block I/O summed over `pids`.
+fn per_process(proc_root: &Path, pids: &[u32], io: bool) -> (u64, u64) {
+    let (mut files, mut io_bytes) = (0, 0);
     let mut buf = [0u8; 512];
     for &p in pids {
         files += fds::count(proc_root, p).unwrap_or(0);
-        sockets += fds::sockets(proc_root, p).unwrap_or(0);
         if io {
             if let Ok(f) = HotFile::open(proc_root.join(p.to_string()).join("io")) {
                 if let Ok(b) = f.read(&mut buf) {
@@ -231,7 +271,7 @@ fn per_process(proc_root: &Path, pids: &[u32], io: bool) -> (u64, u64, u64) {
             }
         }
     }
-    (files, sockets, io_bytes)
+    (files, io_bytes)
 }
 
 /// Network bytes of the agent's namespace, if it has its own.
@@ -253,12 +293,8 @@ impl Probe for CgroupProbe {
     fn fast(&mut self) -> Result<Fast, SysError> {
         let mut out = Fast::default();
         match &self.mem {
-            Some(MemSource::V1 { usage, .. }) => {
-                out.memory = usage.read_u64()?.saturating_sub(self.inactive_file)
-            }
-            Some(MemSource::V2 { current, .. }) => {
-                out.memory = current.read_u64()?.saturating_sub(self.inactive_file)
-            }
+            Some(MemSource::V1 { usage, .. }) => out.memory = usage.read_u64()?.saturating_sub(self.inactive_file),
+            Some(MemSource::V2 { current, .. }) => out.memory = current.read_u64()?.saturating_sub(self.inactive_file),
             None => {}
         }
         match &self.cpu {
@@ -267,10 +303,7 @@ impl Probe for CgroupProbe {
                 let mut buf = [0u8; 512];
                 let b = f.read(&mut buf)?;
                 out.cpu_ns = usage_usec(b)
-                    .ok_or_else(|| SysError::Parse {
-                        path: f.path().to_path_buf(),
-                        problem: "no usage_usec line".into(),
-                    })?
+                    .ok_or_else(|| SysError::Parse { path: f.path().to_path_buf(), problem: "no usage_usec line".into() })?
                     .saturating_mul(1000);
             }
             None => {}
@@ -283,36 +316,78 @@ impl Probe for CgroupProbe {
     }
 
     fn slow(&mut self) -> Result<Slow, SysError> {
-        self.inactive_file = match &self.mem {
-            Some(MemSource::V1 { dir, .. }) => {
-                let stat = fs::read(dir, "memory.stat")?;
-                fs::keyed(&stat, "total_inactive_file")
-                    .or_else(|| fs::keyed(&stat, "inactive_file"))
-                    .unwrap_or(0)
+        if self.slow_calls % MEMORY_STAT_EVERY == 0 {
+            self.inactive_file = match &self.mem {
+                Some(MemSource::V1 { dir, .. }) => {
+                    let stat = fs::read(dir, "memory.stat")?;
+                    fs::keyed(&stat, "total_inactive_file").or_else(|| fs::keyed(&stat, "inactive_file")).unwrap_or(0)
+                }
+                Some(MemSource::V2 { dir, .. }) => fs::keyed(&fs::read(dir, "memory.stat")?, "inactive_file").unwrap_or(0),
+                None => 0,
+            };
+        }
+        self.slow_calls += 1;
+        let mut buf = [0u8; 4096];
+        let bytes = match &self.slow_files {
+            Some((procs, _)) => procs.read(&mut buf)?,
+            None => {
+                let procs_dir = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default();
+                small_read(&procs_dir.join("cgroup.procs"), &mut buf)?
             }
-            Some(MemSource::V2 { dir, .. }) => {
-                fs::keyed(&fs::read(dir, "memory.stat")?, "inactive_file").unwrap_or(0)
+        };
+        parse_pids(bytes, &mut self.pids_buf);
+        let mut files = 0;
+        let mut proc_io = 0;
+        for &p in &self.pids_buf {
+            use std::fmt::Write as _;
+            self.path_buf.clear();
+            let _ = write!(self.path_buf, "{}/{p}/fd", self.proc_root.display());
+            match rustix::fs::stat(self.path_buf.as_str()) {
+                Ok(st) if st.st_size > 0 => files += st.st_size as u64,
+                Ok(_) => files += fds::count(&self.proc_root, p).unwrap_or(0),
+                Err(_) => {}
             }
-            None => 0,
+            if matches!(self.io, IoSource::Procs) {
+                self.path_buf.clear();
+                let _ = write!(self.path_buf, "{}/{p}/io", self.proc_root.display());
+                if let Ok(b) = small_read(Path::new(self.path_buf.as_str()), &mut buf) {
+                    proc_io += parse::io_bytes(b).unwrap_or(0);
+                }
+            }
+        }
+        let kept_io = self.slow_files.as_ref().and_then(|(_, io)| io.as_ref());
+        let io_bytes = match (&self.io, kept_io) {
+            (IoSource::Blkio(_), Some(f)) => v1::blkio::parse_service_bytes(std::str::from_utf8(f.read(&mut buf)?).unwrap_or("")),
+            (IoSource::IoStat(_), Some(f)) => v2::io::parse_stat(std::str::from_utf8(f.read(&mut buf)?).unwrap_or("")),
+            (IoSource::Blkio(d), None) => {
+                let b = small_read(&d.join("blkio.throttle.io_service_bytes"), &mut buf)?;
+                v1::blkio::parse_service_bytes(std::str::from_utf8(b).unwrap_or(""))
+            }
+            (IoSource::IoStat(d), None) => {
+                let b = small_read(&d.join("io.stat"), &mut buf)?;
+                v2::io::parse_stat(std::str::from_utf8(b).unwrap_or(""))
+            }
+            (IoSource::Procs, _) => proc_io,
         };
-        let pids = self.cg.pids()?;
-        let (files, connections, proc_io) =
-            per_process(&self.proc_root, &pids, matches!(self.io, IoSource::Procs));
-        let io_bytes = match &self.io {
-            IoSource::Blkio(d) => v1::blkio::io_bytes(d)?,
-            IoSource::IoStat(d) => v2::io::io_bytes(d)?,
-            IoSource::Procs => proc_io,
+        let first = self.pids_buf.first().copied().unwrap_or(0);
+        if self.netns_cache.is_none_or(|(p, _)| p != first) {
+            self.netns_cache = Some((first, netns(&self.proc_root, &first.to_string())));
+        }
+        let theirs = self.netns_cache.and_then(|(_, ns)| ns);
+        let network_bytes = if theirs.is_none() || theirs == self.own_netns {
+            Measure::Unsupported
+        } else {
+            network(&self.proc_root, self.own_netns, &self.pids_buf)
         };
-        Ok(Slow {
-            files,
-            connections,
-            io_bytes,
-            network_bytes: network(&self.proc_root, self.own_netns, &pids),
-        })
+        Ok(Slow { files, io_bytes, network_bytes })
     }
 
     fn pids(&self) -> Result<Vec<u32>, SysError> {
         self.cg.pids()
+    }
+
+    fn proc_root(&self) -> &Path {
+        &self.proc_root
     }
 }
 
@@ -383,17 +458,16 @@ impl Probe for TreeProbe {
 
     fn slow(&mut self) -> Result<Slow, SysError> {
         let pids = tree::descendants(&self.proc_root, self.root);
-        let (files, connections, io_bytes) = per_process(&self.proc_root, &pids, true);
-        Ok(Slow {
-            files,
-            connections,
-            io_bytes,
-            network_bytes: network(&self.proc_root, self.own_netns, &pids),
-        })
+        let (files, io_bytes) = per_process(&self.proc_root, &pids, true);
+        Ok(Slow { files, io_bytes, network_bytes: network(&self.proc_root, self.own_netns, &pids) })
     }
 
     fn pids(&self) -> Result<Vec<u32>, SysError> {
         Ok(tree::descendants(&self.proc_root, self.root))
+    }
+
+    fn proc_root(&self) -> &Path {
+        &self.proc_root
     }
 }
 
@@ -421,18 +495,13 @@ impl RateMeter {
 
 /// CPU millicores from nanoseconds of CPU time per `RateMeter` (1 s of CPU per second = 1000m).
 pub fn cpu_millicores(meter: &mut RateMeter, cpu_ns: u64, at: Instant) -> Option<u64> {
-    meter
-        .update(cpu_ns, at, 1)
-        .map(|ns_per_s| ns_per_s / 1_000_000)
+    meter.update(cpu_ns, at, 1).map(|ns_per_s| ns_per_s / 1_000_000)
 }
 
 /// Bytes stored under `dir` (allocated blocks; no symlinks followed; other
 /// filesystems not entered).
 pub fn disk_usage(dir: &Path) -> Result<u64, SysError> {
-    let root = std::fs::symlink_metadata(dir).map_err(|source| SysError::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let root = std::fs::symlink_metadata(dir).map_err(|source| SysError::Read { path: dir.to_path_buf(), source })?;
     let dev = root.dev();
     let mut total = 0u64;
     let mut stack = vec![dir.to_path_buf()];
@@ -464,10 +533,7 @@ mod tests {
         assert_eq!(parse_u64(b"12345\n"), Some(12345));
         assert_eq!(parse_u64(b""), None);
         assert_eq!(parse_u64(b"max\n"), None);
-        assert_eq!(
-            usage_usec(b"usage_usec 5000\nuser_usec 3000\nsystem_usec 2000\n"),
-            Some(5000)
-        );
+        assert_eq!(usage_usec(b"usage_usec 5000\nuser_usec 3000\nsystem_usec 2000\n"), Some(5000));
         assert_eq!(usage_usec(b"user_usec 3000\n"), None);
     }
 
@@ -477,16 +543,10 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(cpu_millicores(&mut m, 0, t0), None);
         // 0.5 s of CPU over 1 s of wall time: 500m.
-        assert_eq!(
-            cpu_millicores(&mut m, 500_000_000, t0 + Duration::from_secs(1)),
-            Some(500)
-        );
+        assert_eq!(cpu_millicores(&mut m, 500_000_000, t0 + Duration::from_secs(1)), Some(500));
         let mut io = RateMeter::default();
         io.update(1000, t0, 1);
-        assert_eq!(
-            io.update(3000, t0 + Duration::from_millis(500), 1),
-            Some(4000)
-        );
+        assert_eq!(io.update(3000, t0 + Duration::from_millis(500), 1), Some(4000));
     }
 
     #[test]
@@ -505,10 +565,7 @@ mod tests {
 
     #[test]
     fn the_tree_probe_measures_a_real_child() {
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30 & sleep 30 & wait"])
-            .spawn()
-            .unwrap();
+        let mut child = std::process::Command::new("sh").args(["-c", "sleep 30 & sleep 30 & wait"]).spawn().unwrap();
         let mut p = TreeProbe::new(PathBuf::from("/proc"), child.id());
         let mut fast = Fast::default();
         for _ in 0..200 {
@@ -522,11 +579,7 @@ mod tests {
         assert!(fast.memory > 0);
         let slow = p.slow().unwrap();
         assert!(slow.files >= 3, "{slow:?}");
-        assert_eq!(
-            slow.network_bytes,
-            Measure::Unsupported,
-            "same network namespace as allot"
-        );
+        assert_eq!(slow.network_bytes, Measure::Unsupported, "same network namespace as allot");
         for pid in p.pids().unwrap().iter().rev() {
             let _ = crate::signal::signal_all(&[*pid], rustix::process::Signal::KILL);
         }

@@ -12,10 +12,7 @@ fn pid(p: u32) -> Result<Pid, SysError> {
     i32::try_from(p)
         .ok()
         .and_then(Pid::from_raw)
-        .ok_or_else(|| SysError::Sys {
-            call: format!("kill({p})"),
-            source: std::io::Error::from_raw_os_error(22),
-        })
+        .ok_or_else(|| SysError::Sys { call: format!("kill({p})"), source: std::io::Error::from_raw_os_error(22) })
 }
 
 /// Send `sig` to every pid; returns how many were signalled (gone ones are skipped).
@@ -26,10 +23,7 @@ pub fn signal_all(pids: &[u32], sig: Signal) -> Result<usize, SysError> {
             Ok(()) => n += 1,
             Err(rustix::io::Errno::SRCH) => {}
             Err(e) => {
-                return Err(SysError::Sys {
-                    call: format!("kill({p}, {sig:?})"),
-                    source: e.into(),
-                });
+                return Err(SysError::Sys { call: format!("kill({p}, {sig:?})"), source: e.into() });
             }
         }
     }
@@ -68,10 +62,7 @@ impl DutyCycle {
             }
             let _ = signal_all(&pids(), Signal::CONT);
         });
-        DutyCycle {
-            stop,
-            thread: Some(thread),
-        }
+        DutyCycle { stop, thread: Some(thread) }
     }
 }
 

@@ -12,15 +12,11 @@ fn open_procs(cg: &AgentCgroup) -> Result<Vec<OwnedFd>, SysError> {
     cg.procs_files()
         .into_iter()
         .map(|p| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&p)
-                .map(OwnedFd::from)
-                .map_err(|source| SysError::Write {
-                    path: p,
-                    value: "0".into(),
-                    source,
-                })
+            std::fs::OpenOptions::new().write(true).open(&p).map(OwnedFd::from).map_err(|source| SysError::Write {
+                path: p,
+                value: "0".into(),
+                source,
+            })
         })
         .collect()
 }
@@ -44,10 +40,7 @@ pub fn spawn(cmd: &mut Command, cg: Option<&AgentCgroup>) -> Result<Child, SysEr
             });
         }
     }
-    cmd.spawn().map_err(|source| SysError::Sys {
-        call: format!("spawn {:?}", cmd.get_program()),
-        source,
-    })
+    cmd.spawn().map_err(|source| SysError::Sys { call: format!("spawn {:?}", cmd.get_program()), source })
 }
 
 /// Move an existing process into the agent's cgroup (every hierarchy). Only
@@ -55,11 +48,7 @@ pub fn spawn(cmd: &mut Command, cg: Option<&AgentCgroup>) -> Result<Child, SysEr
 pub fn adopt(pid: u32, cg: &AgentCgroup) -> Result<Vec<crate::cgroup::fs::Written>, SysError> {
     let mut out = Vec::new();
     for d in cg.dirs.all() {
-        out.push(crate::cgroup::fs::write(
-            d,
-            "cgroup.procs",
-            &pid.to_string(),
-        )?);
+        out.push(crate::cgroup::fs::write(d, "cgroup.procs", &pid.to_string())?);
     }
     Ok(out)
 }
@@ -70,9 +59,11 @@ pub fn raise_nofile_limit() -> Result<(u64, u64), SysError> {
     let mut lim = getrlimit(Resource::Nofile);
     let old = lim.current.unwrap_or(u64::MAX);
     lim.current = lim.maximum;
-    setrlimit(Resource::Nofile, lim).map_err(|e| SysError::Sys {
-        call: "setrlimit(RLIMIT_NOFILE)".into(),
-        source: e.into(),
-    })?;
+    setrlimit(Resource::Nofile, lim).map_err(|e| SysError::Sys { call: "setrlimit(RLIMIT_NOFILE)".into(), source: e.into() })?;
     Ok((old, lim.current.unwrap_or(u64::MAX)))
+}
+
+/// The current soft open-files limit.
+pub fn nofile_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX)
 }

@@ -37,12 +37,7 @@ impl Fixture {
             Err(e) => return skip(&format!("cannot read the cgroup layout: {e}")),
         };
         match CgroupRoot::create(&layout, &roots, &name) {
-            Ok(root) => Some(Fixture {
-                root,
-                agents: Vec::new(),
-                children: Vec::new(),
-                groups: Vec::new(),
-            }),
+            Ok(root) => Some(Fixture { root, agents: Vec::new(), children: Vec::new(), groups: Vec::new() }),
             Err(e) => skip(&format!("cannot create cgroups here: {e}")),
         }
     }
@@ -101,10 +96,7 @@ fn alive(pid: u32) -> bool {
         return false;
     }
     // A zombie still answers kill(0): look at its state.
-    std::fs::read(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|b| allot_sys::proc::parse::stat(&b))
-        .is_some_and(|s| s.state != b'Z')
+    std::fs::read(format!("/proc/{pid}/stat")).ok().and_then(|b| allot_sys::proc::parse::stat(&b)).is_some_and(|s| s.state != b'Z')
 }
 
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -149,10 +141,7 @@ fn a_cpu_hog_is_held_to_its_quota() {
     std::thread::sleep(Duration::from_secs(3));
     let m = cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, Instant::now()).unwrap();
     eprintln!("cpu hog limited to 200m measured {m}m through /proc");
-    assert!(
-        (160..=240).contains(&m),
-        "measured {m}m, wanted 200m within 20 %"
-    );
+    assert!((160..=240).contains(&m), "measured {m}m, wanted 200m within 20 %");
     // Cleared, it runs free.
     act.set_cpu_limit(None).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -172,20 +161,14 @@ fn an_allocator_is_killed_at_its_memory_ceiling_in_its_own_group_only() {
     let mut act = CgroupActuator::new(victim.clone());
     act.set_memory_max(Some(64 << 20)).unwrap();
     let calm = fx.spawn(&bystander, "sleep 30");
-    let pid = fx.spawn(
-        &victim,
-        "exec python3 -c 'import time; x = b\"\\x01\" * (200 * 1024 * 1024); time.sleep(30)'",
-    );
+    let pid = fx.spawn(&victim, "exec python3 -c 'import time; x = b\"\\x01\" * (200 * 1024 * 1024); time.sleep(30)'");
     let child = fx.children.iter_mut().find(|c| c.id() == pid).unwrap();
     let status = child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(9), "{status:?}");
     if let Some(d) = victim.v1(V1::Memory) {
         assert_eq!(v1::memory::oom_kills(d).unwrap(), 1);
-        assert_eq!(
-            v1::memory::oom_kills(bystander.v1(V1::Memory).unwrap()).unwrap(),
-            0
-        );
+        assert_eq!(v1::memory::oom_kills(bystander.v1(V1::Memory).unwrap()).unwrap(), 0);
     }
     assert!(alive(calm), "the bystander survived");
 }
@@ -201,17 +184,8 @@ fn a_fork_loop_stops_at_pids_max_and_the_parent_lives() {
     // A parent that survives its refused forks (dash would exit on the first).
     let script = "exec python3 -c 'import os, time\nfor i in range(40):\n    try:\n        if os.fork() == 0:\n            time.sleep(30); os._exit(0)\n    except OSError:\n        pass\ntime.sleep(30)'";
     let pid = fx.spawn(&cg, script);
-    let dir = cg
-        .v1(V1::Pids)
-        .map(PathBuf::from)
-        .or_else(|| cg.v2().map(PathBuf::from))
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || v1::pids::refused(&dir)
-            .unwrap_or(0)
-            > 0),
-        "no fork was refused"
-    );
+    let dir = cg.v1(V1::Pids).map(PathBuf::from).or_else(|| cg.v2().map(PathBuf::from)).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || v1::pids::refused(&dir).unwrap_or(0) > 0), "no fork was refused");
     let current = v1::pids::current(&dir).unwrap();
     assert!(current <= 10, "pids.current {current}");
     assert!(alive(pid), "the parent survives its refused forks");
@@ -219,9 +193,7 @@ fn a_fork_loop_stops_at_pids_max_and_the_parent_lives() {
 
 fn counters(dir: &std::path::Path) -> Vec<u64> {
     // Each loop appends a byte per step: the file's size is its progress, read atomically.
-    (0..3)
-        .map(|i| std::fs::metadata(dir.join(format!("c{i}"))).map_or(0, |m| m.len()))
-        .collect()
+    (0..3).map(|i| std::fs::metadata(dir.join(format!("c{i}"))).map_or(0, |m| m.len())).collect()
 }
 
 fn freeze_thaw(fx: &mut Fixture, cg: AgentCgroup) {
@@ -229,9 +201,7 @@ fn freeze_thaw(fx: &mut Fixture, cg: AgentCgroup) {
     let d = tmp.path().display();
     let script = format!("for n in 0 1 2; do (while :; do printf x >> {d}/c$n; done) & done; wait");
     fx.spawn(&cg, &script);
-    assert!(wait_until(Duration::from_secs(5), || counters(tmp.path())
-        .iter()
-        .all(|c| *c > 10)));
+    assert!(wait_until(Duration::from_secs(5), || counters(tmp.path()).iter().all(|c| *c > 10)));
     let mut act = CgroupActuator::new(cg);
     let out = act.freeze().unwrap();
     eprintln!("freeze: {:?}", out.writes);
@@ -241,10 +211,7 @@ fn freeze_thaw(fx: &mut Fixture, cg: AgentCgroup) {
     assert_eq!(a, b, "no progress while frozen");
     act.thaw().unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || counters(tmp.path())
-            .iter()
-            .zip(&b)
-            .all(|(now, then)| now > then)),
+        wait_until(Duration::from_secs(5), || counters(tmp.path()).iter().zip(&b).all(|(now, then)| now > then)),
         "every process resumed"
     );
 }
@@ -278,11 +245,7 @@ fn kill_everything(fx: &mut Fixture, cg: AgentCgroup) {
     let mut act = CgroupActuator::new(cg.clone());
     act.set_pids_max(Some(60)).unwrap();
     fx.spawn(&cg, "while :; do sleep 100 & done 2>/dev/null");
-    assert!(wait_until(Duration::from_secs(5), || cg
-        .pids()
-        .unwrap()
-        .len()
-        > 20));
+    assert!(wait_until(Duration::from_secs(5), || cg.pids().unwrap().len() > 20));
     let seen = cg.pids().unwrap();
     let out = act.kill().unwrap();
     eprintln!("kill: {} ({} writes)", out.detail, out.writes.len());
@@ -319,10 +282,7 @@ fn kill_through_the_v1_freezer() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
 }
 
 #[test]
@@ -332,10 +292,7 @@ fn v2_events_report_frozen_and_empty() {
     };
     let cg = fx.agent("short");
     let Some(v2dir) = cg.v2().map(PathBuf::from) else {
-        assert!(
-            !require() || Layout::discover(&Roots::host()).unwrap().v2_dir().is_none(),
-            "v2 mounted but unused"
-        );
+        assert!(!require() || Layout::discover(&Roots::host()).unwrap().v2_dir().is_none(), "v2 mounted but unused");
         eprintln!("skipped: no cgroup v2 hierarchy");
         return;
     };
@@ -350,19 +307,13 @@ fn v2_events_report_frozen_and_empty() {
         while let Ok(Some((agent, n))) = tokio::time::timeout_at(deadline, rx.recv()).await {
             assert_eq!(agent, "short");
             got.push(n);
-            let empty = got
-                .iter()
-                .any(|n| matches!(n, Notice::CgroupEvents(e) if !e.populated));
+            let empty = got.iter().any(|n| matches!(n, Notice::CgroupEvents(e) if !e.populated));
             if empty && got.contains(&Notice::Exited { pid }) {
                 break;
             }
         }
     });
-    assert!(
-        got.iter()
-            .any(|n| matches!(n, Notice::CgroupEvents(e) if !e.populated)),
-        "{got:?}"
-    );
+    assert!(got.iter().any(|n| matches!(n, Notice::CgroupEvents(e) if !e.populated)), "{got:?}");
     assert!(got.contains(&Notice::Exited { pid }), "{got:?}");
 }
 
@@ -379,13 +330,6 @@ fn a_v1_memory_threshold_notification_arrives_when_a_child_crosses_it() {
     let (notifier, mut rx) = Notifier::start().unwrap();
     notifier.memory_threshold("grower", &dir, 32 << 20).unwrap();
     fx.spawn(&cg, "exec python3 -c 'import time; time.sleep(0.3); x = b\"\\x01\" * (64 * 1024 * 1024); time.sleep(30)'");
-    let got = runtime()
-        .block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.recv()).await });
-    assert_eq!(
-        got.unwrap().unwrap(),
-        (
-            "grower".to_owned(),
-            Notice::MemoryThreshold { bytes: 32 << 20 }
-        )
-    );
+    let got = runtime().block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.recv()).await });
+    assert_eq!(got.unwrap().unwrap(), ("grower".to_owned(), Notice::MemoryThreshold { bytes: 32 << 20 }));
 }

@@ -17,33 +17,19 @@ fn require_cgroups() -> bool {
 fn our_own_cgroup_is_found_and_holds_this_process() {
     let layout = Layout::discover(&Roots::host()).unwrap();
     if layout.mode() == Mode::None {
-        assert!(
-            !require_cgroups(),
-            "ALLOT_REQUIRE_CGROUPS=1 but no cgroup filesystem is mounted"
-        );
+        assert!(!require_cgroups(), "ALLOT_REQUIRE_CGROUPS=1 but no cgroup filesystem is mounted");
         eprintln!("skipped: no cgroup filesystem is mounted on this machine");
         return;
     }
     let me = std::process::id().to_string();
     let mut checked = Vec::new();
-    let dirs = ["memory", "cpu", "pids", "freezer"]
-        .iter()
-        .filter_map(|c| layout.v1_dir(c))
-        .chain(layout.v2_dir());
+    let dirs = ["memory", "cpu", "pids", "freezer"].iter().filter_map(|c| layout.v1_dir(c)).chain(layout.v2_dir());
     for dir in dirs {
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
-        assert!(
-            procs.lines().any(|l| l == me),
-            "pid {me} not in {}",
-            dir.display()
-        );
+        assert!(procs.lines().any(|l| l == me), "pid {me} not in {}", dir.display());
         checked.push(dir);
     }
-    assert!(
-        !checked.is_empty(),
-        "mode {:?} but no own cgroup found",
-        layout.mode()
-    );
+    assert!(!checked.is_empty(), "mode {:?} but no own cgroup found", layout.mode());
     eprintln!("{} own cgroups verified: {checked:?}", layout.mode().name());
 }
 
@@ -53,14 +39,7 @@ fn the_host_reading_matches_proc() {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
     let total = allot_sys::host::parse_meminfo_total(&meminfo).unwrap();
     assert!(h.totals.memory <= total && h.totals.memory > 0);
-    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
     assert!(h.totals.processes <= pid_max && h.totals.processes > 0);
-    assert!(
-        h.totals.cpu >= 1
-            && h.totals.cpu <= std::thread::available_parallelism().unwrap().get() as u64 * 1000
-    );
+    assert!(h.totals.cpu >= 1 && h.totals.cpu <= std::thread::available_parallelism().unwrap().get() as u64 * 1000);
 }

@@ -43,9 +43,7 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 fn counters(dir: &std::path::Path) -> Vec<u64> {
     // Each loop appends a byte per step: the file's size is its progress, read atomically.
-    (0..3)
-        .map(|i| std::fs::metadata(dir.join(format!("c{i}"))).map_or(0, |m| m.len()))
-        .collect()
+    (0..3).map(|i| std::fs::metadata(dir.join(format!("c{i}"))).map_or(0, |m| m.len())).collect()
 }
 
 #[test]
@@ -55,49 +53,27 @@ fn sigstop_freezes_the_whole_tree_and_sigcont_resumes_it() {
     let script = format!("for n in 0 1 2; do (while :; do printf x >> {d}/c$n; done) & done; wait");
     let mut t = Tree::start(&script);
     let act = &mut t.act;
-    assert!(wait_until(Duration::from_secs(5), || counters(tmp.path())
-        .iter()
-        .all(|c| *c > 10)));
-    assert!(
-        act.freeze().unwrap().detail.contains("SIGSTOP to 4"),
-        "parent and three loops"
-    );
+    assert!(wait_until(Duration::from_secs(5), || counters(tmp.path()).iter().all(|c| *c > 10)));
+    assert!(act.freeze().unwrap().detail.contains("SIGSTOP to 4"), "parent and three loops");
     let a = counters(tmp.path());
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(a, counters(tmp.path()));
     act.thaw().unwrap();
-    assert!(wait_until(Duration::from_secs(5), || counters(tmp.path())
-        .iter()
-        .zip(&a)
-        .all(|(n, t)| n > t)));
+    assert!(wait_until(Duration::from_secs(5), || counters(tmp.path()).iter().zip(&a).all(|(n, t)| n > t)));
 }
 
 #[test]
 fn the_tree_is_killed_even_while_it_forks() {
-    let mut t = Tree::start(
-        "for i in $(seq 1 30); do sleep 100 & done; while :; do sleep 100 & sleep 0.05; done",
-    );
-    assert!(wait_until(Duration::from_secs(5), || t
-        .act
-        .pids()
-        .unwrap()
-        .len()
-        > 20));
+    let mut t = Tree::start("for i in $(seq 1 30); do sleep 100 & done; while :; do sleep 100 & sleep 0.05; done");
+    assert!(wait_until(Duration::from_secs(5), || t.act.pids().unwrap().len() > 20));
     let seen = t.act.pids().unwrap();
     t.act.kill().unwrap();
     let _ = t.child.wait();
     let gone = |p: &u32| {
-        std::fs::read(format!("/proc/{p}/stat"))
-            .ok()
-            .and_then(|b| allot_sys::proc::parse::stat(&b))
-            .is_none_or(|s| s.state == b'Z')
+        std::fs::read(format!("/proc/{p}/stat")).ok().and_then(|b| allot_sys::proc::parse::stat(&b)).is_none_or(|s| s.state == b'Z')
     };
     // Orphans are reparented and reaped by init; give it a moment.
-    assert!(
-        wait_until(Duration::from_secs(2), || seen.iter().all(gone)),
-        "{:?}",
-        seen.iter().filter(|p| !gone(p)).collect::<Vec<_>>()
-    );
+    assert!(wait_until(Duration::from_secs(2), || seen.iter().all(gone)), "{:?}", seen.iter().filter(|p| !gone(p)).collect::<Vec<_>>());
 }
 
 #[test]

@@ -24,6 +24,31 @@ pub(crate) enum Command {
     ///
     /// Exit status: 0 valid, 1 invalid, 2 unreadable.
     Validate(ValidateArgs),
+    /// Benchmarks (figures printed, not asserted).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Start N real agents (each two processes in its own cgroup) and report
+    /// microseconds per agent per sample for allot, psutil and sysinfo.
+    ///
+    /// Needs root and cgroups, python3 with psutil (pip install psutil).
+    Sample(BenchSampleArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchSampleArgs {
+    /// Agent counts to measure, comma-separated (each one object of output).
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    pub(crate) agents: Vec<usize>,
+    /// Sampling rounds per measurement (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub(crate) rounds: usize,
+    /// Print JSON: one object per agent count.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

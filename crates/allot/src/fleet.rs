@@ -72,11 +72,7 @@ impl fmt::Display for FleetError {
         if self.field.is_empty() {
             write!(f, "{}:{}: {}", self.line, self.column, self.message)
         } else {
-            write!(
-                f,
-                "{}:{}: {}: {}",
-                self.line, self.column, self.field, self.message
-            )
+            write!(f, "{}:{}: {}: {}", self.line, self.column, self.field, self.message)
         }
     }
 }
@@ -95,12 +91,7 @@ impl Ctx<'_> {
         let before = &self.text[..start];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        self.errors.push(FleetError {
-            line,
-            column,
-            field: field.to_owned(),
-            message: message.into(),
-        });
+        self.errors.push(FleetError { line, column, field: field.to_owned(), message: message.into() });
     }
 
     /// Report keys of `table` not in `known`.
@@ -108,11 +99,7 @@ impl Ctx<'_> {
         for (k, _) in table.iter() {
             if !known.contains(&k.get_ref().as_ref()) {
                 let f = join(field, k.get_ref());
-                self.err(
-                    k.span(),
-                    &f,
-                    format!("unknown key; expected one of {}", known.join(", ")),
-                );
+                self.err(k.span(), &f, format!("unknown key; expected one of {}", known.join(", ")));
             }
         }
     }
@@ -121,11 +108,7 @@ impl Ctx<'_> {
         match v.get_ref() {
             DeValue::String(s) => Some(s.to_string()),
             other => {
-                self.err(
-                    v.span(),
-                    field,
-                    format!("expected a string, found {}", kind(other)),
-                );
+                self.err(v.span(), field, format!("expected a string, found {}", kind(other)));
                 None
             }
         }
@@ -133,21 +116,15 @@ impl Ctx<'_> {
 
     fn integer(&mut self, v: &Value<'_>, field: &str) -> Option<i64> {
         match v.get_ref() {
-            DeValue::Integer(i) => {
-                match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        self.err(v.span(), field, "integer out of range");
-                        None
-                    }
+            DeValue::Integer(i) => match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.err(v.span(), field, "integer out of range");
+                    None
                 }
-            }
+            },
             other => {
-                self.err(
-                    v.span(),
-                    field,
-                    format!("expected an integer, found {}", kind(other)),
-                );
+                self.err(v.span(), field, format!("expected an integer, found {}", kind(other)));
                 None
             }
         }
@@ -157,11 +134,7 @@ impl Ctx<'_> {
         match v.get_ref() {
             DeValue::Table(t) => Some(t),
             other => {
-                self.err(
-                    v.span(),
-                    field,
-                    format!("expected a table, found {}", kind(other)),
-                );
+                self.err(v.span(), field, format!("expected a table, found {}", kind(other)));
                 None
             }
         }
@@ -169,11 +142,7 @@ impl Ctx<'_> {
 
     fn strings(&mut self, v: &Value<'_>, field: &str) -> Option<Vec<String>> {
         let DeValue::Array(items) = v.get_ref() else {
-            self.err(
-                v.span(),
-                field,
-                format!("expected an array of strings, found {}", kind(v.get_ref())),
-            );
+            self.err(v.span(), field, format!("expected an array of strings, found {}", kind(v.get_ref())));
             return None;
         };
         let mut out = Vec::new();
@@ -190,11 +159,7 @@ impl Ctx<'_> {
             DeValue::Integer(i) => i.to_string(),
             DeValue::Float(f) => f.to_string(),
             other => {
-                self.err(
-                    v.span(),
-                    field,
-                    format!("expected a quantity, found {}", kind(other)),
-                );
+                self.err(v.span(), field, format!("expected a quantity, found {}", kind(other)));
                 return None;
             }
         };
@@ -202,10 +167,7 @@ impl Ctx<'_> {
             Ok(q) => Some(q),
             Err(e) => {
                 let msg = e.to_string();
-                let msg = msg
-                    .strip_prefix(&format!("{field}: "))
-                    .unwrap_or(&msg)
-                    .to_owned();
+                let msg = msg.strip_prefix(&format!("{field}: ")).unwrap_or(&msg).to_owned();
                 self.err(v.span(), field, msg);
                 None
             }
@@ -217,11 +179,7 @@ impl Ctx<'_> {
             DeValue::String(s) => s.to_string(),
             DeValue::Integer(i) => i.to_string(),
             other => {
-                self.err(
-                    v.span(),
-                    field,
-                    format!("expected a duration, found {}", kind(other)),
-                );
+                self.err(v.span(), field, format!("expected a duration, found {}", kind(other)));
                 return None;
             }
         };
@@ -229,23 +187,13 @@ impl Ctx<'_> {
             Ok(d) => Some(d),
             Err(e) => {
                 let msg = e.to_string();
-                self.err(
-                    v.span(),
-                    field,
-                    msg.strip_prefix(&format!("{field}: "))
-                        .unwrap_or(&msg)
-                        .to_owned(),
-                );
+                self.err(v.span(), field, msg.strip_prefix(&format!("{field}: ")).unwrap_or(&msg).to_owned());
                 None
             }
         }
     }
 
-    fn resource(
-        &mut self,
-        key: &Spanned<std::borrow::Cow<'_, str>>,
-        field: &str,
-    ) -> Option<Resource> {
+    fn resource(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, field: &str) -> Option<Resource> {
         match key.get_ref().parse::<Resource>() {
             Ok(r) => Some(r),
             Err(e) => {
@@ -271,11 +219,7 @@ impl Ctx<'_> {
             self.only(lt, &f, &["soft", "hard", "burst", "burst_window", "action"]);
             let mut o = LimitOverride::default();
             let mut windows: Vec<(Window, Range<usize>)> = Vec::new();
-            for (name, slot) in [
-                ("soft", &mut o.soft),
-                ("hard", &mut o.hard),
-                ("burst", &mut o.burst),
-            ] {
+            for (name, slot) in [("soft", &mut o.soft), ("hard", &mut o.hard), ("burst", &mut o.burst)] {
                 if let Some(qv) = lt.get(name) {
                     if let Some(q) = self.quantity(qv, &resource, &format!("{f}.{name}")) {
                         *slot = Some(q.value);
@@ -323,11 +267,7 @@ impl Ctx<'_> {
             (None, Some(u)) => {
                 let url = self.string(u, &format!("{field}.url"))?;
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    self.err(
-                        u.span(),
-                        &format!("{field}.url"),
-                        "must start with http:// or https://",
-                    );
+                    self.err(u.span(), &format!("{field}.url"), "must start with http:// or https://");
                     return None;
                 }
                 Some(CustomHandler::Url(url))
@@ -341,11 +281,7 @@ impl Ctx<'_> {
 }
 
 fn join(field: &str, key: &str) -> String {
-    if field.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{field}.{key}")
-    }
+    if field.is_empty() { key.to_owned() } else { format!("{field}.{key}") }
 }
 
 fn kind(v: &DeValue<'_>) -> &'static str {
@@ -362,10 +298,7 @@ fn kind(v: &DeValue<'_>) -> &'static str {
 
 /// Parse and validate a fleet file; on failure, every error found, in file order.
 pub fn parse(text: &str) -> Result<Fleet, Vec<FleetError>> {
-    let mut cx = Ctx {
-        text,
-        errors: Vec::new(),
-    };
+    let mut cx = Ctx { text, errors: Vec::new() };
     let root = match DeTable::parse(text) {
         Ok(t) => t,
         Err(e) => {
@@ -384,11 +317,7 @@ pub fn parse(text: &str) -> Result<Fleet, Vec<FleetError>> {
             for (k, v) in gt.iter() {
                 let field = format!("groups.{}", k.get_ref());
                 if let Some(g) = parse_group(&mut cx, &ledger, k, v, &field) {
-                    let result = if ledger.group(&g.name).is_some() {
-                        ledger.set_group(g.clone())
-                    } else {
-                        ledger.add_group(g.clone())
-                    };
+                    let result = if ledger.group(&g.name).is_some() { ledger.set_group(g.clone()) } else { ledger.add_group(g.clone()) };
                     match result {
                         Ok(()) => groups.push(g),
                         Err(e) => cx.err(v.span(), &field, e.to_string()),
@@ -410,11 +339,7 @@ pub fn parse(text: &str) -> Result<Fleet, Vec<FleetError>> {
                         if let Some(n) = t.get("name") {
                             if let DeValue::String(name) = n.get_ref() {
                                 if !seen.insert(name.to_string()) {
-                                    cx.err(
-                                        n.span(),
-                                        &format!("{field}.name"),
-                                        format!("duplicate agent name {:?}", name.as_ref()),
-                                    );
+                                    cx.err(n.span(), &format!("{field}.name"), format!("duplicate agent name {:?}", name.as_ref()));
                                     continue;
                                 }
                             }
@@ -427,11 +352,7 @@ pub fn parse(text: &str) -> Result<Fleet, Vec<FleetError>> {
                             cx.err(
                                 span,
                                 &format!("{field}.group"),
-                                format!(
-                                    "unknown quota group {:?}: known groups are {}",
-                                    def.spec.group,
-                                    known.join(", ")
-                                ),
+                                format!("unknown quota group {:?}: known groups are {}", def.spec.group, known.join(", ")),
                             );
                             continue;
                         };
@@ -446,22 +367,11 @@ pub fn parse(text: &str) -> Result<Fleet, Vec<FleetError>> {
                     }
                 }
             }
-            other => cx.err(
-                av.span(),
-                "agents",
-                format!(
-                    "expected an array of tables ([[agents]]), found {}",
-                    kind(other)
-                ),
-            ),
+            other => cx.err(av.span(), "agents", format!("expected an array of tables ([[agents]]), found {}", kind(other))),
         },
     }
     if cx.errors.is_empty() {
-        Ok(Fleet {
-            groups,
-            agents,
-            ledger,
-        })
+        Ok(Fleet { groups, agents, ledger })
     } else {
         cx.errors.sort_by_key(|e| (e.line, e.column));
         Err(cx.errors)
@@ -478,9 +388,7 @@ fn agent_key_span(item: &Value<'_>, key: &str) -> Range<usize> {
 
 /// The span of the limit that `field` (`agents[i].limits.R...`) names.
 fn limit_span(item: &Value<'_>, field: &str) -> Range<usize> {
-    let resource = field
-        .split_once(".limits.")
-        .map(|(_, rest)| rest.split('.').next().unwrap_or(rest));
+    let resource = field.split_once(".limits.").map(|(_, rest)| rest.split('.').next().unwrap_or(rest));
     if let (DeValue::Table(t), Some(r)) = (item.get_ref(), resource) {
         if let Some(limits) = t.get("limits") {
             if let DeValue::Table(lt) = limits.get_ref() {
@@ -503,26 +411,11 @@ fn parse_group(
 ) -> Option<QuotaGroup> {
     let name = key.get_ref().to_string();
     if !valid_group_name(&name) {
-        cx.err(
-            key.span(),
-            field,
-            format!("invalid group name {name:?}: use 1..64 characters from [a-z0-9_]"),
-        );
+        cx.err(key.span(), field, format!("invalid group name {name:?}: use 1..64 characters from [a-z0-9_]"));
         return None;
     }
     let t = cx.table(v, field)?;
-    cx.only(
-        t,
-        field,
-        &[
-            "extends",
-            "description",
-            "scaling_policy",
-            "limits",
-            "totals",
-            "custom_handler",
-        ],
-    );
+    cx.only(t, field, &["extends", "description", "scaling_policy", "limits", "totals", "custom_handler"]);
     let base = match t.get("extends") {
         Some(e) => {
             let base_name = cx.string(e, &format!("{field}.extends"))?;
@@ -533,10 +426,7 @@ fn parse_group(
                     cx.err(
                         e.span(),
                         &format!("{field}.extends"),
-                        format!(
-                            "unknown group {base_name:?}: known groups are {}",
-                            known.join(", ")
-                        ),
+                        format!("unknown group {base_name:?}: known groups are {}", known.join(", ")),
                     );
                     return None;
                 }
@@ -564,11 +454,7 @@ fn parse_group(
         match cx.string(p, &pf).as_deref() {
             Some("fixed") => g.scaling_policy = ScalingPolicy::Fixed,
             Some("proportional") => g.scaling_policy = ScalingPolicy::Proportional,
-            Some(other) => cx.err(
-                p.span(),
-                &pf,
-                format!("unknown scaling policy {other:?}: expected fixed or proportional"),
-            ),
+            Some(other) => cx.err(p.span(), &pf, format!("unknown scaling policy {other:?}: expected fixed or proportional")),
             None => {}
         }
     }
@@ -605,31 +491,16 @@ fn parse_group(
 
 fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentDef> {
     let t = cx.table(item, field)?;
-    cx.only(
-        t,
-        field,
-        &[
-            "name",
-            "group",
-            "command",
-            "priority",
-            "limits",
-            "env",
-            "workdir",
-            "custom_handler",
-        ],
-    );
+    cx.only(t, field, &["name", "group", "command", "priority", "limits", "env", "workdir", "custom_handler"]);
     let errors_before = cx.errors.len();
     let id = match t.get("name") {
-        Some(n) => cx
-            .string(n, &format!("{field}.name"))
-            .and_then(|s| match AgentId::new(s) {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    cx.err(n.span(), &format!("{field}.name"), e.to_string());
-                    None
-                }
-            }),
+        Some(n) => cx.string(n, &format!("{field}.name")).and_then(|s| match AgentId::new(s) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                cx.err(n.span(), &format!("{field}.name"), e.to_string());
+                None
+            }
+        }),
         None => {
             cx.err(item.span(), field, "missing name");
             None
@@ -638,7 +509,11 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentD
     let group = match t.get("group") {
         Some(g) => cx.string(g, &format!("{field}.group")),
         None => {
-            cx.err(item.span(), field, "missing group (one of lightweight_agent, standard_agent, heavy_computation_agent, or a group of [groups])");
+            cx.err(
+                item.span(),
+                field,
+                "missing group (one of lightweight_agent, standard_agent, heavy_computation_agent, or a group of [groups])",
+            );
             None
         }
     };
@@ -651,31 +526,21 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentD
             cmd
         }
         None => {
-            cx.err(
-                item.span(),
-                field,
-                "missing command (an array: [\"program\", \"arg\", ...])",
-            );
+            cx.err(item.span(), field, "missing command (an array: [\"program\", \"arg\", ...])");
             None
         }
     };
     let priority = match t.get("priority") {
-        Some(p) => {
-            cx.integer(p, &format!("{field}.priority"))
-                .and_then(|n| match Priority::new(n) {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        cx.err(p.span(), &format!("{field}.priority"), e.to_string());
-                        None
-                    }
-                })
-        }
+        Some(p) => cx.integer(p, &format!("{field}.priority")).and_then(|n| match Priority::new(n) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                cx.err(p.span(), &format!("{field}.priority"), e.to_string());
+                None
+            }
+        }),
         None => Some(Priority::DEFAULT),
     };
-    let overrides = t
-        .get("limits")
-        .map(|l| cx.limits(l, &format!("{field}.limits")))
-        .unwrap_or_default();
+    let overrides = t.get("limits").map(|l| cx.limits(l, &format!("{field}.limits"))).unwrap_or_default();
     let mut env = BTreeMap::new();
     if let Some(e) = t.get("env") {
         let ef = format!("{field}.env");
@@ -683,24 +548,15 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentD
             for (k, v) in et.iter() {
                 let key = k.get_ref().to_string();
                 if key.is_empty() || key.contains('=') || key.contains('\0') {
-                    cx.err(
-                        k.span(),
-                        &join(&ef, &key),
-                        "invalid environment variable name",
-                    );
+                    cx.err(k.span(), &join(&ef, &key), "invalid environment variable name");
                 } else if let Some(val) = cx.string(v, &join(&ef, &key)) {
                     env.insert(key, val);
                 }
             }
         }
     }
-    let workdir = t
-        .get("workdir")
-        .and_then(|w| cx.string(w, &format!("{field}.workdir")))
-        .map(PathBuf::from);
-    let custom_handler = t
-        .get("custom_handler")
-        .and_then(|h| cx.handler(h, &format!("{field}.custom_handler")));
+    let workdir = t.get("workdir").and_then(|w| cx.string(w, &format!("{field}.workdir"))).map(PathBuf::from);
+    let custom_handler = t.get("custom_handler").and_then(|h| cx.handler(h, &format!("{field}.custom_handler")));
     if cx.errors.len() != errors_before {
         return None;
     }
@@ -708,10 +564,5 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentD
     spec.priority = priority?;
     spec.overrides = overrides;
     spec.custom_handler = custom_handler;
-    Some(AgentDef {
-        spec,
-        command: command?,
-        env,
-        workdir,
-    })
+    Some(AgentDef { spec, command: command?, env, workdir })
 }

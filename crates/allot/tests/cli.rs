@@ -5,10 +5,7 @@ use serde_json::Value;
 use std::process::{Command, Output};
 
 fn allot(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_allot"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_allot")).args(args).output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -26,19 +23,9 @@ fn groups_json_has_the_promised_shape_and_the_sketch_numbers() {
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     let groups = v.as_array().unwrap();
     let names: Vec<_> = groups.iter().map(|g| g["name"].as_str().unwrap()).collect();
-    assert_eq!(
-        names,
-        [
-            "lightweight_agent",
-            "standard_agent",
-            "heavy_computation_agent"
-        ]
-    );
+    assert_eq!(names, ["lightweight_agent", "standard_agent", "heavy_computation_agent"]);
     let std = &groups[1];
-    assert_eq!(
-        std["description"],
-        "Standard agents with moderate resource requirements"
-    );
+    assert_eq!(std["description"], "Standard agents with moderate resource requirements");
     assert_eq!(std["limits"]["memory"]["soft"], 200_000_000u64);
     assert_eq!(std["limits"]["memory"]["hard"], 500_000_000u64);
     assert_eq!(std["limits"]["memory"]["burst"], 500_000_000u64);
@@ -58,8 +45,7 @@ fn groups_text_shows_human_units() {
     let out = stdout(&o);
     assert!(out.contains("lightweight_agent"), "{out}");
     assert!(
-        out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
-            == ["memory", "200M", "500M", "500M", "30s", "throttle", "4G"]),
+        out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["memory", "200M", "500M", "500M", "30s", "throttle", "4G"]),
         "{out}"
     );
 }
@@ -70,12 +56,7 @@ fn groups_with_a_fleet_include_its_groups() {
     let o = allot(&["groups", "--json", "--fleet", ex]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let sandbox = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "tool_sandbox")
-        .unwrap();
+    let sandbox = v.as_array().unwrap().iter().find(|g| g["name"] == "tool_sandbox").unwrap();
     assert_eq!(sandbox["limits"]["memory"]["burst"], 160 << 20);
 }
 
@@ -88,28 +69,15 @@ fn validate_exit_statuses() {
     assert!(stdout(&o).contains("valid (1 group definition(s), 3 agent(s))"));
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        "[[agents]]\nname = \"x y\"\ngroup = \"standard_agent\"\ncommand = []\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "[[agents]]\nname = \"x y\"\ngroup = \"standard_agent\"\ncommand = []\n").unwrap();
     let o = allot(&["validate", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(
-        err.contains("bad.toml:2:8: agents[0].name: invalid agent id \"x y\""),
-        "{err}"
-    );
-    assert!(
-        err.contains("bad.toml:4:11: agents[0].command: must name a program"),
-        "{err}"
-    );
+    assert!(err.contains("bad.toml:2:8: agents[0].name: invalid agent id \"x y\""), "{err}");
+    assert!(err.contains("bad.toml:4:11: agents[0].command: must name a program"), "{err}");
     assert!(err.contains("invalid: 2 error(s)"), "{err}");
 
-    let o = allot(&[
-        "validate",
-        dir.path().join("missing.toml").to_str().unwrap(),
-    ]);
+    let o = allot(&["validate", dir.path().join("missing.toml").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cannot read"), "{}", stderr(&o));
 
@@ -140,10 +108,7 @@ fn host_json_reports_this_machine() {
     assert_eq!(mem["allocatable"].as_u64().unwrap(), total - total / 4);
     let cpu = v["resources"]["cpu"]["total"].as_u64().unwrap();
     let online = std::thread::available_parallelism().unwrap().get() as u64;
-    assert!(
-        cpu > 0 && cpu <= online * 1000,
-        "cpu {cpu} vs {online} cpus"
-    );
+    assert!(cpu > 0 && cpu <= online * 1000, "cpu {cpu} vs {online} cpus");
     assert_eq!(v["resources"]["files"]["total"], 10_000);
     assert_eq!(v["resources"]["network"]["total"], 125_000_000);
 }
@@ -152,42 +117,22 @@ fn host_json_reports_this_machine() {
 fn host_flags_are_validated() {
     let o = allot(&["host", "--reserve", "memory=101"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("reserved.memory: 101 is not a percentage"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("reserved.memory: 101 is not a percentage"), "{}", stderr(&o));
     let o = allot(&["host", "--network", "fast"]);
-    assert!(
-        stderr(&o).contains("--network: \"fast\" is not a valid byte rate"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("--network: \"fast\" is not a valid byte rate"), "{}", stderr(&o));
     let o = allot(&["host", "--json", "--reserve", "cpu=50", "--files", "20k"]);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["resources"]["files"]["total"], 20_000);
     let cpu = &v["resources"]["cpu"];
-    assert_eq!(
-        cpu["reserved"].as_u64().unwrap() * 2,
-        cpu["total"].as_u64().unwrap()
-    );
+    assert_eq!(cpu["reserved"].as_u64().unwrap() * 2, cpu["total"].as_u64().unwrap());
 }
 
 #[test]
 fn every_command_has_help() {
-    for cmd in [
-        vec!["--help"],
-        vec!["groups", "--help"],
-        vec!["host", "--help"],
-        vec!["validate", "--help"],
-    ] {
+    for cmd in [vec!["--help"], vec!["groups", "--help"], vec!["host", "--help"], vec!["validate", "--help"]] {
         let o = allot(&cmd);
         assert!(o.status.success(), "{cmd:?}");
-        assert!(
-            stdout(&o).contains("Usage: allot"),
-            "{cmd:?}: {}",
-            stdout(&o)
-        );
+        assert!(stdout(&o).contains("Usage: allot"), "{cmd:?}: {}", stdout(&o));
     }
     let o = allot(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2));

@@ -24,35 +24,18 @@ fn rendered(text: &str) -> Vec<String> {
 fn the_shipped_example_is_valid_and_merges_overrides() {
     let fleet = parse(EXAMPLE).unwrap();
     assert_eq!(fleet.agents.len(), 3);
-    let indexer = fleet
-        .ledger
-        .quota(&AgentId::new("indexer").unwrap())
-        .unwrap();
+    let indexer = fleet.ledger.quota(&AgentId::new("indexer").unwrap()).unwrap();
     assert_eq!(indexer.limits[&Resource::Memory].hard, 300 << 20);
     assert_eq!(indexer.limits[&Resource::Memory].action, Action::Throttle);
-    assert_eq!(
-        indexer.limits[&Resource::Cpu].hard,
-        300,
-        "group default kept"
-    );
+    assert_eq!(indexer.limits[&Resource::Cpu].hard, 300, "group default kept");
     assert_eq!(indexer.priority.get(), 7);
-    let sandbox = fleet
-        .ledger
-        .quota(&AgentId::new("sandbox-1").unwrap())
-        .unwrap();
+    let sandbox = fleet.ledger.quota(&AgentId::new("sandbox-1").unwrap()).unwrap();
     assert_eq!(sandbox.group, "tool_sandbox");
     assert_eq!(sandbox.limits[&Resource::Memory].burst, 160 << 20);
     assert_eq!(sandbox.limits[&Resource::Files].hard, 256);
-    assert_eq!(
-        sandbox.limits[&Resource::Processes].hard,
-        20,
-        "extends lightweight_agent"
-    );
+    assert_eq!(sandbox.limits[&Resource::Processes].hard, 20, "extends lightweight_agent");
     assert_eq!(fleet.agents[1].env["LOG_LEVEL"], "info");
-    assert_eq!(
-        fleet.agents[0].command,
-        ["sh", "-c", "while :; do sleep 1; done"]
-    );
+    assert_eq!(fleet.agents[0].command, ["sh", "-c", "while :; do sleep 1; done"]);
 }
 
 #[test]
@@ -122,27 +105,12 @@ totals = { memory = "lots" }
 limits.cpu = { hard = "1", action = "custom" }
 "#,
     );
-    assert!(
-        e[0].starts_with("2:9: groups.Bad-Name: invalid group name"),
-        "{e:#?}"
-    );
-    assert!(
-        e[1].starts_with("6:11: groups.g1.extends: unknown group \"nope\""),
-        "{e:#?}"
-    );
-    assert!(
-        e[2].starts_with("9:18: groups.g2.scaling_policy: unknown scaling policy \"elastic\""),
-        "{e:#?}"
-    );
+    assert!(e[0].starts_with("2:9: groups.Bad-Name: invalid group name"), "{e:#?}");
+    assert!(e[1].starts_with("6:11: groups.g1.extends: unknown group \"nope\""), "{e:#?}");
+    assert!(e[2].starts_with("9:18: groups.g2.scaling_policy: unknown scaling policy \"elastic\""), "{e:#?}");
     assert!(e[3].contains("groups.g2.limits.memory: the group has no limit for this resource, so hard must be given"), "{e:#?}");
-    assert!(
-        e[4].starts_with("11:21: groups.g2.totals.memory: \"lots\""),
-        "{e:#?}"
-    );
-    assert!(
-        e[5].contains("groups.g3.limits.cpu: action is custom but no custom_handler"),
-        "{e:#?}"
-    );
+    assert!(e[4].starts_with("11:21: groups.g2.totals.memory: \"lots\""), "{e:#?}");
+    assert!(e[5].contains("groups.g3.limits.cpu: action is custom but no custom_handler"), "{e:#?}");
     assert_eq!(e.len(), 6, "{e:#?}");
 }
 
@@ -162,14 +130,8 @@ limits.usd_micros = { hard = "5M/day" }
     .unwrap();
     let q = fleet.ledger.quota(&AgentId::new("llm").unwrap()).unwrap();
     let tokens = &q.limits[&Resource::Custom("tokens".into())];
-    assert_eq!(
-        (tokens.soft, tokens.hard, tokens.action),
-        (80_000, 100_000, Action::Custom)
-    );
-    assert_eq!(
-        q.limits[&Resource::Custom("usd_micros".into())].window,
-        Some(allot_core::quantity::Window::Day)
-    );
+    assert_eq!((tokens.soft, tokens.hard, tokens.action), (80_000, 100_000, Action::Custom));
+    assert_eq!(q.limits[&Resource::Custom("usd_micros".into())].window, Some(allot_core::quantity::Window::Day));
     let e = rendered(
         r#"
 [[agents]]
@@ -179,10 +141,7 @@ command = ["agent"]
 limits.tokens = { soft = "80k/min", hard = "1M/day" }
 "#,
     );
-    assert!(
-        e[0].contains("all values of a limit must use one window"),
-        "{e:#?}"
-    );
+    assert!(e[0].contains("all values of a limit must use one window"), "{e:#?}");
 }
 
 #[test]
@@ -192,10 +151,7 @@ fn toml_syntax_errors_have_a_location() {
     assert_eq!(e[0].line, 2, "{e:?}");
     assert!(e[0].message.starts_with("invalid TOML"), "{e:?}");
     let e = rendered("agents = 5\n");
-    assert!(
-        e[0].starts_with("1:10: agents: expected an array of tables"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("1:10: agents: expected an array of tables"), "{e:?}");
 }
 
 #[test]

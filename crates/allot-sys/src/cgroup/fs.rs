@@ -15,15 +15,8 @@ pub struct Written {
 /// Write `value` to `dir/file`.
 pub fn write(dir: &Path, file: &str, value: &str) -> Result<Written, SysError> {
     let path = dir.join(file);
-    std::fs::write(&path, value).map_err(|source| SysError::Write {
-        path: path.clone(),
-        value: value.to_owned(),
-        source,
-    })?;
-    Ok(Written {
-        path,
-        value: value.to_owned(),
-    })
+    std::fs::write(&path, value).map_err(|source| SysError::Write { path: path.clone(), value: value.to_owned(), source })?;
+    Ok(Written { path, value: value.to_owned() })
 }
 
 /// Read `dir/file` as text.
@@ -35,10 +28,7 @@ pub fn read(dir: &Path, file: &str) -> Result<String, SysError> {
 pub fn read_u64(dir: &Path, file: &str) -> Result<u64, SysError> {
     let path = dir.join(file);
     let text = crate::error::read(&path)?;
-    text.trim().parse().map_err(|_| SysError::Parse {
-        path,
-        problem: format!("expected a number, got {:?}", text.trim()),
-    })
+    text.trim().parse().map_err(|_| SysError::Parse { path, problem: format!("expected a number, got {:?}", text.trim()) })
 }
 
 /// The value of `key` in a flat-keyed file (`key value` lines, such as
@@ -61,12 +51,7 @@ pub fn procs(dir: &Path) -> Result<Vec<u32>, SysError> {
     let text = crate::error::read(&path)?;
     text.lines()
         .filter(|l| !l.is_empty())
-        .map(|l| {
-            l.trim().parse().map_err(|_| SysError::Parse {
-                path: path.clone(),
-                problem: format!("bad pid {l:?}"),
-            })
-        })
+        .map(|l| l.trim().parse().map_err(|_| SysError::Parse { path: path.clone(), problem: format!("bad pid {l:?}") }))
         .collect()
 }
 
@@ -85,21 +70,11 @@ mod tests {
     #[test]
     fn errors_carry_path_and_value() {
         let t = tempfile::tempdir().unwrap();
-        let e = write(&t.path().join("missing"), "memory.max", "1024")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("cannot write \"1024\" to") && e.contains("missing/memory.max"),
-            "{e}"
-        );
+        let e = write(&t.path().join("missing"), "memory.max", "1024").unwrap_err().to_string();
+        assert!(e.contains("cannot write \"1024\" to") && e.contains("missing/memory.max"), "{e}");
         std::fs::write(t.path().join("cgroup.procs"), "12\n34\n").unwrap();
         assert_eq!(procs(t.path()).unwrap(), [12, 34]);
         std::fs::write(t.path().join("x"), "abc").unwrap();
-        assert!(
-            read_u64(t.path(), "x")
-                .unwrap_err()
-                .to_string()
-                .contains("\"abc\"")
-        );
+        assert!(read_u64(t.path(), "x").unwrap_err().to_string().contains("\"abc\""));
     }
 }

@@ -24,17 +24,12 @@ pub fn parse_max(text: &str) -> Result<Option<u64>, String> {
     if t == "max" {
         return Ok(None);
     }
-    t.parse::<u64>()
-        .map(Some)
-        .map_err(|_| format!("expected a number or \"max\", got {t:?}"))
+    t.parse::<u64>().map(Some).map_err(|_| format!("expected a number or \"max\", got {t:?}"))
 }
 
 /// Parse v1 `memory.limit_in_bytes`.
 pub fn parse_v1_memory_limit(text: &str) -> Result<Option<u64>, String> {
-    let v: u64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a number, got {:?}", text.trim()))?;
+    let v: u64 = text.trim().parse().map_err(|_| format!("expected a number, got {:?}", text.trim()))?;
     Ok((v < V1_UNLIMITED).then_some(v))
 }
 
@@ -90,35 +85,21 @@ fn read_opt(path: &Path) -> Result<Option<String>, SysError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SysError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(SysError::Read { path: path.to_path_buf(), source }),
     }
 }
 
-fn parsed(
-    path: &Path,
-    f: fn(&str) -> Result<Option<u64>, String>,
-) -> Result<Option<FoundLimit>, SysError> {
+fn parsed(path: &Path, f: fn(&str) -> Result<Option<u64>, String>) -> Result<Option<FoundLimit>, SysError> {
     let Some(text) = read_opt(path)? else {
         return Ok(None);
     };
-    let value = f(&text).map_err(|problem| SysError::Parse {
-        path: path.to_path_buf(),
-        problem,
-    })?;
-    Ok(value.map(|value| FoundLimit {
-        value,
-        file: path.to_path_buf(),
-    }))
+    let value = f(&text).map_err(|problem| SysError::Parse { path: path.to_path_buf(), problem })?;
+    Ok(value.map(|value| FoundLimit { value, file: path.to_path_buf() }))
 }
 
 /// The effective v1 memory limit of `dir` (in the memory hierarchy mounted at `top`).
 pub fn v1_memory(dir: &Path, top: &Path) -> Result<Option<FoundLimit>, SysError> {
-    min_up(dir, top, |d| {
-        parsed(&d.join("memory.limit_in_bytes"), parse_v1_memory_limit)
-    })
+    min_up(dir, top, |d| parsed(&d.join("memory.limit_in_bytes"), parse_v1_memory_limit))
 }
 
 /// The effective v1 cpu limit, in millicores.
@@ -130,18 +111,9 @@ pub fn v1_cpu(dir: &Path, top: &Path) -> Result<Option<FoundLimit>, SysError> {
         };
         let ppath = d.join("cpu.cfs_period_us");
         let p = read(&ppath)?;
-        let bad = |path: &Path, problem: String| SysError::Parse {
-            path: path.to_path_buf(),
-            problem,
-        };
-        let quota: i64 = q
-            .trim()
-            .parse()
-            .map_err(|_| bad(&qpath, format!("expected a number, got {:?}", q.trim())))?;
-        let period: u64 = p
-            .trim()
-            .parse()
-            .map_err(|_| bad(&ppath, format!("expected a number, got {:?}", p.trim())))?;
+        let bad = |path: &Path, problem: String| SysError::Parse { path: path.to_path_buf(), problem };
+        let quota: i64 = q.trim().parse().map_err(|_| bad(&qpath, format!("expected a number, got {:?}", q.trim())))?;
+        let period: u64 = p.trim().parse().map_err(|_| bad(&ppath, format!("expected a number, got {:?}", p.trim())))?;
         let v = quota_to_millicores(quota, period).map_err(|e| bad(&ppath, e))?;
         Ok(v.map(|value| FoundLimit { value, file: qpath }))
     })
@@ -192,13 +164,7 @@ mod tests {
         fs::write(mid.join("memory.limit_in_bytes"), "1073741824\n").unwrap();
         fs::write(own.join("memory.limit_in_bytes"), "2147483648\n").unwrap();
         let found = v1_memory(&own, &top).unwrap().unwrap();
-        assert_eq!(
-            found,
-            FoundLimit {
-                value: 1 << 30,
-                file: mid.join("memory.limit_in_bytes")
-            }
-        );
+        assert_eq!(found, FoundLimit { value: 1 << 30, file: mid.join("memory.limit_in_bytes") });
         // A missing file is no limit; a garbled one is an error naming the file.
         assert_eq!(pids(&own, &top).unwrap(), None);
         fs::write(own.join("pids.max"), "many\n").unwrap();

@@ -85,12 +85,7 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -125,31 +120,13 @@ pub fn parse_mountinfo(text: &str) -> Result<Vec<Mount>, String> {
         let controllers = match version {
             Version::V1 => post[2]
                 .split(',')
-                .filter(|o| {
-                    !matches!(*o, "rw" | "ro") && !o.contains('=') || o.starts_with("name=")
-                })
-                .filter(|o| {
-                    !matches!(
-                        *o,
-                        "nosuid"
-                            | "nodev"
-                            | "noexec"
-                            | "relatime"
-                            | "clone_children"
-                            | "noprefix"
-                            | "xattr"
-                    )
-                })
+                .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('=') || o.starts_with("name="))
+                .filter(|o| !matches!(*o, "nosuid" | "nodev" | "noexec" | "relatime" | "clone_children" | "noprefix" | "xattr"))
                 .map(str::to_owned)
                 .collect(),
             Version::V2 => Vec::new(),
         };
-        mounts.push(Mount {
-            version,
-            mount_point: PathBuf::from(unescape(pre[4])),
-            root: PathBuf::from(unescape(pre[3])),
-            controllers,
-        });
+        mounts.push(Mount { version, mount_point: PathBuf::from(unescape(pre[4])), root: PathBuf::from(unescape(pre[3])), controllers });
     }
     Ok(mounts)
 }
@@ -161,26 +138,12 @@ pub fn parse_proc_cgroup(text: &str) -> Result<Vec<Membership>, String> {
         .enumerate()
         .map(|(n, line)| {
             let mut parts = line.splitn(3, ':');
-            let (Some(id), Some(ctrl), Some(path)) = (parts.next(), parts.next(), parts.next())
-            else {
-                return Err(format!(
-                    "line {}: expected ID:CONTROLLERS:PATH, got {line:?}",
-                    n + 1
-                ));
+            let (Some(id), Some(ctrl), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(format!("line {}: expected ID:CONTROLLERS:PATH, got {line:?}", n + 1));
             };
-            let hierarchy = id
-                .parse()
-                .map_err(|_| format!("line {}: bad hierarchy id {id:?}", n + 1))?;
-            let controllers = if ctrl.is_empty() {
-                Vec::new()
-            } else {
-                ctrl.split(',').map(str::to_owned).collect()
-            };
-            Ok(Membership {
-                hierarchy,
-                controllers,
-                path: PathBuf::from(path),
-            })
+            let hierarchy = id.parse().map_err(|_| format!("line {}: bad hierarchy id {id:?}", n + 1))?;
+            let controllers = if ctrl.is_empty() { Vec::new() } else { ctrl.split(',').map(str::to_owned).collect() };
+            Ok(Membership { hierarchy, controllers, path: PathBuf::from(path) })
         })
         .collect()
 }
@@ -188,10 +151,7 @@ pub fn parse_proc_cgroup(text: &str) -> Result<Vec<Membership>, String> {
 impl Layout {
     /// Build from the two files' text.
     pub fn parse(mountinfo: &str, proc_cgroup: &str) -> Result<Layout, String> {
-        Ok(Layout {
-            mounts: parse_mountinfo(mountinfo)?,
-            memberships: parse_proc_cgroup(proc_cgroup)?,
-        })
+        Ok(Layout { mounts: parse_mountinfo(mountinfo)?, memberships: parse_proc_cgroup(proc_cgroup)? })
     }
 
     /// Read the layout of the process whose procfs is `roots.proc/self`.
@@ -200,21 +160,14 @@ impl Layout {
         let cg = roots.proc.join("self/cgroup");
         let mountinfo = read(&mi)?;
         let proc_cgroup = read(&cg)?;
-        let mounts =
-            parse_mountinfo(&mountinfo).map_err(|problem| SysError::Parse { path: mi, problem })?;
-        let memberships = parse_proc_cgroup(&proc_cgroup)
-            .map_err(|problem| SysError::Parse { path: cg, problem })?;
-        Ok(Layout {
-            mounts,
-            memberships,
-        })
+        let mounts = parse_mountinfo(&mountinfo).map_err(|problem| SysError::Parse { path: mi, problem })?;
+        let memberships = parse_proc_cgroup(&proc_cgroup).map_err(|problem| SysError::Parse { path: cg, problem })?;
+        Ok(Layout { mounts, memberships })
     }
 
     /// Which layout the host has.
     pub fn mode(&self) -> Mode {
-        let v1 = self.mounts.iter().any(|m| {
-            m.version == Version::V1 && m.controllers.iter().any(|c| !c.starts_with("name="))
-        });
+        let v1 = self.mounts.iter().any(|m| m.version == Version::V1 && m.controllers.iter().any(|c| !c.starts_with("name=")));
         let v2 = self.mounts.iter().any(|m| m.version == Version::V2);
         match (v1, v2) {
             (true, true) => Mode::Hybrid,
@@ -227,24 +180,14 @@ impl Layout {
     fn join(mount: &Mount, path: &Path) -> PathBuf {
         let rel = path.strip_prefix(&mount.root).unwrap_or(path);
         let rel = rel.strip_prefix("/").unwrap_or(rel);
-        if rel.as_os_str().is_empty() {
-            mount.mount_point.clone()
-        } else {
-            mount.mount_point.join(rel)
-        }
+        if rel.as_os_str().is_empty() { mount.mount_point.clone() } else { mount.mount_point.join(rel) }
     }
 
     /// The process's own cgroup directory in the v1 hierarchy of `controller`
     /// (absolute, on the host).
     pub fn v1_dir(&self, controller: &str) -> Option<PathBuf> {
-        let mount = self
-            .mounts
-            .iter()
-            .find(|m| m.version == Version::V1 && m.controllers.iter().any(|c| c == controller))?;
-        let member = self
-            .memberships
-            .iter()
-            .find(|m| m.hierarchy != 0 && m.controllers.iter().any(|c| c == controller))?;
+        let mount = self.mounts.iter().find(|m| m.version == Version::V1 && m.controllers.iter().any(|c| c == controller))?;
+        let member = self.memberships.iter().find(|m| m.hierarchy != 0 && m.controllers.iter().any(|c| c == controller))?;
         Some(Self::join(mount, &member.path))
     }
 
@@ -257,11 +200,7 @@ impl Layout {
 
     /// The mount point of the hierarchy holding `dir`.
     pub fn mount_of(&self, dir: &Path) -> Option<&Path> {
-        self.mounts
-            .iter()
-            .filter(|m| dir.starts_with(&m.mount_point))
-            .map(|m| m.mount_point.as_path())
-            .max_by_key(|p| p.as_os_str().len())
+        self.mounts.iter().filter(|m| dir.starts_with(&m.mount_point)).map(|m| m.mount_point.as_path()).max_by_key(|p| p.as_os_str().len())
     }
 }
 
@@ -304,29 +243,19 @@ mod tests {
     fn hybrid_host_finds_each_controller_and_the_unified_mount() {
         let l = Layout::parse(HYBRID_MOUNTINFO, HYBRID_CGROUP).unwrap();
         assert_eq!(l.mode(), Mode::Hybrid);
-        assert_eq!(
-            l.v1_dir("memory").unwrap(),
-            Path::new("/sys/fs/cgroup/memory/process_api/c129")
-        );
+        assert_eq!(l.v1_dir("memory").unwrap(), Path::new("/sys/fs/cgroup/memory/process_api/c129"));
         assert_eq!(l.v1_dir("cpu").unwrap(), Path::new("/sys/fs/cgroup/cpu"));
         assert_eq!(l.v1_dir("pids").unwrap(), Path::new("/sys/fs/cgroup/pids"));
         assert_eq!(l.v1_dir("blkio"), None, "not mounted in the fixture");
         assert_eq!(l.v2_dir().unwrap(), Path::new("/sys/fs/cgroup/unified"));
-        assert_eq!(
-            l.mount_of(Path::new("/sys/fs/cgroup/memory/process_api/c129"))
-                .unwrap(),
-            Path::new("/sys/fs/cgroup/memory")
-        );
+        assert_eq!(l.mount_of(Path::new("/sys/fs/cgroup/memory/process_api/c129")).unwrap(), Path::new("/sys/fs/cgroup/memory"));
     }
 
     #[test]
     fn unified_host_with_a_nested_cgroup_and_a_container_root() {
         let l = Layout::parse(UNIFIED_MOUNTINFO, "0::/user.slice/session-1.scope\n").unwrap();
         assert_eq!(l.mode(), Mode::Unified);
-        assert_eq!(
-            l.v2_dir().unwrap(),
-            Path::new("/sys/fs/cgroup/user.slice/session-1.scope")
-        );
+        assert_eq!(l.v2_dir().unwrap(), Path::new("/sys/fs/cgroup/user.slice/session-1.scope"));
         assert_eq!(l.v1_dir("memory"), None);
         // In a cgroup namespace the mount root is the namespace's root.
         let mi = UNIFIED_MOUNTINFO.replace(" / /sys/fs/cgroup ", " /kubepods/pod1 /sys/fs/cgroup ");
@@ -338,21 +267,9 @@ mod tests {
     fn escaped_mount_points_and_bad_lines() {
         let m = parse_mountinfo("40 1 0:9 / /mnt/my\\040cg rw - cgroup2 none rw\n").unwrap();
         assert_eq!(m[0].mount_point, Path::new("/mnt/my cg"));
-        assert!(
-            parse_mountinfo("garbage line\n")
-                .unwrap_err()
-                .contains("line 1")
-        );
-        assert!(
-            parse_proc_cgroup("x:memory:/\n")
-                .unwrap_err()
-                .contains("bad hierarchy id")
-        );
-        assert!(
-            parse_proc_cgroup("3\n")
-                .unwrap_err()
-                .contains("ID:CONTROLLERS:PATH")
-        );
+        assert!(parse_mountinfo("garbage line\n").unwrap_err().contains("line 1"));
+        assert!(parse_proc_cgroup("x:memory:/\n").unwrap_err().contains("bad hierarchy id"));
+        assert!(parse_proc_cgroup("3\n").unwrap_err().contains("ID:CONTROLLERS:PATH"));
         assert_eq!(Layout::parse("", "").unwrap().mode(), Mode::None);
     }
 }

@@ -32,14 +32,7 @@ pub enum V1 {
 
 impl V1 {
     /// All of them.
-    pub const ALL: [V1; 6] = [
-        V1::Memory,
-        V1::Cpu,
-        V1::Cpuacct,
-        V1::Pids,
-        V1::Freezer,
-        V1::Blkio,
-    ];
+    pub const ALL: [V1; 6] = [V1::Memory, V1::Cpu, V1::Cpuacct, V1::Pids, V1::Freezer, V1::Blkio];
 
     /// The controller's name.
     pub fn name(self) -> &'static str {
@@ -98,11 +91,7 @@ impl Dirs {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(source) => {
-                    return Err(SysError::Write {
-                        path: d.to_path_buf(),
-                        value: "(mkdir)".into(),
-                        source,
-                    });
+                    return Err(SysError::Write { path: d.to_path_buf(), value: "(mkdir)".into(), source });
                 }
             }
         }
@@ -124,11 +113,7 @@ impl Dirs {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
-                    return Err(SysError::Write {
-                        path: d.to_path_buf(),
-                        value: "(rmdir)".into(),
-                        source,
-                    });
+                    return Err(SysError::Write { path: d.to_path_buf(), value: "(rmdir)".into(), source });
                 }
             }
         }
@@ -147,11 +132,7 @@ pub struct CgroupRoot {
 pub fn describe(d: &Dirs) -> String {
     let mut parts: Vec<String> = d.v1.keys().map(|c| format!("v1 {}", c.name())).collect();
     if d.v2.is_some() {
-        let c = if d.v2_controllers.is_empty() {
-            "core only".to_owned()
-        } else {
-            d.v2_controllers.join(" ")
-        };
+        let c = if d.v2_controllers.is_empty() { "core only".to_owned() } else { d.v2_controllers.join(" ") };
         parts.push(format!("v2 ({c})"));
     }
     parts.join(", ")
@@ -172,10 +153,7 @@ impl CgroupRoot {
             dirs.v2 = Some(roots.path(&own).join(name));
         }
         if dirs.all().is_empty() {
-            return Err(SysError::Parse {
-                path: roots.proc.join("self/mountinfo"),
-                problem: "no cgroup hierarchy is mounted".into(),
-            });
+            return Err(SysError::Parse { path: roots.proc.join("self/mountinfo"), problem: "no cgroup hierarchy is mounted".into() });
         }
         dirs.create(true)?;
         Ok(CgroupRoot { dirs })
@@ -212,11 +190,7 @@ pub struct AgentCgroup {
 impl AgentCgroup {
     /// Every `cgroup.procs` file a new process must be written to.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs
-            .all()
-            .into_iter()
-            .map(|d| d.join("cgroup.procs"))
-            .collect()
+        self.dirs.all().into_iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
     /// The pids in the cgroup, read from the directory that sees all of them
@@ -227,10 +201,7 @@ impl AgentCgroup {
             .all()
             .into_iter()
             .next()
-            .ok_or_else(|| SysError::Parse {
-                path: PathBuf::new(),
-                problem: "agent cgroup has no directories".into(),
-            })?;
+            .ok_or_else(|| SysError::Parse { path: PathBuf::new(), problem: "agent cgroup has no directories".into() })?;
         super::fs::procs(dir)
     }
 

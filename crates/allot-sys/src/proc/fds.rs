@@ -20,11 +20,7 @@ pub fn sockets(proc_root: &Path, pid: u32) -> Option<u64> {
     let mut n = 0;
     for e in std::fs::read_dir(&dir).ok()?.flatten() {
         if let Ok(target) = std::fs::read_link(e.path()) {
-            if target
-                .as_os_str()
-                .as_encoded_bytes()
-                .starts_with(b"socket:")
-            {
+            if target.as_os_str().as_encoded_bytes().starts_with(b"socket:") {
                 n += 1;
             }
         }

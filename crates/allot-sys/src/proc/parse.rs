@@ -100,18 +100,7 @@ mod tests {
     #[test]
     fn stat_fields_after_an_odd_comm() {
         let s = stat(STAT).unwrap();
-        assert_eq!(
-            s,
-            Stat {
-                state: b'S',
-                ppid: 1,
-                utime: 37,
-                stime: 12,
-                num_threads: 3,
-                starttime: 987654,
-                rss_pages: 2048
-            }
-        );
+        assert_eq!(s, Stat { state: b'S', ppid: 1, utime: 37, stime: 12, num_threads: 3, starttime: 987654, rss_pages: 2048 });
         assert_eq!(stat(b"12 (x) Z"), None, "truncated");
         assert_eq!(stat(b""), None);
     }

@@ -10,12 +10,7 @@ pub fn descendants(proc_root: &Path, root: u32) -> Vec<u32> {
     if !root_dir.exists() {
         return Vec::new();
     }
-    if root_dir
-        .join("task")
-        .join(root.to_string())
-        .join("children")
-        .exists()
-    {
+    if root_dir.join("task").join(root.to_string()).join("children").exists() {
         let mut seen = BTreeSet::new();
         let mut stack = vec![root];
         while let Some(pid) = stack.pop() {
@@ -27,10 +22,7 @@ pub fn descendants(proc_root: &Path, root: u32) -> Vec<u32> {
             };
             for t in tasks.flatten() {
                 if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-                    stack.extend(
-                        text.split_whitespace()
-                            .filter_map(|p| p.parse::<u32>().ok()),
-                    );
+                    stack.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
                 }
             }
         }
@@ -78,27 +70,16 @@ mod tests {
         for (pid, ppid) in [(10, 1), (11, 10), (12, 11), (13, 1), (14, 10)] {
             let d = t.path().join(pid.to_string());
             fs::create_dir_all(&d).unwrap();
-            fs::write(
-                d.join("stat"),
-                format!("{pid} (p) S {ppid} 0 0 0 -1 0 0 0 0 0 1 1 0 0 20 0 1 0 5 100 10 0\n"),
-            )
-            .unwrap();
+            fs::write(d.join("stat"), format!("{pid} (p) S {ppid} 0 0 0 -1 0 0 0 0 0 1 1 0 0 20 0 1 0 5 100 10 0\n")).unwrap();
         }
         assert_eq!(scan(t.path(), 10), [10, 11, 12, 14]);
-        assert_eq!(
-            descendants(t.path(), 10),
-            [10, 11, 12, 14],
-            "no children files: falls back to the scan"
-        );
+        assert_eq!(descendants(t.path(), 10), [10, 11, 12, 14], "no children files: falls back to the scan");
         assert!(descendants(t.path(), 99).is_empty());
     }
 
     #[test]
     fn the_real_tree_of_a_child() {
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30 & sleep 30 & wait"])
-            .spawn()
-            .unwrap();
+        let mut child = std::process::Command::new("sh").args(["-c", "sleep 30 & sleep 30 & wait"]).spawn().unwrap();
         let pid = child.id();
         let mut found = Vec::new();
         for _ in 0..200 {
@@ -111,10 +92,7 @@ mod tests {
         assert_eq!(found.len(), 3, "{found:?}");
         assert_eq!(scan(Path::new("/proc"), pid), found);
         for p in found.iter().rev() {
-            let _ = rustix::process::kill_process(
-                rustix::process::Pid::from_raw(*p as i32).unwrap(),
-                rustix::process::Signal::KILL,
-            );
+            let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(*p as i32).unwrap(), rustix::process::Signal::KILL);
         }
         let _ = child.wait();
     }

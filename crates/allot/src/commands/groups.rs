@@ -12,19 +12,11 @@ pub(crate) fn run(args: &GroupsArgs) -> Result<ExitCode, Error> {
     let ledger = match &args.fleet {
         None => Ledger::with_builtin_groups(),
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             crate::fleet::parse(&text)
                 .map_err(|errs| {
-                    let lines: Vec<String> = errs
-                        .iter()
-                        .map(|e| format!("{}:{e}", path.display()))
-                        .collect();
-                    format!(
-                        "invalid fleet file (run `allot validate {}`):\n{}",
-                        path.display(),
-                        lines.join("\n")
-                    )
+                    let lines: Vec<String> = errs.iter().map(|e| format!("{}:{e}", path.display())).collect();
+                    format!("invalid fleet file (run `allot validate {}`):\n{}", path.display(), lines.join("\n"))
                 })?
                 .ledger
         }
@@ -56,11 +48,7 @@ pub(crate) fn to_json(g: &QuotaGroup) -> Value {
         }
         limits.insert(r.name().to_owned(), o);
     }
-    let totals: Map<String, Value> = g
-        .totals
-        .iter()
-        .map(|(r, v)| (r.name().to_owned(), json!(v)))
-        .collect();
+    let totals: Map<String, Value> = g.totals.iter().map(|(r, v)| (r.name().to_owned(), json!(v))).collect();
     json!({
         "name": g.name,
         "description": g.description,
@@ -87,15 +75,7 @@ fn to_text(groups: &[&QuotaGroup]) -> String {
             "group total".into(),
         ]];
         for (r, l) in &g.limits {
-            let f = |v| {
-                format(
-                    r.unit(),
-                    Quantity {
-                        value: v,
-                        window: l.window,
-                    },
-                )
-            };
+            let f = |v| format(r.unit(), Quantity { value: v, window: l.window });
             rows.push(vec![
                 format!("  {r}"),
                 f(l.soft),

@@ -1,10 +1,11 @@
 //! One module per command; `run` dispatches.
 
+mod bench;
 mod groups;
 mod host;
 mod validate;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{BenchCommand, Cli, Command};
 use std::process::ExitCode;
 
 /// A command's failure: a message for the user.
@@ -16,6 +17,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Groups(a) => groups::run(&a),
         Command::Host(a) => host::run(&a),
         Command::Validate(a) => Ok(validate::run(&a)),
+        Command::Bench(BenchCommand::Sample(a)) => bench::sample(&a),
     }
 }
 

@@ -10,10 +10,7 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!(
-                    "allot: cannot read {path}: not UTF-8 text (invalid byte at offset {})",
-                    e.utf8_error().valid_up_to()
-                );
+                eprintln!("allot: cannot read {path}: not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to());
                 return ExitCode::from(2);
             }
         },
@@ -24,11 +21,7 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
     };
     match crate::fleet::parse(&text) {
         Ok(fleet) => {
-            let msg = format!(
-                "{path}: valid ({} group definition(s), {} agent(s))\n",
-                fleet.groups.len(),
-                fleet.agents.len()
-            );
+            let msg = format!("{path}: valid ({} group definition(s), {} agent(s))\n", fleet.groups.len(), fleet.agents.len());
             if print(&msg).is_err() {
                 return ExitCode::from(2);
             }

@@ -10,19 +10,14 @@ pub fn parse_service_bytes(text: &str) -> u64 {
         .filter_map(|l| {
             let mut p = l.split_whitespace();
             let (_dev, op, v) = (p.next()?, p.next()?, p.next()?);
-            matches!(op, "Read" | "Write")
-                .then(|| v.parse::<u64>().ok())
-                .flatten()
+            matches!(op, "Read" | "Write").then(|| v.parse::<u64>().ok()).flatten()
         })
         .sum()
 }
 
 /// Bytes of block I/O done by the cgroup so far.
 pub fn io_bytes(dir: &Path) -> Result<u64, SysError> {
-    Ok(parse_service_bytes(&fs::read(
-        dir,
-        "blkio.throttle.io_service_bytes",
-    )?))
+    Ok(parse_service_bytes(&fs::read(dir, "blkio.throttle.io_service_bytes")?))
 }
 
 #[cfg(test)]

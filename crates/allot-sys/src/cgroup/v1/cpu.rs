@@ -10,10 +10,7 @@ pub const PERIOD_US: u64 = 100_000;
 /// Limit the cgroup to `millicores` of CPU (minimum 1 ms per period).
 pub fn set_limit(dir: &Path, millicores: u64) -> Result<Vec<Written>, SysError> {
     let quota = (millicores.saturating_mul(PERIOD_US) / 1000).max(1000);
-    Ok(vec![
-        fs::write(dir, "cpu.cfs_period_us", &PERIOD_US.to_string())?,
-        fs::write(dir, "cpu.cfs_quota_us", &quota.to_string())?,
-    ])
+    Ok(vec![fs::write(dir, "cpu.cfs_period_us", &PERIOD_US.to_string())?, fs::write(dir, "cpu.cfs_quota_us", &quota.to_string())?])
 }
 
 /// Remove the limit.
@@ -41,15 +38,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let w = set_limit(t.path(), 200).unwrap();
         assert_eq!(w[1].value, "20000");
-        assert_eq!(
-            std::fs::read_to_string(t.path().join("cpu.cfs_quota_us")).unwrap(),
-            "20000"
-        );
-        assert_eq!(
-            set_limit(t.path(), 1).unwrap()[1].value,
-            "1000",
-            "the kernel's minimum quota"
-        );
+        assert_eq!(std::fs::read_to_string(t.path().join("cpu.cfs_quota_us")).unwrap(), "20000");
+        assert_eq!(set_limit(t.path(), 1).unwrap()[1].value, "1000", "the kernel's minimum quota");
         assert_eq!(set_weight(t.path(), 100).unwrap().value, "1024");
         assert_eq!(set_weight(t.path(), 200).unwrap().value, "2048");
     }

@@ -15,9 +15,7 @@ pub fn usage(dir: &Path) -> Result<u64, SysError> {
 
 /// The same from the two files' text.
 pub fn usage_from(usage_in_bytes: u64, stat: &str) -> u64 {
-    let inactive = fs::keyed(stat, "total_inactive_file")
-        .or_else(|| fs::keyed(stat, "inactive_file"))
-        .unwrap_or(0);
+    let inactive = fs::keyed(stat, "total_inactive_file").or_else(|| fs::keyed(stat, "inactive_file")).unwrap_or(0);
     usage_in_bytes.saturating_sub(inactive)
 }
 
@@ -61,24 +59,10 @@ pub fn oom_kills(dir: &Path) -> Result<u64, SysError> {
 /// crosses `bytes` (in either direction).
 pub fn threshold(dir: &Path, bytes: u64) -> Result<OwnedFd, SysError> {
     let usage_path = dir.join("memory.usage_in_bytes");
-    let usage_file = std::fs::File::open(&usage_path).map_err(|source| SysError::Read {
-        path: usage_path.clone(),
-        source,
-    })?;
-    let efd = rustix::event::eventfd(
-        0,
-        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-    )
-    .map_err(|e| SysError::Read {
-        path: "eventfd".into(),
-        source: e.into(),
-    })?;
-    let line = format!(
-        "{} {} {}",
-        efd.as_fd().as_raw_fd(),
-        usage_file.as_raw_fd(),
-        bytes
-    );
+    let usage_file = std::fs::File::open(&usage_path).map_err(|source| SysError::Read { path: usage_path.clone(), source })?;
+    let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)
+        .map_err(|e| SysError::Read { path: "eventfd".into(), source: e.into() })?;
+    let line = format!("{} {} {}", efd.as_fd().as_raw_fd(), usage_file.as_raw_fd(), bytes);
     fs::write(dir, "cgroup.event_control", &line)?;
     // The kernel keeps its own reference to the usage file; ours can close.
     Ok(efd)
@@ -90,10 +74,7 @@ mod tests {
 
     #[test]
     fn usage_excludes_inactive_file_cache() {
-        assert_eq!(
-            usage_from(10_000, "cache 5000\ntotal_inactive_file 3000\n"),
-            7000
-        );
+        assert_eq!(usage_from(10_000, "cache 5000\ntotal_inactive_file 3000\n"), 7000);
         assert_eq!(usage_from(10_000, "inactive_file 3000\n"), 7000);
         assert_eq!(usage_from(1000, "total_inactive_file 3000\n"), 0);
     }
@@ -103,26 +84,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let d = t.path();
         std::fs::write(d.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
-        std::fs::write(
-            d.join("memory.memsw.limit_in_bytes"),
-            "9223372036854771712\n",
-        )
-        .unwrap();
+        std::fs::write(d.join("memory.memsw.limit_in_bytes"), "9223372036854771712\n").unwrap();
         let w = set_limit(d, 64 << 20).unwrap();
-        let files: Vec<_> = w
-            .iter()
-            .map(|w| w.path.file_name().unwrap().to_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(
-            files,
-            ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
-        );
+        let files: Vec<_> = w.iter().map(|w| w.path.file_name().unwrap().to_str().unwrap().to_owned()).collect();
+        assert_eq!(files, ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]);
         std::fs::write(d.join("memory.limit_in_bytes"), "67108864\n").unwrap();
         let w = set_limit(d, 128 << 20).unwrap();
-        assert_eq!(
-            w[0].path.file_name().unwrap(),
-            "memory.memsw.limit_in_bytes",
-            "raising: memsw first"
-        );
+        assert_eq!(w[0].path.file_name().unwrap(), "memory.memsw.limit_in_bytes", "raising: memsw first");
     }
 }

@@ -11,11 +11,7 @@ pub fn current(dir: &Path) -> Result<u64, SysError> {
 
 /// Set `pids.max`; `None` for no limit.
 pub fn set_max(dir: &Path, max: Option<u64>) -> Result<Written, SysError> {
-    fs::write(
-        dir,
-        "pids.max",
-        &max.map_or_else(|| "max".to_owned(), |m| m.to_string()),
-    )
+    fs::write(dir, "pids.max", &max.map_or_else(|| "max".to_owned(), |m| m.to_string()))
 }
 
 /// Forks refused at the limit (`max` in `pids.events`).

@@ -17,10 +17,7 @@ pub struct Events {
 
 /// Parse `cgroup.events`.
 pub fn parse_events(text: &str) -> Events {
-    Events {
-        populated: fs::keyed(text, "populated") == Some(1),
-        frozen: fs::keyed(text, "frozen") == Some(1),
-    }
+    Events { populated: fs::keyed(text, "populated") == Some(1), frozen: fs::keyed(text, "frozen") == Some(1) }
 }
 
 /// Read `cgroup.events`.
@@ -34,10 +31,7 @@ pub fn freeze(dir: &Path, timeout: Duration) -> Result<Written, SysError> {
     let start = Instant::now();
     while !events(dir)?.frozen {
         if start.elapsed() > timeout {
-            return Err(SysError::Parse {
-                path: dir.join("cgroup.events"),
-                problem: format!("not frozen after {timeout:?}"),
-            });
+            return Err(SysError::Parse { path: dir.join("cgroup.events"), problem: format!("not frozen after {timeout:?}") });
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -56,10 +50,7 @@ pub fn kill(dir: &Path) -> Result<Written, SysError> {
 
 /// The controllers available to the cgroup's children (`cgroup.controllers`).
 pub fn controllers(dir: &Path) -> Result<Vec<String>, SysError> {
-    Ok(fs::read(dir, "cgroup.controllers")?
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect())
+    Ok(fs::read(dir, "cgroup.controllers")?.split_whitespace().map(str::to_owned).collect())
 }
 
 /// Enable controllers for the cgroup's children (`+memory +cpu ...`).

@@ -10,10 +10,7 @@ pub const PERIOD_US: u64 = 100_000;
 /// Limit to `millicores` (`None` clears).
 pub fn set_max(dir: &Path, millicores: Option<u64>) -> Result<Written, SysError> {
     let v = match millicores {
-        Some(m) => format!(
-            "{} {PERIOD_US}",
-            (m.saturating_mul(PERIOD_US) / 1000).max(1000)
-        ),
+        Some(m) => format!("{} {PERIOD_US}", (m.saturating_mul(PERIOD_US) / 1000).max(1000)),
         None => format!("max {PERIOD_US}"),
     };
     fs::write(dir, "cpu.max", &v)
@@ -30,8 +27,5 @@ pub fn usage_ns(dir: &Path) -> Result<u64, SysError> {
     let text = fs::read(dir, "cpu.stat")?;
     fs::keyed(&text, "usage_usec")
         .map(|us| us.saturating_mul(1000))
-        .ok_or_else(|| SysError::Parse {
-            path,
-            problem: "no usage_usec line".into(),
-        })
+        .ok_or_else(|| SysError::Parse { path, problem: "no usage_usec line".into() })
 }

@@ -41,12 +41,7 @@ pub struct Events {
 /// Parse `memory.events`.
 pub fn parse_events(text: &str) -> Events {
     let k = |key| fs::keyed(text, key).unwrap_or(0);
-    Events {
-        high: k("high"),
-        max: k("max"),
-        oom: k("oom"),
-        oom_kill: k("oom_kill"),
-    }
+    Events { high: k("high"), max: k("max"), oom: k("oom"), oom_kill: k("oom_kill") }
 }
 
 /// Read `memory.events`.
@@ -59,14 +54,6 @@ mod tests {
     #[test]
     fn events_parse() {
         let e = super::parse_events("low 0\nhigh 12\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n");
-        assert_eq!(
-            e,
-            super::Events {
-                high: 12,
-                max: 3,
-                oom: 1,
-                oom_kill: 1
-            }
-        );
+        assert_eq!(e, super::Events { high: 12, max: 3, oom: 1, oom_kill: 1 });
     }
 }
