@@ -1,9 +1,412 @@
-//! allot-store: persistence of groups, quotas, agents, events, enforcement
-//! history and rollups in SQLite (rusqlite, bundled, WAL, versioned
-//! migrations).
+//! allot-store: persistence in SQLite (rusqlite, bundled, WAL, versioned
+//! migrations): groups, agents with their cgroup paths, every event, the
+//! enforcement history with real outcomes, and per-minute rollups.
 //!
-//! Not built yet: the governor issue (`allot up`) fills this crate. It
-//! exists now so that the workspace's dependency direction
-//! (`allot -> allot-store -> allot-core`) holds from the start; it knows
-//! nothing of HTTP or the kernel.
+//! It knows nothing of HTTP or the kernel: payloads are JSON values made by
+//! the caller from core types. Readers (`allot history`, `allot events`) can
+//! open the database while a governor writes to it (WAL).
 #![forbid(unsafe_code)]
+
+mod migrations;
+pub mod rollup;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A store error, with the database path.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused.
+    #[error("state database {path}: {source}")]
+    Sql {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The directory could not be made.
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database was written by a newer allot.
+    #[error("state database {path} has schema version {found}, newer than this allot knows ({known}); use a newer allot")]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+    /// A stored payload is not valid JSON.
+    #[error("state database {path}: corrupt JSON in {what}: {source}")]
+    Json {
+        /// The database file.
+        path: PathBuf,
+        /// Which record.
+        what: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+/// A persisted event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Sequence number.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Topic.
+    pub topic: String,
+    /// Agent, if any.
+    pub agent: Option<String>,
+    /// Payload.
+    pub data: Value,
+}
+
+/// One enforcement attempt and its real outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnforcementRecord {
+    /// Row id.
+    pub id: u64,
+    /// The event that announced it.
+    pub seq: Option<u64>,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Agent.
+    pub agent: String,
+    /// Resource whose limit caused it.
+    pub resource: String,
+    /// Action name (warn, throttle, suspend, ...).
+    pub action: String,
+    /// `success`, `failure`, `cancelled` or `fallback`.
+    pub outcome: String,
+    /// What was done or why it failed (paths, values, signals).
+    pub detail: String,
+    /// The decision as the policy made it.
+    pub decision: Value,
+}
+
+/// A persisted agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredAgent {
+    /// Id.
+    pub id: String,
+    /// Group.
+    pub group: String,
+    /// State (`running`, `suspended`, `exited`, ...).
+    pub state: String,
+    /// Leader pid, while running.
+    pub pid: Option<u32>,
+    /// The agent's cgroup directories (JSON list), if any.
+    pub cgroup: Value,
+    /// The agent definition (JSON).
+    pub spec: Value,
+    /// How it exited, if it did.
+    pub exit: Option<String>,
+    /// Last change, ms since the Unix epoch.
+    pub updated_ms: u64,
+}
+
+/// The state database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn ms(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn sql_i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Open (creating directories and the file as needed) and migrate.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Sql { path: path.to_path_buf(), source })?;
+        let mut store = Store { conn, path: path.to_path_buf() };
+        store.setup()?;
+        Ok(store)
+    }
+
+    /// Open an existing database for reading only (no migration, no creation).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Sql { path: path.to_path_buf(), source })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|source| StoreError::Sql { path: path.to_path_buf(), source })?;
+        Ok(Store { conn, path: path.to_path_buf() })
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sql { path: self.path.clone(), source }
+    }
+
+    fn setup(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |source| StoreError::Sql { path: path.clone(), source };
+        self.conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
+        self.conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(e)?;
+        self.conn.pragma_update(None, "foreign_keys", "ON").map_err(e)?;
+        migrations::run(&mut self.conn, &self.path)
+    }
+
+    /// The schema version in force.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.sql())
+    }
+
+    /// The journal mode (`wal` once opened for writing).
+    pub fn journal_mode(&self) -> Result<String, StoreError> {
+        self.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(self.sql())
+    }
+
+    /// Append an event; returns its sequence number (one more than the last, across restarts).
+    pub fn append_event(&self, at_ms: u64, topic: &str, agent: Option<&str>, data: &Value) -> Result<u64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO events (at_ms, topic, agent, data) VALUES (?1, ?2, ?3, ?4)",
+                params![sql_i(at_ms), topic, agent, data.to_string()],
+            )
+            .map_err(self.sql())?;
+        Ok(ms(self.conn.last_insert_rowid()))
+    }
+
+    /// The last sequence number (0 when there is none).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0)).map(ms).map_err(self.sql())
+    }
+
+    /// Events after `since`, oldest first, at most `limit`.
+    pub fn events_since(&self, since: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at_ms, topic, agent, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![sql_i(since), i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(self.sql())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, at, topic, agent, data) = row.map_err(self.sql())?;
+            let data = serde_json::from_str(&data).map_err(|source| StoreError::Json {
+                path: self.path.clone(),
+                what: format!("event {seq}"),
+                source,
+            })?;
+            out.push(StoredEvent { seq: ms(seq), at_ms: ms(at), topic, agent, data });
+        }
+        Ok(out)
+    }
+
+    /// Record an enforcement attempt with its outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_enforcement(
+        &self,
+        seq: Option<u64>,
+        at_ms: u64,
+        agent: &str,
+        resource: &str,
+        action: &str,
+        outcome: &str,
+        detail: &str,
+        decision: &Value,
+    ) -> Result<u64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO enforcement (seq, at_ms, agent, resource, action, outcome, detail, decision) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![seq.map(sql_i), sql_i(at_ms), agent, resource, action, outcome, detail, decision.to_string()],
+            )
+            .map_err(self.sql())?;
+        Ok(ms(self.conn.last_insert_rowid()))
+    }
+
+    /// The enforcement history, oldest first, for one agent or all.
+    pub fn history(&self, agent: Option<&str>) -> Result<Vec<EnforcementRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, seq, at_ms, agent, resource, action, outcome, detail, decision FROM enforcement \
+                 WHERE (?1 IS NULL OR agent = ?1) ORDER BY id",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![agent], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, String>(8)?,
+                ))
+            })
+            .map_err(self.sql())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, seq, at, agent, resource, action, outcome, detail, decision) = row.map_err(self.sql())?;
+            let decision = serde_json::from_str(&decision).map_err(|source| StoreError::Json {
+                path: self.path.clone(),
+                what: format!("enforcement {id}"),
+                source,
+            })?;
+            out.push(EnforcementRecord { id: ms(id), seq: seq.map(ms), at_ms: ms(at), agent, resource, action, outcome, detail, decision });
+        }
+        Ok(out)
+    }
+
+    /// Insert or replace an agent's row.
+    pub fn put_agent(&self, a: &StoredAgent) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO agents (id, grp, state, pid, cgroup, spec, exit, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT(id) DO UPDATE SET grp = ?2, state = ?3, pid = ?4, cgroup = ?5, spec = ?6, exit = ?7, updated_ms = ?8",
+                params![a.id, a.group, a.state, a.pid, a.cgroup.to_string(), a.spec.to_string(), a.exit, sql_i(a.updated_ms)],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// Change an agent's state (and exit reason).
+    pub fn set_agent_state(&self, id: &str, state: &str, exit: Option<&str>, at_ms: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE agents SET state = ?2, exit = COALESCE(?3, exit), updated_ms = ?4 WHERE id = ?1",
+                params![id, state, exit, sql_i(at_ms)],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// One agent.
+    pub fn agent(&self, id: &str) -> Result<Option<StoredAgent>, StoreError> {
+        Ok(self.agents()?.into_iter().find(|a| a.id == id))
+    }
+
+    /// Every agent.
+    pub fn agents(&self) -> Result<Vec<StoredAgent>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT id, grp, state, pid, cgroup, spec, exit, updated_ms FROM agents ORDER BY id").map_err(self.sql())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<u32>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            })
+            .map_err(self.sql())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, group, state, pid, cgroup, spec, exit, updated) = row.map_err(self.sql())?;
+            let json = |s: &str, what: &str| {
+                serde_json::from_str(s).map_err(|source| StoreError::Json {
+                    path: self.path.clone(),
+                    what: format!("agent {id} {what}"),
+                    source,
+                })
+            };
+            out.push(StoredAgent {
+                cgroup: json(&cgroup, "cgroup")?,
+                spec: json(&spec, "spec")?,
+                id,
+                group,
+                state,
+                pid,
+                exit,
+                updated_ms: ms(updated),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Store a per-minute rollup.
+    pub fn put_rollup(&self, agent: &str, resource: &str, r: &rollup::Rollup) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO rollups (agent, resource, minute, min, mean, p95, max, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![agent, resource, sql_i(r.minute), sql_i(r.min), r.mean, sql_i(r.p95), sql_i(r.max), sql_i(r.count)],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// Rollups of an agent's resource since a minute (minutes since the Unix epoch).
+    pub fn rollups(&self, agent: &str, resource: &str, since_minute: u64) -> Result<Vec<rollup::Rollup>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT minute, min, mean, p95, max, count FROM rollups WHERE agent = ?1 AND resource = ?2 AND minute >= ?3 ORDER BY minute")
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![agent, resource, sql_i(since_minute)], |r| {
+                Ok(rollup::Rollup {
+                    minute: ms(r.get(0)?),
+                    min: ms(r.get(1)?),
+                    mean: r.get(2)?,
+                    p95: ms(r.get(3)?),
+                    max: ms(r.get(4)?),
+                    count: ms(r.get(5)?),
+                })
+            })
+            .map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    /// Delete rollups older than a minute; returns how many.
+    pub fn prune_rollups(&self, before_minute: u64) -> Result<usize, StoreError> {
+        self.conn.execute("DELETE FROM rollups WHERE minute < ?1", params![sql_i(before_minute)]).map_err(self.sql())
+    }
+
+    /// Run `f` in one transaction (all or nothing).
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.sql())?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("COMMIT").map_err(self.sql())?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a table exists (for tests and checks).
+    pub fn has_table(&self, name: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", params![name], |_| Ok(()))
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(self.sql())
+    }
+}

@@ -1,0 +1,69 @@
+//! Versioned schema migrations, applied in order inside one transaction each;
+//! the version lives in `PRAGMA user_version`.
+
+use crate::StoreError;
+use rusqlite::Connection;
+use std::path::Path;
+
+/// The migrations; index + 1 is the version each brings the schema to.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    grp TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    cgroup TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    exit TEXT,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    agent TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX events_agent ON events (agent, seq);
+CREATE TABLE enforcement (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER,
+    at_ms INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('success', 'failure', 'cancelled', 'fallback')),
+    detail TEXT NOT NULL,
+    decision TEXT NOT NULL
+);
+CREATE INDEX enforcement_agent ON enforcement (agent, id);
+CREATE TABLE rollups (
+    agent TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    min INTEGER NOT NULL,
+    mean REAL NOT NULL,
+    p95 INTEGER NOT NULL,
+    max INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (agent, resource, minute)
+);
+"];
+
+/// The schema version this build knows.
+pub(crate) const CURRENT: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let e = |source| StoreError::Sql { path: path.to_path_buf(), source };
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(e)?;
+    if found > CURRENT {
+        return Err(StoreError::TooNew { path: path.to_path_buf(), found, known: CURRENT });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+        let tx = conn.transaction().map_err(e)?;
+        tx.execute_batch(sql).map_err(e)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1).map_err(e)?;
+        tx.commit().map_err(e)?;
+    }
+    Ok(())
+}
