@@ -318,6 +318,15 @@ impl Ledger {
     }
 }
 
+/// Who to suspend first when the host itself runs short (SPEC section 5):
+/// lowest priority first, then the largest excess over quota, as the kubelet
+/// ranks pods for eviction; ties by id. Input: (agent, priority, excess).
+pub fn eviction_order(candidates: &[(AgentId, u8, u64)]) -> Vec<AgentId> {
+    let mut v: Vec<&(AgentId, u8, u64)> = candidates.iter().collect();
+    v.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
+    v.into_iter().map(|c| c.0.clone()).collect()
+}
+
 fn violation(limit: &Limit, resource: &Resource, usage: u64, since: Option<Time>, now: Time) -> Option<Violation> {
     let kind = classify(limit, usage, since, now)?;
     let crossed = if kind == ViolationKind::Soft { limit.soft } else { limit.hard };
@@ -389,6 +398,12 @@ mod tests {
             kinds(&l.check(&id("a"), t.plus(Duration::from_secs(34))).unwrap()),
             [(Resource::Memory, ViolationKind::Hard), (Resource::Cpu, ViolationKind::Soft)]
         );
+    }
+
+    #[test]
+    fn eviction_takes_lowest_priority_then_largest_excess() {
+        let c = [(id("vip"), 9, 1_000_000), (id("small"), 2, 10), (id("big"), 2, 5000), (id("mid"), 5, 0)];
+        assert_eq!(eviction_order(&c), [id("big"), id("small"), id("mid"), id("vip")]);
     }
 
     #[test]

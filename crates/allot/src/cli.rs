@@ -24,9 +24,69 @@ pub(crate) enum Command {
     ///
     /// Exit status: 0 valid, 1 invalid, 2 unreadable.
     Validate(ValidateArgs),
+    /// Run a fleet of agents under their quotas, in the foreground, with a live view.
+    ///
+    /// Every agent starts in its own cgroup (or, without cgroups, as a process
+    /// tree allot follows through /proc). Ctrl-C or SIGTERM stops every agent
+    /// gracefully (notice, grace, kill) and exits 0.
+    Up(UpArgs),
+    /// Show the enforcement history with each attempt's real outcome.
+    History(HistoryArgs),
+    /// Show the recorded events.
+    Events(EventsArgs),
     /// Benchmarks (figures printed, not asserted).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// The fleet file (TOML; see `allot validate`).
+    pub(crate) fleet: PathBuf,
+    /// Stop after this long, such as 60s or 5m.
+    #[arg(long = "for", value_name = "DURATION")]
+    pub(crate) run_for: Option<String>,
+    /// Also write every event as a JSON line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) events: Option<PathBuf>,
+    /// The state database.
+    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    pub(crate) state: PathBuf,
+    /// Print events as lines instead of redrawing a table (the default when
+    /// stdout is not a terminal).
+    #[arg(long, conflicts_with = "quiet")]
+    pub(crate) plain: bool,
+    /// Print only the final summary.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// Only this agent.
+    pub(crate) agent: Option<String>,
+    /// Print JSON (an array of records).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The state database.
+    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    pub(crate) state: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Only events after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) since: u64,
+    /// Only topics matching this glob, such as 'resource_management.enforcement.*'.
+    #[arg(long)]
+    pub(crate) topic: Option<String>,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The state database.
+    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    pub(crate) state: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

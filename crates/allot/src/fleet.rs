@@ -30,6 +30,19 @@ use std::path::PathBuf;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+/// What to do when an agent exits on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Leave it exited.
+    Never,
+    /// Restart after a non-zero exit, with exponential backoff (1 s doubling to
+    /// 30 s), at most `max` times.
+    OnFailure {
+        /// Most restarts.
+        max: u32,
+    },
+}
+
 /// An agent as the fleet file defines it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentDef {
@@ -41,6 +54,27 @@ pub struct AgentDef {
     pub env: BTreeMap<String, String>,
     /// The working directory.
     pub workdir: Option<PathBuf>,
+    /// Restart policy.
+    pub restart: Restart,
+    /// Signal sent to the agent after each new message in its channel file (none by default).
+    pub notify_signal: Option<i32>,
+}
+
+/// Governor settings of the `[policy]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// The enforcement policy configuration.
+    pub policy: allot_core::PolicyConfig,
+    /// Sampling interval for memory, cpu and processes (default 1 s).
+    pub sample_interval: std::time::Duration,
+    /// Every how many samples files, sockets and I/O are read (default 5).
+    pub slow_every: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { policy: allot_core::PolicyConfig::default(), sample_interval: std::time::Duration::from_secs(1), slow_every: 5 }
+    }
 }
 
 /// A parsed and validated fleet.
@@ -52,6 +86,8 @@ pub struct Fleet {
     pub agents: Vec<AgentDef>,
     /// The ledger with every group and agent registered: proof that the whole fleet resolves.
     pub ledger: Ledger,
+    /// Governor settings.
+    pub settings: Settings,
 }
 
 /// One problem in a fleet file.
@@ -308,7 +344,8 @@ pub fn parse(text: &str) -> Result<Fleet, Vec<FleetError>> {
         }
     };
     let root = root.get_ref();
-    cx.only(root, "", &["groups", "agents"]);
+    cx.only(root, "", &["groups", "agents", "policy"]);
+    let settings = root.get("policy").map(|p| parse_settings(&mut cx, p)).unwrap_or_default();
 
     let mut ledger = Ledger::with_builtin_groups();
     let mut groups = Vec::new();
@@ -371,11 +408,62 @@ pub fn parse(text: &str) -> Result<Fleet, Vec<FleetError>> {
         },
     }
     if cx.errors.is_empty() {
-        Ok(Fleet { groups, agents, ledger })
+        Ok(Fleet { groups, agents, ledger, settings })
     } else {
         cx.errors.sort_by_key(|e| (e.line, e.column));
         Err(cx.errors)
     }
+}
+
+fn parse_settings(cx: &mut Ctx<'_>, v: &Value<'_>) -> Settings {
+    let mut st = Settings::default();
+    let Some(t) = cx.table(v, "policy") else { return st };
+    cx.only(
+        t,
+        "policy",
+        &["delays", "terminate_grace", "scale_down_deadline", "recovery_dwell", "recovery_stage_interval", "sample_interval", "slow_every"],
+    );
+    if let Some(d) = t.get("delays") {
+        if let Some(dt) = cx.table(d, "policy.delays") {
+            for (k, dv) in dt.iter() {
+                let f = format!("policy.delays.{}", k.get_ref());
+                match k.get_ref().parse::<Action>() {
+                    Ok(action) => {
+                        if let Some(dur) = cx.duration(dv, &f) {
+                            st.policy.delays.insert(action, dur);
+                        }
+                    }
+                    Err(e) => cx.err(k.span(), &f, e.to_string()),
+                }
+            }
+        }
+    }
+    let p = &mut st.policy;
+    for (key, slot) in [
+        ("terminate_grace", &mut p.terminate_grace),
+        ("scale_down_deadline", &mut p.scale_down_deadline),
+        ("recovery_dwell", &mut p.recovery.dwell),
+        ("recovery_stage_interval", &mut p.recovery.stage_interval),
+        ("sample_interval", &mut st.sample_interval),
+    ] {
+        if let Some(dv) = t.get(key) {
+            if let Some(d) = cx.duration(dv, &format!("policy.{key}")) {
+                *slot = d;
+            }
+        }
+    }
+    if st.sample_interval < std::time::Duration::from_millis(10) {
+        cx.err(t.get("sample_interval").map_or(v.span(), |x| x.span()), "policy.sample_interval", "must be at least 10ms");
+    }
+    if let Some(n) = t.get("slow_every") {
+        if let Some(k) = cx.integer(n, "policy.slow_every") {
+            match u32::try_from(k) {
+                Ok(k) if (1..=3600).contains(&k) => st.slow_every = k,
+                _ => cx.err(n.span(), "policy.slow_every", "use 1..3600"),
+            }
+        }
+    }
+    st
 }
 
 /// The span of `key`'s value in an agent table, or of the whole agent.
@@ -491,7 +579,11 @@ fn parse_group(
 
 fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentDef> {
     let t = cx.table(item, field)?;
-    cx.only(t, field, &["name", "group", "command", "priority", "limits", "env", "workdir", "custom_handler"]);
+    cx.only(
+        t,
+        field,
+        &["name", "group", "command", "priority", "limits", "env", "workdir", "custom_handler", "restart", "max_restarts", "notify_signal"],
+    );
     let errors_before = cx.errors.len();
     let id = match t.get("name") {
         Some(n) => cx.string(n, &format!("{field}.name")).and_then(|s| match AgentId::new(s) {
@@ -557,6 +649,45 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentD
     }
     let workdir = t.get("workdir").and_then(|w| cx.string(w, &format!("{field}.workdir"))).map(PathBuf::from);
     let custom_handler = t.get("custom_handler").and_then(|h| cx.handler(h, &format!("{field}.custom_handler")));
+    let max = match t.get("max_restarts") {
+        Some(m) => cx.integer(m, &format!("{field}.max_restarts")).and_then(|n| {
+            let ok = u32::try_from(n).ok().filter(|n| *n <= 1000);
+            if ok.is_none() {
+                cx.err(m.span(), &format!("{field}.max_restarts"), "use 0..1000");
+            }
+            ok
+        }),
+        None => Some(5),
+    };
+    let restart = match t.get("restart") {
+        Some(r) => match cx.string(r, &format!("{field}.restart")).as_deref() {
+            Some("never") => Restart::Never,
+            Some("on-failure") => Restart::OnFailure { max: max.unwrap_or(5) },
+            Some(other) => {
+                cx.err(r.span(), &format!("{field}.restart"), format!("unknown restart policy {other:?}: expected never or on-failure"));
+                Restart::Never
+            }
+            None => Restart::Never,
+        },
+        None => Restart::Never,
+    };
+    let notify_signal = match t.get("notify_signal") {
+        Some(v) => match cx.string(v, &format!("{field}.notify_signal")).as_deref() {
+            Some("SIGUSR1") => Some(10),
+            Some("SIGUSR2") => Some(12),
+            Some("SIGHUP") => Some(1),
+            Some(other) => {
+                cx.err(
+                    v.span(),
+                    &format!("{field}.notify_signal"),
+                    format!("unknown signal {other:?}: expected SIGUSR1, SIGUSR2 or SIGHUP"),
+                );
+                None
+            }
+            None => None,
+        },
+        None => None,
+    };
     if cx.errors.len() != errors_before {
         return None;
     }
@@ -564,5 +695,5 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentD
     spec.priority = priority?;
     spec.overrides = overrides;
     spec.custom_handler = custom_handler;
-    Some(AgentDef { spec, command: command?, env, workdir })
+    Some(AgentDef { spec, command: command?, env, workdir, restart, notify_signal })
 }

@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 pub mod fleet;
+pub mod governor;
 mod output;
 
 use clap::Parser;

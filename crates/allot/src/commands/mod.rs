@@ -2,7 +2,9 @@
 
 mod bench;
 mod groups;
+mod history;
 mod host;
+mod up;
 mod validate;
 
 use crate::cli::{BenchCommand, Cli, Command};
@@ -18,6 +20,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Host(a) => host::run(&a),
         Command::Validate(a) => Ok(validate::run(&a)),
         Command::Bench(BenchCommand::Sample(a)) => bench::sample(&a),
+        Command::Up(a) => up::run(&a),
+        Command::History(a) => history::history(&a),
+        Command::Events(a) => history::events(&a),
     }
 }
 

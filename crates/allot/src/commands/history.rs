@@ -1,0 +1,62 @@
+//! `allot history` and `allot events`: read the state database, also while
+//! `allot up` runs.
+
+use super::{Error, print};
+use crate::cli::{EventsArgs, HistoryArgs};
+use crate::output::table;
+use allot_store::Store;
+use std::process::ExitCode;
+
+fn open(path: &std::path::Path) -> Result<Store, Error> {
+    if !path.exists() {
+        return Err(format!("no state database at {} (run `allot up FLEET.toml` first, or pass --state)", path.display()).into());
+    }
+    Ok(Store::open_read_only(path)?)
+}
+
+fn at(ms: u64) -> String {
+    crate::governor::clock::rfc3339(allot_core::Time::from_millis(ms))
+}
+
+pub(crate) fn history(args: &HistoryArgs) -> Result<ExitCode, Error> {
+    let store = open(&args.state)?;
+    let records = store.history(args.agent.as_deref())?;
+    if args.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&records)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![["at", "agent", "resource", "action", "outcome", "detail"].map(String::from).to_vec()];
+    for r in &records {
+        rows.push(vec![at(r.at_ms), r.agent.clone(), r.resource.clone(), r.action.clone(), r.outcome.clone(), r.detail.clone()]);
+    }
+    print(&table(&rows))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn events(args: &EventsArgs) -> Result<ExitCode, Error> {
+    let store = open(&args.state)?;
+    let mut out = String::new();
+    let mut since = args.since;
+    loop {
+        let batch = store.events_since(since, 1000)?;
+        let Some(last) = batch.last() else { break };
+        since = last.seq;
+        for e in batch.iter().filter(|e| args.topic.as_deref().is_none_or(|g| allot_core::events::topic_matches(g, &e.topic))) {
+            if args.json {
+                let line = serde_json::json!({"seq": e.seq, "at": at(e.at_ms), "topic": e.topic, "agent": e.agent, "data": e.data});
+                out.push_str(&format!("{line}\n"));
+            } else {
+                out.push_str(&format!(
+                    "{:>6} {} {:<45} {:<12} {}\n",
+                    e.seq,
+                    at(e.at_ms),
+                    e.topic,
+                    e.agent.as_deref().unwrap_or("-"),
+                    e.data
+                ));
+            }
+        }
+    }
+    print(&out)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,55 @@
+//! `allot up FLEET.toml`: run a fleet under its quotas in the foreground.
+
+use super::{Error, print};
+use crate::cli::UpArgs;
+use crate::governor::backend::RealBackend;
+use crate::governor::{Governor, Options, ViewMode};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+pub(crate) fn run(args: &UpArgs) -> Result<ExitCode, Error> {
+    let path = args.fleet.display();
+    let text = std::fs::read_to_string(&args.fleet).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let fleet = match crate::fleet::parse(&text) {
+        Ok(f) => f,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{path}:{e}");
+            }
+            return Err(format!("{path}: invalid fleet file: {} error(s)", errors.len()).into());
+        }
+    };
+    if fleet.agents.is_empty() {
+        return Err(format!("{path}: the fleet has no [[agents]]").into());
+    }
+    let run_for = args.run_for.as_deref().map(|d| allot_core::quantity::parse_duration("--for", d)).transpose()?;
+    let view = if args.quiet {
+        ViewMode::Quiet
+    } else if args.plain || !std::io::stdout().is_terminal() {
+        ViewMode::Plain
+    } else {
+        ViewMode::Live
+    };
+    match allot_sys::spawn::raise_nofile_limit() {
+        Ok(_) => {}
+        Err(e) => eprintln!("allot: warning: {e}"),
+    }
+    let backend = RealBackend::new("allot", fleet.agents.len());
+    let opts = Options { state: args.state.clone(), events_file: args.events.clone(), run_for, view, cgroup_name: "allot".into() };
+    let gov = Governor::new(fleet, backend, &opts)?;
+    if view != ViewMode::Live {
+        eprintln!("allot up: {} agents; {}; state {}", gov_agents(&text), gov.mode(), args.state.display());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let summary = rt.block_on(gov.run(run_for))?;
+    let mut out = format!("allot up: done; {} events recorded in {}\n", summary.events, args.state.display());
+    for (agent, how) in &summary.exits {
+        out.push_str(&format!("  {agent}: {how}\n"));
+    }
+    print(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gov_agents(text: &str) -> usize {
+    text.matches("[[agents]]").count()
+}

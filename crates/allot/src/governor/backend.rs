@@ -1,0 +1,199 @@
+//! How the governor starts agents and reaches the kernel: the [`Backend`]
+//! trait, with the real implementation (cgroups, or a `/proc` process tree
+//! when cgroups cannot be used) and room for a scripted fake in tests.
+
+use crate::fleet::AgentDef;
+use allot_sys::Roots;
+use allot_sys::actuate::{Actuator, CgroupActuator, TreeActuator};
+use allot_sys::cgroup::Layout;
+use allot_sys::cgroup::tree::{AgentCgroup, CgroupRoot};
+use allot_sys::probe::{CgroupProbe, Probe, TreeProbe};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// How an agent's leader process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with a status code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl Exit {
+    /// Whether this counts as a failure for restarts.
+    pub fn failed(self) -> bool {
+        !matches!(self, Exit::Code(0))
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit status {c}"),
+            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+/// A started agent's leader process.
+pub trait Leader: Send {
+    /// Its pid.
+    fn pid(&self) -> u32;
+    /// Whether it has ended, without blocking.
+    fn try_wait(&mut self) -> Option<Exit>;
+}
+
+/// What starting an agent gives the governor.
+pub struct Started {
+    /// The leader process.
+    pub leader: Box<dyn Leader>,
+    /// How to measure it.
+    pub probe: Box<dyn Probe>,
+    /// How to act on it.
+    pub actuator: Box<dyn Actuator>,
+    /// Its cgroup, when it has one.
+    pub cgroup: Option<AgentCgroup>,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Started(pid {})", self.leader.pid())
+    }
+}
+
+/// Starts agents and acts on groups.
+pub trait Backend {
+    /// A description of the mode in force, for the user.
+    fn mode(&self) -> String;
+    /// Start an agent with extra environment.
+    fn start(&mut self, def: &AgentDef, env: &[(String, String)]) -> Result<Started, String>;
+    /// An actuator on a group's cgroup, for group totals (`None` without cgroups).
+    fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>>;
+    /// Remove what the backend created for an agent that is gone.
+    fn cleanup(&mut self, cgroup: Option<&AgentCgroup>);
+    /// Remove everything at shutdown.
+    fn shutdown(&mut self);
+}
+
+struct ChildLeader(Child);
+
+impl Leader for ChildLeader {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+    fn try_wait(&mut self) -> Option<Exit> {
+        use std::os::unix::process::ExitStatusExt;
+        match self.0.try_wait() {
+            Ok(Some(st)) => Some(st.code().map_or_else(|| Exit::Signal(st.signal().unwrap_or(0)), Exit::Code)),
+            _ => None,
+        }
+    }
+}
+
+/// The real backend.
+#[derive(Debug)]
+pub struct RealBackend {
+    root: Option<CgroupRoot>,
+    why_not: Option<String>,
+    groups: Vec<String>,
+    proc_root: PathBuf,
+    keep_slow_open: bool,
+}
+
+impl RealBackend {
+    /// Use cgroups beneath our own cgroup (named `name`) where possible; else
+    /// fall back to `/proc` process trees and say why.
+    pub fn new(name: &str, expected_agents: usize) -> RealBackend {
+        let roots = Roots::host();
+        let (root, why_not) = match Layout::discover(&roots)
+            .map_err(|e| e.to_string())
+            .and_then(|l| CgroupRoot::create(&l, &roots, name).map_err(|e| e.to_string()))
+        {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        };
+        let limit = usize::try_from(allot_sys::spawn::nofile_limit()).unwrap_or(usize::MAX);
+        RealBackend {
+            root,
+            why_not,
+            groups: Vec::new(),
+            proc_root: PathBuf::from("/proc"),
+            keep_slow_open: expected_agents * 5 + 1024 < limit,
+        }
+    }
+
+    /// The cgroup root, if cgroups are in use.
+    pub fn root(&self) -> Option<&CgroupRoot> {
+        self.root.as_ref()
+    }
+}
+
+impl Backend for RealBackend {
+    fn mode(&self) -> String {
+        match (&self.root, &self.why_not) {
+            (Some(r), _) => format!("cgroups ({})", allot_sys::cgroup::tree::describe(&r.dirs)),
+            (None, Some(why)) => format!("no cgroups ({why}): process trees through /proc, signals, duty-cycle throttling"),
+            (None, None) => "no cgroups".into(),
+        }
+    }
+
+    fn start(&mut self, def: &AgentDef, env: &[(String, String)]) -> Result<Started, String> {
+        let (program, args) = def.command.split_first().ok_or("empty command")?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::null()).envs(def.env.iter()).envs(env.iter().map(|(k, v)| (k, v)));
+        if let Some(w) = &def.workdir {
+            cmd.current_dir(w);
+        }
+        let id = def.spec.id.as_str();
+        match &self.root {
+            Some(root) => {
+                let cg = root.agent(&def.spec.group, id).map_err(|e| e.to_string())?;
+                if !self.groups.contains(&def.spec.group) {
+                    self.groups.push(def.spec.group.clone());
+                }
+                let child = allot_sys::spawn::spawn(&mut cmd, Some(&cg)).map_err(|e| e.to_string())?;
+                let probe = CgroupProbe::new(cg.clone(), self.proc_root.clone(), self.keep_slow_open).map_err(|e| e.to_string())?;
+                Ok(Started {
+                    leader: Box::new(ChildLeader(child)),
+                    probe: Box::new(probe),
+                    actuator: Box::new(CgroupActuator::new(cg.clone())),
+                    cgroup: Some(cg),
+                })
+            }
+            None => {
+                let child = allot_sys::spawn::spawn(&mut cmd, None).map_err(|e| e.to_string())?;
+                let pid = child.id();
+                Ok(Started {
+                    leader: Box::new(ChildLeader(child)),
+                    probe: Box::new(TreeProbe::new(self.proc_root.clone(), pid)),
+                    actuator: Box::new(TreeActuator::new(self.proc_root.clone(), pid)),
+                    cgroup: None,
+                })
+            }
+        }
+    }
+
+    fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>> {
+        let dirs = self.root.as_ref()?.group(group).ok()?;
+        Some(Box::new(CgroupActuator::new(AgentCgroup { dirs })))
+    }
+
+    fn cleanup(&mut self, cgroup: Option<&AgentCgroup>) {
+        if let Some(cg) = cgroup {
+            let _ = CgroupActuator::new(cg.clone()).kill();
+            let _ = cg.remove();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(root) = &self.root {
+            for g in &self.groups {
+                if let Ok(d) = root.group(g) {
+                    let _ = d.remove();
+                }
+            }
+            let _ = root.remove();
+        }
+    }
+}

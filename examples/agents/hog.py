@@ -1,0 +1,3 @@
+"""Burns a whole core: throttled to its cpu limit."""
+while True:
+    pass
