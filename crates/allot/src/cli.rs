@@ -59,6 +59,12 @@ pub(crate) struct UpArgs {
     /// Print only the final summary.
     #[arg(long)]
     pub(crate) quiet: bool,
+    /// Name of allot's cgroup, created beneath the cgroup allot runs in.
+    #[arg(long, value_name = "NAME", default_value = "allot")]
+    pub(crate) cgroup_name: String,
+    /// Do not use cgroups: follow process trees through /proc and act with signals.
+    #[arg(long)]
+    pub(crate) no_cgroups: bool,
 }
 
 #[derive(Debug, Args)]

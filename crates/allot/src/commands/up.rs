@@ -34,8 +34,16 @@ pub(crate) fn run(args: &UpArgs) -> Result<ExitCode, Error> {
         Ok(_) => {}
         Err(e) => eprintln!("allot: warning: {e}"),
     }
-    let backend = RealBackend::new("allot", fleet.agents.len());
-    let opts = Options { state: args.state.clone(), events_file: args.events.clone(), run_for, view, cgroup_name: "allot".into() };
+    if args.cgroup_name.is_empty() || args.cgroup_name.contains('/') || args.cgroup_name.starts_with('.') {
+        return Err(format!("--cgroup-name {:?}: use a plain directory name", args.cgroup_name).into());
+    }
+    let backend = if args.no_cgroups {
+        RealBackend::without_cgroups("--no-cgroups given")
+    } else {
+        RealBackend::new(&args.cgroup_name, fleet.agents.len())
+    };
+    let opts =
+        Options { state: args.state.clone(), events_file: args.events.clone(), run_for, view, cgroup_name: args.cgroup_name.clone() };
     let gov = Governor::new(fleet, backend, &opts)?;
     if view != ViewMode::Live {
         eprintln!("allot up: {} agents; {}; state {}", gov_agents(&text), gov.mode(), args.state.display());

@@ -123,6 +123,17 @@ impl RealBackend {
         }
     }
 
+    /// Process trees through /proc only, with the reason given.
+    pub fn without_cgroups(why: &str) -> RealBackend {
+        RealBackend {
+            root: None,
+            why_not: Some(why.to_owned()),
+            groups: Vec::new(),
+            proc_root: PathBuf::from("/proc"),
+            keep_slow_open: false,
+        }
+    }
+
     /// The cgroup root, if cgroups are in use.
     pub fn root(&self) -> Option<&CgroupRoot> {
         self.root.as_ref()

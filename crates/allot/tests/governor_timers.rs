@@ -1,0 +1,261 @@
+//! The governor's timer paths under paused tokio time, with a scripted
+//! backend (usage as a function of time, actuators that record their calls):
+//! delay then cancel, delay then act, grace then kill, deadline then
+//! escalate, dwell then restore.
+#![allow(clippy::unwrap_used)]
+
+use allot::governor::backend::{Backend, Exit, Leader, Started};
+use allot::governor::{Governor, Options, ViewMode};
+use allot_sys::SysError;
+use allot_sys::actuate::{Actuator, Outcome};
+use allot_sys::probe::{Fast, Measure, Probe, Slow};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Usage of one agent at a time since the run started (ms): (memory bytes, cpu millicores, processes).
+type Script = Arc<dyn Fn(u64) -> (u64, u64, u64) + Send + Sync>;
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<(u64, String)>>>);
+
+impl Log {
+    fn push(&self, t: u64, s: String) {
+        self.0.lock().unwrap().push((t, s));
+    }
+    fn calls(&self) -> Vec<(u64, String)> {
+        self.0.lock().unwrap().clone()
+    }
+    fn has(&self, prefix: &str) -> Option<u64> {
+        self.calls().into_iter().find(|(_, s)| s.starts_with(prefix)).map(|(t, _)| t)
+    }
+}
+
+fn elapsed(start: tokio::time::Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+struct FakeProbe {
+    script: Script,
+    start: tokio::time::Instant,
+    cpu_ns: u64,
+    last: u64,
+    dead: Arc<Mutex<Option<Exit>>>,
+}
+
+impl Probe for FakeProbe {
+    fn fast(&mut self) -> Result<Fast, SysError> {
+        if self.dead.lock().unwrap().is_some() {
+            return Err(SysError::Unsupported { what: "probe", why: "gone".into() });
+        }
+        let t = elapsed(self.start);
+        let (memory, cpu_m, processes) = (self.script)(t);
+        // Integrate cpu: millicores over the elapsed milliseconds.
+        self.cpu_ns += cpu_m * (t - self.last) * 1000;
+        self.last = t;
+        Ok(Fast { memory, cpu_ns: self.cpu_ns, processes })
+    }
+    fn slow(&mut self) -> Result<Slow, SysError> {
+        Ok(Slow { files: 3, io_bytes: 0, network_bytes: Measure::Unsupported })
+    }
+    fn connections(&mut self) -> Result<u64, SysError> {
+        Ok(0)
+    }
+    fn proc_root(&self) -> &Path {
+        Path::new("/proc")
+    }
+    fn pids(&self) -> Result<Vec<u32>, SysError> {
+        Ok(vec![1])
+    }
+}
+
+struct FakeActuator {
+    log: Log,
+    start: tokio::time::Instant,
+    dead: Arc<Mutex<Option<Exit>>>,
+}
+
+impl FakeActuator {
+    fn rec(&self, s: String) -> Result<Outcome, SysError> {
+        self.log.push(elapsed(self.start), s.clone());
+        Ok(Outcome { writes: Vec::new(), detail: s })
+    }
+}
+
+impl Actuator for FakeActuator {
+    fn mode(&self) -> String {
+        "fake".into()
+    }
+    fn pids(&self) -> Result<Vec<u32>, SysError> {
+        Ok(vec![1])
+    }
+    fn set_cpu_limit(&mut self, m: Option<u64>) -> Result<Outcome, SysError> {
+        self.rec(format!("cpu_limit {m:?}"))
+    }
+    fn set_cpu_weight(&mut self, w: u64) -> Result<Outcome, SysError> {
+        self.rec(format!("cpu_weight {w}"))
+    }
+    fn set_memory_high(&mut self, b: Option<u64>) -> Result<Outcome, SysError> {
+        self.rec(format!("memory_high {b:?}"))
+    }
+    fn set_memory_max(&mut self, b: Option<u64>) -> Result<Outcome, SysError> {
+        self.rec(format!("memory_max {b:?}"))
+    }
+    fn set_pids_max(&mut self, m: Option<u64>) -> Result<Outcome, SysError> {
+        self.rec(format!("pids_max {m:?}"))
+    }
+    fn freeze(&mut self) -> Result<Outcome, SysError> {
+        self.rec("freeze".into())
+    }
+    fn thaw(&mut self) -> Result<Outcome, SysError> {
+        self.rec("thaw".into())
+    }
+    fn signal(&mut self, sig: rustix::process::Signal) -> Result<Outcome, SysError> {
+        self.rec(format!("signal {sig:?}"))
+    }
+    fn kill(&mut self) -> Result<Outcome, SysError> {
+        *self.dead.lock().unwrap() = Some(Exit::Signal(9));
+        self.rec("kill".into())
+    }
+}
+
+struct FakeLeader(Arc<Mutex<Option<Exit>>>);
+
+impl Leader for FakeLeader {
+    fn pid(&self) -> u32 {
+        u32::MAX - 1
+    }
+    fn try_wait(&mut self) -> Option<Exit> {
+        *self.0.lock().unwrap()
+    }
+}
+
+struct FakeBackend {
+    script: Script,
+    log: Log,
+    start: tokio::time::Instant,
+}
+
+impl Backend for FakeBackend {
+    fn mode(&self) -> String {
+        "fake".into()
+    }
+    fn start(&mut self, _def: &allot::fleet::AgentDef, _env: &[(String, String)]) -> Result<Started, String> {
+        let dead = Arc::new(Mutex::new(None));
+        Ok(Started {
+            leader: Box::new(FakeLeader(dead.clone())),
+            probe: Box::new(FakeProbe { script: self.script.clone(), start: self.start, cpu_ns: 0, last: 0, dead: dead.clone() }),
+            actuator: Box::new(FakeActuator { log: self.log.clone(), start: self.start, dead }),
+            cgroup: None,
+        })
+    }
+    fn group_actuator(&mut self, _group: &str) -> Option<Box<dyn Actuator>> {
+        None
+    }
+    fn cleanup(&mut self, _cg: Option<&allot_sys::cgroup::tree::AgentCgroup>) {}
+    fn shutdown(&mut self) {}
+}
+
+const POLICY: &str = r#"
+[policy]
+delays = { throttle = "5s", suspend = "8s", terminate = "6s" }
+terminate_grace = "3s"
+scale_down_deadline = "4s"
+recovery_dwell = "10s"
+recovery_stage_interval = "2s"
+sample_interval = "1s"
+"#;
+
+struct Run {
+    log: Log,
+    history: Vec<allot_store::EnforcementRecord>,
+    exits: std::collections::BTreeMap<String, String>,
+    _dir: tempfile::TempDir,
+}
+
+async fn run(limits: &str, script: impl Fn(u64) -> (u64, u64, u64) + Send + Sync + 'static, secs: u64) -> Run {
+    let text = format!("{POLICY}\n[[agents]]\nname = \"a\"\ngroup = \"standard_agent\"\ncommand = [\"fake\"]\n{limits}\n");
+    let fleet = allot::fleet::parse(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state: PathBuf = dir.path().join("state.db");
+    let log = Log::default();
+    let backend = FakeBackend { script: Arc::new(script), log: log.clone(), start: tokio::time::Instant::now() };
+    let opts = Options { state: state.clone(), events_file: None, run_for: None, view: ViewMode::Quiet, cgroup_name: "unused".into() };
+    let gov = Governor::new(fleet, backend, &opts).unwrap();
+    let summary = gov.run(Some(Duration::from_secs(secs))).await.unwrap();
+    let history = allot_store::Store::open_read_only(&state).unwrap().history(Some("a")).unwrap();
+    Run { log, history, exits: summary.exits, _dir: dir }
+}
+
+fn actions(h: &[allot_store::EnforcementRecord]) -> Vec<(String, String)> {
+    h.iter().map(|r| (r.action.clone(), r.outcome.clone())).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn delay_then_cancel() {
+    // cpu over hard (300m) for 3 s, then back under: the throttle due at 5 s is cancelled.
+    let r = run("", |t| (1 << 20, if t < 3000 { 600 } else { 50 }, 1), 20).await;
+    let a = actions(&r.history);
+    assert!(a.contains(&("throttle (scheduled)".into(), "success".into())), "{a:?}");
+    assert!(a.contains(&("throttle".into(), "cancelled".into())), "{a:?}");
+    assert!(!a.contains(&("throttle".into(), "success".into())), "{a:?}");
+    assert_eq!(r.log.has("cpu_limit Some"), None, "{:?}", r.log.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn delay_then_act() {
+    let r = run("", |_| (1 << 20, 600, 1), 20).await;
+    let a = actions(&r.history);
+    assert!(a.contains(&("throttle".into(), "success".into())), "{a:?}");
+    let scheduled = r.history.iter().find(|x| x.action == "throttle (scheduled)").unwrap().at_ms;
+    let acted = r.history.iter().find(|x| x.action == "throttle" && x.outcome == "success").unwrap().at_ms;
+    assert_eq!(acted - scheduled, 5000, "acts exactly at the end of the delay");
+    let t = r.log.has("cpu_limit Some").unwrap();
+    assert!((5000..=7000).contains(&t), "{:?}", r.log.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn grace_then_kill() {
+    let r = run(r#"limits.memory = { soft = "10Mi", hard = "20Mi", action = "terminate" }"#, |_| (30 << 20, 10, 1), 30).await;
+    let term = r.log.has("signal").unwrap();
+    let kill = r.log.has("kill").unwrap();
+    assert_eq!(kill - term, 3000, "killed exactly when the grace ends: {:?}", r.log.calls());
+    assert!(r.exits["a"].contains("terminated by allot: memory"), "{:?}", r.exits);
+    let a = actions(&r.history);
+    assert_eq!(a.iter().filter(|(x, o)| x == "terminate" && o == "success").count(), 2, "notice and kill: {a:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_then_escalate() {
+    let r = run(r#"limits.memory = { soft = "10Mi", hard = "20Mi", action = "scale_down" }"#, |_| (30 << 20, 10, 1), 20).await;
+    let req = r.history.iter().find(|x| x.action == "scale_down").unwrap().at_ms;
+    let sus = r.history.iter().find(|x| x.action == "suspend").unwrap();
+    assert_eq!(sus.at_ms - req, 4000);
+    assert!(sus.detail.contains("scale_down unmet"), "{}", sus.detail);
+    assert!(r.log.has("freeze").is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn scale_down_met_is_not_escalated() {
+    let r = run(
+        r#"limits.memory = { soft = "10Mi", hard = "20Mi", action = "scale_down" }"#,
+        |t| (if t < 3000 { 30 << 20 } else { 5 << 20 }, 10, 1),
+        20,
+    )
+    .await;
+    let a = actions(&r.history);
+    assert!(a.contains(&("scale_down".into(), "success".into())), "{a:?}");
+    assert!(r.history.iter().any(|x| x.detail.starts_with("met:")), "{a:?}");
+    assert!(!a.iter().any(|(x, _)| x == "suspend"), "{a:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dwell_then_restore() {
+    // Over hard for 8 s (throttled at 5 s), then healthy: restored 10 s later.
+    let r = run("", |t| (1 << 20, if t < 8000 { 600 } else { 20 }, 1), 40).await;
+    let throttled = r.log.has("cpu_limit Some").unwrap();
+    let restored = r.log.has("cpu_limit None").unwrap();
+    assert!(throttled < 8000, "{:?}", r.log.calls());
+    assert!((18_000..=20_000).contains(&restored), "restored at {restored}: {:?}", r.log.calls());
+    assert!(actions(&r.history).contains(&("restore".into(), "success".into())));
+}
