@@ -143,7 +143,6 @@ pub struct CgroupProbe {
     pids: Option<HotFile>,
     io: IoSource,
     own_netns: Option<u64>,
-    slow_calls: u64,
     pids_buf: Vec<u32>,
     path_buf: String,
     /// `cgroup.procs` and the io file kept open too, when the caller's fd budget allows.
@@ -151,10 +150,6 @@ pub struct CgroupProbe {
     /// The network namespace of the agent's first process, cached per pid.
     netns_cache: Option<(u32, Option<u64>)>,
 }
-
-/// `memory.stat` is large and its inactive-file figure moves slowly: it is
-/// re-read on every this many slow samples.
-pub const MEMORY_STAT_EVERY: u64 = 10;
 
 /// Read a small file into `buf` with open/read/close and no allocation.
 fn small_read<'b>(path: &Path, buf: &'b mut [u8]) -> Result<&'b [u8], SysError> {
@@ -219,7 +214,6 @@ impl CgroupProbe {
             pids,
             io,
             own_netns,
-            slow_calls: 0,
             pids_buf: Vec::new(),
             path_buf: String::new(),
             slow_files: None,
@@ -316,7 +310,10 @@ impl Probe for CgroupProbe {
     }
 
     fn slow(&mut self) -> Result<Slow, SysError> {
-        if self.slow_calls % MEMORY_STAT_EVERY == 0 {
+        // memory.stat is large (about 7 us to read here), so it is read at the
+        // slow cadence; its inactive-file figure is subtracted from every fast
+        // memory reading and must not grow staler than one slow period.
+        {
             self.inactive_file = match &self.mem {
                 Some(MemSource::V1 { dir, .. }) => {
                     let stat = fs::read(dir, "memory.stat")?;
@@ -326,7 +323,6 @@ impl Probe for CgroupProbe {
                 None => 0,
             };
         }
-        self.slow_calls += 1;
         let mut buf = [0u8; 4096];
         let bytes = match &self.slow_files {
             Some((procs, _)) => procs.read(&mut buf)?,

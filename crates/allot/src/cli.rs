@@ -65,6 +65,10 @@ pub(crate) struct UpArgs {
     /// Do not use cgroups: follow process trees through /proc and act with signals.
     #[arg(long)]
     pub(crate) no_cgroups: bool,
+    /// Do not use kernel notifications (memory thresholds, cgroup events,
+    /// process exits): react at the next sample only.
+    #[arg(long)]
+    pub(crate) no_notify: bool,
 }
 
 #[derive(Debug, Args)]

@@ -180,7 +180,14 @@ async fn run(limits: &str, script: impl Fn(u64) -> (u64, u64, u64) + Send + Sync
     let state: PathBuf = dir.path().join("state.db");
     let log = Log::default();
     let backend = FakeBackend { script: Arc::new(script), log: log.clone(), start: tokio::time::Instant::now() };
-    let opts = Options { state: state.clone(), events_file: None, run_for: None, view: ViewMode::Quiet, cgroup_name: "unused".into() };
+    let opts = Options {
+        state: state.clone(),
+        events_file: None,
+        run_for: None,
+        view: ViewMode::Quiet,
+        cgroup_name: "unused".into(),
+        notify: false,
+    };
     let gov = Governor::new(fleet, backend, &opts).unwrap();
     let summary = gov.run(Some(Duration::from_secs(secs))).await.unwrap();
     let history = allot_store::Store::open_read_only(&state).unwrap().history(Some("a")).unwrap();

@@ -42,8 +42,14 @@ pub(crate) fn run(args: &UpArgs) -> Result<ExitCode, Error> {
     } else {
         RealBackend::new(&args.cgroup_name, fleet.agents.len())
     };
-    let opts =
-        Options { state: args.state.clone(), events_file: args.events.clone(), run_for, view, cgroup_name: args.cgroup_name.clone() };
+    let opts = Options {
+        state: args.state.clone(),
+        events_file: args.events.clone(),
+        run_for,
+        view,
+        cgroup_name: args.cgroup_name.clone(),
+        notify: !args.no_notify,
+    };
     let gov = Governor::new(fleet, backend, &opts)?;
     if view != ViewMode::Live {
         eprintln!("allot up: {} agents; {}; state {}", gov_agents(&text), gov.mode(), args.state.display());

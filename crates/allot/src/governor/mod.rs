@@ -50,6 +50,8 @@ pub struct Options {
     pub view: ViewMode,
     /// Name of allot's cgroup beneath its own (default `allot`).
     pub cgroup_name: String,
+    /// Use kernel notifications to sample at once (default true).
+    pub notify: bool,
 }
 
 /// Where an agent is.
@@ -114,6 +116,9 @@ struct Running {
 enum Timer {
     Kill(AgentId),
     Restart(AgentId),
+    /// A follow-up sample shortly after a kernel notice: the notice may come
+    /// a moment before usage crosses the limit as allot measures it.
+    Sample(AgentId),
 }
 
 /// What a custom handler reported back.
@@ -143,6 +148,7 @@ pub struct Governor<B: Backend> {
     custom_tx: mpsc::UnboundedSender<CustomResult>,
     custom_rx: mpsc::UnboundedReceiver<CustomResult>,
     host_suspended: BTreeSet<AgentId>,
+    notify: bool,
 }
 
 impl<B: Backend> std::fmt::Debug for Governor<B> {
@@ -195,6 +201,7 @@ impl<B: Backend> Governor<B> {
             custom_tx,
             custom_rx,
             host_suspended: BTreeSet::new(),
+            notify: opts.notify,
         };
         g.recover_leftovers()?;
         for def in fleet.agents {
@@ -376,8 +383,18 @@ impl<B: Backend> Governor<B> {
 
     /// Run until every agent has exited, the time is up, or a signal stops us.
     pub async fn run(mut self, run_for: Option<Duration>) -> Result<Summary, Error> {
-        let (notifier, mut notices) = match allot_sys::notify::Notifier::start() {
+        let started = if self.notify {
+            allot_sys::notify::Notifier::start().map_err(|e| e.to_string())
+        } else {
+            Err("turned off (--no-notify)".to_owned())
+        };
+        let (notifier, mut notices) = match started {
             Ok((n, rx)) => (Some(n), rx),
+            Err(e) if !self.notify => {
+                let _ = e;
+                let (_tx, rx) = mpsc::unbounded_channel();
+                (None, rx)
+            }
             Err(e) => {
                 eprintln!("allot: warning: kernel notifications unavailable ({e}); sampling only");
                 let (_tx, rx) = mpsc::unbounded_channel();
@@ -413,6 +430,7 @@ impl<B: Backend> Governor<B> {
                     self.reap(notifier.as_ref());
                     if slow {
                         self.host_pressure();
+                        self.group_totals();
                     }
                     if self.agents.values().all(|r| matches!(r.state, AgentState::Exited(_))) {
                         stop_reason = "every agent has exited";
@@ -425,8 +443,13 @@ impl<B: Backend> Governor<B> {
                 Some((agent, notice)) = notices.recv() => {
                     if let Ok(id) = AgentId::new(agent) {
                         if self.agents.contains_key(&id) {
-                            let _ = notice;
                             self.sample(&id, false);
+                            if matches!(notice, allot_sys::notify::Notice::MemoryThreshold { .. } | allot_sys::notify::Notice::MemoryEvents(_)) {
+                                let now = self.clock.now();
+                                for ms in [5, 20, 50, 100] {
+                                    self.timers.push((now.plus(Duration::from_millis(ms)), Timer::Sample(id.clone())));
+                                }
+                            }
                             self.reap(notifier.as_ref());
                         }
                     }
@@ -489,6 +512,7 @@ impl<B: Backend> Governor<B> {
         for (at, t) in due {
             match t {
                 Timer::Kill(id) => self.grace_over(&id, at),
+                Timer::Sample(id) => self.sample(&id, false),
                 Timer::Restart(id) => {
                     if let Some(spec) = self.agents.get(&id).map(|r| r.def.spec.clone()) {
                         let _ = self.ledger.register(spec);
@@ -645,6 +669,31 @@ impl<B: Backend> Governor<B> {
         let data = json!({"stage": "kill", "outcome": outcome, "detail": detail});
         let seq = self.emit(at, &events::enforcement_topic("terminate"), Some(id.as_str()), data.clone());
         let _ = self.store.record_enforcement(seq, at.as_millis(), id.as_str(), "-", "terminate", outcome, &detail, &data);
+    }
+
+    /// Group totals (SPEC section 5) on the policy side: a warning event and
+    /// record when the members' summed usage exceeds a total (at most once a
+    /// minute per group and resource); the kernel holds the totals on the
+    /// group cgroup (see `apply_backstops`).
+    fn group_totals(&mut self) {
+        let now = self.clock.now();
+        let groups: BTreeSet<String> = self.agents.values().filter(|r| r.started.is_some()).map(|r| r.def.spec.group.clone()).collect();
+        for g in groups {
+            let Ok(violations) = self.ledger.group_violations(&g) else { continue };
+            for v in violations {
+                let Ok(key) = AgentId::new(format!("group:{g}")) else { continue };
+                let th = Threshold { warning_level: v.total, critical_level: u64::MAX };
+                if self.alerts.check(&key, &v.resource, v.usage, th, now).is_none() {
+                    continue;
+                }
+                let detail =
+                    format!("members of group {g} use {} {} against a group total of {}", v.usage, v.resource.unit().name(), v.total);
+                let data = json!({"group": g, "resource": v.resource.name(), "usage": v.usage, "total": v.total, "outcome": "success", "detail": detail});
+                let seq = self.emit(now, events::QUOTA_WARNING, None, data.clone());
+                let _ =
+                    self.store.record_enforcement(seq, now.as_millis(), key.as_str(), v.resource.name(), "warn", "success", &detail, &data);
+            }
+        }
     }
 
     /// When the host itself runs short of memory (MemAvailable under the
