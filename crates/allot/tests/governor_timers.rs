@@ -119,14 +119,23 @@ impl Actuator for FakeActuator {
     }
 }
 
-struct FakeLeader(Arc<Mutex<Option<Exit>>>);
+struct FakeLeader {
+    dead: Arc<Mutex<Option<Exit>>>,
+    started: tokio::time::Instant,
+    exit_after: Option<u64>,
+}
 
 impl Leader for FakeLeader {
     fn pid(&self) -> u32 {
         u32::MAX - 1
     }
     fn try_wait(&mut self) -> Option<Exit> {
-        *self.0.lock().unwrap()
+        if let Some(ms) = self.exit_after {
+            if elapsed(self.started) >= ms {
+                *self.dead.lock().unwrap() = Some(Exit::Code(1));
+            }
+        }
+        *self.dead.lock().unwrap()
     }
 }
 
@@ -134,6 +143,7 @@ struct FakeBackend {
     script: Script,
     log: Log,
     start: tokio::time::Instant,
+    exit_after: Option<u64>,
 }
 
 impl Backend for FakeBackend {
@@ -142,8 +152,9 @@ impl Backend for FakeBackend {
     }
     fn start(&mut self, _def: &allot::fleet::AgentDef, _env: &[(String, String)]) -> Result<Started, String> {
         let dead = Arc::new(Mutex::new(None));
+        self.log.push(elapsed(self.start), "start".into());
         Ok(Started {
-            leader: Box::new(FakeLeader(dead.clone())),
+            leader: Box::new(FakeLeader { dead: dead.clone(), started: tokio::time::Instant::now(), exit_after: self.exit_after }),
             probe: Box::new(FakeProbe { script: self.script.clone(), start: self.start, cpu_ns: 0, last: 0, dead: dead.clone() }),
             actuator: Box::new(FakeActuator { log: self.log.clone(), start: self.start, dead }),
             cgroup: None,
@@ -174,12 +185,21 @@ struct Run {
 }
 
 async fn run(limits: &str, script: impl Fn(u64) -> (u64, u64, u64) + Send + Sync + 'static, secs: u64) -> Run {
+    run_with(limits, script, secs, None).await
+}
+
+async fn run_with(
+    limits: &str,
+    script: impl Fn(u64) -> (u64, u64, u64) + Send + Sync + 'static,
+    secs: u64,
+    exit_after: Option<u64>,
+) -> Run {
     let text = format!("{POLICY}\n[[agents]]\nname = \"a\"\ngroup = \"standard_agent\"\ncommand = [\"fake\"]\n{limits}\n");
     let fleet = allot::fleet::parse(&text).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let state: PathBuf = dir.path().join("state.db");
     let log = Log::default();
-    let backend = FakeBackend { script: Arc::new(script), log: log.clone(), start: tokio::time::Instant::now() };
+    let backend = FakeBackend { script: Arc::new(script), log: log.clone(), start: tokio::time::Instant::now(), exit_after };
     let opts = Options {
         state: state.clone(),
         events_file: None,
@@ -265,4 +285,23 @@ async fn dwell_then_restore() {
     assert!(throttled < 8000, "{:?}", r.log.calls());
     assert!((18_000..=20_000).contains(&restored), "restored at {restored}: {:?}", r.log.calls());
     assert!(actions(&r.history).contains(&("restore".into(), "success".into())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_restarts_with_backoff_up_to_the_limit() {
+    // The agent fails 2 s after every start; restarts after 1 s, 2 s, then gives up (max 2).
+    let r = run_with("restart = \"on-failure\"\nmax_restarts = 2", |_| (1 << 20, 10, 1), 30, Some(2000)).await;
+    let starts: Vec<u64> = r.log.calls().into_iter().filter(|(_, s)| s == "start").map(|(t, _)| t).collect();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    // Each exit is seen at the first sample tick at or after 2 s; backoff 1 s, then 2 s.
+    assert!((3000..=4000).contains(&(starts[1] - starts[0])), "{starts:?}");
+    assert!((4000..=5000).contains(&(starts[2] - starts[1])), "{starts:?}");
+    assert!(r.exits["a"].contains("exit status 1 (its own exit)"), "{:?}", r.exits);
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_restart_leaves_it_exited() {
+    let r = run_with("", |_| (1 << 20, 10, 1), 10, Some(2000)).await;
+    assert_eq!(r.log.calls().iter().filter(|(_, s)| s == "start").count(), 1);
+    assert!(r.exits["a"].starts_with("exit status 1"), "{:?}", r.exits);
 }

@@ -196,3 +196,46 @@ limits.processes = { soft = 5, hard = 8, burst = 12, burst_window = "5s", action
     assert_eq!(recovered, 2);
     assert!(store.last_seq().unwrap() > last, "sequence numbers continue");
 }
+
+#[test]
+fn without_cgroups_the_fallbacks_work_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::write(
+        &fleet,
+        r#"
+[policy]
+delays = { throttle = "1s", suspend = "1s" }
+sample_interval = "250ms"
+
+[[agents]]
+name = "hog"
+group = "standard_agent"
+command = ["sh", "-c", "while :; do :; done"]
+limits.cpu = { soft = "100m", hard = "200m", action = "throttle" }
+
+[[agents]]
+name = "big"
+group = "standard_agent"
+command = ["sh", "-c", "sleep 100 & sleep 100 & sleep 100 & wait"]
+limits.processes = { soft = 2, hard = 3, action = "suspend" }
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["up", "--quiet", "--no-cgroups", "--for", "6s", "--state"])
+        .arg(&state)
+        .arg(&fleet)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no cgroups (--no-cgroups given): process trees through /proc"), "{err}");
+    let h = Store::open_read_only(&state).unwrap().history(None).unwrap();
+    let throttle = h.iter().find(|r| r.agent == "hog" && r.action == "throttle" && r.outcome == "success").expect("hog throttled");
+    assert!(throttle.detail.contains("duty cycle"), "{}", throttle.detail);
+    let suspend = h.iter().find(|r| r.agent == "big" && r.action == "suspend").expect("big suspended");
+    assert_eq!(suspend.outcome, "success");
+    assert!(suspend.detail.contains("SIGSTOP to 4"), "{}", suspend.detail);
+}
