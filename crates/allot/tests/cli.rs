@@ -52,7 +52,7 @@ fn groups_text_shows_human_units() {
 
 #[test]
 fn groups_with_a_fleet_include_its_groups() {
-    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/fleet.toml");
+    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/basic.toml");
     let o = allot(&["groups", "--json", "--fleet", ex]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -63,7 +63,7 @@ fn groups_with_a_fleet_include_its_groups() {
 #[test]
 fn validate_exit_statuses() {
     let dir = tempfile::tempdir().unwrap();
-    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/fleet.toml");
+    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/basic.toml");
     let o = allot(&["validate", ex]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("valid (1 group definition(s), 3 agent(s))"));

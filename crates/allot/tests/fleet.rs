@@ -7,7 +7,7 @@ use allot_core::limits::Action;
 use allot_core::{AgentId, Resource};
 use proptest::prelude::*;
 
-const EXAMPLE: &str = include_str!("../../../examples/fleet.toml");
+const EXAMPLE: &str = include_str!("../../../examples/basic.toml");
 
 fn errors(text: &str) -> Vec<FleetError> {
     match parse(text) {
@@ -18,6 +18,14 @@ fn errors(text: &str) -> Vec<FleetError> {
 
 fn rendered(text: &str) -> Vec<String> {
     errors(text).iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn the_example_fleet_of_allot_up_is_valid() {
+    let fleet = parse(include_str!("../../../examples/fleet.toml")).unwrap();
+    assert_eq!(fleet.agents.len(), 10);
+    assert_eq!(fleet.settings.policy.delay(Action::Throttle), std::time::Duration::from_secs(5));
+    assert_eq!(fleet.settings.sample_interval, std::time::Duration::from_millis(500));
 }
 
 #[test]
