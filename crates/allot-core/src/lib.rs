@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod analytics;
+pub mod analytics_corpus;
 pub mod degradation;
 pub mod events;
 pub mod group;

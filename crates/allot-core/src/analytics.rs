@@ -1,0 +1,493 @@
+//! Usage analytics (SPEC section 6): pattern classification, forecasts and
+//! recommendations, pure and unit-free.
+//!
+//! Every threshold is relative: the trend is a fraction of the mean per hour
+//! with its goodness of fit (R^2, or a slope at least 10 standard errors from
+//! zero, against real timestamps, so uneven
+//! sampling and gaps are handled), spikes are measured in robust standard
+//! deviations (median absolute deviation) of the detrended series, and
+//! periodicity is the autocorrelation of the detrended series resampled onto
+//! an even grid, searched over every lag from 2 samples to half the window.
+//! Scaling a series by any positive factor, or reordering its samples,
+//! leaves the result unchanged.
+
+use serde::{Deserialize, Serialize};
+
+/// A usage pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatternKind {
+    /// Rising steadily.
+    Growing,
+    /// Falling steadily.
+    Declining,
+    /// Mostly flat with rare large spikes.
+    Bursty,
+    /// Repeating with a period.
+    Periodic,
+    /// Flat within noise.
+    Steady,
+}
+
+/// All pattern kinds, in a fixed order (for confusion matrices).
+pub const PATTERNS: [PatternKind; 5] =
+    [PatternKind::Growing, PatternKind::Declining, PatternKind::Bursty, PatternKind::Periodic, PatternKind::Steady];
+
+impl PatternKind {
+    /// The name used in JSON and text.
+    pub fn name(self) -> &'static str {
+        match self {
+            PatternKind::Growing => "growing",
+            PatternKind::Declining => "declining",
+            PatternKind::Bursty => "bursty",
+            PatternKind::Periodic => "periodic",
+            PatternKind::Steady => "steady",
+        }
+    }
+}
+
+/// What the classification measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Characteristics {
+    /// Samples.
+    pub count: usize,
+    /// Seconds from the first to the last sample.
+    pub span_secs: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Variance.
+    pub variance: f64,
+    /// Coefficient of variation (standard deviation / mean).
+    pub cv: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub peak: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// Least-squares slope, units per second.
+    pub slope_per_sec: f64,
+    /// Trend as a fraction of the mean per hour.
+    pub trend_per_hour: f64,
+    /// Goodness of fit of the linear trend (R^2).
+    pub trend_r2: f64,
+    /// Fraction of samples that are spikes (more than 6 robust deviations above the trend).
+    pub spike_fraction: f64,
+    /// Strongest autocorrelation peak of the detrended series.
+    pub autocorrelation: f64,
+    /// The period, when periodic, in seconds.
+    pub period_secs: Option<f64>,
+}
+
+/// A classified series.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pattern {
+    /// The pattern.
+    pub kind: PatternKind,
+    /// Confidence in [0, 1].
+    pub confidence: f64,
+    /// What was measured.
+    pub characteristics: Characteristics,
+}
+
+/// Too few samples to say anything.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not enough data: {count} sample(s) over {span_ms} ms; at least {MIN_SAMPLES} samples over a non-zero time span are needed")]
+pub struct NotEnoughData {
+    /// Samples given.
+    pub count: usize,
+    /// Their span.
+    pub span_ms: u64,
+}
+
+/// The fewest samples classification accepts.
+pub const MIN_SAMPLES: usize = 8;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize - 1;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Least squares of v on t: (intercept, slope, r2, standard error of slope).
+fn linear_fit(t: &[f64], v: &[f64]) -> (f64, f64, f64, f64) {
+    let n = t.len() as f64;
+    let mt = t.iter().sum::<f64>() / n;
+    let mv = v.iter().sum::<f64>() / n;
+    let (mut sxx, mut sxy, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in t.iter().zip(v) {
+        sxx += (x - mt) * (x - mt);
+        sxy += (x - mt) * (y - mv);
+        syy += (y - mv) * (y - mv);
+    }
+    if sxx <= 0.0 {
+        return (mv, 0.0, 0.0, 0.0);
+    }
+    let slope = sxy / sxx;
+    let intercept = mv - slope * mt;
+    let r2 = if syy > 0.0 { (sxy * sxy) / (sxx * syy) } else { 0.0 };
+    let resid: f64 = t.iter().zip(v).map(|(x, y)| (y - intercept - slope * x).powi(2)).sum();
+    let se = if n > 2.0 { (resid / (n - 2.0) / sxx).sqrt() } else { 0.0 };
+    (intercept, slope, r2, se)
+}
+
+/// The detrended series resampled onto `n` even steps (linear interpolation).
+fn resample(t: &[f64], r: &[f64], n: usize) -> Vec<f64> {
+    let (t0, t1) = (t[0], t[t.len() - 1]);
+    let mut out = Vec::with_capacity(n);
+    let mut j = 0;
+    for i in 0..n {
+        let x = t0 + (t1 - t0) * i as f64 / (n - 1) as f64;
+        while j + 1 < t.len() - 1 && t[j + 1] < x {
+            j += 1;
+        }
+        let (xa, xb) = (t[j], t[(j + 1).min(t.len() - 1)]);
+        let (ya, yb) = (r[j], r[(j + 1).min(t.len() - 1)]);
+        let y = if xb > xa { ya + (yb - ya) * (x - xa) / (xb - xa) } else { ya };
+        out.push(y);
+    }
+    out
+}
+
+/// The strongest local peak of the autocorrelation over lags 2..n/2: (lag, value).
+fn best_autocorrelation(x: &[f64]) -> (usize, f64) {
+    let n = x.len();
+    let m = x.iter().sum::<f64>() / n as f64;
+    let d: Vec<f64> = x.iter().map(|v| v - m).collect();
+    let var: f64 = d.iter().map(|v| v * v).sum();
+    if var <= 0.0 || n < 8 {
+        return (0, 0.0);
+    }
+    let acf: Vec<f64> = (0..=n / 2).map(|k| d.iter().zip(&d[k..]).map(|(a, b)| a * b).sum::<f64>() / var).collect();
+    let mut best = (0, 0.0);
+    for k in 2..acf.len().saturating_sub(1) {
+        if acf[k] > acf[k - 1] && acf[k] >= acf[k + 1] && acf[k] > best.1 {
+            best = (k, acf[k]);
+        }
+    }
+    best
+}
+
+/// Classify a series of `(seconds, value)` samples (any order).
+pub fn classify(samples: &[(f64, f64)]) -> Result<Pattern, NotEnoughData> {
+    let mut s: Vec<(f64, f64)> = samples.iter().copied().filter(|(t, v)| t.is_finite() && v.is_finite()).collect();
+    s.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let span = s.last().map_or(0.0, |l| l.0) - s.first().map_or(0.0, |f| f.0);
+    if s.len() < MIN_SAMPLES || span <= 0.0 {
+        return Err(NotEnoughData { count: s.len(), span_ms: (span.max(0.0) * 1000.0) as u64 });
+    }
+    let t: Vec<f64> = s.iter().map(|p| p.0).collect();
+    let v: Vec<f64> = s.iter().map(|p| p.1).collect();
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let variance = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    let scale = if mean.abs() > 0.0 { mean.abs() } else { v.iter().fold(0.0f64, |a, x| a.max(x.abs())).max(f64::MIN_POSITIVE) };
+    let cv = variance.sqrt() / scale;
+    let mut sorted = v.clone();
+    sorted.sort_by(f64::total_cmp);
+    let (min, peak, p95) = (sorted[0], sorted[sorted.len() - 1], percentile(&sorted, 95.0));
+
+    let (intercept, slope, r2, slope_se) = linear_fit(&t, &v);
+    // How many standard errors the slope is from zero: a noisy but long trend
+    // is still a trend even when R^2 is low.
+    let t_stat = if slope_se > 0.0 {
+        (slope / slope_se).abs()
+    } else if slope != 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    let resid: Vec<f64> = t.iter().zip(&v).map(|(x, y)| y - intercept - slope * x).collect();
+    let mut abs_dev: Vec<f64> = {
+        let mut r = resid.clone();
+        r.sort_by(f64::total_cmp);
+        let med = r[r.len() / 2];
+        resid.iter().map(|x| (x - med).abs()).collect()
+    };
+    abs_dev.sort_by(f64::total_cmp);
+    let mad = abs_dev[abs_dev.len() / 2] * 1.4826;
+    let med_resid = {
+        let mut r = resid.clone();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    let spike_floor = 6.0 * mad.max(scale * 1e-3);
+    let spikes = resid.iter().filter(|x| **x - med_resid > spike_floor).count();
+    let spike_fraction = spikes as f64 / n;
+
+    let grid = resample(&t, &resid, v.len().clamp(16, 512));
+    let (lag, acf) = best_autocorrelation(&grid);
+    let step = span / (grid.len() - 1) as f64;
+    let cycles = if lag > 0 { grid.len() as f64 / lag as f64 } else { 0.0 };
+
+    let change = slope * span / scale;
+    let trend_per_hour = slope * 3600.0 / scale;
+    let characteristics = Characteristics {
+        count: v.len(),
+        span_secs: span,
+        mean,
+        variance,
+        cv,
+        min,
+        peak,
+        p95,
+        slope_per_sec: slope,
+        trend_per_hour,
+        trend_r2: r2,
+        spike_fraction,
+        autocorrelation: acf,
+        period_secs: None,
+    };
+    let (kind, confidence, period) = if spikes >= 2 && spike_fraction <= 0.3 && acf < 0.6 {
+        (PatternKind::Bursty, (0.6 + spike_fraction * 4.0).min(1.0), None)
+    } else if acf >= 0.45 && cycles >= 2.0 {
+        (PatternKind::Periodic, acf.clamp(0.0, 1.0), Some(lag as f64 * step))
+    } else if change.abs() >= 0.1 && (r2 >= 0.5 || t_stat >= 10.0) {
+        let k = if slope > 0.0 { PatternKind::Growing } else { PatternKind::Declining };
+        (k, r2.max((t_stat / 30.0).min(1.0)).clamp(0.0, 1.0), None)
+    } else {
+        (PatternKind::Steady, (1.0 - cv / 0.5).clamp(0.3, 1.0), None)
+    };
+    Ok(Pattern { kind, confidence, characteristics: Characteristics { period_secs: period, ..characteristics } })
+}
+
+/// When a growing series reaches a limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// The limit.
+    pub limit: f64,
+    /// Seconds from the last sample until the fitted line reaches it (0 if already above).
+    pub eta_secs: f64,
+    /// A 95 % interval for that time, from the slope's standard error.
+    pub eta_low_secs: f64,
+    /// Upper end of the interval (infinite when the slope may be zero).
+    pub eta_high_secs: f64,
+}
+
+/// Forecast when the series' linear trend reaches `limit` (`None` unless rising).
+pub fn forecast(samples: &[(f64, f64)], limit: f64) -> Option<Forecast> {
+    let mut s: Vec<(f64, f64)> = samples.iter().copied().filter(|(t, v)| t.is_finite() && v.is_finite()).collect();
+    s.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if s.len() < MIN_SAMPLES {
+        return None;
+    }
+    let t: Vec<f64> = s.iter().map(|p| p.0).collect();
+    let v: Vec<f64> = s.iter().map(|p| p.1).collect();
+    let (a, b, _, se) = linear_fit(&t, &v);
+    if b <= 0.0 {
+        return None;
+    }
+    let last = t[t.len() - 1];
+    let now_fit = a + b * last;
+    let eta = |slope: f64| if slope <= 0.0 { f64::INFINITY } else { ((limit - now_fit) / slope).max(0.0) };
+    Some(Forecast { limit, eta_secs: eta(b), eta_low_secs: eta(b + 2.0 * se), eta_high_secs: eta(b - 2.0 * se) })
+}
+
+/// A recommendation type (the sketch's four).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecommendationKind {
+    /// Raise the quota before the limit is hit.
+    IncreaseQuota,
+    /// Lower an oversized quota.
+    DecreaseQuota,
+    /// Another group fits the usage better.
+    ChangeGroup,
+    /// Spiky usage: smooth it in the agent.
+    OptimizeCode,
+}
+
+/// A recommendation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// Type.
+    pub kind: RecommendationKind,
+    /// Suggested hard limit (or group name for change_group in `group`).
+    pub suggested_hard: Option<u64>,
+    /// Suggested group, for change_group.
+    pub group: Option<String>,
+    /// Why, for a person.
+    pub rationale: String,
+    /// Confidence in [0, 1].
+    pub confidence: f64,
+}
+
+/// The safety margin over the 95th percentile for suggested limits (VPA uses
+/// the 90th percentile + 15 %; allot uses the 95th, which suits agents whose
+/// overruns are punished, with the same margin).
+pub const MARGIN: f64 = 1.15;
+
+/// A group's per-agent hard limit for the resource, for change_group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupFit {
+    /// Group name.
+    pub group: String,
+    /// Its soft limit for the resource.
+    pub soft: u64,
+    /// Its hard limit for the resource.
+    pub hard: u64,
+}
+
+/// Recommend from a pattern, the current limits and the groups available.
+pub fn recommend(
+    p: &Pattern,
+    soft: u64,
+    hard: u64,
+    current_group: &str,
+    groups: &[GroupFit],
+    horizon_secs: f64,
+    fc: Option<&Forecast>,
+) -> Option<Recommendation> {
+    let c = &p.characteristics;
+    let need = (c.p95 * MARGIN).ceil().max(0.0) as u64;
+    match p.kind {
+        PatternKind::Growing => {
+            let projected = (c.p95 + c.slope_per_sec * horizon_secs.max(3600.0)) * MARGIN;
+            let when = fc.map_or_else(
+                || "not within the window".to_owned(),
+                |f| format!("in about {:.0} s ({:.0}-{:.0} s)", f.eta_secs, f.eta_low_secs, f.eta_high_secs.min(1e12)),
+            );
+            Some(Recommendation {
+                kind: RecommendationKind::IncreaseQuota,
+                suggested_hard: Some((projected.ceil() as u64).max(hard)),
+                group: None,
+                rationale: format!(
+                    "usage grows by {:.0} % of its mean per hour (R^2 {:.2}); at this rate it reaches the hard limit {when}",
+                    c.trend_per_hour * 100.0,
+                    c.trend_r2
+                ),
+                confidence: p.confidence,
+            })
+        }
+        PatternKind::Bursty => Some(Recommendation {
+            kind: RecommendationKind::OptimizeCode,
+            suggested_hard: None,
+            group: None,
+            rationale: format!(
+                "{:.1} % of samples are spikes far above the usual level (peak {:.0} against mean {:.0}); smoothing them would avoid violations",
+                c.spike_fraction * 100.0,
+                c.peak,
+                c.mean
+            ),
+            confidence: p.confidence * 0.8,
+        }),
+        PatternKind::Steady | PatternKind::Periodic | PatternKind::Declining => {
+            let best = groups.iter().filter(|g| g.hard >= need && g.soft as f64 >= c.mean).min_by_key(|g| g.hard);
+            if let Some(g) = best.filter(|g| g.group != current_group && g.hard < hard) {
+                return Some(Recommendation {
+                    kind: RecommendationKind::ChangeGroup,
+                    suggested_hard: Some(g.hard),
+                    group: Some(g.group.clone()),
+                    rationale: format!(
+                        "the 95th percentile {:.0} plus 15 % fits group {} (hard {}), smaller than the current hard {hard}",
+                        c.p95, g.group, g.hard
+                    ),
+                    confidence: p.confidence * 0.9,
+                });
+            }
+            if (need as f64) < hard as f64 * 0.5 && need > 0 {
+                return Some(Recommendation {
+                    kind: RecommendationKind::DecreaseQuota,
+                    suggested_hard: Some(need.max(soft.min(need))),
+                    group: None,
+                    rationale: format!("the 95th percentile {:.0} plus 15 % is {need}, under half of the hard limit {hard}", c.p95),
+                    confidence: p.confidence,
+                });
+            }
+            None
+        }
+    }
+}
+
+/// Keeps recommendations from flapping: a new one replaces the old only when
+/// its type changes or its suggested value differs by more than 10 %.
+pub fn replaces(old: Option<&Recommendation>, new: &Recommendation) -> bool {
+    let Some(old) = old else { return true };
+    if old.kind != new.kind || old.group != new.group {
+        return true;
+    }
+    match (old.suggested_hard, new.suggested_hard) {
+        (Some(a), Some(b)) if a > 0 => (b as f64 - a as f64).abs() / a as f64 > 0.10,
+        (a, b) => a != b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn series(f: impl Fn(f64) -> f64, n: usize, dt: f64) -> Vec<(f64, f64)> {
+        (0..n).map(|i| (i as f64 * dt, f(i as f64 * dt))).collect()
+    }
+
+    #[test]
+    fn clear_cases() {
+        assert_eq!(classify(&series(|_| 100.0, 100, 1.0)).unwrap().kind, PatternKind::Steady);
+        assert_eq!(classify(&series(|t| 100.0 + t, 100, 1.0)).unwrap().kind, PatternKind::Growing);
+        assert_eq!(classify(&series(|t| 300.0 - t, 100, 1.0)).unwrap().kind, PatternKind::Declining);
+        let p = classify(&series(|t| 100.0 + 40.0 * (t * std::f64::consts::TAU / 20.0).sin(), 200, 1.0)).unwrap();
+        assert_eq!(p.kind, PatternKind::Periodic);
+        assert!((p.characteristics.period_secs.unwrap() - 20.0).abs() < 2.0, "{:?}", p.characteristics.period_secs);
+        let spikes = [5, 23, 61, 64, 120, 171];
+        let bursty = series(|t| if spikes.contains(&(t as usize)) { 900.0 } else { 100.0 + (t * 7.0).sin() }, 200, 1.0);
+        assert_eq!(classify(&bursty).unwrap().kind, PatternKind::Bursty);
+    }
+
+    #[test]
+    fn not_enough_data_is_an_answer_not_a_panic() {
+        assert!(classify(&[]).unwrap_err().to_string().contains("not enough data"));
+        assert!(classify(&[(1.0, 5.0)]).is_err());
+        assert!(classify(&[(1.0, 5.0); 20]).is_err(), "zero time span");
+        assert!(classify(&[(f64::NAN, 1.0); 20]).is_err());
+    }
+
+    #[test]
+    fn forecasts_and_flapping() {
+        let s = series(|t| 100.0 + 2.0 * t, 300, 1.0);
+        let f = forecast(&s, 1000.0).unwrap();
+        assert!((f.eta_secs - (1000.0 - 698.0) / 2.0).abs() < 1.0, "{f:?}");
+        assert!(forecast(&series(|t| 100.0 - t, 50, 1.0), 1000.0).is_none());
+        let r = |v| Recommendation {
+            kind: RecommendationKind::DecreaseQuota,
+            suggested_hard: Some(v),
+            group: None,
+            rationale: String::new(),
+            confidence: 1.0,
+        };
+        assert!(replaces(None, &r(100)));
+        assert!(!replaces(Some(&r(100)), &r(109)));
+        assert!(replaces(Some(&r(100)), &r(111)));
+    }
+
+    fn arb_series() -> impl Strategy<Value = Vec<(f64, f64)>> {
+        prop::collection::vec((0.0f64..10_000.0, 0.0f64..1e6), 0..120)
+    }
+
+    proptest! {
+        #[test]
+        fn scaling_keeps_the_pattern(s in arb_series(), k in prop_oneof![Just(1e-3), Just(8.0), Just(1024.0), Just(1e6)]) {
+            let a = classify(&s);
+            let b = classify(&s.iter().map(|(t, v)| (*t, v * k)).collect::<Vec<_>>());
+            match (a, b) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a.kind, b.kind),
+                (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "{:?} vs {:?}", a, b),
+            }
+        }
+
+        #[test]
+        fn order_does_not_matter(s in arb_series(), seed in any::<u64>()) {
+            let mut shuffled = s.clone();
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let (a, b) = (classify(&s), classify(&shuffled));
+            prop_assert_eq!(a.map(|p| p.kind), b.map(|p| p.kind));
+        }
+    }
+}
