@@ -223,6 +223,10 @@ pub fn classify(samples: &[(f64, f64)]) -> Result<Pattern, NotEnoughData> {
     let cycles = if lag > 0 { grid.len() as f64 / lag as f64 } else { 0.0 };
 
     let change = slope * span / scale;
+    // How large the detrended wiggle is next to the level and the trend: a
+    // faint ripple on a leak is still a leak.
+    let resid_rel = (resid.iter().map(|x| x * x).sum::<f64>() / n).sqrt() / scale;
+    let trend_strong = change.abs() >= 0.1 && (r2 >= 0.5 || t_stat >= 10.0);
     let trend_per_hour = slope * 3600.0 / scale;
     let characteristics = Characteristics {
         count: v.len(),
@@ -242,9 +246,9 @@ pub fn classify(samples: &[(f64, f64)]) -> Result<Pattern, NotEnoughData> {
     };
     let (kind, confidence, period) = if spikes >= 2 && spike_fraction <= 0.3 && acf < 0.6 {
         (PatternKind::Bursty, (0.6 + spike_fraction * 4.0).min(1.0), None)
-    } else if acf >= 0.45 && cycles >= 2.0 {
+    } else if acf >= 0.45 && cycles >= 2.0 && resid_rel >= 0.02 && !(trend_strong && change.abs() > 4.0 * resid_rel) {
         (PatternKind::Periodic, acf.clamp(0.0, 1.0), Some(lag as f64 * step))
-    } else if change.abs() >= 0.1 && (r2 >= 0.5 || t_stat >= 10.0) {
+    } else if trend_strong {
         let k = if slope > 0.0 { PatternKind::Growing } else { PatternKind::Declining };
         (k, r2.max((t_stat / 30.0).min(1.0)).clamp(0.0, 1.0), None)
     } else {

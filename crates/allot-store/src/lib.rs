@@ -386,6 +386,91 @@ impl Store {
         self.conn.execute("DELETE FROM rollups WHERE minute < ?1", params![sql_i(before_minute)]).map_err(self.sql())
     }
 
+    /// Store a batch of raw samples `(agent, resource, at_ms, value)` in one transaction.
+    pub fn put_samples(&mut self, batch: &[(String, String, u64, u64)]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |source| StoreError::Sql { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut stmt = tx.prepare_cached("INSERT INTO samples (agent, resource, at_ms, value) VALUES (?1, ?2, ?3, ?4)").map_err(e)?;
+            for (a, r, at, v) in batch {
+                stmt.execute(params![a, r, sql_i(*at), sql_i(*v)]).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Raw samples of an agent's resource since a time, oldest first.
+    pub fn samples(&self, agent: &str, resource: &str, since_ms: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at_ms, value FROM samples WHERE agent = ?1 AND resource = ?2 AND at_ms >= ?3 ORDER BY at_ms")
+            .map_err(self.sql())?;
+        let rows = stmt.query_map(params![agent, resource, sql_i(since_ms)], |r| Ok((ms(r.get(0)?), ms(r.get(1)?)))).map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    /// The resources with samples for an agent.
+    pub fn sampled_resources(&self, agent: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT DISTINCT resource FROM samples WHERE agent = ?1 ORDER BY resource").map_err(self.sql())?;
+        let rows = stmt.query_map(params![agent], |r| r.get(0)).map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    /// Delete samples older than a time (retention); returns how many.
+    pub fn prune_samples(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.conn.execute("DELETE FROM samples WHERE at_ms < ?1", params![sql_i(before_ms)]).map_err(self.sql())
+    }
+
+    /// Store the latest analysis of an agent's resource (one row per agent and
+    /// resource: one agent's run never touches another's).
+    pub fn put_analysis(
+        &self,
+        agent: &str,
+        resource: &str,
+        at_ms: u64,
+        pattern: &Value,
+        recommendation: Option<&Value>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO analyses (agent, resource, at_ms, pattern, recommendation) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(agent, resource) DO UPDATE SET at_ms = ?3, pattern = ?4, recommendation = COALESCE(?5, recommendation)",
+                params![agent, resource, sql_i(at_ms), pattern.to_string(), recommendation.map(Value::to_string)],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// Analyses, for one agent or all: (agent, resource, at_ms, pattern, recommendation).
+    #[allow(clippy::type_complexity)]
+    pub fn analyses(&self, agent: Option<&str>) -> Result<Vec<(String, String, u64, Value, Option<Value>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT agent, resource, at_ms, pattern, recommendation FROM analyses WHERE (?1 IS NULL OR agent = ?1) ORDER BY agent, resource")
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![agent], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .map_err(self.sql())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (a, r, at, p, rec) = row.map_err(self.sql())?;
+            let bad = |source| StoreError::Json { path: self.path.clone(), what: format!("analysis {a}/{r}"), source };
+            let p: Value = serde_json::from_str(&p).map_err(bad)?;
+            let rec = rec.map(|x| serde_json::from_str(&x)).transpose().map_err(bad)?;
+            out.push((a, r, ms(at), p, rec));
+        }
+        Ok(out)
+    }
+
     /// Run `f` in one transaction (all or nothing).
     pub fn transaction<T>(&mut self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.sql())?;

@@ -6,7 +6,8 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// The migrations; index + 1 is the version each brings the schema to.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE agents (
     id TEXT PRIMARY KEY,
     grp TEXT NOT NULL,
@@ -48,7 +49,25 @@ CREATE TABLE rollups (
     count INTEGER NOT NULL,
     PRIMARY KEY (agent, resource, minute)
 );
-"];
+",
+    "
+CREATE TABLE samples (
+    agent TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    value INTEGER NOT NULL
+);
+CREATE INDEX samples_agent ON samples (agent, resource, at_ms);
+CREATE TABLE analyses (
+    agent TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    pattern TEXT NOT NULL,
+    recommendation TEXT,
+    PRIMARY KEY (agent, resource)
+);
+",
+];
 
 /// The schema version this build knows.
 pub(crate) const CURRENT: i64 = MIGRATIONS.len() as i64;

@@ -11,14 +11,14 @@ fn migrates_once_uses_wal_and_keeps_sequence_numbers_across_reopening() {
     let path = dir.path().join("nested/state.db");
     {
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 1);
+        assert_eq!(s.schema_version().unwrap(), 2);
         assert_eq!(s.journal_mode().unwrap(), "wal");
         assert!(s.has_table("events").unwrap() && s.has_table("rollups").unwrap());
         assert_eq!(s.append_event(1000, "resource_management.agent.started", Some("a"), &json!({"pid": 7})).unwrap(), 1);
         assert_eq!(s.append_event(2000, "resource_management.quota.warning", Some("a"), &json!({})).unwrap(), 2);
     }
     let s = Store::open(&path).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 1, "no migration twice");
+    assert_eq!(s.schema_version().unwrap(), 2, "no migration twice");
     assert_eq!(s.last_seq().unwrap(), 2);
     assert_eq!(s.append_event(3000, "x", None, &json!(null)).unwrap(), 3, "sequence continues");
     let ev = s.events_since(1, 10).unwrap();
@@ -82,4 +82,23 @@ fn a_newer_schema_is_refused_without_touching_it() {
     drop(c);
     let e = Store::open(&path).unwrap_err().to_string();
     assert!(e.contains("schema version 99"), "{e}");
+}
+
+#[test]
+fn samples_and_analyses_are_kept_per_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+    s.put_samples(&[("a".into(), "cpu".into(), 1000, 5), ("a".into(), "cpu".into(), 2000, 7), ("b".into(), "cpu".into(), 1500, 9)])
+        .unwrap();
+    assert_eq!(s.samples("a", "cpu", 0).unwrap(), [(1000, 5), (2000, 7)]);
+    assert_eq!(s.samples("a", "cpu", 1500).unwrap(), [(2000, 7)]);
+    assert_eq!(s.sampled_resources("b").unwrap(), ["cpu"]);
+    s.put_analysis("a", "cpu", 10, &json!({"pattern": "steady"}), Some(&json!({"kind": "decrease_quota"}))).unwrap();
+    s.put_analysis("b", "cpu", 11, &json!({"pattern": "growing"}), None).unwrap();
+    s.put_analysis("a", "cpu", 12, &json!({"pattern": "bursty"}), None).unwrap();
+    let all = s.analyses(None).unwrap();
+    assert_eq!(all.len(), 2, "one row per agent and resource; b's run did not erase a's");
+    assert_eq!(all[0].3["pattern"], "bursty");
+    assert_eq!(all[0].4.as_ref().unwrap()["kind"], "decrease_quota", "kept until replaced");
+    assert_eq!(s.prune_samples(1600).unwrap(), 2);
 }

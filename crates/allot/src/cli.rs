@@ -34,6 +34,13 @@ pub(crate) enum Command {
     History(HistoryArgs),
     /// Show the recorded events.
     Events(EventsArgs),
+    /// Classify a usage series from CSV (`timestamp_seconds,value` per line):
+    /// pattern, confidence, characteristics, forecast and recommendation.
+    Analyze(AnalyzeArgs),
+    /// Show the latest recommendation per agent and resource from the state database.
+    Recommend(RecommendArgs),
+    /// Report usage, violations, actions and recommendations for a time range.
+    Report(ReportArgs),
     /// Benchmarks (figures printed, not asserted).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -99,6 +106,61 @@ pub(crate) struct EventsArgs {
     pub(crate) state: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct AnalyzeArgs {
+    /// The CSV file: `timestamp_seconds,value` per line (a header line is allowed).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) csv: PathBuf,
+    /// The resource the values measure (sets the units of --limit).
+    #[arg(long, default_value = "memory")]
+    pub(crate) resource: String,
+    /// Take the limits from this group.
+    #[arg(long, conflicts_with = "limit")]
+    pub(crate) group: Option<String>,
+    /// Limits as soft=...,hard=... in human units of the resource.
+    #[arg(long, value_name = "soft=Q,hard=Q")]
+    pub(crate) limit: Option<String>,
+    /// Forecast horizon for the predictive warning.
+    #[arg(long, default_value = "10m")]
+    pub(crate) horizon: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RecommendArgs {
+    /// Only this agent.
+    pub(crate) agent: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The state database.
+    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    pub(crate) state: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// Only this agent (default: all).
+    pub(crate) agent: Option<String>,
+    /// Every agent (the default when no agent is named).
+    #[arg(long, conflicts_with = "agent")]
+    pub(crate) all: bool,
+    /// How far back, such as 1h or 30m.
+    #[arg(long, default_value = "1h")]
+    pub(crate) since: String,
+    /// text, json, svg or html.
+    #[arg(long, default_value = "text")]
+    pub(crate) format: String,
+    /// Write here instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// The state database.
+    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    pub(crate) state: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
     /// Start N real agents (each two processes in its own cgroup) and report
@@ -106,6 +168,22 @@ pub(crate) enum BenchCommand {
     ///
     /// Needs root and cgroups, python3 with psutil (pip install psutil).
     Sample(BenchSampleArgs),
+    /// Evaluate the pattern classifier on a generated labelled corpus and the
+    /// forecasts on generated leaks: accuracy per class, confusion matrix, errors.
+    Analytics(BenchAnalyticsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchAnalyticsArgs {
+    /// Series per class.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) per_class: usize,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

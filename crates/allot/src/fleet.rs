@@ -69,11 +69,24 @@ pub struct Settings {
     pub sample_interval: std::time::Duration,
     /// Every how many samples files, sockets and I/O are read (default 5).
     pub slow_every: u32,
+    /// How often analytics run (default 5 min).
+    pub analytics_interval: std::time::Duration,
+    /// The window analytics look at (default 1 h).
+    pub analytics_window: std::time::Duration,
+    /// Warn when the hard limit is forecast within this (default 10 min).
+    pub forecast_horizon: std::time::Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { policy: allot_core::PolicyConfig::default(), sample_interval: std::time::Duration::from_secs(1), slow_every: 5 }
+        Settings {
+            policy: allot_core::PolicyConfig::default(),
+            sample_interval: std::time::Duration::from_secs(1),
+            slow_every: 5,
+            analytics_interval: std::time::Duration::from_secs(300),
+            analytics_window: std::time::Duration::from_secs(3600),
+            forecast_horizon: std::time::Duration::from_secs(600),
+        }
     }
 }
 
@@ -421,7 +434,18 @@ fn parse_settings(cx: &mut Ctx<'_>, v: &Value<'_>) -> Settings {
     cx.only(
         t,
         "policy",
-        &["delays", "terminate_grace", "scale_down_deadline", "recovery_dwell", "recovery_stage_interval", "sample_interval", "slow_every"],
+        &[
+            "delays",
+            "terminate_grace",
+            "scale_down_deadline",
+            "recovery_dwell",
+            "recovery_stage_interval",
+            "sample_interval",
+            "slow_every",
+            "analytics_interval",
+            "analytics_window",
+            "forecast_horizon",
+        ],
     );
     if let Some(d) = t.get("delays") {
         if let Some(dt) = cx.table(d, "policy.delays") {
@@ -445,12 +469,18 @@ fn parse_settings(cx: &mut Ctx<'_>, v: &Value<'_>) -> Settings {
         ("recovery_dwell", &mut p.recovery.dwell),
         ("recovery_stage_interval", &mut p.recovery.stage_interval),
         ("sample_interval", &mut st.sample_interval),
+        ("analytics_interval", &mut st.analytics_interval),
+        ("analytics_window", &mut st.analytics_window),
+        ("forecast_horizon", &mut st.forecast_horizon),
     ] {
         if let Some(dv) = t.get(key) {
             if let Some(d) = cx.duration(dv, &format!("policy.{key}")) {
                 *slot = d;
             }
         }
+    }
+    if st.analytics_interval < std::time::Duration::from_secs(1) {
+        cx.err(t.get("analytics_interval").map_or(v.span(), |x| x.span()), "policy.analytics_interval", "must be at least 1s");
     }
     if st.sample_interval < std::time::Duration::from_millis(10) {
         cx.err(t.get("sample_interval").map_or(v.span(), |x| x.span()), "policy.sample_interval", "must be at least 10ms");

@@ -91,6 +91,29 @@ fn the_example_fleet_exercises_every_action_within_the_minute() {
         history.iter().any(|r| r.action == "throttle" && r.outcome == "success" && r.detail.contains("cpu.cfs_quota_us")),
         "a real cgroup write is recorded"
     );
+
+    // Analytics ran (every 15 s in the example, and at the end) and a report can be drawn from the run.
+    assert!(topics.contains("resource_management.recommendation"), "{topics:?}");
+    let report = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_allot")).args(args).arg("--state").arg(&state).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let svg = report(&["report", "leaker", "--format", "svg"]);
+    assert!(svg.starts_with("<svg") && svg.contains(r#"class="limit-hard""#) && svg.contains(r#"class="limit-soft""#), "limit lines");
+    assert!(svg.contains(r#"class="action" data-action="throttle""#), "action markers");
+    let html = report(&["report", "--all", "--format", "html"]);
+    assert!(html.contains("<h2>doomed") && html.contains(r#"data-action="terminate""#) && html.contains(r#"class="limit-hard""#));
+    let json: Value = serde_json::from_str(&report(&["report", "--format", "json"])).unwrap();
+    let leaker = json.as_array().unwrap().iter().find(|a| a["agent"] == "leaker").unwrap();
+    let mem = leaker["resources"].as_array().unwrap().iter().find(|r| r["resource"] == "memory").unwrap();
+    assert!(mem["p95"].as_u64().unwrap() > mem["hard"].as_u64().unwrap() && mem["violations"].as_u64().unwrap() >= 1, "{mem}");
+    assert_eq!(mem["pattern"], "growing", "{mem}");
+    let recs: Value = serde_json::from_str(&report(&["recommend", "leaker", "--json"])).unwrap();
+    assert!(
+        recs.as_array().unwrap().iter().any(|r| r["resource"] == "memory" && r["recommendation"]["kind"] == "increase_quota"),
+        "{recs}"
+    );
 }
 
 fn pids_of(state: &Path) -> Vec<(u32, Vec<PathBuf>)> {
@@ -163,7 +186,7 @@ limits.processes = { soft = 5, hard = 8, burst = 12, burst_window = "5s", action
 
     // The state database is intact and readable.
     let store = Store::open_read_only(&state).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
     let last = store.last_seq().unwrap();
     assert!(last > 0 && store.events_since(0, 100_000).unwrap().len() as u64 == last);
     drop(store);

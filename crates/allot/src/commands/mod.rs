@@ -1,9 +1,11 @@
 //! One module per command; `run` dispatches.
 
+mod analyze;
 mod bench;
 mod groups;
 mod history;
 mod host;
+mod report;
 mod up;
 mod validate;
 
@@ -20,6 +22,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Host(a) => host::run(&a),
         Command::Validate(a) => Ok(validate::run(&a)),
         Command::Bench(BenchCommand::Sample(a)) => bench::sample(&a),
+        Command::Bench(BenchCommand::Analytics(a)) => analyze::evaluate(&a),
+        Command::Analyze(a) => analyze::run(&a),
+        Command::Recommend(a) => report::recommend(&a),
+        Command::Report(a) => report::report(&a),
         Command::Up(a) => up::run(&a),
         Command::History(a) => history::history(&a),
         Command::Events(a) => history::events(&a),

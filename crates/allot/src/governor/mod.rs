@@ -149,6 +149,13 @@ pub struct Governor<B: Backend> {
     custom_rx: mpsc::UnboundedReceiver<CustomResult>,
     host_suspended: BTreeSet<AgentId>,
     notify: bool,
+    /// Recent samples per agent and resource, for analytics: (seconds, value).
+    windows: BTreeMap<(AgentId, Resource), VecDeque<(f64, f64)>>,
+    /// Samples waiting to be stored.
+    pending_samples: Vec<(String, String, u64, u64)>,
+    /// The latest recommendation per agent and resource (no flapping).
+    recommendations: BTreeMap<(AgentId, Resource), allot_core::analytics::Recommendation>,
+    next_analytics: Time,
 }
 
 impl<B: Backend> std::fmt::Debug for Governor<B> {
@@ -202,7 +209,14 @@ impl<B: Backend> Governor<B> {
             custom_rx,
             host_suspended: BTreeSet::new(),
             notify: opts.notify,
+            windows: BTreeMap::new(),
+            pending_samples: Vec::new(),
+            recommendations: BTreeMap::new(),
+            next_analytics: Time::ZERO,
         };
+        g.next_analytics = g.clock.now().plus(g.settings.analytics_interval);
+        // Raw samples are kept 24 h.
+        let _ = g.store.prune_samples(g.clock.now().as_millis().saturating_sub(86_400_000));
         g.recover_leftovers()?;
         for def in fleet.agents {
             let channel = Channel::create(&g.channel_dir, def.spec.id.as_str(), def.notify_signal)?;
@@ -310,7 +324,7 @@ impl<B: Backend> Governor<B> {
         r.terminating = None;
         let quota_json = quota.as_ref().map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null));
         let _ = r.channel.send("quota", json!({"quota": quota_json}), now.as_millis(), None);
-        let spec = json!({"command": r.def.command, "priority": r.def.spec.priority.get()});
+        let spec = json!({"command": r.def.command, "priority": r.def.spec.priority.get(), "quota": quota_json});
         let stored = allot_store::StoredAgent {
             id: id.to_string(),
             group: r.def.spec.group.clone(),
@@ -427,6 +441,7 @@ impl<B: Backend> Governor<B> {
                     for id in ids {
                         self.sample(&id, slow);
                     }
+                    self.flush_samples();
                     self.reap(notifier.as_ref());
                     if slow {
                         self.host_pressure();
@@ -496,7 +511,7 @@ impl<B: Backend> Governor<B> {
     }
 
     fn next_timer(&self) -> Option<Time> {
-        let own = self.timers.iter().map(|(t, _)| *t).min();
+        let own = self.timers.iter().map(|(t, _)| *t).chain(std::iter::once(self.next_analytics)).min();
         match (own, self.policy.next_due()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -507,6 +522,10 @@ impl<B: Backend> Governor<B> {
         let now = self.clock.now();
         let decisions = self.policy.advance(now);
         self.execute_all(decisions);
+        if now >= self.next_analytics {
+            self.next_analytics = now.plus(self.settings.analytics_interval);
+            self.run_analytics(now);
+        }
         let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.timers).into_iter().partition(|(t, _)| *t <= now);
         self.timers = rest;
         for (at, t) in due {
@@ -566,8 +585,16 @@ impl<B: Backend> Governor<B> {
         r.samples += 1;
         let mut decisions = Vec::new();
         let mut alerts = Vec::new();
+        let window_secs = self.settings.analytics_window.as_secs_f64();
+        let secs = now.as_millis() as f64 / 1000.0;
         for (res, v) in values {
             r.usage.insert(res.clone(), v);
+            self.pending_samples.push((id.to_string(), res.name().to_owned(), now.as_millis(), v));
+            let w = self.windows.entry((id.clone(), res.clone())).or_default();
+            w.push_back((secs, v as f64));
+            while w.front().is_some_and(|(t, _)| secs - t > window_secs) {
+                w.pop_front();
+            }
             if let Some(roll) = self.roller.add(id.as_str(), res.name(), v, now.as_millis()) {
                 let _ = self.store.put_rollup(id.as_str(), res.name(), &roll);
             }
@@ -585,6 +612,62 @@ impl<B: Backend> Governor<B> {
             self.emit(now, topic, Some(id.as_str()), data);
         }
         self.execute_all(decisions);
+    }
+
+    fn flush_samples(&mut self) {
+        if self.pending_samples.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending_samples);
+        if let Err(e) = self.store.put_samples(&batch) {
+            eprintln!("allot: error: {e}");
+        }
+    }
+
+    /// Analytics over the window (SPEC section 6): pattern per agent and
+    /// resource, forecasts (a predictive alert when the hard limit is
+    /// forecast within the horizon) and recommendations, stored per agent.
+    fn run_analytics(&mut self, now: Time) {
+        use allot_core::analytics::{self, GroupFit};
+        let horizon = self.settings.forecast_horizon.as_secs_f64();
+        let keys: Vec<(AgentId, Resource)> = self.windows.keys().cloned().collect();
+        for (id, res) in keys {
+            let Some(q) = self.ledger.quota(&id).cloned() else { continue };
+            let Some(limit) = q.limits.get(&res).cloned() else { continue };
+            let samples: Vec<(f64, f64)> =
+                self.windows.get(&(id.clone(), res.clone())).map(|w| w.iter().copied().collect()).unwrap_or_default();
+            let Ok(pattern) = analytics::classify(&samples) else { continue };
+            let fc = analytics::forecast(&samples, limit.hard as f64);
+            let fits: Vec<GroupFit> = self
+                .ledger
+                .groups()
+                .filter_map(|g| g.limits.get(&res).map(|l| GroupFit { group: g.name.clone(), soft: l.soft, hard: l.hard }))
+                .collect();
+            let rec = analytics::recommend(&pattern, limit.soft, limit.hard, &q.group, &fits, horizon, fc.as_ref());
+            let pattern_json = json!({"pattern": pattern.kind.name(), "confidence": pattern.confidence, "characteristics": pattern.characteristics, "forecast_hard": fc});
+            let key = (id.clone(), res.clone());
+            let new_rec = rec.filter(|r| analytics::replaces(self.recommendations.get(&key), r));
+            let rec_json = new_rec.as_ref().map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
+            if let Err(e) = self.store.put_analysis(id.as_str(), res.name(), now.as_millis(), &pattern_json, rec_json.as_ref()) {
+                eprintln!("allot: error: {e}");
+            }
+            if let Some(f) = fc.as_ref().filter(|f| f.eta_secs <= horizon && f.eta_secs > 0.0) {
+                let th = Threshold { warning_level: 0, critical_level: u64::MAX };
+                let Ok(fkey) = AgentId::new(format!("forecast:{id}")) else { continue };
+                if self.alerts.check(&fkey, &res, 1, th, now).is_some() {
+                    self.emit(now, events::ALERT_FORECAST, Some(id.as_str()), json!({"resource": res.name(), "limit": limit.hard, "eta_secs": f.eta_secs, "eta_low_secs": f.eta_low_secs, "eta_high_secs": f.eta_high_secs.min(1e12), "pattern": pattern.kind.name()}));
+                }
+            }
+            if let (Some(r), Some(rj)) = (new_rec, rec_json) {
+                self.recommendations.insert(key, r);
+                self.emit(
+                    now,
+                    events::RECOMMENDATION,
+                    Some(id.as_str()),
+                    json!({"resource": res.name(), "recommendation": rj, "pattern": pattern.kind.name()}),
+                );
+            }
+        }
     }
 
     fn execute_all(&mut self, decisions: Vec<Decision>) {
@@ -817,6 +900,8 @@ impl<B: Backend> Governor<B> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.run_analytics(self.clock.now());
+        self.flush_samples();
         for (a, r, roll) in self.roller.flush() {
             let _ = self.store.put_rollup(&a, &r, &roll);
         }

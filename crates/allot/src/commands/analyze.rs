@@ -1,0 +1,173 @@
+//! `allot analyze --csv FILE` and `allot bench analytics`.
+
+use super::{Error, print};
+use crate::cli::{AnalyzeArgs, BenchAnalyticsArgs};
+use allot_core::analytics::{self, GroupFit, PATTERNS};
+use allot_core::quantity::{self, parse_duration};
+use allot_core::{Ledger, Resource};
+use serde_json::json;
+use std::process::ExitCode;
+
+/// Parse `timestamp_seconds,value` lines; every bad line is reported.
+pub(crate) fn parse_csv(text: &str, path: &str) -> Result<Vec<(f64, f64)>, Error> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let mut f = l.split(',').map(str::trim);
+        let (a, b) = (f.next().unwrap_or(""), f.next());
+        match (a.parse::<f64>(), b.map(str::parse::<f64>)) {
+            (Ok(t), Some(Ok(v))) if t.is_finite() && v.is_finite() && f.next().is_none() => out.push((t, v)),
+            _ if i == 0 && a.parse::<f64>().is_err() => {} // a header
+            _ => errors.push(format!("{path}:{}: expected `timestamp_seconds,value`, got {l:?}", i + 1)),
+        }
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors.join("\n").into()) }
+}
+
+pub(crate) fn run(args: &AnalyzeArgs) -> Result<ExitCode, Error> {
+    let path = args.csv.display().to_string();
+    let text = std::fs::read_to_string(&args.csv).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let samples = parse_csv(&text, &path)?;
+    let resource: Resource = args.resource.parse()?;
+    let horizon = parse_duration("--horizon", &args.horizon)?.as_secs_f64();
+    let ledger = Ledger::with_builtin_groups();
+    let (soft, hard, group) = match (&args.group, &args.limit) {
+        (Some(g), _) => {
+            let grp = ledger.group(g).ok_or_else(|| format!("--group: unknown group {g:?}"))?;
+            let l = grp.limits.get(&resource).ok_or_else(|| format!("--group {g}: no {resource} limit"))?;
+            (Some(l.soft), Some(l.hard), g.clone())
+        }
+        (None, Some(spec)) => {
+            let (mut soft, mut hard) = (None, None);
+            for part in spec.split(',') {
+                let (k, v) = part.split_once('=').ok_or_else(|| format!("--limit {spec:?}: expected soft=Q,hard=Q"))?;
+                let q = quantity::parse(&format!("--limit {k}"), resource.unit(), v)?.value;
+                match k.trim() {
+                    "soft" => soft = Some(q),
+                    "hard" => hard = Some(q),
+                    other => return Err(format!("--limit: unknown key {other:?}; use soft and hard").into()),
+                }
+            }
+            (soft.or(hard), hard, String::new())
+        }
+        (None, None) => (None, None, String::new()),
+    };
+    let pattern = match analytics::classify(&samples) {
+        Ok(p) => p,
+        Err(e) => {
+            if args.json {
+                print(&format!("{}\n", json!({"pattern": null, "error": e.to_string(), "samples": samples.len()})))?;
+            } else {
+                print(&format!("{path}: {e}\n"))?;
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let fc_hard = hard.and_then(|h| analytics::forecast(&samples, h as f64));
+    let fc_soft = soft.and_then(|s| analytics::forecast(&samples, s as f64));
+    let fits: Vec<GroupFit> = ledger
+        .groups()
+        .filter_map(|g| g.limits.get(&resource).map(|l| GroupFit { group: g.name.clone(), soft: l.soft, hard: l.hard }))
+        .collect();
+    let rec = hard.and_then(|h| analytics::recommend(&pattern, soft.unwrap_or(h), h, &group, &fits, horizon, fc_hard.as_ref()));
+    let predictive = fc_hard.as_ref().is_some_and(|f| f.eta_secs <= horizon);
+    if args.json {
+        let doc = json!({
+            "pattern": pattern.kind.name(),
+            "confidence": pattern.confidence,
+            "characteristics": pattern.characteristics,
+            "forecast": {"soft": fc_soft, "hard": fc_hard, "hard_within_horizon": predictive, "horizon_secs": horizon},
+            "recommendation": rec,
+        });
+        print(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+    } else {
+        let c = &pattern.characteristics;
+        let mut out = format!(
+            "{path}: {} (confidence {:.2})\n  samples {} over {:.0} s; mean {:.1}, cv {:.3}, min {:.1}, p95 {:.1}, peak {:.1}\n  trend {:+.1} % of the mean per hour (R^2 {:.2}); spikes {:.1} %; autocorrelation {:.2}{}\n",
+            pattern.kind.name(),
+            pattern.confidence,
+            c.count,
+            c.span_secs,
+            c.mean,
+            c.cv,
+            c.min,
+            c.p95,
+            c.peak,
+            c.trend_per_hour * 100.0,
+            c.trend_r2,
+            c.spike_fraction * 100.0,
+            c.autocorrelation,
+            c.period_secs.map_or(String::new(), |p| format!("; period {p:.1} s"))
+        );
+        for (name, f) in [("soft", &fc_soft), ("hard", &fc_hard)] {
+            if let Some(f) = f {
+                out.push_str(&format!(
+                    "  reaches the {name} limit {:.0} in {:.0} s (95 %: {:.0}-{:.0} s)\n",
+                    f.limit,
+                    f.eta_secs,
+                    f.eta_low_secs,
+                    f.eta_high_secs.min(1e12)
+                ));
+            }
+        }
+        if predictive {
+            out.push_str("  predictive warning: the hard limit is forecast within the horizon\n");
+        }
+        match &rec {
+            Some(r) => out.push_str(&format!(
+                "  recommendation: {:?} {} ({:.2}): {}\n",
+                r.kind,
+                r.suggested_hard.map_or(String::new(), |h| format!("hard {h}")),
+                r.confidence,
+                r.rationale
+            )),
+            None if hard.is_none() => out.push_str("  no limits given (--group or --limit): no recommendation\n"),
+            None => out.push_str("  recommendation: none (the quota fits)\n"),
+        }
+        print(&out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn evaluate(args: &BenchAnalyticsArgs) -> Result<ExitCode, Error> {
+    use allot_core::analytics_corpus::{evaluate, forecast_errors, generate};
+    if args.per_class == 0 {
+        return Err("--per-class must be at least 1".into());
+    }
+    let e = evaluate(&generate(args.per_class, args.seed));
+    let mut errs = forecast_errors(200, args.seed);
+    errs.sort_by(f64::total_cmp);
+    let (median, p90) = (errs[errs.len() / 2], errs[errs.len() * 9 / 10]);
+    if args.json {
+        let per: serde_json::Map<String, serde_json::Value> =
+            PATTERNS.iter().enumerate().map(|(i, p)| (p.name().to_owned(), json!(e.class_accuracy(i)))).collect();
+        let doc = json!({"series": e.total, "accuracy": e.accuracy(), "per_class": per, "confusion": e.matrix,
+            "classes": PATTERNS.iter().map(|p| p.name()).collect::<Vec<_>>(), "forecast_median_rel_error": median, "forecast_p90_rel_error": p90});
+        print(&format!("{doc}\n"))?;
+    } else {
+        let mut out =
+            format!("{} labelled series (seed {}): accuracy {:.1} %\n\ntruth \\ predicted", e.total, args.seed, e.accuracy() * 100.0);
+        for p in PATTERNS {
+            out.push_str(&format!(" {:>9}", p.name()));
+        }
+        out.push_str("  accuracy\n");
+        for (i, p) in PATTERNS.iter().enumerate() {
+            out.push_str(&format!("{:>17}", p.name()));
+            for n in e.matrix[i] {
+                out.push_str(&format!(" {n:>9}"));
+            }
+            out.push_str(&format!("  {:>7.1} %\n", e.class_accuracy(i) * 100.0));
+        }
+        out.push_str(&format!(
+            "\nforecast of time to limit on 200 generated leaks (5 min of 1 s samples): median relative error {:.2} %, p90 {:.2} %\n",
+            median * 100.0,
+            p90 * 100.0
+        ));
+        print(&out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,67 @@
+//! `allot analyze --csv` and `allot bench analytics` as a user runs them.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn allot(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_allot")).args(args).output().unwrap()
+}
+
+fn csv(dir: &std::path::Path, name: &str, rows: impl Iterator<Item = (f64, f64)>) -> String {
+    let p = dir.join(name);
+    let mut s = String::from("timestamp_seconds,value\n");
+    for (t, v) in rows {
+        s.push_str(&format!("{t},{v}\n"));
+    }
+    std::fs::write(&p, s).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn a_leak_is_growing_with_a_forecast_and_an_increase_recommendation() {
+    let d = tempfile::tempdir().unwrap();
+    // 5 minutes at 1 s: 100 MB growing 100 kB/s, with a hard limit of 200 MB.
+    let f = csv(d.path(), "leak.csv", (0..300).map(|t| (t as f64, 100e6 + 1e5 * t as f64 + ((t * 7919) % 13) as f64 * 1e4)));
+    let o = allot(&["analyze", "--csv", &f, "--resource", "memory", "--limit", "soft=150M,hard=200M", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["pattern"], "growing");
+    assert!(v["confidence"].as_f64().unwrap() > 0.9);
+    for key in ["mean", "variance", "trend_per_hour", "trend_r2", "peak", "min", "count", "cv"] {
+        assert!(v["characteristics"][key].is_number(), "{key}");
+    }
+    let eta = v["forecast"]["hard"]["eta_secs"].as_f64().unwrap();
+    // The line reaches 200 MB at t = 1000 s, 701 s after the last sample.
+    assert!((eta - 701.0).abs() < 35.0, "{eta}");
+    assert_eq!(v["forecast"]["hard_within_horizon"], false, "701 s is beyond the 10 min horizon");
+    assert_eq!(v["recommendation"]["kind"], "increase_quota");
+    let text = allot(&["analyze", "--csv", &f, "--group", "standard_agent"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("growing"));
+}
+
+#[test]
+fn too_little_data_and_bad_lines_are_clear() {
+    let d = tempfile::tempdir().unwrap();
+    let one = csv(d.path(), "one.csv", std::iter::once((0.0, 5.0)));
+    let o = allot(&["analyze", "--csv", &one, "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["pattern"].is_null() && v["error"].as_str().unwrap().contains("not enough data"));
+    let bad = d.path().join("bad.csv");
+    std::fs::write(&bad, "1,2\n2,x\n3,4,5\n").unwrap();
+    let o = allot(&["analyze", "--csv", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.csv:2: expected `timestamp_seconds,value`") && err.contains("bad.csv:3:"), "{err}");
+}
+
+#[test]
+fn the_corpus_evaluation_prints_the_confusion_matrix() {
+    let o = allot(&["bench", "analytics", "--per-class", "100", "--json"]);
+    assert!(o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["series"], 500);
+    assert!(v["accuracy"].as_f64().unwrap() >= 0.95, "{v}");
+    assert_eq!(v["confusion"].as_array().unwrap().len(), 5);
+    assert!(v["forecast_median_rel_error"].as_f64().unwrap() <= 0.10);
+}
