@@ -348,19 +348,27 @@ pub fn recommend(
     let need = (c.p95 * MARGIN).ceil().max(0.0) as u64;
     match p.kind {
         PatternKind::Growing => {
-            let projected = (c.p95 + c.slope_per_sec * horizon_secs.max(3600.0)) * MARGIN;
-            let when = fc.map_or_else(
-                || "not within the window".to_owned(),
-                |f| format!("in about {:.0} s ({:.0}-{:.0} s)", f.eta_secs, f.eta_low_secs, f.eta_high_secs.min(1e12)),
-            );
+            // Room for the growth expected over the horizon, with the margin.
+            let projected = (c.p95 + c.slope_per_sec * horizon_secs) * MARGIN;
+            let when = match fc {
+                Some(f) if f.eta_secs <= 0.0 => "and it is already above the hard limit".to_owned(),
+                Some(f) => format!(
+                    "at this rate it reaches the hard limit in about {:.0} s ({:.0}-{:.0} s)",
+                    f.eta_secs,
+                    f.eta_low_secs,
+                    f.eta_high_secs.min(1e12)
+                ),
+                None => "no crossing of the hard limit is forecast".to_owned(),
+            };
             Some(Recommendation {
                 kind: RecommendationKind::IncreaseQuota,
                 suggested_hard: Some((projected.ceil() as u64).max(hard)),
                 group: None,
                 rationale: format!(
-                    "usage grows by {:.0} % of its mean per hour (R^2 {:.2}); at this rate it reaches the hard limit {when}",
+                    "usage grows by {:.0} % of its mean per hour (R^2 {:.2}), {when}; suggested hard: the 95th percentile plus the growth over {:.0} s, plus 15 %",
                     c.trend_per_hour * 100.0,
-                    c.trend_r2
+                    c.trend_r2,
+                    horizon_secs
                 ),
                 confidence: p.confidence,
             })

@@ -109,8 +109,17 @@ pub(crate) struct EventsArgs {
 #[derive(Debug, Args)]
 pub(crate) struct AnalyzeArgs {
     /// The CSV file: `timestamp_seconds,value` per line (a header line is allowed).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) csv: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "agent", conflicts_with = "agent")]
+    pub(crate) csv: Option<PathBuf>,
+    /// Analyze an agent's recorded samples from the state database instead (on demand).
+    #[arg(long)]
+    pub(crate) agent: Option<String>,
+    /// With --agent: how far back to look.
+    #[arg(long, default_value = "1h")]
+    pub(crate) window: String,
+    /// With --agent: the state database.
+    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    pub(crate) state: PathBuf,
     /// The resource the values measure (sets the units of --limit).
     #[arg(long, default_value = "memory")]
     pub(crate) resource: String,

@@ -29,10 +29,31 @@ pub(crate) fn parse_csv(text: &str, path: &str) -> Result<Vec<(f64, f64)>, Error
 }
 
 pub(crate) fn run(args: &AnalyzeArgs) -> Result<ExitCode, Error> {
-    let path = args.csv.display().to_string();
-    let text = std::fs::read_to_string(&args.csv).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let samples = parse_csv(&text, &path)?;
     let resource: Resource = args.resource.parse()?;
+    let (path, samples, stored_limits) = match (&args.csv, &args.agent) {
+        (Some(csv), _) => {
+            let path = csv.display().to_string();
+            let text = std::fs::read_to_string(csv).map_err(|e| format!("cannot read {path}: {e}"))?;
+            let samples = parse_csv(&text, &path)?;
+            (path, samples, None)
+        }
+        (None, Some(agent)) => {
+            if !args.state.exists() {
+                return Err(format!("no state database at {}", args.state.display()).into());
+            }
+            let store = allot_store::Store::open_read_only(&args.state)?;
+            let stored = store.agent(agent)?.ok_or_else(|| format!("no agent {agent:?} in {}", args.state.display()))?;
+            let window = parse_duration("--window", &args.window)?;
+            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, allot_core::time::duration_millis);
+            let since = now_ms.saturating_sub(allot_core::time::duration_millis(window));
+            let samples: Vec<(f64, f64)> =
+                store.samples(agent, resource.name(), since)?.into_iter().map(|(t, v)| (t as f64 / 1000.0, v as f64)).collect();
+            let l = &stored.spec["quota"]["limits"][resource.name()];
+            let limits = l["hard"].as_u64().map(|h| (l["soft"].as_u64().unwrap_or(h), h, stored.group.clone()));
+            (format!("{agent} {resource}"), samples, limits)
+        }
+        (None, None) => return Err("give --csv FILE or --agent NAME".into()),
+    };
     let horizon = parse_duration("--horizon", &args.horizon)?.as_secs_f64();
     let ledger = Ledger::with_builtin_groups();
     let (soft, hard, group) = match (&args.group, &args.limit) {
@@ -54,7 +75,10 @@ pub(crate) fn run(args: &AnalyzeArgs) -> Result<ExitCode, Error> {
             }
             (soft.or(hard), hard, String::new())
         }
-        (None, None) => (None, None, String::new()),
+        (None, None) => match stored_limits {
+            Some((soft, hard, group)) => (Some(soft), Some(hard), group),
+            None => (None, None, String::new()),
+        },
     };
     let pattern = match analytics::classify(&samples) {
         Ok(p) => p,
@@ -74,7 +98,7 @@ pub(crate) fn run(args: &AnalyzeArgs) -> Result<ExitCode, Error> {
         .filter_map(|g| g.limits.get(&resource).map(|l| GroupFit { group: g.name.clone(), soft: l.soft, hard: l.hard }))
         .collect();
     let rec = hard.and_then(|h| analytics::recommend(&pattern, soft.unwrap_or(h), h, &group, &fits, horizon, fc_hard.as_ref()));
-    let predictive = fc_hard.as_ref().is_some_and(|f| f.eta_secs <= horizon);
+    let predictive = fc_hard.as_ref().is_some_and(|f| f.eta_secs > 0.0 && f.eta_secs <= horizon);
     if args.json {
         let doc = json!({
             "pattern": pattern.kind.name(),
@@ -104,14 +128,16 @@ pub(crate) fn run(args: &AnalyzeArgs) -> Result<ExitCode, Error> {
             c.period_secs.map_or(String::new(), |p| format!("; period {p:.1} s"))
         );
         for (name, f) in [("soft", &fc_soft), ("hard", &fc_hard)] {
-            if let Some(f) = f {
-                out.push_str(&format!(
+            match f {
+                Some(f) if f.eta_secs <= 0.0 => out.push_str(&format!("  already above the {name} limit {:.0}\n", f.limit)),
+                Some(f) => out.push_str(&format!(
                     "  reaches the {name} limit {:.0} in {:.0} s (95 %: {:.0}-{:.0} s)\n",
                     f.limit,
                     f.eta_secs,
                     f.eta_low_secs,
                     f.eta_high_secs.min(1e12)
-                ));
+                )),
+                None => {}
             }
         }
         if predictive {

@@ -643,7 +643,13 @@ impl<B: Backend> Governor<B> {
                 .groups()
                 .filter_map(|g| g.limits.get(&res).map(|l| GroupFit { group: g.name.clone(), soft: l.soft, hard: l.hard }))
                 .collect();
-            let rec = analytics::recommend(&pattern, limit.soft, limit.hard, &q.group, &fits, horizon, fc.as_ref());
+            let mut rec = analytics::recommend(&pattern, limit.soft, limit.hard, &q.group, &fits, horizon, fc.as_ref());
+            // A group change must fit every resource the agent uses, not just this one.
+            if let Some(g) = rec.as_ref().filter(|r| r.kind == analytics::RecommendationKind::ChangeGroup).and_then(|r| r.group.clone()) {
+                if !self.group_fits_all(&id, &g) {
+                    rec = None;
+                }
+            }
             let pattern_json = json!({"pattern": pattern.kind.name(), "confidence": pattern.confidence, "characteristics": pattern.characteristics, "forecast_hard": fc});
             let key = (id.clone(), res.clone());
             let new_rec = rec.filter(|r| analytics::replaces(self.recommendations.get(&key), r));
@@ -668,6 +674,19 @@ impl<B: Backend> Governor<B> {
                 );
             }
         }
+    }
+
+    /// Whether group `g`'s hard limits cover the 95th percentile plus the
+    /// margin of every resource of `id` measured in the window.
+    fn group_fits_all(&self, id: &AgentId, g: &str) -> bool {
+        let Some(group) = self.ledger.group(g) else { return false };
+        self.windows.iter().filter(|((a, _), _)| a == id).all(|((_, res), w)| {
+            let Some(l) = group.limits.get(res) else { return true };
+            let mut v: Vec<f64> = w.iter().map(|(_, x)| *x).collect();
+            v.sort_by(f64::total_cmp);
+            let p95 = v.get(((v.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
+            p95 * allot_core::analytics::MARGIN <= l.hard as f64
+        })
     }
 
     fn execute_all(&mut self, decisions: Vec<Decision>) {
