@@ -305,3 +305,44 @@ async fn never_restart_leaves_it_exited() {
     assert_eq!(r.log.calls().iter().filter(|(_, s)| s == "start").count(), 1);
     assert!(r.exits["a"].starts_with("exit status 1"), "{:?}", r.exits);
 }
+
+#[tokio::test(start_paused = true)]
+async fn analytics_run_on_their_timer_and_warn_of_a_forecast_crossing() {
+    // Memory grows 100 kB/s from 100 MB against a hard limit of 300 MiB: the
+    // crossing is about 35 minutes out at first, under 10 minutes after ~25 min.
+    let limits = "limits.memory = { soft = \"250Mi\", hard = \"300Mi\", action = \"warn\" }";
+    let text = format!(
+        "{POLICY}\nanalytics_interval = \"1m\"\nanalytics_window = \"10m\"\nforecast_horizon = \"10m\"\n[[agents]]\nname = \"a\"\ngroup = \"standard_agent\"\ncommand = [\"fake\"]\n{limits}\n"
+    );
+    let fleet = allot::fleet::parse(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let backend = FakeBackend {
+        script: Arc::new(|t| (100_000_000 + t * 100, 10, 1)),
+        log: Log::default(),
+        start: tokio::time::Instant::now(),
+        exit_after: None,
+    };
+    let opts = Options {
+        state: state.clone(),
+        events_file: None,
+        run_for: None,
+        view: ViewMode::Quiet,
+        cgroup_name: "unused".into(),
+        notify: false,
+    };
+    Governor::new(fleet, backend, &opts).unwrap().run(Some(Duration::from_secs(30 * 60))).await.unwrap();
+    let store = allot_store::Store::open_read_only(&state).unwrap();
+    let events = store.events_since(0, 1_000_000).unwrap();
+    let start = events[0].at_ms;
+    let forecast = events.iter().find(|e| e.topic == "resource_management.alert.forecast").expect("a forecast alert");
+    let at_min = (forecast.at_ms - start) as f64 / 60_000.0;
+    let eta = forecast.data["eta_secs"].as_f64().unwrap();
+    // 300 MiB = 314.6 MB is reached at t = 2146 s (35.8 min).
+    assert!((24.0..=27.0).contains(&at_min), "warned at {at_min:.1} min");
+    assert!(eta <= 600.0 && (forecast.at_ms - start) as f64 / 1000.0 + eta - 2146.0 < 60.0, "eta {eta}");
+    let recs = events.iter().filter(|e| e.topic == "resource_management.recommendation").count();
+    assert!(recs >= 1 && recs < 10, "recommendations do not flap: {recs}");
+    let analyses = store.analyses(Some("a")).unwrap();
+    assert!(analyses.iter().any(|a| a.1 == "memory" && a.3["pattern"] == "growing"), "{analyses:?}");
+}
