@@ -30,6 +30,12 @@ pub(crate) enum Command {
     /// tree allot follows through /proc). Ctrl-C or SIGTERM stops every agent
     /// gracefully (notice, grace, kill) and exits 0.
     Up(UpArgs),
+    /// Run the governor as a service with an HTTP API on a Unix socket.
+    ///
+    /// Callers are authorized by their peer credentials: the socket's owner
+    /// and root may do everything; an agent's own processes may read their
+    /// agent and events; anyone else is refused.
+    Daemon(DaemonArgs),
     /// Show the enforcement history with each attempt's real outcome.
     History(HistoryArgs),
     /// Show the recorded events.
@@ -76,6 +82,22 @@ pub(crate) struct UpArgs {
     /// process exits): react at the next sample only.
     #[arg(long)]
     pub(crate) no_notify: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DaemonArgs {
+    /// A fleet file whose agents the daemon starts (optional).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// The Unix socket [default: /run/allot/allot.sock as root, else $XDG_RUNTIME_DIR/allot.sock].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+    /// The state database.
+    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    pub(crate) state: PathBuf,
+    /// Name of allot's cgroup, created beneath the cgroup allot runs in.
+    #[arg(long, value_name = "NAME", default_value = "allot")]
+    pub(crate) cgroup_name: String,
 }
 
 #[derive(Debug, Args)]

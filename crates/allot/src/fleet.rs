@@ -58,6 +58,30 @@ pub struct AgentDef {
     pub restart: Restart,
     /// Signal sent to the agent after each new message in its channel file (none by default).
     pub notify_signal: Option<i32>,
+    /// Run the agent as this user and group (uid, gid) instead of allot's own.
+    pub user: Option<(u32, u32)>,
+}
+
+/// Resolve `name`, `uid` or `uid:gid` to (uid, gid) through `passwd` text.
+pub fn resolve_user(spec: &str, passwd: &str) -> Result<(u32, u32), String> {
+    if let Some((u, g)) = spec.split_once(':') {
+        return match (u.parse(), g.parse()) {
+            (Ok(u), Ok(g)) => Ok((u, g)),
+            _ => Err(format!("{spec:?} is not uid:gid")),
+        };
+    }
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 4 && (f[0] == spec || f[2] == spec) {
+            if let (Ok(u), Ok(g)) = (f[2].parse(), f[3].parse()) {
+                return Ok((u, g));
+            }
+        }
+    }
+    match spec.parse::<u32>() {
+        Ok(u) => Ok((u, u)),
+        Err(_) => Err(format!("unknown user {spec:?} (not in /etc/passwd)")),
+    }
 }
 
 /// Governor settings of the `[policy]` table.
@@ -612,7 +636,20 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentD
     cx.only(
         t,
         field,
-        &["name", "group", "command", "priority", "limits", "env", "workdir", "custom_handler", "restart", "max_restarts", "notify_signal"],
+        &[
+            "name",
+            "group",
+            "command",
+            "priority",
+            "limits",
+            "env",
+            "workdir",
+            "custom_handler",
+            "restart",
+            "max_restarts",
+            "notify_signal",
+            "user",
+        ],
     );
     let errors_before = cx.errors.len();
     let id = match t.get("name") {
@@ -718,6 +755,19 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentD
         },
         None => None,
     };
+    let user = match t.get("user") {
+        Some(u) => {
+            let f = format!("{field}.user");
+            cx.string(u, &f).and_then(|name| match resolve_user(&name, &std::fs::read_to_string("/etc/passwd").unwrap_or_default()) {
+                Ok(ids) => Some(ids),
+                Err(e) => {
+                    cx.err(u.span(), &f, e);
+                    None
+                }
+            })
+        }
+        None => None,
+    };
     if cx.errors.len() != errors_before {
         return None;
     }
@@ -725,5 +775,5 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentD
     spec.priority = priority?;
     spec.overrides = overrides;
     spec.custom_handler = custom_handler;
-    Some(AgentDef { spec, command: command?, env, workdir, restart, notify_signal })
+    Some(AgentDef { spec, command: command?, env, workdir, restart, notify_signal, user })
 }

@@ -3,6 +3,7 @@
 //! public modules directly.
 #![forbid(unsafe_code)]
 
+pub mod api;
 mod cli;
 mod commands;
 pub mod fleet;

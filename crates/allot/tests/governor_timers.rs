@@ -207,6 +207,7 @@ async fn run_with(
         view: ViewMode::Quiet,
         cgroup_name: "unused".into(),
         notify: false,
+        socket: None,
     };
     let gov = Governor::new(fleet, backend, &opts).unwrap();
     let summary = gov.run(Some(Duration::from_secs(secs))).await.unwrap();
@@ -330,6 +331,7 @@ async fn analytics_run_on_their_timer_and_warn_of_a_forecast_crossing() {
         view: ViewMode::Quiet,
         cgroup_name: "unused".into(),
         notify: false,
+        socket: None,
     };
     Governor::new(fleet, backend, &opts).unwrap().run(Some(Duration::from_secs(30 * 60))).await.unwrap();
     let store = allot_store::Store::open_read_only(&state).unwrap();

@@ -2,6 +2,7 @@
 
 mod analyze;
 mod bench;
+mod daemon;
 mod groups;
 mod history;
 mod host;
@@ -27,6 +28,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Recommend(a) => report::recommend(&a),
         Command::Report(a) => report::report(&a),
         Command::Up(a) => up::run(&a),
+        Command::Daemon(a) => daemon::run(&a),
         Command::History(a) => history::history(&a),
         Command::Events(a) => history::events(&a),
     }

@@ -49,6 +49,7 @@ pub(crate) fn run(args: &UpArgs) -> Result<ExitCode, Error> {
         view,
         cgroup_name: args.cgroup_name.clone(),
         notify: !args.no_notify,
+        socket: None,
     };
     let gov = Governor::new(fleet, backend, &opts)?;
     if view != ViewMode::Live {

@@ -156,6 +156,10 @@ impl Backend for RealBackend {
         if let Some(w) = &def.workdir {
             cmd.current_dir(w);
         }
+        if let Some((uid, gid)) = def.user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
         let id = def.spec.id.as_str();
         match &self.root {
             Some(root) => {

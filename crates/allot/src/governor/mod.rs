@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod channel;
 pub mod clock;
+pub mod control;
 mod execute;
 mod view;
 
@@ -52,6 +53,8 @@ pub struct Options {
     pub cgroup_name: String,
     /// Use kernel notifications to sample at once (default true).
     pub notify: bool,
+    /// The daemon's socket, given to agents as `ALLOT_SOCKET`.
+    pub socket: Option<PathBuf>,
 }
 
 /// Where an agent is.
@@ -156,6 +159,8 @@ pub struct Governor<B: Backend> {
     /// The latest recommendation per agent and resource (no flapping).
     recommendations: BTreeMap<(AgentId, Resource), allot_core::analytics::Recommendation>,
     next_analytics: Time,
+    control: Option<mpsc::UnboundedReceiver<control::Control>>,
+    socket: Option<PathBuf>,
 }
 
 impl<B: Backend> std::fmt::Debug for Governor<B> {
@@ -213,6 +218,8 @@ impl<B: Backend> Governor<B> {
             pending_samples: Vec::new(),
             recommendations: BTreeMap::new(),
             next_analytics: Time::ZERO,
+            control: None,
+            socket: opts.socket.clone(),
         };
         g.next_analytics = g.clock.now().plus(g.settings.analytics_interval);
         // Raw samples are kept 24 h.
@@ -240,6 +247,12 @@ impl<B: Backend> Governor<B> {
             );
         }
         Ok(g)
+    }
+
+    /// Take commands (the daemon's API) from this channel while running.
+    pub fn with_control(mut self, rx: mpsc::UnboundedReceiver<control::Control>) -> Self {
+        self.control = Some(rx);
+        self
     }
 
     /// The mode in force (cgroups or process trees), for the user.
@@ -310,8 +323,11 @@ impl<B: Backend> Governor<B> {
         let now = self.clock.now();
         let Some(r) = self.agents.get_mut(id) else { return Ok(()) };
         let quota = self.ledger.quota(id).cloned();
-        let env =
+        let mut env =
             vec![("ALLOT_AGENT_ID".to_owned(), id.to_string()), ("ALLOT_EVENTS_FILE".to_owned(), r.channel.path().display().to_string())];
+        if let Some(sock) = &self.socket {
+            env.push(("ALLOT_SOCKET".to_owned(), sock.display().to_string()));
+        }
         let started = self.backend.start(&r.def, &env)?;
         let pid = started.leader.pid();
         let cg_dirs: Vec<String> =
@@ -430,6 +446,7 @@ impl<B: Backend> Governor<B> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut render = tokio::time::interval(Duration::from_secs(1));
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut control = self.control.take();
         let stop_reason;
         loop {
             let next_timer = self.next_timer().map_or(far, |t| self.clock.instant(t));
@@ -447,7 +464,7 @@ impl<B: Backend> Governor<B> {
                         self.host_pressure();
                         self.group_totals();
                     }
-                    if self.agents.values().all(|r| matches!(r.state, AgentState::Exited(_))) {
+                    if control.is_none() && self.agents.values().all(|r| matches!(r.state, AgentState::Exited(_))) {
                         stop_reason = "every agent has exited";
                         break;
                     }
@@ -471,6 +488,14 @@ impl<B: Backend> Governor<B> {
                 }
                 Some(res) = self.custom_rx.recv() => {
                     self.record_custom(res);
+                }
+                Some(c) = async {
+                    match control.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.handle_control(c);
                 }
                 _ = render.tick() => {
                     self.render();

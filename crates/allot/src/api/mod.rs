@@ -1,0 +1,286 @@
+//! The daemon's HTTP API on a Unix socket (axum).
+//!
+//! Who may do what is decided by the caller's peer credentials
+//! (SO_PEERCRED): the socket's owner and root are the operator and may do
+//! everything; a process that belongs to an agent (its pid is in the
+//! agent's tree or cgroup) may read its own agent and events and nothing
+//! else; anyone else is refused.
+//!
+//! Routes: `GET /healthz`, `GET /readyz`, `GET /v1/agents`,
+//! `GET /v1/agents/{id}`, `POST /v1/agents/{id}/{suspend|resume|terminate}`,
+//! `GET /v1/events?since=SEQ&topic=GLOB` (server-sent events, resumable with
+//! `since` or `Last-Event-ID`), `GET /metrics` (Prometheus text format).
+
+use crate::governor::control::{Control, ControlError, OperatorAction};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+
+/// The caller's credentials, from the socket.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    uid: Option<u32>,
+    pid: Option<i32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        let cred = stream.io().peer_cred().ok();
+        Peer { uid: cred.map(|c| c.uid()), pid: cred.and_then(|c| c.pid()) }
+    }
+}
+
+/// Shared by every request.
+#[derive(Debug)]
+pub struct Api {
+    control: mpsc::UnboundedSender<Control>,
+    state: PathBuf,
+    owner_uid: u32,
+}
+
+type Shared = Arc<Api>;
+
+enum Caller {
+    Operator,
+    Agent(String),
+    Stranger,
+}
+
+/// A JSON error `{"error": {"code", "message"}}` with a status.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
+}
+
+fn forbidden() -> Response {
+    error(StatusCode::FORBIDDEN, "forbidden", "not allowed for this caller (decided by the socket's peer credentials)")
+}
+
+async fn ask<T>(api: &Api, make: impl FnOnce(oneshot::Sender<T>) -> Control) -> Result<T, Response> {
+    let (tx, rx) = oneshot::channel();
+    api.control.send(make(tx)).map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the governor is not running"))?;
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the governor did not answer in 10 s"))?
+        .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the governor stopped"))
+}
+
+async fn caller(api: &Api, peer: Peer) -> Caller {
+    match peer.uid {
+        Some(uid) if uid == api.owner_uid || uid == 0 => return Caller::Operator,
+        None => return Caller::Stranger,
+        _ => {}
+    }
+    let Some(pid) = peer.pid.and_then(|p| u32::try_from(p).ok()) else { return Caller::Stranger };
+    match ask(api, |tx| Control::Owner(pid, tx)).await {
+        Ok(Some(agent)) => Caller::Agent(agent),
+        _ => Caller::Stranger,
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(api): State<Shared>) -> Response {
+    match ask(&api, Control::List).await {
+        Ok(_) => "ready\n".into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn list(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    let who = caller(&api, peer).await;
+    let all = match ask(&api, Control::List).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match who {
+        Caller::Operator => Json(all).into_response(),
+        Caller::Agent(me) => Json(all.into_iter().filter(|a| a.id == me).collect::<Vec<_>>()).into_response(),
+        Caller::Stranger => forbidden(),
+    }
+}
+
+async fn one(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>, Path(id): Path<String>) -> Response {
+    match caller(&api, peer).await {
+        Caller::Operator => {}
+        Caller::Agent(me) if me == id => {}
+        _ => return forbidden(),
+    }
+    match ask(&api, Control::List).await {
+        Ok(all) => match all.into_iter().find(|a| a.id == id) {
+            Some(a) => Json(a).into_response(),
+            None => error(StatusCode::NOT_FOUND, "not_found", format!("no agent {id:?}")),
+        },
+        Err(r) => r,
+    }
+}
+
+async fn act(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>, Path((id, action)): Path<(String, String)>) -> Response {
+    if !matches!(caller(&api, peer).await, Caller::Operator) {
+        return forbidden();
+    }
+    let action = match action.as_str() {
+        "suspend" => OperatorAction::Suspend,
+        "resume" => OperatorAction::Resume,
+        "terminate" => OperatorAction::Terminate,
+        other => return error(StatusCode::NOT_FOUND, "not_found", format!("unknown action {other:?}: suspend, resume or terminate")),
+    };
+    match ask(&api, |tx| Control::Act(id.clone(), action, tx)).await {
+        Ok(Ok(detail)) => Json(json!({"agent": id, "action": action.name(), "outcome": "success", "detail": detail})).into_response(),
+        Ok(Err(ControlError { status, message })) => {
+            let code = match status {
+                404 => "not_found",
+                409 => "conflict",
+                _ => "failed",
+            };
+            error(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), code, message)
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    since: Option<u64>,
+    topic: Option<String>,
+}
+
+async fn events(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "query parameters: since (a sequence number) and topic (a glob)");
+    };
+    let only = match caller(&api, peer).await {
+        Caller::Operator => None,
+        Caller::Agent(me) => Some(me),
+        Caller::Stranger => return forbidden(),
+    };
+    let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut since = last_id.or(q.since).unwrap_or(0);
+    let store = match allot_store::Store::open_read_only(&api.state) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
+    tokio::spawn(async move {
+        loop {
+            let batch = store.events_since(since, 1000).unwrap_or_default();
+            for e in batch {
+                since = e.seq;
+                if only.as_deref().is_some_and(|me| e.agent.as_deref() != Some(me)) {
+                    continue;
+                }
+                if q.topic.as_deref().is_some_and(|g| !allot_core::events::topic_matches(g, &e.topic)) {
+                    continue;
+                }
+                let data = json!({"seq": e.seq, "at_ms": e.at_ms, "topic": e.topic, "agent": e.agent, "data": e.data});
+                let ev = Event::default().id(e.seq.to_string()).event(e.topic.clone()).data(data.to_string());
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Sse::new(tokio_stream_from(rx)).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// An mpsc receiver as a stream.
+fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn metrics(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    if !matches!(caller(&api, peer).await, Caller::Operator) {
+        return forbidden();
+    }
+    let all = match ask(&api, Control::List).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let mut out = String::new();
+    out.push_str(
+        "# HELP allot_agent_usage Latest measured usage of an agent, in the resource's internal unit.\n# TYPE allot_agent_usage gauge\n",
+    );
+    for a in &all {
+        for (r, v) in &a.usage {
+            let unit = r.parse::<allot_core::Resource>().map_or("count", |x| x.unit().name());
+            out.push_str(&format!("allot_agent_usage{{agent=\"{}\",resource=\"{r}\",unit=\"{unit}\"}} {v}\n", a.id));
+        }
+    }
+    out.push_str("# HELP allot_agent_limit An agent's limit, in the resource's internal unit.\n# TYPE allot_agent_limit gauge\n");
+    for a in &all {
+        if let Some(limits) = a.quota["limits"].as_object() {
+            for (r, l) in limits {
+                for kind in ["soft", "hard", "burst"] {
+                    if let Some(v) = l[kind].as_u64() {
+                        out.push_str(&format!("allot_agent_limit{{agent=\"{}\",resource=\"{r}\",kind=\"{kind}\"}} {v}\n", a.id));
+                    }
+                }
+            }
+        }
+    }
+    out.push_str("# HELP allot_agent_up Whether the agent runs (1) or has exited (0), by state.\n# TYPE allot_agent_up gauge\n");
+    for a in &all {
+        out.push_str(&format!(
+            "allot_agent_up{{agent=\"{}\",group=\"{}\",state=\"{}\"}} {}\n",
+            a.id,
+            a.group,
+            a.state,
+            u8::from(a.state != "exited")
+        ));
+    }
+    if let Ok(store) = allot_store::Store::open_read_only(&api.state) {
+        out.push_str(
+            "# HELP allot_events_total Events published since the state database was created.\n# TYPE allot_events_total counter\n",
+        );
+        out.push_str(&format!("allot_events_total {}\n", store.last_seq().unwrap_or(0)));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+async fn fallback() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such route; see the module documentation of the API")
+}
+
+/// The router.
+pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid: u32) -> Router {
+    let api = Arc::new(Api { control, state, owner_uid });
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/agents", get(list))
+        .route("/v1/agents/{id}", get(one))
+        .route("/v1/agents/{id}/{action}", post(act))
+        .route("/v1/events", get(events))
+        .route("/metrics", get(metrics))
+        .fallback(fallback)
+        .with_state(api)
+}
+
+/// Serve the router on `listener` with peer credentials until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).with_graceful_shutdown(shutdown).await
+}

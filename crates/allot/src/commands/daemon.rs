@@ -1,0 +1,75 @@
+//! `allot daemon`: the governor as a service with the HTTP API on a Unix socket.
+
+use super::Error;
+use crate::cli::DaemonArgs;
+use crate::governor::backend::RealBackend;
+use crate::governor::{Governor, Options, ViewMode};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn default_socket() -> Result<PathBuf, Error> {
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from("/run/allot/allot.sock"));
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => Ok(PathBuf::from(d).join("allot.sock")),
+        None => Err("no --socket given and XDG_RUNTIME_DIR is not set".into()),
+    }
+}
+
+pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
+    let fleet_text = match &args.config {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+        None => String::new(),
+    };
+    let fleet = crate::fleet::parse(&fleet_text).map_err(|errs| {
+        let name = args.config.as_ref().map_or_else(String::new, |p| p.display().to_string());
+        errs.iter().map(|e| format!("{name}:{e}")).collect::<Vec<_>>().join("\n")
+    })?;
+    let socket = match &args.socket {
+        Some(s) => s.clone(),
+        None => default_socket()?,
+    };
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return Err(format!("{} is in use: another allot daemon runs there", socket.display()).into());
+        }
+        std::fs::remove_file(&socket).map_err(|e| format!("cannot remove the stale socket {}: {e}", socket.display()))?;
+    }
+    let _ = allot_sys::spawn::raise_nofile_limit();
+    let backend = RealBackend::new(&args.cgroup_name, fleet.agents.len().max(1));
+    let opts = Options {
+        state: args.state.clone(),
+        events_file: None,
+        run_for: None,
+        view: ViewMode::Quiet,
+        cgroup_name: args.cgroup_name.clone(),
+        notify: true,
+        socket: Some(std::path::absolute(&socket).unwrap_or_else(|_| socket.clone())),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let gov = Governor::new(fleet, backend, &opts)?.with_control(rx);
+    eprintln!("allot daemon: {}; socket {}; state {}", gov.mode(), socket.display(), args.state.display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let listener = tokio::net::UnixListener::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+        // Every user may connect: what a caller may do is decided by its peer credentials.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| format!("cannot chmod {}: {e}", socket.display()))?;
+        let app = crate::api::router(tx, args.state.clone(), rustix::process::geteuid().as_raw());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::api::serve(listener, app, async {
+            let _ = stop_rx.await;
+        }));
+        let summary = gov.run(None).await;
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        let _ = std::fs::remove_file(&socket);
+        summary.map(|s| eprintln!("allot daemon: stopped; {} events recorded", s.events))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

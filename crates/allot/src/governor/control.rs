@@ -1,0 +1,163 @@
+//! Commands to a running governor from outside its loop (the daemon's API):
+//! each carries a oneshot channel for the answer, so the loop stays the only
+//! owner of the state.
+
+use super::{AgentState, Backend, Governor, Timer};
+use allot_core::{AgentId, events};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use tokio::sync::oneshot;
+
+/// What an operator may do to an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorAction {
+    /// Freeze it.
+    Suspend,
+    /// Thaw it and lift throttles.
+    Resume,
+    /// Notice, grace, kill.
+    Terminate,
+}
+
+impl OperatorAction {
+    /// The action's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OperatorAction::Suspend => "suspend",
+            OperatorAction::Resume => "resume",
+            OperatorAction::Terminate => "terminate",
+        }
+    }
+}
+
+/// An agent as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentStatus {
+    /// Id.
+    pub id: String,
+    /// Group.
+    pub group: String,
+    /// State name.
+    pub state: String,
+    /// Why it exited, if it did.
+    pub exit: Option<String>,
+    /// Its processes.
+    pub pids: Vec<u32>,
+    /// Latest usage per resource, in internal units.
+    pub usage: BTreeMap<String, u64>,
+    /// The last action taken.
+    pub last_action: String,
+    /// Its quota.
+    pub quota: Value,
+}
+
+/// A failure to carry out a command: an HTTP-like status and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlError {
+    /// 404 for an unknown agent, 409 for a wrong state, 500 for a kernel failure.
+    pub status: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A command to the governor.
+#[derive(Debug)]
+pub enum Control {
+    /// Every agent.
+    List(oneshot::Sender<Vec<AgentStatus>>),
+    /// Which agent a pid belongs to (for peer-credential authorization).
+    Owner(u32, oneshot::Sender<Option<String>>),
+    /// An operator action.
+    Act(String, OperatorAction, oneshot::Sender<Result<String, ControlError>>),
+}
+
+impl<B: Backend> Governor<B> {
+    pub(super) fn handle_control(&mut self, c: Control) {
+        match c {
+            Control::List(reply) => {
+                let _ = reply.send(self.statuses());
+            }
+            Control::Owner(pid, reply) => {
+                let owner = self.agents.iter().find(|(_, r)| {
+                    r.started.as_ref().is_some_and(|s| s.leader.pid() == pid || s.actuator.pids().is_ok_and(|p| p.contains(&pid)))
+                });
+                let _ = reply.send(owner.map(|(id, _)| id.to_string()));
+            }
+            Control::Act(agent, action, reply) => {
+                let _ = reply.send(self.operator(&agent, action));
+            }
+        }
+    }
+
+    fn statuses(&self) -> Vec<AgentStatus> {
+        self.agents
+            .iter()
+            .map(|(id, r)| AgentStatus {
+                id: id.to_string(),
+                group: r.def.spec.group.clone(),
+                state: r.state.name().to_owned(),
+                exit: if let AgentState::Exited(why) = &r.state { Some(why.clone()) } else { None },
+                pids: r.started.as_ref().and_then(|s| s.actuator.pids().ok()).unwrap_or_default(),
+                usage: r.usage.iter().map(|(k, v)| (k.name().to_owned(), *v)).collect(),
+                last_action: r.last_action.clone(),
+                quota: self.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null)),
+            })
+            .collect()
+    }
+
+    fn operator(&mut self, agent: &str, action: OperatorAction) -> Result<String, ControlError> {
+        let not_found = || ControlError { status: 404, message: format!("no agent {agent:?}") };
+        let id = AgentId::new(agent).map_err(|_| not_found())?;
+        let now = self.clock.now();
+        let grace = self.settings.policy.terminate_grace;
+        let restores = if action == OperatorAction::Resume { self.policy.resume(&id, now) } else { Vec::new() };
+        let r = self.agents.get_mut(&id).ok_or_else(not_found)?;
+        let pid = r.started.as_ref().map(|s| s.leader.pid());
+        let Some(st) = r.started.as_mut() else {
+            return Err(ControlError { status: 409, message: format!("agent {agent} is {}", r.state.name()) });
+        };
+        let result = match action {
+            OperatorAction::Suspend => st.actuator.freeze().map(|o| {
+                r.state = AgentState::Suspended;
+                format!("frozen: {}", o.writes.iter().map(|w| w.path.display().to_string()).collect::<Vec<_>>().join(" ") + &o.detail)
+            }),
+            OperatorAction::Resume => {
+                let thawed = st.actuator.thaw();
+                let cleared = st.actuator.set_cpu_limit(None);
+                let _ = st.actuator.set_memory_high(None);
+                thawed.and(cleared).map(|_| {
+                    r.state = AgentState::Running;
+                    "thawed; throttles lifted".to_owned()
+                })
+            }
+            OperatorAction::Terminate => {
+                let _ = r.channel.send(
+                    "termination",
+                    json!({"reason": "terminated by the operator", "grace_ms": allot_core::time::duration_millis(grace)}),
+                    now.as_millis(),
+                    pid,
+                );
+                let _ = st.actuator.thaw();
+                let res = st.actuator.signal(rustix::process::Signal::TERM);
+                r.terminating = Some("terminated by the operator".into());
+                r.state = AgentState::Terminating;
+                self.timers.push((now.plus(grace), Timer::Kill(id.clone())));
+                res.map(|o| format!("{}; kill after {grace:?}", o.detail))
+            }
+        };
+        let (outcome, detail) = match &result {
+            Ok(d) => ("success", format!("by the operator: {d}")),
+            Err(e) => ("failure", format!("by the operator: {e}")),
+        };
+        if let Some(r) = self.agents.get_mut(&id) {
+            r.last_action = format!("{} (operator)", action.name());
+        }
+        let name = if action == OperatorAction::Resume { "restore" } else { action.name() };
+        let data = json!({"operator": true, "action": action.name(), "outcome": outcome, "detail": detail});
+        let seq = self.emit(now, &events::enforcement_topic(name), Some(id.as_str()), data.clone());
+        let _ = self.store.record_enforcement(seq, now.as_millis(), id.as_str(), "-", name, outcome, &detail, &data);
+        self.execute_all(restores.into_iter().filter(|d| !matches!(d.kind, allot_core::DecisionKind::Restore { .. })).collect());
+        result.map_err(|e| ControlError { status: 500, message: e.to_string() })
+    }
+}

@@ -1,0 +1,204 @@
+//! `allot daemon` on a temporary socket: operator reads and actions, the
+//! authorization matrix by peer credentials (operator, an agent on itself,
+//! an agent on another agent, a stranger), server-sent events with resume,
+//! and the Prometheus metrics.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// One HTTP/1.1 request over the socket: (status, body).
+fn http(sock: &Path, method: &str, path: &str) -> (u16, String) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: allot\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
+
+struct Daemon {
+    child: Child,
+    sock: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ =
+            rustix::process::kill_process(rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(), rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CLIENT: &str = r#"
+import json, os, socket, sys, time
+def req(method, path):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(os.environ["ALLOT_SOCKET"])
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split()[1])
+time.sleep(1.5)
+me = os.environ["ALLOT_AGENT_ID"]
+out = {"own": req("GET", f"/v1/agents/{me}"), "other": req("GET", "/v1/agents/sleeper"),
+       "action": req("POST", "/v1/agents/sleeper/suspend"), "metrics": req("GET", "/metrics"), "list": req("GET", "/v1/agents")}
+open(sys.argv[1], "w").write(json.dumps(out))
+time.sleep(1000)
+"#;
+
+fn start() -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    // The client agent runs as nobody: it must reach its script, the socket and its result file.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let client = dir.path().join("client.py");
+    std::fs::write(&client, CLIENT).unwrap();
+    let results = dir.path().join("client.json");
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::write(
+        &fleet,
+        format!(
+            "[policy]\nsample_interval = \"250ms\"\n\n[[agents]]\nname = \"sleeper\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"1000\"]\n\n[[agents]]\nname = \"client\"\ngroup = \"standard_agent\"\nuser = \"65534:65534\"\ncommand = [\"python3\", \"{}\", \"{}\"]\n",
+            client.display(),
+            results.display()
+        ),
+    )
+    .unwrap();
+    let sock = dir.path().join("allot.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["daemon", "--cgroup-name", &format!("allot-test-{}-daemon", std::process::id())])
+        .arg("--config")
+        .arg(&fleet)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--state")
+        .arg(dir.path().join("state.db"))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(sock.exists() && UnixStream::connect(&sock).is_ok()) {
+        assert!(Instant::now() < deadline, "the daemon did not open its socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon { child, sock, dir }
+}
+
+#[test]
+fn operator_agents_and_strangers_get_what_they_may() {
+    let d = start();
+    assert_eq!(http(&d.sock, "GET", "/healthz"), (200, "ok\n".into()));
+    assert_eq!(http(&d.sock, "GET", "/readyz").0, 200);
+    // The operator (the socket's owner: this test) sees both agents.
+    let (st, body) = http(&d.sock, "GET", "/v1/agents");
+    assert_eq!(st, 200, "{body}");
+    let agents: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(agents.as_array().unwrap().len(), 2);
+    let (st, body) = http(&d.sock, "GET", "/v1/agents/nobody-here");
+    assert_eq!(st, 404);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], "not_found");
+
+    // Suspend and resume take effect and are reported.
+    let (st, body) = http(&d.sock, "POST", "/v1/agents/sleeper/suspend");
+    assert_eq!(st, 200, "{body}");
+    let s: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/sleeper").1).unwrap();
+    assert_eq!(s["state"], "suspended");
+    let (st, _) = http(&d.sock, "POST", "/v1/agents/sleeper/resume");
+    assert_eq!(st, 200);
+    let s: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/sleeper").1).unwrap();
+    assert_eq!(s["state"], "running");
+    assert_eq!(http(&d.sock, "POST", "/v1/agents/sleeper/explode").0, 404);
+
+    // An agent on itself, on another agent, and trying an action.
+    let results = d.dir.path().join("client.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !results.exists() {
+        assert!(Instant::now() < deadline, "the client agent did not report");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
+    // The client agent (uid 65534) may read itself and nothing else.
+    assert_eq!(
+        (r["own"].as_u64(), r["other"].as_u64(), r["action"].as_u64(), r["metrics"].as_u64(), r["list"].as_u64()),
+        (Some(200), Some(403), Some(403), Some(403), Some(200)),
+        "{r}"
+    );
+    let s: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/sleeper").1).unwrap();
+    assert_eq!(s["state"], "running", "the agent's suspend was refused");
+
+    // A stranger: another user, no agent.
+    let out = Command::new("python3")
+        .args(["-c", &format!("import socket; s=socket.socket(socket.AF_UNIX); s.connect({:?}); s.sendall(b'GET /v1/agents HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n'); print(s.recv(100).split()[1].decode())", d.sock.display().to_string())])
+        .uid(65534)
+        .gid(65534)
+        .output();
+    if rustix::process::geteuid().is_root() {
+        let out = out.unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "403", "stranger: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    // Metrics in Prometheus text format.
+    let (st, m) = http(&d.sock, "GET", "/metrics");
+    assert_eq!(st, 200);
+    assert!(
+        m.contains("# TYPE allot_agent_usage gauge")
+            && m.contains("allot_agent_usage{agent=\"sleeper\",resource=\"memory\",unit=\"bytes\"}"),
+        "{m}"
+    );
+    for line in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(name.starts_with("allot_") && value.parse::<f64>().is_ok(), "{line}");
+    }
+
+    // Server-sent events, resumed from a sequence number.
+    let mut s = UnixStream::connect(&d.sock).unwrap();
+    write!(s, "GET /v1/events?since=0&topic=resource_management.enforcement.* HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(s);
+    let mut ids = Vec::new();
+    let mut line = String::new();
+    while ids.len() < 2 {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(id) = line.trim().strip_prefix("id:") {
+            ids.push(id.trim().parse::<u64>().unwrap());
+        }
+        if line.starts_with("event:") {
+            assert!(line.contains("resource_management.enforcement."), "{line}");
+        }
+    }
+    assert_eq!(ids.len(), 2, "suspend and restore events");
+    let mut s = UnixStream::connect(&d.sock).unwrap();
+    write!(s, "GET /v1/events?topic=resource_management.enforcement.* HTTP/1.1\r\nHost: a\r\nLast-Event-ID: {}\r\n\r\n", ids[0]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(s);
+    loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+        if let Some(id) = line.trim().strip_prefix("id:") {
+            assert_eq!(id.trim().parse::<u64>().unwrap(), ids[1], "resumes after the last seen event");
+            break;
+        }
+    }
+}
