@@ -14,8 +14,17 @@ use std::time::{Duration, Instant};
 
 /// One HTTP/1.1 request over the socket: (status, body).
 fn http(sock: &Path, method: &str, path: &str) -> (u16, String) {
+    http_body(sock, method, path, "")
+}
+
+fn http_body(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = UnixStream::connect(sock).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: allot\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: allot\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -61,7 +70,8 @@ def req(method, path):
 time.sleep(1.5)
 me = os.environ["ALLOT_AGENT_ID"]
 out = {"own": req("GET", f"/v1/agents/{me}"), "other": req("GET", "/v1/agents/sleeper"),
-       "action": req("POST", "/v1/agents/sleeper/suspend"), "metrics": req("GET", "/metrics"), "list": req("GET", "/v1/agents")}
+       "action": req("POST", "/v1/agents/sleeper/suspend"), "metrics": req("GET", "/metrics"), "list": req("GET", "/v1/agents"),
+       "quota_own": req("GET", f"/v1/agents/{me}/quota"), "quota_set": req("PATCH", f"/v1/agents/{me}/quota")}
 open(sys.argv[1], "w").write(json.dumps(out))
 time.sleep(1000)
 "#;
@@ -155,6 +165,42 @@ fn operator_agents_and_strangers_get_what_they_may() {
         let out = out.unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "403", "stranger: {}", String::from_utf8_lossy(&out.stderr));
     }
+
+    // Quotas change at run time, in the kernel at once.
+    let (st, body) = http_body(&d.sock, "PATCH", "/v1/agents/sleeper/quota", r#"{"limits": {"processes": {"hard": 30, "burst": 40}}}"#);
+    assert_eq!(st, 200, "{body}");
+    let q: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(q["limits"]["processes"]["burst"], 40);
+    let store = allot_store::Store::open_read_only(&d.dir.path().join("state.db")).unwrap();
+    let dirs = store.agent("sleeper").unwrap().unwrap().cgroup;
+    let pids_max = dirs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(Path::new(d.as_str().unwrap()).join("pids.max")).ok())
+        .next();
+    if let Some(v) = pids_max {
+        assert_eq!(v.trim(), "40", "pids.max follows the new burst");
+    }
+    // Bad bodies get 4xx errors that name what is wrong.
+    let (st, body) = http_body(&d.sock, "PATCH", "/v1/agents/sleeper/quota", r#"{"limits": {"memory": {"hard": "12XB"}}}"#);
+    assert_eq!(st, 422);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["field"], "limits.memory.hard");
+    let (st, body) = http_body(&d.sock, "PATCH", "/v1/agents/sleeper/quota", r#"{"limits": {"memory": {"soft": "900M"}}}"#);
+    assert_eq!(st, 422, "soft above hard: {body}");
+    let (st, body) = http_body(&d.sock, "PATCH", "/v1/agents/sleeper/quota", r#"{"limitz": {}}"#);
+    assert_eq!(st, 422, "{body}");
+    assert!(body.contains("limitz"), "{body}");
+    assert_eq!(http_body(&d.sock, "PATCH", "/v1/agents/sleeper/quota", "{not json").0, 400);
+    assert_eq!(
+        http_body(&d.sock, "PATCH", "/v1/agents/sleeper/quota", &format!("{{\"limits\": {{}}, \"pad\": \"{}\"}}", "x".repeat(100_000))).0,
+        413
+    );
+    // Usage of a custom resource, reported.
+    let (st, body) = http_body(&d.sock, "POST", "/v1/agents/sleeper/usage", r#"{"resource": "tokens", "value": "1.5k"}"#);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["value"], 1500);
+    assert_eq!(http_body(&d.sock, "POST", "/v1/agents/sleeper/usage", r#"{"resource": "Bad Name", "value": 1}"#).0, 422);
 
     // Metrics in Prometheus text format.
     let (st, m) = http(&d.sock, "GET", "/metrics");

@@ -257,6 +257,155 @@ async fn metrics(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageBody {
+    resource: String,
+    value: serde_json::Value,
+}
+
+/// `POST /v1/agents/{id}/usage` `{"resource": "tokens", "value": 1200}` (or a
+/// quantity string such as `"1.2k"`): an agent reports its own usage of a
+/// resource (the operator may report for any agent).
+async fn usage(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(id): Path<String>,
+    body: Result<Json<UsageBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match caller(&api, peer).await {
+        Caller::Operator => {}
+        Caller::Agent(me) if me == id => {}
+        _ => return forbidden(),
+    }
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(&e),
+    };
+    let resource: allot_core::Resource = match b.resource.parse() {
+        Ok(r) => r,
+        Err(e) => return field_error("resource", e.to_string()),
+    };
+    let text = match &b.value {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        _ => return field_error("value", "expected a number or a quantity string"),
+    };
+    let value = match allot_core::quantity::parse("value", resource.unit(), &text) {
+        Ok(q) => q.value,
+        Err(e) => return field_error("value", e.to_string()),
+    };
+    match ask(&api, |tx| Control::Report(id.clone(), resource, value, tx)).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => error(StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "rejected", e.message),
+        Err(r) => r,
+    }
+}
+
+/// A body that is not acceptable JSON: the rejection's own status (400 bad
+/// JSON or unknown field, 413 too large, 415 not JSON, 422 wrong type).
+fn body_error(e: &axum::extract::rejection::JsonRejection) -> Response {
+    let status = e.status();
+    let code = match status.as_u16() {
+        413 => "too_large",
+        415 => "unsupported_media_type",
+        422 => "invalid",
+        _ => "bad_request",
+    };
+    error(status, code, format!("body: {}", e.body_text()))
+}
+
+fn field_error(field: &str, message: impl Into<String>) -> Response {
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": {"code": "invalid", "message": message.into(), "field": field}})))
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitBody {
+    soft: Option<serde_json::Value>,
+    hard: Option<serde_json::Value>,
+    burst: Option<serde_json::Value>,
+    action: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaBody {
+    limits: std::collections::BTreeMap<String, LimitBody>,
+}
+
+/// `GET /v1/agents/{id}/quota` (operator or the agent itself).
+async fn quota_get(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>, Path(id): Path<String>) -> Response {
+    match caller(&api, peer).await {
+        Caller::Operator => {}
+        Caller::Agent(me) if me == id => {}
+        _ => return forbidden(),
+    }
+    match ask(&api, Control::List).await {
+        Ok(all) => match all.into_iter().find(|a| a.id == id) {
+            Some(a) => Json(a.quota).into_response(),
+            None => error(StatusCode::NOT_FOUND, "not_found", format!("no agent {id:?}")),
+        },
+        Err(r) => r,
+    }
+}
+
+/// `PATCH /v1/agents/{id}/quota` `{"limits": {"memory": {"hard": "300Mi"}}}`
+/// (operator): merged over the agent's limits, in force in the kernel at once.
+async fn quota_set(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(id): Path<String>,
+    body: Result<Json<QuotaBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !matches!(caller(&api, peer).await, Caller::Operator) {
+        return forbidden();
+    }
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(&e),
+    };
+    let mut overrides = std::collections::BTreeMap::new();
+    for (name, l) in b.limits {
+        let field = format!("limits.{name}");
+        let resource: allot_core::Resource = match name.parse() {
+            Ok(r) => r,
+            Err(e) => return field_error(&field, e.to_string()),
+        };
+        let mut o = allot_core::limits::LimitOverride::default();
+        for (key, v, slot) in [("soft", &l.soft, &mut o.soft), ("hard", &l.hard, &mut o.hard), ("burst", &l.burst, &mut o.burst)] {
+            if let Some(v) = v {
+                let text = match v {
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::String(s) => s.clone(),
+                    _ => return field_error(&format!("{field}.{key}"), "expected a number or a quantity string"),
+                };
+                match allot_core::quantity::parse(&format!("{field}.{key}"), resource.unit(), &text) {
+                    Ok(q) => *slot = Some(q.value),
+                    Err(e) => return field_error(&format!("{field}.{key}"), e.to_string()),
+                }
+            }
+        }
+        if let Some(a) = &l.action {
+            match a.parse() {
+                Ok(a) => o.action = Some(a),
+                Err(e) => return field_error(&format!("{field}.action"), format!("{e}")),
+            }
+        }
+        overrides.insert(resource, o);
+    }
+    match ask(&api, |tx| Control::SetLimits(id.clone(), overrides, tx)).await {
+        Ok(Ok(q)) => Json(q).into_response(),
+        Ok(Err(e)) if e.status == 404 => error(StatusCode::NOT_FOUND, "not_found", e.message),
+        Ok(Err(e)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": {"code": "invalid", "message": e.message, "field": "limits"}})))
+                .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
 async fn fallback() -> Response {
     error(StatusCode::NOT_FOUND, "not_found", "no such route; see the module documentation of the API")
 }
@@ -269,10 +418,13 @@ pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid
         .route("/readyz", get(readyz))
         .route("/v1/agents", get(list))
         .route("/v1/agents/{id}", get(one))
+        .route("/v1/agents/{id}/usage", post(usage))
+        .route("/v1/agents/{id}/quota", get(quota_get).patch(quota_set))
         .route("/v1/agents/{id}/{action}", post(act))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .fallback(fallback)
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(api)
 }
 

@@ -70,6 +70,10 @@ pub enum Control {
     Owner(u32, oneshot::Sender<Option<String>>),
     /// An operator action.
     Act(String, OperatorAction, oneshot::Sender<Result<String, ControlError>>),
+    /// Usage an agent reports itself (custom resources such as tokens).
+    Report(String, allot_core::Resource, u64, oneshot::Sender<Result<Value, ControlError>>),
+    /// Change an agent's limits at run time (overrides merged over its group).
+    SetLimits(String, BTreeMap<allot_core::Resource, allot_core::limits::LimitOverride>, oneshot::Sender<Result<Value, ControlError>>),
 }
 
 impl<B: Backend> Governor<B> {
@@ -87,7 +91,50 @@ impl<B: Backend> Governor<B> {
             Control::Act(agent, action, reply) => {
                 let _ = reply.send(self.operator(&agent, action));
             }
+            Control::Report(agent, resource, value, reply) => {
+                let _ = reply.send(self.report_usage(&agent, resource, value));
+            }
+            Control::SetLimits(agent, overrides, reply) => {
+                let _ = reply.send(self.set_limits(&agent, overrides));
+            }
         }
+    }
+
+    fn report_usage(&mut self, agent: &str, resource: allot_core::Resource, value: u64) -> Result<Value, ControlError> {
+        let id = AgentId::new(agent).map_err(|_| ControlError { status: 404, message: format!("no agent {agent:?}") })?;
+        let now = self.clock.now();
+        let a = self.ledger.record(&id, resource.clone(), value, now).map_err(|e| ControlError { status: 404, message: e.to_string() })?;
+        if let Some(r) = self.agents.get_mut(&id) {
+            r.usage.insert(resource.clone(), value);
+        }
+        self.pending_samples.push((id.to_string(), resource.name().to_owned(), now.as_millis(), value));
+        let decisions = self.policy.observe(&a);
+        let n = decisions.len();
+        self.execute_all(decisions);
+        Ok(json!({"agent": agent, "resource": resource.name(), "value": value, "violation": a.violation, "decisions": n}))
+    }
+
+    fn set_limits(
+        &mut self,
+        agent: &str,
+        overrides: BTreeMap<allot_core::Resource, allot_core::limits::LimitOverride>,
+    ) -> Result<Value, ControlError> {
+        let id = AgentId::new(agent).map_err(|_| ControlError { status: 404, message: format!("no agent {agent:?}") })?;
+        let r = self.agents.get_mut(&id).ok_or_else(|| ControlError { status: 404, message: format!("no agent {agent:?}") })?;
+        let mut spec = r.def.spec.clone();
+        for (res, o) in overrides {
+            spec.overrides.insert(res, o);
+        }
+        let quota = self.ledger.update_agent(spec.clone()).map_err(|e| ControlError { status: 422, message: e.to_string() })?.clone();
+        if let Some(r) = self.agents.get_mut(&id) {
+            r.def.spec = spec;
+        }
+        // The kernel backstops follow at once.
+        self.apply_backstops(&id);
+        let now = self.clock.now();
+        let q = serde_json::to_value(&quota).unwrap_or(Value::Null);
+        self.emit(now, "resource_management.quota.changed", Some(agent), json!({"quota": q}));
+        Ok(q)
     }
 
     fn statuses(&self) -> Vec<AgentStatus> {

@@ -362,7 +362,7 @@ impl<B: Backend> Governor<B> {
     /// Kernel backstops (SPEC section 4): memory ceiling and pids.max at burst
     /// when a burst is set, memory.high at hard when memory's action is
     /// throttle, cpu weight from priority; group totals on the group cgroup.
-    fn apply_backstops(&mut self, id: &AgentId) {
+    pub(super) fn apply_backstops(&mut self, id: &AgentId) {
         let Some(q) = self.ledger.quota(id).cloned() else { return };
         let now = self.clock.now();
         let mut notes = Vec::new();
