@@ -36,6 +36,17 @@ pub(crate) enum Command {
     /// and root may do everything; an agent's own processes may read their
     /// agent and events; anyone else is refused.
     Daemon(DaemonArgs),
+    /// List the agents of a running daemon.
+    Ps(PsArgs),
+    /// Suspend an agent of a running daemon (freeze its whole tree).
+    Suspend(ActArgs),
+    /// Resume a suspended or throttled agent of a running daemon.
+    Resume(ActArgs),
+    /// Terminate an agent of a running daemon (notice, grace, kill).
+    Terminate(ActArgs),
+    /// Read or change an agent's quota on a running daemon.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
     /// Show the enforcement history with each attempt's real outcome.
     History(HistoryArgs),
     /// Show the recorded events.
@@ -101,6 +112,45 @@ pub(crate) struct DaemonArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct PsArgs {
+    /// Print JSON: an array of {id, group, state, pids, usage, ...}.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The daemon's socket.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ActArgs {
+    /// The agent.
+    pub(crate) id: String,
+    /// The daemon's socket.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QuotaCommand {
+    /// Show an agent's quota.
+    Get(ActArgs),
+    /// Change limits at run time, such as `memory.hard=300Mi processes.burst=40`.
+    Set(QuotaSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QuotaSetArgs {
+    /// The agent.
+    pub(crate) id: String,
+    /// RESOURCE.FIELD=VALUE (FIELD: soft, hard, burst, action).
+    #[arg(required = true)]
+    pub(crate) changes: Vec<String>,
+    /// The daemon's socket.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct HistoryArgs {
     /// Only this agent.
     pub(crate) agent: Option<String>,
@@ -114,6 +164,12 @@ pub(crate) struct HistoryArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct EventsArgs {
+    /// Follow new events live from a running daemon (server-sent events).
+    #[arg(long)]
+    pub(crate) follow: bool,
+    /// With --follow: the daemon's socket.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
     /// Only events after this sequence number.
     #[arg(long, default_value_t = 0)]
     pub(crate) since: u64,

@@ -5,6 +5,7 @@
 
 pub mod api;
 mod cli;
+pub mod client;
 mod commands;
 pub mod fleet;
 pub mod governor;

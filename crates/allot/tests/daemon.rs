@@ -202,6 +202,44 @@ fn operator_agents_and_strangers_get_what_they_may() {
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["value"], 1500);
     assert_eq!(http_body(&d.sock, "POST", "/v1/agents/sleeper/usage", r#"{"resource": "Bad Name", "value": 1}"#).0, 422);
 
+    // The CLI client.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_allot")).args(args).arg("--socket").arg(&d.sock).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, out, err) = cli(&["ps", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let ps: Value = serde_json::from_str(&out).unwrap();
+    for a in ps.as_array().unwrap() {
+        for k in ["id", "group", "state", "pids", "usage"] {
+            assert!(!a[k].is_null(), "{k} in {a}");
+        }
+    }
+    assert_eq!(cli(&["suspend", "sleeper"]).0, Some(0));
+    assert_eq!(cli(&["resume", "sleeper"]).0, Some(0));
+    let (code, out, err) = cli(&["quota", "set", "sleeper", "memory.hard=400M", "memory.soft=300M"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["limits"]["memory"]["hard"], 400_000_000u64);
+    let (code, _, err) = cli(&["quota", "set", "sleeper", "memory.hard=lots"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("limits.memory.hard"), "{err}");
+    let (code, _, err) = cli(&["suspend", "ghost"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_allot")).args(["ps", "--socket"]).arg(d.dir.path().join("nothing.sock")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no allot daemon answers at"), "{out:?}");
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["events", "--follow", "--json", "--socket"])
+        .arg(&d.sock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(follow.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(serde_json::from_str::<Value>(&first).unwrap()["seq"], 1, "{first}");
+
     // Metrics in Prometheus text format.
     let (st, m) = http(&d.sock, "GET", "/metrics");
     assert_eq!(st, 200);

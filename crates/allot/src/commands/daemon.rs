@@ -9,13 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn default_socket() -> Result<PathBuf, Error> {
-    if rustix::process::geteuid().is_root() {
-        return Ok(PathBuf::from("/run/allot/allot.sock"));
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) => Ok(PathBuf::from(d).join("allot.sock")),
-        None => Err("no --socket given and XDG_RUNTIME_DIR is not set".into()),
-    }
+    Ok(crate::client::default_socket()?)
 }
 
 pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {

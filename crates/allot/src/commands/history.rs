@@ -34,6 +34,31 @@ pub(crate) fn history(args: &HistoryArgs) -> Result<ExitCode, Error> {
 }
 
 pub(crate) fn events(args: &EventsArgs) -> Result<ExitCode, Error> {
+    if args.follow {
+        let sock = match &args.socket {
+            Some(s) => s.clone(),
+            None => crate::client::default_socket()?,
+        };
+        let mut path = format!("/v1/events?since={}", args.since);
+        if let Some(t) = &args.topic {
+            path.push_str(&format!("&topic={}", t.replace('*', "%2A")));
+        }
+        crate::client::follow(&sock, &path, |v| {
+            let line = if args.json {
+                format!("{v}\n")
+            } else {
+                format!(
+                    "{:>6} {:<45} {:<12} {}\n",
+                    v["seq"],
+                    v["topic"].as_str().unwrap_or(""),
+                    v["agent"].as_str().unwrap_or("-"),
+                    v["data"]
+                )
+            };
+            print(&line).is_ok()
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open(&args.state)?;
     let mut out = String::new();
     let mut since = args.since;

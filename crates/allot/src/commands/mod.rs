@@ -2,6 +2,7 @@
 
 mod analyze;
 mod bench;
+mod ctl;
 mod daemon;
 mod groups;
 mod history;
@@ -10,7 +11,7 @@ mod report;
 mod up;
 mod validate;
 
-use crate::cli::{BenchCommand, Cli, Command};
+use crate::cli::{BenchCommand, Cli, Command, QuotaCommand};
 use std::process::ExitCode;
 
 /// A command's failure: a message for the user.
@@ -29,6 +30,12 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Report(a) => report::report(&a),
         Command::Up(a) => up::run(&a),
         Command::Daemon(a) => daemon::run(&a),
+        Command::Ps(a) => ctl::ps(&a),
+        Command::Suspend(a) => ctl::act(&a, "suspend"),
+        Command::Resume(a) => ctl::act(&a, "resume"),
+        Command::Terminate(a) => ctl::act(&a, "terminate"),
+        Command::Quota(QuotaCommand::Get(a)) => ctl::quota_get(&a),
+        Command::Quota(QuotaCommand::Set(a)) => ctl::quota_set(&a),
         Command::History(a) => history::history(&a),
         Command::Events(a) => history::events(&a),
     }

@@ -1,0 +1,83 @@
+//! CLI commands that talk to a running `allot daemon`: `ps`, `suspend`,
+//! `resume`, `terminate`, `quota get|set`.
+
+use super::{Error, print};
+use crate::cli::{ActArgs, PsArgs, QuotaSetArgs};
+use crate::client::{default_socket, failure, request};
+use crate::output::table;
+use allot_core::Resource;
+use allot_core::quantity::format_approx;
+use serde_json::{Map, Value, json};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn socket(s: &Option<PathBuf>) -> Result<PathBuf, Error> {
+    Ok(match s {
+        Some(p) => p.clone(),
+        None => default_socket()?,
+    })
+}
+
+fn ok(status: u16, v: Value) -> Result<Value, Error> {
+    if (200..300).contains(&status) { Ok(v) } else { Err(failure(status, &v).into()) }
+}
+
+pub(crate) fn ps(args: &PsArgs) -> Result<ExitCode, Error> {
+    let (st, v) = request(&socket(&args.socket)?, "GET", "/v1/agents", None)?;
+    let v = ok(st, v)?;
+    if args.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![["agent", "group", "state", "pids", "memory", "cpu", "processes", "last action"].map(String::from).to_vec()];
+    for a in v.as_array().into_iter().flatten() {
+        let u = |r: Resource| a["usage"][r.name()].as_u64().map_or_else(|| "-".to_owned(), |x| format_approx(r.unit(), x));
+        rows.push(vec![
+            a["id"].as_str().unwrap_or("?").into(),
+            a["group"].as_str().unwrap_or("?").into(),
+            a["state"].as_str().unwrap_or("?").into(),
+            a["pids"].as_array().map_or(0, Vec::len).to_string(),
+            u(Resource::Memory),
+            u(Resource::Cpu),
+            u(Resource::Processes),
+            a["last_action"].as_str().unwrap_or("").into(),
+        ]);
+    }
+    print(&table(&rows))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn act(args: &ActArgs, action: &str) -> Result<ExitCode, Error> {
+    let (st, v) = request(&socket(&args.socket)?, "POST", &format!("/v1/agents/{}/{action}", args.id), None)?;
+    let v = ok(st, v)?;
+    print(&format!("{}: {action}: {}\n", args.id, v["detail"].as_str().unwrap_or("done")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn quota_get(args: &ActArgs) -> Result<ExitCode, Error> {
+    let (st, v) = request(&socket(&args.socket)?, "GET", &format!("/v1/agents/{}/quota", args.id), None)?;
+    let v = ok(st, v)?;
+    print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn quota_set(args: &QuotaSetArgs) -> Result<ExitCode, Error> {
+    let mut limits: Map<String, Value> = Map::new();
+    for c in &args.changes {
+        let Some((key, value)) = c.split_once('=') else {
+            return Err(format!("{c:?}: expected RESOURCE.FIELD=VALUE, such as memory.hard=300Mi").into());
+        };
+        let Some((res, field)) = key.split_once('.') else {
+            return Err(format!("{c:?}: expected RESOURCE.FIELD=VALUE, such as memory.hard=300Mi").into());
+        };
+        if !["soft", "hard", "burst", "action"].contains(&field) {
+            return Err(format!("{c:?}: unknown field {field:?}; use soft, hard, burst or action").into());
+        }
+        let entry = limits.entry(res.to_owned()).or_insert_with(|| json!({}));
+        entry[field] = json!(value);
+    }
+    let (st, v) = request(&socket(&args.socket)?, "PATCH", &format!("/v1/agents/{}/quota", args.id), Some(&json!({"limits": limits})))?;
+    let v = ok(st, v)?;
+    print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+    Ok(ExitCode::SUCCESS)
+}
