@@ -38,8 +38,9 @@ struct Daemon {
     dir: tempfile::TempDir,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+impl Daemon {
+    /// SIGTERM, and wait for the daemon to exit (its agents keep running).
+    fn stop(&mut self) {
         let _ =
             rustix::process::kill_process(rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(), rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -51,6 +52,41 @@ impl Drop for Daemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Stop every agent recorded in the state database and remove its cgroups
+/// (and the test's group and root cgroups above them).
+fn cleanup(state: &Path) {
+    let Ok(store) = allot_store::Store::open_read_only(state) else { return };
+    for a in store.agents().unwrap_or_default() {
+        let dirs: Vec<PathBuf> =
+            a.cgroup.as_array().map(|v| v.iter().filter_map(|d| d.as_str().map(PathBuf::from)).collect()).unwrap_or_default();
+        for _ in 0..200 {
+            let pids: Vec<u32> = dirs.iter().filter_map(|d| allot_sys::cgroup::fs::procs(d).ok()).flatten().collect();
+            if pids.is_empty() {
+                break;
+            }
+            let _ = allot_sys::signal::signal_all(&pids, rustix::process::Signal::KILL);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for d in &dirs {
+            let _ = std::fs::remove_dir(d);
+            if let Some(group) = d.parent() {
+                let _ = std::fs::remove_dir(group);
+                if let Some(root) = group.parent().filter(|r| r.file_name().is_some_and(|n| n.to_string_lossy().starts_with("allot-test-")))
+                {
+                    let _ = std::fs::remove_dir(root);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        cleanup(&self.dir.path().join("state.db"));
     }
 }
 
@@ -77,7 +113,11 @@ time.sleep(1000)
 "#;
 
 fn start() -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
+    launch(tempfile::tempdir().unwrap())
+}
+
+/// Start a daemon on `dir` (a fresh one, or the state of a killed one).
+fn launch(dir: tempfile::TempDir) -> Daemon {
     // The client agent runs as nobody: it must reach its script, the socket and its result file.
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let client = dir.path().join("client.py");
@@ -94,8 +134,9 @@ fn start() -> Daemon {
     )
     .unwrap();
     let sock = dir.path().join("allot.sock");
+    let name = format!("allot-test-{}-{}", std::process::id(), dir.path().file_name().unwrap().to_string_lossy().trim_start_matches('.'));
     let child = Command::new(env!("CARGO_BIN_EXE_allot"))
-        .args(["daemon", "--cgroup-name", &format!("allot-test-{}-daemon", std::process::id())])
+        .args(["daemon", "--cgroup-name", &name])
         .arg("--config")
         .arg(&fleet)
         .arg("--socket")
@@ -285,4 +326,46 @@ fn operator_agents_and_strangers_get_what_they_may() {
             break;
         }
     }
+}
+
+#[test]
+fn a_killed_daemon_is_restarted_and_takes_its_agents_over() {
+    let mut d = start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before: Value = loop {
+        let v: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/sleeper").1).unwrap();
+        if !v["pids"].as_array().unwrap().is_empty() && v["usage"]["memory"].is_u64() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (st, _) = http_body(&d.sock, "PATCH", "/v1/agents/sleeper/quota", r#"{"limits": {"processes": {"hard": 30, "burst": 44}}}"#);
+    assert_eq!(st, 200);
+    let store = allot_store::Store::open_read_only(&d.dir.path().join("state.db")).unwrap();
+    let last = store.last_seq().unwrap();
+    drop(store);
+    // SIGKILL: no chance to stop anything.
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let pids: Vec<u64> = before["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    for p in &pids {
+        assert!(Path::new(&format!("/proc/{p}")).exists(), "agent process {p} died with the daemon");
+    }
+    // A new daemon on the same state takes the agents over.
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d); // stops nothing: the killed daemon is gone and the new temp dir holds no state
+    let d2 = launch(dir);
+    let after: Value = serde_json::from_str(&http(&d2.sock, "GET", "/v1/agents/sleeper").1).unwrap();
+    assert_eq!(after["state"], "running", "{after}");
+    let now: Vec<u64> = after["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    assert_eq!(now, pids, "the same processes, not new ones");
+    assert_eq!(after["quota"]["limits"]["processes"]["burst"], 44, "the changed quota survived");
+    let store = allot_store::Store::open_read_only(&d2.dir.path().join("state.db")).unwrap();
+    let events = store.events_since(last, 10_000).unwrap();
+    assert!(events.iter().any(|e| e.topic == "resource_management.agent.readopted" && e.agent.as_deref() == Some("sleeper")), "{events:?}");
+    assert_eq!(events[0].seq, last + 1, "sequence numbers continue");
+    // Still governed: suspend and resume work on the adopted agent.
+    assert_eq!(http(&d2.sock, "POST", "/v1/agents/sleeper/suspend").0, 200);
+    assert_eq!(http(&d2.sock, "POST", "/v1/agents/sleeper/resume").0, 200);
 }

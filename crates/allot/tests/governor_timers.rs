@@ -160,6 +160,9 @@ impl Backend for FakeBackend {
             cgroup: None,
         })
     }
+    fn adopt(&mut self, _dirs: &[PathBuf], _pid: u32) -> Result<Started, String> {
+        Err("the scripted backend adopts nothing".into())
+    }
     fn group_actuator(&mut self, _group: &str) -> Option<Box<dyn Actuator>> {
         None
     }
@@ -208,6 +211,8 @@ async fn run_with(
         cgroup_name: "unused".into(),
         notify: false,
         socket: None,
+        readopt: false,
+        leave_running: false,
     };
     let gov = Governor::new(fleet, backend, &opts).unwrap();
     let summary = gov.run(Some(Duration::from_secs(secs))).await.unwrap();
@@ -332,6 +337,8 @@ async fn analytics_run_on_their_timer_and_warn_of_a_forecast_crossing() {
         cgroup_name: "unused".into(),
         notify: false,
         socket: None,
+        readopt: false,
+        leave_running: false,
     };
     Governor::new(fleet, backend, &opts).unwrap().run(Some(Duration::from_secs(30 * 60))).await.unwrap();
     let store = allot_store::Store::open_read_only(&state).unwrap();

@@ -44,6 +44,8 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
         cgroup_name: args.cgroup_name.clone(),
         notify: true,
         socket: Some(std::path::absolute(&socket).unwrap_or_else(|_| socket.clone())),
+        readopt: true,
+        leave_running: true,
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let gov = Governor::new(fleet, backend, &opts)?.with_control(rx);

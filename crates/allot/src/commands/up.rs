@@ -50,6 +50,8 @@ pub(crate) fn run(args: &UpArgs) -> Result<ExitCode, Error> {
         cgroup_name: args.cgroup_name.clone(),
         notify: !args.no_notify,
         socket: None,
+        readopt: false,
+        leave_running: false,
     };
     let gov = Governor::new(fleet, backend, &opts)?;
     if view != ViewMode::Live {

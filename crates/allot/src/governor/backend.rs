@@ -18,12 +18,14 @@ pub enum Exit {
     Code(i32),
     /// A signal killed it.
     Signal(i32),
+    /// It is gone, and its status is unknown (an adopted process is not our child).
+    Unknown,
 }
 
 impl Exit {
     /// Whether this counts as a failure for restarts.
     pub fn failed(self) -> bool {
-        !matches!(self, Exit::Code(0))
+        !matches!(self, Exit::Code(0) | Exit::Unknown)
     }
 }
 
@@ -32,6 +34,7 @@ impl std::fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exit status {c}"),
             Exit::Signal(s) => write!(f, "killed by signal {s}"),
+            Exit::Unknown => write!(f, "exited (status unknown: not allot's child after a restart)"),
         }
     }
 }
@@ -68,12 +71,39 @@ pub trait Backend {
     fn mode(&self) -> String;
     /// Start an agent with extra environment.
     fn start(&mut self, def: &AgentDef, env: &[(String, String)]) -> Result<Started, String>;
+    /// Take over an agent a previous governor started: its cgroup directories
+    /// and leader pid, as stored.
+    fn adopt(&mut self, dirs: &[PathBuf], pid: u32) -> Result<Started, String>;
     /// An actuator on a group's cgroup, for group totals (`None` without cgroups).
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>>;
     /// Remove what the backend created for an agent that is gone.
     fn cleanup(&mut self, cgroup: Option<&AgentCgroup>);
     /// Remove everything at shutdown.
     fn shutdown(&mut self);
+}
+
+/// A leader that is not our child: alive while `/proc/<pid>` shows a live
+/// process with the start time it had when adopted.
+struct AdoptedLeader {
+    pid: u32,
+    start: u64,
+}
+
+fn start_time(pid: u32) -> Option<(u8, u64)> {
+    let b = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    allot_sys::proc::parse::stat(&b).map(|s| (s.state, s.starttime))
+}
+
+impl Leader for AdoptedLeader {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn try_wait(&mut self) -> Option<Exit> {
+        match start_time(self.pid) {
+            Some((state, start)) if start == self.start && state != b'Z' && state != b'X' => None,
+            _ => Some(Exit::Unknown),
+        }
+    }
 }
 
 struct ChildLeader(Child);
@@ -187,6 +217,41 @@ impl Backend for RealBackend {
                 })
             }
         }
+    }
+
+    fn adopt(&mut self, dirs: &[PathBuf], pid: u32) -> Result<Started, String> {
+        let layout = Layout::discover(&Roots::host()).map_err(|e| e.to_string())?;
+        let mut d = allot_sys::cgroup::tree::Dirs::default();
+        for dir in dirs {
+            let mount = layout.mounts.iter().filter(|m| dir.starts_with(&m.mount_point)).max_by_key(|m| m.mount_point.as_os_str().len());
+            match mount {
+                Some(m) if m.version == allot_sys::cgroup::Version::V2 => {
+                    d.v2 = Some(dir.clone());
+                    d.v2_controllers = allot_sys::cgroup::v2::core::controllers(dir).unwrap_or_default();
+                }
+                Some(m) => {
+                    for c in allot_sys::cgroup::tree::V1::ALL {
+                        if m.controllers.iter().any(|x| x == c.name()) {
+                            d.v1.insert(c, dir.clone());
+                        }
+                    }
+                }
+                None => return Err(format!("{} is not on a cgroup mount", dir.display())),
+            }
+        }
+        let cg = AgentCgroup { dirs: d };
+        let live = cg.pids().map_err(|e| e.to_string())?;
+        if !live.contains(&pid) {
+            return Err(format!("pid {pid} is no longer in its cgroup"));
+        }
+        let (_, start) = start_time(pid).ok_or_else(|| format!("pid {pid} is gone"))?;
+        let probe = CgroupProbe::new(cg.clone(), self.proc_root.clone(), self.keep_slow_open).map_err(|e| e.to_string())?;
+        Ok(Started {
+            leader: Box::new(AdoptedLeader { pid, start }),
+            probe: Box::new(probe),
+            actuator: Box::new(CgroupActuator::new(cg.clone())),
+            cgroup: Some(cg),
+        })
     }
 
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>> {

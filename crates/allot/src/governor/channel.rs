@@ -25,6 +25,17 @@ impl Channel {
         Ok(Channel { path, seq: 0, signal })
     }
 
+    /// Keep appending to an existing channel file (an adopted agent reads it still).
+    pub fn reopen(dir: &Path, agent: &str, signal: Option<i32>) -> Result<Channel, String> {
+        let path = dir.join(format!("{agent}.jsonl"));
+        let seq = std::fs::read_to_string(&path).map(|t| t.lines().count() as u64).unwrap_or(0);
+        if !path.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::write(&path, b"").map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        }
+        Ok(Channel { path, seq, signal })
+    }
+
     /// The file's path (the agent's `ALLOT_EVENTS_FILE`).
     pub fn path(&self) -> &Path {
         &self.path

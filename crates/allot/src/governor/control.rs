@@ -129,6 +129,14 @@ impl<B: Backend> Governor<B> {
         if let Some(r) = self.agents.get_mut(&id) {
             r.def.spec = spec;
         }
+        // Persist it, so that a restarted daemon takes the agent over with this quota.
+        if let Ok(Some(mut stored)) = self.store.agent(agent) {
+            stored.spec["quota"] = serde_json::to_value(&quota).unwrap_or(Value::Null);
+            stored.updated_ms = self.clock.now().as_millis();
+            if let Err(e) = self.store.put_agent(&stored) {
+                return Err(ControlError { status: 500, message: e.to_string() });
+            }
+        }
         // The kernel backstops follow at once.
         self.apply_backstops(&id);
         let now = self.clock.now();

@@ -55,6 +55,10 @@ pub struct Options {
     pub notify: bool,
     /// The daemon's socket, given to agents as `ALLOT_SOCKET`.
     pub socket: Option<PathBuf>,
+    /// Take over the live agents a previous run left (the daemon), instead of stopping them (`allot up`).
+    pub readopt: bool,
+    /// On stop, leave agents running under their kernel limits (the daemon) instead of stopping them.
+    pub leave_running: bool,
 }
 
 /// Where an agent is.
@@ -161,6 +165,7 @@ pub struct Governor<B: Backend> {
     next_analytics: Time,
     control: Option<mpsc::UnboundedReceiver<control::Control>>,
     socket: Option<PathBuf>,
+    leave_running: bool,
 }
 
 impl<B: Backend> std::fmt::Debug for Governor<B> {
@@ -220,12 +225,19 @@ impl<B: Backend> Governor<B> {
             next_analytics: Time::ZERO,
             control: None,
             socket: opts.socket.clone(),
+            leave_running: opts.leave_running,
         };
         g.next_analytics = g.clock.now().plus(g.settings.analytics_interval);
         // Raw samples are kept 24 h.
         let _ = g.store.prune_samples(g.clock.now().as_millis().saturating_sub(86_400_000));
+        if opts.readopt {
+            g.readopt_leftovers()?;
+        }
         g.recover_leftovers()?;
         for def in fleet.agents {
+            if g.agents.contains_key(&def.spec.id) {
+                continue; // adopted: it runs already
+            }
             let channel = Channel::create(&g.channel_dir, def.spec.id.as_str(), def.notify_signal)?;
             let id = def.spec.id.clone();
             g.agents.insert(
@@ -260,12 +272,94 @@ impl<B: Backend> Governor<B> {
         self.backend.mode()
     }
 
+    /// Take over the agents a previous run left running: same processes,
+    /// same cgroups and limits, their quota as stored. Those that cannot be
+    /// taken over are left to `recover_leftovers`, which stops them.
+    fn readopt_leftovers(&mut self) -> Result<(), Error> {
+        use crate::fleet::{AgentDef, Restart};
+        use allot_core::limits::LimitOverride;
+        let now = self.clock.now();
+        for a in self.store.agents()? {
+            if a.state == "exited" {
+                continue;
+            }
+            let Some(pid) = a.pid else { continue };
+            let dirs: Vec<PathBuf> =
+                a.cgroup.as_array().map(|v| v.iter().filter_map(|d| d.as_str().map(PathBuf::from)).collect()).unwrap_or_default();
+            let Ok(quota) = serde_json::from_value::<allot_core::Quota>(a.spec["quota"].clone()) else { continue };
+            let Ok(id) = AgentId::new(a.id.clone()) else { continue };
+            let mut spec = allot_core::AgentSpec::new(id.clone(), a.group.clone());
+            spec.priority = quota.priority;
+            spec.custom_handler = quota.custom_handler.clone();
+            spec.overrides = quota
+                .limits
+                .iter()
+                .map(|(r, l)| {
+                    let o = LimitOverride {
+                        soft: Some(l.soft),
+                        hard: Some(l.hard),
+                        burst: Some(l.burst),
+                        burst_window: Some(l.burst_window),
+                        action: Some(l.action),
+                        window: l.window,
+                    };
+                    (r.clone(), o)
+                })
+                .collect();
+            // The stored quota wins over the fleet file's: it may have been changed at run time.
+            let registered = if self.ledger.quota(&id).is_some() {
+                self.ledger.update_agent(spec.clone()).is_ok()
+            } else {
+                self.ledger.register(spec.clone()).is_ok()
+            };
+            if !registered {
+                eprintln!(
+                    "allot: cannot take over {id}: its stored quota no longer resolves (group {:?}); stopping what is left of it",
+                    a.group
+                );
+                continue;
+            }
+            let started = match self.backend.adopt(&dirs, pid) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = self.ledger.unregister(&id);
+                    eprintln!("allot: cannot take over {id} (pid {pid}): {e}; stopping what is left of it");
+                    continue;
+                }
+            };
+            let command: Vec<String> =
+                a.spec["command"].as_array().map(|v| v.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+            let def =
+                AgentDef { spec, command, env: BTreeMap::new(), workdir: None, restart: Restart::Never, notify_signal: None, user: None };
+            let channel = Channel::reopen(&self.channel_dir, id.as_str(), None)?;
+            self.agents.insert(
+                id.clone(),
+                Running {
+                    def,
+                    started: Some(started),
+                    state: AgentState::Running,
+                    cpu: Rate::default(),
+                    io: Rate::default(),
+                    net: Rate::default(),
+                    usage: BTreeMap::new(),
+                    last_action: "re-adopted".into(),
+                    restarts: 0,
+                    channel,
+                    terminating: None,
+                    samples: 0,
+                },
+            );
+            self.emit(now, "resource_management.agent.readopted", Some(id.as_str()), json!({"pid": pid, "cgroup": dirs}));
+        }
+        Ok(())
+    }
+
     /// Stop agents that a previous run (killed before it could stop them)
     /// left running, so that none keeps running unnoticed.
     fn recover_leftovers(&mut self) -> Result<(), Error> {
         let now = self.clock.now();
         for a in self.store.agents()? {
-            if a.state == "exited" {
+            if a.state == "exited" || self.agents.keys().any(|id| id.as_str() == a.id) {
                 continue;
             }
             let dirs: Vec<PathBuf> =
@@ -433,6 +527,12 @@ impl<B: Backend> Governor<B> {
         };
         let ids: Vec<AgentId> = self.agents.keys().cloned().collect();
         for id in &ids {
+            if self.agents.get(id).is_some_and(|r| r.started.is_some()) {
+                if let Some(n) = &notifier {
+                    self.watch(n, id);
+                }
+                continue;
+            }
             if let Err(e) = self.start_agent(id) {
                 let now = self.clock.now();
                 self.mark_exited(id, &format!("could not start: {e}"), now);
@@ -910,6 +1010,18 @@ impl<B: Backend> Governor<B> {
 
     async fn shutdown(&mut self, why: &str) {
         let now = self.clock.now();
+        if self.leave_running {
+            // The daemon stops alone: its agents keep running under their kernel
+            // limits, and the next daemon on this state takes them over.
+            self.run_analytics(now);
+            self.flush_samples();
+            for (a, r, roll) in self.roller.flush() {
+                let _ = self.store.put_rollup(&a, &r, &roll);
+            }
+            let live = self.agents.values().filter(|r| r.started.is_some()).count();
+            self.emit(now, "resource_management.governor.stopped", None, json!({"reason": why, "agents_left_running": live}));
+            return;
+        }
         let grace = self.settings.policy.terminate_grace;
         let live: Vec<AgentId> = self.agents.iter().filter(|(_, r)| r.started.is_some()).map(|(id, _)| id.clone()).collect();
         for id in &live {
