@@ -258,6 +258,22 @@ pub(crate) enum BenchCommand {
     /// Evaluate the pattern classifier on a generated labelled corpus and the
     /// forecasts on generated leaks: accuracy per class, confusion matrix, errors.
     Analytics(BenchAnalyticsArgs),
+    /// Start a daemon and measure usage reports and quota reads per second
+    /// over its Unix socket with concurrent keep-alive clients, and its CPU per request.
+    Api(BenchApiArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchApiArgs {
+    /// Concurrent clients, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub(crate) clients: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) seconds: u64,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

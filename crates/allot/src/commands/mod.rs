@@ -2,6 +2,7 @@
 
 mod analyze;
 mod bench;
+mod bench_api;
 mod ctl;
 mod daemon;
 mod groups;
@@ -25,6 +26,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Validate(a) => Ok(validate::run(&a)),
         Command::Bench(BenchCommand::Sample(a)) => bench::sample(&a),
         Command::Bench(BenchCommand::Analytics(a)) => analyze::evaluate(&a),
+        Command::Bench(BenchCommand::Api(a)) => bench_api::run(&a),
         Command::Analyze(a) => analyze::run(&a),
         Command::Recommend(a) => report::recommend(&a),
         Command::Report(a) => report::report(&a),

@@ -1020,6 +1020,8 @@ impl<B: Backend> Governor<B> {
             }
             let live = self.agents.values().filter(|r| r.started.is_some()).count();
             self.emit(now, "resource_management.governor.stopped", None, json!({"reason": why, "agents_left_running": live}));
+            // Removes only the group and root cgroups that no agent uses any more.
+            self.backend.shutdown();
             return;
         }
         let grace = self.settings.policy.terminate_grace;
