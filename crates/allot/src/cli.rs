@@ -36,6 +36,8 @@ pub(crate) enum Command {
     /// and root may do everything; an agent's own processes may read their
     /// agent and events; anyone else is refused.
     Daemon(DaemonArgs),
+    /// Start a command as an agent of a running daemon.
+    Run(RunArgs),
     /// List the agents of a running daemon.
     Ps(PsArgs),
     /// Suspend an agent of a running daemon (freeze its whole tree).
@@ -109,6 +111,31 @@ pub(crate) struct DaemonArgs {
     /// Name of allot's cgroup, created beneath the cgroup allot runs in.
     #[arg(long, value_name = "NAME", default_value = "allot")]
     pub(crate) cgroup_name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The agent's id.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Its quota group.
+    #[arg(long, default_value = "standard_agent")]
+    pub(crate) group: String,
+    /// A limit, such as memory.hard=300Mi (repeatable).
+    #[arg(long = "limit", value_name = "RESOURCE.FIELD=VALUE")]
+    pub(crate) limits: Vec<String>,
+    /// Priority 1..10.
+    #[arg(long)]
+    pub(crate) priority: Option<i64>,
+    /// Wait until the agent exits and print how it ended.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// The daemon's socket.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+    /// The command and its arguments (after --).
+    #[arg(last = true, required = true)]
+    pub(crate) command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -281,6 +281,46 @@ fn operator_agents_and_strangers_get_what_they_may() {
     let _ = follow.wait();
     assert_eq!(serde_json::from_str::<Value>(&first).unwrap()["seq"], 1, "{first}");
 
+    // Start an agent through the API, throttle and clear it, stop it.
+    let (st, body) = http_body(
+        &d.sock,
+        "POST",
+        "/v1/agents",
+        r#"{"name": "late", "group": "lightweight_agent", "command": ["sleep", "300"], "limits": {"memory": {"hard": "80M"}}}"#,
+    );
+    assert_eq!(st, 201, "{body}");
+    let late: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/late").1).unwrap();
+    assert_eq!((late["state"].as_str(), late["quota"]["limits"]["memory"]["hard"].as_u64()), (Some("running"), Some(80_000_000)), "{late}");
+    assert_eq!(http_body(&d.sock, "POST", "/v1/agents", r#"{"name": "late", "group": "lightweight_agent", "command": ["true"]}"#).0, 409);
+    let (st, body) = http_body(&d.sock, "POST", "/v1/agents", r#"{"name": "x y", "group": "lightweight_agent", "command": ["true"]}"#);
+    assert_eq!((st, serde_json::from_str::<Value>(&body).unwrap()["error"]["field"].as_str()), (422, Some("name")));
+    assert_eq!(http_body(&d.sock, "POST", "/v1/agents", r#"{"name": "g", "group": "nope", "command": ["true"]}"#).0, 422);
+    assert_eq!(http(&d.sock, "POST", "/v1/agents/late/throttle?cpu=150m").0, 200);
+    assert_eq!(serde_json::from_str::<Value>(&http(&d.sock, "GET", "/v1/agents/late").1).unwrap()["state"], "throttled");
+    assert_eq!(http(&d.sock, "POST", "/v1/agents/late/throttle?cpu=lots").0, 422);
+    assert_eq!(http(&d.sock, "POST", "/v1/agents/late/clear").0, 200);
+    assert_eq!(http(&d.sock, "DELETE", "/v1/agents/late").0, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/late").1).unwrap();
+        if v["state"] == "exited" {
+            assert!(v["exit"].as_str().unwrap().contains("terminated by the operator"), "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["run", "--name", "quick", "--group", "lightweight_agent", "--wait", "--socket"])
+        .arg(&d.sock)
+        .args(["--", "sh", "-c", "exit 3"])
+        .output()
+        .unwrap();
+    let (code, out, err) =
+        (run.status.code(), String::from_utf8_lossy(&run.stdout).into_owned(), String::from_utf8_lossy(&run.stderr).into_owned());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("quick: started") && out.contains("exit status 3"), "{out}");
+
     // Metrics in Prometheus text format.
     let (st, m) = http(&d.sock, "GET", "/metrics");
     assert_eq!(st, 200);

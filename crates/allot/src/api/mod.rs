@@ -128,15 +128,44 @@ async fn one(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>, Pa
     }
 }
 
-async fn act(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>, Path((id, action)): Path<(String, String)>) -> Response {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActQuery {
+    cpu: Option<String>,
+}
+
+async fn act(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path((id, action)): Path<(String, String)>,
+    q: Result<Query<ActQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     if !matches!(caller(&api, peer).await, Caller::Operator) {
         return forbidden();
     }
+    let Ok(Query(q)) = q else {
+        return field_error("cpu", "the only query parameter is cpu, for throttle (such as ?cpu=200m)");
+    };
     let action = match action.as_str() {
         "suspend" => OperatorAction::Suspend,
         "resume" => OperatorAction::Resume,
         "terminate" => OperatorAction::Terminate,
-        other => return error(StatusCode::NOT_FOUND, "not_found", format!("unknown action {other:?}: suspend, resume or terminate")),
+        "clear" => OperatorAction::Clear,
+        "throttle" => {
+            let Some(cpu) = q.cpu else { return field_error("cpu", "throttle needs ?cpu=QUANTITY, such as 200m") };
+            match allot_core::quantity::parse("cpu", allot_core::Unit::Millicores, &cpu) {
+                Ok(v) if v.value > 0 => OperatorAction::Throttle(v.value),
+                Ok(_) => return field_error("cpu", "must be above 0"),
+                Err(e) => return field_error("cpu", e.to_string()),
+            }
+        }
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("unknown action {other:?}: suspend, resume, terminate, throttle or clear"),
+            );
+        }
     };
     match ask(&api, |tx| Control::Act(id.clone(), action, tx)).await {
         Ok(Ok(detail)) => Json(json!({"agent": id, "action": action.name(), "outcome": "success", "detail": detail})).into_response(),
@@ -335,6 +364,42 @@ struct QuotaBody {
     limits: std::collections::BTreeMap<String, LimitBody>,
 }
 
+/// Limits of a request body, in human units, as overrides; errors name the field.
+fn overrides(
+    limits: std::collections::BTreeMap<String, LimitBody>,
+) -> Result<std::collections::BTreeMap<allot_core::Resource, allot_core::limits::LimitOverride>, Response> {
+    let mut overrides = std::collections::BTreeMap::new();
+    for (name, l) in limits {
+        let field = format!("limits.{name}");
+        let resource: allot_core::Resource = match name.parse() {
+            Ok(r) => r,
+            Err(e) => return Err(field_error(&field, e.to_string())),
+        };
+        let mut o = allot_core::limits::LimitOverride::default();
+        for (key, v, slot) in [("soft", &l.soft, &mut o.soft), ("hard", &l.hard, &mut o.hard), ("burst", &l.burst, &mut o.burst)] {
+            if let Some(v) = v {
+                let text = match v {
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::String(s) => s.clone(),
+                    _ => return Err(field_error(&format!("{field}.{key}"), "expected a number or a quantity string")),
+                };
+                match allot_core::quantity::parse(&format!("{field}.{key}"), resource.unit(), &text) {
+                    Ok(q) => *slot = Some(q.value),
+                    Err(e) => return Err(field_error(&format!("{field}.{key}"), e.to_string())),
+                }
+            }
+        }
+        if let Some(a) = &l.action {
+            match a.parse() {
+                Ok(a) => o.action = Some(a),
+                Err(e) => return Err(field_error(&format!("{field}.action"), format!("{e}"))),
+            }
+        }
+        overrides.insert(resource, o);
+    }
+    Ok(overrides)
+}
+
 /// `GET /v1/agents/{id}/quota` (operator or the agent itself).
 async fn quota_get(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>, Path(id): Path<String>) -> Response {
     match caller(&api, peer).await {
@@ -366,35 +431,10 @@ async fn quota_set(
         Ok(b) => b,
         Err(e) => return body_error(&e),
     };
-    let mut overrides = std::collections::BTreeMap::new();
-    for (name, l) in b.limits {
-        let field = format!("limits.{name}");
-        let resource: allot_core::Resource = match name.parse() {
-            Ok(r) => r,
-            Err(e) => return field_error(&field, e.to_string()),
-        };
-        let mut o = allot_core::limits::LimitOverride::default();
-        for (key, v, slot) in [("soft", &l.soft, &mut o.soft), ("hard", &l.hard, &mut o.hard), ("burst", &l.burst, &mut o.burst)] {
-            if let Some(v) = v {
-                let text = match v {
-                    serde_json::Value::Number(n) => n.to_string(),
-                    serde_json::Value::String(s) => s.clone(),
-                    _ => return field_error(&format!("{field}.{key}"), "expected a number or a quantity string"),
-                };
-                match allot_core::quantity::parse(&format!("{field}.{key}"), resource.unit(), &text) {
-                    Ok(q) => *slot = Some(q.value),
-                    Err(e) => return field_error(&format!("{field}.{key}"), e.to_string()),
-                }
-            }
-        }
-        if let Some(a) = &l.action {
-            match a.parse() {
-                Ok(a) => o.action = Some(a),
-                Err(e) => return field_error(&format!("{field}.action"), format!("{e}")),
-            }
-        }
-        overrides.insert(resource, o);
-    }
+    let overrides = match overrides(b.limits) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
     match ask(&api, |tx| Control::SetLimits(id.clone(), overrides, tx)).await {
         Ok(Ok(q)) => Json(q).into_response(),
         Ok(Err(e)) if e.status == 404 => error(StatusCode::NOT_FOUND, "not_found", e.message),
@@ -404,6 +444,81 @@ async fn quota_set(
         }
         Err(r) => r,
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    name: String,
+    group: String,
+    command: Vec<String>,
+    priority: Option<i64>,
+    limits: Option<std::collections::BTreeMap<String, LimitBody>>,
+    env: Option<std::collections::BTreeMap<String, String>>,
+    workdir: Option<PathBuf>,
+}
+
+/// `POST /v1/agents` (operator): start a command as an agent.
+async fn start(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Result<Json<StartBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !matches!(caller(&api, peer).await, Caller::Operator) {
+        return forbidden();
+    }
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(&e),
+    };
+    let id = match allot_core::AgentId::new(b.name) {
+        Ok(id) => id,
+        Err(e) => return field_error("name", e.to_string()),
+    };
+    if b.command.is_empty() {
+        return field_error("command", "must name a program");
+    }
+    let mut spec = allot_core::AgentSpec::new(id, b.group);
+    if let Some(p) = b.priority {
+        match allot_core::Priority::new(p) {
+            Ok(p) => spec.priority = p,
+            Err(e) => return field_error("priority", e.to_string()),
+        }
+    }
+    if let Some(limits) = b.limits {
+        match overrides(limits) {
+            Ok(o) => spec.overrides = o,
+            Err(r) => return r,
+        }
+    }
+    let def = crate::fleet::AgentDef {
+        spec,
+        command: b.command,
+        env: b.env.unwrap_or_default(),
+        workdir: b.workdir,
+        restart: crate::fleet::Restart::Never,
+        notify_signal: None,
+        user: None,
+    };
+    match ask(&api, |tx| Control::Start(Box::new(def), tx)).await {
+        Ok(Ok(v)) => (StatusCode::CREATED, Json(v)).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            if e.status == 409 { "conflict" } else { "invalid" },
+            e.message,
+        ),
+        Err(r) => r,
+    }
+}
+
+/// `DELETE /v1/agents/{id}` (operator): stop an agent (notice, grace, kill).
+async fn stop(
+    state: State<Shared>,
+    peer: ConnectInfo<Peer>,
+    Path(id): Path<String>,
+    q: Result<Query<ActQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    act(state, peer, Path((id, "terminate".to_owned())), q).await
 }
 
 async fn fallback() -> Response {
@@ -416,8 +531,8 @@ pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/agents", get(list))
-        .route("/v1/agents/{id}", get(one))
+        .route("/v1/agents", get(list).post(start))
+        .route("/v1/agents/{id}", get(one).delete(stop))
         .route("/v1/agents/{id}/usage", post(usage))
         .route("/v1/agents/{id}/quota", get(quota_get).patch(quota_set))
         .route("/v1/agents/{id}/{action}", post(act))

@@ -2,7 +2,7 @@
 //! `resume`, `terminate`, `quota get|set`.
 
 use super::{Error, print};
-use crate::cli::{ActArgs, PsArgs, QuotaSetArgs};
+use crate::cli::{ActArgs, PsArgs, QuotaSetArgs, RunArgs};
 use crate::client::{default_socket, failure, request};
 use crate::output::table;
 use allot_core::Resource;
@@ -61,9 +61,9 @@ pub(crate) fn quota_get(args: &ActArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn quota_set(args: &QuotaSetArgs) -> Result<ExitCode, Error> {
+fn limit_changes(changes: &[String]) -> Result<Map<String, Value>, Error> {
     let mut limits: Map<String, Value> = Map::new();
-    for c in &args.changes {
+    for c in changes {
         let Some((key, value)) = c.split_once('=') else {
             return Err(format!("{c:?}: expected RESOURCE.FIELD=VALUE, such as memory.hard=300Mi").into());
         };
@@ -76,6 +76,34 @@ pub(crate) fn quota_set(args: &QuotaSetArgs) -> Result<ExitCode, Error> {
         let entry = limits.entry(res.to_owned()).or_insert_with(|| json!({}));
         entry[field] = json!(value);
     }
+    Ok(limits)
+}
+
+pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Error> {
+    let sock = socket(&args.socket)?;
+    let mut body = json!({"name": args.name, "group": args.group, "command": args.command, "limits": limit_changes(&args.limits)?});
+    if let Some(p) = args.priority {
+        body["priority"] = json!(p);
+    }
+    let (st, v) = request(&sock, "POST", "/v1/agents", Some(&body))?;
+    let v = ok(st, v)?;
+    print(&format!("{}: started, pid {}\n", args.name, v["pid"]))?;
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (st, a) = request(&sock, "GET", &format!("/v1/agents/{}", args.name), None)?;
+        let a = ok(st, a)?;
+        if a["state"] == "exited" {
+            print(&format!("{}: {}\n", args.name, a["exit"].as_str().unwrap_or("exited")))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+pub(crate) fn quota_set(args: &QuotaSetArgs) -> Result<ExitCode, Error> {
+    let limits = limit_changes(&args.changes)?;
     let (st, v) = request(&socket(&args.socket)?, "PATCH", &format!("/v1/agents/{}/quota", args.id), Some(&json!({"limits": limits})))?;
     let v = ok(st, v)?;
     print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;

@@ -33,6 +33,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Up(a) => up::run(&a),
         Command::Daemon(a) => daemon::run(&a),
         Command::Ps(a) => ctl::ps(&a),
+        Command::Run(a) => ctl::run(&a),
         Command::Suspend(a) => ctl::act(&a, "suspend"),
         Command::Resume(a) => ctl::act(&a, "resume"),
         Command::Terminate(a) => ctl::act(&a, "terminate"),

@@ -18,6 +18,10 @@ pub enum OperatorAction {
     Resume,
     /// Notice, grace, kill.
     Terminate,
+    /// Limit CPU to this many millicores.
+    Throttle(u64),
+    /// Lift throttles (cpu limit, memory.high).
+    Clear,
 }
 
 impl OperatorAction {
@@ -27,6 +31,8 @@ impl OperatorAction {
             OperatorAction::Suspend => "suspend",
             OperatorAction::Resume => "resume",
             OperatorAction::Terminate => "terminate",
+            OperatorAction::Throttle(_) => "throttle",
+            OperatorAction::Clear => "clear",
         }
     }
 }
@@ -72,13 +78,23 @@ pub enum Control {
     Act(String, OperatorAction, oneshot::Sender<Result<String, ControlError>>),
     /// Usage an agent reports itself (custom resources such as tokens).
     Report(String, allot_core::Resource, u64, oneshot::Sender<Result<Value, ControlError>>),
+    /// Start a new agent.
+    Start(Box<crate::fleet::AgentDef>, oneshot::Sender<Result<Value, ControlError>>),
     /// Change an agent's limits at run time (overrides merged over its group).
     SetLimits(String, BTreeMap<allot_core::Resource, allot_core::limits::LimitOverride>, oneshot::Sender<Result<Value, ControlError>>),
 }
 
 impl<B: Backend> Governor<B> {
-    pub(super) fn handle_control(&mut self, c: Control) {
+    /// Carry out a command; returns the id of an agent it started (to watch).
+    pub(super) fn handle_control(&mut self, c: Control) -> Option<AgentId> {
         match c {
+            Control::Start(def, reply) => {
+                let id = def.spec.id.clone();
+                let res = self.start_new(*def);
+                let started = res.is_ok();
+                let _ = reply.send(res);
+                return started.then_some(id);
+            }
             Control::List(reply) => {
                 let _ = reply.send(self.statuses());
             }
@@ -98,6 +114,42 @@ impl<B: Backend> Governor<B> {
                 let _ = reply.send(self.set_limits(&agent, overrides));
             }
         }
+        None
+    }
+
+    fn start_new(&mut self, def: crate::fleet::AgentDef) -> Result<Value, ControlError> {
+        let id = def.spec.id.clone();
+        if self.agents.get(&id).is_some_and(|r| !matches!(r.state, AgentState::Exited(_))) {
+            return Err(ControlError { status: 409, message: format!("agent {id} exists and has not exited") });
+        }
+        let _ = self.ledger.unregister(&id);
+        self.ledger.register(def.spec.clone()).map_err(|e| ControlError { status: 422, message: e.to_string() })?;
+        let channel = super::channel::Channel::create(&self.channel_dir, id.as_str(), def.notify_signal)
+            .map_err(|message| ControlError { status: 500, message })?;
+        self.agents.insert(
+            id.clone(),
+            super::Running {
+                def,
+                started: None,
+                state: AgentState::Restarting,
+                cpu: super::Rate::default(),
+                io: super::Rate::default(),
+                net: super::Rate::default(),
+                usage: BTreeMap::new(),
+                last_action: String::new(),
+                restarts: 0,
+                channel,
+                terminating: None,
+                samples: 0,
+            },
+        );
+        if let Err(e) = self.start_agent(&id) {
+            let now = self.clock.now();
+            self.mark_exited(&id, &format!("could not start: {e}"), now);
+            return Err(ControlError { status: 422, message: format!("could not start: {e}") });
+        }
+        let pid = self.agents.get(&id).and_then(|r| r.started.as_ref()).map(|s| s.leader.pid());
+        Ok(json!({"id": id.as_str(), "pid": pid, "state": "running"}))
     }
 
     fn report_usage(&mut self, agent: &str, resource: allot_core::Resource, value: u64) -> Result<Value, ControlError> {
@@ -186,6 +238,18 @@ impl<B: Backend> Governor<B> {
                     "thawed; throttles lifted".to_owned()
                 })
             }
+            OperatorAction::Throttle(m) => st.actuator.set_cpu_limit(Some(m)).map(|o| {
+                r.state = AgentState::Throttled;
+                format!(
+                    "cpu limited to {m}m: {}",
+                    o.writes.iter().map(|w| format!("{} <- {}", w.path.display(), w.value)).collect::<Vec<_>>().join("; ") + &o.detail
+                )
+            }),
+            OperatorAction::Clear => st.actuator.set_cpu_limit(None).map(|o| {
+                let _ = st.actuator.set_memory_high(None);
+                r.state = AgentState::Running;
+                format!("throttles lifted {}", o.detail)
+            }),
             OperatorAction::Terminate => {
                 let _ = r.channel.send(
                     "termination",
@@ -208,7 +272,7 @@ impl<B: Backend> Governor<B> {
         if let Some(r) = self.agents.get_mut(&id) {
             r.last_action = format!("{} (operator)", action.name());
         }
-        let name = if action == OperatorAction::Resume { "restore" } else { action.name() };
+        let name = if matches!(action, OperatorAction::Resume | OperatorAction::Clear) { "restore" } else { action.name() };
         let data = json!({"operator": true, "action": action.name(), "outcome": outcome, "detail": detail});
         let seq = self.emit(now, &events::enforcement_topic(name), Some(id.as_str()), data.clone());
         let _ = self.store.record_enforcement(seq, now.as_millis(), id.as_str(), "-", name, outcome, &detail, &data);

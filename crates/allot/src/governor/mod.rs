@@ -93,7 +93,7 @@ impl AgentState {
 
 /// A counter turned into a rate per second.
 #[derive(Clone, Copy, Debug, Default)]
-struct Rate {
+pub(super) struct Rate {
     last: Option<(u64, Time)>,
 }
 
@@ -105,7 +105,7 @@ impl Rate {
     }
 }
 
-struct Running {
+pub(super) struct Running {
     def: AgentDef,
     started: Option<Started>,
     state: AgentState,
@@ -595,7 +595,9 @@ impl<B: Backend> Governor<B> {
                         None => std::future::pending().await,
                     }
                 } => {
-                    self.handle_control(c);
+                    if let (Some(id), Some(n)) = (self.handle_control(c), notifier.as_ref()) {
+                        self.watch(n, &id);
+                    }
                 }
                 _ = render.tick() => {
                     self.render();
