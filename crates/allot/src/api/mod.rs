@@ -367,13 +367,13 @@ struct QuotaBody {
 /// Limits of a request body, in human units, as overrides; errors name the field.
 fn overrides(
     limits: std::collections::BTreeMap<String, LimitBody>,
-) -> Result<std::collections::BTreeMap<allot_core::Resource, allot_core::limits::LimitOverride>, Response> {
+) -> Result<std::collections::BTreeMap<allot_core::Resource, allot_core::limits::LimitOverride>, Box<Response>> {
     let mut overrides = std::collections::BTreeMap::new();
     for (name, l) in limits {
         let field = format!("limits.{name}");
         let resource: allot_core::Resource = match name.parse() {
             Ok(r) => r,
-            Err(e) => return Err(field_error(&field, e.to_string())),
+            Err(e) => return Err(Box::new(field_error(&field, e.to_string()))),
         };
         let mut o = allot_core::limits::LimitOverride::default();
         for (key, v, slot) in [("soft", &l.soft, &mut o.soft), ("hard", &l.hard, &mut o.hard), ("burst", &l.burst, &mut o.burst)] {
@@ -381,18 +381,18 @@ fn overrides(
                 let text = match v {
                     serde_json::Value::Number(n) => n.to_string(),
                     serde_json::Value::String(s) => s.clone(),
-                    _ => return Err(field_error(&format!("{field}.{key}"), "expected a number or a quantity string")),
+                    _ => return Err(Box::new(field_error(&format!("{field}.{key}"), "expected a number or a quantity string"))),
                 };
                 match allot_core::quantity::parse(&format!("{field}.{key}"), resource.unit(), &text) {
                     Ok(q) => *slot = Some(q.value),
-                    Err(e) => return Err(field_error(&format!("{field}.{key}"), e.to_string())),
+                    Err(e) => return Err(Box::new(field_error(&format!("{field}.{key}"), e.to_string()))),
                 }
             }
         }
         if let Some(a) = &l.action {
             match a.parse() {
                 Ok(a) => o.action = Some(a),
-                Err(e) => return Err(field_error(&format!("{field}.action"), format!("{e}"))),
+                Err(e) => return Err(Box::new(field_error(&format!("{field}.action"), format!("{e}")))),
             }
         }
         overrides.insert(resource, o);
@@ -433,7 +433,7 @@ async fn quota_set(
     };
     let overrides = match overrides(b.limits) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match ask(&api, |tx| Control::SetLimits(id.clone(), overrides, tx)).await {
         Ok(Ok(q)) => Json(q).into_response(),
@@ -488,7 +488,7 @@ async fn start(
     if let Some(limits) = b.limits {
         match overrides(limits) {
             Ok(o) => spec.overrides = o,
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     }
     let def = crate::fleet::AgentDef {
