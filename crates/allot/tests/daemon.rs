@@ -321,6 +321,35 @@ fn operator_agents_and_strangers_get_what_they_may() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("quick: started") && out.contains("exit status 3"), "{out}");
 
+    // Groups, history and host.
+    let (st, body) = http(&d.sock, "GET", "/v1/groups");
+    assert_eq!(st, 200);
+    let gs: Value = serde_json::from_str(&body).unwrap();
+    let standard = gs.as_array().unwrap().iter().find(|g| g["name"] == "standard_agent").unwrap();
+    assert!(standard["members"].as_array().unwrap().iter().any(|m| m == "sleeper"), "{standard}");
+    let tiny = r#"{"extends": "lightweight_agent", "limits": {"memory": {"soft": "40M", "hard": "60M"}}}"#;
+    let (st, body) = http_body(&d.sock, "POST", "/v1/groups/tiny", tiny);
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["limits"]["memory"]["hard"], 60_000_000);
+    assert_eq!(http_body(&d.sock, "POST", "/v1/groups/tiny", tiny).0, 409);
+    let (st, body) = http_body(
+        &d.sock,
+        "PUT",
+        "/v1/groups/tiny",
+        r#"{"extends": "lightweight_agent", "limits": {"memory": {"soft": "90M", "hard": "60M"}}}"#,
+    );
+    assert_eq!(st, 422, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"]["field"].as_str().unwrap().contains("limits.memory"), "{body}");
+    assert_eq!(http_body(&d.sock, "PUT", "/v1/groups/ghost", tiny).0, 404);
+    assert_eq!(http(&d.sock, "DELETE", "/v1/groups/standard_agent").0, 409, "has members");
+    assert_eq!(http(&d.sock, "DELETE", "/v1/groups/tiny").0, 204);
+    let (st, body) = http(&d.sock, "GET", "/v1/history?agent=sleeper");
+    assert_eq!(st, 200);
+    assert!(serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().iter().all(|r| r["agent"] == "sleeper"));
+    let (st, body) = http(&d.sock, "GET", "/v1/host");
+    assert_eq!(st, 200, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["resources"]["memory"]["available"].is_u64(), "{body}");
+
     // Metrics in Prometheus text format.
     let (st, m) = http(&d.sock, "GET", "/metrics");
     assert_eq!(st, 200);

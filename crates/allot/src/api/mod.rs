@@ -521,6 +521,139 @@ async fn stop(
     act(state, peer, Path((id, "terminate".to_owned())), q).await
 }
 
+fn group_json(g: &allot_core::QuotaGroup, members: &[String]) -> serde_json::Value {
+    let mut v = crate::commands::group_to_json(g);
+    v["members"] = json!(members);
+    v
+}
+
+/// `GET /v1/groups` (operator).
+async fn groups(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    if !matches!(caller(&api, peer).await, Caller::Operator) {
+        return forbidden();
+    }
+    match ask(&api, Control::Groups).await {
+        Ok(gs) => Json(gs.iter().map(|(g, m)| group_json(g, m)).collect::<Vec<_>>()).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// A group body in the fleet file's shape, as JSON: `{"extends"?, "description"?,
+/// "scaling_policy"?, "limits"?: {...}, "totals"?: {...}}`, validated by the fleet parser.
+fn group_from_body(
+    name: &str,
+    body: &serde_json::Value,
+    known: &[allot_core::QuotaGroup],
+) -> Result<allot_core::QuotaGroup, Box<Response>> {
+    let table = toml::Value::try_from(body).map_err(|e| Box::new(field_error("body", format!("not a group: {e}"))))?;
+    let mut doc = toml::Table::new();
+    let mut groups = toml::Table::new();
+    groups.insert(name.to_owned(), table);
+    doc.insert("groups".into(), toml::Value::Table(groups));
+    // Known custom groups must exist for `extends`; pass them through the same parser.
+    let _ = known;
+    let text = toml::to_string(&doc).map_err(|e| Box::new(field_error("body", e.to_string())))?;
+    match crate::fleet::parse(&text) {
+        Ok(f) => f.groups.into_iter().next().ok_or_else(|| Box::new(field_error("body", "no group"))),
+        Err(errs) => {
+            let e = &errs[0];
+            Err(Box::new(field_error(e.field.strip_prefix(&format!("groups.{name}.")).unwrap_or(&e.field), e.message.clone())))
+        }
+    }
+}
+
+/// `POST /v1/groups/{name}` creates, `PUT /v1/groups/{name}` changes (operator).
+async fn put_group(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    method: axum::http::Method,
+    Path(name): Path<String>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !matches!(caller(&api, peer).await, Caller::Operator) {
+        return forbidden();
+    }
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(&e),
+    };
+    let known = match ask(&api, Control::Groups).await {
+        Ok(gs) => gs.into_iter().map(|(g, _)| g).collect::<Vec<_>>(),
+        Err(r) => return r,
+    };
+    let group = match group_from_body(&name, &b, &known) {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let create = method == axum::http::Method::POST;
+    match ask(&api, |tx| Control::PutGroup(Box::new(group.clone()), create, tx)).await {
+        Ok(Ok(())) => (if create { StatusCode::CREATED } else { StatusCode::OK }, Json(group_json(&group, &[]))).into_response(),
+        Ok(Err(e)) => error(StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "rejected", e.message),
+        Err(r) => r,
+    }
+}
+
+/// `DELETE /v1/groups/{name}` (operator): only a group without members.
+async fn delete_group(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>, Path(name): Path<String>) -> Response {
+    if !matches!(caller(&api, peer).await, Caller::Operator) {
+        return forbidden();
+    }
+    match ask(&api, |tx| Control::DeleteGroup(name.clone(), tx)).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            if e.status == 409 { "conflict" } else { "not_found" },
+            e.message,
+        ),
+        Err(r) => r,
+    }
+}
+
+/// `GET /v1/history?agent=ID` (operator; an agent gets its own).
+async fn history(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Query(q): Query<std::collections::BTreeMap<String, String>>,
+) -> Response {
+    let agent = match caller(&api, peer).await {
+        Caller::Operator => q.get("agent").cloned(),
+        Caller::Agent(me) => Some(me),
+        Caller::Stranger => return forbidden(),
+    };
+    match allot_store::Store::open_read_only(&api.state).and_then(|s| s.history(agent.as_deref())) {
+        Ok(h) => Json(h).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+    }
+}
+
+/// `GET /v1/host` (operator): total, reserved, allocatable and available per resource.
+async fn host(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    if !matches!(caller(&api, peer).await, Caller::Operator) {
+        return forbidden();
+    }
+    let reading = match allot_sys::host::read_host(&allot_sys::Roots::host(), None, None) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "failed", e.to_string()),
+    };
+    let spec = match allot_core::host::HostSpec::new(&reading.totals, &allot_core::host::Reservations::default()) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "failed", e.to_string()),
+    };
+    let usage = match ask(&api, Control::TotalUsage).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let usage: std::collections::BTreeMap<allot_core::Resource, u64> =
+        usage.into_iter().filter_map(|(k, v)| k.parse().ok().map(|r| (r, v))).collect();
+    let available = spec.available(&usage);
+    let rows: serde_json::Map<String, serde_json::Value> = spec
+        .rows
+        .iter()
+        .map(|(r, row)| (r.name().to_owned(), json!({"total": row.total, "reserved": row.reserved, "allocatable": row.allocatable, "available": available.get(r), "unit": r.unit().name()})))
+        .collect();
+    Json(json!({"cgroups": reading.mode.name(), "resources": rows})).into_response()
+}
+
 async fn fallback() -> Response {
     error(StatusCode::NOT_FOUND, "not_found", "no such route; see the module documentation of the API")
 }
@@ -537,6 +670,10 @@ pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid
         .route("/v1/agents/{id}/quota", get(quota_get).patch(quota_set))
         .route("/v1/agents/{id}/{action}", post(act))
         .route("/v1/events", get(events))
+        .route("/v1/groups", get(groups))
+        .route("/v1/groups/{name}", post(put_group).put(put_group).delete(delete_group))
+        .route("/v1/history", get(history))
+        .route("/v1/host", get(host))
         .route("/metrics", get(metrics))
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))

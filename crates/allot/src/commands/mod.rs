@@ -15,6 +15,8 @@ mod validate;
 use crate::cli::{BenchCommand, Cli, Command, QuotaCommand};
 use std::process::ExitCode;
 
+pub(crate) use groups::to_json as group_to_json;
+
 /// A command's failure: a message for the user.
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 

@@ -78,6 +78,14 @@ pub enum Control {
     Act(String, OperatorAction, oneshot::Sender<Result<String, ControlError>>),
     /// Usage an agent reports itself (custom resources such as tokens).
     Report(String, allot_core::Resource, u64, oneshot::Sender<Result<Value, ControlError>>),
+    /// Every group, with its members.
+    Groups(oneshot::Sender<Vec<(allot_core::QuotaGroup, Vec<String>)>>),
+    /// Create (`true`) or replace (`false`) a group.
+    PutGroup(Box<allot_core::QuotaGroup>, bool, oneshot::Sender<Result<(), ControlError>>),
+    /// Delete a group without members.
+    DeleteGroup(String, oneshot::Sender<Result<(), ControlError>>),
+    /// Usage summed over every agent (for the host's available capacity).
+    TotalUsage(oneshot::Sender<BTreeMap<String, u64>>),
     /// Start a new agent.
     Start(Box<crate::fleet::AgentDef>, oneshot::Sender<Result<Value, ControlError>>),
     /// Change an agent's limits at run time (overrides merged over its group).
@@ -106,6 +114,38 @@ impl<B: Backend> Governor<B> {
             }
             Control::Act(agent, action, reply) => {
                 let _ = reply.send(self.operator(&agent, action));
+            }
+            Control::Groups(reply) => {
+                let groups =
+                    self.ledger.groups().map(|g| (g.clone(), self.ledger.members(&g.name).map(|m| m.to_string()).collect())).collect();
+                let _ = reply.send(groups);
+            }
+            Control::PutGroup(g, create, reply) => {
+                let res = if create {
+                    self.ledger.add_group(*g)
+                } else if self.ledger.group(&g.name).is_none() {
+                    Err(allot_core::ledger::LedgerError::UnknownGroup { group: g.name.clone(), known: String::new() })
+                } else {
+                    self.ledger.set_group(*g)
+                };
+                let _ = reply.send(res.map_err(|e| {
+                    let status = match e {
+                        allot_core::ledger::LedgerError::DuplicateGroup(_) => 409,
+                        allot_core::ledger::LedgerError::UnknownGroup { .. } => 404,
+                        _ => 422,
+                    };
+                    ControlError { status, message: e.to_string() }
+                }));
+            }
+            Control::DeleteGroup(name, reply) => {
+                let res = self.ledger.remove_group(&name).map(|_| ()).map_err(|e| {
+                    let status = if matches!(e, allot_core::ledger::LedgerError::GroupNotEmpty { .. }) { 409 } else { 404 };
+                    ControlError { status, message: e.to_string() }
+                });
+                let _ = reply.send(res);
+            }
+            Control::TotalUsage(reply) => {
+                let _ = reply.send(self.ledger.total_usage().into_iter().map(|(r, v)| (r.name().to_owned(), v)).collect());
             }
             Control::Report(agent, resource, value, reply) => {
                 let _ = reply.send(self.report_usage(&agent, resource, value));
