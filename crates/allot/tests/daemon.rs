@@ -90,24 +90,33 @@ impl Drop for Daemon {
     }
 }
 
+/// Calls every route and records the statuses: run as an agent (with
+/// ALLOT_SOCKET) or as a stranger. argv: output file, own id, other id.
 const CLIENT: &str = r#"
 import json, os, socket, sys, time
-def req(method, path):
+def req(method, path, body=b""):
     s = socket.socket(socket.AF_UNIX)
-    s.connect(os.environ["ALLOT_SOCKET"])
-    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return int(data.split()[1])
-time.sleep(1.5)
-me = os.environ["ALLOT_AGENT_ID"]
-out = {"own": req("GET", f"/v1/agents/{me}"), "other": req("GET", "/v1/agents/sleeper"),
-       "action": req("POST", "/v1/agents/sleeper/suspend"), "metrics": req("GET", "/metrics"), "list": req("GET", "/v1/agents"),
-       "quota_own": req("GET", f"/v1/agents/{me}/quota"), "quota_set": req("PATCH", f"/v1/agents/{me}/quota")}
+    s.connect(os.environ.get("ALLOT_SOCKET") or sys.argv[4])
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    head = s.recv(64)
+    s.close()
+    return int(head.split()[1])
+if os.environ.get("ALLOT_SOCKET"):
+    time.sleep(1.5)
+own, other = sys.argv[2], sys.argv[3]
+usage = b'{"resource": "tokens", "value": 1}'
+calls = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/openapi.json"), ("GET", "/v1/agents"),
+         ("POST", "/v1/agents", b'{"name": "z", "group": "standard_agent", "command": ["true"]}'),
+         ("GET", f"/v1/agents/{own}"), ("GET", f"/v1/agents/{other}"), ("DELETE", f"/v1/agents/{other}"),
+         ("POST", f"/v1/agents/{other}/suspend"), ("POST", f"/v1/agents/{own}/suspend"), ("POST", f"/v1/agents/{other}/resume"),
+         ("POST", f"/v1/agents/{other}/terminate"), ("POST", f"/v1/agents/{other}/throttle?cpu=100m"), ("POST", f"/v1/agents/{other}/clear"),
+         ("GET", f"/v1/agents/{own}/quota"), ("GET", f"/v1/agents/{other}/quota"), ("PATCH", f"/v1/agents/{own}/quota", b'{"limits": {}}'),
+         ("POST", f"/v1/agents/{own}/usage", usage), ("POST", f"/v1/agents/{other}/usage", usage),
+         ("GET", "/v1/events"), ("GET", "/v1/groups"), ("POST", "/v1/groups/g2", b'{}'), ("PUT", "/v1/groups/standard_agent", b'{}'),
+         ("DELETE", "/v1/groups/heavy_computation_agent"), ("GET", "/v1/history"), ("GET", "/v1/host"), ("GET", "/metrics")]
+out = {}
+for c in calls:
+    out[c[0] + " " + c[1].replace(own, "OWN").replace(other, "OTHER")] = req(*c)
 open(sys.argv[1], "w").write(json.dumps(out))
 time.sleep(1000)
 "#;
@@ -127,7 +136,7 @@ fn launch(dir: tempfile::TempDir) -> Daemon {
     std::fs::write(
         &fleet,
         format!(
-            "[policy]\nsample_interval = \"250ms\"\n\n[[agents]]\nname = \"sleeper\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"1000\"]\n\n[[agents]]\nname = \"client\"\ngroup = \"standard_agent\"\nuser = \"65534:65534\"\ncommand = [\"python3\", \"{}\", \"{}\"]\n",
+            "[policy]\nsample_interval = \"250ms\"\n\n[[agents]]\nname = \"sleeper\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"1000\"]\n\n[[agents]]\nname = \"client\"\ngroup = \"standard_agent\"\nuser = \"65534:65534\"\ncommand = [\"python3\", \"{}\", \"{}\", \"client\", \"sleeper\"]\n",
             client.display(),
             results.display()
         ),
@@ -187,24 +196,58 @@ fn operator_agents_and_strangers_get_what_they_may() {
     }
     std::thread::sleep(Duration::from_millis(100));
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
-    // The client agent (uid 65534) may read itself and nothing else.
-    assert_eq!(
-        (r["own"].as_u64(), r["other"].as_u64(), r["action"].as_u64(), r["metrics"].as_u64(), r["list"].as_u64()),
-        (Some(200), Some(403), Some(403), Some(403), Some(200)),
-        "{r}"
-    );
+    // The authorization matrix over every route: the client agent (uid 65534) on itself and on
+    // another agent, and a stranger (uid 65534, no agent).
+    let open = ["GET /healthz", "GET /readyz", "GET /v1/openapi.json"];
+    let agent_ok = [
+        "GET /v1/agents",
+        "GET /v1/agents/OWN",
+        "GET /v1/agents/OWN/quota",
+        "POST /v1/agents/OWN/usage",
+        "GET /v1/events",
+        "GET /v1/history",
+    ];
+    assert_eq!(r.as_object().unwrap().len(), 27, "{r}");
+    for (route, status) in r.as_object().unwrap() {
+        let want = if open.contains(&route.as_str()) || agent_ok.contains(&route.as_str()) { 200 } else { 403 };
+        assert_eq!(status.as_u64(), Some(want), "agent: {route}");
+    }
     let s: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/sleeper").1).unwrap();
-    assert_eq!(s["state"], "running", "the agent's suspend was refused");
-
-    // A stranger: another user, no agent.
-    let out = Command::new("python3")
-        .args(["-c", &format!("import socket; s=socket.socket(socket.AF_UNIX); s.connect({:?}); s.sendall(b'GET /v1/agents HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n'); print(s.recv(100).split()[1].decode())", d.sock.display().to_string())])
-        .uid(65534)
-        .gid(65534)
-        .output();
+    assert_eq!(s["state"], "running", "the agent's actions were refused");
     if rustix::process::geteuid().is_root() {
-        let out = out.unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "403", "stranger: {}", String::from_utf8_lossy(&out.stderr));
+        let stranger_out = d.dir.path().join("stranger.json");
+        let out = Command::new("python3")
+            .arg(d.dir.path().join("client.py"))
+            .arg(&stranger_out)
+            .args(["client", "sleeper"])
+            .arg(&d.sock)
+            .uid(65534)
+            .gid(65534)
+            .env_remove("ALLOT_SOCKET")
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !stranger_out.exists() || std::fs::read_to_string(&stranger_out).unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the stranger did not report");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut out = out;
+        let _ = out.kill();
+        let _ = out.wait();
+        let st: Value = serde_json::from_str(&std::fs::read_to_string(&stranger_out).unwrap()).unwrap();
+        for (route, status) in st.as_object().unwrap() {
+            let want = if open.contains(&route.as_str()) { 200 } else { 403 };
+            assert_eq!(status.as_u64(), Some(want), "stranger: {route}");
+        }
+    }
+
+    // The OpenAPI document lists every route.
+    let (st, body) = http(&d.sock, "GET", "/v1/openapi.json");
+    assert_eq!(st, 200);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    for (method, path, _, _) in allot::api::ROUTES {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
     }
 
     // Quotas change at run time, in the kernel at once.
@@ -437,4 +480,40 @@ fn a_killed_daemon_is_restarted_and_takes_its_agents_over() {
     // Still governed: suspend and resume work on the adopted agent.
     assert_eq!(http(&d2.sock, "POST", "/v1/agents/sleeper/suspend").0, 200);
     assert_eq!(http(&d2.sock, "POST", "/v1/agents/sleeper/resume").0, 200);
+}
+
+#[test]
+fn arbitrary_bodies_get_4xx_never_a_crash() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let d = start();
+    let routes = [
+        ("POST", "/v1/agents"),
+        ("PATCH", "/v1/agents/sleeper/quota"),
+        ("POST", "/v1/agents/sleeper/usage"),
+        ("POST", "/v1/groups/fz"),
+        ("PUT", "/v1/groups/standard_agent"),
+    ];
+    let body = prop_oneof![
+        ".{0,120}",
+        "[{}\\[\\]\":,0-9a-z .-]{0,120}",
+        ("[a-z_]{1,12}", "[a-z0-9\"{}:.-]{0,20}").prop_map(|(k, v)| format!(r#"{{"limits": {{"memory": {{"{k}": "{v}"}}}}}}"#)),
+        ("[a-z_ ]{0,12}", "[a-zA-Z0-9.%/-]{0,12}").prop_map(|(r, v)| format!(r#"{{"resource": "{r}", "value": "{v}"}}"#)),
+    ];
+    let mut runner = TestRunner::new(Config { cases: 200, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&(0..routes.len(), body), |(i, body)| {
+            let (method, path) = routes[i];
+            let (st, resp) = http_body(&d.sock, method, path, &body);
+            prop_assert!((200..500).contains(&st), "{method} {path} {body:?} -> {st} {resp}");
+            if st >= 400 {
+                let v: Value = serde_json::from_str(&resp).map_err(|e| TestCaseError::fail(format!("{e}: {resp}")))?;
+                prop_assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{resp}");
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(http(&d.sock, "GET", "/healthz").0, 200, "still serving");
+    let s: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/sleeper").1).unwrap();
+    assert_eq!(s["state"], "running");
 }

@@ -654,6 +654,66 @@ async fn host(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>) -
     Json(json!({"cgroups": reading.mode.name(), "resources": rows})).into_response()
 }
 
+/// Every route: (method, path, who may call it, summary). The OpenAPI
+/// document and the tests are built from this list.
+pub const ROUTES: &[(&str, &str, &str, &str)] = &[
+    ("get", "/healthz", "anyone", "Liveness"),
+    ("get", "/readyz", "anyone", "Readiness: the governor answers"),
+    ("get", "/v1/openapi.json", "anyone", "This document"),
+    ("get", "/v1/agents", "operator; an agent sees itself", "List agents with state, pids, usage and quota"),
+    ("post", "/v1/agents", "operator", "Start a command as an agent: {name, group, command, priority?, limits?, env?, workdir?}"),
+    ("get", "/v1/agents/{id}", "operator; the agent itself", "One agent"),
+    ("delete", "/v1/agents/{id}", "operator", "Stop an agent: notice, grace, kill"),
+    ("post", "/v1/agents/{id}/suspend", "operator", "Freeze the agent's tree"),
+    ("post", "/v1/agents/{id}/resume", "operator", "Thaw it and lift throttles"),
+    ("post", "/v1/agents/{id}/terminate", "operator", "Notice, grace, kill"),
+    ("post", "/v1/agents/{id}/throttle", "operator", "Limit cpu: ?cpu=200m"),
+    ("post", "/v1/agents/{id}/clear", "operator", "Lift throttles"),
+    ("get", "/v1/agents/{id}/quota", "operator; the agent itself", "The agent's quota"),
+    ("patch", "/v1/agents/{id}/quota", "operator", "Change limits at run time: {limits: {RESOURCE: {soft?, hard?, burst?, action?}}}"),
+    ("post", "/v1/agents/{id}/usage", "operator; the agent itself", "Report usage: {resource, value}"),
+    ("get", "/v1/events", "operator; an agent gets its own", "Server-sent events: ?since=SEQ&topic=GLOB, or Last-Event-ID"),
+    ("get", "/v1/groups", "operator", "Groups with limits, totals and members"),
+    ("post", "/v1/groups/{name}", "operator", "Create a group: {extends?, description?, scaling_policy?, limits?, totals?}"),
+    ("put", "/v1/groups/{name}", "operator", "Replace a group"),
+    ("delete", "/v1/groups/{name}", "operator", "Delete a group without members"),
+    ("get", "/v1/history", "operator (?agent=ID); an agent gets its own", "Enforcement history with real outcomes"),
+    ("get", "/v1/host", "operator", "Host capacity: total, reserved, allocatable, available"),
+    ("get", "/metrics", "operator", "Prometheus text format"),
+];
+
+/// `GET /v1/openapi.json`.
+async fn openapi() -> Response {
+    let error = json!({"type": "object", "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}});
+    let mut paths = serde_json::Map::new();
+    for (method, path, who, summary) in ROUTES {
+        let params: Vec<serde_json::Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|x| x.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let op = json!({
+            "summary": summary,
+            "description": format!("Who may call it: {who} (decided by the caller's peer credentials on the Unix socket)."),
+            "parameters": params,
+            "responses": {
+                "200": {"description": "OK"},
+                "4XX": {"description": "Bad request, forbidden, not found, conflict or invalid", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "5XX": {"description": "The governor failed or is unavailable", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+        paths.entry(path.to_string()).or_insert_with(|| json!({}))[*method] = op;
+    }
+    Json(json!({
+        "openapi": "3.0.3",
+        "info": {"title": "allot daemon API", "version": env!("CARGO_PKG_VERSION"), "description": "HTTP JSON API of allot, a resource governor for multi-agent systems, served on a Unix socket."},
+        "paths": paths,
+        "components": {"schemas": {"Error": error}}
+    }))
+    .into_response()
+}
+
 async fn fallback() -> Response {
     error(StatusCode::NOT_FOUND, "not_found", "no such route; see the module documentation of the API")
 }
@@ -663,6 +723,7 @@ pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid
     let api = Arc::new(Api { control, state, owner_uid });
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi))
         .route("/readyz", get(readyz))
         .route("/v1/agents", get(list).post(start))
         .route("/v1/agents/{id}", get(one).delete(stop))
