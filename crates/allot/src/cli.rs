@@ -111,6 +111,12 @@ pub(crate) struct DaemonArgs {
     /// Name of allot's cgroup, created beneath the cgroup allot runs in.
     #[arg(long, value_name = "NAME", default_value = "allot")]
     pub(crate) cgroup_name: String,
+    /// Also serve the API on this TCP address (such as 127.0.0.1:7070); needs --token-file.
+    #[arg(long, value_name = "ADDR", requires = "token_file")]
+    pub(crate) tcp: Option<String>,
+    /// A file holding the bearer token every TCP request must carry.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

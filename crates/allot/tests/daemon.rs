@@ -127,6 +127,10 @@ fn start() -> Daemon {
 
 /// Start a daemon on `dir` (a fresh one, or the state of a killed one).
 fn launch(dir: tempfile::TempDir) -> Daemon {
+    launch_with(dir, &[])
+}
+
+fn launch_with(dir: tempfile::TempDir, extra: &[String]) -> Daemon {
     // The client agent runs as nobody: it must reach its script, the socket and its result file.
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let client = dir.path().join("client.py");
@@ -152,6 +156,7 @@ fn launch(dir: tempfile::TempDir) -> Daemon {
         .arg(&sock)
         .arg("--state")
         .arg(dir.path().join("state.db"))
+        .args(extra)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -516,4 +521,35 @@ fn arbitrary_bodies_get_4xx_never_a_crash() {
     assert_eq!(http(&d.sock, "GET", "/healthz").0, 200, "still serving");
     let s: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/sleeper").1).unwrap();
     assert_eq!(s["state"], "running");
+}
+
+#[test]
+fn tcp_only_with_the_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cret-token-for-the-test-0123456789";
+    std::fs::write(dir.path().join("token"), token).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let extra = vec!["--tcp".to_owned(), addr.clone(), "--token-file".to_owned(), dir.path().join("token").display().to_string()];
+    let d = launch_with(dir, &extra);
+    let tcp = |method: &str, path: &str, auth: Option<&str>| -> u16 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: a\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "no TCP listener");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(tcp("GET", "/v1/agents", None), 401);
+    assert_eq!(tcp("GET", "/v1/agents", Some("wrong-token-wrong-token-wrong")), 401);
+    assert_eq!(tcp("GET", "/healthz", None), 401, "everything on TCP needs the token");
+    assert_eq!(tcp("GET", "/v1/agents", Some(token)), 200);
+    assert_eq!(tcp("POST", "/v1/agents/sleeper/suspend", Some(token)), 200);
+    assert_eq!(tcp("POST", "/v1/agents/sleeper/resume", Some(token)), 200);
+    drop(d);
 }

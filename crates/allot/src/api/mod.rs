@@ -741,6 +741,27 @@ pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid
         .with_state(api)
 }
 
+/// The router for TCP: every request needs `Authorization: Bearer <token>`;
+/// with it the caller is the operator, without it 401.
+pub fn tcp_router(app: Router, token: String, owner_uid: u32) -> Router {
+    let token = Arc::new(token);
+    app.layer(axum::middleware::from_fn(move |mut req: axum::extract::Request, next: axum::middleware::Next| {
+        let token = token.clone();
+        async move {
+            let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+            if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+                return error(StatusCode::UNAUTHORIZED, "unauthorized", "TCP requests need Authorization: Bearer <token>");
+            }
+            req.extensions_mut().insert(ConnectInfo(Peer { uid: Some(owner_uid), pid: None }));
+            next.run(req).await
+        }
+    }))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Serve the router on `listener` with peer credentials until `shutdown` resolves.
 pub async fn serve(
     listener: UnixListener,

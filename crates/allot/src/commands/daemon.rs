@@ -56,14 +56,38 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
         // Every user may connect: what a caller may do is decided by its peer credentials.
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| format!("cannot chmod {}: {e}", socket.display()))?;
-        let app = crate::api::router(tx, args.state.clone(), rustix::process::geteuid().as_raw());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::api::serve(listener, app, async {
-            let _ = stop_rx.await;
+        let owner = rustix::process::geteuid().as_raw();
+        let app = crate::api::router(tx, args.state.clone(), owner);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tcp_server = None;
+        if let (Some(addr), Some(token_file)) = (&args.tcp, &args.token_file) {
+            let token =
+                std::fs::read_to_string(token_file).map_err(|e| format!("cannot read {}: {e}", token_file.display()))?.trim().to_owned();
+            if token.len() < 16 {
+                return Err(format!("{}: the token must have at least 16 characters", token_file.display()).into());
+            }
+            let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            eprintln!("allot daemon: also on tcp {addr} (bearer token required)");
+            let tcp_app = crate::api::tcp_router(app.clone(), token, owner);
+            let mut rx = stop_rx.clone();
+            tcp_server = Some(tokio::spawn(async move {
+                let _ = axum::serve(tcp, tcp_app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.changed().await;
+                    })
+                    .await;
+            }));
+        }
+        let mut rx = stop_rx.clone();
+        let server = tokio::spawn(crate::api::serve(listener, app, async move {
+            let _ = rx.changed().await;
         }));
         let summary = gov.run(None).await;
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
         let _ = server.await;
+        if let Some(t) = tcp_server {
+            let _ = t.await;
+        }
         let _ = std::fs::remove_file(&socket);
         summary.map(|s| eprintln!("allot daemon: stopped; {} events recorded", s.events))
     })?;
