@@ -459,7 +459,14 @@ fn a_killed_daemon_is_restarted_and_takes_its_agents_over() {
     };
     let (st, _) = http_body(&d.sock, "PATCH", "/v1/agents/sleeper/quota", r#"{"limits": {"processes": {"hard": 30, "burst": 44}}}"#);
     assert_eq!(st, 200);
+    // A suspension pending when the daemon dies: a custom resource over its hard limit (suspend after 5 min).
+    let (st, body) =
+        http_body(&d.sock, "PATCH", "/v1/agents/sleeper/quota", r#"{"limits": {"tokens": {"soft": 5, "hard": 10, "action": "suspend"}}}"#);
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = http_body(&d.sock, "POST", "/v1/agents/sleeper/usage", r#"{"resource": "tokens", "value": 50}"#);
+    assert_eq!(st, 200, "{body}");
     let store = allot_store::Store::open_read_only(&d.dir.path().join("state.db")).unwrap();
+    assert!(store.history(Some("sleeper")).unwrap().iter().any(|r| r.action == "suspend (scheduled)"), "a suspension is pending");
     let last = store.last_seq().unwrap();
     drop(store);
     // SIGKILL: no chance to stop anything.
@@ -482,6 +489,9 @@ fn a_killed_daemon_is_restarted_and_takes_its_agents_over() {
     let events = store.events_since(last, 10_000).unwrap();
     assert!(events.iter().any(|e| e.topic == "resource_management.agent.readopted" && e.agent.as_deref() == Some("sleeper")), "{events:?}");
     assert_eq!(events[0].seq, last + 1, "sequence numbers continue");
+    // The pending suspension is recorded as cancelled, not lost.
+    let h = store.history(Some("sleeper")).unwrap();
+    assert!(h.iter().any(|r| r.action == "suspend" && r.outcome == "cancelled" && r.detail.contains("restarted")), "{h:?}");
     // Still governed: suspend and resume work on the adopted agent.
     assert_eq!(http(&d2.sock, "POST", "/v1/agents/sleeper/suspend").0, 200);
     assert_eq!(http(&d2.sock, "POST", "/v1/agents/sleeper/resume").0, 200);

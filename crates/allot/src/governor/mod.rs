@@ -350,8 +350,30 @@ impl<B: Backend> Governor<B> {
                 },
             );
             self.emit(now, "resource_management.agent.readopted", Some(id.as_str()), json!({"pid": pid, "cgroup": dirs}));
+            self.cancel_orphaned_pending(&id, now);
         }
         Ok(())
+    }
+
+    /// Escalations the previous governor had scheduled and never carried out
+    /// or cancelled die with its timers: record them as cancelled, so the
+    /// history is complete. The policy re-decides from fresh samples.
+    fn cancel_orphaned_pending(&mut self, id: &AgentId, now: Time) {
+        let Ok(history) = self.store.history(Some(id.as_str())) else { return };
+        let mut open: Vec<(String, String)> = Vec::new();
+        for r in &history {
+            if let Some(action) = r.action.strip_suffix(" (scheduled)") {
+                open.push((r.resource.clone(), action.to_owned()));
+            } else {
+                open.retain(|(res, a)| !(res == &r.resource && a == &r.action));
+            }
+        }
+        for (resource, action) in open {
+            let detail = "the governor restarted before the escalation delay ended; the policy re-decides from fresh samples".to_owned();
+            let data = json!({"resource": resource, "action": action, "outcome": "cancelled", "detail": detail, "restart": true});
+            let seq = self.emit(now, &events::enforcement_topic("cancelled"), Some(id.as_str()), data.clone());
+            let _ = self.store.record_enforcement(seq, now.as_millis(), id.as_str(), &resource, &action, "cancelled", &detail, &data);
+        }
     }
 
     /// Stop agents that a previous run (killed before it could stop them)
