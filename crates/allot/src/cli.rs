@@ -38,6 +38,8 @@ pub(crate) enum Command {
     Daemon(DaemonArgs),
     /// Start a command as an agent of a running daemon.
     Run(RunArgs),
+    /// Adopt a running process as an agent of a running daemon.
+    Adopt(AdoptArgs),
     /// List the agents of a running daemon.
     Ps(PsArgs),
     /// Suspend an agent of a running daemon (freeze its whole tree).
@@ -142,6 +144,27 @@ pub(crate) struct RunArgs {
     /// The command and its arguments (after --).
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AdoptArgs {
+    /// The process.
+    pub(crate) pid: u32,
+    /// The agent's id.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Its quota group.
+    #[arg(long, default_value = "standard_agent")]
+    pub(crate) group: String,
+    /// Move the process into the agent's cgroup (else it is followed through /proc).
+    #[arg(long = "move")]
+    pub(crate) move_it: bool,
+    /// A limit, such as memory.hard=300Mi (repeatable).
+    #[arg(long = "limit", value_name = "RESOURCE.FIELD=VALUE")]
+    pub(crate) limits: Vec<String>,
+    /// The daemon's socket.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -398,6 +398,19 @@ fn operator_agents_and_strangers_get_what_they_may() {
     assert_eq!(st, 200, "{body}");
     assert!(serde_json::from_str::<Value>(&body).unwrap()["resources"]["memory"]["available"].is_u64(), "{body}");
 
+    // Adopt a process this test started, moving it into a cgroup.
+    let mut stray = Command::new("sleep").arg("300").spawn().unwrap();
+    let (code, out, err) = cli(&["adopt", &stray.id().to_string(), "--name", "stray", "--group", "lightweight_agent", "--move"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("adopted pid"), "{out}");
+    let v: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/stray").1).unwrap();
+    assert!(v["pids"].as_array().unwrap().iter().any(|p| p.as_u64() == Some(u64::from(stray.id()))), "{v}");
+    let (st, body) = http_body(&d.sock, "POST", "/v1/adopt", r#"{"name": "ghost", "group": "lightweight_agent", "pid": 4000000}"#);
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(http(&d.sock, "DELETE", "/v1/agents/stray").0, 200);
+    let status = stray.wait().unwrap();
+    assert!(!status.success(), "the adopted process was stopped");
+
     // Metrics in Prometheus text format.
     let (st, m) = http(&d.sock, "GET", "/metrics");
     assert_eq!(st, 200);

@@ -163,6 +163,9 @@ impl Backend for FakeBackend {
     fn adopt(&mut self, _dirs: &[PathBuf], _pid: u32) -> Result<Started, String> {
         Err("the scripted backend adopts nothing".into())
     }
+    fn adopt_pid(&mut self, _def: &allot::fleet::AgentDef, _pid: u32, _move_it: bool) -> Result<Started, String> {
+        Err("the scripted backend adopts nothing".into())
+    }
     fn group_actuator(&mut self, _group: &str) -> Option<Box<dyn Actuator>> {
         None
     }

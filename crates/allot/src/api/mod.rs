@@ -511,6 +511,69 @@ async fn start(
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdoptBody {
+    name: String,
+    group: String,
+    pid: u32,
+    #[serde(rename = "move", default)]
+    move_it: bool,
+    priority: Option<i64>,
+    limits: Option<std::collections::BTreeMap<String, LimitBody>>,
+}
+
+/// `POST /v1/adopt` (operator): take over a running process as an agent;
+/// `"move": true` moves it into the agent's cgroup (only when asked).
+async fn adopt(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Result<Json<AdoptBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !matches!(caller(&api, peer).await, Caller::Operator) {
+        return forbidden();
+    }
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(&e),
+    };
+    let id = match allot_core::AgentId::new(b.name) {
+        Ok(id) => id,
+        Err(e) => return field_error("name", e.to_string()),
+    };
+    let mut spec = allot_core::AgentSpec::new(id, b.group);
+    if let Some(p) = b.priority {
+        match allot_core::Priority::new(p) {
+            Ok(p) => spec.priority = p,
+            Err(e) => return field_error("priority", e.to_string()),
+        }
+    }
+    if let Some(limits) = b.limits {
+        match overrides(limits) {
+            Ok(o) => spec.overrides = o,
+            Err(r) => return *r,
+        }
+    }
+    let def = crate::fleet::AgentDef {
+        spec,
+        command: Vec::new(),
+        env: Default::default(),
+        workdir: None,
+        restart: crate::fleet::Restart::Never,
+        notify_signal: None,
+        user: None,
+    };
+    match ask(&api, |tx| Control::Adopt(Box::new(def), b.pid, b.move_it, tx)).await {
+        Ok(Ok(v)) => (StatusCode::CREATED, Json(v)).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            if e.status == 409 { "conflict" } else { "invalid" },
+            e.message,
+        ),
+        Err(r) => r,
+    }
+}
+
 /// `DELETE /v1/agents/{id}` (operator): stop an agent (notice, grace, kill).
 async fn stop(
     state: State<Shared>,
@@ -664,6 +727,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("post", "/v1/agents", "operator", "Start a command as an agent: {name, group, command, priority?, limits?, env?, workdir?}"),
     ("get", "/v1/agents/{id}", "operator; the agent itself", "One agent"),
     ("delete", "/v1/agents/{id}", "operator", "Stop an agent: notice, grace, kill"),
+    ("post", "/v1/adopt", "operator", "Adopt a running process: {name, group, pid, move?, priority?, limits?}"),
     ("post", "/v1/agents/{id}/suspend", "operator", "Freeze the agent's tree"),
     ("post", "/v1/agents/{id}/resume", "operator", "Thaw it and lift throttles"),
     ("post", "/v1/agents/{id}/terminate", "operator", "Notice, grace, kill"),
@@ -730,6 +794,7 @@ pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid
         .route("/v1/agents/{id}/usage", post(usage))
         .route("/v1/agents/{id}/quota", get(quota_get).patch(quota_set))
         .route("/v1/agents/{id}/{action}", post(act))
+        .route("/v1/adopt", post(adopt))
         .route("/v1/events", get(events))
         .route("/v1/groups", get(groups))
         .route("/v1/groups/{name}", post(put_group).put(put_group).delete(delete_group))

@@ -2,7 +2,7 @@
 //! `resume`, `terminate`, `quota get|set`.
 
 use super::{Error, print};
-use crate::cli::{ActArgs, PsArgs, QuotaSetArgs, RunArgs};
+use crate::cli::{ActArgs, AdoptArgs, PsArgs, QuotaSetArgs, RunArgs};
 use crate::client::{default_socket, failure, request};
 use crate::output::table;
 use allot_core::Resource;
@@ -100,6 +100,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Error> {
             return Ok(ExitCode::SUCCESS);
         }
     }
+}
+
+pub(crate) fn adopt(args: &AdoptArgs) -> Result<ExitCode, Error> {
+    let body =
+        json!({"name": args.name, "group": args.group, "pid": args.pid, "move": args.move_it, "limits": limit_changes(&args.limits)?});
+    let (st, v) = request(&socket(&args.socket)?, "POST", "/v1/adopt", Some(&body))?;
+    ok(st, v)?;
+    print(&format!("{}: adopted pid {}{}\n", args.name, args.pid, if args.move_it { " (moved into its cgroup)" } else { "" }))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn quota_set(args: &QuotaSetArgs) -> Result<ExitCode, Error> {

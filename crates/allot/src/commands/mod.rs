@@ -36,6 +36,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Daemon(a) => daemon::run(&a),
         Command::Ps(a) => ctl::ps(&a),
         Command::Run(a) => ctl::run(&a),
+        Command::Adopt(a) => ctl::adopt(&a),
         Command::Suspend(a) => ctl::act(&a, "suspend"),
         Command::Resume(a) => ctl::act(&a, "resume"),
         Command::Terminate(a) => ctl::act(&a, "terminate"),

@@ -74,6 +74,10 @@ pub trait Backend {
     /// Take over an agent a previous governor started: its cgroup directories
     /// and leader pid, as stored.
     fn adopt(&mut self, dirs: &[PathBuf], pid: u32) -> Result<Started, String>;
+    /// Take over a running process that allot did not start: with `move_it`,
+    /// move it into a new cgroup for the agent (children it already forked
+    /// stay where they are); else follow its tree through `/proc`.
+    fn adopt_pid(&mut self, def: &AgentDef, pid: u32, move_it: bool) -> Result<Started, String>;
     /// An actuator on a group's cgroup, for group totals (`None` without cgroups).
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>>;
     /// Remove what the backend created for an agent that is gone.
@@ -252,6 +256,29 @@ impl Backend for RealBackend {
             actuator: Box::new(CgroupActuator::new(cg.clone())),
             cgroup: Some(cg),
         })
+    }
+
+    fn adopt_pid(&mut self, def: &AgentDef, pid: u32, move_it: bool) -> Result<Started, String> {
+        let (_, start) = start_time(pid).ok_or_else(|| format!("no process {pid}"))?;
+        let leader = Box::new(AdoptedLeader { pid, start });
+        match (&self.root, move_it) {
+            (Some(root), true) => {
+                let cg = root.agent(&def.spec.group, def.spec.id.as_str()).map_err(|e| e.to_string())?;
+                if !self.groups.contains(&def.spec.group) {
+                    self.groups.push(def.spec.group.clone());
+                }
+                allot_sys::spawn::adopt(pid, &cg).map_err(|e| e.to_string())?;
+                let probe = CgroupProbe::new(cg.clone(), self.proc_root.clone(), self.keep_slow_open).map_err(|e| e.to_string())?;
+                Ok(Started { leader, probe: Box::new(probe), actuator: Box::new(CgroupActuator::new(cg.clone())), cgroup: Some(cg) })
+            }
+            (None, true) => Err(format!("cannot move {pid}: no cgroups here ({})", self.mode())),
+            (_, false) => Ok(Started {
+                leader,
+                probe: Box::new(TreeProbe::new(self.proc_root.clone(), pid)),
+                actuator: Box::new(TreeActuator::new(self.proc_root.clone(), pid)),
+                cgroup: None,
+            }),
+        }
     }
 
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>> {

@@ -88,6 +88,8 @@ pub enum Control {
     TotalUsage(oneshot::Sender<BTreeMap<String, u64>>),
     /// Start a new agent.
     Start(Box<crate::fleet::AgentDef>, oneshot::Sender<Result<Value, ControlError>>),
+    /// Adopt a running process as a new agent (moving it into a cgroup when asked).
+    Adopt(Box<crate::fleet::AgentDef>, u32, bool, oneshot::Sender<Result<Value, ControlError>>),
     /// Change an agent's limits at run time (overrides merged over its group).
     SetLimits(String, BTreeMap<allot_core::Resource, allot_core::limits::LimitOverride>, oneshot::Sender<Result<Value, ControlError>>),
 }
@@ -96,9 +98,16 @@ impl<B: Backend> Governor<B> {
     /// Carry out a command; returns the id of an agent it started (to watch).
     pub(super) fn handle_control(&mut self, c: Control) -> Option<AgentId> {
         match c {
+            Control::Adopt(def, pid, move_it, reply) => {
+                let id = def.spec.id.clone();
+                let res = self.start_new(*def, Some((pid, move_it)));
+                let started = res.is_ok();
+                let _ = reply.send(res);
+                return started.then_some(id);
+            }
             Control::Start(def, reply) => {
                 let id = def.spec.id.clone();
-                let res = self.start_new(*def);
+                let res = self.start_new(*def, None);
                 let started = res.is_ok();
                 let _ = reply.send(res);
                 return started.then_some(id);
@@ -157,7 +166,7 @@ impl<B: Backend> Governor<B> {
         None
     }
 
-    fn start_new(&mut self, def: crate::fleet::AgentDef) -> Result<Value, ControlError> {
+    fn start_new(&mut self, def: crate::fleet::AgentDef, adopt: Option<(u32, bool)>) -> Result<Value, ControlError> {
         let id = def.spec.id.clone();
         if self.agents.get(&id).is_some_and(|r| !matches!(r.state, AgentState::Exited(_))) {
             return Err(ControlError { status: 409, message: format!("agent {id} exists and has not exited") });
@@ -183,7 +192,11 @@ impl<B: Backend> Governor<B> {
                 samples: 0,
             },
         );
-        if let Err(e) = self.start_agent(&id) {
+        let res = match adopt {
+            None => self.start_agent(&id),
+            Some((pid, move_it)) => self.adopt_agent(&id, pid, move_it),
+        };
+        if let Err(e) = res {
             let now = self.clock.now();
             self.mark_exited(&id, &format!("could not start: {e}"), now);
             return Err(ControlError { status: 422, message: format!("could not start: {e}") });

@@ -475,6 +475,34 @@ impl<B: Backend> Governor<B> {
         Ok(())
     }
 
+    /// Take over a running process as agent `id` (already registered).
+    fn adopt_agent(&mut self, id: &AgentId, pid: u32, move_it: bool) -> Result<(), String> {
+        let now = self.clock.now();
+        let Some(r) = self.agents.get_mut(id) else { return Ok(()) };
+        let started = self.backend.adopt_pid(&r.def, pid, move_it)?;
+        let cg_dirs: Vec<String> =
+            started.cgroup.as_ref().map(|c| c.dirs.all().iter().map(|d| d.display().to_string()).collect()).unwrap_or_default();
+        r.started = Some(started);
+        r.state = AgentState::Running;
+        let quota_json = self.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null));
+        let stored = allot_store::StoredAgent {
+            id: id.to_string(),
+            group: r.def.spec.group.clone(),
+            state: "running".into(),
+            pid: Some(pid),
+            cgroup: json!(cg_dirs),
+            spec: json!({"command": [], "priority": r.def.spec.priority.get(), "quota": quota_json, "adopted": true}),
+            exit: None,
+            updated_ms: now.as_millis(),
+        };
+        if let Err(e) = self.store.put_agent(&stored) {
+            eprintln!("allot: error: {e}");
+        }
+        self.apply_backstops(id);
+        self.emit(now, "resource_management.agent.adopted", Some(id.as_str()), json!({"pid": pid, "moved": move_it, "cgroup": cg_dirs}));
+        Ok(())
+    }
+
     /// Kernel backstops (SPEC section 4): memory ceiling and pids.max at burst
     /// when a burst is set, memory.high at hard when memory's action is
     /// throttle, cpu weight from priority; group totals on the group cgroup.
