@@ -398,6 +398,11 @@ fn operator_agents_and_strangers_get_what_they_may() {
     assert_eq!(st, 200, "{body}");
     assert!(serde_json::from_str::<Value>(&body).unwrap()["resources"]["memory"]["available"].is_u64(), "{body}");
 
+    // Acknowledging a request.
+    let (st, body) = http_body(&d.sock, "POST", "/v1/agents/sleeper/ack", r#"{"seq": 1, "note": "freeing caches"}"#);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(http_body(&d.sock, "POST", "/v1/agents/nobody/ack", r#"{"seq": 1}"#).0, 404);
+
     // Adopt a process this test started, moving it into a cgroup.
     let mut stray = Command::new("sleep").arg("300").spawn().unwrap();
     let (code, out, err) = cli(&["adopt", &stray.id().to_string(), "--name", "stray", "--group", "lightweight_agent", "--move"]);

@@ -574,6 +574,40 @@ async fn adopt(
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    seq: u64,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /v1/agents/{id}/ack` `{"seq": N, "note"?}` (the agent itself or the
+/// operator): acknowledge request N of the agent channel (a scale-down, say).
+/// The acknowledgement is recorded; whether a scale-down is met is still
+/// decided by measured usage.
+async fn ack(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(id): Path<String>,
+    body: Result<Json<AckBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match caller(&api, peer).await {
+        Caller::Operator => {}
+        Caller::Agent(me) if me == id => {}
+        _ => return forbidden(),
+    }
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(&e),
+    };
+    match ask(&api, |tx| Control::Ack(id.clone(), b.seq, b.note, tx)).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, "not_found", e.message),
+        Err(r) => r,
+    }
+}
+
 /// `DELETE /v1/agents/{id}` (operator): stop an agent (notice, grace, kill).
 async fn stop(
     state: State<Shared>,
@@ -736,6 +770,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("get", "/v1/agents/{id}/quota", "operator; the agent itself", "The agent's quota"),
     ("patch", "/v1/agents/{id}/quota", "operator", "Change limits at run time: {limits: {RESOURCE: {soft?, hard?, burst?, action?}}}"),
     ("post", "/v1/agents/{id}/usage", "operator; the agent itself", "Report usage: {resource, value}"),
+    ("post", "/v1/agents/{id}/ack", "operator; the agent itself", "Acknowledge a request of the agent channel: {seq, note?}"),
     ("get", "/v1/events", "operator; an agent gets its own", "Server-sent events: ?since=SEQ&topic=GLOB, or Last-Event-ID"),
     ("get", "/v1/groups", "operator", "Groups with limits, totals and members"),
     ("post", "/v1/groups/{name}", "operator", "Create a group: {extends?, description?, scaling_policy?, limits?, totals?}"),
@@ -792,6 +827,7 @@ pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid
         .route("/v1/agents", get(list).post(start))
         .route("/v1/agents/{id}", get(one).delete(stop))
         .route("/v1/agents/{id}/usage", post(usage))
+        .route("/v1/agents/{id}/ack", post(ack))
         .route("/v1/agents/{id}/quota", get(quota_get).patch(quota_set))
         .route("/v1/agents/{id}/{action}", post(act))
         .route("/v1/adopt", post(adopt))

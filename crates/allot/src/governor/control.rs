@@ -78,6 +78,8 @@ pub enum Control {
     Act(String, OperatorAction, oneshot::Sender<Result<String, ControlError>>),
     /// Usage an agent reports itself (custom resources such as tokens).
     Report(String, allot_core::Resource, u64, oneshot::Sender<Result<Value, ControlError>>),
+    /// An agent acknowledges a request it received (by its channel sequence number).
+    Ack(String, u64, String, oneshot::Sender<Result<Value, ControlError>>),
     /// Every group, with its members.
     Groups(oneshot::Sender<Vec<(allot_core::QuotaGroup, Vec<String>)>>),
     /// Create (`true`) or replace (`false`) a group.
@@ -123,6 +125,22 @@ impl<B: Backend> Governor<B> {
             }
             Control::Act(agent, action, reply) => {
                 let _ = reply.send(self.operator(&agent, action));
+            }
+            Control::Ack(agent, seq, note, reply) => {
+                let res = match AgentId::new(agent.clone()) {
+                    Ok(id) if self.agents.contains_key(&id) => {
+                        let now = self.clock.now();
+                        let ev = self.emit(
+                            now,
+                            "resource_management.request.acknowledged",
+                            Some(&agent),
+                            json!({"request_seq": seq, "note": note}),
+                        );
+                        Ok(json!({"agent": agent, "request_seq": seq, "event_seq": ev}))
+                    }
+                    _ => Err(ControlError { status: 404, message: format!("no agent {agent:?}") }),
+                };
+                let _ = reply.send(res);
             }
             Control::Groups(reply) => {
                 let groups =
