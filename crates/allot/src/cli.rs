@@ -40,6 +40,9 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Adopt a running process as an agent of a running daemon.
     Adopt(AdoptArgs),
+    /// A live terminal view of a running daemon: agents by pressure, usage
+    /// bars against soft and hard limits, recent actions (q quits).
+    Top(TopArgs),
     /// List the agents of a running daemon.
     Ps(PsArgs),
     /// Suspend an agent of a running daemon (freeze its whole tree).
@@ -162,6 +165,16 @@ pub(crate) struct AdoptArgs {
     /// A limit, such as memory.hard=300Mi (repeatable).
     #[arg(long = "limit", value_name = "RESOURCE.FIELD=VALUE")]
     pub(crate) limits: Vec<String>,
+    /// The daemon's socket.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    /// Refresh interval.
+    #[arg(long, default_value = "1s")]
+    pub(crate) interval: String,
     /// The daemon's socket.
     #[arg(long, value_name = "PATH")]
     pub(crate) socket: Option<PathBuf>,

@@ -9,6 +9,7 @@ mod groups;
 mod history;
 mod host;
 mod report;
+mod top;
 mod up;
 mod validate;
 
@@ -35,6 +36,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Up(a) => up::run(&a),
         Command::Daemon(a) => daemon::run(&a),
         Command::Ps(a) => ctl::ps(&a),
+        Command::Top(a) => top::run(&a),
         Command::Run(a) => ctl::run(&a),
         Command::Adopt(a) => ctl::adopt(&a),
         Command::Suspend(a) => ctl::act(&a, "suspend"),
