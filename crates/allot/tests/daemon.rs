@@ -424,10 +424,18 @@ fn operator_agents_and_strangers_get_what_they_may() {
             && m.contains("allot_agent_usage{agent=\"sleeper\",resource=\"memory\",unit=\"bytes\"}"),
         "{m}"
     );
-    for line in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let (name, value) = line.rsplit_once(' ').unwrap();
-        assert!(name.starts_with("allot_") && value.parse::<f64>().is_ok(), "{line}");
-    }
+    // Parsed with a Prometheus text-format parser.
+    let scrape = prometheus_parse::Scrape::parse(m.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let has = |name: &str, labels: &[(&str, &str)]| {
+        scrape.samples.iter().any(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+    };
+    assert!(has("allot_agent_usage", &[("agent", "sleeper"), ("resource", "memory")]), "{m}");
+    assert!(has("allot_agent_limit", &[("agent", "sleeper"), ("resource", "memory"), ("kind", "hard")]), "{m}");
+    assert!(has("allot_agent_up", &[("agent", "sleeper"), ("state", "running")]), "{m}");
+    assert!(has("allot_group_usage", &[("group", "standard_agent"), ("resource", "memory")]), "{m}");
+    assert!(has("allot_enforcement_total", &[("agent", "sleeper"), ("action", "suspend"), ("outcome", "success")]), "{m}");
+    assert!(has("allot_governor_ticks_total", &[]) && has("allot_events_total", &[]), "{m}");
+    assert!(scrape.samples.iter().all(|s| s.metric.starts_with("allot_")));
 
     // Server-sent events, resumed from a sequence number.
     let mut s = UnixStream::connect(&d.sock).unwrap();

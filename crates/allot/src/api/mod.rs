@@ -277,11 +277,52 @@ async fn metrics(State(api): State<Shared>, ConnectInfo(peer): ConnectInfo<Peer>
             u8::from(a.state != "exited")
         ));
     }
+    if let Ok(groups) = ask(&api, Control::Groups).await {
+        out.push_str("# HELP allot_group_usage Summed usage of a group's members, in the resource's internal unit.\n# TYPE allot_group_usage gauge\n");
+        for (g, members) in &groups {
+            let mut sums: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+            for a in all.iter().filter(|a| members.contains(&a.id)) {
+                for (r, v) in &a.usage {
+                    *sums.entry(r.as_str()).or_default() += v;
+                }
+            }
+            for (r, v) in sums {
+                out.push_str(&format!("allot_group_usage{{group=\"{}\",resource=\"{r}\"}} {v}\n", g.name));
+            }
+        }
+        out.push_str("# HELP allot_group_total A group's total limit, in the resource's internal unit.\n# TYPE allot_group_total gauge\n");
+        for (g, _) in &groups {
+            for (r, v) in &g.totals {
+                out.push_str(&format!("allot_group_total{{group=\"{}\",resource=\"{}\"}} {v}\n", g.name, r.name()));
+            }
+        }
+    }
     if let Ok(store) = allot_store::Store::open_read_only(&api.state) {
         out.push_str(
             "# HELP allot_events_total Events published since the state database was created.\n# TYPE allot_events_total counter\n",
         );
         out.push_str(&format!("allot_events_total {}\n", store.last_seq().unwrap_or(0)));
+        let mut counts: std::collections::BTreeMap<(String, String, String), u64> = std::collections::BTreeMap::new();
+        for h in store.history(None).unwrap_or_default() {
+            *counts.entry((h.agent, h.action, h.outcome)).or_default() += 1;
+        }
+        out.push_str("# HELP allot_enforcement_total Enforcement attempts by agent, action and real outcome (warn counts violations).\n# TYPE allot_enforcement_total counter\n");
+        for ((a, act, o), n) in counts {
+            let act = act.replace('"', "");
+            out.push_str(&format!("allot_enforcement_total{{agent=\"{a}\",action=\"{act}\",outcome=\"{o}\"}} {n}\n"));
+        }
+    }
+    if let Ok((ticks, last, total)) = ask(&api, Control::Stats).await {
+        out.push_str("# HELP allot_governor_ticks_total Sampling ticks of the governor loop.\n# TYPE allot_governor_ticks_total counter\n");
+        out.push_str(&format!("allot_governor_ticks_total {ticks}\n"));
+        out.push_str(
+            "# HELP allot_governor_tick_seconds Time the last tick spent sampling every agent.\n# TYPE allot_governor_tick_seconds gauge\n",
+        );
+        out.push_str(&format!("allot_governor_tick_seconds {last}\n"));
+        out.push_str(
+            "# HELP allot_governor_tick_seconds_total Time spent sampling since start.\n# TYPE allot_governor_tick_seconds_total counter\n",
+        );
+        out.push_str(&format!("allot_governor_tick_seconds_total {total}\n"));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }

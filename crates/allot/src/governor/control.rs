@@ -80,6 +80,8 @@ pub enum Control {
     Report(String, allot_core::Resource, u64, oneshot::Sender<Result<Value, ControlError>>),
     /// An agent acknowledges a request it received (by its channel sequence number).
     Ack(String, u64, String, oneshot::Sender<Result<Value, ControlError>>),
+    /// Loop timings: (ticks, seconds spent sampling in the last tick, total seconds sampling).
+    Stats(oneshot::Sender<(u64, f64, f64)>),
     /// Every group, with its members.
     Groups(oneshot::Sender<Vec<(allot_core::QuotaGroup, Vec<String>)>>),
     /// Create (`true`) or replace (`false`) a group.
@@ -141,6 +143,9 @@ impl<B: Backend> Governor<B> {
                     _ => Err(ControlError { status: 404, message: format!("no agent {agent:?}") }),
                 };
                 let _ = reply.send(res);
+            }
+            Control::Stats(reply) => {
+                let _ = reply.send((self.tick, self.last_tick_secs, self.total_tick_secs));
             }
             Control::Groups(reply) => {
                 let groups =

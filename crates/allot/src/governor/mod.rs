@@ -166,6 +166,8 @@ pub struct Governor<B: Backend> {
     control: Option<mpsc::UnboundedReceiver<control::Control>>,
     socket: Option<PathBuf>,
     leave_running: bool,
+    last_tick_secs: f64,
+    total_tick_secs: f64,
 }
 
 impl<B: Backend> std::fmt::Debug for Governor<B> {
@@ -226,6 +228,8 @@ impl<B: Backend> Governor<B> {
             control: None,
             socket: opts.socket.clone(),
             leave_running: opts.leave_running,
+            last_tick_secs: 0.0,
+            total_tick_secs: 0.0,
         };
         g.next_analytics = g.clock.now().plus(g.settings.analytics_interval);
         // Raw samples are kept 24 h.
@@ -605,10 +609,13 @@ impl<B: Backend> Governor<B> {
                     self.tick += 1;
                     let slow = self.tick % u64::from(self.settings.slow_every) == 1 || self.settings.slow_every == 1;
                     let ids: Vec<AgentId> = self.agents.keys().cloned().collect();
+                    let started = std::time::Instant::now();
                     for id in ids {
                         self.sample(&id, slow);
                     }
                     self.flush_samples();
+                    self.last_tick_secs = started.elapsed().as_secs_f64();
+                    self.total_tick_secs += self.last_tick_secs;
                     self.reap(notifier.as_ref());
                     if slow {
                         self.host_pressure();
