@@ -223,6 +223,9 @@ pub(crate) struct QuotaSetArgs {
 pub(crate) struct HistoryArgs {
     /// Only this agent.
     pub(crate) agent: Option<String>,
+    /// Ask a running daemon on this socket instead of reading the state database.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
     /// Print JSON (an array of records).
     #[arg(long)]
     pub(crate) json: bool,

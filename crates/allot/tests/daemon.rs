@@ -305,6 +305,9 @@ fn operator_agents_and_strangers_get_what_they_may() {
         }
     }
     assert_eq!(cli(&["suspend", "sleeper"]).0, Some(0));
+    let (code, out, err) = cli(&["history", "sleeper", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().iter().any(|r| r["action"] == "suspend"), "{out}");
     assert_eq!(cli(&["resume", "sleeper"]).0, Some(0));
     let (code, out, err) = cli(&["quota", "set", "sleeper", "memory.hard=400M", "memory.soft=300M"]);
     assert_eq!(code, Some(0), "{err}");
@@ -511,6 +514,12 @@ fn a_killed_daemon_is_restarted_and_takes_its_agents_over() {
     let now: Vec<u64> = after["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
     assert_eq!(now, pids, "the same processes, not new ones");
     assert_eq!(after["quota"]["limits"]["processes"]["burst"], 44, "the changed quota survived");
+    let dirs = allot_store::Store::open_read_only(&d2.dir.path().join("state.db")).unwrap().agent("sleeper").unwrap().unwrap().cgroup;
+    if let Some(v) =
+        dirs.as_array().unwrap().iter().find_map(|d| std::fs::read_to_string(Path::new(d.as_str().unwrap()).join("pids.max")).ok())
+    {
+        assert_eq!(v.trim(), "44", "still limited in the kernel");
+    }
     let store = allot_store::Store::open_read_only(&d2.dir.path().join("state.db")).unwrap();
     let events = store.events_since(last, 10_000).unwrap();
     assert!(events.iter().any(|e| e.topic == "resource_management.agent.readopted" && e.agent.as_deref() == Some("sleeper")), "{events:?}");

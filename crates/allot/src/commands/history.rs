@@ -19,8 +19,17 @@ fn at(ms: u64) -> String {
 }
 
 pub(crate) fn history(args: &HistoryArgs) -> Result<ExitCode, Error> {
-    let store = open(&args.state)?;
-    let records = store.history(args.agent.as_deref())?;
+    let records: Vec<allot_store::EnforcementRecord> = match &args.socket {
+        Some(sock) => {
+            let path = args.agent.as_ref().map_or_else(|| "/v1/history".to_owned(), |a| format!("/v1/history?agent={a}"));
+            let (st, v) = crate::client::request(sock, "GET", &path, None)?;
+            if st != 200 {
+                return Err(crate::client::failure(st, &v).into());
+            }
+            serde_json::from_value(v)?
+        }
+        None => open(&args.state)?.history(args.agent.as_deref())?,
+    };
     if args.json {
         print(&format!("{}\n", serde_json::to_string_pretty(&records)?))?;
         return Ok(ExitCode::SUCCESS);
