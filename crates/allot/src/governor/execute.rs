@@ -202,7 +202,8 @@ impl<B: Backend> Governor<B> {
                 return;
             }
         };
-        r.last_action = format!("{action} {}", d.resource);
+        r.last_action =
+            if outcome == "success" { format!("{action} {}", d.resource) } else { format!("{action} {} ({outcome})", d.resource) };
         let topic = events::decision_topic(&d.kind);
         let decision = serde_json::to_value(&d).unwrap_or(Value::Null);
         let data = json!({"decision": decision, "resource": d.resource.name(), "outcome": outcome, "detail": detail});
