@@ -499,6 +499,46 @@ struct StartBody {
     workdir: Option<PathBuf>,
 }
 
+/// An agent definition from the common fields of a start or adopt body;
+/// errors name the field.
+fn new_agent(
+    name: String,
+    group: String,
+    priority: Option<i64>,
+    limits: Option<std::collections::BTreeMap<String, LimitBody>>,
+) -> Result<crate::fleet::AgentDef, Box<Response>> {
+    let id = allot_core::AgentId::new(name).map_err(|e| Box::new(field_error("name", e.to_string())))?;
+    let mut spec = allot_core::AgentSpec::new(id, group);
+    if let Some(p) = priority {
+        spec.priority = allot_core::Priority::new(p).map_err(|e| Box::new(field_error("priority", e.to_string())))?;
+    }
+    if let Some(limits) = limits {
+        spec.overrides = overrides(limits)?;
+    }
+    Ok(crate::fleet::AgentDef {
+        spec,
+        command: Vec::new(),
+        env: Default::default(),
+        workdir: None,
+        restart: crate::fleet::Restart::Never,
+        notify_signal: None,
+        user: None,
+    })
+}
+
+/// 201 with the governor's answer, or its error.
+fn created(answer: Result<Result<serde_json::Value, ControlError>, Response>) -> Response {
+    match answer {
+        Ok(Ok(v)) => (StatusCode::CREATED, Json(v)).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            if e.status == 409 { "conflict" } else { "invalid" },
+            e.message,
+        ),
+        Err(r) => r,
+    }
+}
+
 /// `POST /v1/agents` (operator): start a command as an agent.
 async fn start(
     State(api): State<Shared>,
@@ -512,44 +552,14 @@ async fn start(
         Ok(b) => b,
         Err(e) => return body_error(&e),
     };
-    let id = match allot_core::AgentId::new(b.name) {
-        Ok(id) => id,
-        Err(e) => return field_error("name", e.to_string()),
-    };
     if b.command.is_empty() {
         return field_error("command", "must name a program");
     }
-    let mut spec = allot_core::AgentSpec::new(id, b.group);
-    if let Some(p) = b.priority {
-        match allot_core::Priority::new(p) {
-            Ok(p) => spec.priority = p,
-            Err(e) => return field_error("priority", e.to_string()),
-        }
-    }
-    if let Some(limits) = b.limits {
-        match overrides(limits) {
-            Ok(o) => spec.overrides = o,
-            Err(r) => return *r,
-        }
-    }
-    let def = crate::fleet::AgentDef {
-        spec,
-        command: b.command,
-        env: b.env.unwrap_or_default(),
-        workdir: b.workdir,
-        restart: crate::fleet::Restart::Never,
-        notify_signal: None,
-        user: None,
+    let def = match new_agent(b.name, b.group, b.priority, b.limits) {
+        Ok(d) => crate::fleet::AgentDef { command: b.command, env: b.env.unwrap_or_default(), workdir: b.workdir, ..d },
+        Err(r) => return *r,
     };
-    match ask(&api, |tx| Control::Start(Box::new(def), tx)).await {
-        Ok(Ok(v)) => (StatusCode::CREATED, Json(v)).into_response(),
-        Ok(Err(e)) => error(
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            if e.status == 409 { "conflict" } else { "invalid" },
-            e.message,
-        ),
-        Err(r) => r,
-    }
+    created(ask(&api, |tx| Control::Start(Box::new(def), tx)).await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -578,41 +588,11 @@ async fn adopt(
         Ok(b) => b,
         Err(e) => return body_error(&e),
     };
-    let id = match allot_core::AgentId::new(b.name) {
-        Ok(id) => id,
-        Err(e) => return field_error("name", e.to_string()),
+    let def = match new_agent(b.name, b.group, b.priority, b.limits) {
+        Ok(d) => d,
+        Err(r) => return *r,
     };
-    let mut spec = allot_core::AgentSpec::new(id, b.group);
-    if let Some(p) = b.priority {
-        match allot_core::Priority::new(p) {
-            Ok(p) => spec.priority = p,
-            Err(e) => return field_error("priority", e.to_string()),
-        }
-    }
-    if let Some(limits) = b.limits {
-        match overrides(limits) {
-            Ok(o) => spec.overrides = o,
-            Err(r) => return *r,
-        }
-    }
-    let def = crate::fleet::AgentDef {
-        spec,
-        command: Vec::new(),
-        env: Default::default(),
-        workdir: None,
-        restart: crate::fleet::Restart::Never,
-        notify_signal: None,
-        user: None,
-    };
-    match ask(&api, |tx| Control::Adopt(Box::new(def), b.pid, b.move_it, tx)).await {
-        Ok(Ok(v)) => (StatusCode::CREATED, Json(v)).into_response(),
-        Ok(Err(e)) => error(
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            if e.status == 409 { "conflict" } else { "invalid" },
-            e.message,
-        ),
-        Err(r) => r,
-    }
+    created(ask(&api, |tx| Control::Adopt(Box::new(def), b.pid, b.move_it, tx)).await)
 }
 
 #[derive(Debug, Deserialize)]

@@ -198,23 +198,7 @@ impl<B: Backend> Governor<B> {
         self.ledger.register(def.spec.clone()).map_err(|e| ControlError { status: 422, message: e.to_string() })?;
         let channel = super::channel::Channel::create(&self.channel_dir, id.as_str(), def.notify_signal)
             .map_err(|message| ControlError { status: 500, message })?;
-        self.agents.insert(
-            id.clone(),
-            super::Running {
-                def,
-                started: None,
-                state: AgentState::Restarting,
-                cpu: super::Rate::default(),
-                io: super::Rate::default(),
-                net: super::Rate::default(),
-                usage: BTreeMap::new(),
-                last_action: String::new(),
-                restarts: 0,
-                channel,
-                terminating: None,
-                samples: 0,
-            },
-        );
+        self.agents.insert(id.clone(), super::Running::new(def, channel));
         let res = match adopt {
             None => self.start_agent(&id),
             Some((pid, move_it)) => self.adopt_agent(&id, pid, move_it),

@@ -93,7 +93,7 @@ impl AgentState {
 
 /// A counter turned into a rate per second.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Rate {
+struct Rate {
     last: Option<(u64, Time)>,
 }
 
@@ -117,7 +117,25 @@ pub(super) struct Running {
     restarts: u32,
     channel: Channel,
     terminating: Option<String>,
-    samples: u64,
+}
+
+impl Running {
+    /// An agent not started yet (or started just after).
+    fn new(def: AgentDef, channel: Channel) -> Self {
+        Running {
+            def,
+            started: None,
+            state: AgentState::Restarting,
+            cpu: Rate::default(),
+            io: Rate::default(),
+            net: Rate::default(),
+            usage: BTreeMap::new(),
+            last_action: String::new(),
+            restarts: 0,
+            channel,
+            terminating: None,
+        }
+    }
 }
 
 enum Timer {
@@ -244,23 +262,7 @@ impl<B: Backend> Governor<B> {
             }
             let channel = Channel::create(&g.channel_dir, def.spec.id.as_str(), def.notify_signal)?;
             let id = def.spec.id.clone();
-            g.agents.insert(
-                id,
-                Running {
-                    def,
-                    started: None,
-                    state: AgentState::Restarting,
-                    cpu: Rate::default(),
-                    io: Rate::default(),
-                    net: Rate::default(),
-                    usage: BTreeMap::new(),
-                    last_action: String::new(),
-                    restarts: 0,
-                    channel,
-                    terminating: None,
-                    samples: 0,
-                },
-            );
+            g.agents.insert(id, Running::new(def, channel));
         }
         Ok(g)
     }
@@ -280,7 +282,6 @@ impl<B: Backend> Governor<B> {
     /// same cgroups and limits, their quota as stored. Those that cannot be
     /// taken over are left to `recover_leftovers`, which stops them.
     fn readopt_leftovers(&mut self) -> Result<(), Error> {
-        use crate::fleet::{AgentDef, Restart};
         use allot_core::limits::LimitOverride;
         let now = self.clock.now();
         for a in self.store.agents()? {
@@ -339,18 +340,10 @@ impl<B: Backend> Governor<B> {
             self.agents.insert(
                 id.clone(),
                 Running {
-                    def,
                     started: Some(started),
                     state: AgentState::Running,
-                    cpu: Rate::default(),
-                    io: Rate::default(),
-                    net: Rate::default(),
-                    usage: BTreeMap::new(),
                     last_action: "re-adopted".into(),
-                    restarts: 0,
-                    channel,
-                    terminating: None,
-                    samples: 0,
+                    ..Running::new(def, channel)
                 },
             );
             self.emit(now, "resource_management.agent.readopted", Some(id.as_str()), json!({"pid": pid, "cgroup": dirs}));
@@ -766,7 +759,6 @@ impl<B: Backend> Governor<B> {
                 values.push((Resource::Connections, c));
             }
         }
-        r.samples += 1;
         let mut decisions = Vec::new();
         let mut alerts = Vec::new();
         let window_secs = self.settings.analytics_window.as_secs_f64();
