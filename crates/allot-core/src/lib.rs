@@ -2,7 +2,9 @@
 //!
 //! Quantities and units, resources, limits, quota groups and quotas, the
 //! ledger of agents and usage, the enforcement policy, degradation and
-//! recovery planning, alerts and events.
+//! recovery planning, alerts and events; the holders of freezes and
+//! throttles, host-pressure victim choice, kernel backstop values and
+//! counter rates.
 //!
 //! **Architecture invariant:** nothing here does I/O, reads a clock, spawns a
 //! thread or depends on an async runtime. Time comes in as [`time::Time`], so
@@ -12,15 +14,19 @@
 pub mod alerts;
 pub mod analytics;
 pub mod analytics_corpus;
+pub mod backstops;
 pub mod degradation;
 pub mod events;
 pub mod group;
+pub mod holds;
 pub mod host;
 pub mod ledger;
 pub mod limits;
 pub mod policy;
+pub mod pressure;
 pub mod quantity;
 pub mod quota;
+pub mod rate;
 pub mod resource;
 pub mod time;
 

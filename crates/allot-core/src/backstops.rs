@@ -1,0 +1,94 @@
+//! Kernel backstops: the limits the kernel holds for an agent and its group
+//! from the start, so that a spike between two samples cannot take the host
+//! down before the policy reacts.
+//!
+//! Pure: these functions compute the values; the caller writes them through
+//! its actuators and reports each outcome.
+
+use crate::group::QuotaGroup;
+use crate::limits::Action;
+use crate::quota::Quota;
+use crate::resource::Resource;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The resources whose group totals the kernel holds on the group's cgroup.
+pub const GROUP_RESOURCES: [Resource; 3] = [Resource::Memory, Resource::Processes, Resource::Cpu];
+
+/// The backstop values for one agent's cgroup; `None` leaves that file alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AgentBackstops {
+    /// `cpu.weight` (v2 scale), from the agent's priority.
+    pub cpu_weight: u64,
+    /// The memory ceiling (`memory.max`), at the burst limit.
+    pub memory_max: Option<u64>,
+    /// `memory.high`, at the hard limit.
+    pub memory_high: Option<u64>,
+    /// `pids.max`, at the processes burst limit.
+    pub pids_max: Option<u64>,
+}
+
+/// cpu weight from the priority (Priority::cpu_weight); memory ceiling at burst when memory's burst > hard;
+/// memory.high at hard when memory's action is throttle; pids.max at burst when processes' burst > hard.
+pub fn agent(q: &Quota) -> AgentBackstops {
+    let memory = q.limits.get(&Resource::Memory);
+    let processes = q.limits.get(&Resource::Processes);
+    AgentBackstops {
+        cpu_weight: q.priority.cpu_weight(),
+        memory_max: memory.filter(|l| l.burst > l.hard).map(|l| l.burst),
+        memory_high: memory.filter(|l| l.action == Action::Throttle).map(|l| l.hard),
+        pids_max: processes.filter(|l| l.burst > l.hard).map(|l| l.burst),
+    }
+}
+
+/// The group totals the kernel holds on the group cgroup: QuotaGroup::effective_totals(members) restricted to memory, processes and cpu.
+pub fn group(g: &QuotaGroup, members: usize) -> BTreeMap<Resource, u64> {
+    g.effective_totals(members).into_iter().filter(|(r, _)| GROUP_RESOURCES.contains(r)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::{ScalingPolicy, builtin_groups};
+    use crate::limits::Limit;
+    use crate::quota::{AgentId, AgentSpec, Priority, resolve};
+
+    fn quota(group: &str) -> Quota {
+        let g = builtin_groups().into_iter().find(|g| g.name == group).unwrap();
+        resolve(&g, &AgentSpec::new(AgentId::new("a").unwrap(), group), "agents.a").unwrap()
+    }
+
+    #[test]
+    fn builtin_groups_get_weight_and_memory_high_only_where_they_throttle() {
+        let standard = agent(&quota("standard_agent"));
+        assert_eq!(standard, AgentBackstops { cpu_weight: 100, memory_max: None, memory_high: Some(500_000_000), pids_max: None });
+        let light = agent(&quota("lightweight_agent"));
+        assert_eq!(light, AgentBackstops { cpu_weight: 100, ..Default::default() }, "memory action is warn");
+        assert_eq!(agent(&quota("heavy_computation_agent")).memory_high, None);
+    }
+
+    #[test]
+    fn bursts_above_hard_set_ceilings_and_priority_sets_the_weight() {
+        let mut q = quota("standard_agent");
+        q.priority = Priority::new(9).unwrap();
+        q.limits.insert(Resource::Memory, Limit { burst: 800, ..Limit::new(100, 500, Action::Suspend) });
+        q.limits.insert(Resource::Processes, Limit { burst: 150, ..Limit::new(50, 100, Action::Terminate) });
+        let b = agent(&q);
+        assert_eq!(b, AgentBackstops { cpu_weight: 400, memory_max: Some(800), memory_high: None, pids_max: Some(150) });
+        q.limits.clear();
+        assert_eq!(agent(&q), AgentBackstops { cpu_weight: 400, ..Default::default() });
+    }
+
+    #[test]
+    fn group_totals_keep_only_the_kernel_resources() {
+        let mut g = builtin_groups().into_iter().find(|g| g.name == "standard_agent").unwrap();
+        g.totals.insert(Resource::Files, 10_000);
+        g.totals.insert(Resource::Custom("tokens".into()), 5);
+        let t = group(&g, 2);
+        assert_eq!(t.keys().cloned().collect::<Vec<_>>(), [Resource::Memory, Resource::Cpu, Resource::Processes]);
+        assert_eq!(t[&Resource::Memory], 4_000_000_000);
+        g.scaling_policy = ScalingPolicy::Proportional;
+        let t = group(&g, 2);
+        assert_eq!((t[&Resource::Memory], t[&Resource::Cpu], t[&Resource::Processes]), (1_000_000_000, 600, 200));
+    }
+}
