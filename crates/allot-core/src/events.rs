@@ -27,6 +27,18 @@ pub const RECOMMENDATION: &str = "resource_management.recommendation";
 pub const AGENT_STARTED: &str = "resource_management.agent.started";
 /// An agent exited.
 pub const AGENT_EXITED: &str = "resource_management.agent.exited";
+/// A running process was adopted as a new agent.
+pub const AGENT_ADOPTED: &str = "resource_management.agent.adopted";
+/// A live agent left by a previous governor was taken over.
+pub const AGENT_READOPTED: &str = "resource_management.agent.readopted";
+/// The kernel backstops written for an agent and its group.
+pub const BACKSTOPS: &str = "resource_management.backstops";
+/// An agent's quota changed at run time.
+pub const QUOTA_CHANGED: &str = "resource_management.quota.changed";
+/// An agent acknowledged a request of its channel.
+pub const REQUEST_ACKNOWLEDGED: &str = "resource_management.request.acknowledged";
+/// The governor stopped and left its agents running.
+pub const GOVERNOR_STOPPED: &str = "resource_management.governor.stopped";
 
 /// `resource_management.enforcement.<action>`.
 pub fn enforcement_topic(action: &str) -> String {

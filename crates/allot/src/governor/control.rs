@@ -1,26 +1,77 @@
-//! Commands to a running governor from outside its loop (the daemon's API):
-//! each carries a oneshot channel for the answer, so the loop stays the only
-//! owner of the state.
+//! Commands into a running governor from outside its loop (the daemon's
+//! API): each carries a oneshot channel for the answer, so the loop stays
+//! the only owner of the state. Errors are a typed [`ControlError`]; the
+//! API alone decides what HTTP status each gets.
 
-use super::{AgentState, Backend, Governor, Timer};
-use allot_core::{AgentId, events};
+use super::intent::{Applied, Intent, Op, Source};
+use super::settle::Attempt;
+use super::{Backend, Governor};
+use allot_core::holds::Throttle;
+use allot_core::limits::LimitOverride;
+use allot_core::{AgentId, QuotaGroup, Resource, events};
+use allot_store::Outcome;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use tokio::sync::oneshot;
 
+/// Where an answer goes.
+pub type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
+
+/// Why a command could not be carried out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No agent of that id.
+    #[error("no agent {0:?}")]
+    NoAgent(String),
+    /// The agent is not in a state that allows it.
+    #[error("agent {agent} is {state}")]
+    NotRunning {
+        /// The agent.
+        agent: String,
+        /// Its state.
+        state: String,
+    },
+    /// An agent of that id runs already.
+    #[error("agent {0} exists and has not exited")]
+    Exists(String),
+    /// A value is not acceptable.
+    #[error("{message}")]
+    Invalid {
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No group of that name.
+    #[error("no group {0:?}")]
+    NoGroup(String),
+    /// A group of that name exists.
+    #[error("group {0:?} exists")]
+    GroupExists(String),
+    /// The group still has members.
+    #[error("{0}")]
+    GroupInUse(String),
+    /// The kernel refused or did not finish in time.
+    #[error("{0}")]
+    Kernel(String),
+}
+
 /// What an operator may do to an agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OperatorAction {
-    /// Freeze it.
+    /// Freeze it (the operator's hold).
     Suspend,
-    /// Thaw it and lift throttles.
-    Resume,
+    /// Release the operator's freeze and throttle; with `force`, every holder's, and the policy's pending escalations.
+    Resume {
+        /// Also lift the policy's and host pressure's holds.
+        force: bool,
+    },
     /// Notice, grace, kill.
     Terminate,
-    /// Limit CPU to this many millicores.
+    /// Limit CPU to this many millicores (the operator's hold).
     Throttle(u64),
-    /// Lift throttles (cpu limit, memory.high).
+    /// Release the operator's throttle.
     Clear,
 }
 
@@ -29,12 +80,21 @@ impl OperatorAction {
     pub fn name(self) -> &'static str {
         match self {
             OperatorAction::Suspend => "suspend",
-            OperatorAction::Resume => "resume",
+            OperatorAction::Resume { .. } => "resume",
             OperatorAction::Terminate => "terminate",
             OperatorAction::Throttle(_) => "throttle",
             OperatorAction::Clear => "clear",
         }
     }
+}
+
+/// Who holds an agent frozen or throttled.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HeldBy {
+    /// Holders of a freeze.
+    pub freeze: Vec<String>,
+    /// Holders of a throttle.
+    pub throttle: Vec<String>,
 }
 
 /// An agent as the API shows it.
@@ -54,17 +114,10 @@ pub struct AgentStatus {
     pub usage: BTreeMap<String, u64>,
     /// The last action taken.
     pub last_action: String,
+    /// Who holds it frozen or throttled.
+    pub held_by: HeldBy,
     /// Its quota.
     pub quota: Value,
-}
-
-/// A failure to carry out a command: an HTTP-like status and a message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ControlError {
-    /// 404 for an unknown agent, 409 for a wrong state, 500 for a kernel failure.
-    pub status: u16,
-    /// What went wrong.
-    pub message: String,
 }
 
 /// A command to the governor.
@@ -72,112 +125,71 @@ pub struct ControlError {
 pub enum Control {
     /// Every agent.
     List(oneshot::Sender<Vec<AgentStatus>>),
+    /// One agent.
+    Agent(String, oneshot::Sender<Option<AgentStatus>>),
     /// Which agent a pid belongs to (for peer-credential authorization).
     Owner(u32, oneshot::Sender<Option<String>>),
     /// An operator action.
-    Act(String, OperatorAction, oneshot::Sender<Result<String, ControlError>>),
+    Act(String, OperatorAction, Reply<String>),
     /// Usage an agent reports itself (custom resources such as tokens).
-    Report(String, allot_core::Resource, u64, oneshot::Sender<Result<Value, ControlError>>),
+    Report(String, Resource, u64, Reply<Value>),
     /// An agent acknowledges a request it received (by its channel sequence number).
-    Ack(String, u64, String, oneshot::Sender<Result<Value, ControlError>>),
-    /// Loop timings: (ticks, seconds spent sampling in the last tick, total seconds sampling).
-    Stats(oneshot::Sender<(u64, f64, f64)>),
+    Ack(String, u64, String, Reply<Value>),
     /// Every group, with its members.
-    Groups(oneshot::Sender<Vec<(allot_core::QuotaGroup, Vec<String>)>>),
+    Groups(oneshot::Sender<Vec<(QuotaGroup, Vec<String>)>>),
     /// Create (`true`) or replace (`false`) a group.
-    PutGroup(Box<allot_core::QuotaGroup>, bool, oneshot::Sender<Result<(), ControlError>>),
+    PutGroup(Box<QuotaGroup>, bool, Reply<()>),
     /// Delete a group without members.
-    DeleteGroup(String, oneshot::Sender<Result<(), ControlError>>),
+    DeleteGroup(String, Reply<()>),
     /// Usage summed over every agent (for the host's available capacity).
     TotalUsage(oneshot::Sender<BTreeMap<String, u64>>),
     /// Start a new agent.
-    Start(Box<crate::fleet::AgentDef>, oneshot::Sender<Result<Value, ControlError>>),
+    Start(Box<crate::fleet::AgentDef>, Reply<Value>),
     /// Adopt a running process as a new agent (moving it into a cgroup when asked).
-    Adopt(Box<crate::fleet::AgentDef>, u32, bool, oneshot::Sender<Result<Value, ControlError>>),
+    Adopt(Box<crate::fleet::AgentDef>, u32, bool, Reply<Value>),
     /// Change an agent's limits at run time (overrides merged over its group).
-    SetLimits(String, BTreeMap<allot_core::Resource, allot_core::limits::LimitOverride>, oneshot::Sender<Result<Value, ControlError>>),
+    SetLimits(String, BTreeMap<Resource, LimitOverride>, Reply<Value>),
 }
 
 impl<B: Backend> Governor<B> {
-    /// Carry out a command; returns the id of an agent it started (to watch).
-    pub(super) fn handle_control(&mut self, c: Control) -> Option<AgentId> {
+    /// Carry out a command.
+    pub(super) fn handle_control(&mut self, c: Control) {
         match c {
             Control::Adopt(def, pid, move_it, reply) => {
-                let id = def.spec.id.clone();
-                let res = self.start_new(*def, Some((pid, move_it)));
-                let started = res.is_ok();
-                let _ = reply.send(res);
-                return started.then_some(id);
+                let _ = reply.send(self.start_new(*def, Some((pid, move_it))));
             }
             Control::Start(def, reply) => {
-                let id = def.spec.id.clone();
-                let res = self.start_new(*def, None);
-                let started = res.is_ok();
-                let _ = reply.send(res);
-                return started.then_some(id);
+                let _ = reply.send(self.start_new(*def, None));
             }
             Control::List(reply) => {
-                let _ = reply.send(self.statuses());
+                let _ = reply.send(self.agents.map.keys().filter_map(|id| self.status(id)).collect());
+            }
+            Control::Agent(id, reply) => {
+                let _ = reply.send(AgentId::new(id).ok().and_then(|id| self.status(&id)));
             }
             Control::Owner(pid, reply) => {
-                let owner = self.agents.iter().find(|(_, r)| {
-                    r.started.as_ref().is_some_and(|s| s.leader.pid() == pid || s.actuator.pids().is_ok_and(|p| p.contains(&pid)))
-                });
-                let _ = reply.send(owner.map(|(id, _)| id.to_string()));
+                let _ = reply.send(self.agents.owner_of(pid).map(ToString::to_string));
             }
-            Control::Act(agent, action, reply) => {
-                let _ = reply.send(self.operator(&agent, action));
-            }
+            Control::Act(agent, action, reply) => self.operator(&agent, action, reply),
             Control::Ack(agent, seq, note, reply) => {
-                let res = match AgentId::new(agent.clone()) {
-                    Ok(id) if self.agents.contains_key(&id) => {
-                        let now = self.clock.now();
-                        let ev = self.emit(
-                            now,
-                            "resource_management.request.acknowledged",
-                            Some(&agent),
-                            json!({"request_seq": seq, "note": note}),
-                        );
-                        Ok(json!({"agent": agent, "request_seq": seq, "event_seq": ev}))
-                    }
-                    _ => Err(ControlError { status: 404, message: format!("no agent {agent:?}") }),
-                };
-                let _ = reply.send(res);
-            }
-            Control::Stats(reply) => {
-                let _ = reply.send((self.tick, self.last_tick_secs, self.total_tick_secs));
+                let _ = reply.send(self.ack(&agent, seq, &note));
             }
             Control::Groups(reply) => {
-                let groups =
-                    self.ledger.groups().map(|g| (g.clone(), self.ledger.members(&g.name).map(|m| m.to_string()).collect())).collect();
-                let _ = reply.send(groups);
+                let l = &self.domain.ledger;
+                let _ = reply.send(l.groups().map(|g| (g.clone(), l.members(&g.name).map(ToString::to_string).collect())).collect());
             }
             Control::PutGroup(g, create, reply) => {
-                let res = if create {
-                    self.ledger.add_group(*g)
-                } else if self.ledger.group(&g.name).is_none() {
-                    Err(allot_core::ledger::LedgerError::UnknownGroup { group: g.name.clone(), known: String::new() })
-                } else {
-                    self.ledger.set_group(*g)
-                };
-                let _ = reply.send(res.map_err(|e| {
-                    let status = match e {
-                        allot_core::ledger::LedgerError::DuplicateGroup(_) => 409,
-                        allot_core::ledger::LedgerError::UnknownGroup { .. } => 404,
-                        _ => 422,
-                    };
-                    ControlError { status, message: e.to_string() }
-                }));
+                let _ = reply.send(self.put_group(*g, create));
             }
             Control::DeleteGroup(name, reply) => {
-                let res = self.ledger.remove_group(&name).map(|_| ()).map_err(|e| {
-                    let status = if matches!(e, allot_core::ledger::LedgerError::GroupNotEmpty { .. }) { 409 } else { 404 };
-                    ControlError { status, message: e.to_string() }
+                let res = self.domain.ledger.remove_group(&name).map(|_| ()).map_err(|e| match e {
+                    allot_core::ledger::LedgerError::GroupNotEmpty { .. } => ControlError::GroupInUse(e.to_string()),
+                    _ => ControlError::NoGroup(name.clone()),
                 });
                 let _ = reply.send(res);
             }
             Control::TotalUsage(reply) => {
-                let _ = reply.send(self.ledger.total_usage().into_iter().map(|(r, v)| (r.name().to_owned(), v)).collect());
+                let _ = reply.send(self.domain.ledger.total_usage().into_iter().map(|(r, v)| (r.name().to_owned(), v)).collect());
             }
             Control::Report(agent, resource, value, reply) => {
                 let _ = reply.send(self.report_usage(&agent, resource, value));
@@ -186,157 +198,96 @@ impl<B: Backend> Governor<B> {
                 let _ = reply.send(self.set_limits(&agent, overrides));
             }
         }
-        None
+        self.refresh_metrics();
     }
 
-    fn start_new(&mut self, def: crate::fleet::AgentDef, adopt: Option<(u32, bool)>) -> Result<Value, ControlError> {
-        let id = def.spec.id.clone();
-        if self.agents.get(&id).is_some_and(|r| !matches!(r.state, AgentState::Exited(_))) {
-            return Err(ControlError { status: 409, message: format!("agent {id} exists and has not exited") });
-        }
-        let _ = self.ledger.unregister(&id);
-        self.ledger.register(def.spec.clone()).map_err(|e| ControlError { status: 422, message: e.to_string() })?;
-        let channel = super::channel::Channel::create(&self.channel_dir, id.as_str(), def.notify_signal)
-            .map_err(|message| ControlError { status: 500, message })?;
-        self.agents.insert(id.clone(), super::Running::new(def, channel));
-        let res = match adopt {
-            None => self.start_agent(&id),
-            Some((pid, move_it)) => self.adopt_agent(&id, pid, move_it),
+    /// The id of a known agent.
+    pub(super) fn known(&self, agent: &str) -> Result<AgentId, ControlError> {
+        AgentId::new(agent).ok().filter(|id| self.agents.get(id).is_some()).ok_or_else(|| ControlError::NoAgent(agent.to_owned()))
+    }
+
+    fn status(&self, id: &AgentId) -> Option<AgentStatus> {
+        let a = self.agents.get(id)?;
+        let names = |hs: Vec<allot_core::holds::Holder>| hs.iter().map(allot_core::holds::Holder::wire_name).collect();
+        Some(AgentStatus {
+            id: id.to_string(),
+            group: a.def.spec.group.clone(),
+            state: a.state_name().to_owned(),
+            exit: a.exit_reason().map(str::to_owned),
+            pids: a.proc.as_ref().and_then(|p| p.actuator.pids().ok()).unwrap_or_default(),
+            usage: a.usage.iter().map(|(k, v)| (k.name().to_owned(), *v)).collect(),
+            last_action: a.last_action.clone(),
+            held_by: HeldBy { freeze: names(a.holds.freeze_holders()), throttle: names(a.holds.throttle_holders()) },
+            quota: self.domain.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null)),
+        })
+    }
+
+    fn ack(&mut self, agent: &str, seq: u64, note: &str) -> Result<Value, ControlError> {
+        let id = self.known(agent)?;
+        let now = self.clock.now();
+        let ev = self.recorder.emit(now, events::REQUEST_ACKNOWLEDGED, Some(id.as_str()), json!({"request_seq": seq, "note": note}));
+        Ok(json!({"agent": agent, "request_seq": seq, "event_seq": ev}))
+    }
+
+    fn put_group(&mut self, g: QuotaGroup, create: bool) -> Result<(), ControlError> {
+        use allot_core::ledger::LedgerError;
+        let name = g.name.clone();
+        let res = if create {
+            self.domain.ledger.add_group(g)
+        } else if self.domain.ledger.group(&name).is_none() {
+            return Err(ControlError::NoGroup(name));
+        } else {
+            self.domain.ledger.set_group(g)
         };
-        if let Err(e) = res {
-            let now = self.clock.now();
-            self.mark_exited(&id, &format!("could not start: {e}"), now);
-            return Err(ControlError { status: 422, message: format!("could not start: {e}") });
-        }
-        let pid = self.agents.get(&id).and_then(|r| r.started.as_ref()).map(|s| s.leader.pid());
-        Ok(json!({"id": id.as_str(), "pid": pid, "state": "running"}))
+        res.map_err(|e| match e {
+            LedgerError::DuplicateGroup(_) => ControlError::GroupExists(name),
+            LedgerError::UnknownGroup { .. } => ControlError::NoGroup(name),
+            other => ControlError::Invalid { field: "body", message: other.to_string() },
+        })
     }
 
-    fn report_usage(&mut self, agent: &str, resource: allot_core::Resource, value: u64) -> Result<Value, ControlError> {
-        let id = AgentId::new(agent).map_err(|_| ControlError { status: 404, message: format!("no agent {agent:?}") })?;
-        let now = self.clock.now();
-        let a = self.ledger.record(&id, resource.clone(), value, now).map_err(|e| ControlError { status: 404, message: e.to_string() })?;
-        if let Some(r) = self.agents.get_mut(&id) {
-            r.usage.insert(resource.clone(), value);
-        }
-        self.pending_samples.push((id.to_string(), resource.name().to_owned(), now.as_millis(), value));
-        let decisions = self.policy.observe(&a);
-        let n = decisions.len();
-        self.execute_all(decisions);
-        Ok(json!({"agent": agent, "resource": resource.name(), "value": value, "violation": a.violation, "decisions": n}))
-    }
-
-    fn set_limits(
-        &mut self,
-        agent: &str,
-        overrides: BTreeMap<allot_core::Resource, allot_core::limits::LimitOverride>,
-    ) -> Result<Value, ControlError> {
-        let id = AgentId::new(agent).map_err(|_| ControlError { status: 404, message: format!("no agent {agent:?}") })?;
-        let r = self.agents.get_mut(&id).ok_or_else(|| ControlError { status: 404, message: format!("no agent {agent:?}") })?;
-        let mut spec = r.def.spec.clone();
-        for (res, o) in overrides {
-            spec.overrides.insert(res, o);
-        }
-        let quota = self.ledger.update_agent(spec.clone()).map_err(|e| ControlError { status: 422, message: e.to_string() })?.clone();
-        if let Some(r) = self.agents.get_mut(&id) {
-            r.def.spec = spec;
-        }
-        // Persist it, so that a restarted daemon takes the agent over with this quota.
-        if let Ok(Some(mut stored)) = self.store.agent(agent) {
-            stored.spec["quota"] = serde_json::to_value(&quota).unwrap_or(Value::Null);
-            stored.updated_ms = self.clock.now().as_millis();
-            if let Err(e) = self.store.put_agent(&stored) {
-                return Err(ControlError { status: 500, message: e.to_string() });
+    /// An operator action: an intent with the operator (or, forced, every holder) as its source.
+    fn operator(&mut self, agent: &str, action: OperatorAction, reply: Reply<String>) {
+        let id = match self.known(agent) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
             }
-        }
-        // The kernel backstops follow at once.
-        self.apply_backstops(&id);
-        let now = self.clock.now();
-        let q = serde_json::to_value(&quota).unwrap_or(Value::Null);
-        self.emit(now, "resource_management.quota.changed", Some(agent), json!({"quota": q}));
-        Ok(q)
-    }
-
-    fn statuses(&self) -> Vec<AgentStatus> {
-        self.agents
-            .iter()
-            .map(|(id, r)| AgentStatus {
-                id: id.to_string(),
-                group: r.def.spec.group.clone(),
-                state: r.state.name().to_owned(),
-                exit: if let AgentState::Exited(why) = &r.state { Some(why.clone()) } else { None },
-                pids: r.started.as_ref().and_then(|s| s.actuator.pids().ok()).unwrap_or_default(),
-                usage: r.usage.iter().map(|(k, v)| (k.name().to_owned(), *v)).collect(),
-                last_action: r.last_action.clone(),
-                quota: self.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null)),
-            })
-            .collect()
-    }
-
-    fn operator(&mut self, agent: &str, action: OperatorAction) -> Result<String, ControlError> {
-        let not_found = || ControlError { status: 404, message: format!("no agent {agent:?}") };
-        let id = AgentId::new(agent).map_err(|_| not_found())?;
-        let now = self.clock.now();
-        let grace = self.settings.policy.terminate_grace;
-        let restores = if action == OperatorAction::Resume { self.policy.resume(&id, now) } else { Vec::new() };
-        let r = self.agents.get_mut(&id).ok_or_else(not_found)?;
-        let pid = r.started.as_ref().map(|s| s.leader.pid());
-        let Some(st) = r.started.as_mut() else {
-            return Err(ControlError { status: 409, message: format!("agent {agent} is {}", r.state.name()) });
         };
-        let result = match action {
-            OperatorAction::Suspend => st.actuator.freeze().map(|o| {
-                r.state = AgentState::Suspended;
-                format!("frozen: {}", o.writes.iter().map(|w| w.path.display().to_string()).collect::<Vec<_>>().join(" ") + &o.detail)
-            }),
-            OperatorAction::Resume => {
-                let thawed = st.actuator.thaw();
-                let cleared = st.actuator.set_cpu_limit(None);
-                let _ = st.actuator.set_memory_high(None);
-                thawed.and(cleared).map(|_| {
-                    r.state = AgentState::Running;
-                    "thawed; throttles lifted".to_owned()
-                })
+        if let Some(a) = self.agents.get(&id).filter(|a| !a.is_active() || matches!(a.lifecycle, super::agents::Lifecycle::Terminating(_))) {
+            let _ = reply.send(Err(ControlError::NotRunning { agent: agent.to_owned(), state: a.state_name().to_owned() }));
+            return;
+        }
+        let now = self.clock.now();
+        let op = match action {
+            OperatorAction::Suspend => Op::Freeze,
+            OperatorAction::Resume { force: false } => Op::Release,
+            OperatorAction::Resume { force: true } => {
+                // The policy forgets its holds and pending escalations; it re-decides from fresh samples.
+                let _ = self.domain.policy.resume(&id, now);
+                Op::ReleaseAll
             }
-            OperatorAction::Throttle(m) => st.actuator.set_cpu_limit(Some(m)).map(|o| {
-                r.state = AgentState::Throttled;
-                format!(
-                    "cpu limited to {m}m: {}",
-                    o.writes.iter().map(|w| format!("{} <- {}", w.path.display(), w.value)).collect::<Vec<_>>().join("; ") + &o.detail
-                )
-            }),
-            OperatorAction::Clear => st.actuator.set_cpu_limit(None).map(|o| {
-                let _ = st.actuator.set_memory_high(None);
-                r.state = AgentState::Running;
-                format!("throttles lifted {}", o.detail)
-            }),
+            OperatorAction::Throttle(m) => Op::Throttle { want: Throttle { cpu_millicores: Some(m), memory_high: None }, fallback_cpu: None },
+            OperatorAction::Clear => Op::Unthrottle,
             OperatorAction::Terminate => {
-                let _ = r.channel.send(
-                    "termination",
-                    json!({"reason": "terminated by the operator", "grace_ms": allot_core::time::duration_millis(grace)}),
-                    now.as_millis(),
-                    pid,
-                );
-                let _ = st.actuator.thaw();
-                let res = st.actuator.signal(rustix::process::Signal::TERM);
-                r.terminating = Some("terminated by the operator".into());
-                r.state = AgentState::Terminating;
-                self.timers.push((now.plus(grace), Timer::Kill(id.clone())));
-                res.map(|o| format!("{}; kill after {grace:?}", o.detail))
+                Op::Terminate { grace: self.settings.policy.terminate_grace, reason: "terminated by the operator".into() }
             }
         };
-        let (outcome, detail) = match &result {
-            Ok(d) => ("success", format!("by the operator: {d}")),
-            Err(e) => ("failure", format!("by the operator: {e}")),
+        let applied = self.apply(Intent { agent: id.clone(), source: Source::Operator, op });
+        let name = if matches!(action, OperatorAction::Resume { .. } | OperatorAction::Clear) { "restore" } else { action.name() };
+        let attempt = Attempt {
+            agent: id,
+            at: now,
+            resource: "-".into(),
+            action: name.into(),
+            topic: events::enforcement_topic(name),
+            data: json!({"operator": true, "action": action.name()}),
+            prefix: "by the operator: ".into(),
+            last_action: Some(format!("{} (operator)", action.name())),
+            success: Outcome::Success,
+            reply: Some(reply),
         };
-        if let Some(r) = self.agents.get_mut(&id) {
-            r.last_action = format!("{} (operator)", action.name());
-        }
-        let name = if matches!(action, OperatorAction::Resume | OperatorAction::Clear) { "restore" } else { action.name() };
-        let data = json!({"operator": true, "action": action.name(), "outcome": outcome, "detail": detail});
-        let seq = self.emit(now, &events::enforcement_topic(name), Some(id.as_str()), data.clone());
-        let _ = self.store.record_enforcement(seq, now.as_millis(), id.as_str(), "-", name, outcome, &detail, &data);
-        self.execute_all(restores.into_iter().filter(|d| !matches!(d.kind, allot_core::DecisionKind::Restore { .. })).collect());
-        result.map_err(|e| ControlError { status: 500, message: e.to_string() })
+        self.conclude(attempt, applied);
     }
 }

@@ -1,0 +1,191 @@
+//! Carrying out the policy's decisions: each becomes an intent with the
+//! policy (for the resource at fault) as its source, or a message on the
+//! agent channel; its real outcome is published and recorded.
+
+use super::intent::{Applied, Intent, Op, Source};
+use super::record::Enforcement;
+use super::settle::Attempt;
+use super::{Backend, Governor};
+use allot_core::degradation::DegradationEvent;
+use allot_core::holds::Throttle;
+use allot_core::policy::Hold;
+use allot_core::{Decision, DecisionKind, Resource, ViolationKind, events};
+use allot_store::{Outcome, Stage};
+use serde_json::{Value, json};
+
+/// The smallest memory.high a throttle writes.
+const MIN_MEMORY_HIGH: u64 = 1 << 20;
+/// The smallest cpu limit a throttle writes, in millicores.
+const MIN_CPU_LIMIT: u64 = 20;
+
+impl<B: Backend> Governor<B> {
+    pub(super) fn execute_all(&mut self, decisions: Vec<Decision>) {
+        for d in decisions {
+            self.execute(d);
+        }
+    }
+
+    /// Carry out one decision.
+    pub(super) fn execute(&mut self, d: Decision) {
+        let Some(a) = self.agents.get(&d.agent) else { return };
+        let active = a.is_active();
+        let source = Source::Policy(d.resource.clone());
+        match &d.kind {
+            DecisionKind::Warn { violation } => {
+                let which = match violation.kind {
+                    ViolationKind::Soft => "soft limit",
+                    ViolationKind::Burst => "hard limit (within burst)",
+                    ViolationKind::Hard => "hard limit",
+                };
+                let detail = format!("{} {} over {which} {}", violation.resource, violation.usage, violation.limit);
+                self.record_decision(&d, "warn", Stage::Done, Outcome::Success, &detail);
+            }
+            DecisionKind::Scheduled { action, due } => {
+                let detail = format!("{action} due at {} unless the violation clears", super::clock::rfc3339(*due));
+                self.record_decision(&d, action.name(), Stage::Scheduled, Outcome::Success, &detail);
+            }
+            DecisionKind::CancelPending { action, usage } => {
+                let detail = format!("violation cleared (usage {usage}) before the delay ended");
+                self.record_decision(&d, action.name(), Stage::Done, Outcome::Cancelled, &detail);
+            }
+            DecisionKind::ScaleDownMet { target, usage } => {
+                let detail = format!("met: measured {usage} < target {target}");
+                self.record_decision(&d, "scale_down", Stage::Done, Outcome::Success, &detail);
+            }
+            DecisionKind::ScaleDown { target, deadline, .. } => {
+                let msg = json!({"resource": d.resource.name(), "target": target, "deadline": super::clock::rfc3339(*deadline)});
+                let (outcome, detail) = match self.send(&d, "scale_down", msg) {
+                    Ok(sent) => {
+                        (Outcome::Success, format!("request delivered: {sent}; met only if measured usage < {target} before the deadline"))
+                    }
+                    Err(e) => (Outcome::Failure, e),
+                };
+                self.record_decision(&d, "scale_down", Stage::Done, outcome, &detail);
+            }
+            DecisionKind::Degradation { event } => self.degradation(&d, event),
+            DecisionKind::Custom { .. } => self.custom(&d),
+            _ if !active => {}
+            DecisionKind::Throttle { factor, interim, .. } => self.policy_throttle(&d, *factor, *interim),
+            DecisionKind::Suspend { after_scale_down, .. } => {
+                let _ = self.send(&d, "suspend", json!({"resource": d.resource.name()}));
+                let why = if *after_scale_down { "scale_down unmet at its deadline; " } else { "" };
+                let applied = self.apply(Intent { agent: d.agent.clone(), source, op: Op::Freeze });
+                self.finish(&d, "suspend", applied, Outcome::Success, why);
+            }
+            DecisionKind::Migrate { .. } => {
+                let applied = self.apply(Intent { agent: d.agent.clone(), source, op: Op::Freeze });
+                self.finish(&d, "migrate", applied, Outcome::Fallback, "no cluster to migrate to: suspended instead; ");
+            }
+            DecisionKind::Terminate { grace, violation } => {
+                let reason = format!("terminated by allot: {} at {} over hard limit {}", violation.resource, violation.usage, violation.limit);
+                let applied = self.apply(Intent { agent: d.agent.clone(), source, op: Op::Terminate { grace: *grace, reason } });
+                self.finish(&d, "terminate", applied, Outcome::Success, "");
+            }
+            DecisionKind::Restore { from } => {
+                let op = match from {
+                    Hold::Throttle => Op::Unthrottle,
+                    Hold::Suspend => Op::ThawPolicy,
+                };
+                let _ = self.send(&d, "restore", json!({"from": from, "resource": d.resource.name()}));
+                let applied = self.apply(Intent { agent: d.agent.clone(), source, op });
+                self.finish(&d, "restore", applied, Outcome::Success, "");
+            }
+        }
+    }
+
+    /// A message on the agent's channel (signalled to its leader where configured).
+    fn send(&mut self, d: &Decision, kind: &str, msg: Value) -> Result<String, String> {
+        let a = self.agents.get_mut(&d.agent).ok_or("no agent")?;
+        let pid = a.pid();
+        a.channel.send(kind, msg, d.at.as_millis(), pid)
+    }
+
+    /// The policy's throttle: memory.high for memory (a cpu limit where there is none), else a cpu limit.
+    fn policy_throttle(&mut self, d: &Decision, factor: f64, interim: bool) {
+        let Some(a) = self.agents.get(&d.agent) else { return };
+        let usage_cpu = a.usage.get(&Resource::Cpu).copied().unwrap_or(0);
+        let usage_res = a.usage.get(&d.resource).copied().unwrap_or(0);
+        let cpu_hard = self.domain.ledger.quota(&d.agent).and_then(|q| q.limits.get(&Resource::Cpu)).map(|l| l.hard);
+        // CPU quota at factor x current use (for a cpu violation, of at most the hard limit, so usage settles under it).
+        let base = match cpu_hard.filter(|_| d.resource == Resource::Cpu) {
+            Some(hard) => usage_cpu.min(hard),
+            None => usage_cpu,
+        };
+        let cpu = ((base as f64 * factor) as u64).max(MIN_CPU_LIMIT);
+        let op = if d.resource == Resource::Memory {
+            let high = ((usage_res as f64 * factor) as u64).max(MIN_MEMORY_HIGH);
+            Op::Throttle { want: Throttle { cpu_millicores: None, memory_high: Some(high) }, fallback_cpu: Some(cpu) }
+        } else {
+            Op::Throttle { want: Throttle { cpu_millicores: Some(cpu), memory_high: None }, fallback_cpu: None }
+        };
+        let applied = self.apply(Intent { agent: d.agent.clone(), source: Source::Policy(d.resource.clone()), op });
+        let sent = self.send(d, "throttle", json!({"resource": d.resource.name(), "factor": factor, "interim": interim}));
+        let applied = match applied {
+            Applied::Now { outcome, detail } => {
+                // Throttling anything but memory and cpu through the cpu limit is a fallback.
+                let outcome = match outcome {
+                    Outcome::Success if d.resource != Resource::Memory && d.resource != Resource::Cpu => Outcome::Fallback,
+                    o => o,
+                };
+                let detail = match sent {
+                    Ok(s) => format!("{detail}; {s}"),
+                    Err(_) => detail,
+                };
+                Applied::Now { outcome, detail }
+            }
+            settling => settling,
+        };
+        self.finish(d, "throttle", applied, Outcome::Success, &format!("factor {factor}: "));
+    }
+
+    fn degradation(&mut self, d: &Decision, event: &DegradationEvent) {
+        let (kind, topic) = match event {
+            DegradationEvent::Plan { .. } | DegradationEvent::Rollback { .. } => ("degradation", events::DEGRADATION_PLAN),
+            DegradationEvent::Recovery { .. } => ("recovery", events::RECOVERY_STAGE),
+        };
+        let payload = serde_json::to_value(event).unwrap_or(Value::Null);
+        let sent = self.send(d, kind, payload.clone());
+        let data = json!({"resource": d.resource.name(), "event": payload, "delivered": sent.unwrap_or_else(|e| e)});
+        self.recorder.emit(d.at, topic, Some(d.agent.as_str()), data);
+    }
+
+    /// Record an applied decision now, or when its kernel wait settles.
+    fn finish(&mut self, d: &Decision, action: &str, applied: Applied, success: Outcome, prefix: &str) {
+        let decision = serde_json::to_value(d).unwrap_or(Value::Null);
+        let attempt = Attempt {
+            agent: d.agent.clone(),
+            at: d.at,
+            resource: d.resource.name().to_owned(),
+            action: action.to_owned(),
+            topic: events::decision_topic(&d.kind),
+            data: json!({"decision": decision, "resource": d.resource.name()}),
+            prefix: prefix.to_owned(),
+            last_action: None,
+            success,
+            reply: None,
+        };
+        self.conclude(attempt, applied);
+    }
+
+    /// Publish and record a decision's outcome.
+    pub(super) fn record_decision(&mut self, d: &Decision, action: &str, stage: Stage, outcome: Outcome, detail: &str) {
+        if let Some(a) = self.agents.get_mut(&d.agent) {
+            a.last_action = last_action(action, &d.resource.to_string(), stage, outcome);
+        }
+        let topic = events::decision_topic(&d.kind);
+        let decision = serde_json::to_value(d).unwrap_or(Value::Null);
+        let data = json!({"decision": decision, "resource": d.resource.name(), "outcome": outcome, "detail": detail});
+        let e =
+            Enforcement { at: d.at, agent: d.agent.as_str(), resource: d.resource.name(), action, stage, outcome, detail, topic: &topic, data };
+        self.recorder.enforcement(e);
+    }
+}
+
+/// The live view's "last action" text.
+pub(super) fn last_action(action: &str, resource: &str, stage: Stage, outcome: Outcome) -> String {
+    match (stage, outcome) {
+        (Stage::Scheduled, _) => format!("{action} (scheduled) {resource}"),
+        (_, Outcome::Success) => format!("{action} {resource}"),
+        (_, o) => format!("{action} {resource} ({o})"),
+    }
+}

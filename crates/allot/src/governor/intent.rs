@@ -1,0 +1,260 @@
+//! Every change to an agent is an [`Intent`]: who asks ([`Source`]) and
+//! what ([`Op`]). [`Governor::apply`] is the one place that turns intents
+//! into actuator calls: it updates the agent's holds (who holds a freeze or
+//! a throttle, in allot-core), writes only what changes the effective kernel
+//! settings, and answers with a typed [`Applied`]: done now with its
+//! outcome, or a kernel wait that settles on a blocking thread. Callers
+//! record the outcome (policy decisions, operator commands, host pressure,
+//! lifecycle), so every change is an intent with a recorded outcome.
+
+use super::agents::{Agent, Lifecycle};
+use super::{Backend, Governor};
+use allot_core::holds::{Change, Holder, Holds, Throttle};
+use allot_core::{AgentId, Resource};
+use allot_store::Outcome;
+use allot_sys::SysError;
+use allot_sys::actuate::{Actuator, Outcome as Written, Settle};
+use serde_json::json;
+use std::time::Duration;
+
+/// Who asks for a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The enforcement policy, for a resource's limit.
+    Policy(Resource),
+    /// The operator, through the API.
+    Operator,
+    /// Host memory pressure.
+    HostPressure,
+    /// The agent's lifecycle (grace over, stop).
+    Lifecycle,
+}
+
+impl Source {
+    fn holder(&self) -> Option<Holder> {
+        match self {
+            Source::Policy(r) => Some(Holder::Policy(r.clone())),
+            Source::Operator => Some(Holder::Operator),
+            Source::HostPressure => Some(Holder::HostPressure),
+            Source::Lifecycle => None,
+        }
+    }
+}
+
+/// What to change.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Op {
+    /// Hold the agent frozen.
+    Freeze,
+    /// Release this source's freeze (the agent thaws when no holder is left).
+    Thaw,
+    /// Release this source's freeze and throttle (the operator's resume).
+    Release,
+    /// Release the freezes of every policy resource (the policy's restore).
+    ThawPolicy,
+    /// Release every hold of every holder (the operator's forced resume).
+    ReleaseAll,
+    /// Hold a throttle; `fallback_cpu` is used where the throttle asks for memory.high and the host has none.
+    Throttle { want: Throttle, fallback_cpu: Option<u64> },
+    /// Release this source's throttle.
+    Unthrottle,
+    /// Termination notice, thaw, SIGTERM; kill when the grace ends.
+    Terminate { grace: Duration, reason: String },
+    /// Kill the whole tree now.
+    Kill,
+}
+
+/// A change to an agent.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Intent {
+    pub(super) agent: AgentId,
+    pub(super) source: Source,
+    pub(super) op: Op,
+}
+
+/// The result of carrying out an intent.
+#[derive(Debug)]
+pub(super) enum Applied {
+    /// Done, with its outcome and what was written or why it failed.
+    Now { outcome: Outcome, detail: String },
+    /// Written; the kernel finishes it (a freeze taking hold, a tree emptying) on a blocking thread.
+    Settling { detail: String, settle: Settle },
+}
+
+impl Applied {
+    fn failed(detail: impl Into<String>) -> Self {
+        Applied::Now { outcome: Outcome::Failure, detail: detail.into() }
+    }
+}
+
+/// What an actuator wrote, as text: `path <- value; ...; detail`.
+pub(super) fn describe(o: &Written) -> String {
+    let writes: Vec<String> = o.writes.iter().map(|w| format!("{} <- {}", w.path.display(), w.value)).collect();
+    match (writes.is_empty(), o.detail.is_empty()) {
+        (true, _) => o.detail.clone(),
+        (false, true) => writes.join("; "),
+        (false, false) => format!("{}; {}", writes.join("; "), o.detail),
+    }
+}
+
+/// Write what a change of the effective settings needs; a freeze returns its settle.
+fn write_change(change: Change, act: &mut dyn Actuator, notes: &mut Vec<String>) -> Result<Option<Settle>, SysError> {
+    if let Some(cpu) = change.cpu() {
+        let o = act.set_cpu_limit(cpu)?;
+        notes.push(match cpu {
+            Some(m) => format!("cpu limited to {m}m: {}", describe(&o)),
+            None => format!("cpu limit lifted: {}", describe(&o)),
+        });
+    }
+    if let Some(high) = change.memory_high() {
+        notes.push(describe(&act.set_memory_high(high)?));
+    }
+    match change.freeze() {
+        Some(false) => notes.push(format!("thawed: {}", describe(&act.thaw()?))),
+        Some(true) => {
+            let settle = act.freeze()?;
+            notes.push(format!("freezing: {}", describe(settle.started())));
+            return Ok((!settle.is_done()).then_some(settle));
+        }
+        None => {}
+    }
+    Ok(None)
+}
+
+fn held_note(change: &Change, holders: &[Holder], what: &str) -> Option<String> {
+    (change.is_noop() && !holders.is_empty())
+        .then(|| format!("{what} already in force, held by {}", holders.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")))
+}
+
+/// Change the holds as the intent says; the change of the effective settings.
+fn change_holds(a: &mut Agent, op: &Op, holder: Option<Holder>) -> Option<Change> {
+    let before = a.holds.effective();
+    match (op, holder) {
+        (Op::Freeze, Some(h)) => Some(a.holds.freeze(h)),
+        (Op::Thaw, Some(h)) => Some(a.holds.thaw(&h)),
+        (Op::Unthrottle, Some(h)) => Some(a.holds.release_throttle(&h)),
+        (Op::Release, Some(h)) => Some(a.holds.release(&h)),
+        (Op::ThawPolicy, _) => {
+            for h in a.holds.freeze_holders().into_iter().filter(|h| matches!(h, Holder::Policy(_))) {
+                a.holds.thaw(&h);
+            }
+            Some(Change { before, after: a.holds.effective() })
+        }
+        (Op::ReleaseAll, _) => {
+            a.holds = Holds::default();
+            Some(Change { before, after: a.holds.effective() })
+        }
+        _ => None,
+    }
+}
+
+/// Hold a throttle, falling back to a cpu limit where memory.high is not supported.
+fn throttle(a: &mut Agent, h: Holder, want: Throttle, fallback_cpu: Option<u64>) -> Applied {
+    let Some(proc) = a.proc.as_mut() else { return Applied::failed("no process") };
+    let act = proc.actuator.as_mut();
+    let mut notes = Vec::new();
+    let change = a.holds.throttle(h.clone(), want);
+    match write_change(change, act, &mut notes) {
+        Err(SysError::Unsupported { what, why }) if want.memory_high.is_some() && fallback_cpu.is_some() => {
+            notes.push(format!("{what} is not supported here ({why}); cpu limit instead"));
+            let change = a.holds.throttle(h, Throttle { cpu_millicores: fallback_cpu, memory_high: None });
+            match write_change(change, act, &mut notes) {
+                Ok(_) => Applied::Now { outcome: Outcome::Fallback, detail: notes.join("; ") },
+                Err(e) => Applied::failed(format!("{}; {e}", notes.join("; "))),
+            }
+        }
+        Err(e) => Applied::failed(e.to_string()),
+        Ok(_) => {
+            notes.extend(held_note(&change, &a.holds.throttle_holders(), "throttle"));
+            Applied::Now { outcome: Outcome::Success, detail: notes.join("; ") }
+        }
+    }
+}
+
+/// The termination notice, a thaw so it can be handled (throttles stay), SIGTERM.
+fn terminate(a: &mut Agent, grace: Duration, reason: &str, now_ms: u64) -> Applied {
+    let pid = a.pid();
+    let grace_ms = allot_core::time::duration_millis(grace);
+    let sent = a.channel.send("termination", json!({"reason": reason, "grace_ms": grace_ms}), now_ms, pid);
+    let Some(proc) = a.proc.as_mut() else { return Applied::failed("no process") };
+    for h in a.holds.freeze_holders() {
+        a.holds.thaw(&h);
+    }
+    let _ = proc.actuator.thaw();
+    let res = proc.actuator.signal(rustix::process::Signal::TERM);
+    a.lifecycle = Lifecycle::Terminating(reason.to_owned());
+    let notice = sent.unwrap_or_else(|e| format!("notice not delivered: {e}"));
+    match res {
+        Ok(o) => Applied::Now { outcome: Outcome::Success, detail: format!("notice: {notice}; {}; kill after {grace:?}", o.detail) },
+        Err(e) => Applied::failed(format!("notice: {notice}; SIGTERM failed: {e}; kill after {grace:?}")),
+    }
+}
+
+fn kill(act: &mut dyn Actuator) -> Applied {
+    match act.kill() {
+        Ok(settle) if settle.is_done() => Applied::Now { outcome: Outcome::Success, detail: describe(settle.started()) },
+        Ok(settle) => Applied::Settling { detail: describe(settle.started()), settle },
+        Err(e) => Applied::failed(format!("kill failed: {e}")),
+    }
+}
+
+/// Write a change of the holds and say what happened.
+fn write_holds(a: &mut Agent, change: Change, freeze_op: bool) -> Applied {
+    let Some(proc) = a.proc.as_mut() else { return Applied::failed("no process") };
+    let mut notes = Vec::new();
+    match write_change(change, proc.actuator.as_mut(), &mut notes) {
+        Err(e) => Applied::failed(e.to_string()),
+        Ok(Some(settle)) => Applied::Settling { detail: notes.join("; "), settle },
+        Ok(None) => {
+            if change.is_noop() {
+                let (what, holders) =
+                    if freeze_op { ("freeze", a.holds.freeze_holders()) } else { ("throttle", a.holds.throttle_holders()) };
+                let note = match held_note(&change, &holders, what) {
+                    Some(n) => n,
+                    None if change.after.frozen => format!("still frozen, held by {}", list(&a.holds.freeze_holders())),
+                    None => "nothing to change".to_owned(),
+                };
+                notes.push(note);
+            } else if change.after.frozen && !freeze_op {
+                notes.push(format!("still frozen, held by {}", list(&a.holds.freeze_holders())));
+            }
+            Applied::Now { outcome: Outcome::Success, detail: notes.join("; ") }
+        }
+    }
+}
+
+fn list(holders: &[Holder]) -> String {
+    holders.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+impl<B: Backend> Governor<B> {
+    /// Carry out an intent: the one path by which anything changes an agent.
+    pub(super) fn apply(&mut self, intent: Intent) -> Applied {
+        let now = self.clock.now();
+        let Some(a) = self.agents.get_mut(&intent.agent) else { return Applied::failed(format!("no agent {}", intent.agent)) };
+        if a.proc.is_none() {
+            return Applied::failed(format!("agent {} is {}", intent.agent, a.state_name()));
+        }
+        let holder = intent.source.holder();
+        match &intent.op {
+            Op::Throttle { want, fallback_cpu } => match holder {
+                Some(h) => throttle(a, h, *want, *fallback_cpu),
+                None => Applied::failed("a throttle needs a holder"),
+            },
+            Op::Terminate { grace, reason } => {
+                let applied = terminate(a, *grace, reason, now.as_millis());
+                let incarnation = a.incarnation;
+                self.timers.kill(now.plus(*grace), &intent.agent, incarnation);
+                applied
+            }
+            Op::Kill => match a.proc.as_mut() {
+                Some(p) => kill(p.actuator.as_mut()),
+                None => Applied::failed("no process"),
+            },
+            op => match change_holds(a, op, holder) {
+                Some(change) => write_holds(a, change, matches!(op, Op::Freeze | Op::Thaw | Op::ThawPolicy | Op::Release | Op::ReleaseAll)),
+                None => Applied::failed(format!("{op:?} needs a holder")),
+            },
+        }
+    }
+}

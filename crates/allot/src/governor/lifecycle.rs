@@ -1,0 +1,270 @@
+//! Agents' lifecycle: start (or adopt) with a fresh incarnation, watch for
+//! kernel notices, reap exited leaders (restart with backoff where the
+//! fleet says so), the kill at the end of a terminate grace, and stopping
+//! every agent at shutdown.
+
+use super::agents::{Agent, Lifecycle};
+use super::control::ControlError;
+use super::intent::{Intent, Op, Source};
+use super::settle::Attempt;
+use super::{Backend, Governor};
+use crate::fleet::{AgentDef, Restart};
+use allot_core::holds::Holds;
+use allot_core::{AgentId, Resource, Time, events};
+use allot_store::{AgentStateName, Outcome};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+impl<B: Backend> Governor<B> {
+    /// Start (or adopt) an agent defined through the API.
+    pub(super) fn start_new(&mut self, def: AgentDef, adopt: Option<(u32, bool)>) -> Result<Value, ControlError> {
+        let id = def.spec.id.clone();
+        if self.agents.get(&id).is_some_and(|a| !a.is_exited()) {
+            return Err(ControlError::Exists(id.to_string()));
+        }
+        let _ = self.domain.ledger.unregister(&id);
+        self.domain.ledger.register(def.spec.clone()).map_err(|e| ControlError::Invalid { field: "limits", message: e.to_string() })?;
+        let channel = super::channel::Channel::create(&self.agents.channel_dir, id.as_str(), def.notify_signal)
+            .map_err(|message| ControlError::Invalid { field: "name", message })?;
+        self.timers.forget(&id);
+        self.agents.map.insert(id.clone(), Agent::new(def, channel));
+        let res = match adopt {
+            None => self.start_agent(&id),
+            Some((pid, move_it)) => self.adopt_agent(&id, pid, move_it),
+        };
+        if let Err(e) = res {
+            let now = self.clock.now();
+            self.mark_exited(&id, &format!("could not start: {e}"), now);
+            return Err(ControlError::Invalid { field: "command", message: format!("could not start: {e}") });
+        }
+        let pid = self.agents.get(&id).and_then(Agent::pid);
+        Ok(json!({"id": id.as_str(), "pid": pid, "state": "running"}))
+    }
+
+    /// Spawn an agent's command in its cgroup, store it, write its backstops.
+    pub(super) fn start_agent(&mut self, id: &AgentId) -> Result<(), String> {
+        let now = self.clock.now();
+        let incarnation = self.agents.incarnate();
+        let socket = self.agents.socket.clone();
+        let Some(a) = self.agents.get_mut(id) else { return Ok(()) };
+        let mut env = vec![("ALLOT_AGENT_ID".to_owned(), id.to_string()), ("ALLOT_EVENTS_FILE".to_owned(), a.channel.path().display().to_string())];
+        if let Some(sock) = socket {
+            env.push(("ALLOT_SOCKET".to_owned(), sock.display().to_string()));
+        }
+        let started = self.backend.start(&a.def, &env)?;
+        let pid = started.leader.pid();
+        a.proc = Some(started);
+        a.lifecycle = Lifecycle::Live;
+        a.holds = Holds::default();
+        a.rates = super::agents::Rates::default();
+        a.incarnation = incarnation;
+        let quota = self.domain.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null));
+        let _ = a.channel.send("quota", json!({"quota": quota}), now.as_millis(), None);
+        self.store_agent(id, false);
+        self.apply_backstops(id);
+        let cgroup = self.agents.get(id).map(Agent::cgroup_dirs).unwrap_or_default();
+        self.recorder.emit(now, events::AGENT_STARTED, Some(id.as_str()), json!({"pid": pid, "cgroup": cgroup, "mode": self.backend.mode()}));
+        self.watch(id);
+        tracing::info!(agent = %id, pid, incarnation, "started");
+        Ok(())
+    }
+
+    /// Take over a running process as agent `id` (already registered).
+    fn adopt_agent(&mut self, id: &AgentId, pid: u32, move_it: bool) -> Result<(), String> {
+        let now = self.clock.now();
+        let incarnation = self.agents.incarnate();
+        let Some(a) = self.agents.get_mut(id) else { return Ok(()) };
+        let started = self.backend.adopt_pid(&a.def, pid, move_it)?;
+        a.proc = Some(started);
+        a.lifecycle = Lifecycle::Live;
+        a.incarnation = incarnation;
+        self.store_agent(id, true);
+        self.apply_backstops(id);
+        let cgroup = self.agents.get(id).map(Agent::cgroup_dirs).unwrap_or_default();
+        self.recorder.emit(now, events::AGENT_ADOPTED, Some(id.as_str()), json!({"pid": pid, "moved": move_it, "cgroup": cgroup}));
+        self.watch(id);
+        Ok(())
+    }
+
+    /// Store an agent as it runs now (its quota as in force).
+    pub(super) fn store_agent(&mut self, id: &AgentId, adopted: bool) {
+        let Some(a) = self.agents.get(id) else { return };
+        let quota = self.domain.ledger.quota(id).map(allot_store::dto::StoredQuota::from_core);
+        let spec = allot_store::dto::StoredSpec {
+            command: if adopted { Vec::new() } else { a.def.command.clone() },
+            priority: a.def.spec.priority.get(),
+            quota: quota.unwrap_or_default(),
+            adopted,
+        };
+        let stored = allot_store::StoredAgent {
+            id: id.to_string(),
+            group: a.def.spec.group.clone(),
+            state: AgentStateName::Running.as_str().to_owned(),
+            pid: a.pid(),
+            cgroup: json!(a.cgroup_dirs()),
+            spec: serde_json::to_value(&spec).unwrap_or(Value::Null),
+            exit: None,
+            updated_ms: self.clock.now().as_millis(),
+        };
+        if let Err(e) = self.recorder.store.put_agent(&stored) {
+            tracing::error!(agent = %id, error = %e, "agent not stored");
+        }
+    }
+
+    /// Kernel notices for an agent: its exit, and its memory limits where the kernel can tell.
+    pub(super) fn watch(&self, id: &AgentId) {
+        let Some(n) = &self.notifier else { return };
+        let Some(p) = self.agents.get(id).and_then(|a| a.proc.as_ref()) else { return };
+        let first_dir = p.cgroup.as_ref().and_then(|c| c.dirs.all().first().map(|d| d.to_path_buf()));
+        let _ = n.process_exit(id.as_str(), p.leader.pid(), first_dir.as_deref());
+        let Some(cg) = &p.cgroup else { return };
+        let Some(l) = self.domain.ledger.quota(id).and_then(|q| q.limits.get(&Resource::Memory)) else { return };
+        if let Some(d) = cg.v1(allot_sys::cgroup::tree::V1::Memory) {
+            let _ = n.memory_threshold(id.as_str(), d, l.soft);
+            let _ = n.memory_threshold(id.as_str(), d, l.hard);
+        }
+        if let Some(d) = cg.v2().filter(|_| cg.dirs.v2_has("memory")) {
+            let _ = n.memory_events(id.as_str(), d);
+        }
+    }
+
+    /// Leaders that exited: record why, clean up, restart if the fleet says so.
+    pub(super) fn reap(&mut self) {
+        let now = self.clock.now();
+        let exited: Vec<(AgentId, super::backend::Exit)> = self
+            .agents
+            .map
+            .iter_mut()
+            .filter_map(|(id, a)| a.proc.as_mut().and_then(|p| p.leader.try_wait()).map(|e| (id.clone(), e)))
+            .collect();
+        for (id, exit) in exited {
+            let Some(a) = self.agents.get_mut(&id) else { continue };
+            let by_allot = match &a.lifecycle {
+                Lifecycle::Terminating(why) => Some(why.clone()),
+                _ => None,
+            };
+            let reason = match &by_allot {
+                Some(why) => format!("{exit}: {why}"),
+                None => format!("{exit} (its own exit)"),
+            };
+            let restart = match a.def.restart {
+                Restart::OnFailure { max } if by_allot.is_none() && exit.failed() && a.restarts < max => {
+                    a.restarts += 1;
+                    Some(Duration::from_secs((1u64 << (a.restarts - 1).min(5)).min(30)))
+                }
+                _ => None,
+            };
+            let proc = a.proc.take();
+            let incarnation = a.incarnation;
+            self.backend.cleanup(proc.as_ref().and_then(|p| p.cgroup.as_ref()));
+            self.forget(&id);
+            match restart {
+                Some(backoff) => self.schedule_restart(&id, incarnation, backoff, &reason, now),
+                None => self.mark_exited(&id, &reason, now),
+            }
+        }
+    }
+
+    /// Forget an agent's policy state, alerts, timers and notices (its process is gone).
+    fn forget(&mut self, id: &AgentId) {
+        self.domain.policy.remove(id);
+        self.domain.alerts.forget(id);
+        let _ = self.domain.ledger.unregister(id);
+        self.timers.forget(id);
+        if let Some(n) = &self.notifier {
+            n.forget(id.as_str());
+        }
+    }
+
+    fn schedule_restart(&mut self, id: &AgentId, incarnation: u64, backoff: Duration, reason: &str, now: Time) {
+        let Some(a) = self.agents.get_mut(id) else { return };
+        a.lifecycle = Lifecycle::Restarting;
+        a.holds = Holds::default();
+        let restarts = a.restarts;
+        let _ = self.recorder.store.set_agent_state(id.as_str(), AgentStateName::Restarting, Some(reason), now.as_millis());
+        let data = json!({"reason": reason, "restart_in_ms": allot_core::time::duration_millis(backoff), "restart": restarts});
+        self.recorder.emit(now, events::AGENT_EXITED, Some(id.as_str()), data);
+        self.timers.restart(now.plus(backoff), id, incarnation);
+    }
+
+    /// Start an agent again after its backoff, if it is still the one that exited.
+    pub(super) fn restart(&mut self, id: &AgentId, incarnation: u64, at: Time) {
+        if !self.agents.current(id, incarnation).is_some_and(|a| a.lifecycle == Lifecycle::Restarting) {
+            return;
+        }
+        if let Some(spec) = self.agents.get(id).map(|a| a.def.spec.clone()) {
+            let _ = self.domain.ledger.register(spec);
+        }
+        if let Err(e) = self.start_agent(id) {
+            self.mark_exited(id, &format!("could not restart: {e}"), at);
+        }
+    }
+
+    pub(super) fn mark_exited(&mut self, id: &AgentId, reason: &str, now: Time) {
+        if let Some(a) = self.agents.get_mut(id) {
+            a.lifecycle = Lifecycle::Exited(reason.to_owned());
+            a.proc = None;
+            a.holds = Holds::default();
+        }
+        self.forget(id);
+        let _ = self.recorder.store.set_agent_state(id.as_str(), AgentStateName::Exited, Some(reason), now.as_millis());
+        self.recorder.emit(now, events::AGENT_EXITED, Some(id.as_str()), json!({"reason": reason}));
+        tracing::info!(agent = %id, reason, "exited");
+    }
+
+    /// The terminate grace of this incarnation ended: kill the tree (waiting off the loop).
+    pub(super) fn grace_over(&mut self, id: &AgentId, incarnation: u64, at: Time) {
+        if !self.agents.current(id, incarnation).is_some_and(|a| a.proc.is_some()) {
+            return;
+        }
+        let attempt = Attempt {
+            agent: id.clone(),
+            at,
+            resource: "-".into(),
+            action: "terminate".into(),
+            topic: events::enforcement_topic("terminate"),
+            data: json!({"stage": "kill"}),
+            prefix: "grace over: ".into(),
+            last_action: None,
+            success: Outcome::Success,
+            reply: None,
+        };
+        let applied = self.apply(Intent { agent: id.clone(), source: Source::Lifecycle, op: Op::Kill });
+        self.conclude(attempt, applied);
+    }
+
+    /// Stop every live agent: notice, grace, kill; waits for them (the loop has ended).
+    pub(super) async fn stop_all(&mut self, why: &str) {
+        let grace = self.settings.policy.terminate_grace;
+        let live: Vec<AgentId> = self.agents.map.iter().filter(|(_, a)| a.proc.is_some()).map(|(id, _)| id.clone()).collect();
+        for id in &live {
+            let reason = format!("stopped by allot ({why})");
+            let _ = self.apply(Intent { agent: id.clone(), source: Source::Lifecycle, op: Op::Terminate { grace, reason } });
+        }
+        let until = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < until && self.agents.map.values().any(|a| a.proc.is_some()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.reap();
+        }
+        let mut waits = Vec::new();
+        for id in &live {
+            if let Some(a) = self.agents.get_mut(id).filter(|a| a.proc.is_some()) {
+                if let Some(Ok(settle)) = a.proc.as_mut().map(|p| p.actuator.kill()) {
+                    waits.push(tokio::task::spawn_blocking(move || settle.wait(allot_sys::actuate::SETTLE_TIMEOUT)));
+                }
+            }
+        }
+        for w in waits {
+            if let Ok(Err(e)) = w.await {
+                tracing::warn!(error = %e, "kill at stop");
+            }
+        }
+        for _ in 0..50 {
+            self.reap();
+            if self.agents.map.values().all(|a| a.proc.is_none()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

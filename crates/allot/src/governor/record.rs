@@ -1,0 +1,104 @@
+//! The recording part of the governor: every event goes to the store (its
+//! sequence number), the optional JSON-lines file, the live view's recent
+//! lines and the metrics; every enforcement attempt is a typed record.
+
+use super::ViewMode;
+use super::clock;
+use super::view;
+use crate::metrics::Metrics;
+use allot_core::Time;
+use allot_store::{NewEnforcement, Outcome, Stage, Store};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::Arc;
+
+/// One enforcement attempt to record and publish.
+#[derive(Debug)]
+pub(super) struct Enforcement<'a> {
+    pub(super) at: Time,
+    pub(super) agent: &'a str,
+    /// The resource whose limit caused it (`-` for operator and lifecycle actions).
+    pub(super) resource: &'a str,
+    /// The bare action name (`throttle`, `suspend`, ...).
+    pub(super) action: &'a str,
+    pub(super) stage: Stage,
+    pub(super) outcome: Outcome,
+    pub(super) detail: &'a str,
+    /// The event's topic.
+    pub(super) topic: &'a str,
+    /// The event's payload (also stored as the record's data).
+    pub(super) data: Value,
+}
+
+/// Where events and records go.
+pub(super) struct Recorder {
+    pub(super) store: Store,
+    events_out: Option<std::io::BufWriter<std::fs::File>>,
+    view: ViewMode,
+    pub(super) recent: VecDeque<String>,
+    pub(super) metrics: Arc<Metrics>,
+    /// Events and records that could not be stored.
+    pub(super) unrecorded: u64,
+}
+
+impl Recorder {
+    pub(super) fn new(store: Store, events_out: Option<std::io::BufWriter<std::fs::File>>, view: ViewMode) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        metrics.seed(&store);
+        Recorder { store, events_out, view, recent: VecDeque::new(), metrics, unrecorded: 0 }
+    }
+
+    /// Publish an event; returns its sequence number when it was stored.
+    pub(super) fn emit(&mut self, at: Time, topic: &str, agent: Option<&str>, data: Value) -> Option<u64> {
+        let seq = match self.store.append_event(at.as_millis(), topic, agent, &data) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.unrecorded += 1;
+                tracing::error!(topic, agent, error = %e, "event not stored");
+                None
+            }
+        };
+        self.metrics.event();
+        if let Some(out) = &mut self.events_out {
+            let line = json!({"seq": seq, "at": clock::rfc3339(at), "topic": topic, "agent": agent, "data": data});
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        let short = topic.strip_prefix("resource_management.").unwrap_or(topic);
+        let text = format!("{} {:<22} {} {}", &clock::rfc3339(at)[11..19], short, agent.unwrap_or("-"), view::brief(&data));
+        if self.view == ViewMode::Plain {
+            println!("{text}");
+        }
+        self.recent.push_back(text);
+        while self.recent.len() > 8 {
+            self.recent.pop_front();
+        }
+        seq
+    }
+
+    /// Publish an enforcement attempt and record it with its real outcome.
+    pub(super) fn enforcement(&mut self, e: Enforcement<'_>) -> Option<u64> {
+        let seq = self.emit(e.at, e.topic, Some(e.agent), e.data.clone());
+        let record = NewEnforcement {
+            seq,
+            at_ms: e.at.as_millis(),
+            agent: e.agent,
+            resource: e.resource,
+            action: e.action,
+            stage: e.stage,
+            outcome: e.outcome,
+            detail: e.detail,
+            data: &e.data,
+        };
+        if let Err(err) = self.store.record_enforcement(&record) {
+            self.unrecorded += 1;
+            tracing::error!(agent = e.agent, action = e.action, error = %err, "enforcement record not stored");
+        }
+        if e.stage == Stage::Done {
+            self.metrics.enforcement(e.agent, e.action, e.outcome);
+        }
+        tracing::info!(agent = e.agent, resource = e.resource, action = e.action, outcome = %e.outcome, detail = e.detail, "enforcement");
+        seq
+    }
+}

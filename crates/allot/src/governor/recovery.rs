@@ -1,0 +1,119 @@
+//! What a previous governor left: the daemon takes live agents over (same
+//! processes, cgroups and stored quota) and records the escalations that
+//! died with the old governor's timers as cancelled; whatever cannot be
+//! taken over, and everything under `allot up`, is stopped and recorded.
+
+use super::agents::{Agent, Lifecycle};
+use super::channel::Channel;
+use super::record::Enforcement;
+use super::{Backend, Error, Governor};
+use crate::fleet::{AgentDef, Restart};
+use allot_core::{AgentId, AgentSpec, Time, events};
+use allot_store::{AgentStateName, Outcome, Stage, StoredAgent};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+impl<B: Backend> Governor<B> {
+    /// Take over the agents a previous run left running. Those that cannot
+    /// be taken over are left to `recover_leftovers`, which stops them.
+    pub(super) fn readopt_leftovers(&mut self) -> Result<(), Error> {
+        let now = self.clock.now();
+        for a in self.recorder.store.agents()? {
+            if a.state == AgentStateName::Exited.as_str() {
+                continue;
+            }
+            if let Err(why) = self.readopt(&a, now) {
+                tracing::warn!(agent = %a.id, "cannot take over: {why}; stopping what is left of it");
+            }
+        }
+        Ok(())
+    }
+
+    fn readopt(&mut self, a: &StoredAgent, now: Time) -> Result<(), String> {
+        let pid = a.pid.ok_or("no pid stored")?;
+        let dirs = a.cgroup_dirs();
+        let stored = a.spec().map_err(|e| e.to_string())?;
+        let id = AgentId::new(a.id.clone()).map_err(|e| e.to_string())?;
+        let mut spec = AgentSpec::new(id.clone(), a.group.clone());
+        spec.priority = allot_core::Priority::new(i64::from(stored.priority)).map_err(|e| e.to_string())?;
+        spec.overrides = stored.quota.overrides().map_err(|e| e.to_string())?;
+        spec.custom_handler = stored.quota.to_core(&id).ok().and_then(|q| q.custom_handler);
+        // The stored quota wins over the fleet file's: it may have been changed at run time.
+        let ledger = &mut self.domain.ledger;
+        let registered = if ledger.quota(&id).is_some() { ledger.update_agent(spec.clone()).is_ok() } else { ledger.register(spec.clone()).is_ok() };
+        if !registered {
+            return Err(format!("its stored quota no longer resolves (group {:?})", a.group));
+        }
+        let started = match self.backend.adopt(&dirs, pid) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.domain.ledger.unregister(&id);
+                return Err(format!("pid {pid}: {e}"));
+            }
+        };
+        let def = AgentDef {
+            spec,
+            command: stored.command,
+            env: BTreeMap::new(),
+            workdir: None,
+            restart: Restart::Never,
+            notify_signal: None,
+            user: None,
+        };
+        let channel = Channel::reopen(&self.agents.channel_dir, id.as_str(), None)?;
+        let mut agent = Agent::new(def, channel);
+        agent.proc = Some(started);
+        agent.lifecycle = Lifecycle::Live;
+        agent.last_action = "re-adopted".into();
+        agent.incarnation = self.agents.incarnate();
+        self.agents.map.insert(id.clone(), agent);
+        self.recorder.emit(now, events::AGENT_READOPTED, Some(id.as_str()), json!({"pid": pid, "cgroup": dirs}));
+        self.cancel_orphaned_pending(&id, now);
+        Ok(())
+    }
+
+    /// Escalations the previous governor had scheduled and never carried out
+    /// or cancelled die with its timers: record them as cancelled, so the
+    /// history is complete. The policy re-decides from fresh samples.
+    fn cancel_orphaned_pending(&mut self, id: &AgentId, now: Time) {
+        let Ok(open) = self.recorder.store.open_escalations(id.as_str()) else { return };
+        for (resource, action) in open {
+            let detail = "the governor restarted before the escalation delay ended; the policy re-decides from fresh samples";
+            let data = json!({"resource": resource, "action": action, "outcome": "cancelled", "detail": detail, "restart": true});
+            self.recorder.enforcement(Enforcement {
+                at: now,
+                agent: id.as_str(),
+                resource: &resource,
+                action: &action,
+                stage: Stage::Done,
+                outcome: Outcome::Cancelled,
+                detail,
+                topic: &events::enforcement_topic("cancelled"),
+                data,
+            });
+        }
+    }
+
+    /// Stop agents that a previous run (killed before it could stop them)
+    /// left running, so that none keeps running unnoticed.
+    pub(super) fn recover_leftovers(&mut self) -> Result<(), Error> {
+        let now = self.clock.now();
+        for a in self.recorder.store.agents()? {
+            if a.state == AgentStateName::Exited.as_str() || self.agents.map.keys().any(|id| id.as_str() == a.id) {
+                continue;
+            }
+            let dirs = a.cgroup_dirs();
+            let killed = match allot_sys::cgroup::tree::kill_and_remove_dirs(&dirs, allot_sys::actuate::SETTLE_TIMEOUT) {
+                Ok((_, pids)) => pids,
+                Err(e) => {
+                    tracing::warn!(agent = %a.id, error = %e, "leftover processes could not all be stopped");
+                    Vec::new()
+                }
+            };
+            let reason = format!("left by a previous allot run that did not stop cleanly; {} process(es) stopped", killed.len());
+            self.recorder.store.set_agent_state(&a.id, AgentStateName::Exited, Some(&reason), now.as_millis())?;
+            self.recorder.emit(now, events::AGENT_EXITED, Some(&a.id), json!({"reason": reason, "pids": killed, "recovered": true}));
+        }
+        Ok(())
+    }
+}

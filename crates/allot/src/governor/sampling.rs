@@ -1,0 +1,169 @@
+//! Sampling: each tick reads every agent's probe (memory, cpu time and
+//! processes every time; files, I/O, network and connections at the slow
+//! cadence) and feeds the values, with usage an agent reports itself,
+//! through one path: ledger, alerts, policy, analytics window, store.
+
+use super::control::ControlError;
+use super::{Backend, Governor};
+use allot_core::alerts::Threshold;
+use allot_core::rate::cpu_millicores;
+use allot_core::{AgentId, Resource, Time, events};
+use allot_store::rollup::Roller;
+use serde_json::{Value, json};
+
+/// The sampling part: tick count, samples waiting to be stored, per-minute rollups.
+#[derive(Debug, Default)]
+pub(super) struct Sampler {
+    pub(super) tick: u64,
+    pending: Vec<(String, String, u64, u64)>,
+    roller: Roller,
+}
+
+impl<B: Backend> Governor<B> {
+    /// One sampling tick over every agent.
+    pub(super) fn tick(&mut self) {
+        self.sampler.tick += 1;
+        let every = u64::from(self.settings.slow_every);
+        let slow = every <= 1 || self.sampler.tick % every == 1;
+        let started = std::time::Instant::now();
+        for id in self.agents.ids() {
+            self.sample(&id, slow);
+        }
+        self.flush_samples();
+        self.recorder.metrics.tick(started.elapsed().as_secs_f64());
+        self.reap();
+        if slow {
+            self.host_pressure();
+            self.group_totals();
+        }
+        self.refresh_metrics();
+    }
+
+    /// Sample one agent now; `slow` adds files, I/O, network and connections.
+    pub(super) fn sample(&mut self, id: &AgentId, slow: bool) {
+        let now = self.clock.now();
+        let Some(a) = self.agents.get_mut(id) else { return };
+        if !a.is_active() {
+            return;
+        }
+        let Some(p) = a.proc.as_mut() else { return };
+        let mut values: Vec<(Resource, u64)> = Vec::new();
+        match p.probe.fast() {
+            Ok(f) => {
+                values.push((Resource::Memory, f.memory));
+                values.push((Resource::Processes, f.processes));
+                if let Some(m) = cpu_millicores(&mut a.rates.cpu, f.cpu_ns, now) {
+                    values.push((Resource::Cpu, m));
+                }
+            }
+            Err(_) => return, // the agent is exiting; reap() will say so
+        }
+        if slow {
+            if let Ok(s) = p.probe.slow() {
+                values.push((Resource::Files, s.files));
+                if let Some(rate) = a.rates.io.per_second(s.io_bytes, now) {
+                    values.push((Resource::DiskIo, rate));
+                }
+                if let allot_sys::probe::Measure::Value(n) = s.network_bytes {
+                    if let Some(rate) = a.rates.net.per_second(n, now) {
+                        values.push((Resource::Network, rate));
+                    }
+                }
+            }
+            if let Ok(c) = p.probe.connections() {
+                values.push((Resource::Connections, c));
+            }
+        }
+        for (res, v) in values {
+            self.observe(id, res, v, now);
+        }
+    }
+
+    /// One value of one resource: the single path from a reading to the ledger, alerts, policy and analytics.
+    /// Returns the assessment (when the ledger knows the agent) and how many decisions it caused.
+    fn observe(&mut self, id: &AgentId, res: Resource, v: u64, now: Time) -> (Option<allot_core::Assessment>, usize) {
+        if let Some(a) = self.agents.get_mut(id) {
+            a.usage.insert(res.clone(), v);
+        }
+        self.sampler.pending.push((id.to_string(), res.name().to_owned(), now.as_millis(), v));
+        self.analysis.push(id, &res, now, v, self.settings.analytics_window);
+        if let Some(roll) = self.sampler.roller.add(id.as_str(), res.name(), v, now.as_millis()) {
+            let _ = self.recorder.store.put_rollup(id.as_str(), res.name(), &roll);
+        }
+        let Ok(assessment) = self.domain.ledger.record(id, res.clone(), v, now) else { return (None, 0) };
+        if let Some(l) = &assessment.limit {
+            if let Some(alert) = self.domain.alerts.check(id, &res, v, Threshold::from_limit(l), now) {
+                let data = serde_json::to_value(&alert).unwrap_or(Value::Null);
+                self.recorder.emit(now, events::alert_topic(alert.level), Some(id.as_str()), data);
+            }
+        }
+        let decisions = self.domain.policy.observe(&assessment);
+        let n = decisions.len();
+        self.execute_all(decisions);
+        (Some(assessment), n)
+    }
+
+    /// Usage an agent reports itself, through the same path as a sample.
+    pub(super) fn report_usage(&mut self, agent: &str, resource: Resource, value: u64) -> Result<Value, ControlError> {
+        let id = self.known(agent)?;
+        if self.domain.ledger.quota(&id).is_none() {
+            let state = self.agents.get(&id).map_or("unknown", |a| a.state_name()).to_owned();
+            return Err(ControlError::NotRunning { agent: agent.to_owned(), state });
+        }
+        let now = self.clock.now();
+        let (a, decisions) = self.observe(&id, resource.clone(), value, now);
+        let violation = a.and_then(|a| a.violation);
+        Ok(json!({"agent": agent, "resource": resource.name(), "value": value, "violation": violation, "decisions": decisions}))
+    }
+
+    /// Store the samples of this tick in one transaction.
+    pub(super) fn flush_samples(&mut self) {
+        if self.sampler.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.sampler.pending);
+        if let Err(e) = self.recorder.store.put_samples(&batch) {
+            tracing::error!(error = %e, "samples not stored");
+        }
+    }
+
+    /// Store the rollups still open.
+    pub(super) fn flush_rollups(&mut self) {
+        for (a, r, roll) in self.sampler.roller.flush() {
+            let _ = self.recorder.store.put_rollup(&a, &r, &roll);
+        }
+    }
+
+    /// Group totals (SPEC section 5) on the policy side: a warning event and
+    /// record when the members' summed usage exceeds a total (at most once a
+    /// minute per group and resource); the kernel holds the totals on the
+    /// group cgroup (see `backstops`).
+    fn group_totals(&mut self) {
+        let now = self.clock.now();
+        let groups: std::collections::BTreeSet<String> =
+            self.agents.map.values().filter(|a| a.proc.is_some()).map(|a| a.def.spec.group.clone()).collect();
+        for g in groups {
+            let Ok(violations) = self.domain.ledger.group_violations(&g) else { continue };
+            for v in violations {
+                let Ok(key) = AgentId::new(format!("group:{g}")) else { continue };
+                let th = Threshold { warning_level: v.total, critical_level: u64::MAX };
+                if self.domain.alerts.check(&key, &v.resource, v.usage, th, now).is_none() {
+                    continue;
+                }
+                let detail = format!("members of group {g} use {} {} against a group total of {}", v.usage, v.resource.unit().name(), v.total);
+                let data = json!({"group": g, "resource": v.resource.name(), "usage": v.usage, "total": v.total, "outcome": "success", "detail": detail});
+                self.recorder.enforcement(super::record::Enforcement {
+                    at: now,
+                    agent: key.as_str(),
+                    resource: v.resource.name(),
+                    action: "warn",
+                    stage: allot_store::Stage::Done,
+                    outcome: allot_store::Outcome::Success,
+                    detail: &detail,
+                    topic: events::QUOTA_WARNING,
+                    data,
+                });
+            }
+        }
+    }
+}
