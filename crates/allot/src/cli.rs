@@ -122,6 +122,9 @@ pub(crate) struct DaemonArgs {
     /// A file holding the bearer token every TCP request must carry.
     #[arg(long, value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
+    /// Log lines as text or JSON (one object per line); `ALLOT_LOG` filters them (default info).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t)]
+    pub(crate) log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Args)]

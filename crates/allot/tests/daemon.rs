@@ -36,6 +36,38 @@ fn http_body(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String)
     (status, body)
 }
 
+/// Only the status of a request (also of a stream that does not end).
+fn status_line(sock: &Path, method: &str, path: &str) -> u16 {
+    let s = UnixStream::connect(sock).unwrap();
+    write!(&s, "{method} {path} HTTP/1.1\r\nHost: allot\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The route of the table a matrix call ("POST /v1/agents/OWN/usage") belongs to.
+fn route_of(call: &str) -> &'static allot::api::Route {
+    let (method, path) = call.split_once(' ').unwrap();
+    let path = path.split('?').next().unwrap();
+    let segs: Vec<&str> = path.split('/').collect();
+    allot::api::ROUTES
+        .iter()
+        .find(|r| {
+            let t: Vec<&str> = r.path.split('/').collect();
+            r.method.name().eq_ignore_ascii_case(method)
+                && t.len() == segs.len()
+                && t.iter().zip(&segs).all(|(a, b)| a == b || (a.starts_with('{') && a.ends_with('}')))
+        })
+        .unwrap_or_else(|| panic!("{call} matches no route of the table"))
+}
+
+/// The `{id}` of a matrix call, if its route has one.
+fn path_id(call: &str) -> Option<String> {
+    let route = route_of(call);
+    let path = call.split_once(' ').unwrap().1.split('?').next().unwrap();
+    route.path.split('/').zip(path.split('/')).find(|(t, _)| *t == "{id}").map(|(_, v)| v.to_owned())
+}
+
 struct Daemon {
     child: Child,
     sock: PathBuf,
@@ -116,6 +148,8 @@ calls = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/openapi.json"), (
          ("POST", f"/v1/agents/{other}/terminate"), ("POST", f"/v1/agents/{other}/throttle?cpu=100m"), ("POST", f"/v1/agents/{other}/clear"),
          ("GET", f"/v1/agents/{own}/quota"), ("GET", f"/v1/agents/{other}/quota"), ("PATCH", f"/v1/agents/{own}/quota", b'{"limits": {}}'),
          ("POST", f"/v1/agents/{own}/usage", usage), ("POST", f"/v1/agents/{other}/usage", usage),
+         ("POST", f"/v1/agents/{own}/ack", b'{"seq": 1}'), ("POST", f"/v1/agents/{other}/ack", b'{"seq": 1}'),
+         ("POST", "/v1/adopt", b'{"name": "y", "group": "standard_agent", "pid": 1}'),
          ("GET", "/v1/events"), ("GET", "/v1/groups"), ("POST", "/v1/groups/g2", b'{}'), ("PUT", "/v1/groups/standard_agent", b'{}'),
          ("DELETE", "/v1/groups/heavy_computation_agent"), ("GET", "/v1/history"), ("GET", "/v1/host"), ("GET", "/metrics")]
 out = {}
@@ -205,21 +239,24 @@ fn operator_agents_and_strangers_get_what_they_may() {
     }
     std::thread::sleep(Duration::from_millis(100));
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
-    // The authorization matrix over every route: the client agent (uid 65534) on itself and on
-    // another agent, and a stranger (uid 65534, no agent).
-    let open = ["GET /healthz", "GET /readyz", "GET /v1/openapi.json"];
-    let agent_ok = [
-        "GET /v1/agents",
-        "GET /v1/agents/OWN",
-        "GET /v1/agents/OWN/quota",
-        "POST /v1/agents/OWN/usage",
-        "GET /v1/events",
-        "GET /v1/history",
-    ];
-    assert_eq!(r.as_object().unwrap().len(), 27, "{r}");
-    for (route, status) in r.as_object().unwrap() {
-        let want = if open.contains(&route.as_str()) || agent_ok.contains(&route.as_str()) { 200 } else { 403 };
-        assert_eq!(status.as_u64(), Some(want), "agent: {route}");
+    // The authorization matrix over every route of the table: the client agent (uid 65534) on
+    // itself and on another agent, and a stranger (uid 65534, no agent). What each may do comes
+    // from the route table's access rules; every route of the table is called.
+    assert_eq!(r.as_object().unwrap().len(), 30, "{r}");
+    for route in allot::api::ROUTES {
+        assert!(r.as_object().unwrap().keys().any(|k| route_of(k).path == route.path && route_of(k).method == route.method), "{} {} is not in the matrix", route.method.name(), route.path);
+    }
+    let me = allot::api::Caller::Agent("OWN".into());
+    for (call, status) in r.as_object().unwrap() {
+        let route = route_of(call);
+        let want = if route.access.allows(&me, path_id(call).as_deref()) { 200 } else { 403 };
+        assert_eq!(status.as_u64(), Some(want), "agent: {call}");
+    }
+    // The operator is refused nothing (calls on an agent and a group that do not exist).
+    for route in allot::api::ROUTES {
+        let path = route.path.replace("{id}", "ghost").replace("{name}", "ghost_group");
+        let st = status_line(&d.sock, &route.method.name().to_uppercase(), &path);
+        assert!(st != 403 && st != 401, "operator: {} {path} -> {st}", route.method.name());
     }
     let s: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/sleeper").1).unwrap();
     assert_eq!(s["state"], "running", "the agent's actions were refused");
@@ -245,9 +282,9 @@ fn operator_agents_and_strangers_get_what_they_may() {
         let _ = out.kill();
         let _ = out.wait();
         let st: Value = serde_json::from_str(&std::fs::read_to_string(&stranger_out).unwrap()).unwrap();
-        for (route, status) in st.as_object().unwrap() {
-            let want = if open.contains(&route.as_str()) { 200 } else { 403 };
-            assert_eq!(status.as_u64(), Some(want), "stranger: {route}");
+        for (call, status) in st.as_object().unwrap() {
+            let want = if route_of(call).access.allows(&allot::api::Caller::Stranger, path_id(call).as_deref()) { 200 } else { 403 };
+            assert_eq!(status.as_u64(), Some(want), "stranger: {call}");
         }
     }
 
@@ -255,8 +292,8 @@ fn operator_agents_and_strangers_get_what_they_may() {
     let (st, body) = http(&d.sock, "GET", "/v1/openapi.json");
     assert_eq!(st, 200);
     let doc: Value = serde_json::from_str(&body).unwrap();
-    for (method, path, _, _) in allot::api::ROUTES {
-        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+    for r in allot::api::ROUTES {
+        assert!(doc["paths"][r.path][r.method.name()].is_object(), "{} {} missing from the OpenAPI document", r.method.name(), r.path);
     }
 
     // Quotas change at run time, in the kernel at once.

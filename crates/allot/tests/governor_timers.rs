@@ -4,174 +4,11 @@
 //! escalate, dwell then restore.
 #![allow(clippy::unwrap_used)]
 
-use allot::governor::backend::{Backend, Exit, Leader, Started};
-use allot::governor::{Governor, Options, ViewMode};
-use allot_sys::SysError;
-use allot_sys::actuate::{Actuator, Outcome};
-use allot_sys::probe::{Fast, Measure, Probe, Slow};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use common::{FakeBackend, Log};
+use std::path::PathBuf;
 use std::time::Duration;
-
-/// Usage of one agent at a time since the run started (ms): (memory bytes, cpu millicores, processes).
-type Script = Arc<dyn Fn(u64) -> (u64, u64, u64) + Send + Sync>;
-
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<(u64, String)>>>);
-
-impl Log {
-    fn push(&self, t: u64, s: String) {
-        self.0.lock().unwrap().push((t, s));
-    }
-    fn calls(&self) -> Vec<(u64, String)> {
-        self.0.lock().unwrap().clone()
-    }
-    fn has(&self, prefix: &str) -> Option<u64> {
-        self.calls().into_iter().find(|(_, s)| s.starts_with(prefix)).map(|(t, _)| t)
-    }
-}
-
-fn elapsed(start: tokio::time::Instant) -> u64 {
-    start.elapsed().as_millis() as u64
-}
-
-struct FakeProbe {
-    script: Script,
-    start: tokio::time::Instant,
-    cpu_ns: u64,
-    last: u64,
-    dead: Arc<Mutex<Option<Exit>>>,
-}
-
-impl Probe for FakeProbe {
-    fn fast(&mut self) -> Result<Fast, SysError> {
-        if self.dead.lock().unwrap().is_some() {
-            return Err(SysError::Unsupported { what: "probe", why: "gone".into() });
-        }
-        let t = elapsed(self.start);
-        let (memory, cpu_m, processes) = (self.script)(t);
-        // Integrate cpu: millicores over the elapsed milliseconds.
-        self.cpu_ns += cpu_m * (t - self.last) * 1000;
-        self.last = t;
-        Ok(Fast { memory, cpu_ns: self.cpu_ns, processes })
-    }
-    fn slow(&mut self) -> Result<Slow, SysError> {
-        Ok(Slow { files: 3, io_bytes: 0, network_bytes: Measure::Unsupported })
-    }
-    fn connections(&mut self) -> Result<u64, SysError> {
-        Ok(0)
-    }
-    fn proc_root(&self) -> &Path {
-        Path::new("/proc")
-    }
-    fn pids(&self) -> Result<Vec<u32>, SysError> {
-        Ok(vec![1])
-    }
-}
-
-struct FakeActuator {
-    log: Log,
-    start: tokio::time::Instant,
-    dead: Arc<Mutex<Option<Exit>>>,
-}
-
-impl FakeActuator {
-    fn rec(&self, s: String) -> Result<Outcome, SysError> {
-        self.log.push(elapsed(self.start), s.clone());
-        Ok(Outcome { writes: Vec::new(), detail: s })
-    }
-}
-
-impl Actuator for FakeActuator {
-    fn mode(&self) -> String {
-        "fake".into()
-    }
-    fn pids(&self) -> Result<Vec<u32>, SysError> {
-        Ok(vec![1])
-    }
-    fn set_cpu_limit(&mut self, m: Option<u64>) -> Result<Outcome, SysError> {
-        self.rec(format!("cpu_limit {m:?}"))
-    }
-    fn set_cpu_weight(&mut self, w: u64) -> Result<Outcome, SysError> {
-        self.rec(format!("cpu_weight {w}"))
-    }
-    fn set_memory_high(&mut self, b: Option<u64>) -> Result<Outcome, SysError> {
-        self.rec(format!("memory_high {b:?}"))
-    }
-    fn set_memory_max(&mut self, b: Option<u64>) -> Result<Outcome, SysError> {
-        self.rec(format!("memory_max {b:?}"))
-    }
-    fn set_pids_max(&mut self, m: Option<u64>) -> Result<Outcome, SysError> {
-        self.rec(format!("pids_max {m:?}"))
-    }
-    fn freeze(&mut self) -> Result<Outcome, SysError> {
-        self.rec("freeze".into())
-    }
-    fn thaw(&mut self) -> Result<Outcome, SysError> {
-        self.rec("thaw".into())
-    }
-    fn signal(&mut self, sig: rustix::process::Signal) -> Result<Outcome, SysError> {
-        self.rec(format!("signal {sig:?}"))
-    }
-    fn kill(&mut self) -> Result<Outcome, SysError> {
-        *self.dead.lock().unwrap() = Some(Exit::Signal(9));
-        self.rec("kill".into())
-    }
-}
-
-struct FakeLeader {
-    dead: Arc<Mutex<Option<Exit>>>,
-    started: tokio::time::Instant,
-    exit_after: Option<u64>,
-}
-
-impl Leader for FakeLeader {
-    fn pid(&self) -> u32 {
-        u32::MAX - 1
-    }
-    fn try_wait(&mut self) -> Option<Exit> {
-        if let Some(ms) = self.exit_after {
-            if elapsed(self.started) >= ms {
-                *self.dead.lock().unwrap() = Some(Exit::Code(1));
-            }
-        }
-        *self.dead.lock().unwrap()
-    }
-}
-
-struct FakeBackend {
-    script: Script,
-    log: Log,
-    start: tokio::time::Instant,
-    exit_after: Option<u64>,
-}
-
-impl Backend for FakeBackend {
-    fn mode(&self) -> String {
-        "fake".into()
-    }
-    fn start(&mut self, _def: &allot::fleet::AgentDef, _env: &[(String, String)]) -> Result<Started, String> {
-        let dead = Arc::new(Mutex::new(None));
-        self.log.push(elapsed(self.start), "start".into());
-        Ok(Started {
-            leader: Box::new(FakeLeader { dead: dead.clone(), started: tokio::time::Instant::now(), exit_after: self.exit_after }),
-            probe: Box::new(FakeProbe { script: self.script.clone(), start: self.start, cpu_ns: 0, last: 0, dead: dead.clone() }),
-            actuator: Box::new(FakeActuator { log: self.log.clone(), start: self.start, dead }),
-            cgroup: None,
-        })
-    }
-    fn adopt(&mut self, _dirs: &[PathBuf], _pid: u32) -> Result<Started, String> {
-        Err("the scripted backend adopts nothing".into())
-    }
-    fn adopt_pid(&mut self, _def: &allot::fleet::AgentDef, _pid: u32, _move_it: bool) -> Result<Started, String> {
-        Err("the scripted backend adopts nothing".into())
-    }
-    fn group_actuator(&mut self, _group: &str) -> Option<Box<dyn Actuator>> {
-        None
-    }
-    fn cleanup(&mut self, _cg: Option<&allot_sys::cgroup::tree::AgentCgroup>) {}
-    fn shutdown(&mut self) {}
-}
 
 const POLICY: &str = r#"
 [policy]
@@ -205,19 +42,8 @@ async fn run_with(
     let dir = tempfile::tempdir().unwrap();
     let state: PathBuf = dir.path().join("state.db");
     let log = Log::default();
-    let backend = FakeBackend { script: Arc::new(script), log: log.clone(), start: tokio::time::Instant::now(), exit_after };
-    let opts = Options {
-        state: state.clone(),
-        events_file: None,
-        run_for: None,
-        view: ViewMode::Quiet,
-        cgroup_name: "unused".into(),
-        notify: false,
-        socket: None,
-        readopt: false,
-        leave_running: false,
-    };
-    let gov = Governor::new(fleet, backend, &opts).unwrap();
+    let backend = FakeBackend { exit_after, ..FakeBackend::new(script, log.clone()) };
+    let gov = allot::governor::Governor::new(fleet, backend, &common::options(state.clone())).unwrap();
     let summary = gov.run(Some(Duration::from_secs(secs))).await.unwrap();
     let history = allot_store::Store::open_read_only(&state).unwrap().history(Some("a")).unwrap();
     Run { log, history, exits: summary.exits, _dir: dir }
@@ -326,24 +152,8 @@ async fn analytics_run_on_their_timer_and_warn_of_a_forecast_crossing() {
     let fleet = allot::fleet::parse(&text).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
-    let backend = FakeBackend {
-        script: Arc::new(|t| (100_000_000 + t * 100, 10, 1)),
-        log: Log::default(),
-        start: tokio::time::Instant::now(),
-        exit_after: None,
-    };
-    let opts = Options {
-        state: state.clone(),
-        events_file: None,
-        run_for: None,
-        view: ViewMode::Quiet,
-        cgroup_name: "unused".into(),
-        notify: false,
-        socket: None,
-        readopt: false,
-        leave_running: false,
-    };
-    Governor::new(fleet, backend, &opts).unwrap().run(Some(Duration::from_secs(30 * 60))).await.unwrap();
+    let backend = FakeBackend::new(|t| (100_000_000 + t * 100, 10, 1), Log::default());
+    allot::governor::Governor::new(fleet, backend, &common::options(state.clone())).unwrap().run(Some(Duration::from_secs(30 * 60))).await.unwrap();
     let store = allot_store::Store::open_read_only(&state).unwrap();
     let events = store.events_since(0, 1_000_000).unwrap();
     let start = events[0].at_ms;

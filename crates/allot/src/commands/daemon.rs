@@ -49,7 +49,8 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let gov = Governor::new(fleet, backend, &opts)?.with_control(rx);
-    eprintln!("allot daemon: {}; socket {}; state {}", gov.mode(), socket.display(), args.state.display());
+    tracing::info!(mode = %gov.mode(), socket = %socket.display(), state = %args.state.display(), "allot daemon starting");
+    let metrics = gov.metrics();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let listener = tokio::net::UnixListener::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
@@ -57,7 +58,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| format!("cannot chmod {}: {e}", socket.display()))?;
         let owner = rustix::process::geteuid().as_raw();
-        let app = crate::api::router(tx, args.state.clone(), owner);
+        let app = crate::api::router(tx, args.state.clone(), owner, metrics);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tcp_server = None;
         if let (Some(addr), Some(token_file)) = (&args.tcp, &args.token_file) {
@@ -67,7 +68,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
                 return Err(format!("{}: the token must have at least 16 characters", token_file.display()).into());
             }
             let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            eprintln!("allot daemon: also on tcp {addr} (bearer token required)");
+            tracing::info!(%addr, "also on tcp (bearer token required)");
             let tcp_app = crate::api::tcp_router(app.clone(), token, owner);
             let mut rx = stop_rx.clone();
             tcp_server = Some(tokio::spawn(async move {
@@ -89,7 +90,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
             let _ = t.await;
         }
         let _ = std::fs::remove_file(&socket);
-        summary.map(|s| eprintln!("allot daemon: stopped; {} events recorded", s.events))
+        summary.map(|s| tracing::info!(events = s.events, "allot daemon stopped"))
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 //! the only owner of the state. Errors are a typed [`ControlError`]; the
 //! API alone decides what HTTP status each gets.
 
-use super::intent::{Applied, Intent, Op, Source};
+use super::intent::{Intent, Op, Source};
 use super::settle::Attempt;
 use super::{Backend, Governor};
 use allot_core::holds::Throttle;

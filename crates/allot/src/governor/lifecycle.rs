@@ -268,3 +268,31 @@ impl<B: Backend> Governor<B> {
         }
     }
 }
+
+impl<B: Backend> Governor<B> {
+    /// Change an agent's limits at run time: stored (a restarted daemon takes
+    /// the agent over with them) and in force in the kernel at once.
+    pub(super) fn set_limits(&mut self, agent: &str, overrides: std::collections::BTreeMap<Resource, allot_core::limits::LimitOverride>) -> Result<Value, ControlError> {
+        let id = self.known(agent)?;
+        let Some(a) = self.agents.get(&id) else { return Err(ControlError::NoAgent(agent.to_owned())) };
+        let mut spec = a.def.spec.clone();
+        spec.overrides.extend(overrides);
+        let quota = self
+            .domain
+            .ledger
+            .update_agent(spec.clone())
+            .map_err(|e| ControlError::Invalid { field: "limits", message: e.to_string() })?
+            .clone();
+        let adopted = a.def.command.is_empty();
+        if let Some(a) = self.agents.get_mut(&id) {
+            a.def.spec = spec;
+        }
+        if self.agents.get(&id).is_some_and(|a| a.proc.is_some()) {
+            self.store_agent(&id, adopted);
+        }
+        self.apply_backstops(&id);
+        let q = serde_json::to_value(&quota).unwrap_or(Value::Null);
+        self.recorder.emit(self.clock.now(), events::QUOTA_CHANGED, Some(agent), json!({"quota": q}));
+        Ok(q)
+    }
+}

@@ -1,0 +1,135 @@
+//! Request bodies (wire types, unknown fields refused) and their checked
+//! conversion into core types; every error names the field.
+
+use super::error::ApiError;
+use crate::fleet::{AgentDef, Restart};
+use allot_core::limits::LimitOverride;
+use allot_core::{AgentId, AgentSpec, Priority, QuotaGroup, Resource};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One resource's limits in a body; quantities as numbers or strings (`"300Mi"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LimitBody {
+    soft: Option<Value>,
+    hard: Option<Value>,
+    burst: Option<Value>,
+    action: Option<String>,
+}
+
+/// `PATCH /v1/agents/{id}/quota`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QuotaBody {
+    pub(super) limits: BTreeMap<String, LimitBody>,
+}
+
+/// `POST /v1/agents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StartBody {
+    pub(super) name: String,
+    pub(super) group: String,
+    pub(super) command: Vec<String>,
+    pub(super) priority: Option<i64>,
+    pub(super) limits: Option<BTreeMap<String, LimitBody>>,
+    pub(super) env: Option<BTreeMap<String, String>>,
+    pub(super) workdir: Option<PathBuf>,
+}
+
+/// `POST /v1/adopt`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AdoptBody {
+    pub(super) name: String,
+    pub(super) group: String,
+    pub(super) pid: u32,
+    #[serde(rename = "move", default)]
+    pub(super) move_it: bool,
+    pub(super) priority: Option<i64>,
+    pub(super) limits: Option<BTreeMap<String, LimitBody>>,
+}
+
+/// `POST /v1/agents/{id}/usage`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UsageBody {
+    pub(super) resource: String,
+    pub(super) value: Value,
+}
+
+/// `POST /v1/agents/{id}/ack`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AckBody {
+    pub(super) seq: u64,
+    #[serde(default)]
+    pub(super) note: String,
+}
+
+/// A quantity given as a number or a string, in `unit`.
+pub(super) fn quantity(field: &str, unit: allot_core::Unit, v: &Value) -> Result<u64, ApiError> {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return Err(ApiError::field(field, "expected a number or a quantity string")),
+    };
+    allot_core::quantity::parse(field, unit, &text).map(|q| q.value).map_err(|e| ApiError::field(field, e.to_string()))
+}
+
+/// Limits of a request body, in human units, as overrides.
+pub(super) fn overrides(limits: BTreeMap<String, LimitBody>) -> Result<BTreeMap<Resource, LimitOverride>, ApiError> {
+    let mut out = BTreeMap::new();
+    for (name, l) in limits {
+        let field = format!("limits.{name}");
+        let resource: Resource = name.parse().map_err(|e: allot_core::resource::ResourceNameError| ApiError::field(&field, e.to_string()))?;
+        let mut o = LimitOverride::default();
+        for (key, v, slot) in [("soft", &l.soft, &mut o.soft), ("hard", &l.hard, &mut o.hard), ("burst", &l.burst, &mut o.burst)] {
+            if let Some(v) = v {
+                *slot = Some(quantity(&format!("{field}.{key}"), resource.unit(), v)?);
+            }
+        }
+        if let Some(a) = &l.action {
+            o.action = Some(a.parse().map_err(|e: allot_core::limits::ActionNameError| ApiError::field(format!("{field}.action"), e.to_string()))?);
+        }
+        out.insert(resource, o);
+    }
+    Ok(out)
+}
+
+/// An agent definition from the common fields of a start or adopt body.
+pub(super) fn new_agent(
+    name: String,
+    group: String,
+    priority: Option<i64>,
+    limits: Option<BTreeMap<String, LimitBody>>,
+) -> Result<AgentDef, ApiError> {
+    let id = AgentId::new(name).map_err(|e| ApiError::field("name", e.to_string()))?;
+    let mut spec = AgentSpec::new(id, group);
+    if let Some(p) = priority {
+        spec.priority = Priority::new(p).map_err(|e| ApiError::field("priority", e.to_string()))?;
+    }
+    if let Some(limits) = limits {
+        spec.overrides = overrides(limits)?;
+    }
+    Ok(AgentDef { spec, command: Vec::new(), env: BTreeMap::new(), workdir: None, restart: Restart::Never, notify_signal: None, user: None })
+}
+
+/// A group body in the fleet file's shape, as JSON: `{"extends"?, "description"?,
+/// "scaling_policy"?, "limits"?: {...}, "totals"?: {...}}`, validated by the fleet parser.
+pub(super) fn group(name: &str, body: &Value) -> Result<QuotaGroup, ApiError> {
+    let table = toml::Value::try_from(body).map_err(|e| ApiError::field("body", format!("not a group: {e}")))?;
+    let mut doc = toml::Table::new();
+    doc.insert("groups".into(), toml::Value::Table(toml::Table::from_iter([(name.to_owned(), table)])));
+    let text = toml::to_string(&doc).map_err(|e| ApiError::field("body", e.to_string()))?;
+    match crate::fleet::parse(&text) {
+        Ok(f) => f.groups.into_iter().next().ok_or_else(|| ApiError::field("body", "no group")),
+        Err(errs) => {
+            let e = &errs[0];
+            Err(ApiError::field(e.field.strip_prefix(&format!("groups.{name}.")).unwrap_or(&e.field), e.message.clone()))
+        }
+    }
+}

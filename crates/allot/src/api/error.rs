@@ -1,0 +1,118 @@
+//! API errors: one JSON shape `{"error": {"code", "message", "field"?}}`,
+//! and one mapping from the governor's typed [`ControlError`] to a status
+//! and code, the same on every route.
+
+use crate::governor::control::ControlError;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    /// An error with a status, a code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), field: None }
+    }
+
+    /// 422 naming the field at fault.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid", message: message.into(), field: Some(field.into()) }
+    }
+
+    /// 403: not for this caller.
+    pub fn forbidden() -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", "not allowed for this caller (decided by the socket's peer credentials)")
+    }
+
+    /// 404 for an unknown agent.
+    pub fn no_agent(id: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no agent {id:?}"))
+    }
+
+    /// 503: the governor cannot answer.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// A body that is not acceptable JSON: the rejection's own status (400
+    /// bad JSON or unknown field, 413 too large, 415 not JSON, 422 wrong type).
+    pub fn body(e: &JsonRejection) -> Self {
+        let status = e.status();
+        let code = match status.as_u16() {
+            413 => "too_large",
+            415 => "unsupported_media_type",
+            422 => "invalid",
+            _ => "bad_request",
+        };
+        ApiError::new(status, code, format!("body: {}", e.body_text()))
+    }
+
+    /// A query string that does not parse.
+    pub fn query(e: &QueryRejection, accepted: &str) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("query: {}; accepted: {accepted}", e.body_text()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(f) = self.field {
+            error["field"] = json!(f);
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let message = e.to_string();
+        match e {
+            ControlError::NoAgent(_) | ControlError::NoGroup(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            ControlError::NotRunning { .. } | ControlError::Exists(_) | ControlError::GroupExists(_) | ControlError::GroupInUse(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            ControlError::Invalid { field, .. } => ApiError::field(field, message),
+            ControlError::Kernel(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", message),
+        }
+    }
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_control_error_has_one_status() {
+        let cases = [
+            (ControlError::NoAgent("a".into()), 404, "not_found"),
+            (ControlError::NoGroup("g".into()), 404, "not_found"),
+            (ControlError::NotRunning { agent: "a".into(), state: "exited".into() }, 409, "conflict"),
+            (ControlError::Exists("a".into()), 409, "conflict"),
+            (ControlError::GroupExists("g".into()), 409, "conflict"),
+            (ControlError::GroupInUse("g has members".into()), 409, "conflict"),
+            (ControlError::Invalid { field: "limits", message: "soft above hard".into() }, 422, "invalid"),
+            (ControlError::Kernel("EBUSY".into()), 500, "failed"),
+        ];
+        for (e, status, code) in cases {
+            let a = ApiError::from(e.clone());
+            assert_eq!((a.status.as_u16(), a.code), (status, code), "{e:?}");
+        }
+        assert_eq!(ApiError::from(ControlError::Invalid { field: "limits", message: "x".into() }).field.as_deref(), Some("limits"));
+    }
+}

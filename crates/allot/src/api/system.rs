@@ -1,0 +1,175 @@
+//! Groups, events (server-sent, resumable), history, host capacity,
+//! health, readiness, metrics and the OpenAPI document.
+
+use super::access::Caller;
+use super::error::ApiError;
+use super::{Shared, ask, answer, bodies};
+use crate::governor::control::Control;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// `GET /healthz`: the process answers.
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: the governor answers.
+pub(super) async fn readyz(State(api): State<Shared>) -> Result<&'static str, ApiError> {
+    ask(&api, Control::List).await.map(|_| "ready\n")
+}
+
+/// `GET /metrics`: the registry the governor keeps up to date.
+pub(super) async fn metrics(State(api): State<Shared>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], api.metrics.encode()).into_response()
+}
+
+fn group_json(g: &allot_core::QuotaGroup, members: &[String]) -> Value {
+    let mut v = crate::commands::group_to_json(g);
+    v["members"] = json!(members);
+    v
+}
+
+/// `GET /v1/groups`.
+pub(super) async fn groups(State(api): State<Shared>) -> Result<Json<Vec<Value>>, ApiError> {
+    Ok(Json(ask(&api, Control::Groups).await?.iter().map(|(g, m)| group_json(g, m)).collect()))
+}
+
+/// `POST /v1/groups/{name}` creates, `PUT /v1/groups/{name}` changes.
+pub(super) async fn put_group(
+    State(api): State<Shared>,
+    method: Method,
+    Path(name): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body.map_err(|e| ApiError::body(&e))?;
+    let group = bodies::group(&name, &b)?;
+    let create = method == Method::POST;
+    answer(ask(&api, |tx| Control::PutGroup(Box::new(group.clone()), create, tx)).await)?;
+    Ok((if create { StatusCode::CREATED } else { StatusCode::OK }, Json(group_json(&group, &[]))).into_response())
+}
+
+/// `DELETE /v1/groups/{name}`: only a group without members.
+pub(super) async fn delete_group(State(api): State<Shared>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    answer(ask(&api, |tx| Control::DeleteGroup(name.clone(), tx)).await)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/history?agent=ID`: an agent gets its own.
+pub(super) async fn history(
+    State(api): State<Shared>,
+    caller: Caller,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Json<Vec<allot_store::EnforcementRecord>>, ApiError> {
+    let agent = match caller {
+        Caller::Agent(me) => Some(me),
+        _ => q.get("agent").cloned(),
+    };
+    allot_store::Store::open_read_only(&api.state)
+        .and_then(|s| s.history(agent.as_deref()))
+        .map(Json)
+        .map_err(|e| ApiError::unavailable(e.to_string()))
+}
+
+/// `GET /v1/host`: total, reserved, allocatable and available per resource.
+pub(super) async fn host(State(api): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let failed = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", e);
+    let reading = allot_sys::host::read_host(&allot_sys::Roots::host(), None, None).map_err(|e| failed(e.to_string()))?;
+    let spec = allot_core::host::HostSpec::new(&reading.totals, &allot_core::host::Reservations::default()).map_err(|e| failed(e.to_string()))?;
+    let usage: BTreeMap<allot_core::Resource, u64> =
+        ask(&api, Control::TotalUsage).await?.into_iter().filter_map(|(k, v)| k.parse().ok().map(|r| (r, v))).collect();
+    let available = spec.available(&usage);
+    let rows: serde_json::Map<String, Value> = spec
+        .rows
+        .iter()
+        .map(|(r, row)| (r.name().to_owned(), json!({"total": row.total, "reserved": row.reserved, "allocatable": row.allocatable, "available": available.get(r), "unit": r.unit().name()})))
+        .collect();
+    Ok(Json(json!({"cgroups": reading.mode.name(), "resources": rows})))
+}
+
+/// The query of `GET /v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventsQuery {
+    since: Option<u64>,
+    topic: Option<String>,
+}
+
+/// `GET /v1/events?since=SEQ&topic=GLOB` (or `Last-Event-ID`): server-sent
+/// events read from the store, so a stream resumes from any sequence number,
+/// also across restarts. An agent gets its own.
+pub(super) async fn events(
+    State(api): State<Shared>,
+    caller: Caller,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::query(&e, "since (a sequence number) and topic (a glob)"))?;
+    let only = match caller {
+        Caller::Agent(me) => Some(me),
+        _ => None,
+    };
+    let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut since = last_id.or(q.since).unwrap_or(0);
+    let store = allot_store::Store::open_read_only(&api.state).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let (tx, mut rx) = mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
+    tokio::spawn(async move {
+        loop {
+            for e in store.events_since(since, 1000).unwrap_or_default() {
+                since = e.seq;
+                if only.as_deref().is_some_and(|me| e.agent.as_deref() != Some(me))
+                    || q.topic.as_deref().is_some_and(|g| !allot_core::events::topic_matches(g, &e.topic))
+                {
+                    continue;
+                }
+                let data = json!({"seq": e.seq, "at_ms": e.at_ms, "topic": e.topic, "agent": e.agent, "data": e.data});
+                if tx.send(Ok(Event::default().id(e.seq.to_string()).event(e.topic.clone()).data(data.to_string()))).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// `GET /v1/openapi.json`, built from the route table.
+pub(super) async fn openapi() -> Json<Value> {
+    let error = json!({"type": "object", "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}});
+    let mut paths = serde_json::Map::new();
+    for r in super::routes::ROUTES {
+        let params: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|x| x.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let op = json!({
+            "summary": r.summary,
+            "description": format!("Who may call it: {} (decided by the caller's peer credentials on the Unix socket).", r.access.describe()),
+            "parameters": params,
+            "responses": {
+                "200": {"description": "OK"},
+                "4XX": {"description": "Bad request, forbidden, not found, conflict or invalid", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "5XX": {"description": "The governor failed or is unavailable", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+        paths.entry(r.path.to_owned()).or_insert_with(|| json!({}))[r.method.name()] = op;
+    }
+    Json(json!({
+        "openapi": "3.0.3",
+        "info": {"title": "allot daemon API", "version": env!("CARGO_PKG_VERSION"), "description": "HTTP JSON API of allot, a resource governor for multi-agent systems, served on a Unix socket."},
+        "paths": paths,
+        "components": {"schemas": {"Error": error}}
+    }))
+}

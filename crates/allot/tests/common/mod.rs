@@ -1,0 +1,242 @@
+//! A scripted backend for governor tests: usage as a function of time per
+//! agent, actuators that record their calls (with the time and the agent),
+//! and a kill whose kernel wait can be made slow (a real blocking sleep,
+//! as a tree that takes seconds to die would be).
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use allot::governor::backend::{Backend, Exit, Leader, Started};
+use allot::governor::{Governor, Options, ViewMode};
+use allot_sys::SysError;
+use allot_sys::actuate::{Actuator, Outcome, Settle};
+use allot_sys::probe::{Fast, Measure, Probe, Slow};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Usage at a time since the run started (ms): (memory bytes, cpu millicores, processes).
+pub type Script = Arc<dyn Fn(u64) -> (u64, u64, u64) + Send + Sync>;
+
+/// Every actuator call: (ms since start, agent, call).
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<(u64, String, String)>>>);
+
+impl Log {
+    pub fn push(&self, t: u64, agent: &str, s: String) {
+        self.0.lock().unwrap().push((t, agent.to_owned(), s));
+    }
+    /// The calls of every agent: (ms, call).
+    pub fn calls(&self) -> Vec<(u64, String)> {
+        self.0.lock().unwrap().iter().map(|(t, _, s)| (*t, s.clone())).collect()
+    }
+    /// The calls made on one agent.
+    pub fn of(&self, agent: &str) -> Vec<(u64, String)> {
+        self.0.lock().unwrap().iter().filter(|(_, a, _)| a == agent).map(|(t, _, s)| (*t, s.clone())).collect()
+    }
+    /// When the first call starting with `prefix` was made.
+    pub fn has(&self, prefix: &str) -> Option<u64> {
+        self.calls().into_iter().find(|(_, s)| s.starts_with(prefix)).map(|(t, _)| t)
+    }
+}
+
+pub fn elapsed(start: tokio::time::Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+struct FakeProbe {
+    script: Script,
+    start: tokio::time::Instant,
+    cpu_ns: u64,
+    last: u64,
+    dead: Arc<Mutex<Option<Exit>>>,
+}
+
+impl Probe for FakeProbe {
+    fn fast(&mut self) -> Result<Fast, SysError> {
+        if self.dead.lock().unwrap().is_some() {
+            return Err(SysError::Unsupported { what: "probe", why: "gone".into() });
+        }
+        let t = elapsed(self.start);
+        let (memory, cpu_m, processes) = (self.script)(t);
+        // Integrate cpu: millicores over the elapsed milliseconds.
+        self.cpu_ns += cpu_m * (t - self.last) * 1000;
+        self.last = t;
+        Ok(Fast { memory, cpu_ns: self.cpu_ns, processes })
+    }
+    fn slow(&mut self) -> Result<Slow, SysError> {
+        Ok(Slow { files: 3, io_bytes: 0, network_bytes: Measure::Unsupported })
+    }
+    fn connections(&mut self) -> Result<u64, SysError> {
+        Ok(0)
+    }
+    fn proc_root(&self) -> &Path {
+        Path::new("/proc")
+    }
+    fn pids(&self) -> Result<Vec<u32>, SysError> {
+        Ok(vec![1])
+    }
+}
+
+struct FakeActuator {
+    agent: String,
+    log: Log,
+    start: tokio::time::Instant,
+    dead: Arc<Mutex<Option<Exit>>>,
+    slow_kill: Option<Duration>,
+}
+
+impl FakeActuator {
+    fn rec(&self, s: String) -> Result<Outcome, SysError> {
+        self.log.push(elapsed(self.start), &self.agent, s.clone());
+        Ok(Outcome { writes: Vec::new(), detail: s })
+    }
+}
+
+impl Actuator for FakeActuator {
+    fn mode(&self) -> String {
+        "fake".into()
+    }
+    fn pids(&self) -> Result<Vec<u32>, SysError> {
+        Ok(vec![1])
+    }
+    fn set_cpu_limit(&mut self, m: Option<u64>) -> Result<Outcome, SysError> {
+        self.rec(format!("cpu_limit {m:?}"))
+    }
+    fn set_cpu_weight(&mut self, w: u64) -> Result<Outcome, SysError> {
+        self.rec(format!("cpu_weight {w}"))
+    }
+    fn set_memory_high(&mut self, b: Option<u64>) -> Result<Outcome, SysError> {
+        self.rec(format!("memory_high {b:?}"))
+    }
+    fn set_memory_max(&mut self, b: Option<u64>) -> Result<Outcome, SysError> {
+        self.rec(format!("memory_max {b:?}"))
+    }
+    fn set_pids_max(&mut self, m: Option<u64>) -> Result<Outcome, SysError> {
+        self.rec(format!("pids_max {m:?}"))
+    }
+    fn freeze(&mut self) -> Result<Settle, SysError> {
+        Ok(Settle::done(self.rec("freeze".into())?))
+    }
+    fn thaw(&mut self) -> Result<Outcome, SysError> {
+        self.rec("thaw".into())
+    }
+    fn signal(&mut self, sig: rustix::process::Signal) -> Result<Outcome, SysError> {
+        self.rec(format!("signal {sig:?}"))
+    }
+    fn kill(&mut self) -> Result<Settle, SysError> {
+        let first = self.rec("kill".into())?;
+        let dead = Arc::clone(&self.dead);
+        match self.slow_kill {
+            None => {
+                *dead.lock().unwrap() = Some(Exit::Signal(9));
+                Ok(Settle::done(first))
+            }
+            Some(d) => Ok(Settle::waiting("kill", first, move || {
+                // A tree that takes this long to die: a real blocking wait.
+                std::thread::sleep(d);
+                *dead.lock().unwrap() = Some(Exit::Signal(9));
+                Ok(true)
+            })),
+        }
+    }
+}
+
+struct FakeLeader {
+    dead: Arc<Mutex<Option<Exit>>>,
+    started: tokio::time::Instant,
+    exit_after: Option<u64>,
+}
+
+impl Leader for FakeLeader {
+    fn pid(&self) -> u32 {
+        u32::MAX - 1
+    }
+    fn try_wait(&mut self) -> Option<Exit> {
+        if let Some(ms) = self.exit_after {
+            if elapsed(self.started) >= ms {
+                *self.dead.lock().unwrap() = Some(Exit::Code(1));
+            }
+        }
+        *self.dead.lock().unwrap()
+    }
+}
+
+/// The scripted backend.
+pub struct FakeBackend {
+    pub script: Script,
+    /// Scripts of particular agents (others follow `script`).
+    pub scripts: BTreeMap<String, Script>,
+    pub log: Log,
+    pub start: tokio::time::Instant,
+    pub exit_after: Option<u64>,
+    /// Agents whose kill takes this long to settle.
+    pub slow_kill: BTreeMap<String, Duration>,
+}
+
+impl FakeBackend {
+    pub fn new(script: impl Fn(u64) -> (u64, u64, u64) + Send + Sync + 'static, log: Log) -> Self {
+        FakeBackend {
+            script: Arc::new(script),
+            scripts: BTreeMap::new(),
+            log,
+            start: tokio::time::Instant::now(),
+            exit_after: None,
+            slow_kill: BTreeMap::new(),
+        }
+    }
+}
+
+impl Backend for FakeBackend {
+    fn mode(&self) -> String {
+        "fake".into()
+    }
+    fn start(&mut self, def: &allot::fleet::AgentDef, _env: &[(String, String)]) -> Result<Started, String> {
+        let name = def.spec.id.to_string();
+        let dead = Arc::new(Mutex::new(None));
+        self.log.push(elapsed(self.start), &name, "start".into());
+        let script = self.scripts.get(&name).cloned().unwrap_or_else(|| self.script.clone());
+        Ok(Started {
+            leader: Box::new(FakeLeader { dead: dead.clone(), started: tokio::time::Instant::now(), exit_after: self.exit_after }),
+            probe: Box::new(FakeProbe { script, start: self.start, cpu_ns: 0, last: 0, dead: dead.clone() }),
+            actuator: Box::new(FakeActuator {
+                agent: name.clone(),
+                log: self.log.clone(),
+                start: self.start,
+                dead,
+                slow_kill: self.slow_kill.get(&name).copied(),
+            }),
+            cgroup: None,
+        })
+    }
+    fn adopt(&mut self, _dirs: &[PathBuf], _pid: u32) -> Result<Started, String> {
+        Err("the scripted backend adopts nothing".into())
+    }
+    fn adopt_pid(&mut self, _def: &allot::fleet::AgentDef, _pid: u32, _move_it: bool) -> Result<Started, String> {
+        Err("the scripted backend adopts nothing".into())
+    }
+    fn group_actuator(&mut self, _group: &str) -> Option<Box<dyn Actuator>> {
+        None
+    }
+    fn cleanup(&mut self, _cg: Option<&allot_sys::cgroup::tree::AgentCgroup>) {}
+    fn shutdown(&mut self) {}
+}
+
+/// Options for a quiet run on `state` without kernel notifications.
+pub fn options(state: PathBuf) -> Options {
+    Options {
+        state,
+        events_file: None,
+        run_for: None,
+        view: ViewMode::Quiet,
+        cgroup_name: "unused".into(),
+        notify: false,
+        socket: None,
+        readopt: false,
+        leave_running: false,
+    }
+}
+
+/// A governor over a fleet text with the scripted backend.
+pub fn governor(fleet: &str, backend: FakeBackend, state: PathBuf) -> Governor<FakeBackend> {
+    Governor::new(allot::fleet::parse(fleet).unwrap(), backend, &options(state)).unwrap()
+}

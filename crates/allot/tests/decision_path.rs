@@ -1,0 +1,161 @@
+//! The one decision path: who holds a freeze or a throttle (an operator's
+//! resume never lifts the policy's suspension; a throttle restore never
+//! thaws), and the loop never waits on the kernel (a kill that takes
+//! seconds to settle stalls neither another agent's enforcement nor the API).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use allot::governor::control::{AgentStatus, Control, OperatorAction};
+use common::{FakeBackend, Log};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+const HOLDERS_FLEET: &str = r#"
+[policy]
+delays = { throttle = "5s", suspend = "8s", terminate = "60s" }
+recovery_dwell = "10s"
+sample_interval = "1s"
+
+[[agents]]
+name = "a"
+group = "standard_agent"
+command = ["fake"]
+limits.memory = { soft = "10Mi", hard = "20Mi", action = "suspend" }
+"#;
+
+async fn act(tx: &mpsc::UnboundedSender<Control>, action: OperatorAction) -> String {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send(Control::Act("a".into(), action, rtx)).unwrap();
+    rrx.await.unwrap().unwrap()
+}
+
+async fn status(tx: &mpsc::UnboundedSender<Control>) -> AgentStatus {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send(Control::Agent("a".into(), rtx)).unwrap();
+    rrx.await.unwrap().unwrap()
+}
+
+async fn at(start: tokio::time::Instant, ms: u64) {
+    tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_resume_never_lifts_the_policys_suspension_and_a_throttle_restore_never_thaws() {
+    // cpu over its hard limit (300m) until 15 s: the policy throttles it at ~6 s and restores at ~25 s.
+    // memory over hard until 20 s: the policy suspends at ~9 s and restores at ~30 s.
+    let log = Log::default();
+    let backend = FakeBackend::new(|t| (if t < 20_000 { 30 << 20 } else { 5 << 20 }, if t < 15_000 { 600 } else { 20 }, 1), log.clone());
+    let start = backend.start;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let gov = common::governor(HOLDERS_FLEET, backend, dir.path().join("state.db")).with_control(rx);
+    let run = tokio::spawn(gov.run(Some(Duration::from_secs(40))));
+
+    at(start, 11_000).await;
+    let s = status(&tx).await;
+    assert_eq!(s.state, "suspended", "{s:?}");
+    assert_eq!(s.held_by.freeze, ["policy:memory"], "{s:?}");
+
+    at(start, 12_000).await;
+    let resumed = act(&tx, OperatorAction::Resume { force: false }).await;
+    assert!(resumed.contains("still frozen, held by policy (memory)"), "the answer says who still holds it: {resumed}");
+    at(start, 13_000).await;
+    act(&tx, OperatorAction::Suspend).await;
+    let s = status(&tx).await;
+    assert_eq!(s.held_by.freeze, ["policy:memory", "operator"], "{s:?}");
+    at(start, 14_000).await;
+    act(&tx, OperatorAction::Resume { force: false }).await;
+    let s = status(&tx).await;
+    assert_eq!((s.state.as_str(), s.held_by.freeze.as_slice()), ("suspended", ["policy:memory".to_owned()].as_slice()), "{s:?}");
+
+    run.await.unwrap().unwrap();
+    let calls = log.of("a");
+    let freezes: Vec<u64> = calls.iter().filter(|(_, c)| c == "freeze").map(|(t, _)| *t).collect();
+    let thaws: Vec<u64> = calls.iter().filter(|(_, c)| c == "thaw").map(|(t, _)| *t).collect();
+    let cpu_restored = calls.iter().find(|(_, c)| c == "cpu_limit None").map(|(t, _)| *t).unwrap();
+    assert_eq!(freezes.len(), 1, "frozen once, by the policy: {calls:?}");
+    assert!((9_000..10_000).contains(&freezes[0]), "{calls:?}");
+    assert!((25_000..27_000).contains(&cpu_restored), "the cpu throttle is restored on its own dwell: {calls:?}");
+    let first_thaw = *thaws.first().unwrap();
+    assert!(first_thaw >= 30_000, "no thaw before the policy's own recovery (not by the operator, not by the throttle restore): {calls:?}");
+    assert!(first_thaw > cpu_restored);
+}
+
+const STALL_FLEET: &str = r#"
+[policy]
+delays = { terminate = "0s" }
+terminate_grace = "300ms"
+sample_interval = "100ms"
+
+[[agents]]
+name = "slow"
+group = "standard_agent"
+command = ["fake"]
+limits.memory = { soft = "10Mi", hard = "20Mi", action = "terminate" }
+
+[[agents]]
+name = "b"
+group = "standard_agent"
+command = ["fake"]
+limits.memory = { soft = "10Mi", hard = "20Mi", action = "warn" }
+"#;
+
+/// `GET /healthz` over the socket, timed.
+fn healthz(sock: &std::path::Path) -> Duration {
+    let t = Instant::now();
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    t.elapsed()
+}
+
+#[tokio::test]
+async fn a_kill_that_takes_seconds_stalls_neither_enforcement_nor_the_api() {
+    // "slow" is terminated at once; when its 300 ms grace ends, its kill takes 3 s to settle.
+    // "b" crosses its hard memory limit at 1.5 s, in the middle of that wait.
+    let mut backend = FakeBackend::new(|_| (30 << 20, 10, 1), Log::default());
+    backend.scripts.insert("b".into(), Arc::new(|t| (if t < 1_500 { 5 << 20 } else { 30 << 20 }, 10, 1)));
+    backend.slow_kill.insert("slow".into(), Duration::from_secs(3));
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let gov = common::governor(STALL_FLEET, backend, state.clone()).with_control(rx);
+    // The API on the same single-threaded runtime, as the daemon serves it.
+    let sock = dir.path().join("allot.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let app = allot::api::router(tx, state.clone(), rustix::process::geteuid().as_raw(), gov.metrics());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(allot::api::serve(listener, app, async move {
+        let _ = stop_rx.await;
+    }));
+    let probe_sock = sock.clone();
+    let prober = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_millis(3_800);
+        let mut worst = Duration::ZERO;
+        while Instant::now() < until {
+            worst = worst.max(healthz(&probe_sock));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        worst
+    });
+    gov.run(Some(Duration::from_secs(5))).await.unwrap();
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+    let worst = prober.join().unwrap();
+    assert!(worst < Duration::from_millis(100), "/healthz answered within 100 ms throughout (worst {worst:?})");
+
+    let store = allot_store::Store::open_read_only(&state).unwrap();
+    let events = store.events_since(0, 10_000).unwrap();
+    let started = events.iter().find(|e| e.topic == "resource_management.agent.started" && e.agent.as_deref() == Some("b")).unwrap().at_ms;
+    let history = store.history(None).unwrap();
+    let warned = history.iter().find(|r| r.agent == "b" && r.action == "warn" && r.detail.contains("hard limit")).unwrap().at_ms;
+    assert!(warned - started < 1_500 + 400, "b's crossing at 1.5 s acted on at {} ms, during slow's 3 s kill", warned - started);
+    let kill = history.iter().find(|r| r.agent == "slow" && r.detail.starts_with("grace over")).expect("the kill is recorded once it settled");
+    assert_eq!(kill.outcome, "success", "{kill:?}");
+    assert!(kill.at_ms - started < 1_000, "recorded at the time of the kill, not of its end: {kill:?}");
+}
