@@ -1,10 +1,16 @@
-//! A small blocking HTTP/1.1 client for the daemon's Unix socket, used by
-//! the CLI commands that talk to a running `allot daemon`.
+//! The blocking client of the CLI commands that talk to a running
+//! `allot daemon` over its Unix socket: a thin wrapper over [`crate::http`],
+//! with one single-threaded tokio runtime per call. Not for use inside an
+//! async runtime (the governor and the daemon use [`crate::http`] directly).
 
+use crate::http::{self, HttpError, Target};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The longest a request to the daemon may take (the daemon answers within 10 s).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default socket: `/run/allot/allot.sock` as root, else `$XDG_RUNTIME_DIR/allot.sock`.
 pub fn default_socket() -> Result<PathBuf, String> {
@@ -17,44 +23,17 @@ pub fn default_socket() -> Result<PathBuf, String> {
     }
 }
 
-fn connect(sock: &Path) -> Result<UnixStream, String> {
-    UnixStream::connect(sock).map_err(|e| {
-        format!(
-            "no allot daemon answers at {} ({e}); start one with `allot daemon --socket {}` (or pass --socket)",
-            sock.display(),
-            sock.display()
-        )
-    })
+fn block_on<T>(work: impl Future<Output = T>) -> Result<T, String> {
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    Ok(rt.block_on(work))
 }
 
-/// Send one request; returns the status and the JSON (or text) body.
+/// Send one request (within [`TIMEOUT`]); returns the status and the JSON (or text) body.
 pub fn request(sock: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
-    let mut s = connect(sock)?;
-    let payload = body.map(Value::to_string).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: allot\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}", payload.len())
-        .map_err(|e| format!("cannot send to {}: {e}", sock.display()))?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).map_err(|e| format!("cannot read from {}: {e}", sock.display()))?;
-    let text = String::from_utf8_lossy(&resp);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed response from the daemon")?;
-    let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("malformed status line from the daemon")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
-    let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
-    Ok((status, v))
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
+    let target = Target::Unix(sock.to_owned());
+    let r = block_on(http::request(&target, method, path, body, TIMEOUT))?.map_err(|e| e.to_string())?;
+    Ok((r.status, r.body))
 }
 
 /// The error message of a non-2xx answer.
@@ -66,22 +45,40 @@ pub fn failure(status: u16, v: &Value) -> String {
 }
 
 /// Follow server-sent events, calling `f` with each event's data (JSON) until it returns false.
-pub fn follow(sock: &Path, path: &str, mut f: impl FnMut(Value) -> bool) -> Result<(), String> {
-    let mut s = connect(sock)?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: allot\r\nAccept: text/event-stream\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-            return Ok(());
-        }
-        if let Some(data) = line.trim_end().strip_prefix("data:") {
-            if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
-                if !f(v) {
-                    return Ok(());
-                }
-            }
-        }
+pub fn follow(sock: &Path, path: &str, f: impl FnMut(Value) -> bool) -> Result<(), String> {
+    let target = Target::Unix(sock.to_owned());
+    match block_on(http::follow_sse(&target, path, f))? {
+        Ok(()) => Ok(()),
+        Err(HttpError::Status { status, body, .. }) => Err(failure(status, &body)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::{Json, Router, routing::get};
+    use serde_json::json;
+
+    #[test]
+    fn blocking_calls_over_the_socket_and_the_no_daemon_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("d.sock");
+        let p = sock.display();
+        let e = request(&sock, "GET", "/v1/agents", None).unwrap_err();
+        assert!(e.starts_with(&format!("no allot daemon answers at {p} (")), "{e}");
+        assert!(e.ends_with(&format!("); start one with `allot daemon --socket {p}` (or pass --socket)")), "{e}");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        l.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let app = Router::new().route("/v1/agents", get(|| async { Json(json!([{ "id": "a" }])) }));
+            rt.block_on(async { axum::serve(tokio::net::UnixListener::from_std(l).unwrap(), app).await })
+        });
+        assert_eq!(request(&sock, "GET", "/v1/agents", None).unwrap(), (200, json!([{ "id": "a" }])));
+        let (status, v) = request(&sock, "GET", "/v1/nothing", None).unwrap();
+        assert_eq!(failure(status, &v), "the daemon answered 404: \"\"");
+        assert_eq!(follow(&sock, "/v1/nothing", |_| true).unwrap_err(), "the daemon answered 404: \"\"");
     }
 }

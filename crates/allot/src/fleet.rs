@@ -338,9 +338,10 @@ impl Ctx<'_> {
                 Some(CustomHandler::Command(cmd))
             }
             (None, Some(u)) => {
-                let url = self.string(u, &format!("{field}.url"))?;
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    self.err(u.span(), &format!("{field}.url"), "must start with http:// or https://");
+                let uf = format!("{field}.url");
+                let url = self.string(u, &uf)?;
+                if let Err(why) = crate::http::parse_http_url(&url) {
+                    self.err(u.span(), &uf, why);
                     return None;
                 }
                 Some(CustomHandler::Url(url))

@@ -153,6 +153,45 @@ limits.tokens = { soft = "80k/min", hard = "1M/day" }
 }
 
 #[test]
+fn custom_handler_urls_are_those_the_run_time_can_call() {
+    let fleet = parse(
+        r#"
+[groups.hooked]
+extends = "standard_agent"
+custom_handler = { url = "http://relay:8080/violations?from=allot" }
+
+[[agents]]
+name = "a"
+group = "hooked"
+command = ["agent"]
+"#,
+    )
+    .unwrap();
+    let a = fleet.ledger.quota(&AgentId::new("a").unwrap()).unwrap();
+    assert_eq!(a.custom_handler, Some(allot_core::group::CustomHandler::Url("http://relay:8080/violations?from=allot".into())));
+    let e = rendered(
+        r#"
+[groups.g1]
+custom_handler = { url = "https://hooks.example.com/allot" }
+
+[groups.g2]
+custom_handler = { url = "http:///violations" }
+
+[[agents]]
+name = "b"
+group = "standard_agent"
+command = ["agent"]
+custom_handler = { url = "https://hooks.example.com/allot" }
+"#,
+    );
+    let https = "https is not supported by the run-time; use http:// (for example a local relay) or a command";
+    assert_eq!(e[0], format!("3:26: groups.g1.custom_handler.url: {https}"), "{e:#?}");
+    assert!(e[1].starts_with("6:26: groups.g2.custom_handler.url: has no host"), "{e:#?}");
+    assert_eq!(e[2], format!("12:26: agents[0].custom_handler.url: {https}"), "{e:#?}");
+    assert_eq!(e.len(), 3, "{e:#?}");
+}
+
+#[test]
 fn toml_syntax_errors_have_a_location() {
     let e = errors("[[agents]]\nname = \"a\nx = 1\n");
     assert_eq!(e.len(), 1);
