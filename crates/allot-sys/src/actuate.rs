@@ -2,16 +2,26 @@
 //! outcome (what was written and what the kernel answered); errors carry the
 //! path and the value. The governor talks to the [`Actuator`] trait; there
 //! is one implementation per mode: cgroups, or signals to a `/proc` tree.
+//!
+//! No actuator call waits. Freezing and killing only write (or signal) and
+//! return a [`Settle`]: the wait for the kernel to finish (a freeze taking
+//! hold, a tree emptying) blocks and belongs on a blocking thread.
+
+mod settle;
+mod steps;
+
+pub(crate) use settle::poll_until;
+pub use settle::{Settle, SettleStep};
+pub(crate) use steps::CgroupKill;
 
 use crate::cgroup::fs::{self, Written};
 use crate::cgroup::tree::{AgentCgroup, V1};
 use crate::cgroup::{v1, v2};
 use crate::error::SysError;
-use crate::proc::tree::descendants;
 use crate::signal::{DutyCycle, signal_all};
 use rustix::process::Signal;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What an actuator did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,15 +33,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn wrote(writes: Vec<Written>) -> Self {
+    pub(crate) fn wrote(writes: Vec<Written>) -> Self {
         Outcome { writes, detail: String::new() }
     }
-    fn note(detail: impl Into<String>) -> Self {
+    pub(crate) fn note(detail: impl Into<String>) -> Self {
         Outcome { writes: Vec::new(), detail: detail.into() }
     }
 }
 
-/// How long freezing and killing may take before they count as failed.
+/// How long freezing and killing may take before they count as failed: the
+/// default timeout for [`Settle::wait`].
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything allot can do to one agent.
@@ -50,14 +61,18 @@ pub trait Actuator: Send {
     fn set_memory_max(&mut self, bytes: Option<u64>) -> Result<Outcome, SysError>;
     /// Set the process limit (`None` clears).
     fn set_pids_max(&mut self, max: Option<u64>) -> Result<Outcome, SysError>;
-    /// Stop every process of the tree.
-    fn freeze(&mut self) -> Result<Outcome, SysError>;
+    /// Stop every process of the tree: writes (or signals) now, without
+    /// waiting; the returned [`Settle`] waits until the freeze has taken hold.
+    fn freeze(&mut self) -> Result<Settle, SysError>;
     /// Resume it.
     fn thaw(&mut self) -> Result<Outcome, SysError>;
     /// Send a signal to every process (SIGTERM for a termination notice).
     fn signal(&mut self, sig: Signal) -> Result<Outcome, SysError>;
-    /// Kill the whole tree and return once no process of it is left.
-    fn kill(&mut self) -> Result<Outcome, SysError>;
+    /// Kill the whole tree: writes (or signals) now, without waiting; the
+    /// returned [`Settle`] waits (killing again where needed) until no
+    /// process of it is left. Wait for it: with the v1 freezer the call only
+    /// freezes the cgroup, and the kill and thaw happen in the wait.
+    fn kill(&mut self) -> Result<Settle, SysError>;
 }
 
 /// The actuator for an agent with its own cgroup.
@@ -79,20 +94,6 @@ impl CgroupActuator {
 
     fn unsupported(what: &'static str, why: &str) -> SysError {
         SysError::Unsupported { what, why: why.to_owned() }
-    }
-
-    fn wait_empty(&self, timeout: Duration) -> Result<(), SysError> {
-        let start = Instant::now();
-        loop {
-            let left = self.cg.pids()?;
-            if left.is_empty() {
-                return Ok(());
-            }
-            if start.elapsed() > timeout {
-                return Err(SysError::Unsupported { what: "kill", why: format!("processes {left:?} still present after {timeout:?}") });
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
     }
 }
 
@@ -151,16 +152,18 @@ impl Actuator for CgroupActuator {
         Ok(Outcome::wrote(vec![v1::pids::set_max(d, max)?]))
     }
 
-    fn freeze(&mut self) -> Result<Outcome, SysError> {
+    fn freeze(&mut self) -> Result<Settle, SysError> {
         if let Some(d) = self.cg.v2().filter(|d| fs::has(d, "cgroup.freeze")) {
-            return Ok(Outcome::wrote(vec![v2::core::freeze(d, SETTLE_TIMEOUT)?]));
+            let w = v2::core::request_freeze(d)?;
+            return Ok(steps::v2_frozen(d.to_path_buf(), Outcome::wrote(vec![w])));
         }
         if let Some(d) = self.cg.v1(V1::Freezer) {
-            return Ok(Outcome::wrote(vec![v1::freezer::freeze(d, SETTLE_TIMEOUT)?]));
+            let w = v1::freezer::request_freeze(d)?;
+            return Ok(steps::v1_frozen(d.to_path_buf(), Outcome::wrote(vec![w])));
         }
         let pids = self.cg.pids()?;
         let n = signal_all(&pids, Signal::STOP)?;
-        Ok(Outcome::note(format!("SIGSTOP to {n} process(es): no freezer")))
+        Ok(Settle::done(Outcome::note(format!("SIGSTOP to {n} process(es): no freezer"))))
     }
 
     fn thaw(&mut self) -> Result<Outcome, SysError> {
@@ -179,32 +182,10 @@ impl Actuator for CgroupActuator {
         Ok(Outcome::note(format!("{sig:?} to {n} process(es)")))
     }
 
-    fn kill(&mut self) -> Result<Outcome, SysError> {
-        if let Some(d) = self.cg.v2().filter(|d| fs::has(d, "cgroup.kill")) {
-            let w = v2::core::kill(d)?;
-            self.wait_empty(SETTLE_TIMEOUT)?;
-            return Ok(Outcome { writes: vec![w], detail: "cgroup.kill; tree empty".into() });
-        }
-        let mut out = Outcome::default();
-        let start = Instant::now();
-        let mut rounds = 0;
-        // v1: freeze so nothing can fork, SIGKILL every task, thaw so the kills land; repeat until empty.
-        while !self.cg.pids()?.is_empty() {
-            rounds += 1;
-            if let Some(d) = self.cg.v1(V1::Freezer) {
-                out.writes.push(v1::freezer::freeze(d, SETTLE_TIMEOUT)?);
-                signal_all(&fs::procs(d)?, Signal::KILL)?;
-                out.writes.push(v1::freezer::thaw(d)?);
-            } else {
-                signal_all(&self.cg.pids()?, Signal::KILL)?;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-            if start.elapsed() > SETTLE_TIMEOUT {
-                return Err(SysError::Unsupported { what: "kill", why: format!("processes still present after {SETTLE_TIMEOUT:?}") });
-            }
-        }
-        out.detail = format!("SIGKILL in {rounds} round(s); tree empty");
-        Ok(out)
+    fn kill(&mut self) -> Result<Settle, SysError> {
+        let mut started = Outcome::default();
+        let kill = CgroupKill::start(self.cg.dirs.all().into_iter().map(PathBuf::from).collect(), &mut started)?;
+        Ok(kill.settle(started))
     }
 }
 
@@ -234,15 +215,7 @@ impl TreeActuator {
 
 /// The tree's processes that are not zombies.
 fn live_tree(proc_root: &std::path::Path, root: u32) -> Vec<u32> {
-    descendants(proc_root, root)
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(proc_root.join(p.to_string()).join("stat"))
-                .ok()
-                .and_then(|b| crate::proc::parse::stat(&b))
-                .is_some_and(|s| s.state != b'Z' && s.state != b'X')
-        })
-        .collect()
+    steps::tree_states(proc_root, root).into_iter().map(|(p, _)| p).collect()
 }
 
 impl Actuator for TreeActuator {
@@ -282,10 +255,10 @@ impl Actuator for TreeActuator {
         Err(Self::unsupported("pids.max"))
     }
 
-    fn freeze(&mut self) -> Result<Outcome, SysError> {
+    fn freeze(&mut self) -> Result<Settle, SysError> {
+        // Stopping the duty cycle first: its last act is a SIGCONT to the tree.
         self.duty = None;
-        let n = signal_all(&self.live(), Signal::STOP)?;
-        Ok(Outcome::note(format!("SIGSTOP to {n} process(es)")))
+        steps::stop_tree(self.proc_root.clone(), self.root)
     }
 
     fn thaw(&mut self) -> Result<Outcome, SysError> {
@@ -298,26 +271,8 @@ impl Actuator for TreeActuator {
         Ok(Outcome::note(format!("{sig:?} to {n} process(es)")))
     }
 
-    fn kill(&mut self) -> Result<Outcome, SysError> {
+    fn kill(&mut self) -> Result<Settle, SysError> {
         self.duty = None;
-        let start = Instant::now();
-        let mut rounds = 0;
-        loop {
-            let pids = self.live();
-            if pids.is_empty() {
-                return Ok(Outcome::note(format!("SIGKILL to the tree in {rounds} round(s); tree empty")));
-            }
-            rounds += 1;
-            // Stop first so that no process forks between the listing and the kill.
-            signal_all(&pids, Signal::STOP)?;
-            signal_all(&descendants(&self.proc_root, self.root), Signal::KILL)?;
-            if start.elapsed() > SETTLE_TIMEOUT {
-                return Err(SysError::Unsupported {
-                    what: "kill",
-                    why: format!("processes {pids:?} still present after {SETTLE_TIMEOUT:?}"),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        steps::kill_tree(self.proc_root.clone(), self.root)
     }
 }

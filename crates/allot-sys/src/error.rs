@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// An error reading, parsing or writing a kernel file.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,17 @@ pub enum SysError {
         path: PathBuf,
         /// What is wrong.
         problem: String,
+    },
+    /// The kernel did not finish in time what was asked of it (a freeze
+    /// taking hold, a killed tree emptying).
+    #[error("{what} did not finish within {waited:?}: {detail}")]
+    Timeout {
+        /// What was waited for ("freeze", "kill").
+        what: &'static str,
+        /// How long.
+        waited: Duration,
+        /// What was still outstanding ("processes [12, 13] still present").
+        detail: String,
     },
 }
 

@@ -20,16 +20,41 @@ pub struct HostReading {
     pub mode: Mode,
 }
 
-/// `MemTotal` from `/proc/meminfo` text, in bytes.
-pub fn parse_meminfo_total(text: &str) -> Result<u64, String> {
-    let line = text.lines().find(|l| l.starts_with("MemTotal:")).ok_or("no MemTotal line")?;
-    let mut parts = line["MemTotal:".len()..].split_whitespace();
-    let n: u64 = parts.next().and_then(|n| n.parse().ok()).ok_or_else(|| format!("bad MemTotal line {line:?}"))?;
+/// The host's memory now, for pressure decisions: from `/proc/meminfo`, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemInfo {
+    /// `MemTotal`.
+    pub total: u64,
+    /// `MemAvailable`: what can be allocated without swapping (free memory plus reclaimable caches).
+    pub available: u64,
+}
+
+/// One field of `/proc/meminfo` text (`MemTotal:  24634404 kB`), in bytes.
+pub fn parse_meminfo_field(text: &str, field: &str) -> Result<u64, String> {
+    let line = text.lines().find(|l| l.split_once(':').is_some_and(|(k, _)| k == field)).ok_or_else(|| format!("no {field} line"))?;
+    let mut parts = line[field.len() + 1..].split_whitespace();
+    let n: u64 = parts.next().and_then(|n| n.parse().ok()).ok_or_else(|| format!("bad {field} line {line:?}"))?;
     match parts.next() {
         Some("kB") => Ok(n.saturating_mul(1024)),
         None => Ok(n),
-        Some(u) => Err(format!("unknown unit {u:?} in MemTotal")),
+        Some(u) => Err(format!("unknown unit {u:?} in {field}")),
     }
+}
+
+/// `MemTotal` from `/proc/meminfo` text, in bytes.
+pub fn parse_meminfo_total(text: &str) -> Result<u64, String> {
+    parse_meminfo_field(text, "MemTotal")
+}
+
+/// `MemTotal` and `MemAvailable` from `/proc/meminfo` text.
+pub fn parse_meminfo(text: &str) -> Result<MemInfo, String> {
+    Ok(MemInfo { total: parse_meminfo_field(text, "MemTotal")?, available: parse_meminfo_field(text, "MemAvailable")? })
+}
+
+/// Read the host's memory from `/proc/meminfo` under `roots`; errors name the file and the field.
+pub fn meminfo(roots: &Roots) -> Result<MemInfo, SysError> {
+    let path = roots.proc.join("meminfo");
+    parse_meminfo(&read(&path)?).map_err(|problem| SysError::Parse { path, problem })
 }
 
 /// The number of CPUs in a list such as `0-3,8,10-11` (`/sys/devices/system/cpu/online`).
@@ -142,10 +167,29 @@ mod tests {
     fn parsers_on_fixture_text() {
         assert_eq!(parse_meminfo_total("MemTotal:       24634404 kB\nMemFree: 1 kB\n"), Ok(24_634_404 * 1024));
         assert!(parse_meminfo_total("MemFree: 1 kB\n").is_err());
+        let text = "MemTotal:       24634404 kB\nMemFree:         1200000 kB\nMemAvailable:   16000000 kB\nBuffers: 3 kB\n";
+        assert_eq!(parse_meminfo(text), Ok(MemInfo { total: 24_634_404 * 1024, available: 16_000_000 * 1024 }));
+        assert_eq!(parse_meminfo("MemTotal: 8 kB\n"), Err("no MemAvailable line".into()));
+        assert_eq!(parse_meminfo("MemTotal: 8 kB\nMemAvailable: lots kB\n"), Err("bad MemAvailable line \"MemAvailable: lots kB\"".into()));
+        assert_eq!(parse_meminfo("MemTotal: 8 MB\nMemAvailable: 1 kB\n"), Err("unknown unit \"MB\" in MemTotal".into()));
+        // A field whose name starts like another's is not taken for it.
+        assert!(parse_meminfo_field("MemTotalX: 5 kB\n", "MemTotal").is_err());
         assert_eq!(parse_cpu_list("0-1\n"), Ok(2));
         assert_eq!(parse_cpu_list("0-3,8,10-11"), Ok(7));
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("").is_err());
+    }
+
+    #[test]
+    fn meminfo_reads_the_file_and_errors_name_file_and_field() {
+        let t = tempfile::tempdir().unwrap();
+        write(t.path(), "proc/meminfo", "MemTotal:       8388608 kB\nMemFree: 1 kB\nMemAvailable:    2097152 kB\n");
+        assert_eq!(meminfo(&Roots::under(t.path())).unwrap(), MemInfo { total: 8 << 30, available: 2 << 30 });
+        write(t.path(), "proc/meminfo", "MemTotal:       8388608 kB\n");
+        let e = meminfo(&Roots::under(t.path())).unwrap_err().to_string();
+        assert!(e.contains("proc/meminfo") && e.contains("MemAvailable"), "{e}");
+        let gone = meminfo(&Roots::under(&t.path().join("nowhere"))).unwrap_err().to_string();
+        assert!(gone.contains("nowhere/proc/meminfo"), "{gone}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use rustix::process::{Pid, Signal, kill_process};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn pid(p: u32) -> Result<Pid, SysError> {
     i32::try_from(p)
@@ -32,11 +32,27 @@ pub fn signal_all(pids: &[u32], sig: Signal) -> Result<usize, SysError> {
 
 /// Throttles a set of processes to `on` out of every `on + off` of wall time
 /// by stopping and continuing them, from a thread of its own. Dropping it
-/// stops the cycle and continues the processes.
+/// stops the cycle at once (the thread is woken, not waited out) and
+/// continues the processes before the drop returns.
 #[derive(Debug)]
 pub struct DutyCycle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Sleep for `d` unless `stop` is set (woken by `unpark`); whether to go on.
+fn nap(stop: &AtomicBool, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::park_timeout(until - now);
+    }
 }
 
 impl DutyCycle {
@@ -51,13 +67,12 @@ impl DutyCycle {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(on);
+            while nap(&flag, on) {
                 if off.is_zero() {
                     continue;
                 }
                 let _ = signal_all(&pids(), Signal::STOP);
-                std::thread::sleep(off);
+                nap(&flag, off);
                 let _ = signal_all(&pids(), Signal::CONT);
             }
             let _ = signal_all(&pids(), Signal::CONT);
@@ -70,7 +85,22 @@ impl Drop for DutyCycle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_a_duty_cycle_does_not_wait_out_its_period() {
+        let d = DutyCycle::start(0.5, Duration::from_secs(10), Vec::new);
+        std::thread::sleep(Duration::from_millis(20));
+        let start = Instant::now();
+        drop(d);
+        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
     }
 }

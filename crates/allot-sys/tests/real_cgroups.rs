@@ -5,9 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use allot_sys::Roots;
-use allot_sys::actuate::{Actuator, CgroupActuator};
-use allot_sys::cgroup::tree::{AgentCgroup, CgroupRoot, V1};
-use allot_sys::cgroup::{Layout, v1};
+use allot_sys::SysError;
+use allot_sys::actuate::{Actuator, CgroupActuator, SETTLE_TIMEOUT, TreeActuator};
+use allot_sys::cgroup::tree::{AgentCgroup, CgroupRoot, V1, kill_and_remove_dirs};
+use allot_sys::cgroup::{Layout, v1, v2};
 use allot_sys::notify::{Notice, Notifier};
 use allot_sys::probe::{Probe, RateMeter, TreeProbe, cpu_millicores};
 use allot_sys::spawn::spawn;
@@ -62,7 +63,7 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         for cg in &self.agents {
-            let _ = CgroupActuator::new(cg.clone()).kill();
+            let _ = CgroupActuator::new(cg.clone()).kill().and_then(|s| s.wait(SETTLE_TIMEOUT));
         }
         for c in &mut self.children {
             let _ = c.kill();
@@ -202,9 +203,18 @@ fn freeze_thaw(fx: &mut Fixture, cg: AgentCgroup) {
     let script = format!("for n in 0 1 2; do (while :; do printf x >> {d}/c$n; done) & done; wait");
     fx.spawn(&cg, &script);
     assert!(wait_until(Duration::from_secs(5), || counters(tmp.path()).iter().all(|c| *c > 10)));
-    let mut act = CgroupActuator::new(cg);
-    let out = act.freeze().unwrap();
-    eprintln!("freeze: {:?}", out.writes);
+    let mut act = CgroupActuator::new(cg.clone());
+    let start = Instant::now();
+    let settle = act.freeze().unwrap();
+    let call = start.elapsed();
+    assert!(!settle.is_done(), "the call only writes: {settle:?}");
+    assert_eq!(settle.started().writes.len(), 1);
+    let out = settle.wait(SETTLE_TIMEOUT).unwrap();
+    eprintln!("freeze: call {call:?}, settled after {:?}: {:?}; {}", start.elapsed(), out.writes, out.detail);
+    match cg.v2() {
+        Some(d) => assert!(v2::core::is_frozen(d).unwrap()),
+        None => assert!(v1::freezer::is_frozen(cg.v1(V1::Freezer).unwrap()).unwrap()),
+    }
     let a = counters(tmp.path());
     std::thread::sleep(Duration::from_millis(400));
     let b = counters(tmp.path());
@@ -214,6 +224,8 @@ fn freeze_thaw(fx: &mut Fixture, cg: AgentCgroup) {
         wait_until(Duration::from_secs(5), || counters(tmp.path()).iter().zip(&b).all(|(now, then)| now > then)),
         "every process resumed"
     );
+    // Stopped before the counters' directory goes away.
+    act.kill().unwrap().wait(SETTLE_TIMEOUT).unwrap();
 }
 
 #[test]
@@ -247,7 +259,9 @@ fn kill_everything(fx: &mut Fixture, cg: AgentCgroup) {
     fx.spawn(&cg, "while :; do sleep 100 & done 2>/dev/null");
     assert!(wait_until(Duration::from_secs(5), || cg.pids().unwrap().len() > 20));
     let seen = cg.pids().unwrap();
-    let out = act.kill().unwrap();
+    let settle = act.kill().unwrap();
+    assert!(!settle.is_done(), "the call only writes: {settle:?}");
+    let out = settle.wait(SETTLE_TIMEOUT).unwrap();
     eprintln!("kill: {} ({} writes)", out.detail, out.writes.len());
     assert!(cg.pids().unwrap().is_empty());
     for c in &mut fx.children {
@@ -279,6 +293,110 @@ fn kill_through_the_v1_freezer() {
     cg.dirs.v2 = None;
     fx.agents.push(cg.clone());
     kill_everything(&mut fx, cg);
+}
+
+#[test]
+fn a_frozen_agent_can_be_killed_through_v2_and_through_the_v1_freezer() {
+    let Some(mut fx) = Fixture::new("killfrozen") else {
+        return;
+    };
+    for (name, v1_only) in [("both", false), ("v1", true)] {
+        let mut cg = fx.agent(name);
+        if v1_only {
+            if cg.v1(V1::Freezer).is_none() {
+                continue;
+            }
+            cg.dirs.v2 = None;
+            fx.agents.push(cg.clone());
+        }
+        let pid = fx.spawn(&cg, "sleep 100 & sleep 100 & wait");
+        assert!(wait_until(Duration::from_secs(5), || cg.pids().unwrap().len() == 3));
+        let mut act = CgroupActuator::new(cg.clone());
+        act.freeze().unwrap().wait(SETTLE_TIMEOUT).unwrap();
+        let out = act.kill().unwrap().wait(SETTLE_TIMEOUT).unwrap();
+        eprintln!("kill of a frozen agent ({name}): {}", out.detail);
+        assert!(cg.pids().unwrap().is_empty(), "{name}");
+        let child = fx.children.iter_mut().find(|c| c.id() == pid).unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(9), "{name}");
+    }
+}
+
+#[test]
+fn kill_and_remove_empties_and_removes_every_directory() {
+    let Some(mut fx) = Fixture::new("killrm") else {
+        return;
+    };
+    let cg = fx.agent("forker");
+    CgroupActuator::new(cg.clone()).set_pids_max(Some(40)).unwrap();
+    let pid = fx.spawn(&cg, "while :; do sleep 100 & done 2>/dev/null");
+    assert!(wait_until(Duration::from_secs(5), || cg.pids().unwrap().len() > 10));
+    let out = cg.kill_and_remove(SETTLE_TIMEOUT).unwrap();
+    eprintln!("kill_and_remove: {}", out.detail);
+    for d in cg.dirs.all() {
+        assert!(!d.exists(), "{} still there", d.display());
+    }
+    for c in &mut fx.children {
+        let _ = c.wait();
+    }
+    assert!(!alive(pid));
+}
+
+#[test]
+fn kill_and_remove_on_stored_v1_paths_goes_through_the_freezer() {
+    let Some(mut fx) = Fixture::new("killrm1") else {
+        return;
+    };
+    let cg = fx.agent("leftover");
+    if cg.v1(V1::Freezer).is_none() {
+        eprintln!("skipped: no v1 freezer on this host");
+        return;
+    }
+    let pid = fx.spawn(&cg, "sleep 100 & sleep 100 & wait");
+    assert!(wait_until(Duration::from_secs(5), || cg.pids().unwrap().len() == 3));
+    // Only the v1 paths, as a store of an earlier run would hold them (plus one already gone).
+    let mut dirs: Vec<PathBuf> = cg.dirs.v1.values().cloned().collect();
+    dirs.push(cg.v1(V1::Freezer).unwrap().join("already-gone"));
+    let (out, pids) = kill_and_remove_dirs(&dirs, SETTLE_TIMEOUT).unwrap();
+    eprintln!("kill_and_remove_dirs: {} {:?}", out.detail, out.writes);
+    assert!(out.writes.iter().any(|w| w.value == "FROZEN") && out.writes.iter().any(|w| w.value == "THAWED"), "{out:?}");
+    assert!(pids.contains(&pid) && pids.len() >= 3, "{pids:?}");
+    for d in &dirs {
+        assert!(!d.exists(), "{} still there", d.display());
+    }
+    for c in &mut fx.children {
+        let _ = c.wait();
+    }
+    assert!(!alive(pid));
+}
+
+#[test]
+fn a_kill_that_cannot_finish_times_out_naming_the_processes_left() {
+    let Some(mut fx) = Fixture::new("killtimeout") else {
+        return;
+    };
+    let cg = fx.agent("frozen");
+    let Some(freezer) = cg.v1(V1::Freezer).map(PathBuf::from) else {
+        eprintln!("skipped: no v1 freezer on this host");
+        return;
+    };
+    let pid = fx.spawn(&cg, "exec sleep 100");
+    assert!(wait_until(Duration::from_secs(5), || cg.pids().unwrap() == [pid]));
+    // A task frozen by the v1 freezer does not die of SIGKILL until thawed: a tree kept alive.
+    v1::freezer::request_freeze(&freezer).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || v1::freezer::is_frozen(&freezer).unwrap()));
+    let settle = TreeActuator::new(PathBuf::from("/proc"), pid).kill().unwrap();
+    assert!(!settle.is_done());
+    let start = Instant::now();
+    let e = settle.wait(Duration::from_millis(50)).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(matches!(e, SysError::Timeout { what: "kill", .. }), "{e:?}");
+    assert_eq!(e.to_string(), format!("kill did not finish within 50ms: processes [{pid}] still present"));
+    // Thawed, the pending SIGKILL lands.
+    v1::freezer::thaw(&freezer).unwrap();
+    let child = fx.children.iter_mut().find(|c| c.id() == pid).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
 }
 
 fn runtime() -> tokio::runtime::Runtime {

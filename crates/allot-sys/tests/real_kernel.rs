@@ -43,3 +43,11 @@ fn the_host_reading_matches_proc() {
     assert!(h.totals.processes <= pid_max && h.totals.processes > 0);
     assert!(h.totals.cpu >= 1 && h.totals.cpu <= std::thread::available_parallelism().unwrap().get() as u64 * 1000);
 }
+
+#[test]
+fn host_memory_now_matches_proc_meminfo() {
+    let m = allot_sys::host::meminfo(&Roots::host()).unwrap();
+    let total = allot_sys::host::parse_meminfo_total(&std::fs::read_to_string("/proc/meminfo").unwrap()).unwrap();
+    assert_eq!(m.total, total);
+    assert!(m.available > 0 && m.available <= m.total, "{m:?}");
+}

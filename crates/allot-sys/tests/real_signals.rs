@@ -2,7 +2,7 @@
 //! on real process trees found through `/proc`. Needs no privileges.
 #![allow(clippy::unwrap_used)]
 
-use allot_sys::actuate::{Actuator, TreeActuator};
+use allot_sys::actuate::{Actuator, SETTLE_TIMEOUT, TreeActuator};
 use allot_sys::probe::{Probe, RateMeter, TreeProbe, cpu_millicores};
 use allot_sys::spawn::spawn;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ impl Tree {
 
 impl Drop for Tree {
     fn drop(&mut self) {
-        let _ = self.act.kill();
+        let _ = self.act.kill().and_then(|s| s.wait(SETTLE_TIMEOUT));
         let _ = self.child.wait();
     }
 }
@@ -54,7 +54,14 @@ fn sigstop_freezes_the_whole_tree_and_sigcont_resumes_it() {
     let mut t = Tree::start(&script);
     let act = &mut t.act;
     assert!(wait_until(Duration::from_secs(5), || counters(tmp.path()).iter().all(|c| *c > 10)));
-    assert!(act.freeze().unwrap().detail.contains("SIGSTOP to 4"), "parent and three loops");
+    let settle = act.freeze().unwrap();
+    assert!(settle.started().detail.contains("SIGSTOP to 4"), "parent and three loops: {settle:?}");
+    let out = settle.wait(SETTLE_TIMEOUT).unwrap();
+    assert!(out.detail.contains("SIGSTOP to 4 process(es); every one stopped"), "{}", out.detail);
+    for p in act.pids().unwrap() {
+        let stat = std::fs::read(format!("/proc/{p}/stat")).unwrap();
+        assert_eq!(allot_sys::proc::parse::stat(&stat).unwrap().state, b'T', "{p} stopped once the wait is over");
+    }
     let a = counters(tmp.path());
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(a, counters(tmp.path()));
@@ -67,13 +74,32 @@ fn the_tree_is_killed_even_while_it_forks() {
     let mut t = Tree::start("for i in $(seq 1 30); do sleep 100 & done; while :; do sleep 100 & sleep 0.05; done");
     assert!(wait_until(Duration::from_secs(5), || t.act.pids().unwrap().len() > 20));
     let seen = t.act.pids().unwrap();
-    t.act.kill().unwrap();
+    let settle = t.act.kill().unwrap();
+    assert!(!settle.is_done(), "the call signals once and leaves the wait to the settle");
+    let out = settle.wait(SETTLE_TIMEOUT).unwrap();
+    assert!(out.detail.ends_with("tree empty"), "{}", out.detail);
+    assert!(t.act.pids().unwrap().is_empty());
     let _ = t.child.wait();
     let gone = |p: &u32| {
         std::fs::read(format!("/proc/{p}/stat")).ok().and_then(|b| allot_sys::proc::parse::stat(&b)).is_none_or(|s| s.state == b'Z')
     };
     // Orphans are reparented and reaped by init; give it a moment.
     assert!(wait_until(Duration::from_secs(2), || seen.iter().all(gone)), "{:?}", seen.iter().filter(|p| !gone(p)).collect::<Vec<_>>());
+}
+
+#[test]
+fn freezing_a_throttled_tree_stops_the_duty_cycle_for_good() {
+    let mut t = Tree::start("while :; do :; done");
+    t.act.set_cpu_limit(Some(500)).unwrap();
+    std::thread::sleep(Duration::from_millis(130));
+    let settle = t.act.freeze().unwrap();
+    assert!(!settle.is_done());
+    settle.wait(SETTLE_TIMEOUT).unwrap();
+    // Longer than a duty period: no SIGCONT of the cycle undoes the freeze.
+    std::thread::sleep(Duration::from_millis(250));
+    let stat = std::fs::read(format!("/proc/{}/stat", t.child.id())).unwrap();
+    assert_eq!(allot_sys::proc::parse::stat(&stat).unwrap().state, b'T');
+    t.act.thaw().unwrap();
 }
 
 #[test]

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use allot_sys::Roots;
-use allot_sys::actuate::{Actuator, CgroupActuator};
+use allot_sys::actuate::{Actuator, CgroupActuator, SETTLE_TIMEOUT};
 use allot_sys::cgroup::tree::{AgentCgroup, CgroupRoot};
 use allot_sys::cgroup::{Layout, Mode, v2};
 use allot_sys::notify::{Notice, Notifier};
@@ -51,7 +51,7 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         for cg in &self.agents {
-            let _ = CgroupActuator::new(cg.clone()).kill();
+            let _ = CgroupActuator::new(cg.clone()).kill().and_then(|s| s.wait(SETTLE_TIMEOUT));
         }
         for c in &mut self.children {
             let _ = c.wait();
@@ -216,9 +216,13 @@ fn v2_freeze_kill_and_events_with_controllers() {
     fx.spawn(&cg, Command::new("sh").args(["-c", "sleep 60 & sleep 60 & wait"]));
     assert!(wait_until(Duration::from_secs(10), || cg.pids().unwrap().len() == 3));
     let mut act = CgroupActuator::new(cg.clone());
-    act.freeze().unwrap();
+    let settle = act.freeze().unwrap();
+    assert!(!settle.is_done());
+    settle.wait(SETTLE_TIMEOUT).unwrap();
     assert!(v2::core::events(cg.v2().unwrap()).unwrap().frozen);
     act.thaw().unwrap();
-    act.kill().unwrap();
+    act.kill().unwrap().wait(SETTLE_TIMEOUT).unwrap();
     assert!(!v2::core::events(cg.v2().unwrap()).unwrap().populated);
+    cg.kill_and_remove(SETTLE_TIMEOUT).unwrap();
+    assert!(!cg.v2().unwrap().exists());
 }

@@ -9,9 +9,11 @@
 use super::fs::Written;
 use super::{Layout, v2};
 use crate::Roots;
+use crate::actuate::{CgroupKill, Outcome, SettleStep, poll_until};
 use crate::error::SysError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The v1 controllers allot uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -219,4 +221,45 @@ impl AgentCgroup {
     pub fn remove(&self) -> Result<(), SysError> {
         self.dirs.remove()
     }
+
+    /// Kill every process in the cgroup's directories the way the actuator
+    /// does (`cgroup.kill`, else v1 freeze/kill/thaw rounds, else signals),
+    /// wait until they are empty, then remove every directory. Blocking;
+    /// [`SysError::Timeout`] if processes remain after `timeout`.
+    pub fn kill_and_remove(&self, timeout: Duration) -> Result<Outcome, SysError> {
+        let dirs: Vec<PathBuf> = self.dirs.all().into_iter().map(PathBuf::from).collect();
+        kill_and_remove_dirs(&dirs, timeout).map(|(out, _)| out)
+    }
+}
+
+/// [`AgentCgroup::kill_and_remove`] on plain directory paths (such as those
+/// stored for an agent of an earlier run): `cgroup.kill` where a directory
+/// has it, else the v1 freezer where one has `freezer.state`, else signals.
+/// Directories already gone are fine. Returns what was done and every pid
+/// seen in the directories while killing them. Blocking.
+pub fn kill_and_remove_dirs(dirs: &[PathBuf], timeout: Duration) -> Result<(Outcome, Vec<u32>), SysError> {
+    let mut out = Outcome::default();
+    let mut kill = CgroupKill::start(dirs.to_vec(), &mut out)?;
+    let mut removed = 0;
+    poll_until("kill and remove", timeout, || match kill.step(&mut out)? {
+        SettleStep::Done => remove_dirs(dirs, &mut removed),
+        pending => Ok(pending),
+    })?;
+    out.detail = format!("{}; {removed} cgroup directories removed", out.detail);
+    Ok((out, kill.seen()))
+}
+
+/// Remove the directories; pending while one is still busy (EBUSY).
+fn remove_dirs(dirs: &[PathBuf], removed: &mut usize) -> Result<SettleStep, SysError> {
+    for d in dirs {
+        match std::fs::remove_dir(d) {
+            Ok(()) => *removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+                return Ok(SettleStep::Pending(format!("{} is still busy", d.display())));
+            }
+            Err(source) => return Err(SysError::Write { path: d.clone(), value: "(rmdir)".into(), source }),
+        }
+    }
+    Ok(SettleStep::Done)
 }

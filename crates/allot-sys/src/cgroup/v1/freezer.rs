@@ -3,13 +3,17 @@
 use crate::cgroup::fs::{self, Written};
 use crate::error::SysError;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-/// Freeze and wait (up to `timeout`) until the kernel reports FROZEN.
-pub fn freeze(dir: &Path, timeout: Duration) -> Result<Written, SysError> {
-    let w = fs::write(dir, "freezer.state", "FROZEN")?;
-    wait_for(dir, "FROZEN", timeout)?;
-    Ok(w)
+/// Ask the kernel to freeze the cgroup (write FROZEN). The state reads
+/// FREEZING until every task is frozen; see [`is_frozen`]. Does not wait.
+pub fn request_freeze(dir: &Path) -> Result<Written, SysError> {
+    fs::write(dir, "freezer.state", "FROZEN")
+}
+
+/// Whether the kernel reports FROZEN (reading the state also makes the
+/// kernel check whether a FREEZING cgroup has become frozen).
+pub fn is_frozen(dir: &Path) -> Result<bool, SysError> {
+    Ok(state(dir)? == "FROZEN")
 }
 
 /// Thaw.
@@ -22,19 +26,20 @@ pub fn state(dir: &Path) -> Result<String, SysError> {
     Ok(fs::read(dir, "freezer.state")?.trim().to_owned())
 }
 
-fn wait_for(dir: &Path, want: &str, timeout: Duration) -> Result<(), SysError> {
-    let start = Instant::now();
-    loop {
-        let s = state(dir)?;
-        if s == want {
-            return Ok(());
-        }
-        if start.elapsed() > timeout {
-            return Err(SysError::Parse {
-                path: dir.join("freezer.state"),
-                problem: format!("still {s} after {timeout:?}, wanted {want}"),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(1));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_writes_and_is_frozen_reads_the_state() {
+        let t = tempfile::tempdir().unwrap();
+        let w = request_freeze(t.path()).unwrap();
+        assert_eq!((w.path, w.value.as_str()), (t.path().join("freezer.state"), "FROZEN"));
+        assert!(is_frozen(t.path()).unwrap());
+        std::fs::write(t.path().join("freezer.state"), "FREEZING\n").unwrap();
+        assert!(!is_frozen(t.path()).unwrap());
+        assert_eq!(state(t.path()).unwrap(), "FREEZING");
+        thaw(t.path()).unwrap();
+        assert_eq!(state(t.path()).unwrap(), "THAWED");
     }
 }

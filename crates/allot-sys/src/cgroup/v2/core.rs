@@ -4,7 +4,6 @@
 use crate::cgroup::fs::{self, Written};
 use crate::error::SysError;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// `cgroup.events`: whether the cgroup has processes and whether it is frozen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,17 +24,15 @@ pub fn events(dir: &Path) -> Result<Events, SysError> {
     Ok(parse_events(&fs::read(dir, "cgroup.events")?))
 }
 
-/// Freeze and wait until `cgroup.events` says `frozen 1`.
-pub fn freeze(dir: &Path, timeout: Duration) -> Result<Written, SysError> {
-    let w = fs::write(dir, "cgroup.freeze", "1")?;
-    let start = Instant::now();
-    while !events(dir)?.frozen {
-        if start.elapsed() > timeout {
-            return Err(SysError::Parse { path: dir.join("cgroup.events"), problem: format!("not frozen after {timeout:?}") });
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(w)
+/// Ask the kernel to freeze the cgroup (`cgroup.freeze` 1); it is frozen
+/// once [`is_frozen`] says so. Does not wait.
+pub fn request_freeze(dir: &Path) -> Result<Written, SysError> {
+    fs::write(dir, "cgroup.freeze", "1")
+}
+
+/// Whether `cgroup.events` says `frozen 1`.
+pub fn is_frozen(dir: &Path) -> Result<bool, SysError> {
+    Ok(events(dir)?.frozen)
 }
 
 /// Thaw.
@@ -44,6 +41,7 @@ pub fn thaw(dir: &Path) -> Result<Written, SysError> {
 }
 
 /// Kill every process in the cgroup and its descendants, race-free (Linux >= 5.14).
+/// Does not wait: the cgroup is empty once `cgroup.events` says `populated 0`.
 pub fn kill(dir: &Path) -> Result<Written, SysError> {
     fs::write(dir, "cgroup.kill", "1")
 }
