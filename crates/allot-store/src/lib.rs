@@ -2,13 +2,24 @@
 //! migrations): groups, agents with their cgroup paths, every event, the
 //! enforcement history with real outcomes, and per-minute rollups.
 //!
-//! It knows nothing of HTTP or the kernel: payloads are JSON values made by
-//! the caller from core types. Readers (`allot history`, `allot events`) can
-//! open the database while a governor writes to it (WAL).
+//! It knows nothing of HTTP or the kernel. What it stores has types of its
+//! own: enforcement records carry a [`Stage`] and an [`Outcome`], agents an
+//! [`AgentStateName`], and quotas and specs are the DTOs of [`dto`], whose
+//! JSON shape is the database's and not the core types' serde shape. Event
+//! payloads are JSON values made by the caller. Readers (`allot history`,
+//! `allot events`) can open the database while a governor writes to it (WAL).
 #![forbid(unsafe_code)]
 
+mod agents;
+pub mod dto;
+mod enforcement;
 mod migrations;
+mod names;
 pub mod rollup;
+
+pub use agents::{AgentStateName, StoredAgent};
+pub use enforcement::{EnforcementRecord, NewEnforcement, Outcome, Stage};
+pub use names::UnknownName;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -44,6 +55,14 @@ pub enum StoreError {
         /// Ours.
         known: i64,
     },
+    /// An agent's stored spec does not have the shape of a [`dto::StoredSpec`].
+    #[error("agent {agent}: stored spec: {source}")]
+    Spec {
+        /// The agent.
+        agent: String,
+        /// Why.
+        source: serde_json::Error,
+    },
     /// A stored payload is not valid JSON.
     #[error("state database {path}: corrupt JSON in {what}: {source}")]
     Json {
@@ -71,50 +90,6 @@ pub struct StoredEvent {
     pub data: Value,
 }
 
-/// One enforcement attempt and its real outcome.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EnforcementRecord {
-    /// Row id.
-    pub id: u64,
-    /// The event that announced it.
-    pub seq: Option<u64>,
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// Agent.
-    pub agent: String,
-    /// Resource whose limit caused it.
-    pub resource: String,
-    /// Action name (warn, throttle, suspend, ...).
-    pub action: String,
-    /// `success`, `failure`, `cancelled` or `fallback`.
-    pub outcome: String,
-    /// What was done or why it failed (paths, values, signals).
-    pub detail: String,
-    /// The decision as the policy made it.
-    pub decision: Value,
-}
-
-/// A persisted agent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredAgent {
-    /// Id.
-    pub id: String,
-    /// Group.
-    pub group: String,
-    /// State (`running`, `suspended`, `exited`, ...).
-    pub state: String,
-    /// Leader pid, while running.
-    pub pid: Option<u32>,
-    /// The agent's cgroup directories (JSON list), if any.
-    pub cgroup: Value,
-    /// The agent definition (JSON).
-    pub spec: Value,
-    /// How it exited, if it did.
-    pub exit: Option<String>,
-    /// Last change, ms since the Unix epoch.
-    pub updated_ms: u64,
-}
-
 /// The state database.
 #[derive(Debug)]
 pub struct Store {
@@ -138,7 +113,17 @@ impl Store {
         }
         let conn = Connection::open(path).map_err(|source| StoreError::Sql { path: path.to_path_buf(), source })?;
         let mut store = Store { conn, path: path.to_path_buf() };
-        store.setup()?;
+        store.setup(migrations::CURRENT)?;
+        Ok(store)
+    }
+
+    /// Open and migrate only up to schema `version`: for tests of migrations
+    /// from a database an earlier allot wrote.
+    #[doc(hidden)]
+    pub fn open_at_version(path: &Path, version: i64) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Sql { path: path.to_path_buf(), source })?;
+        let mut store = Store { conn, path: path.to_path_buf() };
+        store.setup(version)?;
         Ok(store)
     }
 
@@ -154,15 +139,18 @@ impl Store {
         move |source| StoreError::Sql { path: self.path.clone(), source }
     }
 
-    fn setup(&mut self) -> Result<(), StoreError> {
+    fn setup(&mut self, version: i64) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = |source| StoreError::Sql { path: path.clone(), source };
         self.conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
         self.conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
         self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(e)?;
         self.conn.pragma_update(None, "foreign_keys", "ON").map_err(e)?;
-        migrations::run(&mut self.conn, &self.path)
+        migrations::run(&mut self.conn, &self.path, version)
     }
+
+    /// The schema version this build migrates to.
+    pub const SCHEMA_VERSION: i64 = migrations::CURRENT;
 
     /// The schema version in force.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
@@ -216,135 +204,6 @@ impl Store {
                 source,
             })?;
             out.push(StoredEvent { seq: ms(seq), at_ms: ms(at), topic, agent, data });
-        }
-        Ok(out)
-    }
-
-    /// Record an enforcement attempt with its outcome.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_enforcement(
-        &self,
-        seq: Option<u64>,
-        at_ms: u64,
-        agent: &str,
-        resource: &str,
-        action: &str,
-        outcome: &str,
-        detail: &str,
-        decision: &Value,
-    ) -> Result<u64, StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO enforcement (seq, at_ms, agent, resource, action, outcome, detail, decision) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![seq.map(sql_i), sql_i(at_ms), agent, resource, action, outcome, detail, decision.to_string()],
-            )
-            .map_err(self.sql())?;
-        Ok(ms(self.conn.last_insert_rowid()))
-    }
-
-    /// The enforcement history, oldest first, for one agent or all.
-    pub fn history(&self, agent: Option<&str>) -> Result<Vec<EnforcementRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, seq, at_ms, agent, resource, action, outcome, detail, decision FROM enforcement \
-                 WHERE (?1 IS NULL OR agent = ?1) ORDER BY id",
-            )
-            .map_err(self.sql())?;
-        let rows = stmt
-            .query_map(params![agent], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, String>(8)?,
-                ))
-            })
-            .map_err(self.sql())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, seq, at, agent, resource, action, outcome, detail, decision) = row.map_err(self.sql())?;
-            let decision = serde_json::from_str(&decision).map_err(|source| StoreError::Json {
-                path: self.path.clone(),
-                what: format!("enforcement {id}"),
-                source,
-            })?;
-            out.push(EnforcementRecord { id: ms(id), seq: seq.map(ms), at_ms: ms(at), agent, resource, action, outcome, detail, decision });
-        }
-        Ok(out)
-    }
-
-    /// Insert or replace an agent's row.
-    pub fn put_agent(&self, a: &StoredAgent) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO agents (id, grp, state, pid, cgroup, spec, exit, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                 ON CONFLICT(id) DO UPDATE SET grp = ?2, state = ?3, pid = ?4, cgroup = ?5, spec = ?6, exit = ?7, updated_ms = ?8",
-                params![a.id, a.group, a.state, a.pid, a.cgroup.to_string(), a.spec.to_string(), a.exit, sql_i(a.updated_ms)],
-            )
-            .map_err(self.sql())?;
-        Ok(())
-    }
-
-    /// Change an agent's state (and exit reason).
-    pub fn set_agent_state(&self, id: &str, state: &str, exit: Option<&str>, at_ms: u64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE agents SET state = ?2, exit = COALESCE(?3, exit), updated_ms = ?4 WHERE id = ?1",
-                params![id, state, exit, sql_i(at_ms)],
-            )
-            .map_err(self.sql())?;
-        Ok(())
-    }
-
-    /// One agent.
-    pub fn agent(&self, id: &str) -> Result<Option<StoredAgent>, StoreError> {
-        Ok(self.agents()?.into_iter().find(|a| a.id == id))
-    }
-
-    /// Every agent.
-    pub fn agents(&self) -> Result<Vec<StoredAgent>, StoreError> {
-        let mut stmt =
-            self.conn.prepare("SELECT id, grp, state, pid, cgroup, spec, exit, updated_ms FROM agents ORDER BY id").map_err(self.sql())?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<u32>>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, i64>(7)?,
-                ))
-            })
-            .map_err(self.sql())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, group, state, pid, cgroup, spec, exit, updated) = row.map_err(self.sql())?;
-            let json = |s: &str, what: &str| {
-                serde_json::from_str(s).map_err(|source| StoreError::Json {
-                    path: self.path.clone(),
-                    what: format!("agent {id} {what}"),
-                    source,
-                })
-            };
-            out.push(StoredAgent {
-                cgroup: json(&cgroup, "cgroup")?,
-                spec: json(&spec, "spec")?,
-                id,
-                group,
-                state,
-                pid,
-                exit,
-                updated_ms: ms(updated),
-            });
         }
         Ok(out)
     }

@@ -67,18 +67,31 @@ CREATE TABLE analyses (
     PRIMARY KEY (agent, resource)
 );
 ",
+    // 3: the stage of an enforcement record is a column of its own; the
+    // action column holds the bare action name. Rows of older versions named
+    // a scheduled escalation `<action> (scheduled)`: split them.
+    "
+ALTER TABLE enforcement ADD COLUMN stage TEXT NOT NULL DEFAULT 'done' CHECK (stage IN ('scheduled', 'done'));
+UPDATE enforcement
+   SET stage = 'scheduled', action = substr(action, 1, length(action) - length(' (scheduled)'))
+ WHERE substr(action, -length(' (scheduled)')) = ' (scheduled)';
+CREATE INDEX enforcement_escalation ON enforcement (agent, resource, action, id);
+",
 ];
 
 /// The schema version this build knows.
 pub(crate) const CURRENT: i64 = MIGRATIONS.len() as i64;
 
-pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+/// Bring the schema up to `target` (at most [`CURRENT`]); a schema newer
+/// than this build knows is refused untouched.
+pub(crate) fn run(conn: &mut Connection, path: &Path, target: i64) -> Result<(), StoreError> {
     let e = |source| StoreError::Sql { path: path.to_path_buf(), source };
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(e)?;
     if found > CURRENT {
         return Err(StoreError::TooNew { path: path.to_path_buf(), found, known: CURRENT });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+    let target = usize::try_from(target.min(CURRENT)).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(usize::try_from(found).unwrap_or(0)) {
         let tx = conn.transaction().map_err(e)?;
         tx.execute_batch(sql).map_err(e)?;
         tx.pragma_update(None, "user_version", i as i64 + 1).map_err(e)?;

@@ -2,8 +2,13 @@
 //! concurrent readers, and nothing lost across reopening.
 #![allow(clippy::unwrap_used)]
 
-use allot_store::{Store, StoredAgent};
-use serde_json::json;
+use allot_store::{AgentStateName, NewEnforcement, Outcome, Stage, Store, StoreError, StoredAgent};
+use serde_json::{Value, json};
+
+/// A done, successful enforcement record of `action` on `resource`.
+fn done<'a>(agent: &'a str, resource: &'a str, action: &'a str, data: &'a Value) -> NewEnforcement<'a> {
+    NewEnforcement { seq: None, at_ms: 1, agent, resource, action, stage: Stage::Done, outcome: Outcome::Success, detail: "", data }
+}
 
 #[test]
 fn migrates_once_uses_wal_and_keeps_sequence_numbers_across_reopening() {
@@ -11,14 +16,15 @@ fn migrates_once_uses_wal_and_keeps_sequence_numbers_across_reopening() {
     let path = dir.path().join("nested/state.db");
     {
         let s = Store::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), Store::SCHEMA_VERSION);
+        assert_eq!(Store::SCHEMA_VERSION, 3);
         assert_eq!(s.journal_mode().unwrap(), "wal");
         assert!(s.has_table("events").unwrap() && s.has_table("rollups").unwrap());
         assert_eq!(s.append_event(1000, "resource_management.agent.started", Some("a"), &json!({"pid": 7})).unwrap(), 1);
         assert_eq!(s.append_event(2000, "resource_management.quota.warning", Some("a"), &json!({})).unwrap(), 2);
     }
     let s = Store::open(&path).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 2, "no migration twice");
+    assert_eq!(s.schema_version().unwrap(), 3, "no migration twice");
     assert_eq!(s.last_seq().unwrap(), 2);
     assert_eq!(s.append_event(3000, "x", None, &json!(null)).unwrap(), 3, "sequence continues");
     let ev = s.events_since(1, 10).unwrap();
@@ -30,13 +36,35 @@ fn migrates_once_uses_wal_and_keeps_sequence_numbers_across_reopening() {
 fn enforcement_history_keeps_real_outcomes_and_refuses_made_up_ones() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("s.db")).unwrap();
-    s.record_enforcement(Some(1), 10, "a", "cpu", "throttle", "success", "wrote 20000 to cpu.cfs_quota_us", &json!({"factor": 0.5}))
-        .unwrap();
-    s.record_enforcement(None, 20, "b", "memory", "suspend", "failure", "cannot write FROZEN", &json!({})).unwrap();
+    let data = json!({"factor": 0.5});
+    let throttle =
+        NewEnforcement { seq: Some(1), at_ms: 10, detail: "wrote 20000 to cpu.cfs_quota_us", ..done("a", "cpu", "throttle", &data) };
+    assert_eq!(s.record_enforcement(&throttle).unwrap(), 1);
+    let empty = json!({});
+    let suspend =
+        NewEnforcement { at_ms: 20, outcome: Outcome::Failure, detail: "cannot write FROZEN", ..done("b", "memory", "suspend", &empty) };
+    s.record_enforcement(&suspend).unwrap();
+    let scheduled = NewEnforcement { at_ms: 30, stage: Stage::Scheduled, ..done("a", "memory", "suspend", &empty) };
+    s.record_enforcement(&scheduled).unwrap();
     let all = s.history(None).unwrap();
-    assert_eq!(all.len(), 2);
-    assert_eq!(s.history(Some("a")).unwrap()[0].detail, "wrote 20000 to cpu.cfs_quota_us");
-    assert!(s.record_enforcement(None, 1, "a", "cpu", "warn", "assumed", "", &json!({})).is_err(), "outcome is checked");
+    assert_eq!(all.len(), 3);
+    let a = s.history(Some("a")).unwrap();
+    assert_eq!((a[0].seq, a[0].at_ms, a[0].detail.as_str(), &a[0].decision), (Some(1), 10, "wrote 20000 to cpu.cfs_quota_us", &data));
+    assert_eq!((a[0].action.as_str(), a[0].outcome.as_str(), a[0].stage), ("throttle", "success", Stage::Done));
+    assert_eq!((a[1].action.as_str(), a[1].stage), ("suspend (scheduled)", Stage::Scheduled), "the display name carries the stage");
+    assert_eq!(all[1].outcome, "failure");
+    // The record as the API serves it: the display action and the stage beside it.
+    let v = serde_json::to_value(&a[1]).unwrap();
+    assert_eq!(
+        (v["action"].as_str(), v["stage"].as_str(), v["outcome"].as_str()),
+        (Some("suspend (scheduled)"), Some("scheduled"), Some("success"))
+    );
+    // Outcomes and stages the types cannot express are refused by the schema too.
+    let c = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
+    let insert = "INSERT INTO enforcement (at_ms, agent, resource, action, stage, outcome, detail, decision) VALUES (1, 'a', 'cpu', 'warn', ?1, ?2, '', '{}')";
+    assert!(c.execute(insert, ["done", "assumed"]).is_err(), "outcome is checked");
+    assert!(c.execute(insert, ["later", "success"]).is_err(), "stage is checked");
+    assert!(c.execute(insert, ["done", "success"]).is_ok());
 }
 
 #[test]
@@ -55,21 +83,27 @@ fn agents_rollups_and_a_reader_beside_a_writer() {
         updated_ms: 5,
     };
     w.put_agent(&a).unwrap();
-    w.set_agent_state("a", "exited", Some("exit status 0"), 9).unwrap();
+    w.set_agent_state("a", AgentStateName::Exited, Some("exit status 0"), 9).unwrap();
     let r = Store::open_read_only(&path).unwrap();
     let got = r.agent("a").unwrap().unwrap();
     assert_eq!((got.state.as_str(), got.exit.as_deref(), got.pid), ("exited", Some("exit status 0"), Some(42)));
+    assert_eq!(got.state_name().unwrap(), AgentStateName::Exited);
+    assert_eq!(got.cgroup_dirs(), [std::path::PathBuf::from("/sys/fs/cgroup/memory/allot/g/a")]);
+    w.set_agent_state("a", AgentStateName::Restarting, None, 10).unwrap();
+    let got = r.agent("a").unwrap().unwrap();
+    assert_eq!((got.state.as_str(), got.exit.as_deref()), ("restarting", Some("exit status 0")), "no exit given: the old one is kept");
     let roll = allot_store::rollup::summarize(3, &[1, 2, 3]).unwrap();
     w.put_rollup("a", "cpu", &roll).unwrap();
     assert_eq!(r.rollups("a", "cpu", 0).unwrap(), [roll]);
     // A failed transaction leaves nothing behind.
     let res: Result<(), _> = w.transaction(|s| {
         s.append_event(1, "t", None, &json!(1))?;
-        s.record_enforcement(None, 1, "a", "cpu", "warn", "bogus", "", &json!({}))?;
-        Ok(())
+        s.record_enforcement(&done("a", "cpu", "warn", &json!({})))?;
+        Err(StoreError::Dir { path: "abort".into(), source: std::io::Error::other("abort") })
     });
     assert!(res.is_err());
     assert_eq!(r.last_seq().unwrap(), 0);
+    assert!(r.history(None).unwrap().is_empty());
 }
 
 #[test]

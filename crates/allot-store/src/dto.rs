@@ -1,0 +1,239 @@
+//! The stored shapes of an agent's spec and quota, separate from the core
+//! types: a change to how `allot-core` serializes its types does not change
+//! the database, and the database is read back with errors that name the
+//! field that is wrong (`limits.memory.action: unknown action "x"`).
+//!
+//! The JSON shape is the one earlier versions wrote (a serialized core
+//! `Quota` inside `{"command", "priority", "quota", "adopted"}`), so their
+//! state files still load.
+
+use allot_core::group::{CustomHandler, valid_group_name};
+use allot_core::limits::{Action, Limit, LimitOverride};
+use allot_core::quantity::Window;
+use allot_core::{AgentId, Priority, Quota, Resource};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A stored value that does not convert to its core type.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct DtoError {
+    /// The field, such as `limits.memory.action`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl DtoError {
+    fn new(field: impl Into<String>, problem: impl ToString) -> Self {
+        DtoError { field: field.into(), problem: problem.to_string() }
+    }
+}
+
+/// The limit on one resource, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLimit {
+    /// Soft limit, in the resource's internal unit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+    /// Burst limit.
+    pub burst: u64,
+    /// How long usage may stay between hard and burst, in milliseconds.
+    #[serde(rename = "burst_window")]
+    pub burst_window_ms: u64,
+    /// The action's name (`warn`, `throttle`, ..., `custom`).
+    pub action: String,
+    /// For custom resources: the window counts are per (`second`, `minute`, `hour`, `day`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+}
+
+/// The names of the windows, as stored.
+const WINDOWS: [(Window, &str); 4] = [(Window::Second, "second"), (Window::Minute, "minute"), (Window::Hour, "hour"), (Window::Day, "day")];
+
+fn window_name(w: Window) -> &'static str {
+    WINDOWS.iter().find(|(x, _)| *x == w).map_or("minute", |(_, name)| name)
+}
+
+fn window_from_name(name: &str, field: &str) -> Result<Window, DtoError> {
+    WINDOWS
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(w, _)| *w)
+        .ok_or_else(|| DtoError::new(field, format!("unknown window {name:?}: expected one of second, minute, hour, day")))
+}
+
+impl StoredLimit {
+    /// The stored form of a core limit.
+    pub fn from_core(l: &Limit) -> StoredLimit {
+        StoredLimit {
+            soft: l.soft,
+            hard: l.hard,
+            burst: l.burst,
+            burst_window_ms: allot_core::time::duration_millis(l.burst_window),
+            action: l.action.name().to_owned(),
+            window: l.window.map(|w| window_name(w).to_owned()),
+        }
+    }
+
+    /// The core limit, validated; `field` names the limit (`limits.memory`).
+    pub fn to_core(&self, field: &str) -> Result<Limit, DtoError> {
+        let action: Action = self.action.parse().map_err(|e| DtoError::new(format!("{field}.action"), e))?;
+        let window = self.window.as_deref().map(|w| window_from_name(w, &format!("{field}.window"))).transpose()?;
+        let limit = Limit {
+            soft: self.soft,
+            hard: self.hard,
+            burst: self.burst,
+            burst_window: Duration::from_millis(self.burst_window_ms),
+            action,
+            window,
+        };
+        limit.validate(field).map_err(|e| DtoError { field: e.field, problem: e.problem })?;
+        Ok(limit)
+    }
+}
+
+/// Where a `custom` action sends the violation, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredHandler {
+    /// Run this command with the violation as JSON on stdin.
+    Command(Vec<String>),
+    /// POST the violation as JSON to this URL.
+    Url(String),
+}
+
+impl StoredHandler {
+    /// The stored form of a core handler.
+    pub fn from_core(h: &CustomHandler) -> StoredHandler {
+        match h {
+            CustomHandler::Command(argv) => StoredHandler::Command(argv.clone()),
+            CustomHandler::Url(url) => StoredHandler::Url(url.clone()),
+        }
+    }
+
+    /// The core handler.
+    pub fn to_core(&self) -> CustomHandler {
+        match self {
+            StoredHandler::Command(argv) => CustomHandler::Command(argv.clone()),
+            StoredHandler::Url(url) => CustomHandler::Url(url.clone()),
+        }
+    }
+}
+
+/// An agent's quota as in force, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredQuota {
+    /// The agent's id, as written by earlier versions; [`StoredQuota::to_core`]
+    /// takes the id from the agent's row instead.
+    #[serde(default)]
+    pub agent: String,
+    /// The group's name.
+    pub group: String,
+    /// The priority, 1..10.
+    pub priority: u8,
+    /// The merged limits by resource name.
+    pub limits: BTreeMap<String, StoredLimit>,
+    /// The handler for `custom` actions, if any.
+    #[serde(default)]
+    pub custom_handler: Option<StoredHandler>,
+}
+
+impl Default for StoredQuota {
+    /// No group and no limits, at the default priority: what is stored for an
+    /// agent whose quota is unknown.
+    fn default() -> Self {
+        StoredQuota {
+            agent: String::new(),
+            group: String::new(),
+            priority: Priority::DEFAULT.get(),
+            limits: BTreeMap::new(),
+            custom_handler: None,
+        }
+    }
+}
+
+fn resource(name: &str) -> Result<Resource, DtoError> {
+    name.parse().map_err(|e| DtoError::new(format!("limits.{name}"), e))
+}
+
+impl StoredQuota {
+    /// The stored form of a core quota.
+    pub fn from_core(q: &Quota) -> StoredQuota {
+        StoredQuota {
+            agent: q.agent.to_string(),
+            group: q.group.clone(),
+            priority: q.priority.get(),
+            limits: q.limits.iter().map(|(r, l)| (r.name().to_owned(), StoredLimit::from_core(l))).collect(),
+            custom_handler: q.custom_handler.as_ref().map(StoredHandler::from_core),
+        }
+    }
+
+    /// The core quota of `agent`, every field checked.
+    pub fn to_core(&self, agent: &AgentId) -> Result<Quota, DtoError> {
+        if !valid_group_name(&self.group) {
+            return Err(DtoError::new("group", format!("invalid group name {:?}: use 1..64 characters from [a-z0-9_]", self.group)));
+        }
+        let priority = Priority::new(i64::from(self.priority)).map_err(|e| DtoError::new("priority", e))?;
+        let mut limits = BTreeMap::new();
+        for (name, l) in &self.limits {
+            limits.insert(resource(name)?, l.to_core(&format!("limits.{name}"))?);
+        }
+        let custom_handler = self.custom_handler.as_ref().map(StoredHandler::to_core);
+        Ok(Quota { agent: agent.clone(), group: self.group.clone(), priority, limits, custom_handler })
+    }
+
+    /// Every field of every limit as an override, so that registering the
+    /// agent again reproduces exactly the stored limits whatever its group's
+    /// defaults are now.
+    pub fn overrides(&self) -> Result<BTreeMap<Resource, LimitOverride>, DtoError> {
+        let mut out = BTreeMap::new();
+        for (name, l) in &self.limits {
+            let l = l.to_core(&format!("limits.{name}"))?;
+            let o = LimitOverride {
+                soft: Some(l.soft),
+                hard: Some(l.hard),
+                burst: Some(l.burst),
+                burst_window: Some(l.burst_window),
+                action: Some(l.action),
+                window: l.window,
+            };
+            out.insert(resource(name)?, o);
+        }
+        Ok(out)
+    }
+}
+
+/// An agent's definition as stored in its row's `spec` column.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSpec {
+    /// The command it was started with (empty when adopted).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Its priority, 1..10.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Its quota as in force (earlier versions wrote `null` when unknown).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub quota: StoredQuota,
+    /// Whether it was adopted (a running process taken over) rather than started.
+    #[serde(default)]
+    pub adopted: bool,
+}
+
+impl Default for StoredSpec {
+    /// No command, the default priority, an unknown quota, not adopted.
+    fn default() -> Self {
+        StoredSpec { command: Vec::new(), priority: default_priority(), quota: StoredQuota::default(), adopted: false }
+    }
+}
+
+fn default_priority() -> u8 {
+    Priority::DEFAULT.get()
+}
+
+fn null_as_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
