@@ -467,33 +467,6 @@ impl Probe for TreeProbe {
     }
 }
 
-/// Turns a cumulative counter into a rate per second.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RateMeter {
-    last: Option<(u64, Instant)>,
-}
-
-impl RateMeter {
-    /// Feed the counter's value at `at`; returns the rate per second since
-    /// the previous value, scaled by `scale` (1000 for millicores from
-    /// seconds of CPU per second). `None` on the first call.
-    pub fn update(&mut self, value: u64, at: Instant, scale: u64) -> Option<u64> {
-        let prev = self.last.replace((value, at));
-        let (v0, t0) = prev?;
-        let dt = at.checked_duration_since(t0)?.as_nanos();
-        if dt == 0 {
-            return None;
-        }
-        let dv = u128::from(value.saturating_sub(v0));
-        u64::try_from(dv * 1_000_000_000 * u128::from(scale) / dt).ok()
-    }
-}
-
-/// CPU millicores from nanoseconds of CPU time per `RateMeter` (1 s of CPU per second = 1000m).
-pub fn cpu_millicores(meter: &mut RateMeter, cpu_ns: u64, at: Instant) -> Option<u64> {
-    meter.update(cpu_ns, at, 1).map(|ns_per_s| ns_per_s / 1_000_000)
-}
-
 /// Bytes stored under `dir` (allocated blocks; no symlinks followed; other
 /// filesystems not entered).
 pub fn disk_usage(dir: &Path) -> Result<u64, SysError> {
@@ -533,17 +506,6 @@ mod tests {
         assert_eq!(usage_usec(b"user_usec 3000\n"), None);
     }
 
-    #[test]
-    fn rates_from_counters() {
-        let mut m = RateMeter::default();
-        let t0 = Instant::now();
-        assert_eq!(cpu_millicores(&mut m, 0, t0), None);
-        // 0.5 s of CPU over 1 s of wall time: 500m.
-        assert_eq!(cpu_millicores(&mut m, 500_000_000, t0 + Duration::from_secs(1)), Some(500));
-        let mut io = RateMeter::default();
-        io.update(1000, t0, 1);
-        assert_eq!(io.update(3000, t0 + Duration::from_millis(500), 1), Some(4000));
-    }
 
     #[test]
     fn hot_files_and_disk_usage_on_a_temp_tree() {

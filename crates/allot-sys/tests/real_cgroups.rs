@@ -10,7 +10,7 @@ use allot_sys::actuate::{Actuator, CgroupActuator, SETTLE_TIMEOUT, TreeActuator}
 use allot_sys::cgroup::tree::{AgentCgroup, CgroupRoot, V1, kill_and_remove_dirs};
 use allot_sys::cgroup::{Layout, v1, v2};
 use allot_sys::notify::{Notice, Notifier};
-use allot_sys::probe::{Probe, RateMeter, TreeProbe, cpu_millicores};
+use allot_sys::probe::{Probe, TreeProbe};
 use allot_sys::spawn::spawn;
 use rustix::process::{Pid, test_kill_process};
 use std::path::PathBuf;
@@ -136,19 +136,19 @@ fn a_cpu_hog_is_held_to_its_quota() {
     let pid = fx.spawn(&cg, "while :; do :; done");
     // Measured independently of the cgroup: utime+stime through /proc.
     let mut probe = TreeProbe::new(PathBuf::from("/proc"), pid);
-    let mut meter = RateMeter::default();
+    let mut meter = allot_core::rate::Rate::default();
     std::thread::sleep(Duration::from_millis(300));
-    cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, Instant::now());
+    allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms());
     std::thread::sleep(Duration::from_secs(3));
-    let m = cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, Instant::now()).unwrap();
+    let m = allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms()).unwrap();
     eprintln!("cpu hog limited to 200m measured {m}m through /proc");
     assert!((160..=240).contains(&m), "measured {m}m, wanted 200m within 20 %");
     // Cleared, it runs free.
     act.set_cpu_limit(None).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, Instant::now());
+    allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms());
     std::thread::sleep(Duration::from_secs(1));
-    let free = cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, Instant::now()).unwrap();
+    let free = allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms()).unwrap();
     assert!(free > 400, "unlimited hog at {free}m");
 }
 
@@ -450,4 +450,9 @@ fn a_v1_memory_threshold_notification_arrives_when_a_child_crosses_it() {
     fx.spawn(&cg, "exec python3 -c 'import time; time.sleep(0.3); x = b\"\\x01\" * (64 * 1024 * 1024); time.sleep(30)'");
     let got = runtime().block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.recv()).await });
     assert_eq!(got.unwrap().unwrap(), ("grower".to_owned(), Notice::MemoryThreshold { bytes: 32 << 20 }));
+}
+
+/// Milliseconds since the Unix epoch, as the core's time.
+fn now_ms() -> allot_core::Time {
+    allot_core::Time::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
 }

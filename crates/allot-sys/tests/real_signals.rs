@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use allot_sys::actuate::{Actuator, SETTLE_TIMEOUT, TreeActuator};
-use allot_sys::probe::{Probe, RateMeter, TreeProbe, cpu_millicores};
+use allot_sys::probe::{Probe, TreeProbe};
 use allot_sys::spawn::spawn;
 use std::path::PathBuf;
 use std::process::Command;
@@ -107,11 +107,16 @@ fn a_duty_cycle_throttles_a_hog_without_cgroups() {
     let mut t = Tree::start("while :; do :; done");
     t.act.set_cpu_limit(Some(300)).unwrap();
     let mut probe = TreeProbe::new(PathBuf::from("/proc"), t.child.id());
-    let mut meter = RateMeter::default();
+    let mut meter = allot_core::rate::Rate::default();
     std::thread::sleep(Duration::from_millis(300));
-    cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, Instant::now());
+    allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms());
     std::thread::sleep(Duration::from_secs(2));
-    let m = cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, Instant::now()).unwrap();
+    let m = allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms()).unwrap();
     eprintln!("duty cycle at 30 %: hog measured {m}m");
     assert!((150..=450).contains(&m), "{m}m");
+}
+
+/// Milliseconds since the Unix epoch, as the core's time.
+fn now_ms() -> allot_core::Time {
+    allot_core::Time::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
 }

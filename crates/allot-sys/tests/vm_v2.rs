@@ -10,7 +10,7 @@ use allot_sys::actuate::{Actuator, CgroupActuator, SETTLE_TIMEOUT};
 use allot_sys::cgroup::tree::{AgentCgroup, CgroupRoot};
 use allot_sys::cgroup::{Layout, Mode, v2};
 use allot_sys::notify::{Notice, Notifier};
-use allot_sys::probe::{CgroupProbe, Probe, RateMeter, TreeProbe, cpu_millicores};
+use allot_sys::probe::{CgroupProbe, Probe, TreeProbe};
 use allot_sys::spawn::spawn;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -133,19 +133,19 @@ fn v2_cpu_max_holds_a_hog_to_its_quota() {
     assert_eq!(std::fs::read_to_string(cg.v2().unwrap().join("cpu.max")).unwrap().trim(), "20000 100000");
     let pid = fx.spawn(&cg, Command::new("sh").args(["-c", "while :; do :; done"]));
     let mut probe = TreeProbe::new(PathBuf::from("/proc"), pid);
-    let mut meter = RateMeter::default();
+    let mut meter = allot_core::rate::Rate::default();
     std::thread::sleep(Duration::from_millis(500));
-    cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, Instant::now());
+    allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms());
     std::thread::sleep(Duration::from_secs(3));
-    let m = cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, Instant::now()).unwrap();
+    let m = allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms()).unwrap();
     println!("VM: cpu.max 200m hog measured {m}m through /proc");
     assert!((160..=240).contains(&m), "{m}m");
     // The cgroup's own counter agrees.
     let mut cprobe = CgroupProbe::new(cg.clone(), PathBuf::from("/proc"), true).unwrap();
-    let mut cm = RateMeter::default();
-    cpu_millicores(&mut cm, cprobe.fast().unwrap().cpu_ns, Instant::now());
+    let mut cm = allot_core::rate::Rate::default();
+    allot_core::rate::cpu_millicores(&mut cm, cprobe.fast().unwrap().cpu_ns, now_ms());
     std::thread::sleep(Duration::from_secs(2));
-    let c = cpu_millicores(&mut cm, cprobe.fast().unwrap().cpu_ns, Instant::now()).unwrap();
+    let c = allot_core::rate::cpu_millicores(&mut cm, cprobe.fast().unwrap().cpu_ns, now_ms()).unwrap();
     assert!((160..=240).contains(&c), "cpu.stat says {c}m");
 }
 
@@ -225,4 +225,9 @@ fn v2_freeze_kill_and_events_with_controllers() {
     assert!(!v2::core::events(cg.v2().unwrap()).unwrap().populated);
     cg.kill_and_remove(SETTLE_TIMEOUT).unwrap();
     assert!(!cg.v2().unwrap().exists());
+}
+
+/// Milliseconds since the Unix epoch, as the core's time.
+fn now_ms() -> allot_core::Time {
+    allot_core::Time::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
 }

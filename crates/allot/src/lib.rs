@@ -9,6 +9,9 @@ pub mod client;
 mod commands;
 pub mod fleet;
 pub mod governor;
+pub mod http;
+pub mod logging;
+pub mod metrics;
 mod output;
 
 use clap::Parser;
@@ -17,6 +20,11 @@ use std::process::ExitCode;
 /// Parse the command line, run the command, map the outcome to an exit status.
 pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    let (format, default) = match &cli.command {
+        cli::Command::Daemon(a) => (a.log_format, "info"),
+        _ => (logging::LogFormat::Text, "warn"),
+    };
+    logging::init(format, default);
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {

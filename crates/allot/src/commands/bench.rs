@@ -10,7 +10,6 @@ use allot_sys::cgroup::tree::{AgentCgroup, CgroupRoot};
 use allot_sys::probe::{CgroupProbe, Probe};
 use serde_json::json;
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -86,7 +85,7 @@ fn measure_allot(agents: &[Agent], rounds: usize) -> Result<(f64, f64), Error> {
     let limit = usize::try_from(allot_sys::spawn::nofile_limit()).unwrap_or(usize::MAX);
     let keep_open = agents.len() * 5 + 1024 < limit;
     let mut probes: Vec<CgroupProbe> =
-        agents.iter().map(|a| CgroupProbe::new(a.cg.clone(), PathBuf::from("/proc"), keep_open)).collect::<Result<_, _>>()?;
+        agents.iter().map(|a| CgroupProbe::new(a.cg.clone(), allot_sys::Roots::host().proc, keep_open)).collect::<Result<_, _>>()?;
     let n = probes.len() as f64;
     let (mut fast, mut full) = (Vec::new(), Vec::new());
     for _ in 0..rounds {

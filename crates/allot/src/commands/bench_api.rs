@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read(format!("/proc/{pid}/stat")).ok().and_then(|b| allot_sys::proc::parse::stat(&b)).map_or(0, |s| s.utime + s.stime)
+    allot_sys::proc::stat(&allot_sys::Roots::host().proc, pid).map_or(0, |s| s.utime + s.stime)
 }
 
 /// One keep-alive client: send requests until told to stop; count answers with status 200.
@@ -81,10 +81,7 @@ impl Drop for Guard {
         let sock = self.1.clone();
         let _ = crate::client::request(&sock, "POST", "/v1/agents/bench/terminate", None);
         std::thread::sleep(Duration::from_millis(2500));
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_raw(self.0.id() as i32).unwrap_or(rustix::process::Pid::INIT),
-            rustix::process::Signal::TERM,
-        );
+        let _ = allot_sys::signal::signal_all(&[self.0.id()], rustix::process::Signal::TERM);
         let _ = self.0.wait();
     }
 }

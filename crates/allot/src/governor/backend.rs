@@ -94,8 +94,7 @@ struct AdoptedLeader {
 }
 
 fn start_time(pid: u32) -> Option<(u8, u64)> {
-    let b = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    allot_sys::proc::parse::stat(&b).map(|s| (s.state, s.starttime))
+    allot_sys::proc::stat(&Roots::host().proc, pid).map(|s| (s.state, s.starttime))
 }
 
 impl Leader for AdoptedLeader {
@@ -133,6 +132,7 @@ pub struct RealBackend {
     groups: Vec<String>,
     proc_root: PathBuf,
     keep_slow_open: bool,
+    cleanups: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl RealBackend {
@@ -152,8 +152,9 @@ impl RealBackend {
             root,
             why_not,
             groups: Vec::new(),
-            proc_root: PathBuf::from("/proc"),
+            proc_root: Roots::host().proc,
             keep_slow_open: expected_agents * 5 + 1024 < limit,
+            cleanups: Vec::new(),
         }
     }
 
@@ -163,8 +164,9 @@ impl RealBackend {
             root: None,
             why_not: Some(why.to_owned()),
             groups: Vec::new(),
-            proc_root: PathBuf::from("/proc"),
+            proc_root: Roots::host().proc,
             keep_slow_open: false,
+            cleanups: Vec::new(),
         }
     }
 
@@ -287,13 +289,21 @@ impl Backend for RealBackend {
     }
 
     fn cleanup(&mut self, cgroup: Option<&AgentCgroup>) {
-        if let Some(cg) = cgroup {
-            let _ = CgroupActuator::new(cg.clone()).kill();
-            let _ = cg.remove();
+        // Kill what is left and remove the directories on a thread of their own: never on the loop.
+        self.cleanups.retain(|h| !h.is_finished());
+        if let Some(cg) = cgroup.cloned() {
+            self.cleanups.push(std::thread::spawn(move || {
+                if let Err(e) = cg.kill_and_remove(allot_sys::actuate::SETTLE_TIMEOUT) {
+                    tracing::warn!(error = %e, "cleanup of an exited agent's cgroup");
+                }
+            }));
         }
     }
 
     fn shutdown(&mut self) {
+        for h in self.cleanups.drain(..) {
+            let _ = h.join();
+        }
         if let Some(root) = &self.root {
             for g in &self.groups {
                 if let Ok(d) = root.group(g) {

@@ -57,13 +57,9 @@ impl Channel {
         writeln!(f, "{fields}").map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
         let mut detail = format!("{kind} #{} written to {}", self.seq, self.path.display());
         if let (Some(sig), Some(pid)) = (self.signal, pid) {
-            let sent = i32::try_from(pid)
-                .ok()
-                .and_then(rustix::process::Pid::from_raw)
-                .zip(rustix::process::Signal::from_named_raw(sig))
-                .map(|(p, s)| rustix::process::kill_process(p, s));
-            match sent {
-                Some(Ok(())) => detail.push_str(&format!("; signal {sig} sent to {pid}")),
+            match rustix::process::Signal::from_named_raw(sig).map(|s| allot_sys::signal::signal_all(&[pid], s)) {
+                Some(Ok(1)) => detail.push_str(&format!("; signal {sig} sent to {pid}")),
+                Some(Ok(_)) => detail.push_str(&format!("; signal {sig} to {pid} not sent: no such process")),
                 Some(Err(e)) => detail.push_str(&format!("; signal {sig} to {pid} failed: {e}")),
                 None => detail.push_str(&format!("; signal {sig} to {pid} not sent: invalid")),
             }

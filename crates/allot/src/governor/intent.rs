@@ -9,6 +9,7 @@
 
 use super::agents::{Agent, Lifecycle};
 use super::{Backend, Governor};
+use allot_core::backstops::AgentBackstops;
 use allot_core::holds::{Change, Holder, Holds, Throttle};
 use allot_core::{AgentId, Resource};
 use allot_store::Outcome;
@@ -28,6 +29,8 @@ pub(super) enum Source {
     HostPressure,
     /// The agent's lifecycle (grace over, stop).
     Lifecycle,
+    /// The kernel backstops of its quota (at start and when the quota changes).
+    Backstop,
 }
 
 impl Source {
@@ -36,7 +39,7 @@ impl Source {
             Source::Policy(r) => Some(Holder::Policy(r.clone())),
             Source::Operator => Some(Holder::Operator),
             Source::HostPressure => Some(Holder::HostPressure),
-            Source::Lifecycle => None,
+            Source::Lifecycle | Source::Backstop => None,
         }
     }
 }
@@ -62,6 +65,8 @@ pub(super) enum Op {
     Terminate { grace: Duration, reason: String },
     /// Kill the whole tree now.
     Kill,
+    /// Write the kernel backstops of the agent's quota.
+    Backstops(AgentBackstops),
 }
 
 /// A change to an agent.
@@ -223,6 +228,43 @@ fn write_holds(a: &mut Agent, change: Change, freeze_op: bool) -> Applied {
     }
 }
 
+fn note(what: &str, r: Result<Written, SysError>) -> serde_json::Value {
+    match r {
+        Ok(o) => json!({"what": what, "outcome": "success", "writes": o.writes.iter().map(|w| format!("{} <- {}", w.path.display(), w.value)).collect::<Vec<_>>()}),
+        Err(e) => json!({"what": what, "outcome": "failure", "error": e.to_string()}),
+    }
+}
+
+/// Write an agent's backstops; one note per write, with its outcome.
+fn backstops(act: &mut dyn Actuator, b: &AgentBackstops) -> Vec<serde_json::Value> {
+    let mut notes = vec![note("cpu weight", act.set_cpu_weight(b.cpu_weight))];
+    if let Some(v) = b.memory_max {
+        notes.push(note("memory ceiling at burst", act.set_memory_max(Some(v))));
+    }
+    if let Some(v) = b.memory_high {
+        notes.push(note("memory.high at hard", act.set_memory_high(Some(v))));
+    }
+    if let Some(v) = b.pids_max {
+        notes.push(note("pids.max at burst", act.set_pids_max(Some(v))));
+    }
+    notes
+}
+
+/// Write a group's totals on its cgroup; one note per total.
+pub(super) fn group_totals(ga: &mut dyn Actuator, totals: &std::collections::BTreeMap<Resource, u64>) -> Vec<serde_json::Value> {
+    totals
+        .iter()
+        .map(|(r, v)| {
+            let res = match r {
+                Resource::Memory => ga.set_memory_max(Some(*v)),
+                Resource::Processes => ga.set_pids_max(Some(*v)),
+                _ => ga.set_cpu_limit(Some(*v)),
+            };
+            json!({"resource": r.name(), "total": v, "outcome": res.map_or_else(|e| e.to_string(), |_| "success".into())})
+        })
+        .collect()
+}
+
 fn list(holders: &[Holder]) -> String {
     holders.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
@@ -247,6 +289,15 @@ impl<B: Backend> Governor<B> {
                 self.timers.kill(now.plus(*grace), &intent.agent, incarnation);
                 applied
             }
+            Op::Backstops(b) => match a.proc.as_mut() {
+                Some(p) => {
+                    let notes = backstops(p.actuator.as_mut(), b);
+                    let failed = notes.iter().any(|n| n["outcome"] == "failure");
+                    let outcome = if failed { Outcome::Failure } else { Outcome::Success };
+                    Applied::Now { outcome, detail: serde_json::Value::Array(notes).to_string() }
+                }
+                None => Applied::failed("no process"),
+            },
             Op::Kill => match a.proc.as_mut() {
                 Some(p) => kill(p.actuator.as_mut()),
                 None => Applied::failed("no process"),

@@ -5,7 +5,7 @@
 
 use super::agents::{Agent, Lifecycle};
 use super::control::ControlError;
-use super::intent::{Intent, Op, Source};
+use super::intent::{Applied, Intent, Op, Source};
 use super::settle::Attempt;
 use super::{Backend, Governor};
 use crate::fleet::{AgentDef, Restart};
@@ -248,8 +248,8 @@ impl<B: Backend> Governor<B> {
         }
         let mut waits = Vec::new();
         for id in &live {
-            if let Some(a) = self.agents.get_mut(id).filter(|a| a.proc.is_some()) {
-                if let Some(Ok(settle)) = a.proc.as_mut().map(|p| p.actuator.kill()) {
+            if self.agents.get(id).is_some_and(|a| a.proc.is_some()) {
+                if let Applied::Settling { settle, .. } = self.apply(Intent { agent: id.clone(), source: Source::Lifecycle, op: Op::Kill }) {
                     waits.push(tokio::task::spawn_blocking(move || settle.wait(allot_sys::actuate::SETTLE_TIMEOUT)));
                 }
             }

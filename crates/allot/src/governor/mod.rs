@@ -162,7 +162,7 @@ impl<B: Backend> Governor<B> {
             settings: fleet.settings.clone(),
             clock,
             agents: Agents::new(channel_dir, opts.socket.clone()),
-            timers: timers::Timers { next_analytics: clock.now().plus(fleet.settings.analytics_interval), ..Default::default() },
+            timers: timers::Timers::new(clock.now().plus(fleet.settings.analytics_interval)),
             recorder: record::Recorder::new(store, events_out, opts.view),
             sampler: sampling::Sampler::default(),
             analysis: analysis::Analysis::default(),

@@ -36,6 +36,11 @@ pub(super) struct Timers {
 }
 
 impl Timers {
+    /// No timers; analytics first due at `next_analytics`.
+    pub(super) fn new(next_analytics: Time) -> Self {
+        Timers { pending: Vec::new(), next_analytics }
+    }
+
     fn push(&mut self, at: Time, agent: &AgentId, incarnation: u64, kind: TimerKind) {
         self.pending.push(Due { at, agent: agent.clone(), incarnation, kind });
     }
@@ -81,7 +86,7 @@ mod tests {
     #[test]
     fn due_timers_come_in_time_order_and_keep_their_incarnation() {
         let a = AgentId::new("a").unwrap_or_else(|_| unreachable!());
-        let mut t = Timers { pending: Vec::new(), next_analytics: Time::from_millis(10_000) };
+        let mut t = Timers::new(Time::from_millis(10_000));
         t.kill(Time::from_millis(300), &a, 2);
         t.sample(Time::from_millis(100), &a, 2);
         t.restart(Time::from_millis(5_000), &a, 1);

@@ -7,7 +7,7 @@
 use allot::governor::backend::{Backend, Exit, Leader, Started};
 use allot::governor::{Governor, Options, ViewMode};
 use allot_sys::SysError;
-use allot_sys::actuate::{Actuator, Outcome, Settle};
+use allot_sys::actuate::{Actuator, Outcome, Settle, SettleStep};
 use allot_sys::probe::{Fast, Measure, Probe, Slow};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -131,11 +131,11 @@ impl Actuator for FakeActuator {
                 *dead.lock().unwrap() = Some(Exit::Signal(9));
                 Ok(Settle::done(first))
             }
-            Some(d) => Ok(Settle::waiting("kill", first, move || {
+            Some(d) => Ok(Settle::polling("kill", first, move |_| {
                 // A tree that takes this long to die: a real blocking wait.
                 std::thread::sleep(d);
                 *dead.lock().unwrap() = Some(Exit::Signal(9));
-                Ok(true)
+                Ok(SettleStep::Done)
             })),
         }
     }
