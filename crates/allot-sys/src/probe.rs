@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// A file kept open and re-read from offset 0.
 #[derive(Debug)]
@@ -505,7 +504,6 @@ mod tests {
         assert_eq!(usage_usec(b"usage_usec 5000\nuser_usec 3000\nsystem_usec 2000\n"), Some(5000));
         assert_eq!(usage_usec(b"user_usec 3000\n"), None);
     }
-
 
     #[test]
     fn hot_files_and_disk_usage_on_a_temp_tree() {

@@ -67,6 +67,9 @@ pub struct AgentSnapshot {
     pub limits: Vec<(String, u64, u64, u64)>,
 }
 
+/// One group's summed usage and its totals, by resource name.
+pub type GroupFigures = (BTreeMap<String, u64>, BTreeMap<String, u64>);
+
 /// The label sets last written, so that those of exited agents and old states are removed.
 #[derive(Debug, Default)]
 struct Written {
@@ -210,7 +213,7 @@ impl Metrics {
     }
 
     /// Write every group's usage and totals (resource name to value).
-    pub fn groups(&self, now: BTreeMap<String, (BTreeMap<String, u64>, BTreeMap<String, u64>)>) {
+    pub fn groups(&self, now: BTreeMap<String, GroupFigures>) {
         let Ok(mut written) = self.written.lock() else { return };
         for (g, resources) in &written.groups {
             for r in resources {

@@ -195,6 +195,7 @@ fn launch_with(dir: tempfile::TempDir, extra: &[String]) -> Daemon {
         .arg("--state")
         .arg(dir.path().join("state.db"))
         .args(extra)
+        .env("ALLOT_LOG", "warn")
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -244,7 +245,12 @@ fn operator_agents_and_strangers_get_what_they_may() {
     // from the route table's access rules; every route of the table is called.
     assert_eq!(r.as_object().unwrap().len(), 30, "{r}");
     for route in allot::api::ROUTES {
-        assert!(r.as_object().unwrap().keys().any(|k| route_of(k).path == route.path && route_of(k).method == route.method), "{} {} is not in the matrix", route.method.name(), route.path);
+        assert!(
+            r.as_object().unwrap().keys().any(|k| route_of(k).path == route.path && route_of(k).method == route.method),
+            "{} {} is not in the matrix",
+            route.method.name(),
+            route.path
+        );
     }
     let me = allot::api::Caller::Agent("OWN".into());
     for (call, status) in r.as_object().unwrap() {

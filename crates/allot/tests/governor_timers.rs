@@ -153,7 +153,11 @@ async fn analytics_run_on_their_timer_and_warn_of_a_forecast_crossing() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
     let backend = FakeBackend::new(|t| (100_000_000 + t * 100, 10, 1), Log::default());
-    allot::governor::Governor::new(fleet, backend, &common::options(state.clone())).unwrap().run(Some(Duration::from_secs(30 * 60))).await.unwrap();
+    allot::governor::Governor::new(fleet, backend, &common::options(state.clone()))
+        .unwrap()
+        .run(Some(Duration::from_secs(30 * 60)))
+        .await
+        .unwrap();
     let store = allot_store::Store::open_read_only(&state).unwrap();
     let events = store.events_since(0, 1_000_000).unwrap();
     let start = events[0].at_ms;

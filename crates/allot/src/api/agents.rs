@@ -5,7 +5,7 @@
 use super::access::Caller;
 use super::bodies::{self, AckBody, AdoptBody, QuotaBody, StartBody, UsageBody};
 use super::error::ApiError;
-use super::{Shared, ask, answer};
+use super::{Shared, answer, ask};
 use crate::governor::control::{AgentStatus, Control, OperatorAction};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -102,7 +102,8 @@ pub(super) async fn clear(State(api): State<Shared>, Path(id): Path<String>) -> 
 /// quantity string such as `"1.2k"`): usage an agent reports itself.
 pub(super) async fn usage(State(api): State<Shared>, Path(id): Path<String>, body: Body<UsageBody>) -> Result<Json<Value>, ApiError> {
     let Json(b) = body.map_err(|e| ApiError::body(&e))?;
-    let resource: allot_core::Resource = b.resource.parse().map_err(|e: allot_core::resource::ResourceNameError| ApiError::field("resource", e.to_string()))?;
+    let resource: allot_core::Resource =
+        b.resource.parse().map_err(|e: allot_core::resource::ResourceNameError| ApiError::field("resource", e.to_string()))?;
     let value = bodies::quantity("value", resource.unit(), &b.value)?;
     Ok(Json(answer(ask(&api, |tx| Control::Report(id.clone(), resource, value, tx)).await)?))
 }

@@ -85,7 +85,8 @@ pub(super) fn overrides(limits: BTreeMap<String, LimitBody>) -> Result<BTreeMap<
     let mut out = BTreeMap::new();
     for (name, l) in limits {
         let field = format!("limits.{name}");
-        let resource: Resource = name.parse().map_err(|e: allot_core::resource::ResourceNameError| ApiError::field(&field, e.to_string()))?;
+        let resource: Resource =
+            name.parse().map_err(|e: allot_core::resource::ResourceNameError| ApiError::field(&field, e.to_string()))?;
         let mut o = LimitOverride::default();
         for (key, v, slot) in [("soft", &l.soft, &mut o.soft), ("hard", &l.hard, &mut o.hard), ("burst", &l.burst, &mut o.burst)] {
             if let Some(v) = v {
@@ -93,7 +94,9 @@ pub(super) fn overrides(limits: BTreeMap<String, LimitBody>) -> Result<BTreeMap<
             }
         }
         if let Some(a) = &l.action {
-            o.action = Some(a.parse().map_err(|e: allot_core::limits::ActionNameError| ApiError::field(format!("{field}.action"), e.to_string()))?);
+            o.action = Some(
+                a.parse().map_err(|e: allot_core::limits::ActionNameError| ApiError::field(format!("{field}.action"), e.to_string()))?,
+            );
         }
         out.insert(resource, o);
     }
@@ -115,7 +118,15 @@ pub(super) fn new_agent(
     if let Some(limits) = limits {
         spec.overrides = overrides(limits)?;
     }
-    Ok(AgentDef { spec, command: Vec::new(), env: BTreeMap::new(), workdir: None, restart: Restart::Never, notify_signal: None, user: None })
+    Ok(AgentDef {
+        spec,
+        command: Vec::new(),
+        env: BTreeMap::new(),
+        workdir: None,
+        restart: Restart::Never,
+        notify_signal: None,
+        user: None,
+    })
 }
 
 /// A group body in the fleet file's shape, as JSON: `{"extends"?, "description"?,

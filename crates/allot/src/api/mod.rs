@@ -89,7 +89,8 @@ pub fn tcp_router(app: Router, token: String, owner_uid: u32) -> Router {
         async move {
             let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
             if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-                return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "TCP requests need Authorization: Bearer <token>").into_response();
+                return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "TCP requests need Authorization: Bearer <token>")
+                    .into_response();
             }
             req.extensions_mut().insert(ConnectInfo(Peer { uid: Some(owner_uid), pid: None }));
             next.run(req).await

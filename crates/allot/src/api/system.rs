@@ -3,7 +3,7 @@
 
 use super::access::Caller;
 use super::error::ApiError;
-use super::{Shared, ask, answer, bodies};
+use super::{Shared, answer, ask, bodies};
 use crate::governor::control::Control;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -83,7 +83,8 @@ pub(super) async fn history(
 pub(super) async fn host(State(api): State<Shared>) -> Result<Json<Value>, ApiError> {
     let failed = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", e);
     let reading = allot_sys::host::read_host(&allot_sys::Roots::host(), None, None).map_err(|e| failed(e.to_string()))?;
-    let spec = allot_core::host::HostSpec::new(&reading.totals, &allot_core::host::Reservations::default()).map_err(|e| failed(e.to_string()))?;
+    let spec =
+        allot_core::host::HostSpec::new(&reading.totals, &allot_core::host::Reservations::default()).map_err(|e| failed(e.to_string()))?;
     let usage: BTreeMap<allot_core::Resource, u64> =
         ask(&api, Control::TotalUsage).await?.into_iter().filter_map(|(k, v)| k.parse().ok().map(|r| (r, v))).collect();
     let available = spec.available(&usage);

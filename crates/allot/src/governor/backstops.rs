@@ -14,10 +14,11 @@ impl<B: Backend> Governor<B> {
     pub(super) fn apply_backstops(&mut self, id: &AgentId) {
         let Some(q) = self.domain.ledger.quota(id).cloned() else { return };
         let now = self.clock.now();
-        let mut notes: Vec<Value> = match self.apply(Intent { agent: id.clone(), source: Source::Backstop, op: Op::Backstops(backstops::agent(&q)) }) {
-            Applied::Now { detail, .. } => serde_json::from_str(&detail).unwrap_or_default(),
-            Applied::Settling { .. } => Vec::new(),
-        };
+        let mut notes: Vec<Value> =
+            match self.apply(Intent { agent: id.clone(), source: Source::Backstop, op: Op::Backstops(backstops::agent(&q)) }) {
+                Applied::Now { detail, .. } => serde_json::from_str(&detail).unwrap_or_default(),
+                Applied::Settling { .. } => Vec::new(),
+            };
         if let Some(g) = self.domain.ledger.group(&q.group).cloned() {
             if let Some(mut ga) = self.backend.group_actuator(&g.name) {
                 let totals = backstops::group(&g, self.domain.ledger.members(&g.name).count());

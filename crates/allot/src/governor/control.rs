@@ -255,7 +255,8 @@ impl<B: Backend> Governor<B> {
                 return;
             }
         };
-        if let Some(a) = self.agents.get(&id).filter(|a| !a.is_active() || matches!(a.lifecycle, super::agents::Lifecycle::Terminating(_))) {
+        if let Some(a) = self.agents.get(&id).filter(|a| !a.is_active() || matches!(a.lifecycle, super::agents::Lifecycle::Terminating(_)))
+        {
             let _ = reply.send(Err(ControlError::NotRunning { agent: agent.to_owned(), state: a.state_name().to_owned() }));
             return;
         }
@@ -268,7 +269,9 @@ impl<B: Backend> Governor<B> {
                 let _ = self.domain.policy.resume(&id, now);
                 Op::ReleaseAll
             }
-            OperatorAction::Throttle(m) => Op::Throttle { want: Throttle { cpu_millicores: Some(m), memory_high: None }, fallback_cpu: None },
+            OperatorAction::Throttle(m) => {
+                Op::Throttle { want: Throttle { cpu_millicores: Some(m), memory_high: None }, fallback_cpu: None }
+            }
             OperatorAction::Clear => Op::Unthrottle,
             OperatorAction::Terminate => {
                 Op::Terminate { grace: self.settings.policy.terminate_grace, reason: "terminated by the operator".into() }

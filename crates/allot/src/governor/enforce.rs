@@ -77,7 +77,8 @@ impl<B: Backend> Governor<B> {
                 self.finish(&d, "migrate", applied, Outcome::Fallback, "no cluster to migrate to: suspended instead; ");
             }
             DecisionKind::Terminate { grace, violation } => {
-                let reason = format!("terminated by allot: {} at {} over hard limit {}", violation.resource, violation.usage, violation.limit);
+                let reason =
+                    format!("terminated by allot: {} at {} over hard limit {}", violation.resource, violation.usage, violation.limit);
                 let applied = self.apply(Intent { agent: d.agent.clone(), source, op: Op::Terminate { grace: *grace, reason } });
                 self.finish(&d, "terminate", applied, Outcome::Success, "");
             }
@@ -175,8 +176,17 @@ impl<B: Backend> Governor<B> {
         let topic = events::decision_topic(&d.kind);
         let decision = serde_json::to_value(d).unwrap_or(Value::Null);
         let data = json!({"decision": decision, "resource": d.resource.name(), "outcome": outcome, "detail": detail});
-        let e =
-            Enforcement { at: d.at, agent: d.agent.as_str(), resource: d.resource.name(), action, stage, outcome, detail, topic: &topic, data };
+        let e = Enforcement {
+            at: d.at,
+            agent: d.agent.as_str(),
+            resource: d.resource.name(),
+            action,
+            stage,
+            outcome,
+            detail,
+            topic: &topic,
+            data,
+        };
         self.recorder.enforcement(e);
     }
 }

@@ -203,25 +203,24 @@ fn kill(act: &mut dyn Actuator) -> Applied {
     }
 }
 
-/// Write a change of the holds and say what happened.
-fn write_holds(a: &mut Agent, change: Change, freeze_op: bool) -> Applied {
+/// Write a change of the holds and say what happened; `hold` says whether the op adds a hold or releases one.
+fn write_holds(a: &mut Agent, change: Change, hold: bool) -> Applied {
     let Some(proc) = a.proc.as_mut() else { return Applied::failed("no process") };
     let mut notes = Vec::new();
     match write_change(change, proc.actuator.as_mut(), &mut notes) {
         Err(e) => Applied::failed(e.to_string()),
         Ok(Some(settle)) => Applied::Settling { detail: notes.join("; "), settle },
         Ok(None) => {
-            if change.is_noop() {
-                let (what, holders) =
-                    if freeze_op { ("freeze", a.holds.freeze_holders()) } else { ("throttle", a.holds.throttle_holders()) };
-                let note = match held_note(&change, &holders, what) {
-                    Some(n) => n,
-                    None if change.after.frozen => format!("still frozen, held by {}", list(&a.holds.freeze_holders())),
-                    None => "nothing to change".to_owned(),
-                };
-                notes.push(note);
-            } else if change.after.frozen && !freeze_op {
-                notes.push(format!("still frozen, held by {}", list(&a.holds.freeze_holders())));
+            let (frozen_by, throttled_by) = (a.holds.freeze_holders(), a.holds.throttle_holders());
+            if hold && change.is_noop() {
+                notes.extend(held_note(&change, &frozen_by, "freeze"));
+            } else if !hold && !frozen_by.is_empty() {
+                notes.push(format!("still frozen, held by {}", list(&frozen_by)));
+            } else if !hold && !throttled_by.is_empty() {
+                notes.push(format!("still throttled, held by {}", list(&throttled_by)));
+            }
+            if notes.is_empty() {
+                notes.push("nothing to change".to_owned());
             }
             Applied::Now { outcome: Outcome::Success, detail: notes.join("; ") }
         }
@@ -230,7 +229,9 @@ fn write_holds(a: &mut Agent, change: Change, freeze_op: bool) -> Applied {
 
 fn note(what: &str, r: Result<Written, SysError>) -> serde_json::Value {
     match r {
-        Ok(o) => json!({"what": what, "outcome": "success", "writes": o.writes.iter().map(|w| format!("{} <- {}", w.path.display(), w.value)).collect::<Vec<_>>()}),
+        Ok(o) => {
+            json!({"what": what, "outcome": "success", "writes": o.writes.iter().map(|w| format!("{} <- {}", w.path.display(), w.value)).collect::<Vec<_>>()})
+        }
         Err(e) => json!({"what": what, "outcome": "failure", "error": e.to_string()}),
     }
 }
@@ -303,7 +304,7 @@ impl<B: Backend> Governor<B> {
                 None => Applied::failed("no process"),
             },
             op => match change_holds(a, op, holder) {
-                Some(change) => write_holds(a, change, matches!(op, Op::Freeze | Op::Thaw | Op::ThawPolicy | Op::Release | Op::ReleaseAll)),
+                Some(change) => write_holds(a, change, matches!(op, Op::Freeze)),
                 None => Applied::failed(format!("{op:?} needs a holder")),
             },
         }

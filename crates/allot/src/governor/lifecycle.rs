@@ -47,7 +47,8 @@ impl<B: Backend> Governor<B> {
         let incarnation = self.agents.incarnate();
         let socket = self.agents.socket.clone();
         let Some(a) = self.agents.get_mut(id) else { return Ok(()) };
-        let mut env = vec![("ALLOT_AGENT_ID".to_owned(), id.to_string()), ("ALLOT_EVENTS_FILE".to_owned(), a.channel.path().display().to_string())];
+        let mut env =
+            vec![("ALLOT_AGENT_ID".to_owned(), id.to_string()), ("ALLOT_EVENTS_FILE".to_owned(), a.channel.path().display().to_string())];
         if let Some(sock) = socket {
             env.push(("ALLOT_SOCKET".to_owned(), sock.display().to_string()));
         }
@@ -63,7 +64,12 @@ impl<B: Backend> Governor<B> {
         self.store_agent(id, false);
         self.apply_backstops(id);
         let cgroup = self.agents.get(id).map(Agent::cgroup_dirs).unwrap_or_default();
-        self.recorder.emit(now, events::AGENT_STARTED, Some(id.as_str()), json!({"pid": pid, "cgroup": cgroup, "mode": self.backend.mode()}));
+        self.recorder.emit(
+            now,
+            events::AGENT_STARTED,
+            Some(id.as_str()),
+            json!({"pid": pid, "cgroup": cgroup, "mode": self.backend.mode()}),
+        );
         self.watch(id);
         tracing::info!(agent = %id, pid, incarnation, "started");
         Ok(())
@@ -214,7 +220,7 @@ impl<B: Backend> Governor<B> {
 
     /// The terminate grace of this incarnation ended: kill the tree (waiting off the loop).
     pub(super) fn grace_over(&mut self, id: &AgentId, incarnation: u64, at: Time) {
-        if !self.agents.current(id, incarnation).is_some_and(|a| a.proc.is_some()) {
+        if self.agents.current(id, incarnation).is_none_or(|a| a.proc.is_none()) {
             return;
         }
         let attempt = Attempt {
@@ -249,7 +255,8 @@ impl<B: Backend> Governor<B> {
         let mut waits = Vec::new();
         for id in &live {
             if self.agents.get(id).is_some_and(|a| a.proc.is_some()) {
-                if let Applied::Settling { settle, .. } = self.apply(Intent { agent: id.clone(), source: Source::Lifecycle, op: Op::Kill }) {
+                if let Applied::Settling { settle, .. } = self.apply(Intent { agent: id.clone(), source: Source::Lifecycle, op: Op::Kill })
+                {
                     waits.push(tokio::task::spawn_blocking(move || settle.wait(allot_sys::actuate::SETTLE_TIMEOUT)));
                 }
             }
@@ -272,7 +279,11 @@ impl<B: Backend> Governor<B> {
 impl<B: Backend> Governor<B> {
     /// Change an agent's limits at run time: stored (a restarted daemon takes
     /// the agent over with them) and in force in the kernel at once.
-    pub(super) fn set_limits(&mut self, agent: &str, overrides: std::collections::BTreeMap<Resource, allot_core::limits::LimitOverride>) -> Result<Value, ControlError> {
+    pub(super) fn set_limits(
+        &mut self,
+        agent: &str,
+        overrides: std::collections::BTreeMap<Resource, allot_core::limits::LimitOverride>,
+    ) -> Result<Value, ControlError> {
         let id = self.known(agent)?;
         let Some(a) = self.agents.get(&id) else { return Err(ControlError::NoAgent(agent.to_owned())) };
         let mut spec = a.def.spec.clone();

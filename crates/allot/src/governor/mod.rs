@@ -158,7 +158,11 @@ impl<B: Backend> Governor<B> {
         let clock = Clock::start();
         let mut g = Governor {
             backend,
-            domain: Domain { ledger: fleet.ledger.clone(), policy: Policy::new(fleet.settings.policy.clone()), alerts: AlertLimiter::default() },
+            domain: Domain {
+                ledger: fleet.ledger.clone(),
+                policy: Policy::new(fleet.settings.policy.clone()),
+                alerts: AlertLimiter::default(),
+            },
             settings: fleet.settings.clone(),
             clock,
             agents: Agents::new(channel_dir, opts.socket.clone()),

@@ -40,7 +40,8 @@ impl<B: Backend> Governor<B> {
         spec.custom_handler = stored.quota.to_core(&id).ok().and_then(|q| q.custom_handler);
         // The stored quota wins over the fleet file's: it may have been changed at run time.
         let ledger = &mut self.domain.ledger;
-        let registered = if ledger.quota(&id).is_some() { ledger.update_agent(spec.clone()).is_ok() } else { ledger.register(spec.clone()).is_ok() };
+        let registered =
+            if ledger.quota(&id).is_some() { ledger.update_agent(spec.clone()).is_ok() } else { ledger.register(spec.clone()).is_ok() };
         if !registered {
             return Err(format!("its stored quota no longer resolves (group {:?})", a.group));
         }

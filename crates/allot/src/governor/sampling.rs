@@ -150,7 +150,8 @@ impl<B: Backend> Governor<B> {
                 if self.domain.alerts.check(&key, &v.resource, v.usage, th, now).is_none() {
                     continue;
                 }
-                let detail = format!("members of group {g} use {} {} against a group total of {}", v.usage, v.resource.unit().name(), v.total);
+                let detail =
+                    format!("members of group {g} use {} {} against a group total of {}", v.usage, v.resource.unit().name(), v.total);
                 let data = json!({"group": g, "resource": v.resource.name(), "usage": v.usage, "total": v.total, "outcome": "success", "detail": detail});
                 self.recorder.enforcement(super::record::Enforcement {
                     at: now,

@@ -73,7 +73,8 @@ impl Settles {
     fn finish(&mut self, done: Done) -> Option<(Attempt, Outcome, String)> {
         let (attempt, written) = self.pending.remove(&done.token)?;
         Some(match done.result {
-            Ok(o) => (attempt, Outcome::Success, format!("{written}; {}", super::intent::describe(&o))),
+            // The final outcome holds every write, those made before the wait too.
+            Ok(o) => (attempt, Outcome::Success, super::intent::describe(&o)),
             Err(e) => (attempt, Outcome::Failure, format!("{written}; {e}")),
         })
     }
@@ -105,9 +106,10 @@ impl<B: Backend> Governor<B> {
         let outcome = if outcome == Outcome::Success { attempt.success } else { outcome };
         let detail = format!("{}{detail}", attempt.prefix);
         if let Some(a) = self.agents.get_mut(&attempt.agent) {
-            a.last_action = attempt.last_action.take().unwrap_or_else(|| {
-                super::enforce::last_action(&attempt.action, &attempt.resource, Stage::Done, outcome)
-            });
+            a.last_action = attempt
+                .last_action
+                .take()
+                .unwrap_or_else(|| super::enforce::last_action(&attempt.action, &attempt.resource, Stage::Done, outcome));
         }
         attempt.data["outcome"] = serde_json::json!(outcome);
         attempt.data["detail"] = serde_json::json!(detail);
