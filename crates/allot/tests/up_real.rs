@@ -186,7 +186,7 @@ limits.processes = { soft = 5, hard = 8, burst = 12, burst_window = "5s", action
 
     // The state database is intact and readable.
     let store = Store::open_read_only(&state).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(store.schema_version().unwrap(), allot_store::Store::SCHEMA_VERSION);
     let last = store.last_seq().unwrap();
     assert!(last > 0 && store.events_since(0, 100_000).unwrap().len() as u64 == last);
     drop(store);
