@@ -66,154 +66,40 @@ impl Route {
     }
 }
 
-use Access::{Anyone, Operator, Scoped, SelfOrOperator};
-use HttpMethod::{Delete, Get, Patch, Post, Put};
+/// Table rows: `(METHOD, "path", Access, handler, "summary")`.
+macro_rules! routes {
+    ($(($method:ident, $path:literal, $access:ident, $handler:path, $summary:literal)),* $(,)?) => {
+        &[$(Route { method: HttpMethod::$method, path: $path, access: Access::$access, summary: $summary, handler: |f| on(f, $handler) }),*]
+    };
+}
 
 /// Every route of the API.
-pub const ROUTES: &[Route] = &[
-    Route { method: Get, path: "/healthz", access: Anyone, summary: "Liveness", handler: |f| on(f, system::healthz) },
-    Route { method: Get, path: "/readyz", access: Anyone, summary: "Readiness: the governor answers", handler: |f| on(f, system::readyz) },
-    Route { method: Get, path: "/v1/openapi.json", access: Anyone, summary: "This document", handler: |f| on(f, system::openapi) },
-    Route {
-        method: Get,
-        path: "/v1/agents",
-        access: Scoped,
-        summary: "List agents with state, holders, pids, usage and quota",
-        handler: |f| on(f, agents::list),
-    },
-    Route {
-        method: Post,
-        path: "/v1/agents",
-        access: Operator,
-        summary: "Start a command as an agent: {name, group, command, priority?, limits?, env?, workdir?}",
-        handler: |f| on(f, agents::start),
-    },
-    Route { method: Get, path: "/v1/agents/{id}", access: SelfOrOperator, summary: "One agent", handler: |f| on(f, agents::one) },
-    Route {
-        method: Delete,
-        path: "/v1/agents/{id}",
-        access: Operator,
-        summary: "Stop an agent: notice, grace, kill",
-        handler: |f| on(f, agents::terminate),
-    },
-    Route {
-        method: Post,
-        path: "/v1/adopt",
-        access: Operator,
-        summary: "Adopt a running process: {name, group, pid, move?, priority?, limits?}",
-        handler: |f| on(f, agents::adopt),
-    },
-    Route {
-        method: Post,
-        path: "/v1/agents/{id}/suspend",
-        access: Operator,
-        summary: "Freeze the agent's tree (the operator's hold)",
-        handler: |f| on(f, agents::suspend),
-    },
-    Route {
-        method: Post,
-        path: "/v1/agents/{id}/resume",
-        access: Operator,
-        summary: "Lift the operator's freeze and throttle; ?force=true lifts every holder's and the policy's pending escalations",
-        handler: |f| on(f, agents::resume),
-    },
-    Route {
-        method: Post,
-        path: "/v1/agents/{id}/terminate",
-        access: Operator,
-        summary: "Notice, grace, kill",
-        handler: |f| on(f, agents::terminate),
-    },
-    Route {
-        method: Post,
-        path: "/v1/agents/{id}/throttle",
-        access: Operator,
-        summary: "Limit cpu (the operator's hold): ?cpu=200m",
-        handler: |f| on(f, agents::throttle),
-    },
-    Route {
-        method: Post,
-        path: "/v1/agents/{id}/clear",
-        access: Operator,
-        summary: "Lift the operator's throttle",
-        handler: |f| on(f, agents::clear),
-    },
-    Route {
-        method: Get,
-        path: "/v1/agents/{id}/quota",
-        access: SelfOrOperator,
-        summary: "The agent's quota",
-        handler: |f| on(f, agents::quota_get),
-    },
-    Route {
-        method: Patch,
-        path: "/v1/agents/{id}/quota",
-        access: Operator,
-        summary: "Change limits at run time: {limits: {RESOURCE: {soft?, hard?, burst?, action?}}}",
-        handler: |f| on(f, agents::quota_set),
-    },
-    Route {
-        method: Post,
-        path: "/v1/agents/{id}/usage",
-        access: SelfOrOperator,
-        summary: "Report usage: {resource, value}",
-        handler: |f| on(f, agents::usage),
-    },
-    Route {
-        method: Post,
-        path: "/v1/agents/{id}/ack",
-        access: SelfOrOperator,
-        summary: "Acknowledge a request of the agent channel: {seq, note?}",
-        handler: |f| on(f, agents::ack),
-    },
-    Route {
-        method: Get,
-        path: "/v1/events",
-        access: Scoped,
-        summary: "Server-sent events: ?since=SEQ&topic=GLOB, or Last-Event-ID",
-        handler: |f| on(f, system::events),
-    },
-    Route {
-        method: Get,
-        path: "/v1/groups",
-        access: Operator,
-        summary: "Groups with limits, totals and members",
-        handler: |f| on(f, system::groups),
-    },
-    Route {
-        method: Post,
-        path: "/v1/groups/{name}",
-        access: Operator,
-        summary: "Create a group: {extends?, description?, scaling_policy?, limits?, totals?}",
-        handler: |f| on(f, system::put_group),
-    },
-    Route { method: Put, path: "/v1/groups/{name}", access: Operator, summary: "Replace a group", handler: |f| on(f, system::put_group) },
-    Route {
-        method: Delete,
-        path: "/v1/groups/{name}",
-        access: Operator,
-        summary: "Delete a group without members",
-        handler: |f| on(f, system::delete_group),
-    },
-    Route {
-        method: Get,
-        path: "/v1/history",
-        access: Scoped,
-        summary: "Enforcement history with real outcomes (?agent=ID)",
-        handler: |f| on(f, system::history),
-    },
-    Route {
-        method: Get,
-        path: "/v1/host",
-        access: Operator,
-        summary: "Host capacity: total, reserved, allocatable, available",
-        handler: |f| on(f, system::host),
-    },
-    Route {
-        method: Get,
-        path: "/metrics",
-        access: Operator,
-        summary: "Prometheus metrics (OpenMetrics text)",
-        handler: |f| on(f, system::metrics),
-    },
+#[rustfmt::skip]
+pub const ROUTES: &[Route] = routes![
+    (Get, "/healthz", Anyone, system::healthz, "Liveness"),
+    (Get, "/readyz", Anyone, system::readyz, "Readiness: the governor answers"),
+    (Get, "/v1/openapi.json", Anyone, system::openapi, "This document"),
+    (Get, "/v1/agents", Scoped, agents::list, "List agents with state, holders, pids, usage and quota"),
+    (Post, "/v1/agents", Operator, agents::start, "Start a command as an agent: {name, group, command, priority?, limits?, env?, workdir?}"),
+    (Get, "/v1/agents/{id}", SelfOrOperator, agents::one, "One agent"),
+    (Delete, "/v1/agents/{id}", Operator, agents::terminate, "Stop an agent: notice, grace, kill"),
+    (Post, "/v1/adopt", Operator, agents::adopt, "Adopt a running process: {name, group, pid, move?, priority?, limits?}"),
+    (Post, "/v1/agents/{id}/suspend", Operator, agents::suspend, "Freeze the agent's tree (the operator's hold)"),
+    (Post, "/v1/agents/{id}/resume", Operator, agents::resume,
+        "Lift the operator's freeze and throttle; ?force=true lifts every holder's and the policy's pending escalations"),
+    (Post, "/v1/agents/{id}/terminate", Operator, agents::terminate, "Notice, grace, kill"),
+    (Post, "/v1/agents/{id}/throttle", Operator, agents::throttle, "Limit cpu (the operator's hold): ?cpu=200m"),
+    (Post, "/v1/agents/{id}/clear", Operator, agents::clear, "Lift the operator's throttle"),
+    (Get, "/v1/agents/{id}/quota", SelfOrOperator, agents::quota_get, "The agent's quota"),
+    (Patch, "/v1/agents/{id}/quota", Operator, agents::quota_set, "Change limits at run time: {limits: {RESOURCE: {soft?, hard?, burst?, action?}}}"),
+    (Post, "/v1/agents/{id}/usage", SelfOrOperator, agents::usage, "Report usage: {resource, value}"),
+    (Post, "/v1/agents/{id}/ack", SelfOrOperator, agents::ack, "Acknowledge a request of the agent channel: {seq, note?}"),
+    (Get, "/v1/events", Scoped, system::events, "Server-sent events: ?since=SEQ&topic=GLOB, or Last-Event-ID"),
+    (Get, "/v1/groups", Operator, system::groups, "Groups with limits, totals and members"),
+    (Post, "/v1/groups/{name}", Operator, system::put_group, "Create a group: {extends?, description?, scaling_policy?, limits?, totals?}"),
+    (Put, "/v1/groups/{name}", Operator, system::put_group, "Replace a group"),
+    (Delete, "/v1/groups/{name}", Operator, system::delete_group, "Delete a group without members"),
+    (Get, "/v1/history", Scoped, system::history, "Enforcement history with real outcomes (?agent=ID)"),
+    (Get, "/v1/host", Operator, system::host, "Host capacity: total, reserved, allocatable, available"),
+    (Get, "/metrics", Operator, system::metrics, "Prometheus metrics (OpenMetrics text)"),
 ];

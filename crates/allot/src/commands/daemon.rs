@@ -5,25 +5,26 @@ use crate::cli::DaemonArgs;
 use crate::governor::backend::RealBackend;
 use crate::governor::{Governor, Options, ViewMode};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tokio::sync::watch;
 
-fn default_socket() -> Result<PathBuf, Error> {
-    Ok(crate::client::default_socket()?)
-}
-
-pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
-    let fleet_text = match &args.config {
+fn fleet(args: &DaemonArgs) -> Result<crate::fleet::Fleet, Error> {
+    let text = match &args.config {
         Some(p) => std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
         None => String::new(),
     };
-    let fleet = crate::fleet::parse(&fleet_text).map_err(|errs| {
+    Ok(crate::fleet::parse(&text).map_err(|errs| {
         let name = args.config.as_ref().map_or_else(String::new, |p| p.display().to_string());
         errs.iter().map(|e| format!("{name}:{e}")).collect::<Vec<_>>().join("\n")
-    })?;
+    })?)
+}
+
+/// The socket path, its directory made, a stale socket of a dead daemon removed.
+fn prepare_socket(args: &DaemonArgs) -> Result<PathBuf, Error> {
     let socket = match &args.socket {
         Some(s) => s.clone(),
-        None => default_socket()?,
+        None => crate::client::default_socket()?,
     };
     if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -34,6 +35,44 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
         }
         std::fs::remove_file(&socket).map_err(|e| format!("cannot remove the stale socket {}: {e}", socket.display()))?;
     }
+    Ok(socket)
+}
+
+/// The TCP listener with its bearer token, when configured; served until `stop` changes.
+async fn tcp_server(
+    args: &DaemonArgs,
+    app: axum::Router,
+    owner: u32,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+    let (Some(addr), Some(token_file)) = (&args.tcp, &args.token_file) else { return Ok(None) };
+    let token = std::fs::read_to_string(token_file).map_err(|e| format!("cannot read {}: {e}", token_file.display()))?.trim().to_owned();
+    if token.len() < 16 {
+        return Err(format!("{}: the token must have at least 16 characters", token_file.display()).into());
+    }
+    let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, "also on tcp (bearer token required)");
+    let tcp_app = crate::api::tcp_router(app, token, owner);
+    Ok(Some(tokio::spawn(async move {
+        let _ = axum::serve(tcp, tcp_app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+    })))
+}
+
+fn listen(socket: &Path) -> Result<tokio::net::UnixListener, Error> {
+    let listener = tokio::net::UnixListener::bind(socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    // Every user may connect: what a caller may do is decided by its peer credentials.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("cannot chmod {}: {e}", socket.display()))?;
+    Ok(listener)
+}
+
+pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
+    let fleet = fleet(args)?;
+    let socket = prepare_socket(args)?;
     let _ = allot_sys::spawn::raise_nofile_limit();
     let backend = RealBackend::new(&args.cgroup_name, fleet.agents.len().max(1));
     let opts = Options {
@@ -53,40 +92,19 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
     let metrics = gov.metrics();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let listener = tokio::net::UnixListener::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
-        // Every user may connect: what a caller may do is decided by its peer credentials.
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
-            .map_err(|e| format!("cannot chmod {}: {e}", socket.display()))?;
+        let listener = listen(&socket)?;
         let owner = rustix::process::geteuid().as_raw();
         let app = crate::api::router(tx, args.state.clone(), owner, metrics);
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut tcp_server = None;
-        if let (Some(addr), Some(token_file)) = (&args.tcp, &args.token_file) {
-            let token =
-                std::fs::read_to_string(token_file).map_err(|e| format!("cannot read {}: {e}", token_file.display()))?.trim().to_owned();
-            if token.len() < 16 {
-                return Err(format!("{}: the token must have at least 16 characters", token_file.display()).into());
-            }
-            let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            tracing::info!(%addr, "also on tcp (bearer token required)");
-            let tcp_app = crate::api::tcp_router(app.clone(), token, owner);
-            let mut rx = stop_rx.clone();
-            tcp_server = Some(tokio::spawn(async move {
-                let _ = axum::serve(tcp, tcp_app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.changed().await;
-                    })
-                    .await;
-            }));
-        }
-        let mut rx = stop_rx.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tcp = tcp_server(args, app.clone(), owner, stop_rx.clone()).await?;
+        let mut rx = stop_rx;
         let server = tokio::spawn(crate::api::serve(listener, app, async move {
             let _ = rx.changed().await;
         }));
         let summary = gov.run(None).await;
         let _ = stop_tx.send(true);
         let _ = server.await;
-        if let Some(t) = tcp_server {
+        if let Some(t) = tcp {
             let _ = t.await;
         }
         let _ = std::fs::remove_file(&socket);
