@@ -48,6 +48,8 @@ pub(super) struct Agent {
     pub(super) last_action: String,
     pub(super) restarts: u32,
     pub(super) channel: Channel,
+    /// The kernel refused memory.high for this agent (cgroup v1): memory throttles use the cpu limit.
+    pub(super) no_memory_high: bool,
 }
 
 impl Agent {
@@ -63,6 +65,7 @@ impl Agent {
             last_action: String::new(),
             restarts: 0,
             channel,
+            no_memory_high: false,
         }
     }
 

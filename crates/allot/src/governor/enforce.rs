@@ -27,6 +27,7 @@ impl<B: Backend> Governor<B> {
 
     /// Carry out one decision.
     pub(super) fn execute(&mut self, d: Decision) {
+        let _span = tracing::info_span!("agent", id = %d.agent).entered();
         let Some(a) = self.agents.get(&d.agent) else { return };
         let active = a.is_active();
         let source = Source::Policy(d.resource.clone());

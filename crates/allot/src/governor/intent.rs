@@ -153,17 +153,30 @@ fn change_holds(a: &mut Agent, op: &Op, holder: Option<Holder>) -> Option<Change
     }
 }
 
-/// Hold a throttle, falling back to a cpu limit where memory.high is not supported.
+/// Hold a throttle, falling back to a cpu limit where memory.high is not supported
+/// (learned once per agent, so later throttles go straight to the fallback).
 fn throttle(a: &mut Agent, h: Holder, want: Throttle, fallback_cpu: Option<u64>) -> Applied {
     let Some(proc) = a.proc.as_mut() else { return Applied::failed("no process") };
     let act = proc.actuator.as_mut();
     let mut notes = Vec::new();
+    let fallback = Throttle { cpu_millicores: fallback_cpu, memory_high: None };
+    let wants_memory_high = want.memory_high.is_some() && fallback_cpu.is_some();
+    if wants_memory_high && a.no_memory_high {
+        let change = a.holds.throttle(h, fallback);
+        return match write_change(change, act, &mut notes) {
+            Ok(_) => Applied::Now { outcome: Outcome::Fallback, detail: format!("no memory.high here: {}", notes.join("; ")) },
+            Err(e) => Applied::failed(e.to_string()),
+        };
+    }
+    let before = a.holds.effective();
     let change = a.holds.throttle(h.clone(), want);
     match write_change(change, act, &mut notes) {
-        Err(SysError::Unsupported { what, why }) if want.memory_high.is_some() && fallback_cpu.is_some() => {
+        Err(SysError::Unsupported { what, why }) if wants_memory_high => {
+            a.no_memory_high = true;
             notes.push(format!("{what} is not supported here ({why}); cpu limit instead"));
-            let change = a.holds.throttle(h, Throttle { cpu_millicores: fallback_cpu, memory_high: None });
-            match write_change(change, act, &mut notes) {
+            a.holds.throttle(h, fallback);
+            // Against the settings before this throttle: its memory.high was never written.
+            match write_change(Change { before, after: a.holds.effective() }, act, &mut notes) {
                 Ok(_) => Applied::Now { outcome: Outcome::Fallback, detail: notes.join("; ") },
                 Err(e) => Applied::failed(format!("{}; {e}", notes.join("; "))),
             }
@@ -273,6 +286,8 @@ fn list(holders: &[Holder]) -> String {
 impl<B: Backend> Governor<B> {
     /// Carry out an intent: the one path by which anything changes an agent.
     pub(super) fn apply(&mut self, intent: Intent) -> Applied {
+        let _span = tracing::info_span!("agent", id = %intent.agent).entered();
+        tracing::debug!(source = ?intent.source, op = ?intent.op, "intent");
         let now = self.clock.now();
         let Some(a) = self.agents.get_mut(&intent.agent) else { return Applied::failed(format!("no agent {}", intent.agent)) };
         if a.proc.is_none() {

@@ -43,6 +43,7 @@ impl<B: Backend> Governor<B> {
 
     /// Spawn an agent's command in its cgroup, store it, write its backstops.
     pub(super) fn start_agent(&mut self, id: &AgentId) -> Result<(), String> {
+        let _span = tracing::info_span!("agent", id = %id).entered();
         let now = self.clock.now();
         let incarnation = self.agents.incarnate();
         let socket = self.agents.socket.clone();
