@@ -3,6 +3,10 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// The state database's default path: where `allot up` and `allot daemon`
+/// record, and where the commands that read the records look.
+const STATE_DB: &str = ".allot/state.db";
+
 /// allot: a resource governor for multi-agent systems.
 ///
 /// Gives every agent a quota, measures what it really uses, enforces limits
@@ -81,7 +85,7 @@ pub(crate) struct UpArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) events: Option<PathBuf>,
     /// The state database.
-    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,
     /// Print events as lines instead of redrawing a table (the default when
     /// stdout is not a terminal).
@@ -111,7 +115,7 @@ pub(crate) struct DaemonArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) socket: Option<PathBuf>,
     /// The state database.
-    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,
     /// Name of allot's cgroup, created beneath the cgroup allot runs in.
     #[arg(long, value_name = "NAME", default_value = "allot")]
@@ -233,7 +237,7 @@ pub(crate) struct HistoryArgs {
     #[arg(long)]
     pub(crate) json: bool,
     /// The state database.
-    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,
 }
 
@@ -255,7 +259,7 @@ pub(crate) struct EventsArgs {
     #[arg(long)]
     pub(crate) json: bool,
     /// The state database.
-    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,
 }
 
@@ -271,7 +275,7 @@ pub(crate) struct AnalyzeArgs {
     #[arg(long, default_value = "1h")]
     pub(crate) window: String,
     /// With --agent: the state database.
-    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,
     /// The resource the values measure (sets the units of --limit).
     #[arg(long, default_value = "memory")]
@@ -298,7 +302,7 @@ pub(crate) struct RecommendArgs {
     #[arg(long)]
     pub(crate) json: bool,
     /// The state database.
-    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,
 }
 
@@ -319,7 +323,7 @@ pub(crate) struct ReportArgs {
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
     /// The state database.
-    #[arg(long, value_name = "PATH", default_value = ".allot/state.db")]
+    #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,
 }
 

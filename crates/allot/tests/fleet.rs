@@ -20,6 +20,14 @@ fn rendered(text: &str) -> Vec<String> {
     errors(text).iter().map(ToString::to_string).collect()
 }
 
+/// As many errors as expected, each starting with its expected text.
+fn assert_starts(errors: &[String], expected: &[&str]) {
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (got, want) in errors.iter().zip(expected) {
+        assert!(got.starts_with(want), "got {got:?}\nwant prefix {want:?}");
+    }
+}
+
 #[test]
 fn the_example_fleet_of_allot_up_is_valid() {
     let fleet = parse(include_str!("../../../examples/fleet.toml")).unwrap();
@@ -77,7 +85,6 @@ group = "standard_agent"
 command = ["z"]
 limits.cpu = { soft = "900m" }
 "#;
-    let e = rendered(text);
     let expected = [
         "6:26: agents[0].limits.memory.soft: \"12XB\" is not a valid byte size: unknown unit \"XB\"",
         "6:59: agents[0].limits.memory.action: unknown action \"explode\"",
@@ -88,10 +95,7 @@ limits.cpu = { soft = "900m" }
         "21:9: agents[3].group: unknown quota group \"no_such_group\"",
         "28:14: agents[4].limits.cpu: soft (900) must not exceed hard (300)",
     ];
-    assert_eq!(e.len(), expected.len(), "{e:#?}");
-    for (got, want) in e.iter().zip(expected) {
-        assert!(got.starts_with(want), "got {got:?}\nwant prefix {want:?}");
-    }
+    assert_starts(&rendered(text), &expected);
 }
 
 #[test]
@@ -124,32 +128,19 @@ limits.cpu = { hard = "1", action = "custom" }
 
 #[test]
 fn a_custom_action_with_a_handler_and_custom_resources_with_windows() {
-    let fleet = parse(
-        r#"
-[[agents]]
-name = "llm"
-group = "standard_agent"
-command = ["agent"]
-custom_handler = { url = "http://127.0.0.1:9000/violations" }
+    // The agent `llm`; each case adds its limits.
+    let llm = "[[agents]]\nname = \"llm\"\ngroup = \"standard_agent\"\ncommand = [\"agent\"]\n";
+    let limits = r#"custom_handler = { url = "http://127.0.0.1:9000/violations" }
 limits.tokens = { soft = "80k/min", hard = "100k/min", action = "custom" }
 limits.usd_micros = { hard = "5M/day" }
-"#,
-    )
-    .unwrap();
+"#;
+    let fleet = parse(&[llm, limits].concat()).unwrap();
     let q = fleet.ledger.quota(&AgentId::new("llm").unwrap()).unwrap();
     let tokens = &q.limits[&Resource::Custom("tokens".into())];
     assert_eq!((tokens.soft, tokens.hard, tokens.action), (80_000, 100_000, Action::Custom));
     assert_eq!(q.limits[&Resource::Custom("usd_micros".into())].window, Some(allot_core::quantity::Window::Day));
-    let e = rendered(
-        r#"
-[[agents]]
-name = "llm"
-group = "standard_agent"
-command = ["agent"]
-limits.tokens = { soft = "80k/min", hard = "1M/day" }
-"#,
-    );
-    assert!(e[0].contains("all values of a limit must use one window"), "{e:#?}");
+    let e = rendered(&[llm, r#"limits.tokens = { soft = "80k/min", hard = "1M/day" }"#].concat());
+    assert_eq!(e, ["5:44: agents[0].limits.tokens: all values of a limit must use one window; found per min and per day"], "{e:#?}");
 }
 
 #[test]
@@ -189,6 +180,40 @@ custom_handler = { url = "https://hooks.example.com/allot" }
     assert!(e[1].starts_with("6:26: groups.g2.custom_handler.url: has no host"), "{e:#?}");
     assert_eq!(e[2], format!("12:26: agents[0].custom_handler.url: {https}"), "{e:#?}");
     assert_eq!(e.len(), 3, "{e:#?}");
+}
+
+#[test]
+fn wrong_choices_and_ranges_name_what_is_expected() {
+    let text = r#"
+[policy]
+slow_every = 0
+delays = { explode = "1s" }
+
+[groups.g]
+scaling_policy = "elastic"
+
+[[agents]]
+name = "a"
+group = "standard_agent"
+command = ["x"]
+restart = "always"
+max_restarts = 1001
+notify_signal = "SIGKILL"
+env = { "A=B" = "1", OK = 5 }
+user = "1:x"
+"#;
+    let expected = [
+        "3:14: policy.slow_every: use 1..3600",
+        "4:12: policy.delays.explode: unknown action \"explode\"",
+        "7:18: groups.g.scaling_policy: unknown scaling policy \"elastic\": expected fixed or proportional",
+        "13:11: agents[0].restart: unknown restart policy \"always\": expected never or on-failure",
+        "14:16: agents[0].max_restarts: use 0..1000",
+        "15:17: agents[0].notify_signal: unknown signal \"SIGKILL\": expected SIGUSR1, SIGUSR2 or SIGHUP",
+        "16:9: agents[0].env.A=B: invalid environment variable name",
+        "16:27: agents[0].env.OK: expected a string, found an integer",
+        "17:8: agents[0].user: \"1:x\" is not uid:gid",
+    ];
+    assert_starts(&rendered(text), &expected);
 }
 
 #[test]

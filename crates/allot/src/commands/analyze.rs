@@ -6,6 +6,7 @@ use allot_core::analytics::{self, GroupFit, PATTERNS};
 use allot_core::quantity::{self, parse_duration};
 use allot_core::{Ledger, Resource};
 use serde_json::json;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Parse `timestamp_seconds,value` lines; every bad line is reported.
@@ -28,39 +29,95 @@ pub(crate) fn parse_csv(text: &str, path: &str) -> Result<Vec<(f64, f64)>, Error
     if errors.is_empty() { Ok(out) } else { Err(errors.join("\n").into()) }
 }
 
+/// The limits a series is judged against (none, when not given or stored).
+#[derive(Default)]
+struct Limits {
+    soft: Option<u64>,
+    hard: Option<u64>,
+    /// The group they come from (empty for --limit).
+    group: String,
+}
+
+/// A series to analyze: its name in the output, its samples, and the limits
+/// its agent has in the state database.
+struct Series {
+    name: String,
+    samples: Vec<(f64, f64)>,
+    stored: Option<Limits>,
+}
+
+/// What the analysis of a classified series found.
+struct Findings {
+    pattern: analytics::Pattern,
+    soft: Option<analytics::Forecast>,
+    hard: Option<analytics::Forecast>,
+    recommendation: Option<analytics::Recommendation>,
+    /// The hard limit is forecast within the horizon.
+    predictive: bool,
+    horizon: f64,
+}
+
 pub(crate) fn run(args: &AnalyzeArgs) -> Result<ExitCode, Error> {
     let resource: Resource = args.resource.parse()?;
-    let (path, samples, stored_limits) = match (&args.csv, &args.agent) {
-        (Some(csv), _) => {
-            let path = csv.display().to_string();
-            let text = std::fs::read_to_string(csv).map_err(|e| format!("cannot read {path}: {e}"))?;
-            let samples = parse_csv(&text, &path)?;
-            (path, samples, None)
-        }
-        (None, Some(agent)) => {
-            if !args.state.exists() {
-                return Err(format!("no state database at {}", args.state.display()).into());
-            }
-            let store = allot_store::Store::open_read_only(&args.state)?;
-            let stored = store.agent(agent)?.ok_or_else(|| format!("no agent {agent:?} in {}", args.state.display()))?;
-            let window = parse_duration("--window", &args.window)?;
-            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, allot_core::time::duration_millis);
-            let since = now_ms.saturating_sub(allot_core::time::duration_millis(window));
-            let samples: Vec<(f64, f64)> =
-                store.samples(agent, resource.name(), since)?.into_iter().map(|(t, v)| (t as f64 / 1000.0, v as f64)).collect();
-            let l = &stored.spec["quota"]["limits"][resource.name()];
-            let limits = l["hard"].as_u64().map(|h| (l["soft"].as_u64().unwrap_or(h), h, stored.group.clone()));
-            (format!("{agent} {resource}"), samples, limits)
-        }
+    let series = match (&args.csv, &args.agent) {
+        (Some(csv), _) => from_csv(csv)?,
+        (None, Some(agent)) => from_store(args, agent, &resource)?,
         (None, None) => return Err("give --csv FILE or --agent NAME".into()),
     };
     let horizon = parse_duration("--horizon", &args.horizon)?.as_secs_f64();
     let ledger = Ledger::with_builtin_groups();
-    let (soft, hard, group) = match (&args.group, &args.limit) {
+    let limits = limits(args, &ledger, &resource, series.stored)?;
+    let pattern = match analytics::classify(&series.samples) {
+        Ok(p) => p,
+        Err(e) => {
+            if args.json {
+                print(&format!("{}\n", json!({"pattern": null, "error": e.to_string(), "samples": series.samples.len()})))?;
+            } else {
+                print(&format!("{}: {e}\n", series.name))?;
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let findings = analyze(&series.samples, pattern, &limits, &ledger, &resource, horizon);
+    if args.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&as_json(&findings))?))?;
+    } else {
+        print(&as_text(&series.name, &findings, limits.hard.is_none()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn from_csv(csv: &Path) -> Result<Series, Error> {
+    let name = csv.display().to_string();
+    let text = std::fs::read_to_string(csv).map_err(|e| format!("cannot read {name}: {e}"))?;
+    let samples = parse_csv(&text, &name)?;
+    Ok(Series { name, samples, stored: None })
+}
+
+/// The agent's recorded samples of `resource` over --window, and its stored limits.
+fn from_store(args: &AnalyzeArgs, agent: &str, resource: &Resource) -> Result<Series, Error> {
+    if !args.state.exists() {
+        return Err(format!("no state database at {}", args.state.display()).into());
+    }
+    let store = allot_store::Store::open_read_only(&args.state)?;
+    let stored = store.agent(agent)?.ok_or_else(|| format!("no agent {agent:?} in {}", args.state.display()))?;
+    let window = parse_duration("--window", &args.window)?;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, allot_core::time::duration_millis);
+    let since = now_ms.saturating_sub(allot_core::time::duration_millis(window));
+    let samples = store.samples(agent, resource.name(), since)?.into_iter().map(|(t, v)| (t as f64 / 1000.0, v as f64)).collect();
+    let l = &stored.spec["quota"]["limits"][resource.name()];
+    let limits =
+        l["hard"].as_u64().map(|h| Limits { soft: Some(l["soft"].as_u64().unwrap_or(h)), hard: Some(h), group: stored.group.clone() });
+    Ok(Series { name: format!("{agent} {resource}"), samples, stored: limits })
+}
+
+/// The limits from --group, else --limit, else those stored for the agent.
+fn limits(args: &AnalyzeArgs, ledger: &Ledger, resource: &Resource, stored: Option<Limits>) -> Result<Limits, Error> {
+    match (&args.group, &args.limit) {
         (Some(g), _) => {
             let grp = ledger.group(g).ok_or_else(|| format!("--group: unknown group {g:?}"))?;
-            let l = grp.limits.get(&resource).ok_or_else(|| format!("--group {g}: no {resource} limit"))?;
-            (Some(l.soft), Some(l.hard), g.clone())
+            let l = grp.limits.get(resource).ok_or_else(|| format!("--group {g}: no {resource} limit"))?;
+            Ok(Limits { soft: Some(l.soft), hard: Some(l.hard), group: g.clone() })
         }
         (None, Some(spec)) => {
             let (mut soft, mut hard) = (None, None);
@@ -73,90 +130,91 @@ pub(crate) fn run(args: &AnalyzeArgs) -> Result<ExitCode, Error> {
                     other => return Err(format!("--limit: unknown key {other:?}; use soft and hard").into()),
                 }
             }
-            (soft.or(hard), hard, String::new())
+            Ok(Limits { soft: soft.or(hard), hard, group: String::new() })
         }
-        (None, None) => match stored_limits {
-            Some((soft, hard, group)) => (Some(soft), Some(hard), group),
-            None => (None, None, String::new()),
-        },
-    };
-    let pattern = match analytics::classify(&samples) {
-        Ok(p) => p,
-        Err(e) => {
-            if args.json {
-                print(&format!("{}\n", json!({"pattern": null, "error": e.to_string(), "samples": samples.len()})))?;
-            } else {
-                print(&format!("{path}: {e}\n"))?;
-            }
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let fc_hard = hard.and_then(|h| analytics::forecast(&samples, h as f64));
-    let fc_soft = soft.and_then(|s| analytics::forecast(&samples, s as f64));
+        (None, None) => Ok(stored.unwrap_or_default()),
+    }
+}
+
+/// Forecasts to both limits and the recommendation against the built-in groups.
+fn analyze(
+    samples: &[(f64, f64)],
+    pattern: analytics::Pattern,
+    limits: &Limits,
+    ledger: &Ledger,
+    resource: &Resource,
+    horizon: f64,
+) -> Findings {
+    let hard = limits.hard.and_then(|h| analytics::forecast(samples, h as f64));
+    let soft = limits.soft.and_then(|s| analytics::forecast(samples, s as f64));
     let fits: Vec<GroupFit> = ledger
         .groups()
-        .filter_map(|g| g.limits.get(&resource).map(|l| GroupFit { group: g.name.clone(), soft: l.soft, hard: l.hard }))
+        .filter_map(|g| g.limits.get(resource).map(|l| GroupFit { group: g.name.clone(), soft: l.soft, hard: l.hard }))
         .collect();
-    let rec = hard.and_then(|h| analytics::recommend(&pattern, soft.unwrap_or(h), h, &group, &fits, horizon, fc_hard.as_ref()));
-    let predictive = fc_hard.as_ref().is_some_and(|f| f.eta_secs > 0.0 && f.eta_secs <= horizon);
-    if args.json {
-        let doc = json!({
-            "pattern": pattern.kind.name(),
-            "confidence": pattern.confidence,
-            "characteristics": pattern.characteristics,
-            "forecast": {"soft": fc_soft, "hard": fc_hard, "hard_within_horizon": predictive, "horizon_secs": horizon},
-            "recommendation": rec,
-        });
-        print(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
-    } else {
-        let c = &pattern.characteristics;
-        let mut out = format!(
-            "{path}: {} (confidence {:.2})\n  samples {} over {:.0} s; mean {:.1}, cv {:.3}, min {:.1}, p95 {:.1}, peak {:.1}\n  trend {:+.1} % of the mean per hour (R^2 {:.2}); spikes {:.1} %; autocorrelation {:.2}{}\n",
-            pattern.kind.name(),
-            pattern.confidence,
-            c.count,
-            c.span_secs,
-            c.mean,
-            c.cv,
-            c.min,
-            c.p95,
-            c.peak,
-            c.trend_per_hour * 100.0,
-            c.trend_r2,
-            c.spike_fraction * 100.0,
-            c.autocorrelation,
-            c.period_secs.map_or(String::new(), |p| format!("; period {p:.1} s"))
-        );
-        for (name, f) in [("soft", &fc_soft), ("hard", &fc_hard)] {
-            match f {
-                Some(f) if f.eta_secs <= 0.0 => out.push_str(&format!("  already above the {name} limit {:.0}\n", f.limit)),
-                Some(f) => out.push_str(&format!(
-                    "  reaches the {name} limit {:.0} in {:.0} s (95 %: {:.0}-{:.0} s)\n",
-                    f.limit,
-                    f.eta_secs,
-                    f.eta_low_secs,
-                    f.eta_high_secs.min(1e12)
-                )),
-                None => {}
-            }
-        }
-        if predictive {
-            out.push_str("  predictive warning: the hard limit is forecast within the horizon\n");
-        }
-        match &rec {
-            Some(r) => out.push_str(&format!(
-                "  recommendation: {:?} {} ({:.2}): {}\n",
-                r.kind,
-                r.suggested_hard.map_or(String::new(), |h| format!("hard {h}")),
-                r.confidence,
-                r.rationale
+    let recommendation =
+        limits.hard.and_then(|h| analytics::recommend(&pattern, limits.soft.unwrap_or(h), h, &limits.group, &fits, horizon, hard.as_ref()));
+    let predictive = hard.as_ref().is_some_and(|f| f.eta_secs > 0.0 && f.eta_secs <= horizon);
+    Findings { pattern, soft, hard, recommendation, predictive, horizon }
+}
+
+fn as_json(f: &Findings) -> serde_json::Value {
+    json!({
+        "pattern": f.pattern.kind.name(),
+        "confidence": f.pattern.confidence,
+        "characteristics": f.pattern.characteristics,
+        "forecast": {"soft": f.soft, "hard": f.hard, "hard_within_horizon": f.predictive, "horizon_secs": f.horizon},
+        "recommendation": f.recommendation,
+    })
+}
+
+/// The findings as text; `no_limits` when neither --group nor --limit nor stored limits gave any.
+fn as_text(name: &str, f: &Findings, no_limits: bool) -> String {
+    let (pattern, c) = (&f.pattern, &f.pattern.characteristics);
+    let mut out = format!(
+        "{name}: {} (confidence {:.2})\n  samples {} over {:.0} s; mean {:.1}, cv {:.3}, min {:.1}, p95 {:.1}, peak {:.1}\n  trend {:+.1} % of the mean per hour (R^2 {:.2}); spikes {:.1} %; autocorrelation {:.2}{}\n",
+        pattern.kind.name(),
+        pattern.confidence,
+        c.count,
+        c.span_secs,
+        c.mean,
+        c.cv,
+        c.min,
+        c.p95,
+        c.peak,
+        c.trend_per_hour * 100.0,
+        c.trend_r2,
+        c.spike_fraction * 100.0,
+        c.autocorrelation,
+        c.period_secs.map_or(String::new(), |p| format!("; period {p:.1} s"))
+    );
+    for (limit, fc) in [("soft", &f.soft), ("hard", &f.hard)] {
+        match fc {
+            Some(fc) if fc.eta_secs <= 0.0 => out.push_str(&format!("  already above the {limit} limit {:.0}\n", fc.limit)),
+            Some(fc) => out.push_str(&format!(
+                "  reaches the {limit} limit {:.0} in {:.0} s (95 %: {:.0}-{:.0} s)\n",
+                fc.limit,
+                fc.eta_secs,
+                fc.eta_low_secs,
+                fc.eta_high_secs.min(1e12)
             )),
-            None if hard.is_none() => out.push_str("  no limits given (--group or --limit): no recommendation\n"),
-            None => out.push_str("  recommendation: none (the quota fits)\n"),
+            None => {}
         }
-        print(&out)?;
     }
-    Ok(ExitCode::SUCCESS)
+    if f.predictive {
+        out.push_str("  predictive warning: the hard limit is forecast within the horizon\n");
+    }
+    match &f.recommendation {
+        Some(r) => out.push_str(&format!(
+            "  recommendation: {:?} {} ({:.2}): {}\n",
+            r.kind,
+            r.suggested_hard.map_or(String::new(), |h| format!("hard {h}")),
+            r.confidence,
+            r.rationale
+        )),
+        None if no_limits => out.push_str("  no limits given (--group or --limit): no recommendation\n"),
+        None => out.push_str("  recommendation: none (the quota fits)\n"),
+    }
+    out
 }
 
 pub(crate) fn evaluate(args: &BenchAnalyticsArgs) -> Result<ExitCode, Error> {

@@ -5,9 +5,10 @@
 use super::{Error, print};
 use crate::cli::BenchApiArgs;
 use serde_json::json;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,16 +75,47 @@ fn measure(sock: &Path, daemon: u32, req: Vec<u8>, clients: usize, secs: u64) ->
     (n as f64 / elapsed, if n > 0 { cpu_s * 1e6 / n as f64 } else { 0.0 }, failed.load(Ordering::Relaxed))
 }
 
-struct Guard(Child, std::path::PathBuf);
+/// The daemon under measurement: its agent terminated and the daemon stopped when dropped.
+struct Daemon {
+    child: Child,
+    sock: PathBuf,
+}
 
-impl Drop for Guard {
+impl Drop for Daemon {
     fn drop(&mut self) {
-        let sock = self.1.clone();
-        let _ = crate::client::request(&sock, "POST", "/v1/agents/bench/terminate", None);
+        let _ = crate::client::request(&self.sock, "POST", "/v1/agents/bench/terminate", None);
         std::thread::sleep(Duration::from_millis(2500));
-        let _ = allot_sys::signal::signal_all(&[self.0.id()], rustix::process::Signal::TERM);
-        let _ = self.0.wait();
+        let _ = allot_sys::signal::signal_all(&[self.child.id()], rustix::process::Signal::TERM);
+        let _ = self.child.wait();
     }
+}
+
+/// Start a daemon on a fleet of one sleeping agent, `bench`, in `dir`; return
+/// once its socket accepts connections.
+fn start_daemon(dir: &Path) -> Result<Daemon, Error> {
+    let fleet = dir.join("fleet.toml");
+    std::fs::write(
+        &fleet,
+        "[policy]\nterminate_grace = \"1s\"\n[[agents]]\nname = \"bench\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"1000000\"]\n",
+    )?;
+    let sock = dir.join("allot.sock");
+    let (state, cgroup) = (dir.join("state.db"), format!("allot-bench-api-{}", std::process::id()));
+    let options: [(&str, &OsStr); 4] =
+        [("--cgroup-name", cgroup.as_ref()), ("--config", fleet.as_ref()), ("--socket", sock.as_ref()), ("--state", state.as_ref())];
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("daemon").stderr(Stdio::null());
+    for (flag, value) in options {
+        command.arg(flag).arg(value);
+    }
+    let daemon = Daemon { child: command.spawn()?, sock };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(&daemon.sock).is_err() {
+        if Instant::now() > deadline {
+            return Err("the daemon did not open its socket".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(daemon)
 }
 
 pub(crate) fn run(args: &BenchApiArgs) -> Result<ExitCode, Error> {
@@ -91,32 +123,8 @@ pub(crate) fn run(args: &BenchApiArgs) -> Result<ExitCode, Error> {
         return Err("--clients needs counts above 0 and --seconds at least 1".into());
     }
     let dir = tempfile::tempdir()?;
-    let fleet = dir.path().join("fleet.toml");
-    std::fs::write(
-        &fleet,
-        "[policy]\nterminate_grace = \"1s\"\n[[agents]]\nname = \"bench\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"1000000\"]\n",
-    )?;
-    let sock = dir.path().join("allot.sock");
-    let exe = std::env::current_exe()?;
-    let child = Command::new(exe)
-        .args(["daemon", "--cgroup-name", &format!("allot-bench-api-{}", std::process::id())])
-        .arg("--config")
-        .arg(&fleet)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--state")
-        .arg(dir.path().join("state.db"))
-        .stderr(Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    let guard = Guard(child, sock.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(&sock).is_err() {
-        if Instant::now() > deadline {
-            return Err("the daemon did not open its socket".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = start_daemon(dir.path())?;
+    let (sock, pid) = (&daemon.sock, daemon.child.id());
     let body = r#"{"resource": "tokens", "value": 1}"#;
     let report = format!(
         "POST /v1/agents/bench/usage HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -126,8 +134,8 @@ pub(crate) fn run(args: &BenchApiArgs) -> Result<ExitCode, Error> {
     let read = b"GET /v1/agents/bench/quota HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
     let mut text = String::from("requests per second over the Unix socket (keep-alive), and daemon CPU per request\n");
     for &c in &args.clients {
-        let (rps, cpu_us, failed) = measure(&sock, pid, report.clone(), c, args.seconds);
-        let (qps, qcpu_us, qfailed) = measure(&sock, pid, read.clone(), c, args.seconds);
+        let (rps, cpu_us, failed) = measure(sock, pid, report.clone(), c, args.seconds);
+        let (qps, qcpu_us, qfailed) = measure(sock, pid, read.clone(), c, args.seconds);
         let row = json!({"clients": c, "usage_reports_per_s": rps, "usage_cpu_us_per_request": cpu_us, "quota_reads_per_s": qps, "quota_cpu_us_per_request": qcpu_us, "failed": failed + qfailed});
         if args.json {
             print(&format!("{row}\n"))?;
@@ -138,6 +146,6 @@ pub(crate) fn run(args: &BenchApiArgs) -> Result<ExitCode, Error> {
     if !args.json {
         print(&text)?;
     }
-    drop(guard);
+    drop(daemon);
     Ok(ExitCode::SUCCESS)
 }

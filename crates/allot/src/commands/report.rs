@@ -39,7 +39,7 @@ pub(crate) fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
     let mut t = vec![["agent", "resource", "pattern", "recommendation", "suggested", "confidence", "rationale"].map(String::from).to_vec()];
     for (a, r, _, p, rec) in &rows {
         let rec = rec.as_ref().unwrap_or(&Value::Null);
-        let res: Resource = r.parse().unwrap_or(Resource::Custom(r.clone()));
+        let res = resource(r);
         let suggested = match (rec["group"].as_str(), rec["suggested_hard"].as_u64()) {
             (Some(g), _) => format!("group {g}"),
             (None, Some(h)) => format!("hard {}", format_approx(res.unit(), h)),
@@ -127,7 +127,7 @@ fn build(store: &Store, agent: Option<&str>, since_ms: u64) -> Result<Vec<AgentR
                 .map(|h| Action { at_ms: h.at_ms, action: h.action.clone(), outcome: h.outcome.clone(), detail: h.detail.clone() })
                 .collect();
             let analysis = analyses.iter().find(|x| x.0 == a.id && x.1 == r);
-            let res: Resource = r.parse().unwrap_or(Resource::Custom(r.clone()));
+            let res = resource(&r);
             resources.push(ResourceReport {
                 unit: res.unit().name(),
                 samples: series.len(),
@@ -158,7 +158,7 @@ fn esc(s: &str) -> String {
 /// One chart: usage over time, the soft and hard limits, the actions marked.
 fn svg(agent: &str, r: &ResourceReport) -> String {
     let (w, h, l, rt, top, bot) = (760.0, 240.0, 70.0, 20.0, 30.0, 30.0);
-    let res: Resource = r.resource.parse().unwrap_or(Resource::Custom(r.resource.clone()));
+    let res = resource(&r.resource);
     let t0 = r.series.first().map_or(0, |s| s.0).min(r.actions.first().map_or(u64::MAX, |a| a.at_ms));
     let t1 = r.series.last().map_or(1, |s| s.0).max(r.actions.last().map_or(0, |a| a.at_ms)).max(t0 + 1);
     let ymax = (r.max.max(r.hard.unwrap_or(0)) as f64 * 1.1).max(1.0);
@@ -230,6 +230,18 @@ fn svg(agent: &str, r: &ResourceReport) -> String {
     s
 }
 
+/// A recorded resource name as a resource (a custom one when not built in).
+fn resource(name: &str) -> Resource {
+    name.parse().unwrap_or(Resource::Custom(name.to_owned()))
+}
+
+/// A row's figures in the resource's units: min, mean, p50, p95, max, soft and hard ("-" when there is none).
+fn figures(r: &ResourceReport) -> [String; 7] {
+    let unit = resource(&r.resource).unit();
+    let f = |v: u64| format_approx(unit, v);
+    [f(r.min), f(r.mean as u64), f(r.p50), f(r.p95), f(r.max), r.soft.map_or("-".into(), f), r.hard.map_or("-".into(), f)]
+}
+
 fn text(reports: &[AgentReport]) -> String {
     let mut out = String::new();
     for a in reports {
@@ -240,22 +252,15 @@ fn text(reports: &[AgentReport]) -> String {
                 .to_vec(),
         ];
         for r in &a.resources {
-            let res: Resource = r.resource.parse().unwrap_or(Resource::Custom(r.resource.clone()));
-            let f = |v: u64| format_approx(res.unit(), v);
-            rows.push(vec![
-                format!("  {}", r.resource),
-                f(r.min),
-                f(r.mean as u64),
-                f(r.p50),
-                f(r.p95),
-                f(r.max),
-                r.soft.map_or("-".into(), f),
-                r.hard.map_or("-".into(), f),
+            let mut row = vec![format!("  {}", r.resource)];
+            row.extend(figures(r));
+            row.extend([
                 r.violations.to_string(),
                 r.actions.iter().map(|x| x.action.clone()).collect::<Vec<_>>().join(","),
                 r.pattern.clone().unwrap_or_else(|| "-".into()),
                 r.recommendation.as_ref().and_then(|x| x["kind"].as_str()).unwrap_or("-").to_owned(),
             ]);
+            rows.push(row);
         }
         out.push_str(&table(&rows));
         out.push('\n');
@@ -275,23 +280,15 @@ fn html(reports: &[AgentReport], since: &str) -> String {
         }
         s.push_str("<table><tr><th>resource</th><th>min</th><th>mean</th><th>p50</th><th>p95</th><th>max</th><th>soft</th><th>hard</th><th>violations</th><th>actions</th><th>pattern</th><th>recommendation</th></tr>");
         for r in &a.resources {
-            let res: Resource = r.resource.parse().unwrap_or(Resource::Custom(r.resource.clone()));
-            let f = |v: u64| esc(&format_approx(res.unit(), v));
+            let figures: String = figures(r).iter().map(|v| format!("<td>{}</td>", esc(v))).collect();
             let rec = r
                 .recommendation
                 .as_ref()
                 .map_or(String::from("-"), |x| format!("{}: {}", x["kind"].as_str().unwrap_or("?"), x["rationale"].as_str().unwrap_or("")));
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td>{figures}<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&r.resource),
-                f(r.min),
-                f(r.mean as u64),
-                f(r.p50),
-                f(r.p95),
-                f(r.max),
-                r.soft.map_or("-".into(), f),
-                r.hard.map_or("-".into(), f),
                 r.violations,
                 r.actions.len(),
                 esc(r.pattern.as_deref().unwrap_or("-")),

@@ -1,0 +1,99 @@
+//! The fleet file: TOML wire format for groups and agents, validated into
+//! core types with every error reported at its location.
+//!
+//! ```toml
+//! [groups.gpu_worker]                 # a new group, or changes to a built-in one
+//! extends = "heavy_computation_agent" # optional base for a new group
+//! description = "GPU workers"
+//! scaling_policy = "proportional"     # fixed (default) | proportional
+//! limits.memory = { soft = "3Gi", hard = "4Gi", action = "suspend" }
+//! totals = { memory = "16Gi", cpu = 8 }
+//!
+//! [[agents]]
+//! name = "indexer-1"
+//! group = "standard_agent"
+//! command = ["python3", "indexer.py"]
+//! priority = 7
+//! limits.memory = { soft = "200Mi", hard = "300Mi", action = "throttle" }
+//! env = { LOG = "info" }
+//! workdir = "/srv/indexer"
+//! ```
+//!
+//! Submodules: `context` (errors with line, column and field; typed readers
+//! of spanned TOML values), `limits` (limit tables and custom handlers),
+//! `settings` (`[policy]`), `groups` (`[groups.NAME]`), `agents` (`[[agents]]`).
+
+mod agents;
+mod context;
+mod groups;
+mod limits;
+mod settings;
+
+pub use agents::{AgentDef, Restart, resolve_user};
+pub use settings::Settings;
+
+use allot_core::Ledger;
+use allot_core::group::QuotaGroup;
+use context::Ctx;
+use std::fmt;
+use toml::de::DeTable;
+
+/// A parsed and validated fleet.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    /// Groups defined or changed by the file.
+    pub groups: Vec<QuotaGroup>,
+    /// The agents, in file order.
+    pub agents: Vec<AgentDef>,
+    /// The ledger with every group and agent registered: proof that the whole fleet resolves.
+    pub ledger: Ledger,
+    /// Governor settings.
+    pub settings: Settings,
+}
+
+/// One problem in a fleet file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The field, such as `agents[1].limits.memory.hard`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for FleetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}:{}: {}", self.line, self.column, self.message)
+        } else {
+            write!(f, "{}:{}: {}: {}", self.line, self.column, self.field, self.message)
+        }
+    }
+}
+
+/// Parse and validate a fleet file; on failure, every error found, in file order.
+pub fn parse(text: &str) -> Result<Fleet, Vec<FleetError>> {
+    let mut cx = Ctx::new(text);
+    let root = match DeTable::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.err(e.span().unwrap_or(0..0), "", format!("invalid TOML: {}", e.message()));
+            return Err(cx.errors);
+        }
+    };
+    let root = root.get_ref();
+    cx.only(root, "", &["groups", "agents", "policy"]);
+    let settings = root.get("policy").map(|p| settings::parse_settings(&mut cx, p)).unwrap_or_default();
+    let mut ledger = Ledger::with_builtin_groups();
+    let groups = root.get("groups").map(|g| groups::parse_groups(&mut cx, g, &mut ledger)).unwrap_or_default();
+    let agents = root.get("agents").map(|a| agents::parse_agents(&mut cx, a, &mut ledger)).unwrap_or_default();
+    if cx.errors.is_empty() {
+        Ok(Fleet { groups, agents, ledger, settings })
+    } else {
+        cx.errors.sort_by_key(|e| (e.line, e.column));
+        Err(cx.errors)
+    }
+}
