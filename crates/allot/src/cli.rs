@@ -51,8 +51,9 @@ pub(crate) enum Command {
     Ps(PsArgs),
     /// Suspend an agent of a running daemon (freeze its whole tree).
     Suspend(ActArgs),
-    /// Resume a suspended or throttled agent of a running daemon.
-    Resume(ActArgs),
+    /// Release the operator's suspension and throttle of an agent of a running daemon
+    /// (`--force`: every holder's); the answer says who still holds it.
+    Resume(ResumeArgs),
     /// Terminate an agent of a running daemon (notice, grace, kill).
     Terminate(ActArgs),
     /// Read or change an agent's quota on a running daemon.
@@ -204,6 +205,16 @@ pub(crate) struct ActArgs {
     /// The daemon's socket.
     #[arg(long, value_name = "PATH")]
     pub(crate) socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ResumeArgs {
+    #[command(flatten)]
+    pub(crate) agent: ActArgs,
+    /// Also lift the policy's and host pressure's holds and cancel the policy's pending escalations
+    /// (without it, only the operator's own holds are released).
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Subcommand)]

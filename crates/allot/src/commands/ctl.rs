@@ -50,7 +50,8 @@ pub(crate) fn ps(args: &PsArgs) -> Result<ExitCode, Error> {
 pub(crate) fn act(args: &ActArgs, action: &str) -> Result<ExitCode, Error> {
     let (st, v) = request(&socket(&args.socket)?, "POST", &format!("/v1/agents/{}/{action}", args.id), None)?;
     let v = ok(st, v)?;
-    print(&format!("{}: {action}: {}\n", args.id, v["detail"].as_str().unwrap_or("done")))?;
+    let name = action.split('?').next().unwrap_or(action);
+    print(&format!("{}: {name}: {}\n", args.id, v["detail"].as_str().unwrap_or("done")))?;
     Ok(ExitCode::SUCCESS)
 }
 

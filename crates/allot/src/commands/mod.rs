@@ -40,7 +40,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Run(a) => ctl::run(&a),
         Command::Adopt(a) => ctl::adopt(&a),
         Command::Suspend(a) => ctl::act(&a, "suspend"),
-        Command::Resume(a) => ctl::act(&a, "resume"),
+        Command::Resume(a) => ctl::act(&a.agent, if a.force { "resume?force=true" } else { "resume" }),
         Command::Terminate(a) => ctl::act(&a, "terminate"),
         Command::Quota(QuotaCommand::Get(a)) => ctl::quota_get(&a),
         Command::Quota(QuotaCommand::Set(a)) => ctl::quota_set(&a),
