@@ -4,119 +4,77 @@
 //! Every test removes the cgroups and processes it created, also on failure.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use allot_sys::Roots;
 use allot_sys::SysError;
 use allot_sys::actuate::{Actuator, CgroupActuator, SETTLE_TIMEOUT, TreeActuator};
-use allot_sys::cgroup::tree::{AgentCgroup, CgroupRoot, V1, kill_and_remove_dirs};
+use allot_sys::cgroup::tree::{AgentCgroup, V1, kill_and_remove_dirs};
 use allot_sys::cgroup::{Layout, v1, v2};
 use allot_sys::notify::{Notice, Notifier};
-use allot_sys::probe::{Probe, TreeProbe};
-use allot_sys::spawn::spawn;
+use allot_sys::probe::TreeProbe;
+use common::{Fixture, Loops, millicores, next_notice, proc_state, require_cgroups, runtime, wait_until};
 use rustix::process::{Pid, test_kill_process};
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn require() -> bool {
-    std::env::var("ALLOT_REQUIRE_CGROUPS").is_ok_and(|v| v == "1")
-}
-
-/// A root cgroup for one test, removed with everything in it on drop.
-struct Fixture {
-    root: CgroupRoot,
-    agents: Vec<AgentCgroup>,
-    children: Vec<Child>,
-    groups: Vec<String>,
-}
-
-impl Fixture {
-    fn new(test: &str) -> Option<Fixture> {
-        let roots = Roots::host();
-        let name = format!("allot-test-{}-{test}", std::process::id());
-        let layout = match Layout::discover(&roots) {
-            Ok(l) => l,
-            Err(e) => return skip(&format!("cannot read the cgroup layout: {e}")),
-        };
-        match CgroupRoot::create(&layout, &roots, &name) {
-            Ok(root) => Some(Fixture { root, agents: Vec::new(), children: Vec::new(), groups: Vec::new() }),
-            Err(e) => skip(&format!("cannot create cgroups here: {e}")),
-        }
-    }
-
-    fn agent(&mut self, name: &str) -> AgentCgroup {
-        let cg = self.root.agent("g", name).unwrap();
-        if !self.groups.contains(&"g".to_owned()) {
-            self.groups.push("g".into());
-        }
-        self.agents.push(cg.clone());
-        cg
-    }
-
-    fn spawn(&mut self, cg: &AgentCgroup, script: &str) -> u32 {
-        let child = spawn(Command::new("sh").args(["-c", script]), Some(cg)).unwrap();
-        let pid = child.id();
-        self.children.push(child);
-        pid
+/// A fixture for one test; None, the test skipped, where this machine cannot create cgroups.
+fn fixture(test: &str) -> Option<Fixture> {
+    let layout = match Layout::discover(&Roots::host()) {
+        Ok(l) => l,
+        Err(e) => return skip(&format!("cannot read the cgroup layout: {e}")),
+    };
+    match Fixture::create(&layout, test) {
+        Ok(fx) => Some(fx),
+        Err(e) => skip(&format!("cannot create cgroups here: {e}")),
     }
 }
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        for cg in &self.agents {
-            let _ = CgroupActuator::new(cg.clone()).kill().and_then(|s| s.wait(SETTLE_TIMEOUT));
-        }
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for cg in &self.agents {
-            let _ = cg.remove();
-        }
-        for g in &self.groups {
-            if let Ok(d) = self.root.group(g) {
-                let _ = d.remove();
-            }
-        }
-        if let Err(e) = self.root.remove() {
-            eprintln!("warning: could not remove test cgroup: {e}");
-        }
-    }
+/// A fixture with one agent in it.
+fn with_agent(test: &str, agent: &str) -> Option<(Fixture, AgentCgroup)> {
+    let mut fx = fixture(test)?;
+    let cg = fx.agent(agent);
+    Some((fx, cg))
 }
 
 fn skip(why: &str) -> Option<Fixture> {
-    assert!(!require(), "ALLOT_REQUIRE_CGROUPS=1 but {why}");
+    assert!(!require_cgroups(), "ALLOT_REQUIRE_CGROUPS=1 but {why}");
     eprintln!("skipped: {why}");
     None
+}
+
+/// The agent's v1 freezer directory; None, the test skipped, where this host has none.
+fn v1_freezer(cg: &AgentCgroup) -> Option<&Path> {
+    let freezer = cg.v1(V1::Freezer);
+    if freezer.is_none() {
+        eprintln!("skipped: no v1 freezer on this host");
+    }
+    freezer
+}
+
+/// The agent's cgroup without its v2 directory, so that it is frozen and killed
+/// through the v1 freezer (also on drop); None where this host has no v1 freezer.
+fn v1_only(fx: &mut Fixture, mut cg: AgentCgroup) -> Option<AgentCgroup> {
+    v1_freezer(&cg)?;
+    cg.dirs.v2 = None;
+    fx.agents.push(cg.clone());
+    Some(cg)
 }
 
 fn alive(pid: u32) -> bool {
     let Some(p) = Pid::from_raw(pid as i32) else {
         return false;
     };
-    if test_kill_process(p).is_err() {
-        return false;
-    }
     // A zombie still answers kill(0): look at its state.
-    std::fs::read(format!("/proc/{pid}/stat")).ok().and_then(|b| allot_sys::proc::parse::stat(&b)).is_some_and(|s| s.state != b'Z')
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f()
+    test_kill_process(p).is_ok() && proc_state(pid).is_some_and(|s| s != b'Z')
 }
 
 #[test]
 fn spawned_commands_start_inside_the_agent_cgroup() {
-    let Some(mut fx) = Fixture::new("spawn") else {
+    let Some((mut fx, cg)) = with_agent("spawn", "a") else {
         return;
     };
-    let cg = fx.agent("a");
     let pid = fx.spawn(&cg, "sleep 30");
     for d in cg.dirs.all() {
         let procs = allot_sys::cgroup::fs::procs(d).unwrap();
@@ -126,46 +84,35 @@ fn spawned_commands_start_inside_the_agent_cgroup() {
 
 #[test]
 fn a_cpu_hog_is_held_to_its_quota() {
-    let Some(mut fx) = Fixture::new("cpu") else {
+    let Some((mut fx, cg)) = with_agent("cpu", "hog") else {
         return;
     };
-    let cg = fx.agent("hog");
     let mut act = CgroupActuator::new(cg.clone());
     let out = act.set_cpu_limit(Some(200)).unwrap();
     assert!(!out.writes.is_empty());
     let pid = fx.spawn(&cg, "while :; do :; done");
     // Measured independently of the cgroup: utime+stime through /proc.
     let mut probe = TreeProbe::new(PathBuf::from("/proc"), pid);
-    let mut meter = allot_core::rate::Rate::default();
-    std::thread::sleep(Duration::from_millis(300));
-    allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms());
-    std::thread::sleep(Duration::from_secs(3));
-    let m = allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms()).unwrap();
+    let m = millicores(&mut probe, Duration::from_millis(300), Duration::from_secs(3));
     eprintln!("cpu hog limited to 200m measured {m}m through /proc");
     assert!((160..=240).contains(&m), "measured {m}m, wanted 200m within 20 %");
     // Cleared, it runs free.
     act.set_cpu_limit(None).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms());
-    std::thread::sleep(Duration::from_secs(1));
-    let free = allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms()).unwrap();
+    let free = millicores(&mut probe, Duration::from_millis(300), Duration::from_secs(1));
     assert!(free > 400, "unlimited hog at {free}m");
 }
 
 #[test]
 fn an_allocator_is_killed_at_its_memory_ceiling_in_its_own_group_only() {
-    let Some(mut fx) = Fixture::new("mem") else {
+    let Some((mut fx, victim)) = with_agent("mem", "alloc") else {
         return;
     };
-    let victim = fx.agent("alloc");
     let bystander = fx.agent("bystander");
     let mut act = CgroupActuator::new(victim.clone());
     act.set_memory_max(Some(64 << 20)).unwrap();
     let calm = fx.spawn(&bystander, "sleep 30");
     let pid = fx.spawn(&victim, "exec python3 -c 'import time; x = b\"\\x01\" * (200 * 1024 * 1024); time.sleep(30)'");
-    let child = fx.children.iter_mut().find(|c| c.id() == pid).unwrap();
-    let status = child.wait().unwrap();
-    use std::os::unix::process::ExitStatusExt;
+    let status = fx.child(pid).wait().unwrap();
     assert_eq!(status.signal(), Some(9), "{status:?}");
     if let Some(d) = victim.v1(V1::Memory) {
         assert_eq!(v1::memory::oom_kills(d).unwrap(), 1);
@@ -176,10 +123,9 @@ fn an_allocator_is_killed_at_its_memory_ceiling_in_its_own_group_only() {
 
 #[test]
 fn a_fork_loop_stops_at_pids_max_and_the_parent_lives() {
-    let Some(mut fx) = Fixture::new("pids") else {
+    let Some((mut fx, cg)) = with_agent("pids", "forker") else {
         return;
     };
-    let cg = fx.agent("forker");
     let mut act = CgroupActuator::new(cg.clone());
     act.set_pids_max(Some(10)).unwrap();
     // A parent that survives its refused forks (dash would exit on the first).
@@ -192,17 +138,27 @@ fn a_fork_loop_stops_at_pids_max_and_the_parent_lives() {
     assert!(alive(pid), "the parent survives its refused forks");
 }
 
-fn counters(dir: &std::path::Path) -> Vec<u64> {
-    // Each loop appends a byte per step: the file's size is its progress, read atomically.
-    (0..3).map(|i| std::fs::metadata(dir.join(format!("c{i}"))).map_or(0, |m| m.len())).collect()
+/// A shell with two sleeping children in the agent's cgroup; its pid once all three are there.
+fn sleeping_tree(fx: &mut Fixture, cg: &AgentCgroup) -> u32 {
+    let pid = fx.spawn(cg, "sleep 100 & sleep 100 & wait");
+    assert!(wait_until(Duration::from_secs(5), || cg.pids().unwrap().len() == 3));
+    pid
+}
+
+/// Asserts that every directory was removed and, once reaped, the process is gone.
+fn assert_all_gone(fx: &mut Fixture, dirs: impl IntoIterator<Item = impl AsRef<Path>>, pid: u32) {
+    for d in dirs {
+        let d = d.as_ref();
+        assert!(!d.exists(), "{} still there", d.display());
+    }
+    fx.reap();
+    assert!(!alive(pid));
 }
 
 fn freeze_thaw(fx: &mut Fixture, cg: AgentCgroup) {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path().display();
-    let script = format!("for n in 0 1 2; do (while :; do printf x >> {d}/c$n; done) & done; wait");
-    fx.spawn(&cg, &script);
-    assert!(wait_until(Duration::from_secs(5), || counters(tmp.path()).iter().all(|c| *c > 10)));
+    let loops = Loops::new();
+    fx.spawn(&cg, &loops.script());
+    assert!(loops.running());
     let mut act = CgroupActuator::new(cg.clone());
     let start = Instant::now();
     let settle = act.freeze().unwrap();
@@ -215,42 +171,29 @@ fn freeze_thaw(fx: &mut Fixture, cg: AgentCgroup) {
         Some(d) => assert!(v2::core::is_frozen(d).unwrap()),
         None => assert!(v1::freezer::is_frozen(cg.v1(V1::Freezer).unwrap()).unwrap()),
     }
-    let a = counters(tmp.path());
-    std::thread::sleep(Duration::from_millis(400));
-    let b = counters(tmp.path());
-    assert_eq!(a, b, "no progress while frozen");
+    let stopped = loops.assert_stopped();
     act.thaw().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(5), || counters(tmp.path()).iter().zip(&b).all(|(now, then)| now > then)),
-        "every process resumed"
-    );
-    // Stopped before the counters' directory goes away.
+    assert!(loops.resumed_after(&stopped), "every process resumed");
+    // Stopped before the loops' directory goes away.
     act.kill().unwrap().wait(SETTLE_TIMEOUT).unwrap();
 }
 
 #[test]
 fn freeze_stops_every_process_and_thaw_resumes_them() {
-    let Some(mut fx) = Fixture::new("freeze") else {
-        return;
-    };
-    let cg = fx.agent("busy");
-    freeze_thaw(&mut fx, cg);
+    if let Some((mut fx, cg)) = with_agent("freeze", "busy") {
+        freeze_thaw(&mut fx, cg);
+    }
 }
 
 #[test]
 fn the_v1_freezer_alone_also_freezes_and_thaws() {
-    let Some(mut fx) = Fixture::new("freeze1") else {
+    let Some((mut fx, cg)) = with_agent("freeze1", "busy") else {
         return;
     };
-    let mut cg = fx.agent("busy");
-    if cg.v1(V1::Freezer).is_none() {
-        assert!(!require() || cg.v2().is_some(), "no freezer at all");
-        eprintln!("skipped: no v1 freezer on this host");
-        return;
+    assert!(!require_cgroups() || cg.v1(V1::Freezer).is_some() || cg.v2().is_some(), "no freezer at all");
+    if let Some(cg) = v1_only(&mut fx, cg) {
+        freeze_thaw(&mut fx, cg);
     }
-    cg.dirs.v2 = None;
-    fx.agents.push(cg.clone());
-    freeze_thaw(&mut fx, cg);
 }
 
 fn kill_everything(fx: &mut Fixture, cg: AgentCgroup) {
@@ -264,120 +207,86 @@ fn kill_everything(fx: &mut Fixture, cg: AgentCgroup) {
     let out = settle.wait(SETTLE_TIMEOUT).unwrap();
     eprintln!("kill: {} ({} writes)", out.detail, out.writes.len());
     assert!(cg.pids().unwrap().is_empty());
-    for c in &mut fx.children {
-        let _ = c.wait();
-    }
+    fx.reap();
     let survivors: Vec<_> = seen.into_iter().filter(|p| alive(*p)).collect();
     assert!(survivors.is_empty(), "{survivors:?}");
 }
 
 #[test]
 fn kill_leaves_no_process_even_while_the_tree_forks() {
-    let Some(mut fx) = Fixture::new("kill") else {
-        return;
-    };
-    let cg = fx.agent("forker");
-    kill_everything(&mut fx, cg);
+    if let Some((mut fx, cg)) = with_agent("kill", "forker") {
+        kill_everything(&mut fx, cg);
+    }
 }
 
 #[test]
 fn kill_through_the_v1_freezer() {
-    let Some(mut fx) = Fixture::new("kill1") else {
+    let Some((mut fx, cg)) = with_agent("kill1", "forker") else {
         return;
     };
-    let mut cg = fx.agent("forker");
-    if cg.v1(V1::Freezer).is_none() {
-        eprintln!("skipped: no v1 freezer on this host");
-        return;
+    if let Some(cg) = v1_only(&mut fx, cg) {
+        kill_everything(&mut fx, cg);
     }
-    cg.dirs.v2 = None;
-    fx.agents.push(cg.clone());
-    kill_everything(&mut fx, cg);
 }
 
 #[test]
 fn a_frozen_agent_can_be_killed_through_v2_and_through_the_v1_freezer() {
-    let Some(mut fx) = Fixture::new("killfrozen") else {
+    let Some(mut fx) = fixture("killfrozen") else {
         return;
     };
-    for (name, v1_only) in [("both", false), ("v1", true)] {
-        let mut cg = fx.agent(name);
-        if v1_only {
-            if cg.v1(V1::Freezer).is_none() {
-                continue;
-            }
-            cg.dirs.v2 = None;
-            fx.agents.push(cg.clone());
-        }
-        let pid = fx.spawn(&cg, "sleep 100 & sleep 100 & wait");
-        assert!(wait_until(Duration::from_secs(5), || cg.pids().unwrap().len() == 3));
+    for (name, v1_only_dirs) in [("both", false), ("v1", true)] {
+        let cg = fx.agent(name);
+        let Some(cg) = (if v1_only_dirs { v1_only(&mut fx, cg) } else { Some(cg) }) else {
+            continue;
+        };
+        let pid = sleeping_tree(&mut fx, &cg);
         let mut act = CgroupActuator::new(cg.clone());
         act.freeze().unwrap().wait(SETTLE_TIMEOUT).unwrap();
         let out = act.kill().unwrap().wait(SETTLE_TIMEOUT).unwrap();
         eprintln!("kill of a frozen agent ({name}): {}", out.detail);
         assert!(cg.pids().unwrap().is_empty(), "{name}");
-        let child = fx.children.iter_mut().find(|c| c.id() == pid).unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(child.wait().unwrap().signal(), Some(9), "{name}");
+        assert_eq!(fx.child(pid).wait().unwrap().signal(), Some(9), "{name}");
     }
 }
 
 #[test]
 fn kill_and_remove_empties_and_removes_every_directory() {
-    let Some(mut fx) = Fixture::new("killrm") else {
+    let Some((mut fx, cg)) = with_agent("killrm", "forker") else {
         return;
     };
-    let cg = fx.agent("forker");
     CgroupActuator::new(cg.clone()).set_pids_max(Some(40)).unwrap();
     let pid = fx.spawn(&cg, "while :; do sleep 100 & done 2>/dev/null");
     assert!(wait_until(Duration::from_secs(5), || cg.pids().unwrap().len() > 10));
     let out = cg.kill_and_remove(SETTLE_TIMEOUT).unwrap();
     eprintln!("kill_and_remove: {}", out.detail);
-    for d in cg.dirs.all() {
-        assert!(!d.exists(), "{} still there", d.display());
-    }
-    for c in &mut fx.children {
-        let _ = c.wait();
-    }
-    assert!(!alive(pid));
+    assert_all_gone(&mut fx, cg.dirs.all(), pid);
 }
 
 #[test]
 fn kill_and_remove_on_stored_v1_paths_goes_through_the_freezer() {
-    let Some(mut fx) = Fixture::new("killrm1") else {
+    let Some((mut fx, cg)) = with_agent("killrm1", "leftover") else {
         return;
     };
-    let cg = fx.agent("leftover");
-    if cg.v1(V1::Freezer).is_none() {
-        eprintln!("skipped: no v1 freezer on this host");
+    let Some(freezer) = v1_freezer(&cg).map(PathBuf::from) else {
         return;
-    }
-    let pid = fx.spawn(&cg, "sleep 100 & sleep 100 & wait");
-    assert!(wait_until(Duration::from_secs(5), || cg.pids().unwrap().len() == 3));
+    };
+    let pid = sleeping_tree(&mut fx, &cg);
     // Only the v1 paths, as a store of an earlier run would hold them (plus one already gone).
     let mut dirs: Vec<PathBuf> = cg.dirs.v1.values().cloned().collect();
-    dirs.push(cg.v1(V1::Freezer).unwrap().join("already-gone"));
+    dirs.push(freezer.join("already-gone"));
     let (out, pids) = kill_and_remove_dirs(&dirs, SETTLE_TIMEOUT).unwrap();
     eprintln!("kill_and_remove_dirs: {} {:?}", out.detail, out.writes);
     assert!(out.writes.iter().any(|w| w.value == "FROZEN") && out.writes.iter().any(|w| w.value == "THAWED"), "{out:?}");
     assert!(pids.contains(&pid) && pids.len() >= 3, "{pids:?}");
-    for d in &dirs {
-        assert!(!d.exists(), "{} still there", d.display());
-    }
-    for c in &mut fx.children {
-        let _ = c.wait();
-    }
-    assert!(!alive(pid));
+    assert_all_gone(&mut fx, &dirs, pid);
 }
 
 #[test]
 fn a_kill_that_cannot_finish_times_out_naming_the_processes_left() {
-    let Some(mut fx) = Fixture::new("killtimeout") else {
+    let Some((mut fx, cg)) = with_agent("killtimeout", "frozen") else {
         return;
     };
-    let cg = fx.agent("frozen");
-    let Some(freezer) = cg.v1(V1::Freezer).map(PathBuf::from) else {
-        eprintln!("skipped: no v1 freezer on this host");
+    let Some(freezer) = v1_freezer(&cg).map(PathBuf::from) else {
         return;
     };
     let pid = fx.spawn(&cg, "exec sleep 100");
@@ -394,23 +303,16 @@ fn a_kill_that_cannot_finish_times_out_naming_the_processes_left() {
     assert_eq!(e.to_string(), format!("kill did not finish within 50ms: processes [{pid}] still present"));
     // Thawed, the pending SIGKILL lands.
     v1::freezer::thaw(&freezer).unwrap();
-    let child = fx.children.iter_mut().find(|c| c.id() == pid).unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(child.wait().unwrap().signal(), Some(9));
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
+    assert_eq!(fx.child(pid).wait().unwrap().signal(), Some(9));
 }
 
 #[test]
 fn v2_events_report_frozen_and_empty() {
-    let Some(mut fx) = Fixture::new("events") else {
+    let Some((mut fx, cg)) = with_agent("events", "short") else {
         return;
     };
-    let cg = fx.agent("short");
     let Some(v2dir) = cg.v2().map(PathBuf::from) else {
-        assert!(!require() || Layout::discover(&Roots::host()).unwrap().v2_dir().is_none(), "v2 mounted but unused");
+        assert!(!require_cgroups() || Layout::discover(&Roots::host()).unwrap().v2_dir().is_none(), "v2 mounted but unused");
         eprintln!("skipped: no cgroup v2 hierarchy");
         return;
     };
@@ -437,10 +339,9 @@ fn v2_events_report_frozen_and_empty() {
 
 #[test]
 fn a_v1_memory_threshold_notification_arrives_when_a_child_crosses_it() {
-    let Some(mut fx) = Fixture::new("threshold") else {
+    let Some((mut fx, cg)) = with_agent("threshold", "grower") else {
         return;
     };
-    let cg = fx.agent("grower");
     let Some(dir) = cg.v1(V1::Memory).map(PathBuf::from) else {
         eprintln!("skipped: no v1 memory controller");
         return;
@@ -448,11 +349,5 @@ fn a_v1_memory_threshold_notification_arrives_when_a_child_crosses_it() {
     let (notifier, mut rx) = Notifier::start().unwrap();
     notifier.memory_threshold("grower", &dir, 32 << 20).unwrap();
     fx.spawn(&cg, "exec python3 -c 'import time; time.sleep(0.3); x = b\"\\x01\" * (64 * 1024 * 1024); time.sleep(30)'");
-    let got = runtime().block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.recv()).await });
-    assert_eq!(got.unwrap().unwrap(), ("grower".to_owned(), Notice::MemoryThreshold { bytes: 32 << 20 }));
-}
-
-/// Milliseconds since the Unix epoch, as the core's time.
-fn now_ms() -> allot_core::Time {
-    allot_core::Time::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
+    assert_eq!(next_notice(&mut rx, Duration::from_secs(10)), ("grower".to_owned(), Notice::MemoryThreshold { bytes: 32 << 20 }));
 }

@@ -5,13 +5,12 @@
 //! fails.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use allot_sys::Roots;
 use allot_sys::cgroup::{Layout, Mode};
 use allot_sys::host::read_host;
-
-fn require_cgroups() -> bool {
-    std::env::var("ALLOT_REQUIRE_CGROUPS").is_ok_and(|v| v == "1")
-}
+use common::require_cgroups;
 
 #[test]
 fn our_own_cgroup_is_found_and_holds_this_process() {

@@ -2,12 +2,15 @@
 //! on real process trees found through `/proc`. Needs no privileges.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use allot_sys::actuate::{Actuator, SETTLE_TIMEOUT, TreeActuator};
-use allot_sys::probe::{Probe, TreeProbe};
+use allot_sys::probe::TreeProbe;
 use allot_sys::spawn::spawn;
+use common::{Loops, millicores, proc_state, wait_until};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Kills the tree and reaps the child when the test ends, also on failure.
 struct Tree {
@@ -30,43 +33,22 @@ impl Drop for Tree {
     }
 }
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f()
-}
-
-fn counters(dir: &std::path::Path) -> Vec<u64> {
-    // Each loop appends a byte per step: the file's size is its progress, read atomically.
-    (0..3).map(|i| std::fs::metadata(dir.join(format!("c{i}"))).map_or(0, |m| m.len())).collect()
-}
-
 #[test]
 fn sigstop_freezes_the_whole_tree_and_sigcont_resumes_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path().display();
-    let script = format!("for n in 0 1 2; do (while :; do printf x >> {d}/c$n; done) & done; wait");
-    let mut t = Tree::start(&script);
+    let loops = Loops::new();
+    let mut t = Tree::start(&loops.script());
     let act = &mut t.act;
-    assert!(wait_until(Duration::from_secs(5), || counters(tmp.path()).iter().all(|c| *c > 10)));
+    assert!(loops.running());
     let settle = act.freeze().unwrap();
     assert!(settle.started().detail.contains("SIGSTOP to 4"), "parent and three loops: {settle:?}");
     let out = settle.wait(SETTLE_TIMEOUT).unwrap();
     assert!(out.detail.contains("SIGSTOP to 4 process(es); every one stopped"), "{}", out.detail);
     for p in act.pids().unwrap() {
-        let stat = std::fs::read(format!("/proc/{p}/stat")).unwrap();
-        assert_eq!(allot_sys::proc::parse::stat(&stat).unwrap().state, b'T', "{p} stopped once the wait is over");
+        assert_eq!(proc_state(p).unwrap(), b'T', "{p} stopped once the wait is over");
     }
-    let a = counters(tmp.path());
-    std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(a, counters(tmp.path()));
+    let stopped = loops.assert_stopped();
     act.thaw().unwrap();
-    assert!(wait_until(Duration::from_secs(5), || counters(tmp.path()).iter().zip(&a).all(|(n, t)| n > t)));
+    assert!(loops.resumed_after(&stopped));
 }
 
 #[test]
@@ -80,9 +62,7 @@ fn the_tree_is_killed_even_while_it_forks() {
     assert!(out.detail.ends_with("tree empty"), "{}", out.detail);
     assert!(t.act.pids().unwrap().is_empty());
     let _ = t.child.wait();
-    let gone = |p: &u32| {
-        std::fs::read(format!("/proc/{p}/stat")).ok().and_then(|b| allot_sys::proc::parse::stat(&b)).is_none_or(|s| s.state == b'Z')
-    };
+    let gone = |p: &u32| proc_state(*p).is_none_or(|s| s == b'Z');
     // Orphans are reparented and reaped by init; give it a moment.
     assert!(wait_until(Duration::from_secs(2), || seen.iter().all(gone)), "{:?}", seen.iter().filter(|p| !gone(p)).collect::<Vec<_>>());
 }
@@ -97,8 +77,7 @@ fn freezing_a_throttled_tree_stops_the_duty_cycle_for_good() {
     settle.wait(SETTLE_TIMEOUT).unwrap();
     // Longer than a duty period: no SIGCONT of the cycle undoes the freeze.
     std::thread::sleep(Duration::from_millis(250));
-    let stat = std::fs::read(format!("/proc/{}/stat", t.child.id())).unwrap();
-    assert_eq!(allot_sys::proc::parse::stat(&stat).unwrap().state, b'T');
+    assert_eq!(proc_state(t.child.id()).unwrap(), b'T');
     t.act.thaw().unwrap();
 }
 
@@ -107,16 +86,7 @@ fn a_duty_cycle_throttles_a_hog_without_cgroups() {
     let mut t = Tree::start("while :; do :; done");
     t.act.set_cpu_limit(Some(300)).unwrap();
     let mut probe = TreeProbe::new(PathBuf::from("/proc"), t.child.id());
-    let mut meter = allot_core::rate::Rate::default();
-    std::thread::sleep(Duration::from_millis(300));
-    allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms());
-    std::thread::sleep(Duration::from_secs(2));
-    let m = allot_core::rate::cpu_millicores(&mut meter, probe.fast().unwrap().cpu_ns, now_ms()).unwrap();
+    let m = millicores(&mut probe, Duration::from_millis(300), Duration::from_secs(2));
     eprintln!("duty cycle at 30 %: hog measured {m}m");
     assert!((150..=450).contains(&m), "{m}m");
-}
-
-/// Milliseconds since the Unix epoch, as the core's time.
-fn now_ms() -> allot_core::Time {
-    allot_core::Time::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64)
 }
