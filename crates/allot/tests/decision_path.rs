@@ -13,19 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-const HOLDERS_FLEET: &str = r#"
-[policy]
-delays = { throttle = "5s", suspend = "8s", terminate = "60s" }
-recovery_dwell = "10s"
-sample_interval = "1s"
-
-[[agents]]
-name = "a"
-group = "standard_agent"
-command = ["fake"]
-limits.memory = { soft = "10Mi", hard = "20Mi", action = "suspend" }
-"#;
-
 async fn act(tx: &mpsc::UnboundedSender<Control>, action: OperatorAction) -> String {
     let (rtx, rrx) = oneshot::channel();
     tx.send(Control::Act("a".into(), action, rtx)).unwrap();
@@ -42,6 +29,12 @@ async fn at(start: tokio::time::Instant, ms: u64) {
     tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
 }
 
+const HOLDERS_POLICY: &str = r#"
+delays = { throttle = "5s", suspend = "8s", terminate = "60s" }
+recovery_dwell = "10s"
+sample_interval = "1s"
+"#;
+
 #[tokio::test(start_paused = true)]
 async fn an_operator_resume_never_lifts_the_policys_suspension_and_a_throttle_restore_never_thaws() {
     // cpu over its hard limit (300m) until 15 s: the policy throttles it at ~6 s and restores at ~25 s.
@@ -51,7 +44,8 @@ async fn an_operator_resume_never_lifts_the_policys_suspension_and_a_throttle_re
     let start = backend.start;
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    let gov = common::governor(HOLDERS_FLEET, backend, dir.path().join("state.db")).with_control(rx);
+    let fleet = common::fleet(HOLDERS_POLICY, &[("a", &common::memory_limit("suspend"))]);
+    let gov = common::governor(&fleet, backend, dir.path().join("state.db")).with_control(rx);
     let run = tokio::spawn(gov.run(Some(Duration::from_secs(40))));
 
     at(start, 11_000).await;
@@ -84,23 +78,10 @@ async fn an_operator_resume_never_lifts_the_policys_suspension_and_a_throttle_re
     assert!(first_thaw > cpu_restored);
 }
 
-const STALL_FLEET: &str = r#"
-[policy]
+const STALL_POLICY: &str = r#"
 delays = { terminate = "0s" }
 terminate_grace = "300ms"
 sample_interval = "100ms"
-
-[[agents]]
-name = "slow"
-group = "standard_agent"
-command = ["fake"]
-limits.memory = { soft = "10Mi", hard = "20Mi", action = "terminate" }
-
-[[agents]]
-name = "b"
-group = "standard_agent"
-command = ["fake"]
-limits.memory = { soft = "10Mi", hard = "20Mi", action = "warn" }
 "#;
 
 /// `GET /healthz` over the socket, timed.
@@ -124,7 +105,8 @@ async fn a_kill_that_takes_seconds_stalls_neither_enforcement_nor_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
     let (tx, rx) = mpsc::unbounded_channel();
-    let gov = common::governor(STALL_FLEET, backend, state.clone()).with_control(rx);
+    let fleet = common::fleet(STALL_POLICY, &[("slow", &common::memory_limit("terminate")), ("b", &common::memory_limit("warn"))]);
+    let gov = common::governor(&fleet, backend, state.clone()).with_control(rx);
     // The API on the same single-threaded runtime, as the daemon serves it.
     let sock = dir.path().join("allot.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();

@@ -10,8 +10,8 @@ use common::{FakeBackend, Log};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The `[policy]` settings of every run.
 const POLICY: &str = r#"
-[policy]
 delays = { throttle = "5s", suspend = "8s", terminate = "6s" }
 terminate_grace = "3s"
 scale_down_deadline = "4s"
@@ -37,13 +37,11 @@ async fn run_with(
     secs: u64,
     exit_after: Option<u64>,
 ) -> Run {
-    let text = format!("{POLICY}\n[[agents]]\nname = \"a\"\ngroup = \"standard_agent\"\ncommand = [\"fake\"]\n{limits}\n");
-    let fleet = allot::fleet::parse(&text).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let state: PathBuf = dir.path().join("state.db");
     let log = Log::default();
     let backend = FakeBackend { exit_after, ..FakeBackend::new(script, log.clone()) };
-    let gov = allot::governor::Governor::new(fleet, backend, &common::options(state.clone())).unwrap();
+    let gov = common::governor(&common::fleet(POLICY, &[("a", limits)]), backend, state.clone());
     let summary = gov.run(Some(Duration::from_secs(secs))).await.unwrap();
     let history = allot_store::Store::open_read_only(&state).unwrap().history(Some("a")).unwrap();
     Run { log, history, exits: summary.exits, _dir: dir }
@@ -78,7 +76,7 @@ async fn delay_then_act() {
 
 #[tokio::test(start_paused = true)]
 async fn grace_then_kill() {
-    let r = run(r#"limits.memory = { soft = "10Mi", hard = "20Mi", action = "terminate" }"#, |_| (30 << 20, 10, 1), 30).await;
+    let r = run(&common::memory_limit("terminate"), |_| (30 << 20, 10, 1), 30).await;
     let term = r.log.has("signal").unwrap();
     let kill = r.log.has("kill").unwrap();
     assert_eq!(kill - term, 3000, "killed exactly when the grace ends: {:?}", r.log.calls());
@@ -89,7 +87,7 @@ async fn grace_then_kill() {
 
 #[tokio::test(start_paused = true)]
 async fn deadline_then_escalate() {
-    let r = run(r#"limits.memory = { soft = "10Mi", hard = "20Mi", action = "scale_down" }"#, |_| (30 << 20, 10, 1), 20).await;
+    let r = run(&common::memory_limit("scale_down"), |_| (30 << 20, 10, 1), 20).await;
     let req = r.history.iter().find(|x| x.action == "scale_down").unwrap().at_ms;
     let sus = r.history.iter().find(|x| x.action == "suspend").unwrap();
     assert_eq!(sus.at_ms - req, 4000);
@@ -99,12 +97,7 @@ async fn deadline_then_escalate() {
 
 #[tokio::test(start_paused = true)]
 async fn scale_down_met_is_not_escalated() {
-    let r = run(
-        r#"limits.memory = { soft = "10Mi", hard = "20Mi", action = "scale_down" }"#,
-        |t| (if t < 3000 { 30 << 20 } else { 5 << 20 }, 10, 1),
-        20,
-    )
-    .await;
+    let r = run(&common::memory_limit("scale_down"), |t| (if t < 3000 { 30 << 20 } else { 5 << 20 }, 10, 1), 20).await;
     let a = actions(&r.history);
     assert!(a.contains(&("scale_down".into(), "success".into())), "{a:?}");
     assert!(r.history.iter().any(|x| x.detail.starts_with("met:")), "{a:?}");
@@ -146,15 +139,11 @@ async fn analytics_run_on_their_timer_and_warn_of_a_forecast_crossing() {
     // Memory grows 100 kB/s from 100 MB against a hard limit of 300 MiB: the
     // crossing is about 35 minutes out at first, under 10 minutes after ~25 min.
     let limits = "limits.memory = { soft = \"250Mi\", hard = \"300Mi\", action = \"warn\" }";
-    let text = format!(
-        "{POLICY}\nanalytics_interval = \"1m\"\nanalytics_window = \"10m\"\nforecast_horizon = \"10m\"\n[[agents]]\nname = \"a\"\ngroup = \"standard_agent\"\ncommand = [\"fake\"]\n{limits}\n"
-    );
-    let fleet = allot::fleet::parse(&text).unwrap();
+    let policy = format!("{POLICY}analytics_interval = \"1m\"\nanalytics_window = \"10m\"\nforecast_horizon = \"10m\"\n");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
     let backend = FakeBackend::new(|t| (100_000_000 + t * 100, 10, 1), Log::default());
-    allot::governor::Governor::new(fleet, backend, &common::options(state.clone()))
-        .unwrap()
+    common::governor(&common::fleet(&policy, &[("a", limits)]), backend, state.clone())
         .run(Some(Duration::from_secs(30 * 60)))
         .await
         .unwrap();

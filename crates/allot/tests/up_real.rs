@@ -9,10 +9,11 @@ use allot_store::Store;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn can_use_cgroups(test: &str) -> bool {
+/// The cgroup name for a test's run of `allot up`; None, the test skipped, where cgroups are unusable.
+fn cgroup_name(test: &str) -> Option<String> {
     let roots = allot_sys::Roots::host();
     let ok = allot_sys::cgroup::Layout::discover(&roots).map_err(|e| e.to_string()).and_then(|l| {
         allot_sys::cgroup::tree::CgroupRoot::create(&l, &roots, &format!("allot-probe-{}-{test}", std::process::id()))
@@ -21,12 +22,12 @@ fn can_use_cgroups(test: &str) -> bool {
     match ok {
         Ok(root) => {
             let _ = root.remove();
-            true
+            Some(format!("allot-test-{}-{test}", std::process::id()))
         }
         Err(e) => {
             assert!(std::env::var("ALLOT_REQUIRE_CGROUPS").as_deref() != Ok("1"), "ALLOT_REQUIRE_CGROUPS=1 but cgroups are unusable: {e}");
             eprintln!("skipped: cgroups unusable here: {e}");
-            false
+            None
         }
     }
 }
@@ -35,25 +36,54 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-#[test]
-fn the_example_fleet_exercises_every_action_within_the_minute() {
-    if !can_use_cgroups("example") {
-        return;
-    }
+/// A temporary directory for a run, and the path of the state database in it.
+fn scratch() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
-    let events = dir.path().join("ev.jsonl");
-    let name = format!("allot-test-{}-example", std::process::id());
-    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
-        .current_dir(repo())
-        .args(["up", "examples/fleet.toml", "--for", "40s", "--quiet", "--cgroup-name", &name])
-        .arg("--events")
-        .arg(&events)
-        .arg("--state")
-        .arg(&state)
-        .output()
-        .unwrap();
+    (dir, state)
+}
+
+/// `allot up --quiet <args> --state <state> <fleet>`.
+fn up(args: &[&str], state: &Path, fleet: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_allot"));
+    cmd.args(["up", "--quiet"]).args(args).arg("--state").arg(state).arg(fleet);
+    cmd
+}
+
+/// Runs a command to its end and asserts that it succeeded; its output.
+fn succeeds(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// An `[[agents]]` entry in the standard group running `sh -c script`.
+fn agent(name: &str, script: &str, limits: &str) -> String {
+    format!("\n[[agents]]\nname = \"{name}\"\ngroup = \"standard_agent\"\ncommand = [\"sh\", \"-c\", \"{script}\"]\n{limits}\n")
+}
+
+/// `fleet.toml` in `dir`: these escalation delays, a sample every 250 ms, a cpu hog
+/// over its hard limit (throttled) and one more agent.
+fn write_fleet(dir: &Path, delays: &str, other: &str) -> PathBuf {
+    let hog = agent("hog", "while :; do :; done", r#"limits.cpu = { soft = "100m", hard = "200m", action = "throttle" }"#);
+    let fleet = dir.join("fleet.toml");
+    std::fs::write(&fleet, format!("[policy]\ndelays = {delays}\nsample_interval = \"250ms\"\n{hog}{other}")).unwrap();
+    fleet
+}
+
+#[test]
+fn the_example_fleet_exercises_every_action_within_the_minute() {
+    let Some(name) = cgroup_name("example") else {
+        return;
+    };
+    let (dir, state) = scratch();
+    let events = dir.path().join("ev.jsonl");
+    succeeds(
+        up(&["--for", "40s", "--cgroup-name", &name], &state, Path::new("examples/fleet.toml"))
+            .arg("--events")
+            .arg(&events)
+            .current_dir(repo()),
+    );
     let lines: Vec<Value> = std::fs::read_to_string(&events).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     for l in &lines {
         assert!(l["seq"].as_u64().is_some() && l["at"].as_str().is_some_and(|s| s.ends_with('Z')) && l["topic"].is_string(), "{l}");
@@ -132,41 +162,17 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn a_sigkilled_governor_leaves_limits_in_force_and_the_next_run_stops_its_agents() {
-    if !can_use_cgroups("sigkill") {
+    let Some(name) = cgroup_name("sigkill") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.db");
-    let fleet = dir.path().join("fleet.toml");
-    std::fs::write(
-        &fleet,
-        r#"
-[policy]
-delays = { throttle = "1s" }
-sample_interval = "250ms"
-
-[[agents]]
-name = "hog"
-group = "standard_agent"
-command = ["sh", "-c", "while :; do :; done"]
-limits.cpu = { soft = "100m", hard = "200m", action = "throttle" }
-
-[[agents]]
-name = "sleeper"
-group = "standard_agent"
-command = ["sh", "-c", "sleep 1000 & sleep 1000"]
-limits.processes = { soft = 5, hard = 8, burst = 12, burst_window = "5s", action = "suspend" }
-"#,
-    )
-    .unwrap();
-    let name = format!("allot-test-{}-sigkill", std::process::id());
-    let mut gov = Command::new(env!("CARGO_BIN_EXE_allot"))
-        .args(["up", "--quiet", "--for", "120s", "--cgroup-name", &name, "--state"])
-        .arg(&state)
-        .arg(&fleet)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    };
+    let (dir, state) = scratch();
+    let sleeper = agent(
+        "sleeper",
+        "sleep 1000 & sleep 1000",
+        r#"limits.processes = { soft = 5, hard = 8, burst = 12, burst_window = "5s", action = "suspend" }"#,
+    );
+    let fleet = write_fleet(dir.path(), r#"{ throttle = "1s" }"#, &sleeper);
+    let mut gov = up(&["--for", "120s", "--cgroup-name", &name], &state, &fleet).stdout(Stdio::null()).spawn().unwrap();
     // Wait for the throttle to be recorded.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -204,13 +210,7 @@ limits.processes = { soft = 5, hard = 8, burst = 12, burst_window = "5s", action
     assert_eq!(pids_max.as_deref().map(str::trim), Some("12"), "pids.max at burst still set");
 
     // The next run on the same state stops what the killed one left.
-    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
-        .args(["up", "--quiet", "--for", "2s", "--cgroup-name", &name, "--state"])
-        .arg(&state)
-        .arg(&fleet)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    succeeds(&mut up(&["--for", "2s", "--cgroup-name", &name], &state, &fleet));
     for (pid, _) in &left {
         assert!(!alive(*pid), "agent {pid} of the killed run still runs");
     }
@@ -222,37 +222,10 @@ limits.processes = { soft = 5, hard = 8, burst = 12, burst_window = "5s", action
 
 #[test]
 fn without_cgroups_the_fallbacks_work_and_say_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.db");
-    let fleet = dir.path().join("fleet.toml");
-    std::fs::write(
-        &fleet,
-        r#"
-[policy]
-delays = { throttle = "1s", suspend = "1s" }
-sample_interval = "250ms"
-
-[[agents]]
-name = "hog"
-group = "standard_agent"
-command = ["sh", "-c", "while :; do :; done"]
-limits.cpu = { soft = "100m", hard = "200m", action = "throttle" }
-
-[[agents]]
-name = "big"
-group = "standard_agent"
-command = ["sh", "-c", "sleep 100 & sleep 100 & sleep 100 & wait"]
-limits.processes = { soft = 2, hard = 3, action = "suspend" }
-"#,
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
-        .args(["up", "--quiet", "--no-cgroups", "--for", "6s", "--state"])
-        .arg(&state)
-        .arg(&fleet)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (dir, state) = scratch();
+    let big = agent("big", "sleep 100 & sleep 100 & sleep 100 & wait", r#"limits.processes = { soft = 2, hard = 3, action = "suspend" }"#);
+    let fleet = write_fleet(dir.path(), r#"{ throttle = "1s", suspend = "1s" }"#, &big);
+    let out = succeeds(&mut up(&["--no-cgroups", "--for", "6s"], &state, &fleet));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no cgroups (--no-cgroups given): process trees through /proc"), "{err}");
     let h = Store::open_read_only(&state).unwrap().history(None).unwrap();

@@ -240,3 +240,18 @@ pub fn options(state: PathBuf) -> Options {
 pub fn governor(fleet: &str, backend: FakeBackend, state: PathBuf) -> Governor<FakeBackend> {
     Governor::new(allot::fleet::parse(fleet).unwrap(), backend, &options(state)).unwrap()
 }
+
+/// A fleet text: `[policy]` with these settings, and one agent per `(name, settings)`
+/// in the standard group, running the scripted backend's command.
+pub fn fleet(policy: &str, agents: &[(&str, &str)]) -> String {
+    let agents: String = agents
+        .iter()
+        .map(|(name, settings)| format!("\n[[agents]]\nname = \"{name}\"\ngroup = \"standard_agent\"\ncommand = [\"fake\"]\n{settings}\n"))
+        .collect();
+    format!("[policy]\n{policy}\n{agents}")
+}
+
+/// A memory limit of 10Mi soft, 20Mi hard, with `action`: the scripts' 30Mi is over it, 5Mi under.
+pub fn memory_limit(action: &str) -> String {
+    format!("limits.memory = {{ soft = \"10Mi\", hard = \"20Mi\", action = \"{action}\" }}")
+}
