@@ -343,6 +343,13 @@ mod tests {
         AgentId::new(s).unwrap()
     }
 
+    /// Agent `name` in `group`, with its memory limit overridden.
+    fn with_memory(name: &str, group: &str, memory: LimitOverride) -> AgentSpec {
+        let mut spec = AgentSpec::new(id(name), group);
+        spec.overrides.insert(Resource::Memory, memory);
+        spec
+    }
+
     fn kinds(v: &[Violation]) -> Vec<(Resource, ViolationKind)> {
         v.iter().map(|v| (v.resource.clone(), v.kind)).collect()
     }
@@ -357,8 +364,7 @@ mod tests {
         );
         l.register(AgentSpec::new(id("a"), "standard_agent")).unwrap();
         assert_eq!(l.register(AgentSpec::new(id("a"), "standard_agent")).unwrap_err(), LedgerError::DuplicateAgent(id("a")));
-        let mut spec = AgentSpec::new(id("b"), "standard_agent");
-        spec.overrides.insert(Resource::Memory, LimitOverride { soft: Some(900_000_000), ..Default::default() });
+        let spec = with_memory("b", "standard_agent", LimitOverride { soft: Some(900_000_000), ..Default::default() });
         let e = l.register(spec).unwrap_err();
         assert!(e.to_string().contains("agents.b.limits.memory: soft (900000000) must not exceed hard"), "{e}");
         assert_eq!(l.agents().count(), 1);
@@ -369,9 +375,7 @@ mod tests {
     #[test]
     fn compliance_distinguishes_soft_burst_and_hard() {
         let mut l = Ledger::default();
-        let mut spec = AgentSpec::new(id("a"), "lightweight_agent");
-        spec.overrides.insert(Resource::Memory, LimitOverride { burst: Some(150_000_000), ..Default::default() });
-        l.register(spec).unwrap();
+        l.register(with_memory("a", "lightweight_agent", LimitOverride { burst: Some(150_000_000), ..Default::default() })).unwrap();
         let t = Time::from_secs(100);
         let a = l.record(&id("a"), Resource::Memory, 40_000_000, t).unwrap();
         assert_eq!(a.violation, None);
@@ -436,9 +440,7 @@ mod tests {
     #[test]
     fn changing_a_group_re_resolves_members_or_changes_nothing() {
         let mut l = Ledger::default();
-        let mut spec = AgentSpec::new(id("a"), "standard_agent");
-        spec.overrides.insert(Resource::Memory, LimitOverride { soft: Some(400_000_000), ..Default::default() });
-        l.register(spec).unwrap();
+        l.register(with_memory("a", "standard_agent", LimitOverride { soft: Some(400_000_000), ..Default::default() })).unwrap();
         let mut g = l.group("standard_agent").unwrap().clone();
         let cpu = g.limits.get_mut(&Resource::Cpu).unwrap();
         cpu.hard = 500;

@@ -256,17 +256,15 @@ fn throttle_factor_table() {
 
 const RESOURCES: [Resource; 3] = [Resource::Memory, Resource::Cpu, Resource::Processes];
 
+/// The default configuration with its durations cut to seconds, so that cases run through whole escalations and recoveries.
 fn fast_config() -> PolicyConfig {
+    let secs = Duration::from_secs;
     PolicyConfig {
-        delays: BTreeMap::from([
-            (Action::Throttle, Duration::from_secs(3)),
-            (Action::Suspend, Duration::from_secs(5)),
-            (Action::Terminate, Duration::from_secs(7)),
-        ]),
-        terminate_grace: Duration::from_secs(1),
-        scale_down_deadline: Duration::from_secs(4),
-        target_permille: 800,
-        recovery: RecoveryTiming { dwell: Duration::from_secs(6), stage_interval: Duration::from_secs(3) },
+        delays: BTreeMap::from([(Action::Throttle, secs(3)), (Action::Suspend, secs(5)), (Action::Terminate, secs(7))]),
+        terminate_grace: secs(1),
+        scale_down_deadline: secs(4),
+        recovery: RecoveryTiming { dwell: secs(6), stage_interval: secs(3) },
+        ..PolicyConfig::default()
     }
 }
 

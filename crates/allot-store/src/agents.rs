@@ -109,40 +109,21 @@ impl Store {
         let mut stmt =
             self.conn.prepare("SELECT id, grp, state, pid, cgroup, spec, exit, updated_ms FROM agents ORDER BY id").map_err(self.sql())?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<u32>>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, i64>(7)?,
-                ))
-            })
+            .query_map([], |r| <(String, String, String, Option<u32>, String, String, Option<String>, i64)>::try_from(r))
             .map_err(self.sql())?;
-        let mut out = Vec::new();
-        for row in rows {
+        rows.map(|row| {
             let (id, group, state, pid, cgroup, spec, exit, updated) = row.map_err(self.sql())?;
-            let json = |s: &str, what: &str| {
-                serde_json::from_str(s).map_err(|source| StoreError::Json {
-                    path: self.path.clone(),
-                    what: format!("agent {id} {what}"),
-                    source,
-                })
-            };
-            out.push(StoredAgent {
-                cgroup: json(&cgroup, "cgroup")?,
-                spec: json(&spec, "spec")?,
+            Ok(StoredAgent {
+                cgroup: self.json(&cgroup, || format!("agent {id} cgroup"))?,
+                spec: self.json(&spec, || format!("agent {id} spec"))?,
                 id,
                 group,
                 state,
                 pid,
                 exit,
                 updated_ms: ms(updated),
-            });
-        }
-        Ok(out)
+            })
+        })
+        .collect()
     }
 }

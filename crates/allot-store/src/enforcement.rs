@@ -140,17 +140,12 @@ impl Store {
                 Ok((record, r.get::<_, String>(9)?))
             })
             .map_err(self.sql())?;
-        let mut out = Vec::new();
-        for row in rows {
+        rows.map(|row| {
             let (mut record, decision) = row.map_err(self.sql())?;
-            record.decision = serde_json::from_str(&decision).map_err(|source| StoreError::Json {
-                path: self.path.clone(),
-                what: format!("enforcement {}", record.id),
-                source,
-            })?;
-            out.push(record);
-        }
-        Ok(out)
+            record.decision = self.json(&decision, || format!("enforcement {}", record.id))?;
+            Ok(record)
+        })
+        .collect()
     }
 
     /// Escalations of `agent` announced ([`Stage::Scheduled`]) and neither

@@ -22,6 +22,7 @@ pub use enforcement::{EnforcementRecord, NewEnforcement, Outcome, Stage};
 pub use names::UnknownName;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -139,6 +140,11 @@ impl Store {
         move |source| StoreError::Sql { path: self.path.clone(), source }
     }
 
+    /// A JSON column's value; `what` names the record for the error.
+    fn json<T: DeserializeOwned>(&self, text: &str, what: impl FnOnce() -> String) -> Result<T, StoreError> {
+        serde_json::from_str(text).map_err(|source| StoreError::Json { path: self.path.clone(), what: what(), source })
+    }
+
     fn setup(&mut self, version: i64) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = |source| StoreError::Sql { path: path.clone(), source };
@@ -184,28 +190,16 @@ impl Store {
             .conn
             .prepare("SELECT seq, at_ms, topic, agent, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
             .map_err(self.sql())?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![sql_i(since), i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            })
+            .query_map(params![sql_i(since), limit], |r| <(i64, i64, String, Option<String>, String)>::try_from(r))
             .map_err(self.sql())?;
-        let mut out = Vec::new();
-        for row in rows {
+        rows.map(|row| {
             let (seq, at, topic, agent, data) = row.map_err(self.sql())?;
-            let data = serde_json::from_str(&data).map_err(|source| StoreError::Json {
-                path: self.path.clone(),
-                what: format!("event {seq}"),
-                source,
-            })?;
-            out.push(StoredEvent { seq: ms(seq), at_ms: ms(at), topic, agent, data });
-        }
-        Ok(out)
+            let data = self.json(&data, || format!("event {seq}"))?;
+            Ok(StoredEvent { seq: ms(seq), at_ms: ms(at), topic, agent, data })
+        })
+        .collect()
     }
 
     /// Store a per-minute rollup.
@@ -308,26 +302,15 @@ impl Store {
             .conn
             .prepare("SELECT agent, resource, at_ms, pattern, recommendation FROM analyses WHERE (?1 IS NULL OR agent = ?1) ORDER BY agent, resource")
             .map_err(self.sql())?;
-        let rows = stmt
-            .query_map(params![agent], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })
-            .map_err(self.sql())?;
-        let mut out = Vec::new();
-        for row in rows {
+        let rows = stmt.query_map(params![agent], |r| <(String, String, i64, String, Option<String>)>::try_from(r)).map_err(self.sql())?;
+        rows.map(|row| {
             let (a, r, at, p, rec) = row.map_err(self.sql())?;
-            let bad = |source| StoreError::Json { path: self.path.clone(), what: format!("analysis {a}/{r}"), source };
-            let p: Value = serde_json::from_str(&p).map_err(bad)?;
-            let rec = rec.map(|x| serde_json::from_str(&x)).transpose().map_err(bad)?;
-            out.push((a, r, ms(at), p, rec));
-        }
-        Ok(out)
+            let what = || format!("analysis {a}/{r}");
+            let p = self.json(&p, what)?;
+            let rec = rec.map(|x| self.json(&x, what)).transpose()?;
+            Ok((a, r, ms(at), p, rec))
+        })
+        .collect()
     }
 
     /// Run `f` in one transaction (all or nothing).

@@ -20,7 +20,7 @@ use crate::cgroup::{v1, v2};
 use crate::error::SysError;
 use crate::signal::{DutyCycle, signal_all};
 use rustix::process::Signal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What an actuator did.
@@ -95,6 +95,30 @@ impl CgroupActuator {
     fn unsupported(what: &'static str, why: &str) -> SysError {
         SysError::Unsupported { what, why: why.to_owned() }
     }
+
+    /// The v2 directory, where `controller` is enabled in it.
+    fn v2_with(&self, controller: V1) -> Option<&Path> {
+        self.cg.v2().filter(|_| self.cg.dirs.v2_has(controller.name()))
+    }
+
+    /// Writes a controller's setting: with `v2` where the controller is enabled
+    /// in the v2 directory, else with `v1` in its v1 directory; `Unsupported`
+    /// (for `what`) where neither hierarchy has it.
+    fn write_setting(
+        &self,
+        controller: V1,
+        what: &'static str,
+        v2: impl FnOnce(&Path) -> Result<Written, SysError>,
+        v1: impl FnOnce(&Path) -> Result<Vec<Written>, SysError>,
+    ) -> Result<Outcome, SysError> {
+        if let Some(d) = self.v2_with(controller) {
+            return Ok(Outcome::wrote(vec![v2(d)?]));
+        }
+        let Some(d) = self.cg.v1(controller) else {
+            return Err(Self::unsupported(what, &format!("no {} controller in v1 or v2", controller.name())));
+        };
+        Ok(Outcome::wrote(v1(d)?))
+    }
 }
 
 impl Actuator for CgroupActuator {
@@ -107,26 +131,19 @@ impl Actuator for CgroupActuator {
     }
 
     fn set_cpu_limit(&mut self, millicores: Option<u64>) -> Result<Outcome, SysError> {
-        if let Some(d) = self.cg.v2().filter(|_| self.cg.dirs.v2_has("cpu")) {
-            return Ok(Outcome::wrote(vec![v2::cpu::set_max(d, millicores)?]));
-        }
-        let d = self.cg.v1(V1::Cpu).ok_or_else(|| Self::unsupported("cpu limit", "no cpu controller in v1 or v2"))?;
-        Ok(Outcome::wrote(match millicores {
-            Some(m) => v1::cpu::set_limit(d, m)?,
-            None => v1::cpu::clear_limit(d)?,
-        }))
+        let on_v1 = |d: &Path| match millicores {
+            Some(m) => v1::cpu::set_limit(d, m),
+            None => v1::cpu::clear_limit(d),
+        };
+        self.write_setting(V1::Cpu, "cpu limit", |d| v2::cpu::set_max(d, millicores), on_v1)
     }
 
     fn set_cpu_weight(&mut self, weight: u64) -> Result<Outcome, SysError> {
-        if let Some(d) = self.cg.v2().filter(|_| self.cg.dirs.v2_has("cpu")) {
-            return Ok(Outcome::wrote(vec![v2::cpu::set_weight(d, weight)?]));
-        }
-        let d = self.cg.v1(V1::Cpu).ok_or_else(|| Self::unsupported("cpu weight", "no cpu controller in v1 or v2"))?;
-        Ok(Outcome::wrote(vec![v1::cpu::set_weight(d, weight)?]))
+        self.write_setting(V1::Cpu, "cpu weight", |d| v2::cpu::set_weight(d, weight), |d| Ok(vec![v1::cpu::set_weight(d, weight)?]))
     }
 
     fn set_memory_high(&mut self, bytes: Option<u64>) -> Result<Outcome, SysError> {
-        if let Some(d) = self.cg.v2().filter(|_| self.cg.dirs.v2_has("memory")) {
+        if let Some(d) = self.v2_with(V1::Memory) {
             return Ok(Outcome::wrote(vec![v2::memory::set_high(d, bytes)?]));
         }
         Err(Self::unsupported(
@@ -136,20 +153,16 @@ impl Actuator for CgroupActuator {
     }
 
     fn set_memory_max(&mut self, bytes: Option<u64>) -> Result<Outcome, SysError> {
-        if let Some(d) = self.cg.v2().filter(|_| self.cg.dirs.v2_has("memory")) {
-            return Ok(Outcome::wrote(vec![v2::memory::set_max(d, bytes)?]));
-        }
-        let d = self.cg.v1(V1::Memory).ok_or_else(|| Self::unsupported("memory ceiling", "no memory controller in v1 or v2"))?;
-        Ok(Outcome::wrote(match bytes {
-            Some(b) => v1::memory::set_limit(d, b)?,
-            None => v1::memory::clear_limit(d)?,
-        }))
+        let on_v1 = |d: &Path| match bytes {
+            Some(b) => v1::memory::set_limit(d, b),
+            None => v1::memory::clear_limit(d),
+        };
+        self.write_setting(V1::Memory, "memory ceiling", |d| v2::memory::set_max(d, bytes), on_v1)
     }
 
     fn set_pids_max(&mut self, max: Option<u64>) -> Result<Outcome, SysError> {
-        let d = if self.cg.dirs.v2_has("pids") { self.cg.v2() } else { self.cg.v1(V1::Pids) };
-        let d = d.ok_or_else(|| Self::unsupported("pids.max", "no pids controller in v1 or v2"))?;
-        Ok(Outcome::wrote(vec![v1::pids::set_max(d, max)?]))
+        // pids.max reads and writes alike in v1 and v2.
+        self.write_setting(V1::Pids, "pids.max", |d| v1::pids::set_max(d, max), |d| Ok(vec![v1::pids::set_max(d, max)?]))
     }
 
     fn freeze(&mut self) -> Result<Settle, SysError> {
@@ -214,7 +227,7 @@ impl TreeActuator {
 }
 
 /// The tree's processes that are not zombies.
-fn live_tree(proc_root: &std::path::Path, root: u32) -> Vec<u32> {
+fn live_tree(proc_root: &Path, root: u32) -> Vec<u32> {
     steps::tree_states(proc_root, root).into_iter().map(|(p, _)| p).collect()
 }
 

@@ -291,20 +291,29 @@ mod tests {
         CgroupActuator::new(AgentCgroup { dirs })
     }
 
+    /// How long the tests let a settle wait.
+    const SHORT: Duration = Duration::from_millis(50);
+
+    /// `act` on the stuck v2 cgroup in `t`: it writes `file` and returns at once; the settle it returns.
+    fn started(t: &tempfile::TempDir, file: &str, act: impl FnOnce(&mut CgroupActuator) -> Result<Settle, SysError>) -> Settle {
+        let settle = act(&mut actuator(Some(t.path()), None)).unwrap();
+        assert!(!settle.is_done());
+        assert_eq!(settle.started().writes[0].path, t.path().join(file));
+        settle
+    }
+
     #[test]
     fn a_v2_freeze_writes_returns_at_once_and_times_out_if_never_frozen() {
         let t = stuck_v2();
-        let settle = actuator(Some(t.path()), None).freeze().unwrap();
-        assert!(!settle.is_done());
-        assert_eq!(settle.started().writes[0].path, t.path().join("cgroup.freeze"));
+        let settle = started(&t, "cgroup.freeze", |a| a.freeze());
         assert_eq!(std::fs::read_to_string(t.path().join("cgroup.freeze")).unwrap(), "1");
-        let e = settle.wait(Duration::from_millis(50)).unwrap_err();
+        let e = settle.wait(SHORT).unwrap_err();
         assert!(matches!(e, SysError::Timeout { what: "freeze", .. }), "{e:?}");
         let msg = e.to_string();
         assert!(msg.starts_with("freeze did not finish within 50ms: ") && msg.contains("frozen 0"), "{msg}");
         // Once the kernel says frozen, the same wait succeeds.
         std::fs::write(t.path().join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
-        let out = actuator(Some(t.path()), None).freeze().unwrap().wait(Duration::from_millis(50)).unwrap();
+        let out = actuator(Some(t.path()), None).freeze().unwrap().wait(SHORT).unwrap();
         assert_eq!(out.writes.len(), 1);
         assert!(out.detail.contains("frozen"), "{}", out.detail);
     }
@@ -315,7 +324,7 @@ mod tests {
         let w = v1::freezer::request_freeze(t.path()).unwrap();
         // The kernel would answer FREEZING while a task resists.
         std::fs::write(t.path().join("freezer.state"), "FREEZING\n").unwrap();
-        let e = v1_frozen(t.path().to_path_buf(), Outcome::wrote(vec![w])).wait(Duration::from_millis(50)).unwrap_err();
+        let e = v1_frozen(t.path().to_path_buf(), Outcome::wrote(vec![w])).wait(SHORT).unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("freeze did not finish within 50ms: ") && msg.ends_with("freezer.state still FREEZING"), "{msg}");
     }
@@ -323,11 +332,9 @@ mod tests {
     #[test]
     fn a_v2_kill_times_out_naming_the_processes_left() {
         let t = stuck_v2();
-        let settle = actuator(Some(t.path()), None).kill().unwrap();
-        assert!(!settle.is_done());
-        assert_eq!(settle.started().writes[0].path, t.path().join("cgroup.kill"));
-        let e = settle.wait(Duration::from_millis(50)).unwrap_err();
-        assert!(matches!(e, SysError::Timeout { what: "kill", waited, .. } if waited == Duration::from_millis(50)), "{e:?}");
+        let settle = started(&t, "cgroup.kill", |a| a.kill());
+        let e = settle.wait(SHORT).unwrap_err();
+        assert!(matches!(e, SysError::Timeout { what: "kill", waited, .. } if waited == SHORT), "{e:?}");
         assert_eq!(e.to_string(), "kill did not finish within 50ms: processes [999999998, 999999999] still present");
     }
 

@@ -12,6 +12,7 @@ use crate::Roots;
 use crate::actuate::{CgroupKill, Outcome, SettleStep, poll_until};
 use crate::error::SysError;
 use std::collections::BTreeMap;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -89,13 +90,7 @@ impl Dirs {
     /// and in v2 enable the available controllers for the children.
     fn create(&mut self, delegate: bool) -> Result<Vec<Written>, SysError> {
         for d in self.all() {
-            match std::fs::create_dir(d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(source) => {
-                    return Err(SysError::Write { path: d.to_path_buf(), value: "(mkdir)".into(), source });
-                }
-            }
+            dir_change(d, std::fs::create_dir(d), ErrorKind::AlreadyExists, "(mkdir)")?;
         }
         let mut written = Vec::new();
         if let Some(d) = &self.v2 {
@@ -111,15 +106,18 @@ impl Dirs {
     /// (EBUSY) while processes remain.
     pub fn remove(&self) -> Result<(), SysError> {
         for d in self.all() {
-            match std::fs::remove_dir(d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(SysError::Write { path: d.to_path_buf(), value: "(rmdir)".into(), source });
-                }
-            }
+            dir_change(d, std::fs::remove_dir(d), ErrorKind::NotFound, "(rmdir)")?;
         }
         Ok(())
+    }
+}
+
+/// The result of creating or removing the directory `d` (`what`: "(mkdir)" or
+/// "(rmdir)"); failing with the kind `already` means it already is as wanted.
+fn dir_change(d: &Path, result: std::io::Result<()>, already: ErrorKind, what: &str) -> Result<(), SysError> {
+    match result {
+        Err(e) if e.kind() != already => Err(SysError::Write { path: d.to_path_buf(), value: what.into(), source: e }),
+        _ => Ok(()),
     }
 }
 
@@ -254,7 +252,7 @@ fn remove_dirs(dirs: &[PathBuf], removed: &mut usize) -> Result<SettleStep, SysE
     for d in dirs {
         match std::fs::remove_dir(d) {
             Ok(()) => *removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
                 return Ok(SettleStep::Pending(format!("{} is still busy", d.display())));
             }
