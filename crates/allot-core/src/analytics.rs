@@ -170,10 +170,123 @@ fn best_autocorrelation(x: &[f64]) -> (usize, f64) {
     best
 }
 
-/// Classify a series of `(seconds, value)` samples (any order).
-pub fn classify(samples: &[(f64, f64)]) -> Result<Pattern, NotEnoughData> {
+/// The finite samples, sorted by time (then value).
+fn finite_sorted(samples: &[(f64, f64)]) -> Vec<(f64, f64)> {
     let mut s: Vec<(f64, f64)> = samples.iter().copied().filter(|(t, v)| t.is_finite() && v.is_finite()).collect();
     s.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    s
+}
+
+/// The level and spread of a series' values.
+struct Level {
+    mean: f64,
+    variance: f64,
+    /// What changes are measured against: the mean's magnitude, or for a
+    /// series centred on zero its largest magnitude.
+    scale: f64,
+    min: f64,
+    peak: f64,
+    p95: f64,
+}
+
+impl Level {
+    fn of(v: &[f64]) -> Level {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let variance = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        let scale = if mean.abs() > 0.0 { mean.abs() } else { v.iter().fold(0.0f64, |a, x| a.max(x.abs())).max(f64::MIN_POSITIVE) };
+        let mut sorted = v.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Level { mean, variance, scale, min: sorted[0], peak: sorted[sorted.len() - 1], p95: percentile(&sorted, 95.0) }
+    }
+}
+
+/// A series' least-squares line against its timestamps.
+struct Trend {
+    intercept: f64,
+    slope: f64,
+    r2: f64,
+    /// How many standard errors the slope is from zero: a noisy but long trend
+    /// is still a trend even when R^2 is low.
+    t_stat: f64,
+}
+
+impl Trend {
+    fn fit(t: &[f64], v: &[f64]) -> Trend {
+        let (intercept, slope, r2, slope_se) = linear_fit(t, v);
+        let t_stat = if slope_se > 0.0 {
+            (slope / slope_se).abs()
+        } else if slope != 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        };
+        Trend { intercept, slope, r2, t_stat }
+    }
+
+    /// The values less the line: the detrended series.
+    fn residuals(&self, t: &[f64], v: &[f64]) -> Vec<f64> {
+        t.iter().zip(v).map(|(x, y)| y - self.intercept - self.slope * x).collect()
+    }
+}
+
+/// How many residuals stand more than six median absolute deviations (at
+/// least a thousandth of `scale`) above the residuals' median.
+fn spike_count(resid: &[f64], scale: f64) -> usize {
+    let mut sorted = resid.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let med = sorted[sorted.len() / 2];
+    let mut abs_dev: Vec<f64> = resid.iter().map(|x| (x - med).abs()).collect();
+    abs_dev.sort_by(f64::total_cmp);
+    let mad = abs_dev[abs_dev.len() / 2] * 1.4826;
+    let spike_floor = 6.0 * mad.max(scale * 1e-3);
+    resid.iter().filter(|x| **x - med > spike_floor).count()
+}
+
+/// The strongest repetition in the residuals, resampled evenly over the
+/// `span` seconds: (autocorrelation, period in seconds, periods in the span).
+fn periodicity(t: &[f64], resid: &[f64], span: f64) -> (f64, f64, f64) {
+    let grid = resample(t, resid, t.len().clamp(16, 512));
+    let (lag, acf) = best_autocorrelation(&grid);
+    let step = span / (grid.len() - 1) as f64;
+    let cycles = if lag > 0 { grid.len() as f64 / lag as f64 } else { 0.0 };
+    (acf, lag as f64 * step, cycles)
+}
+
+/// What the kind of a pattern is decided on besides its characteristics.
+struct Evidence {
+    spikes: usize,
+    /// The strongest repetition's period.
+    period_secs: f64,
+    /// How many of those periods the series spans.
+    cycles: f64,
+    /// The trend's change over the span, relative to the scale.
+    change: f64,
+    /// How large the detrended wiggle is next to the level and the trend: a
+    /// faint ripple on a leak is still a leak.
+    resid_rel: f64,
+    trend_strong: bool,
+    t_stat: f64,
+}
+
+/// The kind, its confidence and the period (for a periodic pattern).
+fn decide(c: &Characteristics, e: &Evidence) -> (PatternKind, f64, Option<f64>) {
+    let acf = c.autocorrelation;
+    if e.spikes >= 2 && c.spike_fraction <= 0.3 && acf < 0.6 {
+        (PatternKind::Bursty, (0.6 + c.spike_fraction * 4.0).min(1.0), None)
+    } else if acf >= 0.45 && e.cycles >= 2.0 && e.resid_rel >= 0.02 && !(e.trend_strong && e.change.abs() > 4.0 * e.resid_rel) {
+        (PatternKind::Periodic, acf.clamp(0.0, 1.0), Some(e.period_secs))
+    } else if e.trend_strong {
+        let k = if c.slope_per_sec > 0.0 { PatternKind::Growing } else { PatternKind::Declining };
+        (k, c.trend_r2.max((e.t_stat / 30.0).min(1.0)).clamp(0.0, 1.0), None)
+    } else {
+        (PatternKind::Steady, (1.0 - c.cv / 0.5).clamp(0.3, 1.0), None)
+    }
+}
+
+/// Classify a series of `(seconds, value)` samples (any order).
+pub fn classify(samples: &[(f64, f64)]) -> Result<Pattern, NotEnoughData> {
+    let s = finite_sorted(samples);
     let span = s.last().map_or(0.0, |l| l.0) - s.first().map_or(0.0, |f| f.0);
     if s.len() < MIN_SAMPLES || span <= 0.0 {
         return Err(NotEnoughData { count: s.len(), span_ms: (span.max(0.0) * 1000.0) as u64 });
@@ -181,79 +294,33 @@ pub fn classify(samples: &[(f64, f64)]) -> Result<Pattern, NotEnoughData> {
     let t: Vec<f64> = s.iter().map(|p| p.0).collect();
     let v: Vec<f64> = s.iter().map(|p| p.1).collect();
     let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let variance = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-    let scale = if mean.abs() > 0.0 { mean.abs() } else { v.iter().fold(0.0f64, |a, x| a.max(x.abs())).max(f64::MIN_POSITIVE) };
-    let cv = variance.sqrt() / scale;
-    let mut sorted = v.clone();
-    sorted.sort_by(f64::total_cmp);
-    let (min, peak, p95) = (sorted[0], sorted[sorted.len() - 1], percentile(&sorted, 95.0));
+    let level = Level::of(&v);
+    let trend = Trend::fit(&t, &v);
+    let resid = trend.residuals(&t, &v);
+    let spikes = spike_count(&resid, level.scale);
+    let (acf, period_secs, cycles) = periodicity(&t, &resid, span);
 
-    let (intercept, slope, r2, slope_se) = linear_fit(&t, &v);
-    // How many standard errors the slope is from zero: a noisy but long trend
-    // is still a trend even when R^2 is low.
-    let t_stat = if slope_se > 0.0 {
-        (slope / slope_se).abs()
-    } else if slope != 0.0 {
-        f64::INFINITY
-    } else {
-        0.0
-    };
-    let resid: Vec<f64> = t.iter().zip(&v).map(|(x, y)| y - intercept - slope * x).collect();
-    let mut abs_dev: Vec<f64> = {
-        let mut r = resid.clone();
-        r.sort_by(f64::total_cmp);
-        let med = r[r.len() / 2];
-        resid.iter().map(|x| (x - med).abs()).collect()
-    };
-    abs_dev.sort_by(f64::total_cmp);
-    let mad = abs_dev[abs_dev.len() / 2] * 1.4826;
-    let med_resid = {
-        let mut r = resid.clone();
-        r.sort_by(f64::total_cmp);
-        r[r.len() / 2]
-    };
-    let spike_floor = 6.0 * mad.max(scale * 1e-3);
-    let spikes = resid.iter().filter(|x| **x - med_resid > spike_floor).count();
-    let spike_fraction = spikes as f64 / n;
-
-    let grid = resample(&t, &resid, v.len().clamp(16, 512));
-    let (lag, acf) = best_autocorrelation(&grid);
-    let step = span / (grid.len() - 1) as f64;
-    let cycles = if lag > 0 { grid.len() as f64 / lag as f64 } else { 0.0 };
-
-    let change = slope * span / scale;
-    // How large the detrended wiggle is next to the level and the trend: a
-    // faint ripple on a leak is still a leak.
-    let resid_rel = (resid.iter().map(|x| x * x).sum::<f64>() / n).sqrt() / scale;
-    let trend_strong = change.abs() >= 0.1 && (r2 >= 0.5 || t_stat >= 10.0);
-    let trend_per_hour = slope * 3600.0 / scale;
+    let change = trend.slope * span / level.scale;
+    let resid_rel = (resid.iter().map(|x| x * x).sum::<f64>() / n).sqrt() / level.scale;
+    let trend_strong = change.abs() >= 0.1 && (trend.r2 >= 0.5 || trend.t_stat >= 10.0);
     let characteristics = Characteristics {
         count: v.len(),
         span_secs: span,
-        mean,
-        variance,
-        cv,
-        min,
-        peak,
-        p95,
-        slope_per_sec: slope,
-        trend_per_hour,
-        trend_r2: r2,
-        spike_fraction,
+        mean: level.mean,
+        variance: level.variance,
+        cv: level.variance.sqrt() / level.scale,
+        min: level.min,
+        peak: level.peak,
+        p95: level.p95,
+        slope_per_sec: trend.slope,
+        trend_per_hour: trend.slope * 3600.0 / level.scale,
+        trend_r2: trend.r2,
+        spike_fraction: spikes as f64 / n,
         autocorrelation: acf,
         period_secs: None,
     };
-    let (kind, confidence, period) = if spikes >= 2 && spike_fraction <= 0.3 && acf < 0.6 {
-        (PatternKind::Bursty, (0.6 + spike_fraction * 4.0).min(1.0), None)
-    } else if acf >= 0.45 && cycles >= 2.0 && resid_rel >= 0.02 && !(trend_strong && change.abs() > 4.0 * resid_rel) {
-        (PatternKind::Periodic, acf.clamp(0.0, 1.0), Some(lag as f64 * step))
-    } else if trend_strong {
-        let k = if slope > 0.0 { PatternKind::Growing } else { PatternKind::Declining };
-        (k, r2.max((t_stat / 30.0).min(1.0)).clamp(0.0, 1.0), None)
-    } else {
-        (PatternKind::Steady, (1.0 - cv / 0.5).clamp(0.3, 1.0), None)
-    };
+    let evidence = Evidence { spikes, period_secs, cycles, change, resid_rel, trend_strong, t_stat: trend.t_stat };
+    let (kind, confidence, period) = decide(&characteristics, &evidence);
     Ok(Pattern { kind, confidence, characteristics: Characteristics { period_secs: period, ..characteristics } })
 }
 
