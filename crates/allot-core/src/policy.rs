@@ -232,7 +232,7 @@ struct ResourceState {
     degradation: Degradation,
 }
 
-enum Timer {
+enum PolicyTimer {
     Pending,
     ScaleDownDeadline,
     Restore,
@@ -244,19 +244,19 @@ impl ResourceState {
         self.throttled.is_some() || self.suspended
     }
 
-    fn next_due(&self, cfg: &PolicyConfig) -> Option<(Time, Timer)> {
-        let mut timers: Vec<(Time, Timer)> = Vec::new();
+    fn next_due(&self, cfg: &PolicyConfig) -> Option<(Time, PolicyTimer)> {
+        let mut timers: Vec<(Time, PolicyTimer)> = Vec::new();
         if let Some(p) = &self.pending {
-            timers.push((p.due, Timer::Pending));
+            timers.push((p.due, PolicyTimer::Pending));
         }
         if let Some(s) = &self.scale_down {
-            timers.push((s.deadline, Timer::ScaleDownDeadline));
+            timers.push((s.deadline, PolicyTimer::ScaleDownDeadline));
         }
         if let (true, Some(since)) = (self.holds(), self.healthy_since) {
-            timers.push((since.plus(cfg.recovery.dwell), Timer::Restore));
+            timers.push((since.plus(cfg.recovery.dwell), PolicyTimer::Restore));
         }
         if let Some(due) = self.degradation.next_stage_due(self.healthy_since, cfg.recovery) {
-            timers.push((due, Timer::RecoveryStage));
+            timers.push((due, PolicyTimer::RecoveryStage));
         }
         timers.into_iter().min_by_key(|(t, _)| *t)
     }
@@ -271,7 +271,7 @@ impl ResourceState {
     }
 
     /// Carry out `action` at `at`, pushing what it decides.
-    fn execute(&mut self, action: Action, resource: &Resource, at: Time, cfg: &PolicyConfig, out: &mut Vec<(Time, DecisionKind)>) {
+    fn take_action(&mut self, action: Action, resource: &Resource, at: Time, cfg: &PolicyConfig, out: &mut Vec<(Time, DecisionKind)>) {
         let violation = self.current_violation(resource);
         let hard = self.limit.as_ref().map_or(0, |l| l.hard);
         match action {
@@ -310,14 +310,14 @@ impl ResourceState {
         }
     }
 
-    fn fire(&mut self, timer: Timer, due: Time, resource: &Resource, cfg: &PolicyConfig, out: &mut Vec<(Time, DecisionKind)>) {
+    fn fire(&mut self, timer: PolicyTimer, due: Time, resource: &Resource, cfg: &PolicyConfig, out: &mut Vec<(Time, DecisionKind)>) {
         match timer {
-            Timer::Pending => {
+            PolicyTimer::Pending => {
                 if let Some(p) = self.pending.take() {
-                    self.execute(p.action, resource, due, cfg, out);
+                    self.take_action(p.action, resource, due, cfg, out);
                 }
             }
-            Timer::ScaleDownDeadline => {
+            PolicyTimer::ScaleDownDeadline => {
                 self.scale_down = None;
                 // Met requests were cleared when the usage was observed; this one is unmet.
                 if !self.suspended {
@@ -326,7 +326,7 @@ impl ResourceState {
                     out.push((due, DecisionKind::Suspend { violation, after_scale_down: true }));
                 }
             }
-            Timer::Restore => {
+            PolicyTimer::Restore => {
                 if self.throttled.take().is_some() {
                     out.push((due, DecisionKind::Restore { from: Hold::Throttle }));
                 }
@@ -334,7 +334,7 @@ impl ResourceState {
                     out.push((due, DecisionKind::Restore { from: Hold::Suspend }));
                 }
             }
-            Timer::RecoveryStage => {
+            PolicyTimer::RecoveryStage => {
                 if let Some(event) = self.degradation.advance() {
                     out.push((due, DecisionKind::Degradation { event }));
                 }
@@ -377,7 +377,7 @@ impl ResourceState {
                     if self.pending.is_none() && limit.action != Action::Warn {
                         let delay = cfg.delay(limit.action);
                         if delay.is_zero() {
-                            self.execute(limit.action, &a.resource, at, cfg, out);
+                            self.take_action(limit.action, &a.resource, at, cfg, out);
                         } else {
                             let due = at.plus(delay);
                             self.pending = Some(Pending { action: limit.action, due });
@@ -420,12 +420,12 @@ impl ResourceState {
 }
 
 #[derive(Clone, Debug, Default)]
-struct AgentState {
+struct AgentPolicy {
     resources: BTreeMap<Resource, ResourceState>,
     terminated: bool,
 }
 
-impl AgentState {
+impl AgentPolicy {
     /// Apply agent-wide rules to one resource's decisions: a restore from
     /// suspension waits for every resource that holds the agent suspended, and
     /// nothing follows a terminate. A second suspension is passed on and
@@ -454,7 +454,7 @@ impl AgentState {
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
     config: PolicyConfig,
-    agents: BTreeMap<AgentId, AgentState>,
+    agents: BTreeMap<AgentId, AgentPolicy>,
 }
 
 impl Policy {
