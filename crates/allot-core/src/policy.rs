@@ -527,7 +527,9 @@ impl Policy {
         self.agents.remove(agent);
     }
 
-    /// Lift every hold on an agent by operator command (resume); returns the restores.
+    /// Lift every hold on an agent by operator command (a forced resume) and
+    /// forget its violations, so that one still present starts a new episode
+    /// (warn, delay, action); returns the restores.
     pub fn resume(&mut self, agent: &AgentId, now: Time) -> Vec<Decision> {
         let mut out = Vec::new();
         if let Some(a) = self.agents.get_mut(agent) {
@@ -535,6 +537,9 @@ impl Policy {
             for (r, s) in &mut a.resources {
                 s.pending = None;
                 s.scale_down = None;
+                // A violation still present is a new episode: warned and escalated again.
+                s.violation = None;
+                s.healthy_since = None;
                 if s.throttled.take().is_some() {
                     out.push(Decision {
                         at: now,

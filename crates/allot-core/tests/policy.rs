@@ -242,6 +242,19 @@ fn operator_resume_lifts_every_hold() {
 }
 
 #[test]
+fn after_a_forced_resume_the_policy_decides_again_from_fresh_samples() {
+    // Found by the hostile check: a forced resume left the violation "known", so a
+    // continuing hard violation was never warned or escalated again.
+    let mut rig = Rig::new("heavy_computation_agent", &[], PolicyConfig::default());
+    rig.obs(Resource::Memory, 3_000_000_000, 0);
+    assert_eq!(names(&rig.obs(Resource::Memory, 3_000_000_000, 301)), ["suspend"]);
+    rig.policy.resume(&agent(), Time::from_secs(310));
+    let ds = rig.obs(Resource::Memory, 3_000_000_000, 311);
+    assert_eq!(names(&ds), ["warn", "scheduled", "throttle"], "a new episode starts");
+    assert_eq!(names(&rig.obs(Resource::Memory, 3_000_000_000, 612)), ["suspend"]);
+}
+
+#[test]
 fn throttle_factor_table() {
     assert_eq!(throttle_factor(201, 100), 0.5);
     assert_eq!(throttle_factor(200, 100), 0.7);

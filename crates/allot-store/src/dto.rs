@@ -221,12 +221,34 @@ pub struct StoredSpec {
     /// Whether it was adopted (a running process taken over) rather than started.
     #[serde(default)]
     pub adopted: bool,
+    /// Who holds it frozen or throttled, so that a restarted governor keeps the holds it can stand behind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<StoredHold>,
+}
+
+/// One holder's hold on an agent, as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredHold {
+    /// The holder's wire name (`operator`, `host_pressure`, `policy:memory`).
+    pub holder: String,
+    /// Whether it holds a freeze.
+    #[serde(default)]
+    pub freeze: bool,
+    /// The cpu limit of its throttle, in millicores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millicores: Option<u64>,
+    /// The memory.high of its throttle, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_high: Option<u64>,
+    /// Whether it holds a throttle at all.
+    #[serde(default)]
+    pub throttle: bool,
 }
 
 impl Default for StoredSpec {
-    /// No command, the default priority, an unknown quota, not adopted.
+    /// No command, the default priority, an unknown quota, not adopted, no holds.
     fn default() -> Self {
-        StoredSpec { command: Vec::new(), priority: default_priority(), quota: StoredQuota::default(), adopted: false }
+        StoredSpec { command: Vec::new(), priority: default_priority(), quota: StoredQuota::default(), adopted: false, holds: Vec::new() }
     }
 }
 

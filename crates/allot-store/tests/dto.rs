@@ -165,7 +165,13 @@ fn specs_of_earlier_versions_load() {
     assert_eq!(spec.quota, StoredQuota::default());
     assert!(spec.quota.overrides().unwrap().is_empty());
     // The new writer's shape round-trips.
-    let spec = StoredSpec { command: vec!["x".into()], priority: 3, quota: StoredQuota::from_core(&core_quota()), adopted: false };
+    let spec = StoredSpec {
+        command: vec!["x".into()],
+        priority: 3,
+        quota: StoredQuota::from_core(&core_quota()),
+        adopted: false,
+        holds: Vec::new(),
+    };
     let a = agent_with_spec(serde_json::to_value(&spec).unwrap());
     assert_eq!(a.spec().unwrap(), spec);
     assert_eq!(a.spec["quota"], stored_today(), "the quota inside the spec keeps its shape");

@@ -230,6 +230,10 @@ fn operator_agents_and_strangers_get_what_they_may() {
     let s: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents/sleeper").1).unwrap();
     assert_eq!(s["state"], "running");
     assert_eq!(http(&d.sock, "POST", "/v1/agents/sleeper/explode").0, 404);
+    // A known route with a method it does not take: 405 with the JSON error shape too.
+    let (st, body) = http(&d.sock, "DELETE", "/healthz");
+    assert_eq!(st, 405);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], "method_not_allowed", "{body}");
 
     // An agent on itself, on another agent, and trying an action.
     let results = d.dir.path().join("client.json");
@@ -577,6 +581,58 @@ fn a_killed_daemon_is_restarted_and_takes_its_agents_over() {
     // Still governed: suspend and resume work on the adopted agent.
     assert_eq!(http(&d2.sock, "POST", "/v1/agents/sleeper/suspend").0, 200);
     assert_eq!(http(&d2.sock, "POST", "/v1/agents/sleeper/resume").0, 200);
+}
+
+/// The kernel's freeze and cpu-quota files of an agent (v2 core `cgroup.freeze`, else v1 `freezer.state`).
+fn kernel_holds(state: &Path, agent: &str) -> (Option<bool>, Option<String>) {
+    let dirs = allot_store::Store::open_read_only(state).unwrap().agent(agent).unwrap().unwrap().cgroup_dirs();
+    let frozen = dirs.iter().find_map(|d| {
+        std::fs::read_to_string(d.join("cgroup.freeze"))
+            .map(|v| v.trim() == "1")
+            .or_else(|_| std::fs::read_to_string(d.join("freezer.state")).map(|v| v.trim() == "FROZEN"))
+            .ok()
+    });
+    let quota = dirs.iter().find_map(|d| std::fs::read_to_string(d.join("cpu.cfs_quota_us")).ok()).map(|q| q.trim().to_owned());
+    (frozen, quota)
+}
+
+#[test]
+fn operator_holds_survive_a_daemon_restart_and_the_kernel_agrees() {
+    // Found by the hostile check: after a restart the API said "running" with no holders while
+    // the kernel still had the operator's freeze and throttle, and resume changed nothing.
+    let mut d = start();
+    assert_eq!(http(&d.sock, "POST", "/v1/agents/sleeper/suspend").0, 200);
+    assert_eq!(http(&d.sock, "POST", "/v1/agents/sleeper/throttle?cpu=50m").0, 200);
+    d.stop(); // SIGTERM: the daemon stops alone, its agents keep running
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+    let d2 = launch(dir);
+    let state = d2.dir.path().join("state.db");
+    let s: Value = serde_json::from_str(&http(&d2.sock, "GET", "/v1/agents/sleeper").1).unwrap();
+    assert_eq!(s["state"], "suspended", "{s}");
+    assert_eq!(s["held_by"]["freeze"], serde_json::json!(["operator"]), "{s}");
+    assert_eq!(s["held_by"]["throttle"], serde_json::json!(["operator"]), "{s}");
+    let (frozen, quota) = kernel_holds(&state, "sleeper");
+    if cgroups_in_use(&state) {
+        assert_eq!(frozen, Some(true), "still frozen in the kernel");
+        assert_eq!(quota.as_deref(), Some("5000"), "still throttled in the kernel");
+    }
+    let (st, body) = http(&d2.sock, "POST", "/v1/agents/sleeper/resume");
+    assert_eq!(st, 200, "{body}");
+    let s: Value = serde_json::from_str(&http(&d2.sock, "GET", "/v1/agents/sleeper").1).unwrap();
+    assert_eq!(s["state"], "running", "{s}");
+    if cgroups_in_use(&state) {
+        assert_eq!(kernel_holds(&state, "sleeper"), (Some(false), Some("-1".to_owned())), "thawed and unthrottled in the kernel");
+    }
+}
+
+/// Whether the daemon put its agents in cgroups (it says so unless the host has none).
+fn cgroups_in_use(state: &Path) -> bool {
+    let used = !allot_store::Store::open_read_only(state).unwrap().agent("sleeper").unwrap().unwrap().cgroup_dirs().is_empty();
+    if !used && std::env::var_os("ALLOT_REQUIRE_CGROUPS").is_some() {
+        panic!("ALLOT_REQUIRE_CGROUPS is set but the daemon runs without cgroups");
+    }
+    used
 }
 
 #[test]

@@ -110,6 +110,7 @@ async fn a_kill_that_takes_seconds_stalls_neither_enforcement_nor_the_api() {
     // The API on the same single-threaded runtime, as the daemon serves it.
     let sock = dir.path().join("allot.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let metrics = gov.metrics();
     let app = allot::api::router(tx, state.clone(), rustix::process::geteuid().as_raw(), gov.metrics());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(allot::api::serve(listener, app, async move {
@@ -141,4 +142,33 @@ async fn a_kill_that_takes_seconds_stalls_neither_enforcement_nor_the_api() {
         history.iter().find(|r| r.agent == "slow" && r.detail.starts_with("grace over")).expect("the kill is recorded once it settled");
     assert_eq!(kill.outcome, "success", "{kill:?}");
     assert!(kill.at_ms - started < 1_000, "recorded at the time of the kill, not of its end: {kill:?}");
+    // Found by the hostile check: exited agents kept their last usage in the metrics.
+    let text = metrics.encode();
+    assert!(!text.contains(r#"allot_agent_usage{agent="slow""#), "{text}");
+    assert!(text.contains(r#"allot_agent_up{agent="slow",group="standard_agent",state="exited"} 0"#), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttle_the_kernel_refuses_leaves_no_hold() {
+    // Found by the hostile check: a refused throttle was answered 500 but left the
+    // operator holding a throttle the kernel did not have.
+    let log = Log::default();
+    let backend = FakeBackend::new(|_| (5 << 20, 10, 1), log.clone());
+    let start = backend.start;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let fleet = common::fleet(HOLDERS_POLICY, &[("a", &common::memory_limit("suspend"))]);
+    let gov = common::governor(&fleet, backend, dir.path().join("state.db")).with_control(rx);
+    let run = tokio::spawn(gov.run(Some(Duration::from_secs(5))));
+    at(start, 1_000).await;
+    let (rtx, rrx) = oneshot::channel();
+    tx.send(Control::Act("a".into(), OperatorAction::Throttle(99_999), rtx)).unwrap();
+    let err = rrx.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("cpu.cfs_quota_us"), "{err}");
+    let s = status(&tx).await;
+    assert_eq!((s.state.as_str(), s.held_by.throttle.len()), ("running", 0), "{s:?}");
+    // A throttle the kernel takes is held.
+    act(&tx, OperatorAction::Throttle(500)).await;
+    assert_eq!(status(&tx).await.held_by.throttle, ["operator"]);
+    run.await.unwrap().unwrap();
 }

@@ -116,7 +116,14 @@ pub(super) async fn guard(State((api, access)): State<(Shared, Access)>, req: Re
         Ok(params) => params.iter().find(|(k, _)| *k == "id").map(|(_, v)| v.to_owned()),
         Err(_) => None,
     };
+    let who = match &caller {
+        Caller::Operator => "operator".to_owned(),
+        Caller::Agent(a) => format!("agent:{a}"),
+        Caller::Stranger => "stranger".to_owned(),
+    };
+    tracing::Span::current().record("caller", who.as_str());
     if !access.allows(&caller, id.as_deref()) {
+        tracing::info!(caller = %who, "refused by the route's access rule");
         return ApiError::forbidden().into_response();
     }
     next.run(Request::from_parts(parts, body)).await

@@ -90,6 +90,10 @@ pub(super) async fn throttle(
     if m == 0 {
         return Err(ApiError::field("cpu", "must be above 0"));
     }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u64;
+    if m > cores * 1000 {
+        return Err(ApiError::field("cpu", format!("{m}m is more than this host's {cores} cores ({}m)", cores * 1000)));
+    }
     act(&api, id, OperatorAction::Throttle(m)).await
 }
 

@@ -66,6 +66,13 @@ pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid
         r = r.route(route.path, route.method_router().route_layer(guard));
     }
     r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see GET /v1/openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method; see GET /v1/openapi.json",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(api)
@@ -74,7 +81,7 @@ pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid
 /// A span per request, so its log lines can be followed.
 async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use tracing::Instrument;
-    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), caller = tracing::field::Empty);
     let res = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(status = res.status().as_u16(), "answered"));
     res

@@ -5,9 +5,10 @@
 use super::backend::Started;
 use super::channel::Channel;
 use crate::fleet::AgentDef;
-use allot_core::holds::Holds;
+use allot_core::holds::{Holder, Holds, Throttle};
 use allot_core::rate::Rate;
 use allot_core::{AgentId, Resource};
+use allot_store::dto::StoredHold;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -163,5 +164,68 @@ impl Agents {
             .iter()
             .find(|(_, a)| a.proc.as_ref().is_some_and(|p| p.leader.pid() == pid || p.actuator.pids().is_ok_and(|ps| ps.contains(&pid))))
             .map(|(id, _)| id)
+    }
+}
+
+/// The holds as stored.
+pub(super) fn stored_holds(h: &Holds) -> Vec<StoredHold> {
+    let mut holders = h.freeze_holders();
+    holders.extend(h.throttle_holders().into_iter().filter(|t| !h.holds_freeze(t)));
+    holders
+        .into_iter()
+        .map(|holder| {
+            let t = h.throttle_of(&holder);
+            StoredHold {
+                holder: holder.wire_name(),
+                freeze: h.holds_freeze(&holder),
+                throttle: t.is_some(),
+                cpu_millicores: t.and_then(|t| t.cpu_millicores),
+                memory_high: t.and_then(|t| t.memory_high),
+            }
+        })
+        .collect()
+}
+
+/// The stored holds a new governor stands behind: the operator's and host
+/// pressure's. The policy's die with the policy state of the governor that
+/// set them (it re-decides from fresh samples); they are returned apart.
+pub(super) fn restored_holds(stored: &[StoredHold]) -> (Holds, Vec<String>) {
+    let mut holds = Holds::default();
+    let mut dropped = Vec::new();
+    for s in stored {
+        match Holder::from_wire_name(&s.holder) {
+            Some(h) if !h.is_policy() => {
+                if s.freeze {
+                    holds.freeze(h.clone());
+                }
+                if s.throttle {
+                    holds.throttle(h, Throttle { cpu_millicores: s.cpu_millicores, memory_high: s.memory_high });
+                }
+            }
+            _ => dropped.push(s.holder.clone()),
+        }
+    }
+    (holds, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allot_core::Resource;
+
+    #[test]
+    fn holds_round_trip_and_the_policys_are_dropped_on_restore() {
+        let mut h = Holds::default();
+        h.freeze(Holder::Policy(Resource::Memory));
+        h.freeze(Holder::Operator);
+        h.throttle(Holder::Operator, Throttle { cpu_millicores: Some(50), memory_high: None });
+        h.throttle(Holder::HostPressure, Throttle { cpu_millicores: None, memory_high: Some(1 << 20) });
+        let stored = stored_holds(&h);
+        assert_eq!(stored.len(), 3, "{stored:?}");
+        let (back, dropped) = restored_holds(&stored);
+        assert_eq!(dropped, ["policy:memory"]);
+        assert_eq!(back.freeze_holders(), [Holder::Operator]);
+        assert_eq!(back.throttle_of(&Holder::Operator), Some(Throttle { cpu_millicores: Some(50), memory_high: None }));
+        assert_eq!(back.throttle_of(&Holder::HostPressure), Some(Throttle { cpu_millicores: None, memory_high: Some(1 << 20) }));
     }
 }

@@ -188,7 +188,8 @@ impl Backend for RealBackend {
     fn start(&mut self, def: &AgentDef, env: &[(String, String)]) -> Result<Started, String> {
         let (program, args) = def.command.split_first().ok_or("empty command")?;
         let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null()).envs(def.env.iter()).envs(env.iter().map(|(k, v)| (k, v)));
+        // The daemon's own log filter is not the agent's.
+        cmd.args(args).stdin(Stdio::null()).env_remove("ALLOT_LOG").envs(def.env.iter()).envs(env.iter().map(|(k, v)| (k, v)));
         if let Some(w) = &def.workdir {
             cmd.current_dir(w);
         }

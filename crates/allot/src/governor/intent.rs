@@ -67,6 +67,15 @@ pub(super) enum Op {
     Kill,
     /// Write the kernel backstops of the agent's quota.
     Backstops(AgentBackstops),
+    /// Write every effective setting of the holds, whatever the kernel has now (an agent taken over).
+    Reconcile,
+}
+
+impl Op {
+    /// Whether it changes who holds the agent.
+    fn changes_holds(&self) -> bool {
+        matches!(self, Op::Freeze | Op::Thaw | Op::ThawPolicy | Op::Release | Op::ReleaseAll | Op::Throttle { .. } | Op::Unthrottle)
+    }
 }
 
 /// A change to an agent.
@@ -279,6 +288,35 @@ pub(super) fn group_totals(ga: &mut dyn Actuator, totals: &std::collections::BTr
         .collect()
 }
 
+/// Write the holds' effective settings in full: a new governor does not know what the kernel has.
+fn reconcile(a: &mut Agent) -> Applied {
+    let e = a.holds.effective();
+    let Some(proc) = a.proc.as_mut() else { return Applied::failed("no process") };
+    let act = proc.actuator.as_mut();
+    let mut notes = Vec::new();
+    match act.set_cpu_limit(e.cpu_millicores) {
+        Ok(o) => notes.push(format!("cpu limit {:?}: {}", e.cpu_millicores, describe(&o))),
+        Err(err) => return Applied::failed(err.to_string()),
+    }
+    match act.set_memory_high(e.memory_high) {
+        Ok(o) => notes.push(describe(&o)),
+        // Where there is no memory.high there is none to clear.
+        Err(SysError::Unsupported { .. }) if e.memory_high.is_none() => {}
+        Err(err) => return Applied::failed(err.to_string()),
+    }
+    if !e.frozen {
+        return match act.thaw() {
+            Ok(o) => Applied::Now { outcome: Outcome::Success, detail: format!("{}; not frozen: {}", notes.join("; "), describe(&o)) },
+            Err(err) => Applied::failed(err.to_string()),
+        };
+    }
+    match act.freeze() {
+        Ok(settle) if settle.is_done() => Applied::Now { outcome: Outcome::Success, detail: format!("{}; frozen", notes.join("; ")) },
+        Ok(settle) => Applied::Settling { detail: format!("{}; freezing: {}", notes.join("; "), describe(settle.started())), settle },
+        Err(err) => Applied::failed(err.to_string()),
+    }
+}
+
 fn list(holders: &[Holder]) -> String {
     holders.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
@@ -294,16 +332,16 @@ impl<B: Backend> Governor<B> {
             return Applied::failed(format!("agent {} is {}", intent.agent, a.state_name()));
         }
         let holder = intent.source.holder();
-        match &intent.op {
+        let saved = a.holds.clone();
+        let mut kill_at = None;
+        let applied = match &intent.op {
             Op::Throttle { want, fallback_cpu } => match holder {
                 Some(h) => throttle(a, h, *want, *fallback_cpu),
                 None => Applied::failed("a throttle needs a holder"),
             },
             Op::Terminate { grace, reason } => {
-                let applied = terminate(a, *grace, reason, now.as_millis());
-                let incarnation = a.incarnation;
-                self.timers.kill(now.plus(*grace), &intent.agent, incarnation);
-                applied
+                kill_at = Some((now.plus(*grace), a.incarnation));
+                terminate(a, *grace, reason, now.as_millis())
             }
             Op::Backstops(b) => match a.proc.as_mut() {
                 Some(p) => {
@@ -318,10 +356,24 @@ impl<B: Backend> Governor<B> {
                 Some(p) => kill(p.actuator.as_mut()),
                 None => Applied::failed("no process"),
             },
+            Op::Reconcile => reconcile(a),
             op => match change_holds(a, op, holder) {
                 Some(change) => write_holds(a, change, matches!(op, Op::Freeze)),
                 None => Applied::failed(format!("{op:?} needs a holder")),
             },
+        };
+        if intent.op.changes_holds() && matches!(applied, Applied::Now { outcome: Outcome::Failure, .. }) {
+            // The kernel refused: no hold it does not have.
+            a.holds = saved.clone();
         }
+        let holds_changed = a.holds != saved || matches!(intent.op, Op::Terminate { .. });
+        if let Some((at, incarnation)) = kill_at {
+            self.timers.kill(at, &intent.agent, incarnation);
+        }
+        if holds_changed {
+            // A restarted governor keeps the holds it can stand behind.
+            self.store_agent(&intent.agent);
+        }
+        applied
     }
 }

@@ -62,7 +62,7 @@ impl<B: Backend> Governor<B> {
         a.incarnation = incarnation;
         let quota = self.domain.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null));
         let _ = a.channel.send("quota", json!({"quota": quota}), now.as_millis(), None);
-        self.store_agent(id, false);
+        self.store_agent(id);
         self.apply_backstops(id);
         let cgroup = self.agents.get(id).map(Agent::cgroup_dirs).unwrap_or_default();
         self.recorder.emit(
@@ -85,7 +85,7 @@ impl<B: Backend> Governor<B> {
         a.proc = Some(started);
         a.lifecycle = Lifecycle::Live;
         a.incarnation = incarnation;
-        self.store_agent(id, true);
+        self.store_agent(id);
         self.apply_backstops(id);
         let cgroup = self.agents.get(id).map(Agent::cgroup_dirs).unwrap_or_default();
         self.recorder.emit(now, events::AGENT_ADOPTED, Some(id.as_str()), json!({"pid": pid, "moved": move_it, "cgroup": cgroup}));
@@ -93,15 +93,17 @@ impl<B: Backend> Governor<B> {
         Ok(())
     }
 
-    /// Store an agent as it runs now (its quota as in force).
-    pub(super) fn store_agent(&mut self, id: &AgentId, adopted: bool) {
+    /// Store an agent as it runs now (its quota as in force, its holds).
+    pub(super) fn store_agent(&mut self, id: &AgentId) {
         let Some(a) = self.agents.get(id) else { return };
+        let adopted = a.def.command.is_empty();
         let quota = self.domain.ledger.quota(id).map(allot_store::dto::StoredQuota::from_core);
         let spec = allot_store::dto::StoredSpec {
             command: if adopted { Vec::new() } else { a.def.command.clone() },
             priority: a.def.spec.priority.get(),
             quota: quota.unwrap_or_default(),
             adopted,
+            holds: super::agents::stored_holds(&a.holds),
         };
         let stored = allot_store::StoredAgent {
             id: id.to_string(),
@@ -187,6 +189,7 @@ impl<B: Backend> Governor<B> {
         let Some(a) = self.agents.get_mut(id) else { return };
         a.lifecycle = Lifecycle::Restarting;
         a.holds = Holds::default();
+        a.usage.clear();
         let restarts = a.restarts;
         let _ = self.recorder.store.set_agent_state(id.as_str(), AgentStateName::Restarting, Some(reason), now.as_millis());
         let data = json!({"reason": reason, "restart_in_ms": allot_core::time::duration_millis(backoff), "restart": restarts});
@@ -212,6 +215,8 @@ impl<B: Backend> Governor<B> {
             a.lifecycle = Lifecycle::Exited(reason.to_owned());
             a.proc = None;
             a.holds = Holds::default();
+            // An exited agent uses nothing: no last reading in `ps` or the metrics.
+            a.usage.clear();
         }
         self.forget(id);
         let _ = self.recorder.store.set_agent_state(id.as_str(), AgentStateName::Exited, Some(reason), now.as_millis());
@@ -295,12 +300,11 @@ impl<B: Backend> Governor<B> {
             .update_agent(spec.clone())
             .map_err(|e| ControlError::Invalid { field: "limits", message: e.to_string() })?
             .clone();
-        let adopted = a.def.command.is_empty();
         if let Some(a) = self.agents.get_mut(&id) {
             a.def.spec = spec;
         }
         if self.agents.get(&id).is_some_and(|a| a.proc.is_some()) {
-            self.store_agent(&id, adopted);
+            self.store_agent(&id);
         }
         self.apply_backstops(&id);
         let q = serde_json::to_value(&quota).unwrap_or(Value::Null);

@@ -227,7 +227,9 @@ impl<B: Backend> Governor<B> {
         })?;
         for id in self.agents.ids() {
             if self.agents.get(&id).is_some_and(|a| a.proc.is_some()) {
-                self.watch(&id); // taken over from a previous run
+                // Taken over from a previous run: the kernel is told what the holds kept are.
+                self.watch(&id);
+                self.reconcile(&id);
             } else if let Err(e) = self.start_agent(&id) {
                 let now = self.clock.now();
                 self.mark_exited(&id, &format!("could not start: {e}"), now);

@@ -63,14 +63,40 @@ impl<B: Backend> Governor<B> {
         };
         let channel = Channel::reopen(&self.agents.channel_dir, id.as_str(), None)?;
         let mut agent = Agent::new(def, channel);
+        let (holds, dropped) = super::agents::restored_holds(&stored.holds);
+        agent.holds = holds;
         agent.proc = Some(started);
         agent.lifecycle = Lifecycle::Live;
         agent.last_action = "re-adopted".into();
         agent.incarnation = self.agents.incarnate();
         self.agents.map.insert(id.clone(), agent);
-        self.recorder.emit(now, events::AGENT_READOPTED, Some(id.as_str()), json!({"pid": pid, "cgroup": dirs}));
+        let kept = super::agents::stored_holds(&self.agents.get(&id).map(|a| a.holds.clone()).unwrap_or_default());
+        let data = json!({"pid": pid, "cgroup": dirs, "holds_kept": kept.iter().map(|h| &h.holder).collect::<Vec<_>>(), "holds_released": dropped});
+        self.recorder.emit(now, events::AGENT_READOPTED, Some(id.as_str()), data);
         self.cancel_orphaned_pending(&id, now);
         Ok(())
+    }
+
+    /// Write the kept holds of an agent taken over (and lift what the policy's dropped holds left in the kernel).
+    pub(super) fn reconcile(&mut self, id: &AgentId) {
+        let attempt = super::settle::Attempt {
+            agent: id.clone(),
+            at: self.clock.now(),
+            resource: "-".into(),
+            action: "restore".into(),
+            topic: events::enforcement_topic("restore"),
+            data: json!({"takeover": true}),
+            prefix: "taken over: holds kept written to the kernel: ".into(),
+            last_action: Some("re-adopted".into()),
+            success: Outcome::Success,
+            reply: None,
+        };
+        let applied = self.apply(super::intent::Intent {
+            agent: id.clone(),
+            source: super::intent::Source::Lifecycle,
+            op: super::intent::Op::Reconcile,
+        });
+        self.conclude(attempt, applied);
     }
 
     /// Escalations the previous governor had scheduled and never carried out

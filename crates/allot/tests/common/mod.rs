@@ -100,6 +100,11 @@ impl Actuator for FakeActuator {
         Ok(vec![1])
     }
     fn set_cpu_limit(&mut self, m: Option<u64>) -> Result<Outcome, SysError> {
+        // As the kernel refuses a cfs quota beyond what it can represent.
+        if m.is_some_and(|m| m > 64_000) {
+            let source = std::io::Error::from_raw_os_error(22);
+            return Err(SysError::Write { path: "cpu.cfs_quota_us".into(), value: format!("{m:?}"), source });
+        }
         self.rec(format!("cpu_limit {m:?}"))
     }
     fn set_cpu_weight(&mut self, w: u64) -> Result<Outcome, SysError> {
