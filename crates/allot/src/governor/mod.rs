@@ -404,8 +404,9 @@ impl<B: Backend> Governor<B> {
             self.backend.shutdown();
             return;
         }
+        // The last analysis sees every sample, while the agents' quotas are still registered.
+        self.run_analytics(now);
         self.stop_all(why).await;
-        self.run_analytics(self.clock.now());
         self.flush_samples();
         self.flush_rollups();
         self.backend.shutdown();
