@@ -14,14 +14,19 @@ pub struct AgentId(String);
 
 /// An id that breaks the rules.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid agent id {0:?}: use 1..128 characters from [A-Za-z0-9._:-]")]
+#[error("invalid agent id {0:?}: use 1..128 characters from [A-Za-z0-9._:-], not \".\" or \"..\"")]
 pub struct AgentIdError(pub String);
 
 impl AgentId {
     /// Validate and wrap an id.
     pub fn new(id: impl Into<String>) -> Result<Self, AgentIdError> {
         let id = id.into();
-        let ok = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+        // One directory and one file name each: `.` and `..` would name the group or allot's own cgroup.
+        let ok = !id.is_empty()
+            && id.len() <= 128
+            && id != "."
+            && id != ".."
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
         if ok { Ok(AgentId(id)) } else { Err(AgentIdError(id)) }
     }
 

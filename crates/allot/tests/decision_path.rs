@@ -172,3 +172,26 @@ async fn a_throttle_the_kernel_refuses_leaves_no_hold() {
     assert_eq!(status(&tx).await.held_by.throttle, ["operator"]);
     run.await.unwrap().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_cannot_report_a_measured_resource_to_cancel_its_enforcement() {
+    // Issue 10, found by the hostile check: reporting {"resource": "memory", "value": 0} every
+    // 0.2 s cancelled the pending action of an agent far over its hard limit.
+    let log = Log::default();
+    let backend = FakeBackend::new(|_| (30 << 20, 10, 1), log.clone());
+    let start = backend.start;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let fleet = common::fleet(HOLDERS_POLICY, &[("a", &common::memory_limit("suspend"))]);
+    let gov = common::governor(&fleet, backend, dir.path().join("state.db")).with_control(rx);
+    let run = tokio::spawn(gov.run(Some(Duration::from_secs(12))));
+    for ms in (200..9_000).step_by(200) {
+        at(start, ms).await;
+        let (rtx, rrx) = oneshot::channel();
+        tx.send(Control::Report("a".into(), allot_core::Resource::Memory, 0, rtx)).unwrap();
+        let err = rrx.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("measured"), "{err}");
+    }
+    run.await.unwrap().unwrap();
+    assert_eq!(log.of("a").iter().filter(|(_, c)| c == "freeze").count(), 1, "suspended at the end of its delay: {:?}", log.of("a"));
+}

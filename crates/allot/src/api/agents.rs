@@ -108,6 +108,12 @@ pub(super) async fn usage(State(api): State<Shared>, Path(id): Path<String>, bod
     let Json(b) = body.map_err(|e| ApiError::body(&e))?;
     let resource: allot_core::Resource =
         b.resource.parse().map_err(|e: allot_core::resource::ResourceNameError| ApiError::field("resource", e.to_string()))?;
+    if !resource.is_custom() {
+        return Err(ApiError::field(
+            "resource",
+            format!("{resource} is measured by allot; only custom resources (tokens, usd_micros, ...) can be reported"),
+        ));
+    }
     let value = bodies::quantity("value", resource.unit(), &b.value)?;
     Ok(Json(answer(ask(&api, |tx| Control::Report(id.clone(), resource, value, tx)).await)?))
 }

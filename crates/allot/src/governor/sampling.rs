@@ -105,6 +105,10 @@ impl<B: Backend> Governor<B> {
 
     /// Usage an agent reports itself, through the same path as a sample.
     pub(super) fn report_usage(&mut self, agent: &str, resource: Resource, value: u64) -> Result<Value, ControlError> {
+        if !resource.is_custom() {
+            let message = format!("{resource} is measured by allot; only custom resources (tokens, usd_micros, ...) can be reported");
+            return Err(ControlError::Invalid { field: "resource", message });
+        }
         let id = self.known(agent)?;
         if self.domain.ledger.quota(&id).is_none() {
             let state = self.agents.get(&id).map_or("unknown", |a| a.state_name()).to_owned();

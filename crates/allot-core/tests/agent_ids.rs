@@ -1,0 +1,35 @@
+//! Agent ids become one directory name (the agent's cgroup) and one file name
+//! (its channel): no accepted id may name anything outside allot's subtree.
+//! Found by the hostile check (issue 10): `.` and `..` acted on the group or
+//! root cgroup.
+#![allow(clippy::unwrap_used)]
+
+use allot_core::AgentId;
+use proptest::prelude::*;
+use std::path::{Component, Path};
+
+#[test]
+fn dot_and_dot_dot_are_refused() {
+    for id in [".", ".."] {
+        let e = AgentId::new(id).unwrap_err();
+        assert!(e.to_string().contains(id), "{e}");
+    }
+    assert!(AgentId::new("...").is_ok(), "three dots are an ordinary name");
+    assert!(AgentId::new(".hidden").is_ok());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+    #[test]
+    fn every_accepted_id_is_one_normal_path_component(id in "[A-Za-z0-9._:/-]{0,6}|.{0,12}") {
+        if let Ok(a) = AgentId::new(id.clone()) {
+            let root = Path::new("/sys/fs/cgroup/memory/allot/standard_agent");
+            for p in [root.join(a.as_str()), root.join(format!("{}.jsonl", a.as_str()))] {
+                let rel = p.strip_prefix(root).unwrap();
+                let comps: Vec<Component<'_>> = rel.components().collect();
+                prop_assert_eq!(comps.len(), 1, "{:?} -> {:?}", id, p);
+                prop_assert!(matches!(comps[0], Component::Normal(_)), "{:?} -> {:?}", id, comps);
+            }
+        }
+    }
+}
