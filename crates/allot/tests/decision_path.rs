@@ -195,3 +195,31 @@ async fn an_agent_cannot_report_a_measured_resource_to_cancel_its_enforcement() 
     run.await.unwrap().unwrap();
     assert_eq!(log.of("a").iter().filter(|(_, c)| c == "freeze").count(), 1, "suspended at the end of its delay: {:?}", log.of("a"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_kill_timer_never_kills_a_recreated_agent_of_the_same_name() {
+    // Issue 10: `terminate reuse`, then `run --name reuse` within the grace: the new agent was
+    // SIGKILLed when the old one's grace ended (timers were keyed by name).
+    let log = Log::default();
+    let mut backend = FakeBackend::new(|_| (5 << 20, 10, 1), log.clone());
+    backend.term_kills = true;
+    let start = backend.start;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let fleet = common::fleet("terminate_grace = \"5s\"\nsample_interval = \"1s\"\n", &[("a", "")]);
+    let gov = common::governor(&fleet, backend, dir.path().join("state.db")).with_control(rx);
+    let run = tokio::spawn(gov.run(Some(Duration::from_secs(12))));
+    at(start, 1_000).await;
+    act(&tx, OperatorAction::Terminate).await; // the kill would be due at 6 s
+    at(start, 2_500).await;
+    assert_eq!(status(&tx).await.state, "exited", "it died of the notice");
+    let def = allot::fleet::parse(&fleet).unwrap().agents.remove(0);
+    let (rtx, rrx) = oneshot::channel();
+    tx.send(Control::Start(Box::new(def), rtx)).unwrap();
+    rrx.await.unwrap().unwrap();
+    at(start, 10_000).await;
+    assert_eq!(status(&tx).await.state, "running", "the new agent lives past the old one's grace");
+    run.await.unwrap().unwrap();
+    let kills: Vec<u64> = log.of("a").iter().filter(|(_, c)| c == "kill").map(|(t, _)| *t).collect();
+    assert!(kills.iter().all(|t| *t >= 12_000), "no kill before the run's own stop: {:?}", log.of("a"));
+}

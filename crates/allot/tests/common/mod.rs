@@ -83,6 +83,7 @@ struct FakeActuator {
     start: tokio::time::Instant,
     dead: Arc<Mutex<Option<Exit>>>,
     slow_kill: Option<Duration>,
+    term_kills: bool,
 }
 
 impl FakeActuator {
@@ -126,6 +127,9 @@ impl Actuator for FakeActuator {
         self.rec("thaw".into())
     }
     fn signal(&mut self, sig: rustix::process::Signal) -> Result<Outcome, SysError> {
+        if self.term_kills && sig == rustix::process::Signal::TERM {
+            *self.dead.lock().unwrap() = Some(Exit::Signal(15));
+        }
         self.rec(format!("signal {sig:?}"))
     }
     fn kill(&mut self) -> Result<Settle, SysError> {
@@ -176,6 +180,8 @@ pub struct FakeBackend {
     pub exit_after: Option<u64>,
     /// Agents whose kill takes this long to settle.
     pub slow_kill: BTreeMap<String, Duration>,
+    /// Agents die of SIGTERM (the notice of a terminate) instead of waiting for the kill.
+    pub term_kills: bool,
 }
 
 impl FakeBackend {
@@ -187,6 +193,7 @@ impl FakeBackend {
             start: tokio::time::Instant::now(),
             exit_after: None,
             slow_kill: BTreeMap::new(),
+            term_kills: false,
         }
     }
 }
@@ -209,6 +216,7 @@ impl Backend for FakeBackend {
                 start: self.start,
                 dead,
                 slow_kill: self.slow_kill.get(&name).copied(),
+                term_kills: self.term_kills,
             }),
             cgroup: None,
         })
