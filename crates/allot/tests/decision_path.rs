@@ -223,3 +223,25 @@ async fn a_stale_kill_timer_never_kills_a_recreated_agent_of_the_same_name() {
     let kills: Vec<u64> = log.of("a").iter().filter(|(_, c)| c == "kill").map(|(t, _)| *t).collect();
     assert!(kills.iter().all(|t| *t >= 12_000), "no kill before the run's own stop: {:?}", log.of("a"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_kill_lifts_the_throttle_and_the_freeze_first() {
+    // Issue 10, found by the hostile check: killing a tree under a 1m cpu throttle took longer
+    // than the kill's 5 s and was recorded as failed.
+    let log = Log::default();
+    let backend = FakeBackend::new(|_| (5 << 20, 10, 1), log.clone());
+    let start = backend.start;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let fleet = common::fleet("terminate_grace = \"2s\"\nsample_interval = \"1s\"\n", &[("a", "")]);
+    let gov = common::governor(&fleet, backend, dir.path().join("state.db")).with_control(rx);
+    let run = tokio::spawn(gov.run(Some(Duration::from_secs(8))));
+    at(start, 1_000).await;
+    act(&tx, OperatorAction::Throttle(1)).await;
+    act(&tx, OperatorAction::Terminate).await; // the notice thaws nothing here; the kill at 3 s
+    run.await.unwrap().unwrap();
+    let calls = log.of("a");
+    let kill = calls.iter().position(|(_, c)| c == "kill").unwrap();
+    let lifted = calls.iter().position(|(t, c)| c == "cpu_limit None" && *t >= 3_000).expect("the throttle is lifted at the kill");
+    assert!(lifted < kill, "lifted before the kill: {calls:?}");
+}

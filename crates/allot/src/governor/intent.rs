@@ -217,10 +217,29 @@ fn terminate(a: &mut Agent, grace: Duration, reason: &str, now_ms: u64) -> Appli
     }
 }
 
-fn kill(act: &mut dyn Actuator) -> Applied {
+/// Kill the tree: every hold is lifted first (a throttled or frozen tree takes long to die), then the kill.
+fn kill(a: &mut Agent) -> Applied {
+    let Some(proc) = a.proc.as_mut() else { return Applied::failed("no process") };
+    let act = proc.actuator.as_mut();
+    let held = std::mem::take(&mut a.holds).effective();
+    let mut notes = Vec::new();
+    if held.cpu_millicores.is_some() {
+        if let Ok(o) = act.set_cpu_limit(None) {
+            notes.push(format!("cpu limit lifted: {}", describe(&o)));
+        }
+    }
+    if held.memory_high.is_some() {
+        let _ = act.set_memory_high(None);
+    }
+    if held.frozen {
+        if let Ok(o) = act.thaw() {
+            notes.push(format!("thawed: {}", describe(&o)));
+        }
+    }
+    let first = |o: &Written| notes.iter().cloned().chain(std::iter::once(describe(o))).collect::<Vec<_>>().join("; ");
     match act.kill() {
-        Ok(settle) if settle.is_done() => Applied::Now { outcome: Outcome::Success, detail: describe(settle.started()) },
-        Ok(settle) => Applied::Settling { detail: describe(settle.started()), settle },
+        Ok(settle) if settle.is_done() => Applied::Now { outcome: Outcome::Success, detail: first(settle.started()) },
+        Ok(settle) => Applied::Settling { detail: first(settle.started()), settle },
         Err(e) => Applied::failed(format!("kill failed: {e}")),
     }
 }
@@ -352,10 +371,7 @@ impl<B: Backend> Governor<B> {
                 }
                 None => Applied::failed("no process"),
             },
-            Op::Kill => match a.proc.as_mut() {
-                Some(p) => kill(p.actuator.as_mut()),
-                None => Applied::failed("no process"),
-            },
+            Op::Kill => kill(a),
             Op::Reconcile => reconcile(a),
             op => match change_holds(a, op, holder) {
                 Some(change) => write_holds(a, change, matches!(op, Op::Freeze)),
