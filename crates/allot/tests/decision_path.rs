@@ -245,3 +245,27 @@ async fn a_kill_lifts_the_throttle_and_the_freeze_first() {
     let lifted = calls.iter().position(|(t, c)| c == "cpu_limit None" && *t >= 3_000).expect("the throttle is lifted at the kill");
     assert!(lifted < kill, "lifted before the kill: {calls:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn adopt_refuses_init_allot_its_ancestors_and_other_agents_processes() {
+    // Issue 10, found by the hostile check: pid 1 was adopted (its tree is the whole host).
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let fleet = common::fleet("sample_interval = \"1s\"\n", &[("a", "")]);
+    let gov =
+        common::governor(&fleet, FakeBackend::new(|_| (5 << 20, 10, 1), Log::default()), dir.path().join("state.db")).with_control(rx);
+    let run = tokio::spawn(gov.run(Some(Duration::from_secs(3))));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let me = std::process::id();
+    let parent = allot_sys::proc::stat(std::path::Path::new("/proc"), me).unwrap().ppid;
+    // The scripted agent "a" reports its processes as [1] and its leader as u32::MAX - 1.
+    for (pid, why) in [(1, "init"), (me, "allot itself"), (parent, "ancestors"), (u32::MAX - 1, "belongs to agent a")] {
+        let mut def = allot::fleet::parse(&fleet).unwrap().agents.remove(0);
+        def.spec = allot_core::AgentSpec::new(allot_core::AgentId::new(format!("adopted-{pid}")).unwrap(), "standard_agent");
+        let (rtx, rrx) = oneshot::channel();
+        tx.send(Control::Adopt(Box::new(def), pid, false, rtx)).unwrap();
+        let err = rrx.await.unwrap().unwrap_err().to_string();
+        assert!(err.contains(&format!("pid {pid} cannot be adopted")) && err.contains(why), "{pid}: {err}");
+    }
+    run.await.unwrap().unwrap();
+}

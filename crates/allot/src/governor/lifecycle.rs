@@ -22,6 +22,9 @@ impl<B: Backend> Governor<B> {
         if self.agents.get(&id).is_some_and(|a| !a.is_exited()) {
             return Err(ControlError::Exists(id.to_string()));
         }
+        if let Some((pid, _)) = adopt {
+            self.adoptable(pid)?;
+        }
         let _ = self.domain.ledger.unregister(&id);
         self.domain.ledger.register(def.spec.clone()).map_err(|e| ControlError::Invalid { field: "limits", message: e.to_string() })?;
         let channel = super::channel::Channel::create(&self.agents.channel_dir, id.as_str(), def.notify_signal)
@@ -39,6 +42,27 @@ impl<B: Backend> Governor<B> {
         }
         let pid = self.agents.get(&id).and_then(Agent::pid);
         Ok(json!({"id": id.as_str(), "pid": pid, "state": "running"}))
+    }
+
+    /// Whether a process may be adopted: not pid 1, not allot itself or one of its
+    /// ancestors (the tree would hold the governor), not a process of another agent.
+    fn adoptable(&self, pid: u32) -> Result<(), ControlError> {
+        let refuse = |why: String| Err(ControlError::Invalid { field: "pid", message: format!("pid {pid} cannot be adopted: {why}") });
+        if pid <= 1 {
+            return refuse("it is the init process (its tree is the whole machine)".into());
+        }
+        let proc_root = allot_sys::Roots::host().proc;
+        let mut p = std::process::id();
+        while p > 1 {
+            if p == pid {
+                return refuse("it is allot itself or one of its ancestors".into());
+            }
+            p = allot_sys::proc::stat(&proc_root, p).map_or(0, |s| s.ppid);
+        }
+        if let Some(owner) = self.agents.owner_of(pid) {
+            return refuse(format!("it belongs to agent {owner}"));
+        }
+        Ok(())
     }
 
     /// Spawn an agent's command in its cgroup, store it, write its backstops.
