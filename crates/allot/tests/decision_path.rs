@@ -29,6 +29,20 @@ async fn at(start: tokio::time::Instant, ms: u64) {
     tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
 }
 
+/// A governor over `fleet` with the scripted backend, run as a task for `secs`, commands through the sender.
+struct Running {
+    tx: mpsc::UnboundedSender<Control>,
+    run: tokio::task::JoinHandle<Result<allot::governor::Summary, allot::governor::Error>>,
+    _dir: tempfile::TempDir,
+}
+
+fn spawn(fleet: &str, backend: FakeBackend, secs: u64) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let gov = common::governor(fleet, backend, dir.path().join("state.db")).with_control(rx);
+    Running { tx, run: tokio::spawn(gov.run(Some(Duration::from_secs(secs)))), _dir: dir }
+}
+
 const HOLDERS_POLICY: &str = r#"
 delays = { throttle = "5s", suspend = "8s", terminate = "60s" }
 recovery_dwell = "10s"
@@ -42,11 +56,8 @@ async fn an_operator_resume_never_lifts_the_policys_suspension_and_a_throttle_re
     let log = Log::default();
     let backend = FakeBackend::new(|t| (if t < 20_000 { 30 << 20 } else { 5 << 20 }, if t < 15_000 { 600 } else { 20 }, 1), log.clone());
     let start = backend.start;
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
     let fleet = common::fleet(HOLDERS_POLICY, &[("a", &common::memory_limit("suspend"))]);
-    let gov = common::governor(&fleet, backend, dir.path().join("state.db")).with_control(rx);
-    let run = tokio::spawn(gov.run(Some(Duration::from_secs(40))));
+    let Running { tx, run, _dir } = spawn(&fleet, backend, 40);
 
     at(start, 11_000).await;
     let s = status(&tx).await;
@@ -155,11 +166,8 @@ async fn a_throttle_the_kernel_refuses_leaves_no_hold() {
     let log = Log::default();
     let backend = FakeBackend::new(|_| (5 << 20, 10, 1), log.clone());
     let start = backend.start;
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
     let fleet = common::fleet(HOLDERS_POLICY, &[("a", &common::memory_limit("suspend"))]);
-    let gov = common::governor(&fleet, backend, dir.path().join("state.db")).with_control(rx);
-    let run = tokio::spawn(gov.run(Some(Duration::from_secs(5))));
+    let Running { tx, run, _dir } = spawn(&fleet, backend, 5);
     at(start, 1_000).await;
     let (rtx, rrx) = oneshot::channel();
     tx.send(Control::Act("a".into(), OperatorAction::Throttle(99_999), rtx)).unwrap();
@@ -180,11 +188,8 @@ async fn an_agent_cannot_report_a_measured_resource_to_cancel_its_enforcement() 
     let log = Log::default();
     let backend = FakeBackend::new(|_| (30 << 20, 10, 1), log.clone());
     let start = backend.start;
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
     let fleet = common::fleet(HOLDERS_POLICY, &[("a", &common::memory_limit("suspend"))]);
-    let gov = common::governor(&fleet, backend, dir.path().join("state.db")).with_control(rx);
-    let run = tokio::spawn(gov.run(Some(Duration::from_secs(12))));
+    let Running { tx, run, _dir } = spawn(&fleet, backend, 12);
     for ms in (200..9_000).step_by(200) {
         at(start, ms).await;
         let (rtx, rrx) = oneshot::channel();
@@ -204,11 +209,8 @@ async fn a_stale_kill_timer_never_kills_a_recreated_agent_of_the_same_name() {
     let mut backend = FakeBackend::new(|_| (5 << 20, 10, 1), log.clone());
     backend.term_kills = true;
     let start = backend.start;
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
     let fleet = common::fleet("terminate_grace = \"5s\"\nsample_interval = \"1s\"\n", &[("a", "")]);
-    let gov = common::governor(&fleet, backend, dir.path().join("state.db")).with_control(rx);
-    let run = tokio::spawn(gov.run(Some(Duration::from_secs(12))));
+    let Running { tx, run, _dir } = spawn(&fleet, backend, 12);
     at(start, 1_000).await;
     act(&tx, OperatorAction::Terminate).await; // the kill would be due at 6 s
     at(start, 2_500).await;
@@ -231,11 +233,8 @@ async fn a_kill_lifts_the_throttle_and_the_freeze_first() {
     let log = Log::default();
     let backend = FakeBackend::new(|_| (5 << 20, 10, 1), log.clone());
     let start = backend.start;
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
     let fleet = common::fleet("terminate_grace = \"2s\"\nsample_interval = \"1s\"\n", &[("a", "")]);
-    let gov = common::governor(&fleet, backend, dir.path().join("state.db")).with_control(rx);
-    let run = tokio::spawn(gov.run(Some(Duration::from_secs(8))));
+    let Running { tx, run, _dir } = spawn(&fleet, backend, 8);
     at(start, 1_000).await;
     act(&tx, OperatorAction::Throttle(1)).await;
     act(&tx, OperatorAction::Terminate).await; // the notice thaws nothing here; the kill at 3 s
@@ -249,12 +248,8 @@ async fn a_kill_lifts_the_throttle_and_the_freeze_first() {
 #[tokio::test(start_paused = true)]
 async fn adopt_refuses_init_allot_its_ancestors_and_other_agents_processes() {
     // Issue 10, found by the hostile check: pid 1 was adopted (its tree is the whole host).
-    let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
     let fleet = common::fleet("sample_interval = \"1s\"\n", &[("a", "")]);
-    let gov =
-        common::governor(&fleet, FakeBackend::new(|_| (5 << 20, 10, 1), Log::default()), dir.path().join("state.db")).with_control(rx);
-    let run = tokio::spawn(gov.run(Some(Duration::from_secs(3))));
+    let Running { tx, run, _dir } = spawn(&fleet, FakeBackend::new(|_| (5 << 20, 10, 1), Log::default()), 3);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let me = std::process::id();
     let parent = allot_sys::proc::stat(std::path::Path::new("/proc"), me).unwrap().ppid;
