@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod error;
 pub mod host;
 pub mod notify;
+pub mod peer;
 pub mod probe;
 pub mod proc;
 pub mod signal;

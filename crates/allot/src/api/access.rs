@@ -1,33 +1,60 @@
 //! Who may call what, declared once. The caller is classified once per
 //! request from the socket's peer credentials (SO_PEERCRED): the socket's
-//! owner and root are the operator; a process that belongs to an agent (its
-//! pid is in the agent's tree or cgroup) is that agent; anyone else is a
-//! stranger. On TCP the bearer token makes the caller the operator. Each
+//! process that belongs to an agent (its pid is in the agent's tree or
+//! cgroup) is that agent, whatever its uid; else the socket's owner and
+//! root are the operator; anyone else is a stranger. The peer's process is
+//! pinned at accept (a pidfd, or its start time), so a pid reused later
+//! by another process is not mistaken for the one that connected. On TCP the bearer token makes the caller the operator. Each
 //! route of the table carries an [`Access`] rule that a layer enforces
 //! before the handler runs; handlers take the [`Caller`] as an extractor.
 
 use super::error::ApiError;
 use super::{Shared, ask};
 use crate::governor::control::Control;
+use allot_sys::peer::PeerProcess;
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
+use std::sync::Arc;
 use tokio::net::UnixListener;
 
-/// The caller's credentials, from the socket.
-#[derive(Clone, Copy, Debug)]
+/// The caller's credentials: from the socket (its uid, and its process
+/// pinned at accept, so a pid reused later is not mistaken for it), or a
+/// TCP caller that gave the token.
+#[derive(Clone, Debug)]
 pub struct Peer {
     pub(super) uid: Option<u32>,
-    pub(super) pid: Option<i32>,
+    pub(super) process: Option<Arc<PeerProcess>>,
+    pub(super) token: bool,
+}
+
+impl Peer {
+    /// The peer of a Unix socket connection.
+    pub fn of_unix(stream: &tokio::net::UnixStream) -> Peer {
+        use std::os::fd::AsFd;
+        let cred = stream.peer_cred().ok();
+        let pid = cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
+        let process = pid.and_then(|pid| PeerProcess::pin(stream.as_fd(), pid, &allot_sys::Roots::host().proc)).map(Arc::new);
+        Peer { uid: cred.map(|c| c.uid()), process, token: false }
+    }
+
+    /// A TCP caller that presented the bearer token.
+    pub fn token_holder() -> Peer {
+        Peer { uid: None, process: None, token: true }
+    }
+
+    /// Nobody known (no credentials).
+    fn unknown() -> Peer {
+        Peer { uid: None, process: None, token: false }
+    }
 }
 
 impl Connected<IncomingStream<'_, UnixListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        let cred = stream.io().peer_cred().ok();
-        Peer { uid: cred.map(|c| c.uid()), pid: cred.and_then(|c| c.pid()) }
+        Peer::of_unix(stream.io())
     }
 }
 
@@ -77,18 +104,26 @@ impl Access {
     }
 }
 
-/// Classify a peer: operator, agent or stranger.
-async fn classify(api: &super::Api, peer: Peer) -> Caller {
-    match peer.uid {
-        Some(uid) if uid == api.owner_uid || uid == 0 => return Caller::Operator,
-        None => return Caller::Stranger,
-        _ => {}
+/// Classify a peer. Agent membership comes first: a process of an agent is
+/// that agent whatever its uid (an agent running as root is not the
+/// operator). Then the socket's owner and root are the operator, and a TCP
+/// caller with the token. A peer whose connecting process is gone (its pid
+/// may now be anyone's) is a stranger.
+async fn classify(api: &super::Api, peer: &Peer) -> Caller {
+    if peer.token {
+        return Caller::Operator;
     }
-    let Some(pid) = peer.pid.and_then(|p| u32::try_from(p).ok()) else { return Caller::Stranger };
+    let Some(uid) = peer.uid else { return Caller::Stranger };
+    let Some(pid) = peer.process.as_ref().and_then(|p| p.pid(&allot_sys::Roots::host().proc)) else {
+        return Caller::Stranger;
+    };
     match ask(api, |tx| Control::Owner(pid, tx)).await {
-        Ok(Some(agent)) => Caller::Agent(agent),
-        _ => Caller::Stranger,
+        Ok(Some(agent)) => return Caller::Agent(agent),
+        Ok(None) => {}
+        // Membership could not be decided: never guess operator.
+        Err(_) => return Caller::Stranger,
     }
+    if uid == api.owner_uid || uid == 0 { Caller::Operator } else { Caller::Stranger }
 }
 
 impl FromRequestParts<Shared> for Caller {
@@ -98,8 +133,8 @@ impl FromRequestParts<Shared> for Caller {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(c.clone());
         }
-        let peer = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| c.0).unwrap_or(Peer { uid: None, pid: None });
-        let caller = classify(api, peer).await;
+        let peer = parts.extensions.get::<ConnectInfo<Peer>>().map_or_else(Peer::unknown, |c| c.0.clone());
+        let caller = classify(api, &peer).await;
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }

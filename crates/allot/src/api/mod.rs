@@ -89,7 +89,7 @@ async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next
 
 /// The router for TCP: every request needs `Authorization: Bearer <token>`;
 /// with it the caller is the operator, without it 401.
-pub fn tcp_router(app: Router, token: String, owner_uid: u32) -> Router {
+pub fn tcp_router(app: Router, token: String) -> Router {
     let token = Arc::new(token);
     app.layer(axum::middleware::from_fn(move |mut req: axum::extract::Request, next: axum::middleware::Next| {
         let token = token.clone();
@@ -99,7 +99,7 @@ pub fn tcp_router(app: Router, token: String, owner_uid: u32) -> Router {
                 return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "TCP requests need Authorization: Bearer <token>")
                     .into_response();
             }
-            req.extensions_mut().insert(ConnectInfo(Peer { uid: Some(owner_uid), pid: None }));
+            req.extensions_mut().insert(ConnectInfo(Peer::token_holder()));
             next.run(req).await
         }
     }))

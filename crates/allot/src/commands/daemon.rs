@@ -42,7 +42,6 @@ fn prepare_socket(args: &DaemonArgs) -> Result<PathBuf, Error> {
 async fn tcp_server(
     args: &DaemonArgs,
     app: axum::Router,
-    owner: u32,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
     let (Some(addr), Some(token_file)) = (&args.tcp, &args.token_file) else { return Ok(None) };
@@ -52,7 +51,7 @@ async fn tcp_server(
     }
     let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, "also on tcp (bearer token required)");
-    let tcp_app = crate::api::tcp_router(app, token, owner);
+    let tcp_app = crate::api::tcp_router(app, token);
     Ok(Some(tokio::spawn(async move {
         let _ = axum::serve(tcp, tcp_app)
             .with_graceful_shutdown(async move {
@@ -96,7 +95,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
         let owner = rustix::process::geteuid().as_raw();
         let app = crate::api::router(tx, args.state.clone(), owner, metrics);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let tcp = tcp_server(args, app.clone(), owner, stop_rx.clone()).await?;
+        let tcp = tcp_server(args, app.clone(), stop_rx.clone()).await?;
         let mut rx = stop_rx;
         let server = tokio::spawn(crate::api::serve(listener, app, async move {
             let _ = rx.changed().await;
