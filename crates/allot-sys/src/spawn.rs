@@ -23,22 +23,31 @@ fn open_procs(cg: &AgentCgroup) -> Result<Vec<OwnedFd>, SysError> {
 
 /// Spawn `cmd` in its own process group and, when `cg` is given, inside the
 /// agent's cgroup in every hierarchy: the child writes `0` to each
-/// `cgroup.procs` between fork and exec, so nothing it runs escapes.
+/// `cgroup.procs` between fork and exec, so nothing it runs escapes. Every
+/// agent also gets `no_new_privs` (no setuid binary raises its privileges)
+/// and inherits no descriptor of allot's beyond stdin, stdout and stderr
+/// (every other one is marked close-on-exec with `close_range`).
 pub fn spawn(cmd: &mut Command, cg: Option<&AgentCgroup>) -> Result<Child, SysError> {
     cmd.process_group(0);
-    if let Some(cg) = cg {
-        let fds = open_procs(cg)?;
-        // SAFETY: the closure only calls write(2) on descriptors opened
-        // before the fork; it allocates nothing and takes no locks, so it is
-        // async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                for fd in &fds {
-                    rustix::io::write(fd, b"0").map_err(std::io::Error::from)?;
-                }
-                Ok(())
-            });
-        }
+    let fds = match cg {
+        Some(cg) => open_procs(cg)?,
+        None => Vec::new(),
+    };
+    // SAFETY: the closure only makes system calls (write(2) on descriptors
+    // opened before the fork, prctl, close_range); it allocates nothing and
+    // takes no locks, so it is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &fds {
+                rustix::io::write(fd, b"0").map_err(std::io::Error::from)?;
+            }
+            rustix::thread::set_no_new_privs(true).map_err(std::io::Error::from)?;
+            // Close-on-exec rather than close: std's own exec-error pipe must live until the exec.
+            if libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
     cmd.spawn().map_err(|source| SysError::Sys { call: format!("spawn {:?}", cmd.get_program()), source })
 }

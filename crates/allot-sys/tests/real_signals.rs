@@ -90,3 +90,25 @@ fn a_duty_cycle_throttles_a_hog_without_cgroups() {
     eprintln!("duty cycle at 30 %: hog measured {m}m");
     assert!((150..=450).contains(&m), "{m}m");
 }
+
+/// An agent inherits none of allot's descriptors beyond 0, 1 and 2 (even
+/// one opened without close-on-exec), and runs with no_new_privs.
+#[test]
+fn agents_get_only_stdio_and_no_new_privs() {
+    use std::os::fd::IntoRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let f = std::fs::File::open("/dev/null").unwrap();
+    // A descriptor without O_CLOEXEC, as a careless library or a parent shell may leave.
+    let raw = rustix::io::dup(&f).unwrap().into_raw_fd();
+    let out = dir.path().join("out");
+    let script = format!("ls /proc/self/fd > {0}.fds; grep NoNewPrivs /proc/self/status > {0}.nnp", out.display());
+    let mut child = spawn(Command::new("sh").args(["-c", &script]), None).unwrap();
+    assert!(child.wait().unwrap().success());
+    // SAFETY: `raw` is the descriptor we just duplicated and own.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
+    let fds: Vec<String> = std::fs::read_to_string(dir.path().join("out.fds")).unwrap().split_whitespace().map(str::to_owned).collect();
+    // ls itself opens one descriptor for /proc/self/fd.
+    let inherited: Vec<&String> = fds.iter().filter(|fd| !["0", "1", "2"].contains(&fd.as_str())).collect();
+    assert!(inherited.len() <= 1 && !fds.contains(&raw.to_string()), "the agent inherited {fds:?} (allot's fd {raw})");
+    assert_eq!(std::fs::read_to_string(dir.path().join("out.nnp")).unwrap().split_whitespace().last(), Some("1"));
+}
