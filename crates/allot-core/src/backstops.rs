@@ -24,12 +24,13 @@ pub struct AgentBackstops {
     pub memory_max: Option<u64>,
     /// `memory.high`, at the hard limit.
     pub memory_high: Option<u64>,
-    /// `pids.max`, at the processes burst limit.
+    /// `pids.max`, whenever processes are limited: at the burst limit, else at hard.
     pub pids_max: Option<u64>,
 }
 
 /// cpu weight from the priority (Priority::cpu_weight); memory ceiling at burst when memory's burst > hard;
-/// memory.high at hard when memory's action is throttle; pids.max at burst when processes' burst > hard.
+/// memory.high at hard when memory's action is throttle; pids.max whenever processes are limited, at burst
+/// when burst > hard and else at hard (a fork bomb outruns any sampling: the kernel must stop it at the limit).
 pub fn agent(q: &Quota) -> AgentBackstops {
     let memory = q.limits.get(&Resource::Memory);
     let processes = q.limits.get(&Resource::Processes);
@@ -37,7 +38,7 @@ pub fn agent(q: &Quota) -> AgentBackstops {
         cpu_weight: q.priority.cpu_weight(),
         memory_max: memory.filter(|l| l.burst > l.hard).map(|l| l.burst),
         memory_high: memory.filter(|l| l.action == Action::Throttle).map(|l| l.hard),
-        pids_max: processes.filter(|l| l.burst > l.hard).map(|l| l.burst),
+        pids_max: processes.map(|l| l.burst.max(l.hard)),
     }
 }
 
@@ -61,9 +62,10 @@ mod tests {
     #[test]
     fn builtin_groups_get_weight_and_memory_high_only_where_they_throttle() {
         let standard = agent(&quota("standard_agent"));
-        assert_eq!(standard, AgentBackstops { cpu_weight: 100, memory_max: None, memory_high: Some(500_000_000), pids_max: None });
+        assert_eq!(standard, AgentBackstops { cpu_weight: 100, memory_max: None, memory_high: Some(500_000_000), pids_max: Some(100) });
         let light = agent(&quota("lightweight_agent"));
-        assert_eq!(light, AgentBackstops { cpu_weight: 100, ..Default::default() }, "memory action is warn");
+        assert_eq!(light.memory_high, None, "memory action is warn");
+        assert!(light.pids_max.is_some(), "pids.max is always set where processes are limited");
         assert_eq!(agent(&quota("heavy_computation_agent")).memory_high, None);
     }
 
@@ -75,6 +77,8 @@ mod tests {
         q.limits.insert(Resource::Processes, Limit { burst: 150, ..Limit::new(50, 100, Action::Terminate) });
         let b = agent(&q);
         assert_eq!(b, AgentBackstops { cpu_weight: 400, memory_max: Some(800), memory_high: None, pids_max: Some(150) });
+        q.limits.insert(Resource::Processes, Limit::new(50, 100, Action::Terminate));
+        assert_eq!(agent(&q).pids_max, Some(100), "no burst: pids.max at hard");
         q.limits.clear();
         assert_eq!(agent(&q), AgentBackstops { cpu_weight: 400, ..Default::default() });
     }

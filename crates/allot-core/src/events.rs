@@ -39,6 +39,8 @@ pub const QUOTA_CHANGED: &str = "resource_management.quota.changed";
 pub const REQUEST_ACKNOWLEDGED: &str = "resource_management.request.acknowledged";
 /// The governor stopped and left its agents running.
 pub const GOVERNOR_STOPPED: &str = "resource_management.governor.stopped";
+/// The state store records again after failing (a full disk): how many writes were lost meanwhile.
+pub const STORE_RECOVERED: &str = "resource_management.store.recovered";
 
 /// `resource_management.enforcement.<action>`.
 pub fn enforcement_topic(action: &str) -> String {

@@ -78,11 +78,11 @@ proptest! {
         } else {
             prop_assert!(memory.is_none_or(|l| l.action != Action::Throttle));
         }
-        if let Some(pids) = b.pids_max {
-            let l = processes.unwrap();
-            prop_assert!(pids >= l.hard && pids == l.burst && l.burst > l.hard);
-        } else {
-            prop_assert!(processes.is_none_or(|l| l.burst == l.hard));
+        // pids.max whenever processes are limited: at burst (which is hard when no burst is set).
+        match (b.pids_max, processes) {
+            (Some(pids), Some(l)) => prop_assert!(pids >= l.hard && pids == l.burst),
+            (None, None) => {}
+            (pids, l) => prop_assert!(false, "pids.max {:?} for processes {:?}", pids, l),
         }
     }
 

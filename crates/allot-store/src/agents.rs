@@ -14,6 +14,9 @@ use std::path::PathBuf;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStateName {
+    /// Stored before its command is started: a crash before the start is
+    /// confirmed leaves a row recovery finds (and stops what runs in its cgroup).
+    Starting,
     /// Running under its limits.
     Running,
     /// Running with its share lowered.
@@ -29,6 +32,7 @@ pub enum AgentStateName {
 }
 
 text_enum!(AgentStateName, "agent state", {
+    Starting => "starting",
     Running => "running",
     Throttled => "throttled",
     Suspended => "suspended",

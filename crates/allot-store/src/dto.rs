@@ -224,6 +224,22 @@ pub struct StoredSpec {
     /// Who holds it frozen or throttled, so that a restarted governor keeps the holds it can stand behind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<StoredHold>,
+    /// The user and group it runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<(u32, u32)>,
+    /// A termination in its grace period: why, and when the kill is due
+    /// (ms since the epoch), so that a restarted governor carries it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminating: Option<StoredTermination>,
+}
+
+/// A termination in its grace period, as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTermination {
+    /// Why it is terminated.
+    pub reason: String,
+    /// When the kill is due, in ms since the Unix epoch.
+    pub kill_at_ms: u64,
 }
 
 /// One holder's hold on an agent, as stored.
@@ -248,7 +264,15 @@ pub struct StoredHold {
 impl Default for StoredSpec {
     /// No command, the default priority, an unknown quota, not adopted, no holds.
     fn default() -> Self {
-        StoredSpec { command: Vec::new(), priority: default_priority(), quota: StoredQuota::default(), adopted: false, holds: Vec::new() }
+        StoredSpec {
+            command: Vec::new(),
+            priority: default_priority(),
+            quota: StoredQuota::default(),
+            adopted: false,
+            holds: Vec::new(),
+            user: None,
+            terminating: None,
+        }
     }
 }
 

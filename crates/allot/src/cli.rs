@@ -152,6 +152,10 @@ pub(crate) struct RunArgs {
     /// The daemon's socket.
     #[arg(long, value_name = "PATH")]
     pub(crate) socket: Option<PathBuf>,
+    /// Run it as this user (a name, uid or uid:gid). Unset: your own user;
+    /// when you are root, nobody (an agent runs as root only with --user root).
+    #[arg(long)]
+    pub(crate) user: Option<String>,
     /// The command and its arguments (after --).
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<String>,

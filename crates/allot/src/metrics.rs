@@ -87,6 +87,7 @@ pub struct Metrics {
     group_usage: Family<GroupLabels, Gauge>,
     group_total: Family<GroupLabels, Gauge>,
     events: Counter,
+    unrecorded: Counter,
     enforcement: Family<EnforcementLabels, Counter>,
     ticks: Counter,
     last_tick: Gauge<f64, AtomicU64>,
@@ -115,6 +116,7 @@ impl Metrics {
             group_usage: Family::default(),
             group_total: Family::default(),
             events: Counter::default(),
+            unrecorded: Counter::default(),
             enforcement: Family::default(),
             ticks: Counter::default(),
             last_tick: Gauge::default(),
@@ -128,6 +130,11 @@ impl Metrics {
         r.register("allot_group_usage", "Summed usage of a group's members, in the resource's internal unit", m.group_usage.clone());
         r.register("allot_group_total", "A group's total limit, in the resource's internal unit", m.group_total.clone());
         r.register("allot_events", "Events published since the state database was created", m.events.clone());
+        r.register(
+            "allot_unrecorded",
+            "Events, records and agent changes the state store could not record (a full disk, say) since the daemon started",
+            m.unrecorded.clone(),
+        );
         r.register(
             "allot_enforcement",
             "Enforcement attempts by agent, action and real outcome (warn counts violations)",
@@ -159,6 +166,11 @@ impl Metrics {
     /// One event published.
     pub fn event(&self) {
         self.events.inc();
+    }
+
+    /// A write the state store refused.
+    pub fn unrecorded(&self) {
+        self.unrecorded.inc();
     }
 
     /// One enforcement attempt recorded.

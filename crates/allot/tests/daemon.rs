@@ -178,9 +178,11 @@ fn launch_with(dir: tempfile::TempDir, extra: &[String]) -> Daemon {
     std::fs::write(
         &fleet,
         format!(
-            "[policy]\nsample_interval = \"250ms\"\n\n[[agents]]\nname = \"sleeper\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"1000\"]\n\n[[agents]]\nname = \"client\"\ngroup = \"standard_agent\"\nuser = \"65534:65534\"\ncommand = [\"python3\", \"{}\", \"{}\", \"client\", \"sleeper\"]\n",
+            "[policy]\nsample_interval = \"250ms\"\n\n[[agents]]\nname = \"sleeper\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"1000\"]\n\n[[agents]]\nname = \"client\"\ngroup = \"standard_agent\"\nuser = \"65534:65534\"\ncommand = [\"python3\", \"{}\", \"{}\", \"client\", \"sleeper\"]\n\n[[agents]]\nname = \"rootclient\"\ngroup = \"standard_agent\"\nuser = \"root\"\ncommand = [\"python3\", \"{}\", \"{}\", \"rootclient\", \"sleeper\"]\n",
             client.display(),
-            results.display()
+            results.display(),
+            client.display(),
+            dir.path().join("rootclient.json").display()
         ),
     )
     .unwrap();
@@ -215,7 +217,7 @@ fn operator_agents_and_strangers_get_what_they_may() {
     let (st, body) = http(&d.sock, "GET", "/v1/agents");
     assert_eq!(st, 200, "{body}");
     let agents: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(agents.as_array().unwrap().len(), 2);
+    assert_eq!(agents.as_array().unwrap().len(), 3);
     let (st, body) = http(&d.sock, "GET", "/v1/agents/nobody-here");
     assert_eq!(st, 404);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], "not_found");
@@ -262,6 +264,23 @@ fn operator_agents_and_strangers_get_what_they_may() {
         let want = if route.access.allows(&me, path_id(call).as_deref()) { 200 } else { 403 };
         assert_eq!(status.as_u64(), Some(want), "agent: {call}");
     }
+    // An agent running as root (asked for by name) is still that agent, never the operator:
+    // the same matrix, on itself and on another agent.
+    let root_results = d.dir.path().join("rootclient.json");
+    while !root_results.exists() || std::fs::read_to_string(&root_results).unwrap().is_empty() {
+        assert!(Instant::now() < deadline + Duration::from_secs(10), "the root client agent did not report");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&root_results).unwrap()).unwrap();
+    assert_eq!(r.as_object().unwrap().len(), 30, "{r}");
+    for (call, status) in r.as_object().unwrap() {
+        let want = if route_of(call).access.allows(&me, path_id(call).as_deref()) { 200 } else { 403 };
+        assert_eq!(status.as_u64(), Some(want), "agent running as root: {call}");
+    }
+    let listed: Value = serde_json::from_str(&http(&d.sock, "GET", "/v1/agents").1).unwrap();
+    let marks: Vec<(String, bool)> =
+        listed.as_array().unwrap().iter().map(|a| (a["id"].as_str().unwrap().to_owned(), a["root"] == true)).collect();
+    assert!(marks.contains(&("rootclient".into(), true)) && marks.contains(&("sleeper".into(), false)), "root is marked: {marks:?}");
     // The operator is refused nothing (calls on an agent and a group that do not exist).
     for route in allot::api::ROUTES {
         let path = route.path.replace("{id}", "ghost").replace("{name}", "ghost_group");

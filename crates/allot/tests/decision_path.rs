@@ -264,3 +264,20 @@ async fn adopt_refuses_init_allot_its_ancestors_and_other_agents_processes() {
     }
     run.await.unwrap().unwrap();
 }
+
+/// The kernel backstops are written before the agent's command runs (a fork
+/// bomb cannot outrun them), and pids.max is set even when processes have
+/// no burst above hard (at hard).
+#[tokio::test(start_paused = true)]
+async fn backstops_are_in_the_kernel_before_the_command_runs_and_pids_max_is_always_set() {
+    let log = Log::default();
+    let backend = FakeBackend::new(|_| (5 << 20, 10, 1), log.clone());
+    let fleet = common::fleet("sample_interval = \"1s\"", &[("a", "limits.processes = { soft = 20, hard = 30, action = \"terminate\" }")]);
+    let Running { run, _dir, .. } = spawn(&fleet, backend, 2);
+    run.await.unwrap().unwrap();
+    let calls: Vec<String> = log.of("a").into_iter().map(|(_, c)| c).collect();
+    let exec = calls.iter().position(|c| c == "exec").expect("started");
+    let pids = calls.iter().position(|c| c == "pids_max Some(30)").unwrap_or_else(|| panic!("pids.max at hard: {calls:?}"));
+    let weight = calls.iter().position(|c| c.starts_with("cpu_weight")).unwrap_or_else(|| panic!("cpu weight: {calls:?}"));
+    assert!(pids < exec && weight < exec, "backstops after the exec: {calls:?}");
+}

@@ -166,6 +166,11 @@ impl CgroupRoot {
         Ok(d)
     }
 
+    /// Where an agent's cgroup directories are (or will be), creating nothing.
+    pub fn agent_paths(&self, group: &str, agent: &str) -> Vec<PathBuf> {
+        self.dirs.child(group).child(agent).all().into_iter().map(Path::to_path_buf).collect()
+    }
+
     /// The cgroup of an agent in a group (both created if missing).
     pub fn agent(&self, group: &str, agent: &str) -> Result<AgentCgroup, SysError> {
         let g = self.group(group)?;

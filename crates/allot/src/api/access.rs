@@ -46,6 +46,11 @@ impl Peer {
         Peer { uid: None, process: None, token: true }
     }
 
+    /// The caller's uid; a TCP token holder acts as `owner` (the daemon's user).
+    pub(super) fn uid_or(&self, owner: u32) -> u32 {
+        if self.token { owner } else { self.uid.unwrap_or(owner) }
+    }
+
     /// Nobody known (no credentials).
     fn unknown() -> Peer {
         Peer { uid: None, process: None, token: false }

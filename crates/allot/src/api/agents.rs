@@ -2,16 +2,17 @@
 //! usage reports and acknowledgements. Access is checked by the route
 //! table's rule before any of these run.
 
-use super::access::Caller;
+use super::access::{Caller, Peer};
 use super::bodies::{self, AckBody, AdoptBody, QuotaBody, StartBody, UsageBody};
 use super::error::ApiError;
 use super::{Shared, answer, ask};
 use crate::governor::control::{AgentStatus, Control, OperatorAction};
-use axum::Json;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -134,14 +135,24 @@ pub(super) async fn quota_set(State(api): State<Shared>, Path(id): Path<String>,
     Ok(Json(answer(ask(&api, |tx| Control::SetLimits(id.clone(), overrides, tx)).await)?))
 }
 
-/// `POST /v1/agents`: start a command as an agent.
-pub(super) async fn start(State(api): State<Shared>, body: Body<StartBody>) -> Result<Response, ApiError> {
+/// `POST /v1/agents`: start a command as an agent, as `user` when given, else
+/// as the caller's own user (`nobody` for a root caller: root only by name).
+pub(super) async fn start(
+    State(api): State<Shared>,
+    peer: Option<Extension<ConnectInfo<Peer>>>,
+    body: Body<StartBody>,
+) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(|e| ApiError::body(&e))?;
     if b.command.is_empty() {
         return Err(ApiError::field("command", "must name a program"));
     }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let user = match &b.user {
+        Some(u) => crate::fleet::resolve_user(u, &passwd).map_err(|e| ApiError::field("user", e))?,
+        None => crate::fleet::default_user(peer.map_or(api.owner_uid, |p| p.0.0.uid_or(api.owner_uid)), &passwd),
+    };
     let def = bodies::new_agent(b.name, b.group, b.priority, b.limits)?;
-    let def = crate::fleet::AgentDef { command: b.command, env: b.env.unwrap_or_default(), workdir: b.workdir, ..def };
+    let def = crate::fleet::AgentDef { command: b.command, env: b.env.unwrap_or_default(), workdir: b.workdir, user: Some(user), ..def };
     let v = answer(ask(&api, |tx| Control::Start(Box::new(def), tx)).await)?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }

@@ -38,6 +38,8 @@ pub(super) struct StartBody {
     pub(super) limits: Option<BTreeMap<String, LimitBody>>,
     pub(super) env: Option<BTreeMap<String, String>>,
     pub(super) workdir: Option<PathBuf>,
+    /// A name, uid or uid:gid; unset: the caller's own user (nobody for a root caller).
+    pub(super) user: Option<String>,
 }
 
 /// `POST /v1/adopt`.

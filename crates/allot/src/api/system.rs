@@ -22,9 +22,10 @@ pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: the governor answers.
+/// `GET /readyz`: the governor answers and its store can record (503 with the reason when not).
 pub(super) async fn readyz(State(api): State<Shared>) -> Result<&'static str, ApiError> {
-    ask(&api, Control::List).await.map(|_| "ready\n")
+    ask(&api, Control::Ready).await?.map_err(|why| ApiError::unavailable(&why))?;
+    Ok("ready\n")
 }
 
 /// `GET /metrics`: the registry the governor keeps up to date.

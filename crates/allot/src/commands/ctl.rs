@@ -35,7 +35,8 @@ pub(crate) fn ps(args: &PsArgs) -> Result<ExitCode, Error> {
         rows.push(vec![
             a["id"].as_str().unwrap_or("?").into(),
             a["group"].as_str().unwrap_or("?").into(),
-            a["state"].as_str().unwrap_or("?").into(),
+            // An agent running as root is marked: it can leave its cgroup and act as the operator.
+            format!("{}{}", a["state"].as_str().unwrap_or("?"), if a["root"] == true { " (ROOT)" } else { "" }),
             a["pids"].as_array().map_or(0, Vec::len).to_string(),
             u(Resource::Memory),
             u(Resource::Cpu),
@@ -86,9 +87,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Error> {
     if let Some(p) = args.priority {
         body["priority"] = json!(p);
     }
+    if let Some(u) = &args.user {
+        body["user"] = json!(u);
+    }
     let (st, v) = request(&sock, "POST", "/v1/agents", Some(&body))?;
     let v = ok(st, v)?;
-    print(&format!("{}: started, pid {}\n", args.name, v["pid"]))?;
+    let root = if v["root"] == true { " AS ROOT" } else { "" };
+    print(&format!("{}: started, pid {}, uid {}{root}\n", args.name, v["pid"], v["uid"]))?;
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }

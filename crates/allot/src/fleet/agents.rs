@@ -38,7 +38,8 @@ pub struct AgentDef {
     pub restart: Restart,
     /// Signal sent to the agent after each new message in its channel file (none by default).
     pub notify_signal: Option<i32>,
-    /// Run the agent as this user and group (uid, gid) instead of allot's own.
+    /// Run the agent as this user and group (uid, gid). Unset: the caller's
+    /// own user, and for a root caller `nobody` (root only when asked for by name).
     pub user: Option<(u32, u32)>,
 }
 
@@ -63,6 +64,27 @@ pub fn resolve_user(spec: &str, passwd: &str) -> Result<(u32, u32), String> {
         Err(_) => Err(format!("unknown user {spec:?} (not in /etc/passwd)")),
     }
 }
+
+/// The user an agent runs as when none is given: the caller's own uid (and
+/// its primary group), or `nobody` when the caller is root: an agent runs as
+/// root only when root is asked for by name.
+pub fn default_user(caller_uid: u32, passwd: &str) -> (u32, u32) {
+    let entry = |pred: &dyn Fn(&[&str]) -> bool| {
+        passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 4 && pred(f))
+            .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+    };
+    if caller_uid != 0 {
+        let uid = caller_uid.to_string();
+        return entry(&|f| f[2] == uid).unwrap_or((caller_uid, caller_uid));
+    }
+    entry(&|f| f[0] == "nobody").unwrap_or((NOBODY, NOBODY))
+}
+
+/// The conventional uid and gid of `nobody`.
+pub const NOBODY: u32 = 65534;
 
 const KEYS: &[&str] = &[
     "name",
@@ -251,4 +273,20 @@ fn user(cx: &mut Ctx<'_>, u: &Value<'_>, field: &str) -> Option<(u32, u32)> {
     let name = cx.string(u, &f)?;
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     cx.check(u.span(), &f, resolve_user(&name, &passwd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:100::/home/alice:/bin/sh\nnobody:x:65534:65533::/:/bin/false\n";
+
+    #[test]
+    fn root_callers_get_nobody_and_others_themselves() {
+        assert_eq!(default_user(0, PASSWD), (65534, 65533), "root only by name");
+        assert_eq!(default_user(0, ""), (NOBODY, NOBODY));
+        assert_eq!(default_user(1000, PASSWD), (1000, 100));
+        assert_eq!(default_user(4242, PASSWD), (4242, 4242));
+        assert_eq!(resolve_user("root", PASSWD), Ok((0, 0)), "root by name");
+    }
 }

@@ -29,7 +29,7 @@ mod groups;
 mod limits;
 mod settings;
 
-pub use agents::{AgentDef, Restart, resolve_user};
+pub use agents::{AgentDef, NOBODY, Restart, default_user, resolve_user};
 pub use settings::Settings;
 
 use allot_core::Ledger;

@@ -51,6 +51,8 @@ pub(super) struct Agent {
     pub(super) channel: Channel,
     /// The kernel refused memory.high for this agent (cgroup v1): memory throttles use the cpu limit.
     pub(super) no_memory_high: bool,
+    /// When a termination in its grace period kills it (stored, so a restarted governor carries it out).
+    pub(super) kill_at: Option<allot_core::Time>,
 }
 
 impl Agent {
@@ -67,6 +69,7 @@ impl Agent {
             restarts: 0,
             channel,
             no_memory_high: false,
+            kill_at: None,
         }
     }
 

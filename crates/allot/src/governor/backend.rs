@@ -69,8 +69,17 @@ impl std::fmt::Debug for Started {
 pub trait Backend {
     /// A description of the mode in force, for the user.
     fn mode(&self) -> String;
-    /// Start an agent with extra environment.
-    fn start(&mut self, def: &AgentDef, env: &[(String, String)]) -> Result<Started, String>;
+    /// Start an agent with extra environment. `before_exec` gets the agent's
+    /// actuator before its command runs (its cgroup exists, the command is
+    /// not started yet), to write the kernel backstops; without cgroups there
+    /// is no process to act on before the exec, and it is called just after.
+    /// A failed start leaves nothing behind (no cgroup, no process).
+    fn start(
+        &mut self,
+        def: &AgentDef,
+        env: &[(String, String)],
+        before_exec: &mut dyn FnMut(&mut dyn Actuator),
+    ) -> Result<Started, String>;
     /// Take over an agent a previous governor started: its cgroup directories
     /// and leader pid, as stored.
     fn adopt(&mut self, dirs: &[PathBuf], pid: u32) -> Result<Started, String>;
@@ -78,6 +87,10 @@ pub trait Backend {
     /// move it into a new cgroup for the agent (children it already forked
     /// stay where they are); else follow its tree through `/proc`.
     fn adopt_pid(&mut self, def: &AgentDef, pid: u32, move_it: bool) -> Result<Started, String>;
+    /// Where an agent's cgroup directories will be, before it starts (none without cgroups).
+    fn cgroup_dirs(&self, _group: &str, _agent: &str) -> Vec<PathBuf> {
+        Vec::new()
+    }
     /// An actuator on a group's cgroup, for group totals (`None` without cgroups).
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>>;
     /// Remove what the backend created for an agent that is gone.
@@ -122,6 +135,55 @@ impl Leader for ChildLeader {
             _ => None,
         }
     }
+}
+
+/// Whether user `uid`:`gid` can reach what the command names: its working
+/// directory, the program when given as a path, and every argument that names
+/// an existing file (a script, say). Checked from the permission bits (root
+/// reaches everything); the error names the path and what to do.
+fn user_can_reach(cwd: &std::path::Path, command: &[String], uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if uid == 0 {
+        return Ok(());
+    }
+    let may = |m: &std::fs::Metadata, bit: u32| {
+        let mode = m.mode();
+        if m.uid() == uid {
+            mode & (bit << 6) != 0
+        } else if m.gid() == gid {
+            mode & (bit << 3) != 0
+        } else {
+            mode & bit != 0
+        }
+    };
+    let check = |path: &std::path::Path, what: &str| -> Result<(), String> {
+        for dir in path.ancestors().skip(1) {
+            if let Ok(m) = std::fs::metadata(dir) {
+                if !may(&m, 0o1) {
+                    return Err(format!(
+                        "it runs as uid {uid}, who cannot reach {what} {}: {} is not searchable for it; move the files, \
+                         open the directory, or give a user who can (root only by name: user = \"root\")",
+                        path.display(),
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    check(&cwd.join("."), "its working directory")?;
+    for (i, arg) in command.iter().enumerate() {
+        if i == 0 && !arg.contains('/') {
+            continue; // found through PATH
+        }
+        let path = cwd.join(arg);
+        let Ok(m) = std::fs::metadata(&path) else { continue };
+        check(&path, "the file")?;
+        if m.is_file() && !may(&m, 0o4) && !(i == 0 && may(&m, 0o1)) {
+            return Err(format!("it runs as uid {uid}, who cannot read {}", path.display()));
+        }
+    }
+    Ok(())
 }
 
 /// The real backend.
@@ -185,41 +247,76 @@ impl Backend for RealBackend {
         }
     }
 
-    fn start(&mut self, def: &AgentDef, env: &[(String, String)]) -> Result<Started, String> {
+    fn start(
+        &mut self,
+        def: &AgentDef,
+        env: &[(String, String)],
+        before_exec: &mut dyn FnMut(&mut dyn Actuator),
+    ) -> Result<Started, String> {
         let (program, args) = def.command.split_first().ok_or("empty command")?;
         let mut cmd = Command::new(program);
         // The daemon's own log filter is not the agent's.
         cmd.args(args).stdin(Stdio::null()).env_remove("ALLOT_LOG").envs(def.env.iter()).envs(env.iter().map(|(k, v)| (k, v)));
-        if let Some(w) = &def.workdir {
-            cmd.current_dir(w);
-        }
+        let cwd = match &def.workdir {
+            Some(w) => {
+                let meta = std::fs::metadata(w).map_err(|e| format!("workdir {}: {e}", w.display()))?;
+                if !meta.is_dir() {
+                    return Err(format!("workdir {} is not a directory", w.display()));
+                }
+                cmd.current_dir(w);
+                std::path::absolute(w).unwrap_or_else(|_| w.clone())
+            }
+            None => std::env::current_dir().map_err(|e| format!("allot's working directory: {e}"))?,
+        };
         if let Some((uid, gid)) = def.user {
-            use std::os::unix::process::CommandExt;
-            cmd.uid(uid).gid(gid);
+            let (me, my_gid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+            if (uid, gid) != (me, my_gid) {
+                if me != 0 {
+                    return Err(format!("cannot run it as uid {uid}: allot runs as uid {me}, not root"));
+                }
+                user_can_reach(&cwd, &def.command, uid, gid)?;
+                use std::os::unix::process::CommandExt;
+                cmd.uid(uid).gid(gid);
+            }
         }
         let id = def.spec.id.as_str();
+        let cannot_run = |e: allot_sys::SysError| format!("cannot run {program:?}: {e}");
         match &self.root {
             Some(root) => {
                 let cg = root.agent(&def.spec.group, id).map_err(|e| e.to_string())?;
                 if !self.groups.contains(&def.spec.group) {
                     self.groups.push(def.spec.group.clone());
                 }
-                let child = allot_sys::spawn::spawn(&mut cmd, Some(&cg)).map_err(|e| e.to_string())?;
-                let probe = CgroupProbe::new(cg.clone(), self.proc_root.clone(), self.keep_slow_open).map_err(|e| e.to_string())?;
-                Ok(Started {
-                    leader: Box::new(ChildLeader(child)),
-                    probe: Box::new(probe),
-                    actuator: Box::new(CgroupActuator::new(cg.clone())),
-                    cgroup: Some(cg),
-                })
+                let mut actuator = CgroupActuator::new(cg.clone());
+                // The kernel limits are in place before the first instruction of the agent.
+                before_exec(&mut actuator);
+                let started = allot_sys::spawn::spawn(&mut cmd, Some(&cg)).map_err(cannot_run).and_then(|child| {
+                    match CgroupProbe::new(cg.clone(), self.proc_root.clone(), self.keep_slow_open) {
+                        Ok(probe) => Ok((child, probe)),
+                        Err(e) => Err(format!("cannot measure its cgroup: {e}")),
+                    }
+                });
+                let (child, probe) = match started {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Nothing of a failed start stays behind: whatever runs in the cgroup, and the cgroup.
+                        if let Err(c) = cg.kill_and_remove(allot_sys::actuate::SETTLE_TIMEOUT) {
+                            tracing::warn!(agent = id, error = %c, "cleanup after a failed start");
+                        }
+                        return Err(e);
+                    }
+                };
+                Ok(Started { leader: Box::new(ChildLeader(child)), probe: Box::new(probe), actuator: Box::new(actuator), cgroup: Some(cg) })
             }
             None => {
-                let child = allot_sys::spawn::spawn(&mut cmd, None).map_err(|e| e.to_string())?;
+                let child = allot_sys::spawn::spawn(&mut cmd, None).map_err(cannot_run)?;
                 let pid = child.id();
+                let mut actuator = TreeActuator::new(self.proc_root.clone(), pid);
+                before_exec(&mut actuator);
                 Ok(Started {
                     leader: Box::new(ChildLeader(child)),
                     probe: Box::new(TreeProbe::new(self.proc_root.clone(), pid)),
-                    actuator: Box::new(TreeActuator::new(self.proc_root.clone(), pid)),
+                    actuator: Box::new(actuator),
                     cgroup: None,
                 })
             }
@@ -282,6 +379,10 @@ impl Backend for RealBackend {
                 cgroup: None,
             }),
         }
+    }
+
+    fn cgroup_dirs(&self, group: &str, agent: &str) -> Vec<PathBuf> {
+        self.root.as_ref().map(|r| r.agent_paths(group, agent)).unwrap_or_default()
     }
 
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>> {

@@ -55,6 +55,9 @@ pub enum ControlError {
     /// The kernel refused or did not finish in time.
     #[error("{0}")]
     Kernel(String),
+    /// The state store cannot record the change (a full disk, say): refused rather than forgotten.
+    #[error("the state store cannot record it: {0}")]
+    Unrecorded(String),
 }
 
 /// What an operator may do to an agent.
@@ -118,6 +121,10 @@ pub struct AgentStatus {
     pub held_by: HeldBy,
     /// Its quota.
     pub quota: Value,
+    /// The uid it runs as (`None`: adopted, or not known).
+    pub uid: Option<u32>,
+    /// Whether it runs as root (asked for by name): marked in `ps`.
+    pub root: bool,
 }
 
 /// A command to the governor.
@@ -127,6 +134,8 @@ pub enum Control {
     List(oneshot::Sender<Vec<AgentStatus>>),
     /// One agent.
     Agent(String, oneshot::Sender<Option<AgentStatus>>),
+    /// Whether the daemon is ready: the reason when it is not (the store cannot record).
+    Ready(oneshot::Sender<Result<(), String>>),
     /// Which agent a pid belongs to (for peer-credential authorization).
     Owner(u32, oneshot::Sender<Option<String>>),
     /// An operator action.
@@ -154,7 +163,15 @@ pub enum Control {
 impl<B: Backend> Governor<B> {
     /// Carry out a command.
     pub(super) fn handle_control(&mut self, c: Control) {
+        let c = match self.refuse_unrecordable(c) {
+            Some(c) => c,
+            None => return,
+        };
         match c {
+            Control::Ready(reply) => {
+                let _ =
+                    reply.send(self.recorder.failing.clone().map_or(Ok(()), |why| Err(format!("the state store cannot record: {why}"))));
+            }
             Control::Adopt(def, pid, move_it, reply) => {
                 let _ = reply.send(self.start_new(*def, Some((pid, move_it))));
             }
@@ -201,6 +218,23 @@ impl<B: Backend> Governor<B> {
         self.refresh_metrics();
     }
 
+    /// While the store cannot record (a full disk), refuse the changes that
+    /// must be recorded to mean anything: starts, adoptions, quota and group
+    /// changes, acknowledgements and usage reports get `Unrecorded` (503).
+    /// Reads go on, and so does enforcement, the operator's actions included.
+    fn refuse_unrecordable(&mut self, c: Control) -> Option<Control> {
+        let Some(why) = self.recorder.failing.clone() else { return Some(c) };
+        let no = || ControlError::Unrecorded(why.clone());
+        match c {
+            Control::Start(_, reply) | Control::Adopt(_, _, _, reply) => drop(reply.send(Err(no()))),
+            Control::SetLimits(_, _, reply) | Control::Ack(_, _, _, reply) => drop(reply.send(Err(no()))),
+            Control::Report(_, _, _, reply) => drop(reply.send(Err(no()))),
+            Control::PutGroup(_, _, reply) | Control::DeleteGroup(_, reply) => drop(reply.send(Err(no()))),
+            c => return Some(c),
+        }
+        None
+    }
+
     /// The id of a known agent.
     pub(super) fn known(&self, agent: &str) -> Result<AgentId, ControlError> {
         AgentId::new(agent).ok().filter(|id| self.agents.get(id).is_some()).ok_or_else(|| ControlError::NoAgent(agent.to_owned()))
@@ -219,6 +253,8 @@ impl<B: Backend> Governor<B> {
             last_action: a.last_action.clone(),
             held_by: HeldBy { freeze: names(a.holds.freeze_holders()), throttle: names(a.holds.throttle_holders()) },
             quota: self.domain.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null)),
+            uid: a.def.user.map(|u| u.0),
+            root: a.def.user.is_some_and(|u| u.0 == 0),
         })
     }
 
@@ -226,6 +262,8 @@ impl<B: Backend> Governor<B> {
         let id = self.known(agent)?;
         let now = self.clock.now();
         let ev = self.recorder.emit(now, events::REQUEST_ACKNOWLEDGED, Some(id.as_str()), json!({"request_seq": seq, "note": note}));
+        // An acknowledgement that is not recorded is not one.
+        let ev = ev.ok_or_else(|| ControlError::Unrecorded(self.recorder.failing.clone().unwrap_or_default()))?;
         Ok(json!({"agent": agent, "request_seq": seq, "event_seq": ev}))
     }
 

@@ -278,7 +278,7 @@ fn note(what: &str, r: Result<Written, SysError>) -> serde_json::Value {
 }
 
 /// Write an agent's backstops; one note per write, with its outcome.
-fn backstops(act: &mut dyn Actuator, b: &AgentBackstops) -> Vec<serde_json::Value> {
+pub(super) fn backstops(act: &mut dyn Actuator, b: &AgentBackstops) -> Vec<serde_json::Value> {
     let mut notes = vec![note("cpu weight", act.set_cpu_weight(b.cpu_weight))];
     if let Some(v) = b.memory_max {
         notes.push(note("memory ceiling at burst", act.set_memory_max(Some(v))));
@@ -287,7 +287,7 @@ fn backstops(act: &mut dyn Actuator, b: &AgentBackstops) -> Vec<serde_json::Valu
         notes.push(note("memory.high at hard", act.set_memory_high(Some(v))));
     }
     if let Some(v) = b.pids_max {
-        notes.push(note("pids.max at burst", act.set_pids_max(Some(v))));
+        notes.push(note("pids.max", act.set_pids_max(Some(v))));
     }
     notes
 }
@@ -384,11 +384,13 @@ impl<B: Backend> Governor<B> {
         }
         let holds_changed = a.holds != saved || matches!(intent.op, Op::Terminate { .. });
         if let Some((at, incarnation)) = kill_at {
+            a.kill_at = Some(at);
             self.timers.kill(at, &intent.agent, incarnation);
         }
         if holds_changed {
             // A restarted governor keeps the holds it can stand behind.
-            self.store_agent(&intent.agent);
+            // A failure is logged and counted; the enforcement itself goes on.
+            let _ = self.store_agent(&intent.agent);
         }
         applied
     }

@@ -15,6 +15,24 @@ use allot_store::{AgentStateName, Outcome};
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// Why a start failed.
+#[derive(Debug)]
+pub(super) enum StartError {
+    /// The command could not be started.
+    Failed(String),
+    /// It was started but the store could not record it (it was stopped again).
+    Unrecorded(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Failed(e) => write!(f, "{e}"),
+            StartError::Unrecorded(e) => write!(f, "the state store cannot record it: {e}"),
+        }
+    }
+}
+
 impl<B: Backend> Governor<B> {
     /// Start (or adopt) an agent defined through the API.
     pub(super) fn start_new(&mut self, def: AgentDef, adopt: Option<(u32, bool)>) -> Result<Value, ControlError> {
@@ -31,6 +49,12 @@ impl<B: Backend> Governor<B> {
             .map_err(|message| ControlError::Invalid { field: "name", message })?;
         self.timers.forget(&id);
         self.agents.map.insert(id.clone(), Agent::new(def, channel));
+        // Stored before it runs: a start the store cannot record is refused, never half-known.
+        if let Err(e) = self.store_agent(&id) {
+            self.agents.map.remove(&id);
+            let _ = self.domain.ledger.unregister(&id);
+            return Err(ControlError::Unrecorded(e));
+        }
         let res = match adopt {
             None => self.start_agent(&id),
             Some((pid, move_it)) => self.adopt_agent(&id, pid, move_it),
@@ -38,10 +62,14 @@ impl<B: Backend> Governor<B> {
         if let Err(e) = res {
             let now = self.clock.now();
             self.mark_exited(&id, &format!("could not start: {e}"), now);
-            return Err(ControlError::Invalid { field: "command", message: format!("could not start: {e}") });
+            return Err(match e {
+                StartError::Unrecorded(e) => ControlError::Unrecorded(e),
+                StartError::Failed(e) => ControlError::Invalid { field: "command", message: format!("could not start: {e}") },
+            });
         }
-        let pid = self.agents.get(&id).and_then(Agent::pid);
-        Ok(json!({"id": id.as_str(), "pid": pid, "state": "running"}))
+        let a = self.agents.get(&id);
+        let uid = a.and_then(|a| a.def.user).map(|u| u.0);
+        Ok(json!({"id": id.as_str(), "pid": a.and_then(Agent::pid), "state": "running", "uid": uid, "root": uid == Some(0)}))
     }
 
     /// Whether a process may be adopted: not pid 1, not allot itself or one of its
@@ -65,19 +93,31 @@ impl<B: Backend> Governor<B> {
         Ok(())
     }
 
-    /// Spawn an agent's command in its cgroup, store it, write its backstops.
-    pub(super) fn start_agent(&mut self, id: &AgentId) -> Result<(), String> {
+    /// Spawn an agent's command in its cgroup with its backstops written first, and store it.
+    pub(super) fn start_agent(&mut self, id: &AgentId) -> Result<(), StartError> {
         let _span = tracing::info_span!("agent", id = %id).entered();
         let now = self.clock.now();
         let incarnation = self.agents.incarnate();
         let socket = self.agents.socket.clone();
+        // The group's totals and the agent's own limits are in the kernel before its command runs.
+        let mut notes: Vec<Value> = self.write_group_totals(id).into_iter().collect();
+        let limits = self.domain.ledger.quota(id).map(allot_core::backstops::agent);
         let Some(a) = self.agents.get_mut(id) else { return Ok(()) };
         let mut env =
             vec![("ALLOT_AGENT_ID".to_owned(), id.to_string()), ("ALLOT_EVENTS_FILE".to_owned(), a.channel.path().display().to_string())];
         if let Some(sock) = socket {
             env.push(("ALLOT_SOCKET".to_owned(), sock.display().to_string()));
         }
-        let started = self.backend.start(&a.def, &env)?;
+        let mut written = Vec::new();
+        let started = self
+            .backend
+            .start(&a.def, &env, &mut |act| {
+                if let Some(b) = &limits {
+                    written = super::intent::backstops(act, b);
+                }
+            })
+            .map_err(StartError::Failed)?;
+        notes.splice(0..0, written);
         let pid = started.leader.pid();
         a.proc = Some(started);
         a.lifecycle = Lifecycle::Live;
@@ -86,14 +126,23 @@ impl<B: Backend> Governor<B> {
         a.incarnation = incarnation;
         let quota = self.domain.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null));
         let _ = a.channel.send("quota", json!({"quota": quota}), now.as_millis(), None);
-        self.store_agent(id);
-        self.apply_backstops(id);
+        if let Err(e) = self.store_agent(id) {
+            // Not recorded: stop it now rather than leave it running unknown to a restarted governor.
+            let proc = self.agents.get_mut(id).and_then(|a| a.proc.take());
+            self.backend.cleanup(proc.as_ref().and_then(|p| p.cgroup.as_ref()));
+            return Err(StartError::Unrecorded(e));
+        }
+        self.publish_backstops(id, notes, true);
         let cgroup = self.agents.get(id).map(Agent::cgroup_dirs).unwrap_or_default();
+        let user = self.agents.get(id).and_then(|a| a.def.user);
+        if user.is_some_and(|u| u.0 == 0) {
+            tracing::warn!(agent = %id, "runs as root (asked for by name): it can leave its cgroup and act as the operator");
+        }
         self.recorder.emit(
             now,
             events::AGENT_STARTED,
             Some(id.as_str()),
-            json!({"pid": pid, "cgroup": cgroup, "mode": self.backend.mode()}),
+            json!({"pid": pid, "cgroup": cgroup, "mode": self.backend.mode(), "uid": user.map(|u| u.0), "gid": user.map(|u| u.1), "root": user.is_some_and(|u| u.0 == 0)}),
         );
         self.watch(id);
         tracing::info!(agent = %id, pid, incarnation, "started");
@@ -101,15 +150,15 @@ impl<B: Backend> Governor<B> {
     }
 
     /// Take over a running process as agent `id` (already registered).
-    fn adopt_agent(&mut self, id: &AgentId, pid: u32, move_it: bool) -> Result<(), String> {
+    fn adopt_agent(&mut self, id: &AgentId, pid: u32, move_it: bool) -> Result<(), StartError> {
         let now = self.clock.now();
         let incarnation = self.agents.incarnate();
         let Some(a) = self.agents.get_mut(id) else { return Ok(()) };
-        let started = self.backend.adopt_pid(&a.def, pid, move_it)?;
+        let started = self.backend.adopt_pid(&a.def, pid, move_it).map_err(StartError::Failed)?;
         a.proc = Some(started);
         a.lifecycle = Lifecycle::Live;
         a.incarnation = incarnation;
-        self.store_agent(id);
+        self.store_agent(id).map_err(StartError::Unrecorded)?;
         self.apply_backstops(id);
         let cgroup = self.agents.get(id).map(Agent::cgroup_dirs).unwrap_or_default();
         self.recorder.emit(now, events::AGENT_ADOPTED, Some(id.as_str()), json!({"pid": pid, "moved": move_it, "cgroup": cgroup}));
@@ -117,31 +166,50 @@ impl<B: Backend> Governor<B> {
         Ok(())
     }
 
-    /// Store an agent as it runs now (its quota as in force, its holds).
-    pub(super) fn store_agent(&mut self, id: &AgentId) {
-        let Some(a) = self.agents.get(id) else { return };
+    /// Store an agent as it is now: `starting` before its command runs (its
+    /// cgroup already named, so recovery finds what a crash left there),
+    /// `terminating` with the kill's deadline, else `running`; its quota as in
+    /// force, its holds, its user. An error says the store could not record it
+    /// (and is counted): a start is then refused, never half-known.
+    pub(super) fn store_agent(&mut self, id: &AgentId) -> Result<(), String> {
+        let Some(a) = self.agents.get(id) else { return Ok(()) };
         let adopted = a.def.command.is_empty();
         let quota = self.domain.ledger.quota(id).map(allot_store::dto::StoredQuota::from_core);
+        let (state, terminating) = match (&a.lifecycle, a.kill_at) {
+            (Lifecycle::Terminating(why), Some(at)) => {
+                (AgentStateName::Terminating, Some(allot_store::dto::StoredTermination { reason: why.clone(), kill_at_ms: at.as_millis() }))
+            }
+            _ if a.proc.is_none() => (AgentStateName::Starting, None),
+            _ => (AgentStateName::Running, None),
+        };
         let spec = allot_store::dto::StoredSpec {
             command: if adopted { Vec::new() } else { a.def.command.clone() },
             priority: a.def.spec.priority.get(),
             quota: quota.unwrap_or_default(),
             adopted,
             holds: super::agents::stored_holds(&a.holds),
+            user: a.def.user,
+            terminating,
+        };
+        let cgroup = match &a.proc {
+            Some(_) => json!(a.cgroup_dirs()),
+            None => json!(self.backend.cgroup_dirs(&a.def.spec.group, id.as_str())),
         };
         let stored = allot_store::StoredAgent {
             id: id.to_string(),
             group: a.def.spec.group.clone(),
-            state: AgentStateName::Running.as_str().to_owned(),
+            state: state.as_str().to_owned(),
             pid: a.pid(),
-            cgroup: json!(a.cgroup_dirs()),
+            cgroup,
             spec: serde_json::to_value(&spec).unwrap_or(Value::Null),
             exit: None,
             updated_ms: self.clock.now().as_millis(),
         };
-        if let Err(e) = self.recorder.store.put_agent(&stored) {
+        self.recorder.store.put_agent(&stored).map_err(|e| {
             tracing::error!(agent = %id, error = %e, "agent not stored");
-        }
+            self.recorder.unrecorded(&e.to_string());
+            e.to_string()
+        })
     }
 
     /// Kernel notices for an agent: its exit, and its memory limits where the kernel can tell.
@@ -316,6 +384,7 @@ impl<B: Backend> Governor<B> {
     ) -> Result<Value, ControlError> {
         let id = self.known(agent)?;
         let Some(a) = self.agents.get(&id) else { return Err(ControlError::NoAgent(agent.to_owned())) };
+        let before = a.def.spec.clone();
         let mut spec = a.def.spec.clone();
         spec.overrides.extend(overrides);
         let quota = self
@@ -328,7 +397,14 @@ impl<B: Backend> Governor<B> {
             a.def.spec = spec;
         }
         if self.agents.get(&id).is_some_and(|a| a.proc.is_some()) {
-            self.store_agent(&id);
+            if let Err(e) = self.store_agent(&id) {
+                // Not recorded: not in force either (a restarted governor would not know it).
+                let _ = self.domain.ledger.update_agent(before.clone());
+                if let Some(a) = self.agents.get_mut(&id) {
+                    a.def.spec = before;
+                }
+                return Err(ControlError::Unrecorded(e));
+            }
         }
         self.apply_backstops(&id);
         let q = serde_json::to_value(&quota).unwrap_or(Value::Null);

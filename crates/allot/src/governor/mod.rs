@@ -185,7 +185,11 @@ impl<B: Backend> Governor<B> {
             g.readopt_leftovers()?;
         }
         g.recover_leftovers()?;
-        for def in fleet.agents {
+        let me = rustix::process::geteuid().as_raw();
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        for mut def in fleet.agents {
+            // Unset in the fleet file: allot's own user, or nobody when allot runs as root.
+            def.user.get_or_insert_with(|| crate::fleet::default_user(me, &passwd));
             if g.agents.get(&def.spec.id).is_some() {
                 continue; // adopted: it runs already
             }

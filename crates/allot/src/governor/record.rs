@@ -40,22 +40,45 @@ pub(super) struct Recorder {
     pub(super) metrics: Arc<Metrics>,
     /// Events and records that could not be stored.
     pub(super) unrecorded: u64,
+    /// Why the last write to the store failed, until one succeeds again: the
+    /// daemon is not ready and refuses state changes meanwhile (a full disk, say).
+    pub(super) failing: Option<String>,
 }
 
 impl Recorder {
     pub(super) fn new(store: Store, events_out: Option<std::io::BufWriter<std::fs::File>>, view: ViewMode) -> Self {
         let metrics = Arc::new(Metrics::new());
         metrics.seed(&store);
-        Recorder { store, events_out, view, recent: VecDeque::new(), metrics, unrecorded: 0 }
+        Recorder { store, events_out, view, recent: VecDeque::new(), metrics, unrecorded: 0, failing: None }
+    }
+
+    /// A write to the store failed: count it and remember why.
+    pub(super) fn unrecorded(&mut self, why: &str) {
+        self.unrecorded += 1;
+        self.metrics.unrecorded();
+        if self.failing.is_none() {
+            tracing::error!(error = why, "the state store cannot record: not ready, state changes refused until it can");
+        }
+        self.failing = Some(why.to_owned());
+    }
+
+    /// A write to the store succeeded.
+    fn recorded(&mut self) {
+        if self.failing.take().is_some() {
+            tracing::info!("the state store records again");
+        }
     }
 
     /// Publish an event; returns its sequence number when it was stored.
     pub(super) fn emit(&mut self, at: Time, topic: &str, agent: Option<&str>, data: Value) -> Option<u64> {
         let seq = match self.store.append_event(at.as_millis(), topic, agent, &data) {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                self.recorded();
+                Some(s)
+            }
             Err(e) => {
-                self.unrecorded += 1;
                 tracing::error!(topic, agent, error = %e, "event not stored");
+                self.unrecorded(&e.to_string());
                 None
             }
         };
@@ -91,9 +114,12 @@ impl Recorder {
             detail: e.detail,
             data: &e.data,
         };
-        if let Err(err) = self.store.record_enforcement(&record) {
-            self.unrecorded += 1;
-            tracing::error!(agent = e.agent, action = e.action, error = %err, "enforcement record not stored");
+        match self.store.record_enforcement(&record) {
+            Ok(_) => self.recorded(),
+            Err(err) => {
+                tracing::error!(agent = e.agent, action = e.action, error = %err, "enforcement record not stored");
+                self.unrecorded(&err.to_string());
+            }
         }
         if e.stage == Stage::Done {
             self.metrics.enforcement(e.agent, e.action, e.outcome);

@@ -59,7 +59,7 @@ impl<B: Backend> Governor<B> {
             workdir: None,
             restart: Restart::Never,
             notify_signal: None,
-            user: None,
+            user: stored.user,
         };
         let channel = Channel::reopen(&self.agents.channel_dir, id.as_str(), None)?;
         let mut agent = Agent::new(def, channel);
@@ -69,9 +69,19 @@ impl<B: Backend> Governor<B> {
         agent.lifecycle = Lifecycle::Live;
         agent.last_action = "re-adopted".into();
         agent.incarnation = self.agents.incarnate();
+        let incarnation = agent.incarnation;
+        // A termination in its grace period when the previous governor died is carried out, on its deadline.
+        let resumed = stored.terminating.map(|t| {
+            let at = Time::from_millis(t.kill_at_ms).max(now);
+            agent.lifecycle = Lifecycle::Terminating(t.reason.clone());
+            agent.kill_at = Some(at);
+            agent.last_action = format!("terminating ({})", t.reason);
+            self.timers.kill(at, &id, incarnation);
+            json!({"reason": t.reason, "kill_at_ms": at.as_millis()})
+        });
         self.agents.map.insert(id.clone(), agent);
         let kept = super::agents::stored_holds(&self.agents.get(&id).map(|a| a.holds.clone()).unwrap_or_default());
-        let data = json!({"pid": pid, "cgroup": dirs, "holds_kept": kept.iter().map(|h| &h.holder).collect::<Vec<_>>(), "holds_released": dropped});
+        let data = json!({"pid": pid, "cgroup": dirs, "holds_kept": kept.iter().map(|h| &h.holder).collect::<Vec<_>>(), "holds_released": dropped, "termination_resumed": resumed});
         self.recorder.emit(now, events::AGENT_READOPTED, Some(id.as_str()), data);
         self.cancel_orphaned_pending(&id, now);
         Ok(())

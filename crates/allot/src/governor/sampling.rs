@@ -30,6 +30,12 @@ impl<B: Backend> Governor<B> {
             self.sample(&id, slow);
         }
         self.flush_samples();
+        if let Some(why) = self.recorder.failing.clone() {
+            // Try the store again once a tick; the event says what was lost while it failed.
+            let now = self.clock.now();
+            let data = serde_json::json!({"unrecorded": self.recorder.unrecorded, "last_error": why});
+            self.recorder.emit(now, allot_core::events::STORE_RECOVERED, None, data);
+        }
         self.recorder.metrics.tick(started.elapsed().as_secs_f64());
         self.reap();
         if slow {

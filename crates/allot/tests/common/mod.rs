@@ -202,22 +202,30 @@ impl Backend for FakeBackend {
     fn mode(&self) -> String {
         "fake".into()
     }
-    fn start(&mut self, def: &allot::fleet::AgentDef, _env: &[(String, String)]) -> Result<Started, String> {
+    fn start(
+        &mut self,
+        def: &allot::fleet::AgentDef,
+        _env: &[(String, String)],
+        before_exec: &mut dyn FnMut(&mut dyn Actuator),
+    ) -> Result<Started, String> {
         let name = def.spec.id.to_string();
         let dead = Arc::new(Mutex::new(None));
         self.log.push(elapsed(self.start), &name, "start".into());
         let script = self.scripts.get(&name).cloned().unwrap_or_else(|| self.script.clone());
+        let mut actuator = FakeActuator {
+            agent: name.clone(),
+            log: self.log.clone(),
+            start: self.start,
+            dead: dead.clone(),
+            slow_kill: self.slow_kill.get(&name).copied(),
+            term_kills: self.term_kills,
+        };
+        before_exec(&mut actuator);
+        self.log.push(elapsed(self.start), &name, "exec".into());
         Ok(Started {
             leader: Box::new(FakeLeader { dead: dead.clone(), started: tokio::time::Instant::now(), exit_after: self.exit_after }),
-            probe: Box::new(FakeProbe { script, start: self.start, cpu_ns: 0, last: 0, dead: dead.clone() }),
-            actuator: Box::new(FakeActuator {
-                agent: name.clone(),
-                log: self.log.clone(),
-                start: self.start,
-                dead,
-                slow_kill: self.slow_kill.get(&name).copied(),
-                term_kills: self.term_kills,
-            }),
+            probe: Box::new(FakeProbe { script, start: self.start, cpu_ns: 0, last: 0, dead }),
+            actuator: Box::new(actuator),
             cgroup: None,
         })
     }
