@@ -139,6 +139,6 @@ fn names_parse_and_errors_name_the_value() {
     let e = "later".parse::<Stage>().unwrap_err();
     assert_eq!(e.to_string(), r#"unknown stage "later": expected one of scheduled, done"#);
     let e = "Running".parse::<AgentStateName>().unwrap_err().to_string();
-    assert!(e.starts_with(r#"unknown agent state "Running": expected one of running, throttled"#), "{e}");
-    assert_eq!(AgentStateName::ALL.len(), 6);
+    assert!(e.starts_with(r#"unknown agent state "Running": expected one of starting, running, throttled"#), "{e}");
+    assert_eq!(AgentStateName::ALL.len(), 7);
 }
