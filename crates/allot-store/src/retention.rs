@@ -211,7 +211,7 @@ impl Store {
                 sizes.push((est, t));
             }
         }
-        sizes.sort_by(|a, b| b.0.0.cmp(&a.0.0));
+        sizes.sort_by_key(|s| std::cmp::Reverse(s.0.0));
         let Some(((_, row_bytes), t)) = sizes.first() else {
             // Nothing left to delete: what remains is kept.
             return Ok(());
