@@ -105,15 +105,22 @@ impl Store {
 
     /// One agent.
     pub fn agent(&self, id: &str) -> Result<Option<StoredAgent>, StoreError> {
-        Ok(self.agents()?.into_iter().find(|a| a.id == id))
+        Ok(self.query_agents(Some(id))?.pop())
     }
 
     /// Every agent.
     pub fn agents(&self) -> Result<Vec<StoredAgent>, StoreError> {
-        let mut stmt =
-            self.conn.prepare("SELECT id, grp, state, pid, cgroup, spec, exit, updated_ms FROM agents ORDER BY id").map_err(self.sql())?;
+        self.query_agents(None)
+    }
+
+    /// The agent `id`, or every agent.
+    fn query_agents(&self, id: Option<&str>) -> Result<Vec<StoredAgent>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, grp, state, pid, cgroup, spec, exit, updated_ms FROM agents WHERE (?1 IS NULL OR id = ?1) ORDER BY id")
+            .map_err(self.sql())?;
         let rows = stmt
-            .query_map([], |r| <(String, String, String, Option<u32>, String, String, Option<String>, i64)>::try_from(r))
+            .query_map(params![id], |r| <(String, String, String, Option<u32>, String, String, Option<String>, i64)>::try_from(r))
             .map_err(self.sql())?;
         rows.map(|row| {
             let (id, group, state, pid, cgroup, spec, exit, updated) = row.map_err(self.sql())?;

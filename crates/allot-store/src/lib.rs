@@ -13,13 +13,16 @@
 mod agents;
 pub mod dto;
 mod enforcement;
+mod lock;
 mod migrations;
 mod names;
+mod retention;
 pub mod rollup;
 
 pub use agents::{AgentStateName, StoredAgent};
 pub use enforcement::{EnforcementRecord, NewEnforcement, Outcome, Stage};
 pub use names::UnknownName;
+pub use retention::{PruneReport, Retention};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
@@ -42,6 +45,22 @@ pub enum StoreError {
     #[error("cannot create {path}: {source}")]
     Dir {
         /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another allot holds the state database open for writing.
+    #[error("{} is in use by another allot (pid {})", .path.display(), .pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()))]
+    Locked {
+        /// The database file.
+        path: PathBuf,
+        /// The holder's pid, as it wrote it into the lock file.
+        pid: Option<u32>,
+    },
+    /// The lock file could not be opened or written.
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        /// The lock file.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
@@ -96,6 +115,8 @@ pub struct StoredEvent {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The exclusive lock of a store opened for writing, held for its life.
+    _lock: Option<std::fs::File>,
 }
 
 fn ms(v: i64) -> u64 {
@@ -107,25 +128,31 @@ fn sql_i(v: u64) -> i64 {
 }
 
 impl Store {
-    /// Open (creating directories and the file as needed) and migrate.
+    /// Open for writing (creating directories and the file as needed) and
+    /// migrate. Takes the exclusive lock `<path>.lock`, held until the store
+    /// is dropped: a second writer, in this process or another, gets
+    /// [`StoreError::Locked`] naming the file and the holder's pid.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_at_version(path, migrations::CURRENT)
+    }
+
+    /// Open for writing and migrate only up to schema `version`: for tests of
+    /// migrations from a database an earlier allot wrote.
+    #[doc(hidden)]
+    pub fn open_at_version(path: &Path, version: i64) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
         }
+        let lock = lock::acquire(path)?;
         let conn = Connection::open(path).map_err(|source| StoreError::Sql { path: path.to_path_buf(), source })?;
-        let mut store = Store { conn, path: path.to_path_buf() };
-        store.setup(migrations::CURRENT)?;
+        let mut store = Store { conn, path: path.to_path_buf(), _lock: Some(lock) };
+        store.setup(version)?;
         Ok(store)
     }
 
-    /// Open and migrate only up to schema `version`: for tests of migrations
-    /// from a database an earlier allot wrote.
-    #[doc(hidden)]
-    pub fn open_at_version(path: &Path, version: i64) -> Result<Store, StoreError> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Sql { path: path.to_path_buf(), source })?;
-        let mut store = Store { conn, path: path.to_path_buf() };
-        store.setup(version)?;
-        Ok(store)
+    /// The lock file beside a state database (`<path>.lock`).
+    pub fn lock_path(path: &Path) -> PathBuf {
+        lock::lock_path(path)
     }
 
     /// Open an existing database for reading only (no migration, no creation).
@@ -133,7 +160,7 @@ impl Store {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Sql { path: path.to_path_buf(), source })?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|source| StoreError::Sql { path: path.to_path_buf(), source })?;
-        Ok(Store { conn, path: path.to_path_buf() })
+        Ok(Store { conn, path: path.to_path_buf(), _lock: None })
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -152,7 +179,11 @@ impl Store {
         self.conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
         self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(e)?;
         self.conn.pragma_update(None, "foreign_keys", "ON").map_err(e)?;
-        migrations::run(&mut self.conn, &self.path, version)
+        // The WAL file is cut back to this after a checkpoint (it may grow beyond it in between).
+        self.conn.pragma_update(None, "journal_size_limit", 64i64 << 20).map_err(e)?;
+        migrations::run(&mut self.conn, &self.path, version)?;
+        migrations::incremental_auto_vacuum(&self.conn);
+        Ok(())
     }
 
     /// The schema version this build migrates to.

@@ -99,3 +99,24 @@ pub(crate) fn run(conn: &mut Connection, path: &Path, target: i64) -> Result<(),
     }
     Ok(())
 }
+
+/// Switch the database to `auto_vacuum = INCREMENTAL`, so that pages freed by
+/// retention can be given back to the file system (`PRAGMA incremental_vacuum`).
+///
+/// Not a numbered migration: the setting lives in the file's header, not in
+/// the schema, and an existing database takes it only through a `VACUUM`,
+/// which cannot run inside the migrations' transaction. It is idempotent
+/// (keyed on the setting itself) and done once per database. A `VACUUM` that
+/// fails (a full disk: it needs room for a copy) leaves the database as it
+/// was, in use; freed pages are then reused but the file does not shrink,
+/// and the next open tries again. See [`crate::Store::shrinks`].
+pub(crate) fn incremental_auto_vacuum(conn: &Connection) {
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap_or(INCREMENTAL);
+    if mode == INCREMENTAL {
+        return;
+    }
+    if conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").is_ok() {
+        let _ = conn.execute_batch("VACUUM");
+    }
+}

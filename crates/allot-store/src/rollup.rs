@@ -54,6 +54,12 @@ impl Roller {
         done
     }
 
+    /// The minutes still open of one agent, per resource (when it is forgotten).
+    pub fn flush_agent(&mut self, agent: &str) -> Vec<(String, Rollup)> {
+        let keys: Vec<(String, String)> = self.open.keys().filter(|(a, _)| a == agent).cloned().collect();
+        keys.into_iter().filter_map(|k| self.open.remove(&k).and_then(|(m, s)| summarize(m, &s)).map(|x| (k.1, x))).collect()
+    }
+
     /// Everything still open (at shutdown).
     pub fn flush(&mut self) -> Vec<(String, String, Rollup)> {
         std::mem::take(&mut self.open).into_iter().filter_map(|((a, r), (m, s))| summarize(m, &s).map(|x| (a, r, x))).collect()
@@ -81,5 +87,17 @@ mod tests {
         let done = r.add("a", "cpu", 5, 60_000).unwrap();
         assert_eq!((done.minute, done.min, done.max), (0, 10, 30));
         assert_eq!(r.flush().len(), 1);
+    }
+
+    #[test]
+    fn one_agents_open_minutes_are_flushed_alone() {
+        let mut r = Roller::default();
+        r.add("a", "cpu", 10, 0);
+        r.add("a", "memory", 20, 0);
+        r.add("b", "cpu", 30, 0);
+        let a = r.flush_agent("a");
+        assert_eq!(a.iter().map(|(res, x)| (res.as_str(), x.max)).collect::<Vec<_>>(), [("cpu", 10), ("memory", 20)]);
+        assert!(r.flush_agent("a").is_empty());
+        assert_eq!(r.flush().len(), 1, "b's minute is still open");
     }
 }

@@ -21,15 +21,18 @@
 //!
 //! Submodules: `context` (errors with line, column and field; typed readers
 //! of spanned TOML values), `limits` (limit tables and custom handlers),
-//! `settings` (`[policy]`), `groups` (`[groups.NAME]`), `agents` (`[[agents]]`).
+//! `settings` (`[policy]`), `retention` (`[retention]`), `groups`
+//! (`[groups.NAME]`), `agents` (`[[agents]]`).
 
 mod agents;
 mod context;
 mod groups;
 mod limits;
+mod retention;
 mod settings;
 
 pub use agents::{AgentDef, NOBODY, Restart, default_user, resolve_user};
+pub use retention::RetentionSettings;
 pub use settings::Settings;
 
 use allot_core::Ledger;
@@ -49,6 +52,8 @@ pub struct Fleet {
     pub ledger: Ledger,
     /// Governor settings.
     pub settings: Settings,
+    /// What the state database keeps, and how long the governor remembers exited agents.
+    pub retention: RetentionSettings,
 }
 
 /// One problem in a fleet file.
@@ -85,13 +90,14 @@ pub fn parse(text: &str) -> Result<Fleet, Vec<FleetError>> {
         }
     };
     let root = root.get_ref();
-    cx.only(root, "", &["groups", "agents", "policy"]);
+    cx.only(root, "", &["groups", "agents", "policy", "retention"]);
     let settings = root.get("policy").map(|p| settings::parse_settings(&mut cx, p)).unwrap_or_default();
+    let retention = root.get("retention").map(|r| retention::parse_retention(&mut cx, r)).unwrap_or_default();
     let mut ledger = Ledger::with_builtin_groups();
     let groups = root.get("groups").map(|g| groups::parse_groups(&mut cx, g, &mut ledger)).unwrap_or_default();
     let agents = root.get("agents").map(|a| agents::parse_agents(&mut cx, a, &mut ledger)).unwrap_or_default();
     if cx.errors.is_empty() {
-        Ok(Fleet { groups, agents, ledger, settings })
+        Ok(Fleet { groups, agents, ledger, settings, retention })
     } else {
         cx.errors.sort_by_key(|e| (e.line, e.column));
         Err(cx.errors)

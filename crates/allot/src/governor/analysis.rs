@@ -31,6 +31,12 @@ impl Analysis {
         }
     }
 
+    /// Forget an agent's windows and recommendations.
+    pub(super) fn forget(&mut self, id: &AgentId) {
+        self.windows.retain(|(a, _), _| a != id);
+        self.recommendations.retain(|(a, _), _| a != id);
+    }
+
     /// Whether group `g`'s hard limits cover the 95th percentile plus the
     /// margin of every resource of `id` measured in the window.
     fn group_fits_all(&self, ledger: &Ledger, id: &AgentId, g: &str) -> bool {

@@ -182,7 +182,8 @@ impl<B: Backend> Governor<B> {
                 let _ = reply.send(self.agents.map.keys().filter_map(|id| self.status(id)).collect());
             }
             Control::Agent(id, reply) => {
-                let _ = reply.send(AgentId::new(id).ok().and_then(|id| self.status(&id)));
+                // An exited agent no longer in memory answers from its stored row (see `retention`).
+                let _ = reply.send(AgentId::new(id).ok().and_then(|id| self.status(&id).or_else(|| self.stored_status(&id))));
             }
             Control::Owner(pid, reply) => {
                 let _ = reply.send(self.agents.owner_of(pid).map(ToString::to_string));

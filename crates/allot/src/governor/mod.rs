@@ -30,6 +30,7 @@ mod lifecycle;
 mod pressure;
 mod record;
 mod recovery;
+mod retention;
 mod sampling;
 mod settle;
 mod timers;
@@ -124,6 +125,7 @@ pub struct Governor<B: Backend> {
     recorder: record::Recorder,
     sampler: sampling::Sampler,
     analysis: analysis::Analysis,
+    retention: retention::Pruning,
     settles: settle::Settles,
     /// Agents suspended by host memory pressure, oldest first.
     pressure_held: Vec<AgentId>,
@@ -170,6 +172,7 @@ impl<B: Backend> Governor<B> {
             recorder: record::Recorder::new(store, events_out, opts.view),
             sampler: sampling::Sampler::default(),
             analysis: analysis::Analysis::default(),
+            retention: retention::Pruning::new(fleet.retention.clone(), clock.now()),
             settles,
             pressure_held: Vec::new(),
             custom_tx,
@@ -179,8 +182,6 @@ impl<B: Backend> Governor<B> {
             notify: opts.notify,
             leave_running: opts.leave_running,
         };
-        // Raw samples are kept 24 h.
-        let _ = g.recorder.store.prune_samples(g.clock.now().as_millis().saturating_sub(86_400_000));
         if opts.readopt {
             g.readopt_leftovers()?;
         }
@@ -277,6 +278,7 @@ impl<B: Backend> Governor<B> {
         match event {
             Event::Tick => {
                 self.tick();
+                self.retain(serving);
                 if !serving && self.agents.map.values().all(Agent::is_exited) {
                     return Some("every agent has exited");
                 }

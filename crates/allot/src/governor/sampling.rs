@@ -137,6 +137,11 @@ impl<B: Backend> Governor<B> {
         }
     }
 
+    /// The rollups still open of one agent, per resource.
+    pub(super) fn flush_agent_rollups(&mut self, agent: &str) -> Vec<(String, allot_store::rollup::Rollup)> {
+        self.sampler.roller.flush_agent(agent)
+    }
+
     /// Store the rollups still open.
     pub(super) fn flush_rollups(&mut self) {
         for (a, r, roll) in self.sampler.roller.flush() {
