@@ -479,7 +479,7 @@ fn limits_json() -> BoxedStrategy<Value> {
 fn object(fields: Vec<(&'static str, BoxedStrategy<Value>)>) -> BoxedStrategy<Value> {
     let own: Vec<BoxedStrategy<Option<(String, Value)>>> = fields
         .into_iter()
-        .map(|(k, fit)| prop_oneof![2 => Just(None), 5 => fit.prop_map(move |v| Some((k.to_owned(), v))), 1 => json_value().prop_map(move |v| Some((k.to_owned(), v)))].boxed())
+        .map(|(k, fit)| prop_oneof![1 => Just(None), 8 => fit.prop_map(move |v| Some((k.to_owned(), v))), 1 => json_value().prop_map(move |v| Some((k.to_owned(), v)))].boxed())
         .collect();
     (own, prop::collection::vec((word(), json_value()), 0..2), prop::bool::weighted(0.1))
         .prop_map(move |(own, stray, with_stray)| {
@@ -496,11 +496,39 @@ fn object(fields: Vec<(&'static str, BoxedStrategy<Value>)>) -> BoxedStrategy<Va
 }
 
 fn words_json() -> BoxedStrategy<Value> {
-    prop::collection::vec(word().prop_map(Value::String), 0..3).prop_map(Value::Array).boxed()
+    prop_oneof![4 => prop::collection::vec(word().prop_map(Value::String), 1..3), 1 => prop::collection::vec(word().prop_map(Value::String), 0..3)]
+        .prop_map(Value::Array)
+        .boxed()
+}
+
+/// An agent name: mostly valid ids.
+fn name_json() -> BoxedStrategy<Value> {
+    prop_oneof![3 => prop::sample::select(vec!["a", "x-1", "agent.2", "A_b:c", "..."]).prop_map(str::to_owned), 1 => word()]
+        .prop_map(Value::String)
+        .boxed()
+}
+
+/// A group name: mostly the built-in groups.
+fn group_json() -> BoxedStrategy<Value> {
+    prop_oneof![3 => prop::sample::select(vec!["standard_agent", "lightweight_agent", "heavy_computation_agent"]).prop_map(str::to_owned), 1 => word()]
+        .prop_map(Value::String)
+        .boxed()
 }
 
 fn priority_json() -> BoxedStrategy<Value> {
-    prop_oneof![(-2i64..13).prop_map(Value::from), any::<i64>().prop_map(Value::from)].boxed()
+    prop_oneof![3 => (-2i64..13).prop_map(Value::from), 1 => any::<i64>().prop_map(Value::from)].boxed()
+}
+
+/// Limits that often hold, and any.
+fn some_limits_json() -> BoxedStrategy<Value> {
+    let valid = (
+        prop::sample::select(vec!["memory", "cpu", "processes", "tokens"]),
+        1u64..100,
+        0u64..100,
+        prop::sample::select(vec!["warn", "throttle", "suspend", "terminate"]),
+    )
+        .prop_map(|(r, soft, extra, action)| json!({ r: { "soft": soft, "hard": soft + extra, "action": action } }));
+    prop_oneof![1 => Just(json!({})), 2 => valid, 2 => limits_json()].boxed()
 }
 
 /// The body of a route, as bytes: mostly the route's own shape, sometimes any JSON or any text.
@@ -517,11 +545,11 @@ fn body(shape: BoxedStrategy<Value>) -> impl Strategy<Value = (Vec<u8>, Option<&
 
 fn start_body() -> BoxedStrategy<Value> {
     object(vec![
-        ("name", word().prop_map(Value::String).boxed()),
-        ("group", word().prop_map(Value::String).boxed()),
+        ("name", name_json()),
+        ("group", group_json()),
         ("command", words_json()),
         ("priority", priority_json()),
-        ("limits", limits_json()),
+        ("limits", some_limits_json()),
         (
             "env",
             prop::collection::vec((word(), word().prop_map(Value::String)), 0..3)
@@ -534,21 +562,21 @@ fn start_body() -> BoxedStrategy<Value> {
 
 fn adopt_body() -> BoxedStrategy<Value> {
     object(vec![
-        ("name", word().prop_map(Value::String).boxed()),
-        ("group", word().prop_map(Value::String).boxed()),
+        ("name", name_json()),
+        ("group", group_json()),
         ("pid", prop_oneof![any::<u32>().prop_map(Value::from), any::<i64>().prop_map(Value::from)].boxed()),
         ("move", any::<bool>().prop_map(Value::Bool).boxed()),
         ("priority", priority_json()),
-        ("limits", limits_json()),
+        ("limits", some_limits_json()),
     ])
 }
 
 fn group_body() -> BoxedStrategy<Value> {
     object(vec![
-        ("extends", word().prop_map(Value::String).boxed()),
+        ("extends", group_json()),
         ("description", word().prop_map(Value::String).boxed()),
         ("scaling_policy", word().prop_map(Value::String).boxed()),
-        ("limits", limits_json()),
+        ("limits", some_limits_json()),
         ("totals", prop::collection::vec((word(), json_value()), 0..3).prop_map(|kv| Value::Object(kv.into_iter().collect())).boxed()),
         ("custom_handler", json_value()),
     ])
@@ -577,7 +605,7 @@ proptest! {
     }
 
     #[test]
-    fn quota_bodies(id in segment(), b in body(object(vec![("limits", limits_json())]))) {
+    fn quota_bodies(id in segment(), b in body(object(vec![("limits", some_limits_json())]))) {
         check_route("PATCH", &format!("/v1/agents/{id}/quota"), b.1, b.0)?;
     }
 
