@@ -42,7 +42,7 @@ fn config() -> impl Strategy<Value = PolicyConfig> {
 const RESOURCES: [Resource; 3] = [Resource::Memory, Resource::Cpu, Resource::Processes];
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(100_000))]
+    #![proptest_config(ProptestConfig { rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift, ..ProptestConfig::with_cases(100_000) })]
 
     #[test]
     fn time_plus_any_duration_never_panics_and_saturates(t in time(), d in duration()) {
