@@ -299,10 +299,30 @@ pub fn format_approx(unit: Unit, value: u64) -> String {
 }
 
 /// The accepted forms for durations.
-pub const DURATION_FORMS: &str = "500ms, 30s, 5m, 1h, 1d, 1m30s, or a plain number of seconds";
+pub const DURATION_FORMS: &str = "500ms, 30s, 5m, 1h, 1d, 1m30s, or a plain number of seconds; at most 365d";
 
-/// Parse a duration such as `30s`, `5m`, `1h30m`, `250ms` or `45` (seconds).
+/// The longest duration [`parse_duration`] accepts: 365 days. Every delay,
+/// grace, deadline, window and interval is bounded by it, so deadlines
+/// computed from them stay far inside every clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// Parse a duration such as `30s`, `5m`, `1h30m`, `250ms` or `45` (seconds),
+/// at most [`MAX_DURATION`].
 pub fn parse_duration(field: &str, text: &str) -> Result<Duration, QuantityError> {
+    let d = parse_unbounded_duration(field, text)?;
+    if d > MAX_DURATION {
+        return Err(QuantityError {
+            field: field.to_owned(),
+            input: text.to_owned(),
+            what: "duration",
+            problem: format!("it is longer than the most allowed, {}", format_duration(MAX_DURATION)),
+            accepted: DURATION_FORMS,
+        });
+    }
+    Ok(d)
+}
+
+fn parse_unbounded_duration(field: &str, text: &str) -> Result<Duration, QuantityError> {
     let err = |problem: String| QuantityError {
         field: field.to_owned(),
         input: text.to_owned(),
@@ -367,6 +387,7 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::duration_millis;
     use proptest::prelude::*;
 
     fn p(unit: Unit, s: &str) -> u64 {
@@ -458,6 +479,20 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_bounded_and_the_error_names_the_bound() {
+        let e = parse_duration("escalation_delay", "1000000000h").unwrap_err().to_string();
+        assert!(
+            e.starts_with("escalation_delay: \"1000000000h\" is not a valid duration: it is longer than the most allowed, 365d"),
+            "{e}"
+        );
+        assert_eq!(parse_duration("f", "365d").unwrap(), MAX_DURATION);
+        assert_eq!(parse_duration("f", "31536000").unwrap(), MAX_DURATION);
+        assert!(parse_duration("f", "31536001").is_err());
+        assert!(parse_duration("f", "364d24h1ms").is_err());
+        assert!(parse_duration("f", &u64::MAX.to_string()).is_err());
+    }
+
+    #[test]
     fn durations() {
         let d = |s| parse_duration("f", s).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d("30s"), Duration::from_secs(30));
@@ -478,9 +513,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn durations_round_trip(ms in any::<u64>()) {
+        fn durations_round_trip(ms in 0..=duration_millis(MAX_DURATION)) {
             let d = Duration::from_millis(ms);
             prop_assert_eq!(parse_duration("f", &format_duration(d)).unwrap(), d);
+        }
+
+        #[test]
+        fn durations_above_the_bound_are_refused_naming_it(ms in duration_millis(MAX_DURATION) + 1..) {
+            let e = parse_duration("f", &format_duration(Duration::from_millis(ms))).unwrap_err();
+            prop_assert_eq!(e.problem, "it is longer than the most allowed, 365d");
         }
 
         #[test]

@@ -716,6 +716,8 @@ fn tcp_only_with_the_bearer_token() {
     let dir = tempfile::tempdir().unwrap();
     let token = "s3cret-token-for-the-test-0123456789";
     std::fs::write(dir.path().join("token"), token).unwrap();
+    // The token must be private (the daemon refuses one readable by group or others).
+    std::fs::set_permissions(dir.path().join("token"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let extra = vec!["--tcp".to_owned(), addr.clone(), "--token-file".to_owned(), dir.path().join("token").display().to_string()];

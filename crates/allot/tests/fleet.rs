@@ -256,3 +256,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn durations_longer_than_a_year_are_refused_naming_the_bound() {
+    // An escalation delay this long used to validate and then panic the governor at the first hard violation.
+    let text = r#"
+[policy]
+delays = { terminate = "1000000000h" }
+terminate_grace = "366d"
+analytics_window = 31622400
+
+[[agents]]
+name = "a"
+group = "standard_agent"
+command = ["x"]
+limits.memory = { soft = "1Mi", hard = "2Mi", burst = "3Mi", burst_window = "9999999d" }
+"#;
+    let expected = [
+        "3:24: policy.delays.terminate: \"1000000000h\" is not a valid duration: it is longer than the most allowed, 365d",
+        "4:19: policy.terminate_grace: \"366d\" is not a valid duration: it is longer than the most allowed, 365d",
+        "5:20: policy.analytics_window: \"31622400\" is not a valid duration: it is longer than the most allowed, 365d",
+        "11:77: agents[0].limits.memory.burst_window: \"9999999d\" is not a valid duration: it is longer than the most allowed, 365d",
+    ];
+    assert_starts(&rendered(text), &expected);
+    let at_the_bound = "[policy]\ndelays = { terminate = \"365d\" }\nterminate_grace = \"8760h\"\n";
+    assert_eq!(parse(at_the_bound).unwrap().settings.policy.terminate_grace, std::time::Duration::from_secs(365 * 86_400));
+}

@@ -161,3 +161,31 @@ async fn analytics_run_on_their_timer_and_warn_of_a_forecast_crossing() {
     let analyses = store.analyses(Some("a")).unwrap();
     assert!(analyses.iter().any(|a| a.1 == "memory" && a.3["pattern"] == "growing"), "{analyses:?}");
 }
+
+/// Deadlines past every clock (settings made in code skip the fleet file's
+/// bound on durations) are never reached, and never panic the governor.
+#[tokio::test(start_paused = true)]
+async fn deadlines_past_every_clock_do_not_panic() {
+    use allot_core::limits::Action;
+    let dir = tempfile::tempdir().unwrap();
+    let state: PathBuf = dir.path().join("state.db");
+    let log = Log::default();
+    let backend = FakeBackend::new(|_| (30 << 20, 600, 1), log.clone());
+    let mut fleet = allot::fleet::parse(&common::fleet(POLICY, &[("a", &common::memory_limit("terminate"))])).unwrap();
+    let forever = Duration::MAX;
+    for action in [Action::Throttle, Action::Suspend, Action::Terminate] {
+        fleet.settings.policy.delays.insert(action, forever);
+    }
+    // (terminate_grace stays 3 s: the stop at the end waits it out in `lifecycle::stop_all`.)
+    fleet.settings.policy.scale_down_deadline = forever;
+    fleet.settings.policy.recovery.dwell = forever;
+    fleet.settings.analytics_interval = forever;
+    let gov = allot::governor::Governor::new(fleet, backend, &common::options(state.clone())).unwrap();
+    let summary = gov.run(Some(Duration::from_secs(20))).await.unwrap();
+    assert!(summary.exits["a"].contains("stopped by allot (--for elapsed)"), "the agent ran to the end: {:?}", summary.exits);
+    let history = allot_store::Store::open_read_only(&state).unwrap().history(Some("a")).unwrap();
+    let a = actions(&history);
+    assert!(a.contains(&("terminate (scheduled)".into(), "success".into())), "{a:?}");
+    assert!(a.contains(&("throttle (scheduled)".into(), "success".into())), "{a:?}");
+    assert!(!a.iter().any(|(x, _)| x == "suspend" || x == "terminate"), "nothing acted before its deadline: {a:?}");
+}

@@ -4,7 +4,7 @@ use super::Error;
 use crate::cli::DaemonArgs;
 use crate::governor::backend::RealBackend;
 use crate::governor::{Governor, Options, ViewMode};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tokio::sync::watch;
@@ -20,7 +20,9 @@ fn fleet(args: &DaemonArgs) -> Result<crate::fleet::Fleet, Error> {
     })?)
 }
 
-/// The socket path, its directory made, a stale socket of a dead daemon removed.
+/// The socket path, its directory made, a stale socket of a dead daemon
+/// removed. Only a socket is ever removed: anything else at the path (a
+/// file, a directory, a symlink) is refused, as is a socket a daemon answers on.
 fn prepare_socket(args: &DaemonArgs) -> Result<PathBuf, Error> {
     let socket = match &args.socket {
         Some(s) => s.clone(),
@@ -29,27 +31,89 @@ fn prepare_socket(args: &DaemonArgs) -> Result<PathBuf, Error> {
     if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    if socket.exists() {
-        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            return Err(format!("{} is in use: another allot daemon runs there", socket.display()).into());
-        }
-        std::fs::remove_file(&socket).map_err(|e| format!("cannot remove the stale socket {}: {e}", socket.display()))?;
+    let meta = match std::fs::symlink_metadata(&socket) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(socket),
+        Err(e) => return Err(format!("cannot inspect --socket {}: {e}", socket.display()).into()),
+    };
+    let kind = meta.file_type();
+    if !kind.is_socket() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_symlink() {
+            "a symbolic link"
+        } else if kind.is_file() {
+            "a regular file"
+        } else {
+            "not a socket"
+        };
+        return Err(format!(
+            "--socket {} exists and is {what}, not a socket: allot removes only a stale socket there; remove it yourself or choose another path",
+            socket.display()
+        )
+        .into());
     }
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(format!("{} is in use: another allot daemon runs there", socket.display()).into());
+    }
+    std::fs::remove_file(&socket).map_err(|e| format!("cannot remove the stale socket {}: {e}", socket.display()))?;
     Ok(socket)
 }
 
-/// The TCP listener with its bearer token, when configured; served until `stop` changes.
-async fn tcp_server(
-    args: &DaemonArgs,
+/// The least a bearer token may have, in bytes after trimming.
+const MIN_TOKEN_BYTES: usize = 32;
+
+/// The bearer token of `--token-file`, if given: at least [`MIN_TOKEN_BYTES`]
+/// and not readable by group or others (checked on the descriptor it is read from).
+fn token(args: &DaemonArgs) -> Result<Option<String>, Error> {
+    let Some(path) = &args.token_file else { return Ok(None) };
+    let name = path.display();
+    let mut file = std::fs::File::open(path).map_err(|e| format!("--token-file {name}: cannot open it: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("--token-file {name}: cannot inspect it: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("--token-file {name} is not a regular file").into());
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o044 != 0 {
+        let who = match (mode & 0o040 != 0, mode & 0o004 != 0) {
+            (true, true) => "group and others",
+            (true, false) => "its group",
+            _ => "others",
+        };
+        return Err(
+            format!("--token-file {name} is readable by {who} (mode {mode:03o}): the token must be private; run chmod 600 {name}").into()
+        );
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| format!("--token-file {name}: cannot read it: {e}"))?;
+    let token = text.trim();
+    if token.len() < MIN_TOKEN_BYTES {
+        return Err(format!(
+            "--token-file {name}: the token has {} bytes; it must have at least {MIN_TOKEN_BYTES} (such as the output of: head -c 32 /dev/urandom | base64)",
+            token.len()
+        )
+        .into());
+    }
+    Ok(Some(token.to_owned()))
+}
+
+/// The TCP listener of `--tcp`, bound before the Unix socket so that a busy address fails first.
+fn bind_tcp(args: &DaemonArgs) -> Result<Option<std::net::TcpListener>, Error> {
+    let Some(addr) = &args.tcp else { return Ok(None) };
+    let tcp = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on --tcp {addr}: {e}"))?;
+    tcp.set_nonblocking(true).map_err(|e| format!("cannot listen on --tcp {addr}: {e}"))?;
+    Ok(Some(tcp))
+}
+
+/// The TCP server with its bearer token, when configured; served until `stop` changes.
+fn tcp_server(
+    tcp: Option<(std::net::TcpListener, String)>,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
-    let (Some(addr), Some(token_file)) = (&args.tcp, &args.token_file) else { return Ok(None) };
-    let token = std::fs::read_to_string(token_file).map_err(|e| format!("cannot read {}: {e}", token_file.display()))?.trim().to_owned();
-    if token.len() < 16 {
-        return Err(format!("{}: the token must have at least 16 characters", token_file.display()).into());
-    }
-    let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let Some((tcp, token)) = tcp else { return Ok(None) };
+    let addr = tcp.local_addr().map_err(|e| format!("cannot listen on tcp: {e}"))?;
+    let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, "also on tcp (bearer token required)");
     let tcp_app = crate::api::tcp_router(app, token);
     Ok(Some(tokio::spawn(async move {
@@ -70,7 +134,10 @@ fn listen(socket: &Path) -> Result<tokio::net::UnixListener, Error> {
 }
 
 pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
+    // Every check before anything is bound or started: the fleet, the token, the socket path.
     let fleet = fleet(args)?;
+    let token = token(args)?;
+    let tcp = bind_tcp(args)?.zip(token);
     let socket = prepare_socket(args)?;
     let _ = allot_sys::spawn::raise_nofile_limit();
     let backend = RealBackend::new(&args.cgroup_name, fleet.agents.len().max(1));
@@ -95,7 +162,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
         let owner = rustix::process::geteuid().as_raw();
         let app = crate::api::router(tx, args.state.clone(), owner, metrics);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let tcp = tcp_server(args, app.clone(), stop_rx.clone()).await?;
+        let tcp = tcp_server(tcp, app.clone(), stop_rx.clone())?;
         let mut rx = stop_rx;
         let server = tokio::spawn(crate::api::serve(listener, app, async move {
             let _ = rx.changed().await;

@@ -26,17 +26,47 @@ impl Clock {
 
     /// The core time of an instant.
     pub fn at(&self, i: Instant) -> Time {
-        Time::from_millis(self.start_ms + allot_core::time::duration_millis(i.saturating_duration_since(self.start)))
+        Time::from_millis(self.start_ms.saturating_add(allot_core::time::duration_millis(i.saturating_duration_since(self.start))))
     }
 
-    /// The instant of a core time.
+    /// The instant of a core time; a time further away than [`FAR`] (never
+    /// reached, such as a deadline saturated at the end of time) is `FAR` away.
     pub fn instant(&self, t: Time) -> Instant {
-        self.start + std::time::Duration::from_millis(t.as_millis().saturating_sub(self.start_ms))
+        let after = std::time::Duration::from_millis(t.as_millis().saturating_sub(self.start_ms)).min(FAR);
+        self.start.checked_add(after).unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86_400))
     }
 }
 
-/// RFC 3339 text of a core time (UTC, milliseconds).
+/// The furthest an instant of the governor's clock lies ahead: ten years.
+pub const FAR: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 86_400);
+
+/// The last millisecond RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
+
+/// RFC 3339 text of a core time (UTC, milliseconds); a time after the year
+/// 9999, which RFC 3339 cannot write, is written as its last millisecond.
 pub fn rfc3339(t: Time) -> String {
-    let st = std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.as_millis());
+    let st = std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.as_millis().min(LAST_RFC3339_MS));
     humantime::format_rfc3339_millis(st).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_past_the_year_9999_are_written_without_panicking() {
+        assert_eq!(rfc3339(Time::ZERO), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(Time::from_millis(LAST_RFC3339_MS)), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(Time::from_millis(u64::MAX)), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn instants_of_far_times_are_capped() {
+        let c = Clock::start();
+        assert!(c.instant(Time::from_millis(u64::MAX)) <= Instant::now() + FAR);
+        assert_eq!(c.at(Instant::now() + FAR).as_millis(), c.now().as_millis() + allot_core::time::duration_millis(FAR));
+        let late = Clock { start: Instant::now(), start_ms: u64::MAX - 1 };
+        assert_eq!(late.at(Instant::now() + FAR), Time::from_millis(u64::MAX));
+    }
 }

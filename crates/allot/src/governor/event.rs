@@ -81,7 +81,7 @@ impl Inbox {
             control: s.control,
             custom: s.custom,
             settled: s.settled,
-            deadline: s.run_for.map(|d| Instant::now() + d),
+            deadline: s.run_for.map(|d| Instant::now() + d.min(super::clock::FAR)),
         })
     }
 
