@@ -11,11 +11,13 @@
 mod access;
 mod agents;
 mod bodies;
+pub mod conn;
 mod error;
 pub mod routes;
 mod system;
 
 pub use access::{Access, Caller, Peer};
+pub use conn::{Connections, Limits};
 pub use error::ApiError;
 pub use routes::{HttpMethod, ROUTES, Route};
 
@@ -38,7 +40,14 @@ pub struct Api {
     state: PathBuf,
     owner_uid: u32,
     metrics: Arc<Metrics>,
+    /// Server-sent-event subscribers: the operator, and each agent under its name.
+    subscribers: Arc<conn::Caps<String>>,
 }
+
+/// Server-sent-event subscribers: 64 at once, 16 of them kept for the
+/// operator, 4 per agent (each holds a connection, a read-only store and a
+/// task polling it).
+pub const SUBSCRIBERS: conn::Cap = conn::Cap { total: 64, reserved: 16, per_holder: 4 };
 
 type Shared = Arc<Api>;
 
@@ -59,7 +68,7 @@ fn answer<T>(r: Result<Result<T, ControlError>, ApiError>) -> Result<T, ApiError
 
 /// The router: every route of the table behind its access rule.
 pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid: u32, metrics: Arc<Metrics>) -> Router {
-    let api = Arc::new(Api { control, state, owner_uid, metrics });
+    let api = Arc::new(Api { control, state, owner_uid, metrics, subscribers: conn::Caps::new(SUBSCRIBERS) });
     let mut r = Router::new();
     for route in ROUTES {
         let guard = axum::middleware::from_fn_with_state((Arc::clone(&api), route.access), access::guard);
@@ -109,11 +118,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Serve the router on `listener` with peer credentials until `shutdown` resolves.
+/// Serve the router on `listener` with peer credentials until `shutdown`
+/// resolves, under the limits of this process's descriptor limit (the
+/// process's effective uid and root are the operator; refusals are not
+/// counted in a registry: see [`conn::serve_unix`] for that).
 pub async fn serve(
     listener: UnixListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).with_graceful_shutdown(shutdown).await
+    let conns = Connections::new(Limits::from_fd_limit(), rustix::process::geteuid().as_raw(), None);
+    conn::serve_unix(listener, app, conns, shutdown).await
 }
