@@ -28,7 +28,7 @@ use axum::extract::connect_info::ConnectInfo;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +42,23 @@ pub struct Api {
     metrics: Arc<Metrics>,
     /// Server-sent-event subscribers: the operator, and each agent under its name.
     subscribers: Arc<conn::Caps<String>>,
+    /// The read-only store every event stream reads, opened once: SQLite
+    /// keeps the descriptor of a closed reader while the governor's writer
+    /// holds its lock, so one reader per stream would leave descriptors behind.
+    events_store: Mutex<Option<Arc<Mutex<allot_store::Store>>>>,
+}
+
+impl Api {
+    /// The shared read-only store of the event streams (opened now if it was not).
+    fn events_store(&self) -> Result<Arc<Mutex<allot_store::Store>>, ApiError> {
+        let mut shared = self.events_store.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = &*shared {
+            return Ok(Arc::clone(s));
+        }
+        let s = Arc::new(Mutex::new(allot_store::Store::open_read_only(&self.state).map_err(|e| ApiError::unavailable(e.to_string()))?));
+        *shared = Some(Arc::clone(&s));
+        Ok(s)
+    }
 }
 
 /// Server-sent-event subscribers: 64 at once, 16 of them kept for the
@@ -68,7 +85,8 @@ fn answer<T>(r: Result<Result<T, ControlError>, ApiError>) -> Result<T, ApiError
 
 /// The router: every route of the table behind its access rule.
 pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid: u32, metrics: Arc<Metrics>) -> Router {
-    let api = Arc::new(Api { control, state, owner_uid, metrics, subscribers: conn::Caps::new(SUBSCRIBERS) });
+    let events_store = Mutex::new(allot_store::Store::open_read_only(&state).ok().map(|s| Arc::new(Mutex::new(s))));
+    let api = Arc::new(Api { control, state, owner_uid, metrics, subscribers: conn::Caps::new(SUBSCRIBERS), events_store });
     let mut r = Router::new();
     for route in ROUTES {
         let guard = axum::middleware::from_fn_with_state((Arc::clone(&api), route.access), access::guard);

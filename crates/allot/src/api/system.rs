@@ -131,15 +131,16 @@ pub(super) async fn events(
             cap.per_holder
         ))
     })?;
-    let store = allot_store::Store::open_read_only(&api.state).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let store = api.events_store()?;
     let (tx, mut rx) = mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
-    // The task, its store and its slot end when the stream is dropped (the
+    // The task and its slot end when the stream is dropped (the
     // peer went away, or the connection ended): it waits on the channel's
     // closing, not only on a send that may never come when nothing happens.
     tokio::spawn(async move {
         let _slot = slot;
         loop {
-            for e in store.events_since(since, 1000).unwrap_or_default() {
+            let batch = store.lock().map_or_else(|_| Vec::new(), |s| s.events_since(since, 1000).unwrap_or_default());
+            for e in batch {
                 since = e.seq;
                 if only.as_deref().is_some_and(|me| e.agent.as_deref() != Some(me))
                     || q.topic.as_deref().is_some_and(|g| !allot_core::events::topic_matches(g, &e.topic))
