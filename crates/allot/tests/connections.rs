@@ -360,3 +360,19 @@ fn metrics_stay_bounded_after_ten_thousand_custom_resource_names() {
     assert!(metrics.len() < 256 * 1024, "{} bytes", metrics.len());
     assert!(metrics.contains(r#"resource="name_0""#), "reported names are exported");
 }
+
+#[test]
+fn a_connection_that_sends_no_complete_request_head_is_closed() {
+    let d = Daemon::start(4096);
+    let mut idle = UnixStream::connect(&d.sock).unwrap();
+    let mut slow = UnixStream::connect(&d.sock).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n").unwrap();
+    for s in [&mut idle, &mut slow] {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let start = Instant::now();
+        let mut rest = Vec::new();
+        let end = s.read_to_end(&mut rest);
+        assert!(end.is_ok(), "closed by the daemon, not by the read timeout: {end:?} after {:?}", start.elapsed());
+        eprintln!("closed after {:?}", start.elapsed());
+    }
+}
