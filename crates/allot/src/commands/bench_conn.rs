@@ -68,8 +68,8 @@ fn measure(sock: &Path, n: usize) -> ((f64, f64, f64), Vec<String>) {
 }
 
 /// Open descriptors of a process.
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+fn fds(pid: u32) -> u64 {
+    allot_sys::proc::fds::count(&allot_sys::Roots::host().proc, pid).unwrap_or(0)
 }
 
 /// How many connections one holder process may open: its hard open-files
