@@ -355,6 +355,28 @@ pub(crate) enum BenchCommand {
     /// Start a daemon and measure usage reports and quota reads per second
     /// over its Unix socket with concurrent keep-alive clients, and its CPU per request.
     Api(BenchApiArgs),
+    /// Start a daemon and measure `/healthz` latency as the operator, alone
+    /// and while another user holds many idle connections (needs root).
+    Connections(BenchConnArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchConnArgs {
+    /// Idle connections the other user opens and holds.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) idle: usize,
+    /// `/healthz` requests per measurement.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) requests: usize,
+    /// The other user's uid (and gid).
+    #[arg(long, default_value_t = 65534)]
+    pub(crate) uid: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Be the other user: open `--idle` connections to SOCKET and hold them until stdin closes.
+    #[arg(long, value_name = "SOCKET", hide = true)]
+    pub(crate) hold: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

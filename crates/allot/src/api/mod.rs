@@ -11,11 +11,13 @@
 mod access;
 mod agents;
 mod bodies;
+pub mod conn;
 mod error;
 pub mod routes;
 mod system;
 
 pub use access::{Access, Caller, Peer};
+pub use conn::{Connections, Limits};
 pub use error::ApiError;
 pub use routes::{HttpMethod, ROUTES, Route};
 
@@ -26,7 +28,7 @@ use axum::extract::connect_info::ConnectInfo;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
@@ -38,7 +40,31 @@ pub struct Api {
     state: PathBuf,
     owner_uid: u32,
     metrics: Arc<Metrics>,
+    /// Server-sent-event subscribers: the operator, and each agent under its name.
+    subscribers: Arc<conn::Caps<String>>,
+    /// The read-only store every event stream reads, opened once: SQLite
+    /// keeps the descriptor of a closed reader while the governor's writer
+    /// holds its lock, so one reader per stream would leave descriptors behind.
+    events_store: Mutex<Option<Arc<Mutex<allot_store::Store>>>>,
 }
+
+impl Api {
+    /// The shared read-only store of the event streams (opened now if it was not).
+    fn events_store(&self) -> Result<Arc<Mutex<allot_store::Store>>, ApiError> {
+        let mut shared = self.events_store.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = &*shared {
+            return Ok(Arc::clone(s));
+        }
+        let s = Arc::new(Mutex::new(allot_store::Store::open_read_only(&self.state).map_err(|e| ApiError::unavailable(e.to_string()))?));
+        *shared = Some(Arc::clone(&s));
+        Ok(s)
+    }
+}
+
+/// Server-sent-event subscribers: 64 at once, 16 of them kept for the
+/// operator, 4 per agent (each holds a connection, a read-only store and a
+/// task polling it).
+pub const SUBSCRIBERS: conn::Cap = conn::Cap { total: 64, reserved: 16, per_holder: 4 };
 
 type Shared = Arc<Api>;
 
@@ -59,7 +85,8 @@ fn answer<T>(r: Result<Result<T, ControlError>, ApiError>) -> Result<T, ApiError
 
 /// The router: every route of the table behind its access rule.
 pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid: u32, metrics: Arc<Metrics>) -> Router {
-    let api = Arc::new(Api { control, state, owner_uid, metrics });
+    let events_store = Mutex::new(allot_store::Store::open_read_only(&state).ok().map(|s| Arc::new(Mutex::new(s))));
+    let api = Arc::new(Api { control, state, owner_uid, metrics, subscribers: conn::Caps::new(SUBSCRIBERS), events_store });
     let mut r = Router::new();
     for route in ROUTES {
         let guard = axum::middleware::from_fn_with_state((Arc::clone(&api), route.access), access::guard);
@@ -109,11 +136,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Serve the router on `listener` with peer credentials until `shutdown` resolves.
+/// Serve the router on `listener` with peer credentials until `shutdown`
+/// resolves, under the limits of this process's descriptor limit (the
+/// process's effective uid and root are the operator; refusals are not
+/// counted in a registry: see [`conn::serve_unix`] for that).
 pub async fn serve(
     listener: UnixListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).with_graceful_shutdown(shutdown).await
+    let conns = Connections::new(Limits::from_fd_limit(), rustix::process::geteuid().as_raw(), None);
+    conn::serve_unix(listener, app, conns, shutdown).await
 }

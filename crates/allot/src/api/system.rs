@@ -121,11 +121,27 @@ pub(super) async fn events(
     };
     let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut since = last_id.or(q.since).unwrap_or(0);
-    let store = allot_store::Store::open_read_only(&api.state).map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let slot = api.subscribers.take(only.clone()).map_err(|r| {
+        api.metrics.subscriber_refused();
+        let cap = api.subscribers.cap();
+        ApiError::unavailable(format!(
+            "too many event subscribers ({}): at most {} at once, {} of them kept for the operator, {} per agent",
+            r.reason(),
+            cap.total,
+            cap.reserved,
+            cap.per_holder
+        ))
+    })?;
+    let store = api.events_store()?;
     let (tx, mut rx) = mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
+    // The task and its slot end when the stream is dropped (the
+    // peer went away, or the connection ended): it waits on the channel's
+    // closing, not only on a send that may never come when nothing happens.
     tokio::spawn(async move {
+        let _slot = slot;
         loop {
-            for e in store.events_since(since, 1000).unwrap_or_default() {
+            let batch = store.lock().map_or_else(|_| Vec::new(), |s| s.events_since(since, 1000).unwrap_or_default());
+            for e in batch {
                 since = e.seq;
                 if only.as_deref().is_some_and(|me| e.agent.as_deref() != Some(me))
                     || q.topic.as_deref().is_some_and(|g| !allot_core::events::topic_matches(g, &e.topic))
@@ -137,7 +153,10 @@ pub(super) async fn events(
                     return;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
         }
     });
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));

@@ -76,9 +76,9 @@ fn measure(sock: &Path, daemon: u32, req: Vec<u8>, clients: usize, secs: u64) ->
 }
 
 /// The daemon under measurement: its agent terminated and the daemon stopped when dropped.
-struct Daemon {
-    child: Child,
-    sock: PathBuf,
+pub(super) struct Daemon {
+    pub(super) child: Child,
+    pub(super) sock: PathBuf,
 }
 
 impl Drop for Daemon {
@@ -92,7 +92,7 @@ impl Drop for Daemon {
 
 /// Start a daemon on a fleet of one sleeping agent, `bench`, in `dir`; return
 /// once its socket accepts connections.
-fn start_daemon(dir: &Path) -> Result<Daemon, Error> {
+pub(super) fn start_daemon(dir: &Path) -> Result<Daemon, Error> {
     let fleet = dir.join("fleet.toml");
     std::fs::write(
         &fleet,

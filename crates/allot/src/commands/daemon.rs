@@ -105,10 +105,13 @@ fn bind_tcp(args: &DaemonArgs) -> Result<Option<std::net::TcpListener>, Error> {
     Ok(Some(tcp))
 }
 
-/// The TCP server with its bearer token, when configured; served until `stop` changes.
+/// The TCP server with its bearer token, when configured; served until
+/// `stop` changes, under the same connection caps as the socket (every TCP
+/// connection in one bucket).
 fn tcp_server(
     tcp: Option<(std::net::TcpListener, String)>,
     app: axum::Router,
+    conns: std::sync::Arc<crate::api::Connections>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
     let Some((tcp, token)) = tcp else { return Ok(None) };
@@ -117,11 +120,10 @@ fn tcp_server(
     tracing::info!(%addr, "also on tcp (bearer token required)");
     let tcp_app = crate::api::tcp_router(app, token);
     Ok(Some(tokio::spawn(async move {
-        let _ = axum::serve(tcp, tcp_app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            })
-            .await;
+        let _ = crate::api::conn::serve_tcp(tcp, tcp_app, conns, async move {
+            let _ = stop.changed().await;
+        })
+        .await;
     })))
 }
 
@@ -160,11 +162,12 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
     rt.block_on(async {
         let listener = listen(&socket)?;
         let owner = rustix::process::geteuid().as_raw();
+        let conns = crate::api::Connections::new(crate::api::Limits::from_fd_limit(), owner, Some(metrics.clone()));
         let app = crate::api::router(tx, args.state.clone(), owner, metrics);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let tcp = tcp_server(tcp, app.clone(), stop_rx.clone())?;
+        let tcp = tcp_server(tcp, app.clone(), conns.clone(), stop_rx.clone())?;
         let mut rx = stop_rx;
-        let server = tokio::spawn(crate::api::serve(listener, app, async move {
+        let server = tokio::spawn(crate::api::conn::serve_unix(listener, app, conns, async move {
             let _ = rx.changed().await;
         }));
         let summary = gov.run(None).await;

@@ -10,6 +10,8 @@ use allot_core::rate::cpu_millicores;
 use allot_core::{AgentId, Resource, Time, events};
 use allot_store::rollup::Roller;
 use serde_json::{Value, json};
+/// How many custom resources without a limit in its quota one agent may report.
+pub(super) const MAX_UNDECLARED_CUSTOM: usize = 32;
 
 /// The sampling part: tick count, samples waiting to be stored, per-minute rollups.
 #[derive(Debug, Default)]
@@ -109,7 +111,10 @@ impl<B: Backend> Governor<B> {
         (Some(assessment), n)
     }
 
-    /// Usage an agent reports itself, through the same path as a sample.
+    /// Usage an agent reports itself, through the same path as a sample. An
+    /// agent may report at most [`MAX_UNDECLARED_CUSTOM`] custom resources
+    /// that its quota gives no limit (each is kept in the ledger, the
+    /// analytics windows and the metrics for as long as the agent lives).
     pub(super) fn report_usage(&mut self, agent: &str, resource: Resource, value: u64) -> Result<Value, ControlError> {
         if !resource.is_custom() {
             let message = format!("{resource} is measured by allot; only custom resources (tokens, usd_micros, ...) can be reported");
@@ -119,6 +124,20 @@ impl<B: Backend> Governor<B> {
         if self.domain.ledger.quota(&id).is_none() {
             let state = self.agents.get(&id).map_or("unknown", |a| a.state_name()).to_owned();
             return Err(ControlError::NotRunning { agent: agent.to_owned(), state });
+        }
+        let undeclared = |r: &Resource| r.is_custom() && self.domain.ledger.quota(&id).is_none_or(|q| !q.limits.contains_key(r));
+        if undeclared(&resource) {
+            let reported = self.agents.get(&id).map(|a| &a.usage);
+            if !reported.is_some_and(|u| u.contains_key(&resource)) {
+                let n = reported.map_or(0, |u| u.keys().filter(|r| undeclared(r)).count());
+                if n >= MAX_UNDECLARED_CUSTOM {
+                    let message = format!(
+                        "agent {agent} already reports {n} custom resources without a limit in its quota, the most allowed ({MAX_UNDECLARED_CUSTOM}); \
+                         report one of those, or give {resource} a limit in the quota first"
+                    );
+                    return Err(ControlError::Invalid { field: "resource", message });
+                }
+            }
         }
         let now = self.clock.now();
         let (a, decisions) = self.observe(&id, resource.clone(), value, now);
