@@ -391,6 +391,7 @@ impl Api {
 fn answer(c: Control) {
     match c {
         Control::List(tx) => drop(tx.send(Vec::new())),
+        Control::Ready(tx) => drop(tx.send(Ok(()))),
         Control::Agent(_, tx) => drop(tx.send(None)),
         Control::Owner(_, tx) => drop(tx.send(None)),
         Control::Act(id, _, tx) => drop(tx.send(Ok(id))),
