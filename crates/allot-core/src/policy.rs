@@ -522,6 +522,36 @@ impl Policy {
         out
     }
 
+    /// Resume an escalation a previous governor scheduled and neither carried
+    /// out nor cancelled (after a restart), at the first fresh assessment of
+    /// its resource, before that assessment is observed: while the hard
+    /// violation holds, `action` stays due at `due` (carried out by the
+    /// observation when `due` has passed) and the violation is not a new
+    /// episode (no second warning, no new delay); when it has cleared, the
+    /// escalation is cancelled (the decision is returned). Nothing changes
+    /// when one is pending there already.
+    pub fn restore_pending(&mut self, a: &Assessment, action: Action, due: Time) -> Option<Decision> {
+        let state = self.agents.entry(a.agent.clone()).or_default().resources.entry(a.resource.clone()).or_default();
+        if state.pending.is_some() || action == Action::Warn {
+            return None;
+        }
+        match &a.violation {
+            Some(v) if v.kind == ViolationKind::Hard => {
+                state.limit = a.limit.clone();
+                state.usage = a.usage;
+                state.violation = Some(v.clone());
+                state.pending = Some(Pending { action, due });
+                None
+            }
+            _ => Some(Decision {
+                at: a.at,
+                agent: a.agent.clone(),
+                resource: a.resource.clone(),
+                kind: DecisionKind::CancelPending { action, usage: a.usage },
+            }),
+        }
+    }
+
     /// Forget an agent (after it exits or is unregistered).
     pub fn remove(&mut self, agent: &AgentId) {
         self.agents.remove(agent);

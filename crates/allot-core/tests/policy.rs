@@ -383,3 +383,35 @@ proptest! {
         prop_assert!(ds.windows(2).all(|w| w[0].at <= w[1].at), "{:?}", ds);
     }
 }
+
+/// After a restart, an escalation the previous governor scheduled is resumed
+/// with its deadline at the first fresh assessment: carried out on time while
+/// the violation holds (no second warning, no new delay), cancelled when it cleared.
+#[test]
+fn a_restored_escalation_keeps_its_deadline_or_is_cancelled_when_the_violation_cleared() {
+    // Still over hard at the first sample after the restart (t=200): due at 300 as scheduled, not 200 + 300.
+    let mut rig = Rig::new("heavy_computation_agent", &[], PolicyConfig::default());
+    let a = rig.ledger.record(&agent(), Resource::Memory, 3_000_000_000, Time::from_secs(200)).unwrap();
+    assert_eq!(rig.policy.restore_pending(&a, Action::Suspend, Time::from_secs(300)), None);
+    let ds = rig.policy.observe(&a);
+    assert!(!names(&ds).contains(&"scheduled") && !names(&ds).contains(&"warn"), "not a new episode: {:?}", names(&ds));
+    assert_eq!(rig.policy.next_due(), Some(Time::from_secs(300)));
+    let ds = rig.obs(Resource::Memory, 3_000_000_000, 301);
+    assert_eq!(names(&ds), ["suspend"]);
+    assert_eq!(ds[0].at, Time::from_secs(300), "on the original deadline");
+
+    // Its deadline passed while no governor ran: carried out at the first sample that confirms the violation.
+    let mut rig = Rig::new("heavy_computation_agent", &[], PolicyConfig::default());
+    let a = rig.ledger.record(&agent(), Resource::Memory, 3_000_000_000, Time::from_secs(900)).unwrap();
+    assert_eq!(rig.policy.restore_pending(&a, Action::Suspend, Time::from_secs(300)), None);
+    let ds = rig.policy.observe(&a);
+    assert_eq!(names(&ds).into_iter().filter(|n| *n != "plan").collect::<Vec<_>>(), ["suspend"], "no new warning or delay");
+
+    // Cleared while the governor was down: cancelled, and nothing falls due.
+    let mut rig = Rig::new("heavy_computation_agent", &[], PolicyConfig::default());
+    let a = rig.ledger.record(&agent(), Resource::Memory, 1_000_000, Time::from_secs(200)).unwrap();
+    let d = rig.policy.restore_pending(&a, Action::Suspend, Time::from_secs(300)).expect("cancelled");
+    assert_eq!(d.kind, DecisionKind::CancelPending { action: Action::Suspend, usage: 1_000_000 });
+    rig.policy.observe(&a);
+    assert_eq!(rig.policy.next_due(), None);
+}

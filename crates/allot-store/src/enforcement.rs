@@ -167,6 +167,34 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.sql())
     }
 
+    /// The open escalations of an agent (as [`Store::open_escalations`]) with
+    /// the time each is due, in ms since the epoch, when the record says it:
+    /// (resource, action, due).
+    pub fn open_escalations_due(&self, agent: &str) -> Result<Vec<(String, String, Option<u64>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.resource, s.action, json_extract(s.decision, '$.decision.due') FROM enforcement s \
+                 WHERE s.agent = ?1 AND s.stage = 'scheduled' AND NOT EXISTS ( \
+                     SELECT 1 FROM enforcement d \
+                     WHERE d.agent = s.agent AND d.resource = s.resource AND d.action = s.action AND d.stage = 'done' AND d.id > s.id) \
+                 ORDER BY s.id",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![agent], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?)))
+            .map_err(self.sql())?;
+        let mut out: Vec<(String, String, Option<u64>)> = Vec::new();
+        for row in rows {
+            let (resource, action, due) = row.map_err(self.sql())?;
+            // The first announcement of an open escalation holds its deadline.
+            if !out.iter().any(|(r, a, _)| *r == resource && *a == action) {
+                out.push((resource, action, due.and_then(|d| u64::try_from(d).ok())));
+            }
+        }
+        Ok(out)
+    }
+
     /// How many attempts were done ([`Stage::Done`]), by agent, bare action
     /// and outcome, ordered by agent, action and outcome name (for seeding
     /// counters at start).

@@ -594,9 +594,18 @@ fn a_killed_daemon_is_restarted_and_takes_its_agents_over() {
     let events = store.events_since(last, 10_000).unwrap();
     assert!(events.iter().any(|e| e.topic == "resource_management.agent.readopted" && e.agent.as_deref() == Some("sleeper")), "{events:?}");
     assert_eq!(events[0].seq, last + 1, "sequence numbers continue");
-    // The pending suspension is recorded as cancelled, not lost.
+    // The pending suspension is resumed with its deadline, not cancelled nor lost.
+    assert!(
+        events.iter().any(|e| e.topic == "resource_management.enforcement.resumed" && e.data["action"] == "suspend"),
+        "the scheduled suspension is resumed: {events:?}"
+    );
     let h = store.history(Some("sleeper")).unwrap();
-    assert!(h.iter().any(|r| r.action == "suspend" && r.outcome == "cancelled" && r.detail.contains("restarted")), "{h:?}");
+    assert!(!h.iter().any(|r| r.action == "suspend" && r.outcome == "cancelled"), "{h:?}");
+    // The first fresh report finds the violation cleared: now it is cancelled, for that reason.
+    let (st, body) = http_body(&d2.sock, "POST", "/v1/agents/sleeper/usage", r#"{"resource": "tokens", "value": 1}"#);
+    assert_eq!(st, 200, "{body}");
+    let h = store.history(Some("sleeper")).unwrap();
+    assert!(h.iter().any(|r| r.action == "suspend" && r.outcome == "cancelled" && r.detail.contains("cleared")), "{h:?}");
     // Still governed: suspend and resume work on the adopted agent.
     assert_eq!(http(&d2.sock, "POST", "/v1/agents/sleeper/suspend").0, 200);
     assert_eq!(http(&d2.sock, "POST", "/v1/agents/sleeper/resume").0, 200);

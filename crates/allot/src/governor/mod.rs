@@ -105,6 +105,8 @@ struct Domain {
     ledger: Ledger,
     policy: Policy,
     alerts: AlertLimiter,
+    /// Escalations a previous governor scheduled, resumed at the first fresh sample of their resource.
+    restored: std::collections::BTreeMap<(allot_core::AgentId, allot_core::Resource), (allot_core::Action, allot_core::Time)>,
 }
 
 /// Receivers the loop takes over when it starts.
@@ -164,6 +166,7 @@ impl<B: Backend> Governor<B> {
                 ledger: fleet.ledger.clone(),
                 policy: Policy::new(fleet.settings.policy.clone()),
                 alerts: AlertLimiter::default(),
+                restored: std::collections::BTreeMap::new(),
             },
             settings: fleet.settings.clone(),
             clock,

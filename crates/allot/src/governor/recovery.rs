@@ -83,7 +83,7 @@ impl<B: Backend> Governor<B> {
         let kept = super::agents::stored_holds(&self.agents.get(&id).map(|a| a.holds.clone()).unwrap_or_default());
         let data = json!({"pid": pid, "cgroup": dirs, "holds_kept": kept.iter().map(|h| &h.holder).collect::<Vec<_>>(), "holds_released": dropped, "termination_resumed": resumed});
         self.recorder.emit(now, events::AGENT_READOPTED, Some(id.as_str()), data);
-        self.cancel_orphaned_pending(&id, now);
+        self.resume_pending(&id, now);
         Ok(())
     }
 
@@ -109,13 +109,22 @@ impl<B: Backend> Governor<B> {
         self.conclude(attempt, applied);
     }
 
-    /// Escalations the previous governor had scheduled and never carried out
-    /// or cancelled die with its timers: record them as cancelled, so the
-    /// history is complete. The policy re-decides from fresh samples.
-    fn cancel_orphaned_pending(&mut self, id: &AgentId, now: Time) {
-        let Ok(open) = self.recorder.store.open_escalations(id.as_str()) else { return };
-        for (resource, action) in open {
-            let detail = "the governor restarted before the escalation delay ended; the policy re-decides from fresh samples";
+    /// Escalations the previous governor had scheduled and neither carried
+    /// out nor cancelled are resumed with their deadlines: at the first fresh
+    /// sample of their resource the policy carries them out on time while the
+    /// violation holds, or cancels them (recorded) when it has cleared. One
+    /// whose record lacks a deadline is recorded as cancelled.
+    fn resume_pending(&mut self, id: &AgentId, now: Time) {
+        let Ok(open) = self.recorder.store.open_escalations_due(id.as_str()) else { return };
+        for (resource, action, due) in open {
+            let parsed = (resource.parse::<allot_core::Resource>().ok(), action.parse::<allot_core::Action>().ok(), due);
+            if let (Some(r), Some(a), Some(due)) = parsed {
+                self.domain.restored.insert((id.clone(), r), (a, Time::from_millis(due)));
+                let data = json!({"resource": resource, "action": action, "due_ms": due, "resumed": true});
+                self.recorder.emit(now, &events::enforcement_topic("resumed"), Some(id.as_str()), data);
+                continue;
+            }
+            let detail = "the governor restarted and the escalation's deadline is not on record; the policy re-decides from fresh samples";
             let data = json!({"resource": resource, "action": action, "outcome": "cancelled", "detail": detail, "restart": true});
             self.recorder.enforcement(Enforcement {
                 at: now,

@@ -105,7 +105,11 @@ impl<B: Backend> Governor<B> {
                 self.recorder.emit(now, events::alert_topic(alert.level), Some(id.as_str()), data);
             }
         }
-        let decisions = self.domain.policy.observe(&assessment);
+        let mut decisions = Vec::new();
+        if let Some((action, due)) = self.domain.restored.remove(&(id.clone(), res.clone())) {
+            decisions.extend(self.domain.policy.restore_pending(&assessment, action, due));
+        }
+        decisions.extend(self.domain.policy.observe(&assessment));
         let n = decisions.len();
         self.execute_all(decisions);
         (Some(assessment), n)
