@@ -12,14 +12,12 @@ use super::error::ApiError;
 use super::{Shared, ask};
 use crate::governor::control::Control;
 use allot_sys::peer::PeerProcess;
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
 use std::sync::Arc;
-use tokio::net::UnixListener;
 
 /// The caller's credentials: from the socket (its uid, and its process
 /// pinned at accept, so a pid reused later is not mistaken for it), or a
@@ -54,12 +52,6 @@ impl Peer {
     /// Nobody known (no credentials).
     fn unknown() -> Peer {
         Peer { uid: None, process: None, token: false }
-    }
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        Peer::of_unix(stream.io())
     }
 }
 
