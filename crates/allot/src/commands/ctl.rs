@@ -112,8 +112,11 @@ pub(crate) fn adopt(args: &AdoptArgs) -> Result<ExitCode, Error> {
     let body =
         json!({"name": args.name, "group": args.group, "pid": args.pid, "move": args.move_it, "limits": limit_changes(&args.limits)?});
     let (st, v) = request(&socket(&args.socket)?, "POST", "/v1/adopt", Some(&body))?;
-    ok(st, v)?;
+    let v = ok(st, v)?;
     print(&format!("{}: adopted pid {}{}\n", args.name, args.pid, if args.move_it { " (moved into its cgroup)" } else { "" }))?;
+    if let Some(w) = v["warning"].as_str() {
+        eprintln!("warning: {w}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

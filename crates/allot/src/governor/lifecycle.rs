@@ -69,7 +69,14 @@ impl<B: Backend> Governor<B> {
         }
         let a = self.agents.get(&id);
         let uid = a.and_then(|a| a.def.user).map(|u| u.0);
-        Ok(json!({"id": id.as_str(), "pid": a.and_then(Agent::pid), "state": "running", "uid": uid, "root": uid == Some(0)}))
+        let mut answer = json!({"id": id.as_str(), "pid": a.and_then(Agent::pid), "state": "running", "uid": uid, "root": uid == Some(0)});
+        if a.is_some_and(|a| a.proc.as_ref().is_some_and(|p| p.cgroup.is_none())) && adopt.is_some() {
+            // Followed through /proc: a process that double-forks leaves the tree, its accounting and the kill.
+            answer["warning"] = json!(
+                "followed as a process tree, not a cgroup: a descendant that double-forks escapes accounting and the kill; adopt with move (--move) to contain it"
+            );
+        }
+        Ok(answer)
     }
 
     /// Whether a process may be adopted: not pid 1, not allot itself or one of its
