@@ -192,7 +192,11 @@ fn fork_bombs_stay_within_pids_max_and_the_daemon_and_host_stay_responsive() {
         assert!(r.max_hits > 0, "run {i} ({}): the bomb never hit pids.max (pids.events max did not grow)", r.group);
         assert!(r.healthz.len() >= 10, "run {i}: only {} /healthz answers in {WINDOW:?}", r.healthz.len());
         assert!(r.healthz.last().copied().unwrap_or_default() < HEALTHZ_BOUND, "run {i}: /healthz took {:?}", r.healthz.last());
-        assert!(r.spawns.last().copied().unwrap_or_default() < SPAWN_HANG, "run {i}: spawning `true` on the host took {:?}", r.spawns.last());
+        assert!(
+            r.spawns.last().copied().unwrap_or_default() < SPAWN_HANG,
+            "run {i}: spawning `true` on the host took {:?}",
+            r.spawns.last()
+        );
     }
     // Within 1 s as a rule; a rare outlier is the scheduler on a loaded machine (printed above), not a hang.
     assert!(percentile(&spawns, 99) < Duration::from_secs(1), "spawning `true` on the host: p99 {:?}", percentile(&spawns, 99));
