@@ -1,0 +1,153 @@
+//! A real `allot daemon` for the containment and cycle tests: started on a
+//! temp state and socket under `--cgroup-name allot-test-<pid>-<tag>`; on
+//! drop SIGKILLed, everything left in its cgroups killed and every directory
+//! of its cgroup root removed (every hierarchy), also when a test fails.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// One HTTP/1.1 request over the socket: (status, body).
+pub(crate) fn http(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: allot\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })
+    .unwrap();
+    let mut bytes = Vec::new();
+    let _ = s.read_to_end(&mut bytes);
+    let resp = String::from_utf8_lossy(&bytes).into_owned();
+    let status = resp.split_whitespace().nth(1).unwrap_or_else(|| panic!("no status line in {resp:?}")).parse().unwrap();
+    (status, resp.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned()))
+}
+
+/// Whether this machine can run the test (root and cgroups); under
+/// `ALLOT_REQUIRE_CGROUPS=1` their absence fails instead.
+pub(crate) fn cgroups_here() -> bool {
+    let ok = rustix::process::geteuid().is_root()
+        && allot_sys::cgroup::Layout::discover(&allot_sys::Roots::host()).is_ok_and(|l| l.v1_dir("pids").is_some() || l.v2_dir().is_some());
+    if !ok {
+        assert!(std::env::var("ALLOT_REQUIRE_CGROUPS").as_deref() != Ok("1"), "cgroups required (ALLOT_REQUIRE_CGROUPS=1) but missing");
+        eprintln!("skipped: needs root and cgroups");
+    }
+    ok
+}
+
+/// The daemon's cgroup root `<own cgroup>/<name>` in every hierarchy allot uses (v1 controllers and the unified one).
+pub(crate) fn cgroup_roots(name: &str) -> Vec<PathBuf> {
+    let roots = allot_sys::Roots::host();
+    let layout = allot_sys::cgroup::Layout::discover(&roots).unwrap();
+    let mut out: Vec<PathBuf> = ["memory", "cpu", "cpuacct", "pids", "freezer", "blkio"]
+        .iter()
+        .filter_map(|c| layout.v1_dir(c))
+        .chain(layout.v2_dir())
+        .map(|own| roots.path(&own).join(name))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The subdirectories of `dir` (none if it is gone).
+pub(crate) fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    rd.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect()
+}
+
+/// Agent cgroup directories (`<root>/<group>/<agent>`) under the roots.
+pub(crate) fn agent_dirs(roots: &[PathBuf]) -> Vec<PathBuf> {
+    roots.iter().flat_map(|r| subdirs(r)).flat_map(|g| subdirs(&g)).collect()
+}
+
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) sock: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) name: String,
+    pub(crate) roots: Vec<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+/// Start a daemon with `fleet` as its config, its cgroup root named `allot-test-<pid>-<tag>`.
+pub(crate) fn launch(fleet: &str, tag: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet_file = dir.path().join("fleet.toml");
+    std::fs::write(&fleet_file, fleet).unwrap();
+    let sock = dir.path().join("allot.sock");
+    let state = dir.path().join("state.db");
+    let name = format!("allot-test-{}-{tag}", std::process::id());
+    let child = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["daemon", "--cgroup-name", &name, "--config"])
+        .arg(&fleet_file)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--state")
+        .arg(&state)
+        .env("ALLOT_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let roots = cgroup_roots(&name);
+    let d = Daemon { child, sock, state, name, roots, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(&d.sock).is_err() {
+        assert!(Instant::now() < deadline, "the daemon did not open its socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+impl Daemon {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn agent(&self, id: &str) -> Value {
+        serde_json::from_str(&http(&self.sock, "GET", &format!("/v1/agents/{id}"), "").1).unwrap_or(Value::Null)
+    }
+
+    /// SIGTERM and wait for the daemon to exit (its agents keep running); SIGKILL after 15 s.
+    pub(crate) fn stop(&mut self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // One agent at a time: its directories in every hierarchy are one cgroup to kill.
+        let mut agents: Vec<PathBuf> = agent_dirs(&self.roots)
+            .iter()
+            .filter_map(|d| self.roots.iter().find_map(|r| d.strip_prefix(r).ok()).map(Path::to_path_buf))
+            .collect();
+        agents.sort();
+        agents.dedup();
+        for rel in agents {
+            let dirs: Vec<PathBuf> = self.roots.iter().map(|r| r.join(&rel)).collect();
+            let _ = allot_sys::cgroup::tree::kill_and_remove_dirs(&dirs, Duration::from_secs(5));
+        }
+        for r in &self.roots {
+            for g in subdirs(r) {
+                let _ = std::fs::remove_dir(g);
+            }
+            let _ = std::fs::remove_dir(r);
+        }
+    }
+}
