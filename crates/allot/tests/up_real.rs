@@ -5,6 +5,8 @@
 //! except under ALLOT_REQUIRE_CGROUPS=1).
 #![allow(clippy::unwrap_used)]
 
+mod real_daemon;
+
 use allot_store::Store;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -165,6 +167,8 @@ fn a_sigkilled_governor_leaves_limits_in_force_and_the_next_run_stops_its_agents
     let Some(name) = cgroup_name("sigkill") else {
         return;
     };
+    // A SIGKILLed governor leaves its agents running: killed and removed however the test ends.
+    let _guard = real_daemon::CgroupRootGuard(name.clone());
     let (dir, state) = scratch();
     let sleeper = agent(
         "sleeper",

@@ -132,22 +132,34 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // One agent at a time: its directories in every hierarchy are one cgroup to kill.
-        let mut agents: Vec<PathBuf> = agent_dirs(&self.roots)
-            .iter()
-            .filter_map(|d| self.roots.iter().find_map(|r| d.strip_prefix(r).ok()).map(Path::to_path_buf))
-            .collect();
-        agents.sort();
-        agents.dedup();
-        for rel in agents {
-            let dirs: Vec<PathBuf> = self.roots.iter().map(|r| r.join(&rel)).collect();
-            let _ = allot_sys::cgroup::tree::kill_and_remove_dirs(&dirs, Duration::from_secs(5));
+        remove_cgroup_root(&self.roots);
+    }
+}
+
+/// Kill whatever runs under a test's cgroup root and remove every directory of it (every hierarchy).
+pub(crate) fn remove_cgroup_root(roots: &[PathBuf]) {
+    // One agent at a time: its directories in every hierarchy are one cgroup to kill.
+    let mut agents: Vec<PathBuf> =
+        agent_dirs(roots).iter().filter_map(|d| roots.iter().find_map(|r| d.strip_prefix(r).ok()).map(Path::to_path_buf)).collect();
+    agents.sort();
+    agents.dedup();
+    for rel in agents {
+        let dirs: Vec<PathBuf> = roots.iter().map(|r| r.join(&rel)).collect();
+        let _ = allot_sys::cgroup::tree::kill_and_remove_dirs(&dirs, Duration::from_secs(5));
+    }
+    for r in roots {
+        for g in subdirs(r) {
+            let _ = std::fs::remove_dir(g);
         }
-        for r in &self.roots {
-            for g in subdirs(r) {
-                let _ = std::fs::remove_dir(g);
-            }
-            let _ = std::fs::remove_dir(r);
-        }
+        let _ = std::fs::remove_dir(r);
+    }
+}
+
+/// Removes a test's cgroup root (and kills what runs there) when dropped, also when the test fails.
+pub(crate) struct CgroupRootGuard(pub(crate) String);
+
+impl Drop for CgroupRootGuard {
+    fn drop(&mut self) {
+        remove_cgroup_root(&cgroup_roots(&self.0));
     }
 }
