@@ -183,6 +183,27 @@ impl CgroupRoot {
     pub fn remove(&self) -> Result<(), SysError> {
         self.dirs.remove()
     }
+
+    /// Every agent directory beneath the root, `<root>/<group>/<agent>`, in
+    /// every hierarchy (a directory that cannot be read is skipped), sorted.
+    pub fn agent_dirs(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.dirs.all().into_iter().flat_map(subdirs).flat_map(|g| subdirs(&g)).collect();
+        out.sort();
+        out
+    }
+
+    /// Remove the group directories that hold no agent directory (a group
+    /// with agents stays: `rmdir` refuses a cgroup with children). Returns
+    /// those removed.
+    pub fn remove_empty_groups(&self) -> Vec<PathBuf> {
+        self.dirs.all().into_iter().flat_map(subdirs).filter(|g| subdirs(g).is_empty() && std::fs::remove_dir(g).is_ok()).collect()
+    }
+}
+
+/// The child cgroups of a cgroup directory (its subdirectories); none if it cannot be read.
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect()
 }
 
 /// One agent's cgroup.
@@ -265,4 +286,25 @@ fn remove_dirs(dirs: &[PathBuf], removed: &mut usize) -> Result<SettleStep, SysE
         }
     }
     Ok(SettleStep::Done)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_dirs_and_empty_groups_on_a_temp_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mem, pids) = (tmp.path().join("memory/allot"), tmp.path().join("pids/allot"));
+        let root =
+            CgroupRoot { dirs: Dirs { v1: BTreeMap::from([(V1::Memory, mem.clone()), (V1::Pids, pids.clone())]), ..Dirs::default() } };
+        for d in [mem.join("g/a"), mem.join("g/b"), pids.join("g/a"), mem.join("empty")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(mem.join("g/cgroup.procs"), "").unwrap();
+        assert_eq!(root.agent_dirs(), [mem.join("g/a"), mem.join("g/b"), pids.join("g/a")]);
+        assert_eq!(root.remove_empty_groups(), [mem.join("empty")]);
+        assert!(mem.join("g").exists() && !mem.join("empty").exists());
+    }
 }

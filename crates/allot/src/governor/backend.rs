@@ -91,6 +91,16 @@ pub trait Backend {
     fn cgroup_dirs(&self, _group: &str, _agent: &str) -> Vec<PathBuf> {
         Vec::new()
     }
+    /// The agent cgroup directories in allot's tree (`<root>/<group>/<agent>`,
+    /// every hierarchy) that are not among `known`: left by an earlier run
+    /// that no stored agent owns any more (none without cgroups).
+    fn unknown_cgroups(&self, _known: &[PathBuf]) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    /// Remove the group directories with no agent left in them; returns those removed.
+    fn remove_empty_groups(&mut self) -> Vec<PathBuf> {
+        Vec::new()
+    }
     /// An actuator on a group's cgroup, for group totals (`None` without cgroups).
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>>;
     /// Remove what the backend created for an agent that is gone.
@@ -383,6 +393,14 @@ impl Backend for RealBackend {
 
     fn cgroup_dirs(&self, group: &str, agent: &str) -> Vec<PathBuf> {
         self.root.as_ref().map(|r| r.agent_paths(group, agent)).unwrap_or_default()
+    }
+
+    fn unknown_cgroups(&self, known: &[PathBuf]) -> Vec<PathBuf> {
+        self.root.as_ref().map(|r| r.agent_dirs().into_iter().filter(|d| !known.contains(d)).collect()).unwrap_or_default()
+    }
+
+    fn remove_empty_groups(&mut self) -> Vec<PathBuf> {
+        self.root.as_ref().map(CgroupRoot::remove_empty_groups).unwrap_or_default()
     }
 
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>> {

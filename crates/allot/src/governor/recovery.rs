@@ -12,6 +12,7 @@ use allot_core::{AgentId, AgentSpec, Time, events};
 use allot_store::{AgentStateName, Outcome, Stage, StoredAgent};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 impl<B: Backend> Governor<B> {
     /// Take over the agents a previous run left running. Those that cannot
@@ -159,6 +160,50 @@ impl<B: Backend> Governor<B> {
             let reason = format!("left by a previous allot run that did not stop cleanly; {} process(es) stopped", killed.len());
             self.recorder.store.set_agent_state(&a.id, AgentStateName::Exited, Some(&reason), now.as_millis())?;
             self.recorder.emit(now, events::AGENT_EXITED, Some(&a.id), json!({"reason": reason, "pids": killed, "recovered": true}));
+        }
+        self.recover_unknown_cgroups()
+    }
+
+    /// Stop what runs in the agent cgroups of allot's tree that no stored
+    /// agent still running owns (an exited agent's cleanup cut short by a
+    /// crash, say), remove them and record it; then remove the group
+    /// directories left empty. Nothing runs in allot's cgroups unnoticed.
+    fn recover_unknown_cgroups(&mut self) -> Result<(), Error> {
+        let now = self.clock.now();
+        let mut known: Vec<PathBuf> = self
+            .recorder
+            .store
+            .agents()?
+            .iter()
+            .filter(|a| a.state != AgentStateName::Exited.as_str())
+            .flat_map(StoredAgent::cgroup_dirs)
+            .collect();
+        known.extend(self.agents.map.values().flat_map(Agent::cgroup_dirs).map(PathBuf::from));
+        // One agent's directories in every hierarchy together: `<group>/<agent>`.
+        let mut unknown: BTreeMap<(String, String), Vec<PathBuf>> = BTreeMap::new();
+        for dir in self.backend.unknown_cgroups(&known) {
+            let name = |p: Option<&Path>| p.and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            unknown.entry((name(dir.parent()), name(Some(&dir)))).or_default().push(dir);
+        }
+        for ((group, name), dirs) in unknown {
+            let (killed, error) = match allot_sys::cgroup::tree::kill_and_remove_dirs(&dirs, allot_sys::actuate::SETTLE_TIMEOUT) {
+                Ok((_, pids)) => (pids, None),
+                Err(e) => {
+                    tracing::warn!(cgroup = ?dirs, error = %e, "processes in an unknown cgroup could not all be stopped");
+                    (Vec::new(), Some(e.to_string()))
+                }
+            };
+            let reason = format!(
+                "a cgroup of allot's tree that no running agent owns (left by an earlier run); {} process(es) stopped",
+                killed.len()
+            );
+            tracing::warn!(group, agent = name, pids = ?killed, "{reason}");
+            let agent = AgentId::new(name.clone()).ok();
+            let data = json!({"reason": reason, "pids": killed, "recovered": true, "unknown": true, "group": group, "name": name, "cgroup": dirs, "error": error});
+            self.recorder.emit(now, events::AGENT_EXITED, agent.as_ref().map(AgentId::as_str), data);
+        }
+        for g in self.backend.remove_empty_groups() {
+            tracing::info!(cgroup = %g.display(), "empty group cgroup of an earlier run removed");
         }
         Ok(())
     }
