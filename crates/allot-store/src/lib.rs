@@ -150,6 +150,18 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether the state database is free to open for writing: takes its
+    /// lock and lets it go at once (`Locked` names the holder), so a caller
+    /// can check before it sets up anything else.
+    pub fn check_free(path: &Path) -> Result<(), StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                return Ok(());
+            }
+        }
+        lock::acquire(path).map(drop)
+    }
+
     /// The lock file beside a state database (`<path>.lock`).
     pub fn lock_path(path: &Path) -> PathBuf {
         lock::lock_path(path)

@@ -88,3 +88,52 @@ fn a_second_daemon_on_the_same_state_is_refused_and_the_first_runs_on() {
     assert_eq!(holder.trim(), first.child.id().to_string());
     assert!(allot_store::Store::open_read_only(&state).unwrap().schema_version().is_ok());
 }
+
+/// Two daemons on different states but one cgroup root: the second is
+/// refused before it recovers anything (its recovery would stop the first's
+/// agents, which its store does not know), and the first's agent runs on.
+#[test]
+fn a_second_daemon_on_the_same_cgroup_root_is_refused_and_the_first_agents_live() {
+    let roots = allot_sys::Roots::host();
+    let usable = rustix::process::geteuid().is_root() && allot_sys::cgroup::Layout::discover(&roots).is_ok();
+    if !usable {
+        assert!(std::env::var("ALLOT_REQUIRE_CGROUPS").as_deref() != Ok("1"), "ALLOT_REQUIRE_CGROUPS=1 but cgroups are unusable");
+        eprintln!("skipped: needs root and cgroups");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("allot-test-{}-rootlock", std::process::id());
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::write(&fleet, "[[agents]]\nname = \"keeper\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"1000\"]\n").unwrap();
+    let sock1 = dir.path().join("one.sock");
+    let mut cmd = daemon(&dir.path().join("one.db"), &sock1, &name);
+    let first = Daemon { child: cmd.arg("--config").arg(&fleet).spawn().unwrap(), cgroup_name: name.clone() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let keeper = loop {
+        let pid =
+            allot_store::Store::open_read_only(&dir.path().join("one.db")).ok().and_then(|s| s.agent("keeper").ok()?.and_then(|a| a.pid));
+        if let (Some(pid), true) = (pid, UnixStream::connect(&sock1).is_ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the first daemon did not start its agent");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = daemon(&dir.path().join("two.db"), &dir.path().join("two.sock"), &name).stdout(Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second daemon ran: {err}");
+    assert!(err.contains("is in use by another allot") && err.contains("--cgroup-name"), "names the conflict and the way out: {err}");
+    assert!(Path::new(&format!("/proc/{keeper}")).exists(), "the first daemon's agent was stopped by the second");
+    // The first daemon's agent is killed with its cgroup root when the test ends.
+    let store = allot_store::Store::open_read_only(&dir.path().join("one.db")).unwrap();
+    let dirs = store.agent("keeper").unwrap().unwrap().cgroup_dirs();
+    drop(first);
+    let _ = allot_sys::cgroup::tree::kill_and_remove_dirs(&dirs, Duration::from_secs(5));
+    for d in &dirs {
+        if let Some(g) = d.parent() {
+            let _ = std::fs::remove_dir(g);
+            if let Some(r) = g.parent() {
+                let _ = std::fs::remove_dir(r);
+            }
+        }
+    }
+}

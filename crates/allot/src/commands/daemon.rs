@@ -142,7 +142,9 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
     let tcp = bind_tcp(args)?.zip(token);
     let socket = prepare_socket(args)?;
     let _ = allot_sys::spawn::raise_nofile_limit();
-    let backend = RealBackend::new(&args.cgroup_name, fleet.agents.len().max(1));
+    // The state's lock first: it names the real conflict when two daemons share a state.
+    allot_store::Store::check_free(&args.state).map_err(|e| e.to_string())?;
+    let backend = RealBackend::new(&args.cgroup_name, fleet.agents.len().max(1))?;
     let opts = Options {
         state: args.state.clone(),
         events_file: None,

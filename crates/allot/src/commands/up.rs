@@ -37,10 +37,11 @@ pub(crate) fn run(args: &UpArgs) -> Result<ExitCode, Error> {
     if args.cgroup_name.is_empty() || args.cgroup_name.contains('/') || args.cgroup_name.starts_with('.') {
         return Err(format!("--cgroup-name {:?}: use a plain directory name", args.cgroup_name).into());
     }
+    allot_store::Store::check_free(&args.state).map_err(|e| e.to_string())?;
     let backend = if args.no_cgroups {
         RealBackend::without_cgroups("--no-cgroups given")
     } else {
-        RealBackend::new(&args.cgroup_name, fleet.agents.len())
+        RealBackend::new(&args.cgroup_name, fleet.agents.len())?
     };
     let opts = Options {
         state: args.state.clone(),

@@ -205,12 +205,60 @@ pub struct RealBackend {
     proc_root: PathBuf,
     keep_slow_open: bool,
     cleanups: Vec<std::thread::JoinHandle<()>>,
+    /// The exclusive lock on the cgroup root, held for the backend's life.
+    lock: Option<std::fs::File>,
+}
+
+/// An exclusive `flock` on a lock file named after the cgroup root (in
+/// `/run/allot` as root, else `$XDG_RUNTIME_DIR/allot` or the temp dir),
+/// holding our pid; refused, naming the holder, when another allot has it.
+fn lock_cgroup_root(root: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    let dir = if rustix::process::geteuid().is_root() {
+        PathBuf::from("/run/allot")
+    } else {
+        std::env::var_os("XDG_RUNTIME_DIR").map_or_else(std::env::temp_dir, PathBuf::from).join("allot")
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let name: String = root.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let path = dir.join(format!("cgroup{name}.lock"));
+    let io = |e: std::io::Error| format!("cannot lock {}: {e}", path.display());
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            return Err(format!(
+                "the cgroup root {} is in use by another allot (pid {}): give this one its own --cgroup-name",
+                root.display(),
+                pid.trim()
+            ));
+        }
+        Err(e) => return Err(io(e.into())),
+    }
+    f.set_len(0).map_err(io)?;
+    f.rewind().map_err(io)?;
+    writeln!(f, "{}", std::process::id()).map_err(io)?;
+    Ok(f)
 }
 
 impl RealBackend {
     /// Use cgroups beneath our own cgroup (named `name`) where possible; else
-    /// fall back to `/proc` process trees and say why.
-    pub fn new(name: &str, expected_agents: usize) -> RealBackend {
+    /// fall back to `/proc` process trees and say why. Refused when another
+    /// allot uses the same cgroup root: recovery stops whatever runs in the
+    /// tree that its own store does not know, so two of them would stop each
+    /// other's agents.
+    pub fn new(name: &str, expected_agents: usize) -> Result<RealBackend, String> {
+        let mut b = RealBackend::unlocked(name, expected_agents);
+        if let Some(root) = &b.root {
+            let first = root.dirs.all().first().map(|d| d.to_path_buf()).unwrap_or_default();
+            b.lock = Some(lock_cgroup_root(&first)?);
+        }
+        Ok(b)
+    }
+
+    fn unlocked(name: &str, expected_agents: usize) -> RealBackend {
         let roots = Roots::host();
         let (root, why_not) = match Layout::discover(&roots)
             .map_err(|e| e.to_string())
@@ -227,6 +275,7 @@ impl RealBackend {
             proc_root: Roots::host().proc,
             keep_slow_open: expected_agents * 5 + 1024 < limit,
             cleanups: Vec::new(),
+            lock: None,
         }
     }
 
@@ -239,6 +288,7 @@ impl RealBackend {
             proc_root: Roots::host().proc,
             keep_slow_open: false,
             cleanups: Vec::new(),
+            lock: None,
         }
     }
 
