@@ -62,10 +62,28 @@ impl Recorder {
         self.failing = Some(why.to_owned());
     }
 
-    /// A write to the store succeeded.
-    fn recorded(&mut self) {
-        if self.failing.take().is_some() {
-            tracing::info!("the state store records again");
+    /// A write to the store succeeded: when it had failed, say so with an
+    /// event counting what was lost meanwhile.
+    pub(super) fn recorded(&mut self) {
+        if let Some(why) = self.failing.take() {
+            tracing::info!(unrecorded = self.unrecorded, "the state store records again");
+            let data = json!({"unrecorded": self.unrecorded, "last_error": why});
+            let now = Time::from_millis(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, allot_core::time::duration_millis),
+            );
+            let _ = self.emit(now, allot_core::events::STORE_RECOVERED, None, data);
+        }
+    }
+
+    /// While the store fails, try it once (a tick): an event that is stored
+    /// ends the failure; a refused try is not counted as lost.
+    pub(super) fn retry(&mut self, now: Time) {
+        let Some(why) = self.failing.clone() else { return };
+        let data = json!({"unrecorded": self.unrecorded, "last_error": why});
+        if self.store.append_event(now.as_millis(), allot_core::events::STORE_RECOVERED, None, &data).is_ok() {
+            self.failing = None;
+            self.metrics.event();
+            tracing::info!(unrecorded = self.unrecorded, "the state store records again");
         }
     }
 

@@ -32,12 +32,8 @@ impl<B: Backend> Governor<B> {
             self.sample(&id, slow);
         }
         self.flush_samples();
-        if let Some(why) = self.recorder.failing.clone() {
-            // Try the store again once a tick; the event says what was lost while it failed.
-            let now = self.clock.now();
-            let data = serde_json::json!({"unrecorded": self.recorder.unrecorded, "last_error": why});
-            self.recorder.emit(now, allot_core::events::STORE_RECOVERED, None, data);
-        }
+        let now = self.clock.now();
+        self.recorder.retry(now);
         self.recorder.metrics.tick(started.elapsed().as_secs_f64());
         self.reap();
         if slow {
@@ -155,8 +151,12 @@ impl<B: Backend> Governor<B> {
             return;
         }
         let batch = std::mem::take(&mut self.sampler.pending);
-        if let Err(e) = self.recorder.store.put_samples(&batch) {
-            tracing::error!(error = %e, "samples not stored");
+        match self.recorder.store.put_samples(&batch) {
+            Ok(_) => self.recorder.recorded(),
+            Err(e) => {
+                tracing::error!(error = %e, "samples not stored");
+                self.recorder.unrecorded(&e.to_string());
+            }
         }
     }
 

@@ -77,7 +77,11 @@ pub(crate) struct Daemon {
 
 /// Start a daemon with `fleet` as its config, its cgroup root named `allot-test-<pid>-<tag>`.
 pub(crate) fn launch(fleet: &str, tag: &str) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
+    launch_in(tempfile::tempdir().unwrap(), fleet, tag)
+}
+
+/// The same, with its fleet, socket and state in `dir`.
+pub(crate) fn launch_in(dir: tempfile::TempDir, fleet: &str, tag: &str) -> Daemon {
     let fleet_file = dir.path().join("fleet.toml");
     std::fs::write(&fleet_file, fleet).unwrap();
     let sock = dir.path().join("allot.sock");
