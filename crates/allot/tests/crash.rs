@@ -7,7 +7,10 @@
 //! usage reports, and checks after each restart what was acknowledged.
 #![allow(clippy::unwrap_used)]
 
+mod real_daemon;
+
 use allot_sys::cgroup::tree::{CgroupRoot, Dirs, V1};
+use real_daemon::http;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -17,22 +20,6 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-fn http(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(sock).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: allot\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })
-    .unwrap();
-    let mut bytes = Vec::new();
-    let _ = s.read_to_end(&mut bytes);
-    let resp = String::from_utf8_lossy(&bytes).into_owned();
-    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, resp.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned()))
-}
 
 /// A daemon on a temp state; on drop: SIGKILLed, and every agent the store
 /// knows is killed and its cgroups (and the test's root) removed.

@@ -4,6 +4,8 @@
 //! and the Prometheus metrics.
 #![allow(clippy::unwrap_used)]
 
+mod real_daemon;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -18,22 +20,7 @@ fn http(sock: &Path, method: &str, path: &str) -> (u16, String) {
 }
 
 fn http_body(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(sock).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: allot\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    // The server may answer and close before reading a body it does not need
-    // (a route without a body): the answer is still there to read.
-    .or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })
-    .unwrap();
-    let mut bytes = Vec::new();
-    let _ = s.read_to_end(&mut bytes);
-    let resp = String::from_utf8_lossy(&bytes).into_owned();
-    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = resp.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned());
-    (status, body)
+    real_daemon::http(sock, method, path, body)
 }
 
 /// Only the status of a request (also of a stream that does not end).
@@ -91,38 +78,10 @@ impl Daemon {
     }
 }
 
-/// Stop every agent recorded in the state database and remove its cgroups
-/// (and the test's group and root cgroups above them).
-fn cleanup(state: &Path) {
-    let Ok(store) = allot_store::Store::open_read_only(state) else { return };
-    for a in store.agents().unwrap_or_default() {
-        let dirs: Vec<PathBuf> =
-            a.cgroup.as_array().map(|v| v.iter().filter_map(|d| d.as_str().map(PathBuf::from)).collect()).unwrap_or_default();
-        for _ in 0..200 {
-            let pids: Vec<u32> = dirs.iter().filter_map(|d| allot_sys::cgroup::fs::procs(d).ok()).flatten().collect();
-            if pids.is_empty() {
-                break;
-            }
-            let _ = allot_sys::signal::signal_all(&pids, rustix::process::Signal::KILL);
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        for d in &dirs {
-            let _ = std::fs::remove_dir(d);
-            if let Some(group) = d.parent() {
-                let _ = std::fs::remove_dir(group);
-                if let Some(root) = group.parent().filter(|r| r.file_name().is_some_and(|n| n.to_string_lossy().starts_with("allot-test-")))
-                {
-                    let _ = std::fs::remove_dir(root);
-                }
-            }
-        }
-    }
-}
-
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
-        cleanup(&self.dir.path().join("state.db"));
+        real_daemon::cleanup_state(&self.dir.path().join("state.db"));
     }
 }
 

@@ -167,3 +167,31 @@ impl Drop for CgroupRootGuard {
         remove_cgroup_root(&cgroup_roots(&self.0));
     }
 }
+
+/// Stop every agent recorded in the state database and remove its cgroups
+/// (and the test's group and root cgroups above them).
+pub(crate) fn cleanup_state(state: &Path) {
+    let Ok(store) = allot_store::Store::open_read_only(state) else { return };
+    for a in store.agents().unwrap_or_default() {
+        let dirs: Vec<PathBuf> =
+            a.cgroup.as_array().map(|v| v.iter().filter_map(|d| d.as_str().map(PathBuf::from)).collect()).unwrap_or_default();
+        for _ in 0..200 {
+            let pids: Vec<u32> = dirs.iter().filter_map(|d| allot_sys::cgroup::fs::procs(d).ok()).flatten().collect();
+            if pids.is_empty() {
+                break;
+            }
+            let _ = allot_sys::signal::signal_all(&pids, rustix::process::Signal::KILL);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for d in &dirs {
+            let _ = std::fs::remove_dir(d);
+            if let Some(group) = d.parent() {
+                let _ = std::fs::remove_dir(group);
+                if let Some(root) = group.parent().filter(|r| r.file_name().is_some_and(|n| n.to_string_lossy().starts_with("allot-test-")))
+                {
+                    let _ = std::fs::remove_dir(root);
+                }
+            }
+        }
+    }
+}
