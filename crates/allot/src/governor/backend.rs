@@ -196,6 +196,13 @@ fn user_can_reach(cwd: &std::path::Path, command: &[String], uid: u32, gid: u32)
     Ok(())
 }
 
+/// Take out of `v` the items `pick` chooses.
+fn extract<T>(v: &mut Vec<T>, pick: impl Fn(&T) -> bool) -> Vec<T> {
+    let (out, keep): (Vec<T>, Vec<T>) = std::mem::take(v).into_iter().partition(|x| pick(x));
+    *v = keep;
+    out
+}
+
 /// The real backend.
 #[derive(Debug)]
 pub struct RealBackend {
@@ -204,7 +211,8 @@ pub struct RealBackend {
     groups: Vec<String>,
     proc_root: PathBuf,
     keep_slow_open: bool,
-    cleanups: Vec<std::thread::JoinHandle<()>>,
+    /// Removals of exited agents' cgroups, running on threads of their own, with the directories they remove.
+    cleanups: Vec<(Vec<PathBuf>, std::thread::JoinHandle<()>)>,
     /// The exclusive lock on the cgroup root, held for the backend's life.
     lock: Option<std::fs::File>,
 }
@@ -343,6 +351,11 @@ impl Backend for RealBackend {
         let cannot_run = |e: allot_sys::SysError| format!("cannot run {program:?}: {e}");
         match &self.root {
             Some(root) => {
+                // An earlier agent of this name may still be being removed: its removal would take the new cgroup away.
+                let paths = root.agent_paths(&def.spec.group, id);
+                for (_, h) in extract(&mut self.cleanups, |(dirs, _)| dirs.iter().any(|d| paths.contains(d))) {
+                    let _ = h.join();
+                }
                 let cg = root.agent(&def.spec.group, id).map_err(|e| e.to_string())?;
                 if !self.groups.contains(&def.spec.group) {
                     self.groups.push(def.spec.group.clone());
@@ -460,18 +473,22 @@ impl Backend for RealBackend {
 
     fn cleanup(&mut self, cgroup: Option<&AgentCgroup>) {
         // Kill what is left and remove the directories on a thread of their own: never on the loop.
-        self.cleanups.retain(|h| !h.is_finished());
+        self.cleanups.retain(|(_, h)| !h.is_finished());
         if let Some(cg) = cgroup.cloned() {
-            self.cleanups.push(std::thread::spawn(move || {
-                if let Err(e) = cg.kill_and_remove(allot_sys::actuate::SETTLE_TIMEOUT) {
-                    tracing::warn!(error = %e, "cleanup of an exited agent's cgroup");
-                }
-            }));
+            let dirs: Vec<PathBuf> = cg.dirs.all().into_iter().map(std::path::Path::to_path_buf).collect();
+            self.cleanups.push((
+                dirs,
+                std::thread::spawn(move || {
+                    if let Err(e) = cg.kill_and_remove(allot_sys::actuate::SETTLE_TIMEOUT) {
+                        tracing::warn!(error = %e, "cleanup of an exited agent's cgroup");
+                    }
+                }),
+            ));
         }
     }
 
     fn shutdown(&mut self) {
-        for h in self.cleanups.drain(..) {
+        for (_, h) in self.cleanups.drain(..) {
             let _ = h.join();
         }
         if let Some(root) = &self.root {
