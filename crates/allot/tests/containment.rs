@@ -188,7 +188,17 @@ fn fork_bombs_stay_within_pids_max_and_the_daemon_and_host_stay_responsive() {
         total.as_secs_f64()
     );
     for (i, r) in runs.iter().enumerate() {
-        assert!(r.max_seen <= r.pids_max, "run {i} ({}): {} processes seen above pids.max {}", r.group, r.max_seen, r.pids_max);
+        // The kernel charges a fork by adding to pids.current first and taking it back when over the
+        // limit (pids_try_charge), so a reader can see the counter up to one over per fork being refused
+        // at that instant (at most one per cpu); no process is ever created beyond pids.max.
+        let refused_in_flight = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        assert!(
+            r.max_seen <= r.pids_max + refused_in_flight,
+            "run {i} ({}): pids.current {} above pids.max {} by more than the forks being refused",
+            r.group,
+            r.max_seen,
+            r.pids_max
+        );
         assert!(r.max_hits > 0, "run {i} ({}): the bomb never hit pids.max (pids.events max did not grow)", r.group);
         assert!(r.healthz.len() >= 10, "run {i}: only {} /healthz answers in {WINDOW:?}", r.healthz.len());
         assert!(r.healthz.last().copied().unwrap_or_default() < HEALTHZ_BOUND, "run {i}: /healthz took {:?}", r.healthz.last());
