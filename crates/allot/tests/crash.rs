@@ -10,7 +10,7 @@
 mod real_daemon;
 
 use allot_sys::cgroup::tree::{CgroupRoot, Dirs, V1};
-use real_daemon::http;
+use real_daemon::{http, start_daemon};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -48,25 +48,6 @@ fn spawn_daemon(dir: &Path, fleet: &str, name: &str) -> (Child, PathBuf, PathBuf
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    (child, sock, state)
-}
-
-/// A daemon on the state in `dir`, just started.
-fn start_daemon(dir: &Path, fleet: &str, name: &str) -> (Child, PathBuf, PathBuf) {
-    let fleet_file = dir.join("fleet.toml");
-    std::fs::write(&fleet_file, fleet).unwrap();
-    let sock = dir.join("allot.sock");
-    let state = dir.join("state.db");
-    let child = Command::new(env!("CARGO_BIN_EXE_allot"))
-        .args(["daemon", "--cgroup-name", name, "--config"])
-        .arg(&fleet_file)
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--state")
-        .arg(&state)
-        .env("ALLOT_LOG", "warn")
-        .spawn()
-        .unwrap();
     (child, sock, state)
 }
 

@@ -317,6 +317,79 @@ async fn accept_failed(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
+/// An accepted connection: which listener it came from, where it counts,
+/// who it is, and how to answer it when it is refused.
+trait Accepted: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+    /// The listener's name, for the metrics.
+    const LISTENER: &'static str;
+    /// The blocking stream a refusal is written to.
+    type Std: std::io::Write;
+    /// Its bucket (`None`: the operator's share).
+    fn holder(&self, conns: &Connections) -> Option<Bucket>;
+    /// The caller's credentials, once admitted (TCP callers prove themselves with the token instead).
+    fn admitted(&self) -> Option<Peer>;
+    /// The blocking stream, to write a refusal.
+    fn into_blocking(self) -> std::io::Result<Self::Std>;
+}
+
+impl Accepted for tokio::net::UnixStream {
+    const LISTENER: &'static str = "unix";
+    type Std = std::os::unix::net::UnixStream;
+    fn holder(&self, conns: &Connections) -> Option<Bucket> {
+        conns.holder_of_uid(self.peer_cred().ok().map(|c| c.uid()))
+    }
+    fn admitted(&self) -> Option<Peer> {
+        Some(Peer::of_unix(self))
+    }
+    fn into_blocking(self) -> std::io::Result<Self::Std> {
+        self.into_std()
+    }
+}
+
+impl Accepted for tokio::net::TcpStream {
+    const LISTENER: &'static str = "tcp";
+    type Std = std::net::TcpStream;
+    fn holder(&self, _: &Connections) -> Option<Bucket> {
+        Some(Bucket::Tcp)
+    }
+    fn admitted(&self) -> Option<Peer> {
+        let _ = self.set_nodelay(true);
+        None
+    }
+    fn into_blocking(self) -> std::io::Result<Self::Std> {
+        self.into_std()
+    }
+}
+
+/// Accept until `shutdown` resolves: each connection admitted under the caps
+/// and served, or refused; returns the open connections' shutdown handle.
+async fn accept_until<S: Accepted, F: std::future::Future<Output = std::io::Result<S>>>(
+    mut accept: impl FnMut() -> F,
+    app: &Router,
+    conns: &Connections,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            r = accept() => match r {
+                Ok(s) => s,
+                Err(e) => { accept_failed(&e).await; continue; }
+            },
+            () = &mut shutdown => break,
+        };
+        match conns.take(S::LISTENER, stream.holder(conns)) {
+            Ok(slot) => {
+                let peer = stream.admitted();
+                conns.spawn(stream, peer, slot, app, &graceful);
+            }
+            Err(r) => refuse(stream.into_blocking(), r, conns.limits.connections),
+        }
+    }
+    graceful
+}
+
 /// Serve `app` on the Unix socket with peer credentials until `shutdown` resolves.
 pub async fn serve_unix(
     listener: tokio::net::UnixListener,
@@ -324,25 +397,7 @@ pub async fn serve_unix(
     conns: Arc<Connections>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => { accept_failed(&e).await; continue; }
-            },
-            () = &mut shutdown => break,
-        };
-        let uid = stream.peer_cred().ok().map(|c| c.uid());
-        match conns.take("unix", conns.holder_of_uid(uid)) {
-            Ok(slot) => {
-                let peer = Peer::of_unix(&stream);
-                conns.spawn(stream, Some(peer), slot, &app, &graceful);
-            }
-            Err(r) => refuse(stream.into_std(), r, conns.limits.connections),
-        }
-    }
+    let graceful = accept_until(|| async { listener.accept().await.map(|(s, _)| s) }, &app, &conns, shutdown).await;
     drop(listener);
     conns.drain(graceful).await;
     Ok(())
@@ -356,24 +411,7 @@ pub async fn serve_tcp(
     conns: Arc<Connections>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => { accept_failed(&e).await; continue; }
-            },
-            () = &mut shutdown => break,
-        };
-        match conns.take("tcp", Some(Bucket::Tcp)) {
-            Ok(slot) => {
-                let _ = stream.set_nodelay(true);
-                conns.spawn(stream, None, slot, &app, &graceful);
-            }
-            Err(r) => refuse(stream.into_std(), r, conns.limits.connections),
-        }
-    }
+    let graceful = accept_until(|| async { listener.accept().await.map(|(s, _)| s) }, &app, &conns, shutdown).await;
     drop(listener);
     conns.drain(graceful).await;
     Ok(())

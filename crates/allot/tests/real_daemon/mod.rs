@@ -75,20 +75,15 @@ pub(crate) struct Daemon {
     _dir: tempfile::TempDir,
 }
 
-/// Start a daemon with `fleet` as its config, its cgroup root named `allot-test-<pid>-<tag>`.
-pub(crate) fn launch(fleet: &str, tag: &str) -> Daemon {
-    launch_in(tempfile::tempdir().unwrap(), fleet, tag)
-}
-
-/// The same, with its fleet, socket and state in `dir`.
-pub(crate) fn launch_in(dir: tempfile::TempDir, fleet: &str, tag: &str) -> Daemon {
-    let fleet_file = dir.path().join("fleet.toml");
+/// Spawn `allot daemon` with `fleet` written to `dir/fleet.toml`, its socket and
+/// state in `dir`, its cgroup root named `name`: (child, socket, state).
+pub(crate) fn start_daemon(dir: &Path, fleet: &str, name: &str) -> (Child, PathBuf, PathBuf) {
+    let fleet_file = dir.join("fleet.toml");
     std::fs::write(&fleet_file, fleet).unwrap();
-    let sock = dir.path().join("allot.sock");
-    let state = dir.path().join("state.db");
-    let name = format!("allot-test-{}-{tag}", std::process::id());
+    let sock = dir.join("allot.sock");
+    let state = dir.join("state.db");
     let child = Command::new(env!("CARGO_BIN_EXE_allot"))
-        .args(["daemon", "--cgroup-name", &name, "--config"])
+        .args(["daemon", "--cgroup-name", name, "--config"])
         .arg(&fleet_file)
         .arg("--socket")
         .arg(&sock)
@@ -97,6 +92,18 @@ pub(crate) fn launch_in(dir: tempfile::TempDir, fleet: &str, tag: &str) -> Daemo
         .env("ALLOT_LOG", "warn")
         .spawn()
         .unwrap();
+    (child, sock, state)
+}
+
+/// Start a daemon with `fleet` as its config, its cgroup root named `allot-test-<pid>-<tag>`.
+pub(crate) fn launch(fleet: &str, tag: &str) -> Daemon {
+    launch_in(tempfile::tempdir().unwrap(), fleet, tag)
+}
+
+/// The same, with its fleet, socket and state in `dir`.
+pub(crate) fn launch_in(dir: tempfile::TempDir, fleet: &str, tag: &str) -> Daemon {
+    let name = format!("allot-test-{}-{tag}", std::process::id());
+    let (child, sock, state) = start_daemon(dir.path(), fleet, &name);
     let roots = cgroup_roots(&name);
     let d = Daemon { child, sock, state, name, roots, _dir: dir };
     let deadline = Instant::now() + Duration::from_secs(20);
