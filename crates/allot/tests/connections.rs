@@ -198,6 +198,16 @@ fn twenty_thousand_idle_stranger_connections_leave_the_operator_served() {
     }
     ms.sort_by(f64::total_cmp);
     eprintln!("GET /healthz with {idle} idle stranger connections: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", ms[99], ms[197], ms[199]);
+    // Sampling stays on time with the connections held: ticks over 4 s at the default 1 s cadence.
+    let ticks = || {
+        let (_, m) = request(&d.sock, "GET", "/metrics", "");
+        m.lines().find_map(|l| l.strip_prefix("allot_governor_ticks_total ")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    let (t0, at) = (ticks(), Instant::now());
+    std::thread::sleep(Duration::from_secs(4));
+    let (t1, window) = (ticks(), at.elapsed());
+    eprintln!("ticks with {idle} idle stranger connections: {} in {window:?} (cadence 1 s)", t1 - t0);
+    assert!(t1 - t0 >= 3, "sampling fell behind: {} ticks in {window:?}", t1 - t0);
     let start = r#"{"name": "late", "group": "standard_agent", "command": ["sleep", "1000"]}"#;
     let (status, body) = request_within(Duration::from_secs(10), &d.sock, "POST", "/v1/agents", start).unwrap_or_default();
     assert_eq!(status, 201, "allot run still works: {body}");
