@@ -8,6 +8,11 @@
 //! [`Policy::advance`] fires those due by a time. [`Policy::observe`] fires
 //! due timers first, so the decisions depend only on the observations and
 //! their times, never on how often the caller polls.
+//!
+//! Warnings are per violation *episode*: a warning when a violation starts,
+//! one when it escalates (soft to burst to hard), and a `Cleared` decision
+//! when the resource has had no violation for the recovery dwell. Usage that
+//! hovers on a limit is one episode, not a warning per sample.
 
 use crate::degradation::{Degradation, DegradationEvent, RecoveryTiming};
 use crate::ledger::{Assessment, Violation, ViolationKind};
@@ -59,6 +64,24 @@ impl PolicyConfig {
     fn target(&self, hard: u64) -> u64 {
         (u128::from(hard) * u128::from(self.target_permille) / 1000) as u64
     }
+}
+
+/// A throttle never allows more than this share (per mille) of the soft limit.
+pub const THROTTLE_HEADROOM_PERMILLE: u64 = 900;
+
+/// The value a throttle of a resource writes (a cpu limit in millicores,
+/// `memory.high` in bytes): `factor` x current use, of at most the hard
+/// limit, and never above 90 % of the soft limit
+/// ([`THROTTLE_HEADROOM_PERMILLE`]), so that a throttled agent settles under
+/// its soft limit with headroom instead of hovering on it; at least `floor`.
+/// Without a limit for the resource it is `factor` x current use.
+pub fn throttle_target(factor: f64, usage: u64, limit: Option<&Limit>, floor: u64) -> u64 {
+    let base = limit.map_or(usage, |l| usage.min(l.hard));
+    let mut target = (base as f64 * factor.clamp(0.0, 1.0)) as u64;
+    if let Some(l) = limit {
+        target = target.min((u128::from(l.soft) * u128::from(THROTTLE_HEADROOM_PERMILLE) / 1000) as u64);
+    }
+    target.max(floor)
 }
 
 /// The throttle factor for usage over a limit (SPEC section 7).
@@ -160,6 +183,13 @@ pub enum DecisionKind {
         /// The violation.
         violation: Violation,
     },
+    /// A violation episode ended: no violation for the recovery dwell.
+    Cleared {
+        /// The worst violation of the episode.
+        worst: ViolationKind,
+        /// The usage that ended it.
+        usage: u64,
+    },
     /// Lift a throttle or suspension after healthy usage for the dwell time.
     Restore {
         /// What is lifted.
@@ -188,6 +218,7 @@ impl DecisionKind {
             DecisionKind::Migrate { .. } => "migrate",
             DecisionKind::Custom { .. } => "custom",
             DecisionKind::Restore { .. } => "restore",
+            DecisionKind::Cleared { .. } => "cleared",
             DecisionKind::Degradation { .. } => return None,
         })
     }
@@ -219,11 +250,20 @@ struct ScaleDownRequest {
     deadline: Time,
 }
 
+/// A violation episode: from the first violation until the resource has had
+/// none for the recovery dwell.
+#[derive(Clone, Debug, PartialEq)]
+struct Episode {
+    worst: ViolationKind,
+    clear_since: Option<Time>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 struct ResourceState {
     limit: Option<Limit>,
     usage: u64,
     violation: Option<Violation>,
+    episode: Option<Episode>,
     pending: Option<Pending>,
     scale_down: Option<ScaleDownRequest>,
     throttled: Option<f64>,
@@ -342,6 +382,36 @@ impl ResourceState {
         }
     }
 
+    /// The episode's warnings: at its start, at each escalation, and
+    /// `Cleared` once the resource has had no violation for the recovery dwell.
+    /// Returns whether it warned.
+    fn episode_step(&mut self, a: &Assessment, cfg: &PolicyConfig, out: &mut Vec<(Time, DecisionKind)>) -> bool {
+        match (&a.violation, &mut self.episode) {
+            (Some(v), None) => {
+                self.episode = Some(Episode { worst: v.kind, clear_since: None });
+                out.push((a.at, DecisionKind::Warn { violation: v.clone() }));
+                return true;
+            }
+            (Some(v), Some(e)) => {
+                e.clear_since = None;
+                if v.kind > e.worst {
+                    e.worst = v.kind;
+                    out.push((a.at, DecisionKind::Warn { violation: v.clone() }));
+                    return true;
+                }
+            }
+            (None, Some(e)) => {
+                let since = *e.clear_since.get_or_insert(a.at);
+                if a.at >= since.plus(cfg.recovery.dwell) {
+                    out.push((a.at, DecisionKind::Cleared { worst: e.worst, usage: a.usage }));
+                    self.episode = None;
+                }
+            }
+            (None, None) => {}
+        }
+        false
+    }
+
     fn advance(&mut self, now: Time, resource: &Resource, cfg: &PolicyConfig, out: &mut Vec<(Time, DecisionKind)>) {
         while let Some((due, timer)) = self.next_due(cfg) {
             if due > now {
@@ -370,11 +440,15 @@ impl ResourceState {
             }
         }
 
+        let warned = self.episode_step(a, cfg, out);
         match (&a.violation, now_kind) {
             (Some(v), Some(ViolationKind::Hard)) => {
                 if previous != Some(ViolationKind::Hard) {
-                    out.push((at, DecisionKind::Warn { violation: v.clone() }));
                     if self.pending.is_none() && limit.action != Action::Warn {
+                        if !warned {
+                            // A new escalation within the episode (the last one was cancelled): warned again.
+                            out.push((at, DecisionKind::Warn { violation: v.clone() }));
+                        }
                         let delay = cfg.delay(limit.action);
                         if delay.is_zero() {
                             self.take_action(limit.action, &a.resource, at, cfg, out);
@@ -392,17 +466,11 @@ impl ResourceState {
                 }
             }
             (Some(v), Some(ViolationKind::Burst)) => {
-                if previous.is_none_or(|p| p == ViolationKind::Soft) {
-                    out.push((at, DecisionKind::Warn { violation: v.clone() }));
-                }
                 self.throttle(v.clone(), limit.hard, false, at, out);
             }
-            (v, _) => {
+            _ => {
                 if let Some(p) = self.pending.take() {
                     out.push((at, DecisionKind::CancelPending { action: p.action, usage: a.usage }));
-                }
-                if let (Some(v), None) = (v, previous) {
-                    out.push((at, DecisionKind::Warn { violation: v.clone() }));
                 }
             }
         }
@@ -540,6 +608,7 @@ impl Policy {
                 state.limit = a.limit.clone();
                 state.usage = a.usage;
                 state.violation = Some(v.clone());
+                state.episode = Some(Episode { worst: v.kind, clear_since: None });
                 state.pending = Some(Pending { action, due });
                 None
             }
@@ -569,6 +638,7 @@ impl Policy {
                 s.scale_down = None;
                 // A violation still present is a new episode: warned and escalated again.
                 s.violation = None;
+                s.episode = None;
                 s.healthy_since = None;
                 if s.throttled.take().is_some() {
                     out.push(Decision {

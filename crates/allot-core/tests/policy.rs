@@ -415,3 +415,58 @@ fn a_restored_escalation_keeps_its_deadline_or_is_cancelled_when_the_violation_c
     rig.policy.observe(&a);
     assert_eq!(rig.policy.next_due(), None);
 }
+
+#[test]
+fn usage_hovering_on_the_soft_limit_is_one_episode_one_warning_then_cleared() {
+    // standard_agent cpu: soft 150m, hard 300m. A throttled agent used to hover on soft
+    // and got a quota.warning at every crossing (43 in 50 s).
+    let mut rig = Rig::standard(PolicyConfig::default());
+    let mut all = Vec::new();
+    for s in 0..50 {
+        all.extend(rig.obs(Resource::Cpu, if s % 2 == 0 { 160 } else { 140 }, s));
+    }
+    let warns = all.iter().filter(|d| matches!(d.kind, DecisionKind::Warn { .. })).count();
+    assert_eq!(warns, 1, "one warning for the episode: {:?}", names(&all));
+    // Clear for less than the dwell: the episode goes on.
+    let mut later = Vec::new();
+    for s in 50..109 {
+        later.extend(rig.obs(Resource::Cpu, 100, s));
+    }
+    assert!(!names(&later).contains(&"cleared"), "cleared before the dwell: {:?}", names(&later));
+    let ds = rig.obs(Resource::Cpu, 100, 110);
+    assert!(ds.iter().any(|d| matches!(d.kind, DecisionKind::Cleared { worst: ViolationKind::Soft, usage: 100 })), "{:?}", names(&ds));
+    assert!(rig.obs(Resource::Cpu, 100, 111).iter().all(|d| !matches!(d.kind, DecisionKind::Cleared { .. })), "cleared once");
+    // A violation after the episode ended is a new episode: warned again.
+    assert_eq!(names(&rig.obs(Resource::Cpu, 160, 112))[0], "warn");
+}
+
+#[test]
+fn an_episode_warns_again_only_when_it_escalates() {
+    let over = |k: ViolationKind| move |d: &Decision| matches!(&d.kind, DecisionKind::Warn { violation } if violation.kind == k);
+    let mut rig = Rig::standard(PolicyConfig::default());
+    assert!(rig.obs(Resource::Memory, 300 * MB, 0).iter().any(over(ViolationKind::Soft)));
+    assert!(rig.obs(Resource::Memory, 100 * MB, 1).is_empty());
+    assert!(rig.obs(Resource::Memory, 300 * MB, 2).iter().all(|d| !matches!(d.kind, DecisionKind::Warn { .. })), "same episode");
+    let ds = rig.obs(Resource::Memory, 520 * MB, 3);
+    assert!(ds.iter().any(over(ViolationKind::Hard)), "escalation to hard warns: {:?}", names(&ds));
+    assert!(rig.obs(Resource::Memory, 300 * MB, 4).iter().all(|d| !matches!(d.kind, DecisionKind::Warn { .. })));
+}
+
+const MB: u64 = 1024 * 1024;
+
+#[test]
+fn a_throttle_settles_under_the_soft_limit_with_headroom() {
+    use allot_core::policy::{THROTTLE_HEADROOM_PERMILLE, throttle_target};
+    // The built-in groups: 0.5 x hard is exactly soft, which left usage on soft.
+    let cpu = Limit::new(150, 300, Action::Throttle);
+    assert_eq!(throttle_target(0.5, 1000, Some(&cpu), 10), 135);
+    assert_eq!(throttle_target(0.9, 100, Some(&cpu), 10), 90, "factor x use when that is already under soft");
+    assert_eq!(throttle_target(0.5, 10, Some(&cpu), 10), 10, "never under the floor");
+    assert_eq!(throttle_target(0.7, 1000, None, 10), 700, "without a limit: factor x use");
+    proptest!(|(soft in 0u64..1 << 40, extra in 0u64..1 << 40, usage in 0u64..1 << 42, f in prop::sample::select(vec![0.5, 0.7, 0.85, 0.9]))| {
+        let l = Limit::new(soft, soft + extra, Action::Throttle);
+        let t = throttle_target(f, usage, Some(&l), 0);
+        prop_assert!(u128::from(t) * 1000 <= u128::from(soft) * u128::from(THROTTLE_HEADROOM_PERMILLE));
+        prop_assert!(t as f64 <= usage as f64 * f + 1.0);
+    });
+}

@@ -8,7 +8,7 @@ use super::settle::Attempt;
 use super::{Backend, Governor};
 use allot_core::degradation::DegradationEvent;
 use allot_core::holds::Throttle;
-use allot_core::policy::Hold;
+use allot_core::policy::{Hold, throttle_target};
 use allot_core::{Decision, DecisionKind, Resource, ViolationKind, events};
 use allot_store::{Outcome, Stage};
 use serde_json::{Value, json};
@@ -83,6 +83,11 @@ impl<B: Backend> Governor<B> {
                 let applied = self.apply(Intent { agent: d.agent.clone(), source, op: Op::Terminate { grace: *grace, reason } });
                 self.finish(&d, "terminate", applied, Outcome::Success, "");
             }
+            DecisionKind::Cleared { worst, usage } => {
+                let dwell = self.domain.policy.config().recovery.dwell.as_secs();
+                let detail = format!("violation episode ended (worst: {}): usage {usage}, no violation for {dwell} s", worst_name(*worst));
+                self.record_decision(&d, "cleared", Stage::Done, Outcome::Success, &detail);
+            }
             DecisionKind::Restore { from } => {
                 let op = match from {
                     Hold::Throttle => Op::Unthrottle,
@@ -107,15 +112,16 @@ impl<B: Backend> Governor<B> {
         let Some(a) = self.agents.get(&d.agent) else { return };
         let usage_cpu = a.usage.get(&Resource::Cpu).copied().unwrap_or(0);
         let usage_res = a.usage.get(&d.resource).copied().unwrap_or(0);
-        let cpu_hard = self.domain.ledger.quota(&d.agent).and_then(|q| q.limits.get(&Resource::Cpu)).map(|l| l.hard);
-        // CPU quota at factor x current use (for a cpu violation, of at most the hard limit, so usage settles under it).
-        let base = match cpu_hard.filter(|_| d.resource == Resource::Cpu) {
-            Some(hard) => usage_cpu.min(hard),
-            None => usage_cpu,
+        let quota = self.domain.ledger.quota(&d.agent);
+        let limit_of = |r: &Resource| quota.and_then(|q| q.limits.get(r));
+        // The cpu limit: for a cpu violation factor x use, under 90 % of the soft limit
+        // (settles below soft with headroom); for other resources factor x cpu use.
+        let cpu = match d.resource {
+            Resource::Cpu => throttle_target(factor, usage_cpu, limit_of(&Resource::Cpu), MIN_CPU_LIMIT),
+            _ => throttle_target(factor, usage_cpu, None, MIN_CPU_LIMIT),
         };
-        let cpu = ((base as f64 * factor) as u64).max(MIN_CPU_LIMIT);
         let op = if d.resource == Resource::Memory {
-            let high = ((usage_res as f64 * factor) as u64).max(MIN_MEMORY_HIGH);
+            let high = throttle_target(factor, usage_res, limit_of(&Resource::Memory), MIN_MEMORY_HIGH);
             Op::Throttle { want: Throttle { cpu_millicores: None, memory_high: Some(high) }, fallback_cpu: Some(cpu) }
         } else {
             Op::Throttle { want: Throttle { cpu_millicores: Some(cpu), memory_high: None }, fallback_cpu: None }
@@ -189,6 +195,14 @@ impl<B: Backend> Governor<B> {
             data,
         };
         self.recorder.enforcement(e);
+    }
+}
+
+fn worst_name(k: ViolationKind) -> &'static str {
+    match k {
+        ViolationKind::Soft => "soft",
+        ViolationKind::Burst => "burst",
+        ViolationKind::Hard => "hard",
     }
 }
 
