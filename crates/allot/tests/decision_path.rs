@@ -281,3 +281,46 @@ async fn backstops_are_in_the_kernel_before_the_command_runs_and_pids_max_is_alw
     let weight = calls.iter().position(|c| c.starts_with("cpu_weight")).unwrap_or_else(|| panic!("cpu weight: {calls:?}"));
     assert!(pids < exec && weight < exec, "backstops after the exec: {calls:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cpu_throttle_is_written_under_the_soft_limit_and_warns_once_per_episode() {
+    // cpu 600m against the standard group's 150m soft, 300m hard: factor 0.5 of min(use, hard)
+    // was 150m, exactly the soft limit, so a throttled agent hovered on it. Then the usage
+    // hovers on soft (160m/140m each second): one warning for the whole episode.
+    let log = Log::default();
+    let backend = FakeBackend::new(
+        |t| {
+            (
+                5 << 20,
+                if t < 8_000 {
+                    600
+                } else if (t / 1000) % 2 == 0 {
+                    160
+                } else {
+                    140
+                },
+                1,
+            )
+        },
+        log.clone(),
+    );
+    let fleet = common::fleet(HOLDERS_POLICY, &[("a", "")]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let gov = common::governor(&fleet, backend, state.clone());
+    gov.run(Some(Duration::from_secs(40))).await.unwrap();
+    let calls = log.of("a");
+    let limit: u64 = calls
+        .iter()
+        .find_map(|(_, c)| c.strip_prefix("cpu_limit Some(").and_then(|v| v.trim_end_matches(')').parse().ok()))
+        .unwrap_or_else(|| panic!("no cpu throttle: {calls:?}"));
+    assert_eq!(limit, 135, "min(600, 300) x 0.5 = 150 is capped at 90 % of soft: {calls:?}");
+    let store = allot_store::Store::open_read_only(&state).unwrap();
+    let warns: Vec<_> = store
+        .events_since(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.agent.as_deref() == Some("a") && (e.topic.ends_with("quota.warning") || e.topic.ends_with("enforcement.warn")))
+        .collect();
+    assert_eq!(warns.len(), 1, "one warning (the hard violation that started the episode) for 30 s of hovering on soft: {warns:?}");
+}
