@@ -3,13 +3,22 @@
 //!
 //! Every threshold is relative: the trend is a fraction of the mean per hour
 //! with its goodness of fit (R^2, or a slope at least 10 standard errors from
-//! zero, against real timestamps, so uneven
-//! sampling and gaps are handled), spikes are measured in robust standard
-//! deviations (median absolute deviation) of the detrended series, and
-//! periodicity is the autocorrelation of the detrended series resampled onto
-//! an even grid, searched over every lag from 2 samples to half the window.
+//! zero, against real timestamps, so uneven sampling and gaps are handled;
+//! the standard error counts independent observations, so a wandering level
+//! whose noise is correlated in time is not taken for a trend), spikes are
+//! measured in robust standard deviations (median absolute deviation) of the
+//! detrended series, and periodicity is the autocorrelation of the detrended
+//! series resampled onto an even grid, searched over every lag from 2
+//! samples to half the window after its first dip below zero; a periodic
+//! verdict also needs at least two full cycles that each follow the shape of
+//! the others, with a swing that stands above the noise around that shape.
 //! Scaling a series by any positive factor, or reordering its samples,
 //! leaves the result unchanged.
+//!
+//! Recommendations: [`recommend_agent`] answers for one agent (one
+//! `change_group` for all its resources, else one answer per resource);
+//! [`recommend`] is the view of a single series; [`standing`] keeps them
+//! from flapping without keeping one the current limits have outgrown.
 
 use serde::{Deserialize, Serialize};
 
@@ -151,7 +160,10 @@ fn resample(t: &[f64], r: &[f64], n: usize) -> Vec<f64> {
     out
 }
 
-/// The strongest local peak of the autocorrelation over lags 2..n/2: (lag, value).
+/// The strongest local peak of the autocorrelation of an evenly sampled
+/// series over lags 2..n/2, after its first dip below zero: (lag, value);
+/// (0, 0) when there is none. A repetition first decorrelates: the bumps of
+/// slowly decaying noise at short lags are not cycles.
 fn best_autocorrelation(x: &[f64]) -> (usize, f64) {
     let n = x.len();
     let m = x.iter().sum::<f64>() / n as f64;
@@ -161,13 +173,40 @@ fn best_autocorrelation(x: &[f64]) -> (usize, f64) {
         return (0, 0.0);
     }
     let acf: Vec<f64> = (0..=n / 2).map(|k| d.iter().zip(&d[k..]).map(|(a, b)| a * b).sum::<f64>() / var).collect();
+    let first_dip = acf.iter().position(|a| *a < 0.0).unwrap_or(acf.len());
     let mut best = (0, 0.0);
-    for k in 2..acf.len().saturating_sub(1) {
+    for k in first_dip.max(2)..acf.len().saturating_sub(1) {
         if acf[k] > acf[k - 1] && acf[k] >= acf[k + 1] && acf[k] > best.1 {
             best = (k, acf[k]);
         }
     }
     best
+}
+
+/// The integrated autocorrelation time of a series in samples: 1 plus
+/// twice the sum of its autocorrelation up to the first lag where it falls
+/// to the level of chance. How many samples one independent observation spans: about 1
+/// for white noise, more for a wandering level.
+fn integrated_time(x: &[f64]) -> f64 {
+    let n = x.len();
+    let m = x.iter().sum::<f64>() / n as f64;
+    let d: Vec<f64> = x.iter().map(|v| v - m).collect();
+    let var: f64 = d.iter().map(|v| v * v).sum();
+    if var <= 0.0 {
+        return 1.0;
+    }
+    // Lags count while their autocorrelation stands above what white noise
+    // of this length shows by chance (two standard errors).
+    let floor = 2.0 / (n as f64).sqrt();
+    let mut sum = 0.0;
+    for k in 1..n / 2 {
+        let a = d.iter().zip(&d[k..]).map(|(a, b)| a * b).sum::<f64>() / var;
+        if a < floor {
+            break;
+        }
+        sum += a;
+    }
+    1.0 + 2.0 * sum
 }
 
 /// The finite samples, sorted by time (then value).
@@ -243,14 +282,90 @@ fn spike_count(resid: &[f64], scale: f64) -> usize {
     resid.iter().filter(|x| **x - med > spike_floor).count()
 }
 
-/// The strongest repetition in the residuals, resampled evenly over the
-/// `span` seconds: (autocorrelation, period in seconds, periods in the span).
-fn periodicity(t: &[f64], resid: &[f64], span: f64) -> (f64, f64, f64) {
+/// How the full cycles of a period repeat in an evenly sampled series.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Cycles {
+    /// Full cycles in the series.
+    full: usize,
+    /// Cycles that follow the shape of the others (correlation at least
+    /// [`CLEAR_CYCLE`] with the mean of the other cycles).
+    clear: usize,
+    /// Standard deviation of the mean cycle's shape, less what averaging
+    /// noise over the cycles leaves in it.
+    amplitude: f64,
+    /// Standard deviation of the samples around the mean cycle's shape.
+    noise: f64,
+}
+
+/// The correlation a cycle needs with the mean of the others to count as clear.
+const CLEAR_CYCLE: f64 = 0.5;
+
+fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len()) as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    if saa <= 0.0 || sbb <= 0.0 { 0.0 } else { sab / (saa * sbb).sqrt() }
+}
+
+/// Fold `x` at `lag` samples: the full cycles, the mean shape, and how
+/// many cycles follow it.
+fn cycles(x: &[f64], lag: usize) -> Cycles {
+    if lag < 2 || x.len() / lag < 2 {
+        return Cycles { full: if lag > 0 { x.len() / lag } else { 0 }, ..Cycles::default() };
+    }
+    let c = x.len() / lag;
+    let segs: Vec<&[f64]> = x.chunks_exact(lag).take(c).collect();
+    let shape: Vec<f64> = (0..lag).map(|k| segs.iter().map(|s| s[k]).sum::<f64>() / c as f64).collect();
+    let cf = c as f64;
+    let mut ss = 0.0;
+    for s in &segs {
+        ss += s.iter().zip(&shape).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+    }
+    let noise_var = ss / (lag as f64 * (cf - 1.0));
+    let m = shape.iter().sum::<f64>() / lag as f64;
+    let shape_var = shape.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / lag as f64;
+    let amplitude = (shape_var - noise_var / cf).max(0.0).sqrt();
+    let clear = segs
+        .iter()
+        .filter(|s| {
+            let others: Vec<f64> = shape.iter().zip(s.iter()).map(|(m, v)| (m * cf - v) / (cf - 1.0)).collect();
+            correlation(s, &others) >= CLEAR_CYCLE
+        })
+        .count();
+    Cycles { full: c, clear, amplitude, noise: noise_var.sqrt() }
+}
+
+/// What the residuals, resampled evenly, say about repetition and about how
+/// correlated their noise is.
+struct Repetition {
+    /// The strongest autocorrelation peak.
+    acf: f64,
+    /// Its lag in seconds.
+    period_secs: f64,
+    /// How many such periods the span holds.
+    cycles_in_span: f64,
+    /// How the full cycles repeat.
+    cycles: Cycles,
+    /// Independent observations in the series: the samples divided by the
+    /// integrated autocorrelation time of the residuals (in sample order).
+    effective_samples: f64,
+}
+
+fn periodicity(t: &[f64], resid: &[f64], span: f64) -> Repetition {
     let grid = resample(t, resid, t.len().clamp(16, 512));
     let (lag, acf) = best_autocorrelation(&grid);
     let step = span / (grid.len() - 1) as f64;
-    let cycles = if lag > 0 { grid.len() as f64 / lag as f64 } else { 0.0 };
-    (acf, lag as f64 * step, cycles)
+    let cycles_in_span = if lag > 0 { grid.len() as f64 / lag as f64 } else { 0.0 };
+    let effective_samples = t.len() as f64 / integrated_time(resid);
+    Repetition { acf, period_secs: lag as f64 * step, cycles_in_span, cycles: cycles(&grid, lag), effective_samples }
 }
 
 /// What the kind of a pattern is decided on besides its characteristics.
@@ -260,6 +375,8 @@ struct Evidence {
     period_secs: f64,
     /// How many of those periods the series spans.
     cycles: f64,
+    /// How its full cycles repeat.
+    folded: Cycles,
     /// The trend's change over the span, relative to the scale.
     change: f64,
     /// How large the detrended wiggle is next to the level and the trend: a
@@ -269,12 +386,30 @@ struct Evidence {
     t_stat: f64,
 }
 
+impl Evidence {
+    /// At least two cycles follow the shape of the others, and that shape's
+    /// swing (peak to peak of a sine of the same spread) stands above the
+    /// noise around it.
+    fn clear_cycles(&self) -> bool {
+        self.folded.clear >= 2 && 2.0 * std::f64::consts::SQRT_2 * self.folded.amplitude >= self.folded.noise
+    }
+}
+
+/// The autocorrelation peak (after the first dip below zero) a periodic
+/// pattern needs.
+const PERIODIC_ACF: f64 = 0.40;
+
 /// The kind, its confidence and the period (for a periodic pattern).
 fn decide(c: &Characteristics, e: &Evidence) -> (PatternKind, f64, Option<f64>) {
     let acf = c.autocorrelation;
     if e.spikes >= 2 && c.spike_fraction <= 0.3 && acf < 0.6 {
         (PatternKind::Bursty, (0.6 + c.spike_fraction * 4.0).min(1.0), None)
-    } else if acf >= 0.45 && e.cycles >= 2.0 && e.resid_rel >= 0.02 && !(e.trend_strong && e.change.abs() > 4.0 * e.resid_rel) {
+    } else if acf >= PERIODIC_ACF
+        && e.cycles >= 2.0
+        && e.clear_cycles()
+        && e.resid_rel >= 0.02
+        && !(e.trend_strong && e.change.abs() > 4.0 * e.resid_rel)
+    {
         (PatternKind::Periodic, acf.clamp(0.0, 1.0), Some(e.period_secs))
     } else if e.trend_strong {
         let k = if c.slope_per_sec > 0.0 { PatternKind::Growing } else { PatternKind::Declining };
@@ -298,11 +433,13 @@ pub fn classify(samples: &[(f64, f64)]) -> Result<Pattern, NotEnoughData> {
     let trend = Trend::fit(&t, &v);
     let resid = trend.residuals(&t, &v);
     let spikes = spike_count(&resid, level.scale);
-    let (acf, period_secs, cycles) = periodicity(&t, &resid, span);
-
+    let rep = periodicity(&t, &resid, span);
+    // The slope's standard error assumes independent residuals; correlated
+    // noise (a wandering level) holds fewer independent observations.
+    let t_stat = trend.t_stat * (rep.effective_samples / n).sqrt();
     let change = trend.slope * span / level.scale;
     let resid_rel = (resid.iter().map(|x| x * x).sum::<f64>() / n).sqrt() / level.scale;
-    let trend_strong = change.abs() >= 0.1 && (trend.r2 >= 0.5 || trend.t_stat >= 10.0);
+    let trend_strong = change.abs() >= 0.1 && (trend.r2 >= 0.5 || t_stat >= 10.0);
     let characteristics = Characteristics {
         count: v.len(),
         span_secs: span,
@@ -316,10 +453,19 @@ pub fn classify(samples: &[(f64, f64)]) -> Result<Pattern, NotEnoughData> {
         trend_per_hour: trend.slope * 3600.0 / level.scale,
         trend_r2: trend.r2,
         spike_fraction: spikes as f64 / n,
-        autocorrelation: acf,
+        autocorrelation: rep.acf,
         period_secs: None,
     };
-    let evidence = Evidence { spikes, period_secs, cycles, change, resid_rel, trend_strong, t_stat: trend.t_stat };
+    let evidence = Evidence {
+        spikes,
+        period_secs: rep.period_secs,
+        cycles: rep.cycles_in_span,
+        folded: rep.cycles,
+        change,
+        resid_rel,
+        trend_strong,
+        t_stat,
+    };
     let (kind, confidence, period) = decide(&characteristics, &evidence);
     Ok(Pattern { kind, confidence, characteristics: Characteristics { period_secs: period, ..characteristics } })
 }
@@ -498,7 +644,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn series(f: impl Fn(f64) -> f64, n: usize, dt: f64) -> Vec<(f64, f64)> {
+    fn series(mut f: impl FnMut(f64) -> f64, n: usize, dt: f64) -> Vec<(f64, f64)> {
         (0..n).map(|i| (i as f64 * dt, f(i as f64 * dt))).collect()
     }
 
@@ -513,6 +659,36 @@ mod tests {
         let spikes = [5, 23, 61, 64, 120, 171];
         let bursty = series(|t| if spikes.contains(&(t as usize)) { 900.0 } else { 100.0 + (t * 7.0).sin() }, 200, 1.0);
         assert_eq!(classify(&bursty).unwrap().kind, PatternKind::Bursty);
+    }
+
+    #[test]
+    fn a_periodic_verdict_needs_two_clear_cycles_above_the_noise() {
+        use crate::analytics_corpus::Rng;
+        // Two and a half clear cycles are periodic.
+        let mut rng = Rng::new(1);
+        let sine = series(|t| 100.0 + 30.0 * (t * std::f64::consts::TAU / 120.0).sin() + rng.normal(), 300, 1.0);
+        assert_eq!(classify(&sine).unwrap().kind, PatternKind::Periodic);
+        // AR(1) noise (phi 0.8 to 0.95 per sample, 2 % of the level) at
+        // jittered times wanders without repeating: never periodic, whatever
+        // bumps its autocorrelation shows.
+        let mut periodic = Vec::new();
+        for seed in 0..300u64 {
+            let mut rng = Rng::new(seed);
+            let phi = 0.8 + 0.15 * rng.unit();
+            let (mut x, mut t) = (0.0, 0.0);
+            let s: Vec<(f64, f64)> = (0..400)
+                .map(|_| {
+                    t += rng.range(0.5, 1.5);
+                    x = phi * x + (1.0 - phi * phi).sqrt() * rng.normal();
+                    (t, 1000.0 * (1.0 + 0.02 * x + 0.005 * rng.normal()))
+                })
+                .collect();
+            let p = classify(&s).unwrap();
+            if p.kind == PatternKind::Periodic {
+                periodic.push((seed, p.characteristics.autocorrelation, p.characteristics.period_secs));
+            }
+        }
+        assert!(periodic.is_empty(), "{periodic:?}");
     }
 
     #[test]

@@ -60,7 +60,10 @@ fn the_corpus_evaluation_prints_the_confusion_matrix() {
     let o = allot(&["bench", "analytics", "--per-class", "100", "--json"]);
     assert!(o.status.success());
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["series"], 500);
+    assert_eq!(v["series"], 600, "100 per class and 100 steady series with correlated noise");
+    for variant in ["ar1", "random_walk", "pink", "cpu_trace", "memory_trace"] {
+        assert_eq!(v["steady_variants"][variant]["series"], 20, "{v}");
+    }
     assert!(v["accuracy"].as_f64().unwrap() >= 0.95, "{v}");
     assert_eq!(v["confusion"].as_array().unwrap().len(), 5);
     assert!(v["forecast_median_rel_error"].as_f64().unwrap() <= 0.10);

@@ -2,7 +2,7 @@
 
 use super::{Error, print};
 use crate::cli::{AnalyzeArgs, BenchAnalyticsArgs};
-use allot_core::analytics::{self, GroupFit, PATTERNS};
+use allot_core::analytics::{self, GroupFit, PATTERNS, PatternKind};
 use allot_core::quantity::{self, parse_duration};
 use allot_core::{Ledger, Resource};
 use serde_json::json;
@@ -229,12 +229,25 @@ pub(crate) fn evaluate(args: &BenchAnalyticsArgs) -> Result<ExitCode, Error> {
     if args.json {
         let per: serde_json::Map<String, serde_json::Value> =
             PATTERNS.iter().enumerate().map(|(i, p)| (p.name().to_owned(), json!(e.class_accuracy(i)))).collect();
+        let variants: serde_json::Map<String, serde_json::Value> = e
+            .by_kind
+            .iter()
+            .filter(|(k, _)| k.starts_with("steady/"))
+            .map(|(k, (correct, total, _))| (k.trim_start_matches("steady/").to_owned(), json!({"steady": correct, "series": total})))
+            .collect();
         let doc = json!({"series": e.total, "accuracy": e.accuracy(), "per_class": per, "confusion": e.matrix,
-            "classes": PATTERNS.iter().map(|p| p.name()).collect::<Vec<_>>(), "forecast_median_rel_error": median, "forecast_p90_rel_error": p90});
+            "classes": PATTERNS.iter().map(|p| p.name()).collect::<Vec<_>>(), "steady_variants": variants,
+            "forecast_median_rel_error": median, "forecast_p90_rel_error": p90});
         print(&format!("{doc}\n"))?;
     } else {
-        let mut out =
-            format!("{} labelled series (seed {}): accuracy {:.1} %\n\ntruth \\ predicted", e.total, args.seed, e.accuracy() * 100.0);
+        let mut out = format!(
+            "{} labelled series ({} per class, then {} steady ones with correlated noise; seed {}): accuracy {:.1} %\n\ntruth \\ predicted",
+            e.total,
+            args.per_class,
+            args.per_class,
+            args.seed,
+            e.accuracy() * 100.0
+        );
         for p in PATTERNS {
             out.push_str(&format!(" {:>9}", p.name()));
         }
@@ -245,6 +258,20 @@ pub(crate) fn evaluate(args: &BenchAnalyticsArgs) -> Result<ExitCode, Error> {
                 out.push_str(&format!(" {n:>9}"));
             }
             out.push_str(&format!("  {:>7.1} %\n", e.class_accuracy(i) * 100.0));
+        }
+        out.push_str("\nsteady series with autocorrelated noise or real-looking traces (in the steady row):\n");
+        for (k, (correct, total, predicted)) in e.by_kind.iter().filter(|(k, _)| k.starts_with("steady/")) {
+            let wrong: Vec<String> = PATTERNS
+                .iter()
+                .zip(predicted)
+                .filter(|(p, n)| **n > 0 && **p != PatternKind::Steady)
+                .map(|(p, n)| format!("{n} {}", p.name()))
+                .collect();
+            out.push_str(&format!(
+                "  {:<14} {correct}/{total} steady{}\n",
+                k.trim_start_matches("steady/"),
+                if wrong.is_empty() { String::new() } else { format!(" ({})", wrong.join(", ")) }
+            ));
         }
         out.push_str(&format!(
             "\nforecast of time to limit on 200 generated leaks (5 min of 1 s samples): median relative error {:.2} %, p90 {:.2} %\n",
