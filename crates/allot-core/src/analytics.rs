@@ -321,7 +321,7 @@ fn correlation(a: &[f64], b: &[f64]) -> f64 {
 /// many cycles follow it.
 fn cycles(x: &[f64], lag: usize) -> Cycles {
     if lag < 2 || x.len() / lag < 2 {
-        return Cycles { full: if lag > 0 { x.len() / lag } else { 0 }, ..Cycles::default() };
+        return Cycles { full: x.len().checked_div(lag).unwrap_or(0), ..Cycles::default() };
     }
     let c = x.len() / lag;
     let segs: Vec<&[f64]> = x.chunks_exact(lag).take(c).collect();

@@ -64,7 +64,8 @@ mod tests {
         assert_eq!(super::human(Unit::Bytes, 104_857_601), "100Mi");
         assert_eq!(super::human(Unit::Millicores, 1119), "1119m");
         assert_eq!(super::human(Unit::BytesPerSecond, 125_000_000), "125MB/s");
-        assert_eq!(super::per_second(Unit::Bytes, 100_000.0), "+97.7Ki/s");
+        assert_eq!(super::per_second(Unit::Bytes, 100_005.0), "+97.7Ki/s");
+        assert_eq!(super::per_second(Unit::Millicores, -3.0), "-3m/s");
         assert_eq!(super::secs(701.4), "11m41s");
     }
 
