@@ -319,7 +319,9 @@ impl Store {
     }
 
     /// Store the latest analysis of an agent's resource (one row per agent and
-    /// resource: one agent's run never touches another's).
+    /// resource: one agent's run never touches another's) with the
+    /// recommendation that stands after it: `None` clears an older one, which
+    /// belonged to an older analysis.
     pub fn put_analysis(
         &self,
         agent: &str,
@@ -331,7 +333,7 @@ impl Store {
         self.conn
             .execute(
                 "INSERT INTO analyses (agent, resource, at_ms, pattern, recommendation) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT(agent, resource) DO UPDATE SET at_ms = ?3, pattern = ?4, recommendation = COALESCE(?5, recommendation)",
+                 ON CONFLICT(agent, resource) DO UPDATE SET at_ms = ?3, pattern = ?4, recommendation = ?5",
                 params![agent, resource, sql_i(at_ms), pattern.to_string(), recommendation.map(Value::to_string)],
             )
             .map_err(self.sql())?;

@@ -133,6 +133,8 @@ fn samples_and_analyses_are_kept_per_agent() {
     let all = s.analyses(None).unwrap();
     assert_eq!(all.len(), 2, "one row per agent and resource; b's run did not erase a's");
     assert_eq!(all[0].3["pattern"], "bursty");
-    assert_eq!(all[0].4.as_ref().unwrap()["kind"], "decrease_quota", "kept until replaced");
+    assert_eq!(all[0].4, None, "the recommendation belongs to the latest analysis, which had none");
+    s.put_analysis("a", "cpu", 13, &json!({"pattern": "steady"}), Some(&json!({"kind": "decrease_quota"}))).unwrap();
+    assert_eq!(s.analyses(Some("a")).unwrap()[0].4.as_ref().unwrap()["kind"], "decrease_quota");
     assert_eq!(s.prune_samples(1600).unwrap(), 2);
 }

@@ -60,8 +60,37 @@ fn the_corpus_evaluation_prints_the_confusion_matrix() {
     let o = allot(&["bench", "analytics", "--per-class", "100", "--json"]);
     assert!(o.status.success());
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["series"], 500);
+    assert_eq!(v["series"], 600, "100 per class and 100 steady series with correlated noise");
+    for variant in ["ar1", "random_walk", "pink", "cpu_trace", "memory_trace"] {
+        assert_eq!(v["steady_variants"][variant]["series"], 20, "{v}");
+    }
     assert!(v["accuracy"].as_f64().unwrap() >= 0.95, "{v}");
     assert_eq!(v["confusion"].as_array().unwrap().len(), 5);
     assert!(v["forecast_median_rel_error"].as_f64().unwrap() <= 0.10);
+}
+
+#[test]
+fn text_output_uses_units_and_wire_names() {
+    let d = tempfile::tempdir().unwrap();
+    // 100 MB growing 100 kB/s for 5 minutes against a hard limit of 200 MB.
+    let f = csv(d.path(), "leak.csv", (0..300).map(|t| (t as f64, 100e6 + 1e5 * t as f64 + ((t * 7919) % 13) as f64 * 1e4)));
+    let o = allot(&["analyze", "--csv", &f, "--resource", "memory", "--limit", "soft=150M,hard=200M"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("recommendation: increase_quota hard "), "{text}");
+    assert!(!text.contains("IncreaseQuota"), "{text}");
+    // Memory in Mi, the slope per second, durations human.
+    assert!(text.contains("mean 109Mi") || text.contains("mean 110Mi"), "{text}");
+    assert!(text.contains("Ki/s"), "{text}");
+    assert!(text.contains("over 4m59s"), "{text}");
+    assert!(text.contains("reaches the hard limit 200M in 11m40s"), "{text}");
+    assert!(text.contains("p95 123Mi"), "{text}");
+    // No raw byte counts.
+    let raw: Vec<&str> = text.split(|c: char| !c.is_ascii_digit()).filter(|w| w.len() >= 7).collect();
+    assert!(raw.is_empty(), "{raw:?} in {text}");
+    // cpu in millicores.
+    let f = csv(d.path(), "cpu.csv", (0..300).map(|t| (t as f64, 120.0 + ((t * 7919) % 13) as f64)));
+    let o = allot(&["analyze", "--csv", &f, "--resource", "cpu", "--group", "standard_agent"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("mean 126m") && text.contains("peak 132m"), "{text}");
 }

@@ -2,9 +2,10 @@
 
 use super::{Error, print};
 use crate::cli::{AnalyzeArgs, BenchAnalyticsArgs};
-use allot_core::analytics::{self, GroupFit, PATTERNS};
+use crate::output::{human, human_f, per_second, secs};
+use allot_core::analytics::{self, GroupLimits, PATTERNS, PatternKind, ResourceAnalysis};
 use allot_core::quantity::{self, parse_duration};
-use allot_core::{Ledger, Resource};
+use allot_core::{Ledger, Resource, Unit};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ struct Findings {
     /// The hard limit is forecast within the horizon.
     predictive: bool,
     horizon: f64,
+    /// The unit of the series, for text.
+    unit: Unit,
 }
 
 pub(crate) fn run(args: &AnalyzeArgs) -> Result<ExitCode, Error> {
@@ -147,14 +150,18 @@ fn analyze(
 ) -> Findings {
     let hard = limits.hard.and_then(|h| analytics::forecast(samples, h as f64));
     let soft = limits.soft.and_then(|s| analytics::forecast(samples, s as f64));
-    let fits: Vec<GroupFit> = ledger
+    let groups: Vec<GroupLimits> = ledger
         .groups()
-        .filter_map(|g| g.limits.get(resource).map(|l| GroupFit { group: g.name.clone(), soft: l.soft, hard: l.hard }))
+        .map(|g| GroupLimits { group: g.name.clone(), limits: g.limits.iter().map(|(r, l)| (r.clone(), (l.soft, l.hard))).collect() })
         .collect();
-    let recommendation =
-        limits.hard.and_then(|h| analytics::recommend(&pattern, limits.soft.unwrap_or(h), h, &limits.group, &fits, horizon, hard.as_ref()));
+    // The series is all this agent is known to use: a group change is judged on it alone.
+    let recommendation = limits.hard.and_then(|h| {
+        let one = ResourceAnalysis { resource: resource.clone(), pattern: pattern.clone(), hard: h, forecast: hard.clone() };
+        let r = analytics::recommend_agent(&limits.group, &[one], &groups, horizon);
+        r.change_group.or_else(|| r.resources.into_iter().next().map(|(_, x)| x))
+    });
     let predictive = hard.as_ref().is_some_and(|f| f.eta_secs > 0.0 && f.eta_secs <= horizon);
-    Findings { pattern, soft, hard, recommendation, predictive, horizon }
+    Findings { pattern, soft, hard, recommendation, predictive, horizon, unit: resource.unit() }
 }
 
 fn as_json(f: &Findings) -> serde_json::Value {
@@ -167,54 +174,62 @@ fn as_json(f: &Findings) -> serde_json::Value {
     })
 }
 
-/// The findings as text; `no_limits` when neither --group nor --limit nor stored limits gave any.
+/// The findings as text, in the resource's units; `no_limits` when neither
+/// --group nor --limit nor stored limits gave any.
 fn as_text(name: &str, f: &Findings, no_limits: bool) -> String {
-    let (pattern, c) = (&f.pattern, &f.pattern.characteristics);
+    let (pattern, c, u) = (&f.pattern, &f.pattern.characteristics, f.unit);
     let mut out = format!(
-        "{name}: {} (confidence {:.2})\n  samples {} over {:.0} s; mean {:.1}, cv {:.3}, min {:.1}, p95 {:.1}, peak {:.1}\n  trend {:+.1} % of the mean per hour (R^2 {:.2}); spikes {:.1} %; autocorrelation {:.2}{}\n",
+        "{name}: {} (confidence {:.2})\n  samples {} over {}; mean {}, cv {:.3}, min {}, p95 {}, peak {}\n  trend {} ({:+.1} % of the mean per hour, R^2 {:.2}); spikes {:.1} %; autocorrelation {:.2}{}\n",
         pattern.kind.name(),
         pattern.confidence,
         c.count,
-        c.span_secs,
-        c.mean,
+        secs(c.span_secs),
+        human_f(u, c.mean),
         c.cv,
-        c.min,
-        c.p95,
-        c.peak,
+        human_f(u, c.min),
+        human_f(u, c.p95),
+        human_f(u, c.peak),
+        per_second(u, c.slope_per_sec),
         c.trend_per_hour * 100.0,
         c.trend_r2,
         c.spike_fraction * 100.0,
         c.autocorrelation,
-        c.period_secs.map_or(String::new(), |p| format!("; period {p:.1} s"))
+        c.period_secs.map_or(String::new(), |p| format!("; period {}", secs(p)))
     );
     for (limit, fc) in [("soft", &f.soft), ("hard", &f.hard)] {
         match fc {
-            Some(fc) if fc.eta_secs <= 0.0 => out.push_str(&format!("  already above the {limit} limit {:.0}\n", fc.limit)),
+            Some(fc) if fc.eta_secs <= 0.0 => out.push_str(&format!("  already above the {limit} limit {}\n", human_f(u, fc.limit))),
             Some(fc) => out.push_str(&format!(
-                "  reaches the {limit} limit {:.0} in {:.0} s (95 %: {:.0}-{:.0} s)\n",
-                fc.limit,
-                fc.eta_secs,
-                fc.eta_low_secs,
-                fc.eta_high_secs.min(1e12)
+                "  reaches the {limit} limit {} in {} (95 %: {}-{})\n",
+                human_f(u, fc.limit),
+                secs(fc.eta_secs),
+                secs(fc.eta_low_secs),
+                if fc.eta_high_secs.is_finite() { secs(fc.eta_high_secs) } else { "never".into() }
             )),
             None => {}
         }
     }
     if f.predictive {
-        out.push_str("  predictive warning: the hard limit is forecast within the horizon\n");
+        out.push_str(&format!("  predictive warning: the hard limit is forecast within the horizon ({})\n", secs(f.horizon)));
     }
     match &f.recommendation {
-        Some(r) => out.push_str(&format!(
-            "  recommendation: {:?} {} ({:.2}): {}\n",
-            r.kind,
-            r.suggested_hard.map_or(String::new(), |h| format!("hard {h}")),
-            r.confidence,
-            r.rationale
-        )),
+        Some(r) => {
+            let what = match (&r.group, r.suggested_hard) {
+                (Some(g), _) => format!(" group {g}"),
+                (None, Some(h)) => format!(" hard {}", human(u, h)),
+                (None, None) => String::new(),
+            };
+            out.push_str(&format!("  recommendation: {}{what} ({:.2}): {}\n", kind_name(r.kind), r.confidence, r.rationale));
+        }
         None if no_limits => out.push_str("  no limits given (--group or --limit): no recommendation\n"),
         None => out.push_str("  recommendation: none (the quota fits)\n"),
     }
     out
+}
+
+/// A recommendation kind by its wire name (`increase_quota`).
+pub(crate) fn kind_name(k: analytics::RecommendationKind) -> String {
+    serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 pub(crate) fn evaluate(args: &BenchAnalyticsArgs) -> Result<ExitCode, Error> {
@@ -229,12 +244,25 @@ pub(crate) fn evaluate(args: &BenchAnalyticsArgs) -> Result<ExitCode, Error> {
     if args.json {
         let per: serde_json::Map<String, serde_json::Value> =
             PATTERNS.iter().enumerate().map(|(i, p)| (p.name().to_owned(), json!(e.class_accuracy(i)))).collect();
+        let variants: serde_json::Map<String, serde_json::Value> = e
+            .by_kind
+            .iter()
+            .filter(|(k, _)| k.starts_with("steady/"))
+            .map(|(k, (correct, total, _))| (k.trim_start_matches("steady/").to_owned(), json!({"steady": correct, "series": total})))
+            .collect();
         let doc = json!({"series": e.total, "accuracy": e.accuracy(), "per_class": per, "confusion": e.matrix,
-            "classes": PATTERNS.iter().map(|p| p.name()).collect::<Vec<_>>(), "forecast_median_rel_error": median, "forecast_p90_rel_error": p90});
+            "classes": PATTERNS.iter().map(|p| p.name()).collect::<Vec<_>>(), "steady_variants": variants,
+            "forecast_median_rel_error": median, "forecast_p90_rel_error": p90});
         print(&format!("{doc}\n"))?;
     } else {
-        let mut out =
-            format!("{} labelled series (seed {}): accuracy {:.1} %\n\ntruth \\ predicted", e.total, args.seed, e.accuracy() * 100.0);
+        let mut out = format!(
+            "{} labelled series ({} per class, then {} steady ones with correlated noise; seed {}): accuracy {:.1} %\n\ntruth \\ predicted",
+            e.total,
+            args.per_class,
+            args.per_class,
+            args.seed,
+            e.accuracy() * 100.0
+        );
         for p in PATTERNS {
             out.push_str(&format!(" {:>9}", p.name()));
         }
@@ -245,6 +273,20 @@ pub(crate) fn evaluate(args: &BenchAnalyticsArgs) -> Result<ExitCode, Error> {
                 out.push_str(&format!(" {n:>9}"));
             }
             out.push_str(&format!("  {:>7.1} %\n", e.class_accuracy(i) * 100.0));
+        }
+        out.push_str("\nsteady series with autocorrelated noise or real-looking traces (in the steady row):\n");
+        for (k, (correct, total, predicted)) in e.by_kind.iter().filter(|(k, _)| k.starts_with("steady/")) {
+            let wrong: Vec<String> = PATTERNS
+                .iter()
+                .zip(predicted)
+                .filter(|(p, n)| **n > 0 && **p != PatternKind::Steady)
+                .map(|(p, n)| format!("{n} {}", p.name()))
+                .collect();
+            out.push_str(&format!(
+                "  {:<14} {correct}/{total} steady{}\n",
+                k.trim_start_matches("steady/"),
+                if wrong.is_empty() { String::new() } else { format!(" ({})", wrong.join(", ")) }
+            ));
         }
         out.push_str(&format!(
             "\nforecast of time to limit on 200 generated leaks (5 min of 1 s samples): median relative error {:.2} %, p90 {:.2} %\n",

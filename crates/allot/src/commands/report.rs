@@ -42,13 +42,20 @@ pub(crate) fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
         let res = resource(r);
         let suggested = match (rec["group"].as_str(), rec["suggested_hard"].as_u64()) {
             (Some(g), _) => format!("group {g}"),
-            (None, Some(h)) => format!("hard {}", format_approx(res.unit(), h)),
+            (None, Some(h)) => format!("hard {}", crate::output::human(res.unit(), h)),
             _ => "-".into(),
+        };
+        // An agent-wide answer (one group change for all resources) shows its resources' patterns.
+        let (r, pattern) = match p["patterns"].as_object() {
+            Some(all) if r == allot_core::analytics::AGENT_WIDE => {
+                ("all".to_owned(), all.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?"))).collect::<Vec<_>>().join(", "))
+            }
+            _ => (r.clone(), p["pattern"].as_str().unwrap_or("?").to_owned()),
         };
         t.push(vec![
             a.clone(),
-            r.clone(),
-            p["pattern"].as_str().unwrap_or("?").into(),
+            r,
+            pattern,
             rec["kind"].as_str().unwrap_or("?").into(),
             suggested,
             format!("{:.2}", rec["confidence"].as_f64().unwrap_or(0.0)),

@@ -6,6 +6,7 @@ use super::intent::{Applied, Intent, Op, Source};
 use super::record::Enforcement;
 use super::settle::Attempt;
 use super::{Backend, Governor};
+use crate::output::human;
 use allot_core::degradation::DegradationEvent;
 use allot_core::holds::Throttle;
 use allot_core::policy::{Hold, throttle_target};
@@ -38,7 +39,8 @@ impl<B: Backend> Governor<B> {
                     ViolationKind::Burst => "hard limit (within burst)",
                     ViolationKind::Hard => "hard limit",
                 };
-                let detail = format!("{} {} over {which} {}", violation.resource, violation.usage, violation.limit);
+                let u = violation.resource.unit();
+                let detail = format!("{} {} over {which} {}", violation.resource, human(u, violation.usage), human(u, violation.limit));
                 self.record_decision(&d, "warn", Stage::Done, Outcome::Success, &detail);
             }
             DecisionKind::Scheduled { action, due } => {
@@ -46,17 +48,19 @@ impl<B: Backend> Governor<B> {
                 self.record_decision(&d, action.name(), Stage::Scheduled, Outcome::Success, &detail);
             }
             DecisionKind::CancelPending { action, usage } => {
-                let detail = format!("violation cleared (usage {usage}) before the delay ended");
+                let detail = format!("violation cleared (usage {}) before the delay ended", human(d.resource.unit(), *usage));
                 self.record_decision(&d, action.name(), Stage::Done, Outcome::Cancelled, &detail);
             }
             DecisionKind::ScaleDownMet { target, usage } => {
-                let detail = format!("met: measured {usage} < target {target}");
+                let u = d.resource.unit();
+                let detail = format!("met: measured {} < target {}", human(u, *usage), human(u, *target));
                 self.record_decision(&d, "scale_down", Stage::Done, Outcome::Success, &detail);
             }
             DecisionKind::ScaleDown { target, deadline, .. } => {
                 let msg = json!({"resource": d.resource.name(), "target": target, "deadline": super::clock::rfc3339(*deadline)});
                 let (outcome, detail) = match self.send(&d, "scale_down", msg) {
                     Ok(sent) => {
+                        let target = human(d.resource.unit(), *target);
                         (Outcome::Success, format!("request delivered: {sent}; met only if measured usage < {target} before the deadline"))
                     }
                     Err(e) => (Outcome::Failure, e),
@@ -78,8 +82,13 @@ impl<B: Backend> Governor<B> {
                 self.finish(&d, "migrate", applied, Outcome::Fallback, "no cluster to migrate to: suspended instead; ");
             }
             DecisionKind::Terminate { grace, violation } => {
-                let reason =
-                    format!("terminated by allot: {} at {} over hard limit {}", violation.resource, violation.usage, violation.limit);
+                let u = violation.resource.unit();
+                let reason = format!(
+                    "terminated by allot: {} at {} over hard limit {}",
+                    violation.resource,
+                    human(u, violation.usage),
+                    human(u, violation.limit)
+                );
                 let applied = self.apply(Intent { agent: d.agent.clone(), source, op: Op::Terminate { grace: *grace, reason } });
                 self.finish(&d, "terminate", applied, Outcome::Success, "");
             }
