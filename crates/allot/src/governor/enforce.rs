@@ -94,7 +94,7 @@ impl<B: Backend> Governor<B> {
             }
             DecisionKind::Cleared { worst, usage } => {
                 let dwell = self.domain.policy.config().recovery.dwell.as_secs();
-                let detail = format!("violation episode ended (worst: {}): usage {usage}, no violation for {dwell} s", worst_name(*worst));
+                let detail = format!("violation episode ended (worst: {}): usage {}, no violation for {dwell} s", worst_name(*worst), human(d.resource.unit(), *usage));
                 self.record_decision(&d, "cleared", Stage::Done, Outcome::Success, &detail);
             }
             DecisionKind::Restore { from } => {
