@@ -59,6 +59,10 @@ pub(crate) enum Command {
     /// Read or change an agent's quota on a running daemon.
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// An agent's quota compliance on a running daemon: per resource usage,
+    /// soft, hard, burst, status (ok, soft, burst, hard) and the pending
+    /// escalation with when it falls due; who holds it throttled or suspended.
+    Compliance(ComplianceArgs),
     /// Show the enforcement history with each attempt's real outcome.
     History(HistoryArgs),
     /// Show the recorded events.
@@ -212,6 +216,18 @@ pub(crate) struct ActArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct ComplianceArgs {
+    /// The agent.
+    pub(crate) id: String,
+    /// Print JSON (values in internal units).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The daemon's socket.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ResumeArgs {
     #[command(flatten)]
     pub(crate) agent: ActArgs,
@@ -292,6 +308,9 @@ pub(crate) struct AnalyzeArgs {
     /// With --agent: the state database.
     #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,
+    /// With --agent: ask a running daemon on this socket (it analyzes its recorded samples).
+    #[arg(long, value_name = "PATH", requires = "agent")]
+    pub(crate) socket: Option<PathBuf>,
     /// The resource the values measure (sets the units of --limit).
     #[arg(long, default_value = "memory")]
     pub(crate) resource: String,
@@ -316,6 +335,9 @@ pub(crate) struct RecommendArgs {
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Ask a running daemon on this socket instead of reading the state database.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
     /// The state database.
     #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,
@@ -328,15 +350,21 @@ pub(crate) struct ReportArgs {
     /// Every agent (the default when no agent is named).
     #[arg(long, conflicts_with = "agent")]
     pub(crate) all: bool,
-    /// How far back, such as 1h or 30m.
-    #[arg(long, default_value = "1h")]
+    /// From: a time (RFC 3339, such as 2026-12-03T10:00:00Z) or a duration ago (such as 1h or 30m).
+    #[arg(long, default_value = "1h", value_name = "TIME|DURATION")]
     pub(crate) since: String,
+    /// To: a time (RFC 3339) or a duration ago [default: now].
+    #[arg(long, value_name = "TIME|DURATION")]
+    pub(crate) until: Option<String>,
     /// text, json, svg or html.
     #[arg(long, default_value = "text")]
     pub(crate) format: String,
     /// Write here instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+    /// Ask a running daemon on this socket instead of reading the state database.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
     /// The state database.
     #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,

@@ -13,6 +13,7 @@ mod agents;
 mod bodies;
 pub mod conn;
 mod error;
+mod reads;
 pub mod routes;
 mod system;
 
