@@ -153,6 +153,10 @@ pub(crate) struct RunArgs {
     /// Wait until the agent exits and print how it ended.
     #[arg(long)]
     pub(crate) wait: bool,
+    /// Print JSON: `{"id", "pids", "cgroup", ...}` (cgroup: its directories, one per hierarchy;
+    /// empty without cgroups); with --wait, a second line `{"id", "state", "exit"}` when it ends.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// The daemon's socket.
     #[arg(long, value_name = "PATH")]
     pub(crate) socket: Option<PathBuf>,
@@ -277,7 +281,7 @@ pub(crate) struct EventsArgs {
     /// Follow new events live from a running daemon (server-sent events).
     #[arg(long)]
     pub(crate) follow: bool,
-    /// With --follow: the daemon's socket.
+    /// Ask a running daemon on this socket (with --follow, the default socket when not given).
     #[arg(long, value_name = "PATH")]
     pub(crate) socket: Option<PathBuf>,
     /// Only events after this sequence number.

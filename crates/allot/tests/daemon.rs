@@ -853,3 +853,59 @@ fn compliance_analysis_recommendations_and_reports_through_the_daemon() {
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--until"), "{out:?}");
 }
+
+#[test]
+fn scripting_run_json_and_events_without_follow() {
+    let d = start();
+    let cli = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_allot"));
+        // --socket before any `--` of `allot run`.
+        cmd.arg(args[0]).arg("--socket").arg(&d.sock).args(&args[1..]);
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "allot {args:?} did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, out, err) = cli(&["run", "--json", "--name", "scripted", "--group", "lightweight_agent", "--", "sleep", "300"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["id"], "scripted", "{v}");
+    let pids: Vec<u64> = v["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    assert!(!pids.is_empty() && pids.contains(&v["pid"].as_u64().unwrap()), "{v}");
+    let dirs: Vec<&str> = v["cgroup"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    if cgroups_in_use(&d.dir.path().join("state.db")) {
+        assert!(!dirs.is_empty(), "{v}");
+        for dir in &dirs {
+            let procs = std::fs::read_to_string(Path::new(dir).join("cgroup.procs")).unwrap();
+            assert!(procs.lines().any(|l| l.parse::<u64>().ok() == Some(pids[0])), "{dir} holds the agent: {procs}");
+        }
+    }
+    // The events recorded so far, printed, and the command exits.
+    let (code, out, err) = cli(&["events", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let events: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.first(), Some(&1), "{out}");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "every event, in order: {seqs:?}");
+    assert!(events.iter().any(|e| e["topic"] == "resource_management.agent.started" && e["agent"] == "scripted"), "{out}");
+    let (code, out, err) = cli(&["events", "--json", "--since", "2", "--topic", "resource_management.agent.*"]);
+    assert_eq!(code, Some(0), "{err}");
+    let filtered: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!filtered.is_empty(), "{out}");
+    assert!(
+        filtered.iter().all(|e| e["seq"].as_u64().unwrap() > 2 && e["topic"].as_str().unwrap().starts_with("resource_management.agent."))
+    );
+    let (code, out, _) = cli(&["events"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("resource_management.agent.started"), "{out}");
+    // The route: a JSON array; an agent gets its own (the access matrix covers who may call it).
+    let (st, body) = http(&d.sock, "GET", "/v1/events?follow=false&since=0&topic=resource_management.agent.started");
+    assert_eq!(st, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert!(page.as_array().unwrap().iter().all(|e| e["topic"] == "resource_management.agent.started" && e["at"].is_string()), "{page}");
+    assert_eq!(http(&d.sock, "DELETE", "/v1/agents/scripted").0, 200);
+}

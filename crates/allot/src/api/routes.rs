@@ -103,7 +103,7 @@ pub const ROUTES: &[Route] = routes![
         "The agent's report: ?since=&until= (RFC 3339 times or durations ago; default the last hour) &format=json|text|svg|html"),
     (Get, "/v1/recommendations", Scoped, reads::recommendations, "The latest recommendation per agent and resource"),
     (Get, "/v1/report", Scoped, reads::fleet_report, "Every agent's report: ?since=&until=&format=json|text|svg|html"),
-    (Get, "/v1/events", Scoped, system::events, "Server-sent events: ?since=SEQ&topic=GLOB, or Last-Event-ID"),
+    (Get, "/v1/events", Scoped, system::events, "Server-sent events: ?since=SEQ&topic=GLOB, or Last-Event-ID; &follow=false: those recorded so far as a JSON array (1000 at most a page)"),
     (Get, "/v1/groups", Operator, system::groups, "Groups with limits, totals and members"),
     (Post, "/v1/groups/{name}", Operator, system::put_group, "Create a group: {extends?, description?, scaling_policy?, limits?, totals?}"),
     (Put, "/v1/groups/{name}", Operator, system::put_group, "Replace a group"),

@@ -92,8 +92,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Error> {
     }
     let (st, v) = request(&sock, "POST", "/v1/agents", Some(&body))?;
     let v = ok(st, v)?;
-    let root = if v["root"] == true { " AS ROOT" } else { "" };
-    print(&format!("{}: started, pid {}, uid {}{root}\n", args.name, v["pid"], v["uid"]))?;
+    if args.json {
+        print(&format!("{v}\n"))?;
+    } else {
+        let root = if v["root"] == true { " AS ROOT" } else { "" };
+        print(&format!("{}: started, pid {}, uid {}{root}\n", args.name, v["pid"], v["uid"]))?;
+    }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
@@ -102,7 +106,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Error> {
         let (st, a) = request(&sock, "GET", &format!("/v1/agents/{}", args.name), None)?;
         let a = ok(st, a)?;
         if a["state"] == "exited" {
-            print(&format!("{}: {}\n", args.name, a["exit"].as_str().unwrap_or("exited")))?;
+            if args.json {
+                print(&format!("{}\n", json!({"id": args.name, "state": "exited", "exit": a["exit"]})))?;
+            } else {
+                print(&format!("{}: {}\n", args.name, a["exit"].as_str().unwrap_or("exited")))?;
+            }
             return Ok(ExitCode::SUCCESS);
         }
     }

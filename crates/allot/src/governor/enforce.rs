@@ -123,7 +123,7 @@ impl<B: Backend> Governor<B> {
         let applied = self.apply(Intent { agent: d.agent.clone(), source: Source::Policy(d.resource.clone()), op });
         let sent = self.send(d, "throttle", json!({"resource": d.resource.name(), "factor": factor, "interim": interim}));
         let applied = match applied {
-            Applied::Now { outcome, detail } => {
+            Applied::Now { outcome, detail, written } => {
                 // Throttling anything but memory and cpu through the cpu limit is a fallback.
                 let outcome = match outcome {
                     Outcome::Success if d.resource != Resource::Memory && d.resource != Resource::Cpu => Outcome::Fallback,
@@ -133,7 +133,7 @@ impl<B: Backend> Governor<B> {
                     Ok(s) => format!("{detail}; {s}"),
                     Err(_) => detail,
                 };
-                Applied::Now { outcome, detail }
+                Applied::Now { outcome, detail, written }
             }
             settling => settling,
         };
