@@ -109,6 +109,11 @@ pub(crate) struct UpArgs {
     /// process exits): react at the next sample only.
     #[arg(long)]
     pub(crate) no_notify: bool,
+    /// The socket of this run's API (agents get it as ALLOT_SOCKET; removed at exit)
+    /// [default: /run/allot/up-PID.sock as root, else $XDG_RUNTIME_DIR/allot-up-PID.sock,
+    /// else up-PID.sock next to the state database].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
