@@ -15,6 +15,7 @@ pub mod alerts;
 pub mod analytics;
 pub mod analytics_corpus;
 pub mod backstops;
+pub mod compliance;
 pub mod degradation;
 pub mod events;
 pub mod group;

@@ -621,6 +621,16 @@ impl Policy {
         }
     }
 
+    /// The escalations scheduled for an agent and not yet carried out nor
+    /// cancelled: per resource, the action and when it falls due.
+    pub fn pending(&self, agent: &AgentId) -> BTreeMap<Resource, (Action, Time)> {
+        self.agents
+            .get(agent)
+            .filter(|a| !a.terminated)
+            .map(|a| a.resources.iter().filter_map(|(r, s)| s.pending.as_ref().map(|p| (r.clone(), (p.action, p.due)))).collect())
+            .unwrap_or_default()
+    }
+
     /// Forget an agent (after it exits or is unregistered).
     pub fn remove(&mut self, agent: &AgentId) {
         self.agents.remove(agent);

@@ -59,6 +59,10 @@ pub(crate) enum Command {
     /// Read or change an agent's quota on a running daemon.
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// An agent's quota compliance on a running daemon: per resource usage,
+    /// soft, hard, burst, status (ok, soft, burst, hard) and the pending
+    /// escalation with when it falls due; who holds it throttled or suspended.
+    Compliance(ComplianceArgs),
     /// Show the enforcement history with each attempt's real outcome.
     History(HistoryArgs),
     /// Show the recorded events.
@@ -105,6 +109,11 @@ pub(crate) struct UpArgs {
     /// process exits): react at the next sample only.
     #[arg(long)]
     pub(crate) no_notify: bool,
+    /// The socket of this run's API (agents get it as ALLOT_SOCKET; removed at exit)
+    /// [default: /run/allot/up-PID.sock as root, else $XDG_RUNTIME_DIR/allot-up-PID.sock,
+    /// else up-PID.sock next to the state database].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +158,10 @@ pub(crate) struct RunArgs {
     /// Wait until the agent exits and print how it ended.
     #[arg(long)]
     pub(crate) wait: bool,
+    /// Print JSON: `{"id", "pids", "cgroup", ...}` (cgroup: its directories, one per hierarchy;
+    /// empty without cgroups); with --wait, a second line `{"id", "state", "exit"}` when it ends.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// The daemon's socket.
     #[arg(long, value_name = "PATH")]
     pub(crate) socket: Option<PathBuf>,
@@ -212,6 +225,18 @@ pub(crate) struct ActArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct ComplianceArgs {
+    /// The agent.
+    pub(crate) id: String,
+    /// Print JSON (values in internal units).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The daemon's socket.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ResumeArgs {
     #[command(flatten)]
     pub(crate) agent: ActArgs,
@@ -261,7 +286,7 @@ pub(crate) struct EventsArgs {
     /// Follow new events live from a running daemon (server-sent events).
     #[arg(long)]
     pub(crate) follow: bool,
-    /// With --follow: the daemon's socket.
+    /// Ask a running daemon on this socket (with --follow, the default socket when not given).
     #[arg(long, value_name = "PATH")]
     pub(crate) socket: Option<PathBuf>,
     /// Only events after this sequence number.
@@ -292,6 +317,9 @@ pub(crate) struct AnalyzeArgs {
     /// With --agent: the state database.
     #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,
+    /// With --agent: ask a running daemon on this socket (it analyzes its recorded samples).
+    #[arg(long, value_name = "PATH", requires = "agent")]
+    pub(crate) socket: Option<PathBuf>,
     /// The resource the values measure (sets the units of --limit).
     #[arg(long, default_value = "memory")]
     pub(crate) resource: String,
@@ -316,6 +344,9 @@ pub(crate) struct RecommendArgs {
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Ask a running daemon on this socket instead of reading the state database.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
     /// The state database.
     #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,
@@ -328,15 +359,21 @@ pub(crate) struct ReportArgs {
     /// Every agent (the default when no agent is named).
     #[arg(long, conflicts_with = "agent")]
     pub(crate) all: bool,
-    /// How far back, such as 1h or 30m.
-    #[arg(long, default_value = "1h")]
+    /// From: a time (RFC 3339, such as 2026-12-03T10:00:00Z) or a duration ago (such as 1h or 30m).
+    #[arg(long, default_value = "1h", value_name = "TIME|DURATION")]
     pub(crate) since: String,
+    /// To: a time (RFC 3339) or a duration ago [default: now].
+    #[arg(long, value_name = "TIME|DURATION")]
+    pub(crate) until: Option<String>,
     /// text, json, svg or html.
     #[arg(long, default_value = "text")]
     pub(crate) format: String,
     /// Write here instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+    /// Ask a running daemon on this socket instead of reading the state database.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
     /// The state database.
     #[arg(long, value_name = "PATH", default_value = STATE_DB)]
     pub(crate) state: PathBuf,

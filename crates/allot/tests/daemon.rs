@@ -110,7 +110,12 @@ calls = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/openapi.json"), (
          ("POST", f"/v1/agents/{own}/ack", b'{"seq": 1}'), ("POST", f"/v1/agents/{other}/ack", b'{"seq": 1}'),
          ("POST", "/v1/adopt", b'{"name": "y", "group": "standard_agent", "pid": 1}'),
          ("GET", "/v1/events"), ("GET", "/v1/groups"), ("POST", "/v1/groups/g2", b'{}'), ("PUT", "/v1/groups/standard_agent", b'{}'),
-         ("DELETE", "/v1/groups/heavy_computation_agent"), ("GET", "/v1/history"), ("GET", "/v1/host"), ("GET", "/metrics")]
+         ("DELETE", "/v1/groups/heavy_computation_agent"), ("GET", "/v1/history"), ("GET", "/v1/host"), ("GET", "/metrics"),
+         ("GET", f"/v1/agents/{own}/compliance"), ("GET", f"/v1/agents/{other}/compliance"),
+         ("GET", f"/v1/agents/{own}/analysis?resource=memory&window=1h"), ("GET", f"/v1/agents/{other}/analysis"),
+         ("GET", f"/v1/agents/{own}/recommendations"), ("GET", f"/v1/agents/{other}/recommendations"),
+         ("GET", f"/v1/agents/{own}/report?since=1h&format=html"), ("GET", f"/v1/agents/{other}/report"),
+         ("GET", "/v1/recommendations"), ("GET", "/v1/report")]
 out = {}
 for c in calls:
     out[c[0] + " " + c[1].replace(own, "OWN").replace(other, "OTHER")] = req(*c)
@@ -208,7 +213,7 @@ fn operator_agents_and_strangers_get_what_they_may() {
     // The authorization matrix over every route of the table: the client agent (uid 65534) on
     // itself and on another agent, and a stranger (uid 65534, no agent). What each may do comes
     // from the route table's access rules; every route of the table is called.
-    assert_eq!(r.as_object().unwrap().len(), 30, "{r}");
+    assert_eq!(r.as_object().unwrap().len(), 40, "{r}");
     for route in allot::api::ROUTES {
         assert!(
             r.as_object().unwrap().keys().any(|k| route_of(k).path == route.path && route_of(k).method == route.method),
@@ -231,7 +236,7 @@ fn operator_agents_and_strangers_get_what_they_may() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&root_results).unwrap()).unwrap();
-    assert_eq!(r.as_object().unwrap().len(), 30, "{r}");
+    assert_eq!(r.as_object().unwrap().len(), 40, "{r}");
     for (call, status) in r.as_object().unwrap() {
         let want = if route_of(call).access.allows(&me, path_id(call).as_deref()) { 200 } else { 403 };
         assert_eq!(status.as_u64(), Some(want), "agent running as root: {call}");
@@ -710,4 +715,197 @@ fn tcp_only_with_the_bearer_token() {
     assert_eq!(tcp("POST", "/v1/agents/sleeper/suspend", Some(token)), 200);
     assert_eq!(tcp("POST", "/v1/agents/sleeper/resume", Some(token)), 200);
     drop(d);
+}
+
+#[test]
+fn compliance_analysis_recommendations_and_reports_through_the_daemon() {
+    let d = start();
+    let json = |path: &str| -> Value {
+        let (st, body) = http(&d.sock, "GET", path);
+        assert_eq!(st, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    };
+    // A tokens hard violation with a suspension scheduled (5 min), and the operator's throttle.
+    let (st, body) =
+        http_body(&d.sock, "PATCH", "/v1/agents/sleeper/quota", r#"{"limits": {"tokens": {"soft": 5, "hard": 10, "action": "suspend"}}}"#);
+    assert_eq!(st, 200, "{body}");
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert_eq!(http_body(&d.sock, "POST", "/v1/agents/sleeper/usage", r#"{"resource": "tokens", "value": 50}"#).0, 200);
+    assert_eq!(http(&d.sock, "POST", "/v1/agents/sleeper/throttle?cpu=150m").0, 200);
+    let c = json("/v1/agents/sleeper/compliance");
+    let res = |name: &str| c["resources"].as_array().unwrap().iter().find(|r| r["resource"] == name).unwrap().clone();
+    let tokens = res("tokens");
+    assert_eq!((tokens["usage"].as_u64(), tokens["soft"].as_u64(), tokens["hard"].as_u64()), (Some(50), Some(5), Some(10)), "{c}");
+    assert_eq!(tokens["status"], "hard", "{c}");
+    assert_eq!(tokens["pending"]["action"], "suspend", "{c}");
+    let due = tokens["pending"]["due_ms"].as_u64().unwrap();
+    assert!(due >= before + 300_000 && due <= before + 310_000, "due 5 min after the report: {due} vs {before}");
+    assert!(tokens["pending"]["due"].as_str().unwrap().ends_with('Z'), "{c}");
+    let memory = res("memory");
+    assert_eq!(
+        (memory["soft"].as_u64(), memory["hard"].as_u64(), memory["status"].as_str()),
+        (Some(200_000_000), Some(500_000_000), Some("ok"))
+    );
+    assert!(memory["usage"].as_u64().is_some_and(|m| m > 0), "{c}");
+    assert_eq!((c["compliant"].as_bool(), c["status"].as_str()), (Some(false), Some("hard")), "{c}");
+    // Held by the operator and by the policy, whose throttle bridges the wait for the suspension.
+    assert_eq!(
+        (c["throttled"].as_bool(), c["throttled_by"].clone()),
+        (Some(true), serde_json::json!(["policy:tokens", "operator"])),
+        "{c}"
+    );
+    assert_eq!((c["suspended"].as_bool(), c["suspended_by"].clone()), (Some(false), serde_json::json!([])), "{c}");
+    assert!(c["in_force"]["cpu_millicores"].as_u64().is_some_and(|m| m <= 150), "the tightest holder's limit: {c}");
+    assert_eq!(http(&d.sock, "GET", "/v1/agents/ghost/compliance").0, 404);
+
+    // On-demand analysis of recorded samples: at least 8 samples (every 250 ms) are needed.
+    std::thread::sleep(Duration::from_millis(3000));
+    let a = json("/v1/agents/sleeper/analysis?resource=memory&window=10m");
+    assert_eq!((a["agent"].as_str(), a["resource"].as_str()), (Some("sleeper"), Some("memory")), "{a}");
+    assert!(a["samples"].as_u64().unwrap() >= 8, "{a}");
+    assert!(a["pattern"].is_string() && a["confidence"].is_number(), "{a}");
+    assert_eq!(a["limits"]["hard"], 500_000_000, "{a}");
+    let (st, body) = http(&d.sock, "GET", "/v1/agents/sleeper/analysis?resource=bogus%20name");
+    assert_eq!((st, serde_json::from_str::<Value>(&body).unwrap()["error"]["field"].as_str()), (422, Some("resource")), "{body}");
+    let (st, body) = http(&d.sock, "GET", "/v1/agents/sleeper/analysis?window=forever");
+    assert_eq!((st, serde_json::from_str::<Value>(&body).unwrap()["error"]["field"].as_str()), (422, Some("window")), "{body}");
+    assert_eq!(http(&d.sock, "GET", "/v1/agents/sleeper/analysis?colour=red").0, 400);
+    assert_eq!(http(&d.sock, "GET", "/v1/agents/ghost/analysis").0, 404);
+
+    // Recommendations: none before the first analytics run, but answered.
+    assert!(json("/v1/recommendations").is_array());
+    assert!(json("/v1/agents/sleeper/recommendations").is_array());
+    assert_eq!(http(&d.sock, "GET", "/v1/agents/ghost/recommendations").0, 404);
+
+    // Reports over absolute ranges and durations, as json, text, svg and html.
+    let at = |ms: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let r = json(&format!("/v1/agents/sleeper/report?since={}&until={}", at(before - 60_000), at(now + 60_000)));
+    let mem = r[0]["resources"].as_array().unwrap().iter().find(|x| x["resource"] == "memory").unwrap().clone();
+    assert!(mem["samples"].as_u64().unwrap() >= 8 && mem["hard"] == 500_000_000, "{mem}");
+    // A range that ends before the agent started holds none of its samples.
+    let empty = json(&format!("/v1/agents/sleeper/report?since={}&until={}", at(before - 7_200_000), at(before - 3_600_000)));
+    assert!(empty[0]["resources"].as_array().unwrap().is_empty(), "{empty}");
+    let fleet = json("/v1/report?since=10m");
+    assert_eq!(fleet.as_array().unwrap().len(), 3, "every agent");
+    for (format, starts) in [("svg", "<svg"), ("html", "<!doctype html>"), ("text", "20")] {
+        let (st, body) = http(&d.sock, "GET", &format!("/v1/agents/sleeper/report?since=5m&format={format}"));
+        assert_eq!(st, 200, "{format}: {body}");
+        assert!(body.starts_with(starts), "{format}: {body}");
+    }
+    for (query, field) in [("since=yesterday", "since"), ("since=1h&until=2h", "until"), ("format=pdf", "format")] {
+        let (st, body) = http(&d.sock, "GET", &format!("/v1/report?{query}"));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((st, v["error"]["field"].as_str()), (422, Some(field)), "{query}: {body}");
+    }
+    let far = at(before - 7_200_000);
+    let (st, body) = http(&d.sock, "GET", &format!("/v1/agents/sleeper/report?since={far}&until={}&format=svg", at(before - 3_600_000)));
+    assert_eq!(st, 404, "nothing to draw: {body}");
+
+    // The CLI commands with --socket.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_allot")).args(args).arg("--socket").arg(&d.sock).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, out, err) = cli(&["compliance", "sleeper"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("not compliant") && out.contains("throttled: yes, held by policy:tokens, operator") && out.contains("suspend at"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["compliance", "sleeper", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["status"], "hard", "{out}");
+    let (code, out, err) = cli(&["analyze", "--agent", "sleeper", "--resource", "memory", "--window", "10m"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("sleeper memory: ") && out.contains("confidence"), "{out}");
+    let (code, out, err) = cli(&["analyze", "--agent", "sleeper", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(serde_json::from_str::<Value>(&out).unwrap()["samples"].as_u64().unwrap() >= 8, "{out}");
+    let (code, _, err) = cli(&["analyze", "--agent", "sleeper", "--window", "soon"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("window"), "{err}");
+    let (code, out, err) = cli(&["recommend", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(serde_json::from_str::<Value>(&out).unwrap().is_array(), "{out}");
+    let (code, out, err) = cli(&["report", "sleeper", "--since", &at(before - 60_000), "--format", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()[0]["agent"], "sleeper", "{out}");
+    let (code, out, err) = cli(&["report", "--since", "10m", "--until", "0s", "--format", "text"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("sleeper (standard_agent)"), "{out}");
+    let (code, _, err) = cli(&["report", "--since", "last tuesday"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("since"), "{err}");
+    // The same range read from the state database directly.
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["report", "sleeper", "--format", "json", "--since", &at(before - 60_000), "--until", &at(now + 60_000), "--state"])
+        .arg(d.dir.path().join("state.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let local: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(local[0]["agent"], "sleeper");
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["report", "--until", "yesterday", "--state"])
+        .arg(d.dir.path().join("state.db"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--until"), "{out:?}");
+}
+
+#[test]
+fn scripting_run_json_and_events_without_follow() {
+    let d = start();
+    let cli = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_allot"));
+        // --socket before any `--` of `allot run`.
+        cmd.arg(args[0]).arg("--socket").arg(&d.sock).args(&args[1..]);
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "allot {args:?} did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, out, err) = cli(&["run", "--json", "--name", "scripted", "--group", "lightweight_agent", "--", "sleep", "300"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["id"], "scripted", "{v}");
+    let pids: Vec<u64> = v["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    assert!(!pids.is_empty() && pids.contains(&v["pid"].as_u64().unwrap()), "{v}");
+    let dirs: Vec<&str> = v["cgroup"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    if cgroups_in_use(&d.dir.path().join("state.db")) {
+        assert!(!dirs.is_empty(), "{v}");
+        for dir in &dirs {
+            let procs = std::fs::read_to_string(Path::new(dir).join("cgroup.procs")).unwrap();
+            assert!(procs.lines().any(|l| l.parse::<u64>().ok() == Some(pids[0])), "{dir} holds the agent: {procs}");
+        }
+    }
+    // The events recorded so far, printed, and the command exits.
+    let (code, out, err) = cli(&["events", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let events: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.first(), Some(&1), "{out}");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "every event, in order: {seqs:?}");
+    assert!(events.iter().any(|e| e["topic"] == "resource_management.agent.started" && e["agent"] == "scripted"), "{out}");
+    let (code, out, err) = cli(&["events", "--json", "--since", "2", "--topic", "resource_management.agent.*"]);
+    assert_eq!(code, Some(0), "{err}");
+    let filtered: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!filtered.is_empty(), "{out}");
+    assert!(
+        filtered.iter().all(|e| e["seq"].as_u64().unwrap() > 2 && e["topic"].as_str().unwrap().starts_with("resource_management.agent."))
+    );
+    let (code, out, _) = cli(&["events"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("resource_management.agent.started"), "{out}");
+    // The route: a JSON array; an agent gets its own (the access matrix covers who may call it).
+    let (st, body) = http(&d.sock, "GET", "/v1/events?follow=false&since=0&topic=resource_management.agent.started");
+    assert_eq!(st, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert!(page.as_array().unwrap().iter().all(|e| e["topic"] == "resource_management.agent.started" && e["at"].is_string()), "{page}");
+    assert_eq!(http(&d.sock, "DELETE", "/v1/agents/scripted").0, 200);
 }

@@ -366,6 +366,8 @@ impl Api {
                 answer(c);
             }
         });
+        // A state database the read routes (analysis, recommendations, reports) open read-only.
+        drop(allot_store::Store::open(&dir.path().join("state.db")).unwrap());
         let app = allot::api::router(tx, dir.path().join("state.db"), 0, Arc::new(allot::metrics::Metrics::new()));
         // Over TCP with the token the caller is the operator, who may call every route.
         let app = allot::api::tcp_router(app, TOKEN.to_owned());
@@ -413,6 +415,7 @@ fn answer(c: Control) {
         }
         Control::Adopt(_, _, _, tx) => drop(tx.send(Ok(json!({})))),
         Control::SetLimits(_, _, tx) => drop(tx.send(Ok(json!({})))),
+        Control::Compliance(_, tx) => drop(tx.send(Ok(json!({})))),
     }
 }
 
@@ -640,5 +643,31 @@ proptest! {
             Just(String::new()),
         ]) {
         check_route("POST", &format!("/v1/agents/{id}/{action}?{query}"), None, Vec::new())?;
+    }
+
+    #[test]
+    fn read_queries(id in segment(), route in prop::sample::select(vec!["report", "analysis", "recommendations", "compliance", "-report", "-recommendations", "-events"]),
+        params in prop::collection::vec((
+            prop::sample::select(vec!["since", "until", "format", "resource", "window", "horizon", "follow", "topic", "x"]),
+            prop_oneof![
+                word(),
+                Just("2026-12-03T10:00:00Z".to_owned()),
+                Just("9999-99-99T99:99:99Z".to_owned()),
+                Just("1h".to_owned()),
+                Just("365d".to_owned()),
+                prop::sample::select(vec!["json", "text", "svg", "html", "false", "memory", "tokens"]).prop_map(str::to_owned),
+            ],
+        ), 0..4)) {
+        let enc = |w: &str| w.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+        let mut query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
+        if route == "-events" {
+            // The events recorded so far, not a stream that never ends.
+            query.push("follow=false".into());
+        }
+        let path = match route.strip_prefix('-') {
+            Some(fleet) => format!("/v1/{fleet}"),
+            None => format!("/v1/agents/{id}/{route}"),
+        };
+        check_route("GET", &format!("{path}?{}", query.join("&")), None, Vec::new())?;
     }
 }

@@ -242,3 +242,67 @@ fn without_cgroups_the_fallbacks_work_and_say_so() {
     assert_eq!(suspend.outcome, "success");
     assert!(suspend.detail.contains("SIGSTOP to 4"), "{}", suspend.detail);
 }
+
+/// An agent's script: report tokens through `$ALLOT_SOCKET`, read its quota and compliance,
+/// write what it got to argv[1] as JSON, and exit.
+const SOCKET_CLIENT: &str = r#"
+import json, os, socket, sys
+def req(method, path, body=b""):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(os.environ["ALLOT_SOCKET"])
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+me = os.environ["ALLOT_AGENT_ID"]
+out = {"socket": os.environ["ALLOT_SOCKET"]}
+out["usage"] = req("POST", f"/v1/agents/{me}/usage", b'{"resource": "tokens", "value": "1.2k"}')
+out["quota"] = req("GET", f"/v1/agents/{me}/quota")
+out["compliance"] = req("GET", f"/v1/agents/{me}/compliance")
+out["other"] = req("GET", "/v1/agents/sleeper/quota")[0]
+open(sys.argv[1] + ".tmp", "w").write(json.dumps(out))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+"#;
+
+#[test]
+fn agents_under_allot_up_report_usage_and_read_their_quota_through_allot_socket() {
+    let Some(name) = cgroup_name("socket") else {
+        return;
+    };
+    let (dir, state) = scratch();
+    // The agent runs as nobody (allot runs as root): it must reach its script and write its result.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let script = dir.path().join("client.py");
+    std::fs::write(&script, SOCKET_CLIENT).unwrap();
+    let result = dir.path().join("client.json");
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::write(
+        &fleet,
+        format!(
+            "[policy]\nsample_interval = \"250ms\"\n\n[[agents]]\nname = \"reporter\"\ngroup = \"standard_agent\"\ncommand = [\"python3\", \"{}\", \"{}\"]\nlimits.tokens = {{ soft = \"5k/min\", hard = \"10k/min\" }}\n\n[[agents]]\nname = \"sleeper\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"3\"]\n",
+            script.display(),
+            result.display()
+        ),
+    )
+    .unwrap();
+    let out = succeeds(&mut up(&["--for", "30s", "--cgroup-name", &name], &state, &fleet));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    let sock = r["socket"].as_str().unwrap();
+    assert!(stderr.contains(&format!("API on {sock}")), "allot up prints the socket: {stderr}");
+    assert!(!Path::new(sock).exists(), "the socket is removed at exit: {sock}");
+    assert_eq!(r["usage"][0], 200, "{r}");
+    assert_eq!(r["usage"][1]["value"], 1200, "{r}");
+    assert_eq!(r["quota"][0], 200, "{r}");
+    assert_eq!(r["quota"][1]["limits"]["tokens"]["hard"], 10_000, "{r}");
+    assert_eq!(r["compliance"][0], 200, "{r}");
+    let tokens = r["compliance"][1]["resources"].as_array().unwrap().iter().find(|x| x["resource"] == "tokens").unwrap().clone();
+    assert_eq!((tokens["usage"].as_u64(), tokens["status"].as_str()), (Some(1200), Some("ok")), "{r}");
+    assert_eq!(r["other"], 403, "an agent reads only its own quota: {r}");
+}

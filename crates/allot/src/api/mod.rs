@@ -13,6 +13,7 @@ mod agents;
 mod bodies;
 pub mod conn;
 mod error;
+mod reads;
 pub mod routes;
 mod system;
 
@@ -20,6 +21,7 @@ pub use access::{Access, Caller, Peer};
 pub use conn::{Connections, Limits};
 pub use error::ApiError;
 pub use routes::{HttpMethod, ROUTES, Route};
+pub use system::EVENTS_PAGE;
 
 use crate::governor::control::{Control, ControlError};
 use crate::metrics::Metrics;

@@ -4,7 +4,7 @@
 //! route cannot be added without a rule.
 
 use super::access::Access;
-use super::{Shared, agents, system};
+use super::{Shared, agents, reads, system};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 /// An HTTP method of the table.
@@ -94,7 +94,16 @@ pub const ROUTES: &[Route] = routes![
     (Patch, "/v1/agents/{id}/quota", Operator, agents::quota_set, "Change limits at run time: {limits: {RESOURCE: {soft?, hard?, burst?, action?}}}"),
     (Post, "/v1/agents/{id}/usage", SelfOrOperator, agents::usage, "Report usage: {resource, value}"),
     (Post, "/v1/agents/{id}/ack", SelfOrOperator, agents::ack, "Acknowledge a request of the agent channel: {seq, note?}"),
-    (Get, "/v1/events", Scoped, system::events, "Server-sent events: ?since=SEQ&topic=GLOB, or Last-Event-ID"),
+    (Get, "/v1/agents/{id}/compliance", SelfOrOperator, reads::compliance,
+        "Quota compliance: per resource usage, soft, hard, burst, status (ok, soft, burst, hard), pending escalation and when it falls due; who holds the agent throttled or suspended"),
+    (Get, "/v1/agents/{id}/analysis", SelfOrOperator, reads::analysis,
+        "Pattern, forecast and recommendation of the agent's recorded samples: ?resource=memory&window=1h&horizon=10m"),
+    (Get, "/v1/agents/{id}/recommendations", SelfOrOperator, reads::agent_recommendations, "The agent's latest recommendation per resource"),
+    (Get, "/v1/agents/{id}/report", SelfOrOperator, reads::agent_report,
+        "The agent's report: ?since=&until= (RFC 3339 times or durations ago; default the last hour) &format=json|text|svg|html"),
+    (Get, "/v1/recommendations", Scoped, reads::recommendations, "The latest recommendation per agent and resource"),
+    (Get, "/v1/report", Scoped, reads::fleet_report, "Every agent's report: ?since=&until=&format=json|text|svg|html"),
+    (Get, "/v1/events", Scoped, system::events, "Server-sent events: ?since=SEQ&topic=GLOB, or Last-Event-ID; &follow=false: those recorded so far as a JSON array (1000 at most a page)"),
     (Get, "/v1/groups", Operator, system::groups, "Groups with limits, totals and members"),
     (Post, "/v1/groups/{name}", Operator, system::put_group, "Create a group: {extends?, description?, scaling_policy?, limits?, totals?}"),
     (Put, "/v1/groups/{name}", Operator, system::put_group, "Replace a group"),

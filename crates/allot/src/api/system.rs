@@ -103,24 +103,66 @@ pub(super) async fn host(State(api): State<Shared>) -> Result<Json<Value>, ApiEr
 pub(super) struct EventsQuery {
     since: Option<u64>,
     topic: Option<String>,
+    /// `false`: the events recorded so far as one JSON array, instead of a stream.
+    follow: Option<bool>,
+}
+
+/// The most events one `follow=false` answer holds; the next page starts after its last.
+pub const EVENTS_PAGE: usize = 1000;
+
+/// The events after `since` recorded so far, matching `topic` and (for an agent) its own:
+/// at most [`EVENTS_PAGE`], read on a blocking thread.
+async fn events_so_far(api: &Shared, since: u64, topic: Option<String>, only: Option<String>) -> Result<Response, ApiError> {
+    let store = api.events_store()?;
+    let page = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, String> {
+        let s = store.lock().map_err(|_| "the event store is unusable".to_owned())?;
+        let mut out = Vec::new();
+        let mut after = since;
+        loop {
+            let batch = s.events_since(after, 1000).map_err(|e| e.to_string())?;
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            for e in batch {
+                if only.as_deref().is_some_and(|me| e.agent.as_deref() != Some(me))
+                    || topic.as_deref().is_some_and(|g| !allot_core::events::topic_matches(g, &e.topic))
+                {
+                    continue;
+                }
+                let at = crate::governor::clock::rfc3339(allot_core::Time::from_millis(e.at_ms));
+                out.push(json!({"seq": e.seq, "at_ms": e.at_ms, "at": at, "topic": e.topic, "agent": e.agent, "data": e.data}));
+                if out.len() == EVENTS_PAGE {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("the read did not finish: {e}")))?
+    .map_err(ApiError::unavailable)?;
+    Ok(Json(page).into_response())
 }
 
 /// `GET /v1/events?since=SEQ&topic=GLOB` (or `Last-Event-ID`): server-sent
 /// events read from the store, so a stream resumes from any sequence number,
-/// also across restarts. An agent gets its own.
+/// also across restarts; with `follow=false`, the events recorded so far as
+/// a JSON array (at most [`EVENTS_PAGE`]: ask again after the last). An agent gets its own.
 pub(super) async fn events(
     State(api): State<Shared>,
     caller: Caller,
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::query(&e, "since (a sequence number) and topic (a glob)"))?;
+    let Query(q) = q.map_err(|e| ApiError::query(&e, "since (a sequence number), topic (a glob) and follow (false: no stream)"))?;
     let only = match caller {
         Caller::Agent(me) => Some(me),
         _ => None,
     };
     let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut since = last_id.or(q.since).unwrap_or(0);
+    if q.follow == Some(false) {
+        return events_so_far(&api, since, q.topic, only).await;
+    }
     let slot = api.subscribers.take(only.clone()).map_err(|r| {
         api.metrics.subscriber_refused();
         let cap = api.subscribers.cap();

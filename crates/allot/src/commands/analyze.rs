@@ -1,5 +1,9 @@
-//! `allot analyze --csv FILE` and `allot bench analytics`.
+//! `allot analyze --csv FILE`, `allot analyze --agent NAME` (from the state
+//! database, or with `--socket` from a running daemon's
+//! `GET /v1/agents/{id}/analysis`, which calls [`agent_analysis`]) and
+//! `allot bench analytics`.
 
+use super::report::ReadError;
 use super::{Error, print};
 use crate::cli::{AnalyzeArgs, BenchAnalyticsArgs};
 use crate::output::{human, human_f, per_second, secs};
@@ -62,6 +66,9 @@ struct Findings {
 
 pub(crate) fn run(args: &AnalyzeArgs) -> Result<ExitCode, Error> {
     let resource: Resource = args.resource.parse()?;
+    if let (Some(sock), Some(agent)) = (&args.socket, &args.agent) {
+        return from_daemon(args, sock, agent, &resource);
+    }
     let series = match (&args.csv, &args.agent) {
         (Some(csv), _) => from_csv(csv)?,
         (None, Some(agent)) => from_store(args, agent, &resource)?,
@@ -103,15 +110,107 @@ fn from_store(args: &AnalyzeArgs, agent: &str, resource: &Resource) -> Result<Se
         return Err(format!("no state database at {}", args.state.display()).into());
     }
     let store = allot_store::Store::open_read_only(&args.state)?;
-    let stored = store.agent(agent)?.ok_or_else(|| format!("no agent {agent:?} in {}", args.state.display()))?;
     let window = parse_duration("--window", &args.window)?;
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, allot_core::time::duration_millis);
+    match stored_series(&store, agent, resource, window, super::report::now_ms()) {
+        Err(ReadError::NoAgent(_)) => Err(format!("no agent {agent:?} in {}", args.state.display()).into()),
+        r => Ok(r?),
+    }
+}
+
+/// An agent's recorded samples of `resource` over the `window` before `now_ms`, and its stored limits.
+fn stored_series(
+    store: &allot_store::Store,
+    agent: &str,
+    resource: &Resource,
+    window: std::time::Duration,
+    now_ms: u64,
+) -> Result<Series, ReadError> {
+    let stored = store.agent(agent)?.ok_or_else(|| ReadError::NoAgent(agent.to_owned()))?;
     let since = now_ms.saturating_sub(allot_core::time::duration_millis(window));
     let samples = store.samples(agent, resource.name(), since)?.into_iter().map(|(t, v)| (t as f64 / 1000.0, v as f64)).collect();
     let l = &stored.spec["quota"]["limits"][resource.name()];
     let limits =
         l["hard"].as_u64().map(|h| Limits { soft: Some(l["soft"].as_u64().unwrap_or(h)), hard: Some(h), group: stored.group.clone() });
     Ok(Series { name: format!("{agent} {resource}"), samples, stored: limits })
+}
+
+/// The on-demand analysis of an agent's recorded samples (the daemon's
+/// `GET /v1/agents/{id}/analysis`): the JSON of `allot analyze --json` with
+/// `agent`, `resource`, `window_secs`, `samples` and the stored `limits`;
+/// too few samples give `"pattern": null` and the `error`. `resource`,
+/// `window` and `horizon` are the query's texts (errors name them).
+pub(crate) fn agent_analysis(
+    store: &allot_store::Store,
+    agent: &str,
+    resource: &str,
+    window: &str,
+    horizon: &str,
+    now_ms: u64,
+) -> Result<serde_json::Value, ReadError> {
+    let resource: Resource =
+        resource.parse().map_err(|e: allot_core::resource::ResourceNameError| ReadError::invalid("resource", e.to_string()))?;
+    let window = parse_duration("window", window).map_err(|e| ReadError::invalid("window", e.to_string()))?;
+    let horizon = parse_duration("horizon", horizon).map_err(|e| ReadError::invalid("horizon", e.to_string()))?.as_secs_f64();
+    let series = stored_series(store, agent, &resource, window, now_ms)?;
+    let limits = series.stored.unwrap_or_default();
+    let mut v = match analytics::classify(&series.samples) {
+        Ok(pattern) => as_json(&analyze(&series.samples, pattern, &limits, &Ledger::with_builtin_groups(), &resource, horizon)),
+        Err(e) => json!({"pattern": null, "error": e.to_string()}),
+    };
+    v["agent"] = json!(agent);
+    v["resource"] = json!(resource.name());
+    v["window_secs"] = json!(window.as_secs_f64());
+    v["samples"] = json!(series.samples.len());
+    v["limits"] = json!({"soft": limits.soft, "hard": limits.hard, "group": limits.group});
+    Ok(v)
+}
+
+/// `allot analyze --agent NAME --socket PATH`: the daemon analyzes; printed as without it.
+fn from_daemon(args: &AnalyzeArgs, sock: &Path, agent: &str, resource: &Resource) -> Result<ExitCode, Error> {
+    if args.group.is_some() || args.limit.is_some() {
+        return Err("--group and --limit cannot be used with --socket: the daemon judges against the agent's own limits".into());
+    }
+    use super::report::encode;
+    let path = format!(
+        "/v1/agents/{}/analysis?resource={}&window={}&horizon={}",
+        encode(agent),
+        encode(resource.name()),
+        encode(&args.window),
+        encode(&args.horizon)
+    );
+    let v = super::report::ask_daemon(sock, &path)?;
+    if args.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+        return Ok(if v["pattern"].is_null() { ExitCode::from(1) } else { ExitCode::SUCCESS });
+    }
+    let name = format!("{agent} {resource}");
+    if v["pattern"].is_null() {
+        print(&format!("{name}: {}\n", v["error"].as_str().unwrap_or("no analysis")))?;
+        return Ok(ExitCode::from(1));
+    }
+    let findings =
+        findings_from_json(&v, resource.unit()).ok_or_else(|| format!("the daemon's analysis does not have the expected shape: {v}"))?;
+    print(&as_text(&name, &findings, v["limits"]["hard"].is_null()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The findings back from their JSON ([`as_json`]).
+fn findings_from_json(v: &serde_json::Value, unit: Unit) -> Option<Findings> {
+    fn de<T: serde::de::DeserializeOwned>(x: &serde_json::Value) -> Option<T> {
+        serde_json::from_value(x.clone()).ok()
+    }
+    let pattern =
+        analytics::Pattern { kind: de(&v["pattern"])?, confidence: v["confidence"].as_f64()?, characteristics: de(&v["characteristics"])? };
+    let f = &v["forecast"];
+    Some(Findings {
+        pattern,
+        soft: de(&f["soft"]),
+        hard: de(&f["hard"]),
+        recommendation: de(&v["recommendation"]),
+        predictive: f["hard_within_horizon"].as_bool().unwrap_or(false),
+        horizon: f["horizon_secs"].as_f64().unwrap_or(0.0),
+        unit,
+    })
 }
 
 /// The limits from --group, else --limit, else those stored for the agent.

@@ -1,8 +1,8 @@
 //! CLI commands that talk to a running `allot daemon`: `ps`, `suspend`,
-//! `resume`, `terminate`, `quota get|set`.
+//! `resume`, `terminate`, `quota get|set`, `compliance`, `run`, `adopt`.
 
 use super::{Error, print};
-use crate::cli::{ActArgs, AdoptArgs, PsArgs, QuotaSetArgs, RunArgs};
+use crate::cli::{ActArgs, AdoptArgs, ComplianceArgs, PsArgs, QuotaSetArgs, RunArgs};
 use crate::client::{default_socket, failure, request};
 use crate::output::table;
 use allot_core::Resource;
@@ -92,8 +92,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Error> {
     }
     let (st, v) = request(&sock, "POST", "/v1/agents", Some(&body))?;
     let v = ok(st, v)?;
-    let root = if v["root"] == true { " AS ROOT" } else { "" };
-    print(&format!("{}: started, pid {}, uid {}{root}\n", args.name, v["pid"], v["uid"]))?;
+    if args.json {
+        print(&format!("{v}\n"))?;
+    } else {
+        let root = if v["root"] == true { " AS ROOT" } else { "" };
+        print(&format!("{}: started, pid {}, uid {}{root}\n", args.name, v["pid"], v["uid"]))?;
+    }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
@@ -102,7 +106,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode, Error> {
         let (st, a) = request(&sock, "GET", &format!("/v1/agents/{}", args.name), None)?;
         let a = ok(st, a)?;
         if a["state"] == "exited" {
-            print(&format!("{}: {}\n", args.name, a["exit"].as_str().unwrap_or("exited")))?;
+            if args.json {
+                print(&format!("{}\n", json!({"id": args.name, "state": "exited", "exit": a["exit"]})))?;
+            } else {
+                print(&format!("{}: {}\n", args.name, a["exit"].as_str().unwrap_or("exited")))?;
+            }
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -125,5 +133,52 @@ pub(crate) fn quota_set(args: &QuotaSetArgs) -> Result<ExitCode, Error> {
     let (st, v) = request(&socket(&args.socket)?, "PATCH", &format!("/v1/agents/{}/quota", args.id), Some(&json!({"limits": limits})))?;
     let v = ok(st, v)?;
     print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn compliance(args: &ComplianceArgs) -> Result<ExitCode, Error> {
+    let path = format!("/v1/agents/{}/compliance", super::report::encode(&args.id));
+    let (st, v) = request(&socket(&args.socket)?, "GET", &path, None)?;
+    let v = ok(st, v)?;
+    if args.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![["resource", "usage", "soft", "hard", "burst", "status", "pending"].map(String::from).to_vec()];
+    for r in v["resources"].as_array().into_iter().flatten() {
+        let res: Resource = r["resource"].as_str().unwrap_or("").parse().unwrap_or(Resource::Custom("?".into()));
+        let q = |x: &Value| x.as_u64().map_or_else(|| "-".to_owned(), |n| format_approx(res.unit(), n));
+        let pending = match r["pending"].as_object() {
+            Some(p) => format!(
+                "{} at {} (in {:.0} s)",
+                p["action"].as_str().unwrap_or("?"),
+                p["due"].as_str().unwrap_or("?"),
+                p["in_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+            ),
+            None => "-".to_owned(),
+        };
+        rows.push(vec![
+            res.name().to_owned(),
+            q(&r["usage"]),
+            q(&r["soft"]),
+            q(&r["hard"]),
+            q(&r["burst"]),
+            r["status"].as_str().unwrap_or("?").to_owned(),
+            pending,
+        ]);
+    }
+    let holders = |k: &str| {
+        let hs: Vec<&str> = v[k].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        if hs.is_empty() { "no".to_owned() } else { format!("yes, held by {}", hs.join(", ")) }
+    };
+    let head = format!(
+        "{} ({}): {}; throttled: {}; suspended: {}\n",
+        args.id,
+        v["state"].as_str().unwrap_or("?"),
+        if v["compliant"] == true { "compliant" } else { "not compliant" },
+        holders("throttled_by"),
+        holders("suspended_by")
+    );
+    print(&format!("{head}{}", table(&rows)))?;
     Ok(ExitCode::SUCCESS)
 }

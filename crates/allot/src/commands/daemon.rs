@@ -1,4 +1,6 @@
-//! `allot daemon`: the governor as a service with the HTTP API on a Unix socket.
+//! `allot daemon`: the governor as a service with the HTTP API on a Unix
+//! socket. [`run_serving`] (the governor with the API beside it) is shared
+//! with `allot up`, which serves the same API on a per-run socket.
 
 use super::Error;
 use crate::cli::DaemonArgs;
@@ -28,6 +30,11 @@ fn prepare_socket(args: &DaemonArgs) -> Result<PathBuf, Error> {
         Some(s) => s.clone(),
         None => crate::client::default_socket()?,
     };
+    prepare_socket_path(socket)
+}
+
+/// [`prepare_socket`] for a given path (also `allot up`'s).
+pub(super) fn prepare_socket_path(socket: PathBuf) -> Result<PathBuf, Error> {
     if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
@@ -127,7 +134,7 @@ fn tcp_server(
     })))
 }
 
-fn listen(socket: &Path) -> Result<tokio::net::UnixListener, Error> {
+pub(super) fn listen(socket: &Path) -> Result<tokio::net::UnixListener, Error> {
     let listener = tokio::net::UnixListener::bind(socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     // Every user may connect: what a caller may do is decided by its peer credentials.
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))
@@ -159,27 +166,44 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let gov = Governor::new(fleet, backend, &opts)?.with_control(rx);
     tracing::info!(mode = %gov.mode(), socket = %socket.display(), state = %args.state.display(), "allot daemon starting");
-    let metrics = gov.metrics();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let listener = listen(&socket)?;
-        let owner = rustix::process::geteuid().as_raw();
-        let conns = crate::api::Connections::new(crate::api::Limits::from_fd_limit(), owner, Some(metrics.clone()));
-        let app = crate::api::router(tx, args.state.clone(), owner, metrics);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let tcp = tcp_server(tcp, app.clone(), conns.clone(), stop_rx.clone())?;
-        let mut rx = stop_rx;
-        let server = tokio::spawn(crate::api::conn::serve_unix(listener, app, conns, async move {
-            let _ = rx.changed().await;
-        }));
-        let summary = gov.run(None).await;
-        let _ = stop_tx.send(true);
-        let _ = server.await;
-        if let Some(t) = tcp {
-            let _ = t.await;
-        }
+        let summary = match listen(&socket) {
+            Ok(listener) => run_serving(gov, tx, listener, args.state.clone(), tcp, None).await,
+            Err(e) => Err(e),
+        };
         let _ = std::fs::remove_file(&socket);
         summary.map(|s| tracing::info!(events = s.events, "allot daemon stopped"))
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run `gov` (built `with_control` on the receiver of `tx`) with the API
+/// served on `listener`, and on TCP when given, until it stops: the same
+/// router and connection caps for `allot daemon` and `allot up`.
+pub(super) async fn run_serving(
+    gov: Governor<RealBackend>,
+    tx: tokio::sync::mpsc::UnboundedSender<crate::governor::control::Control>,
+    listener: tokio::net::UnixListener,
+    state: PathBuf,
+    tcp: Option<(std::net::TcpListener, String)>,
+    run_for: Option<std::time::Duration>,
+) -> Result<crate::governor::Summary, Error> {
+    let metrics = gov.metrics();
+    let owner = rustix::process::geteuid().as_raw();
+    let conns = crate::api::Connections::new(crate::api::Limits::from_fd_limit(), owner, Some(metrics.clone()));
+    let app = crate::api::router(tx, state, owner, metrics);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tcp = tcp_server(tcp, app.clone(), conns.clone(), stop_rx.clone())?;
+    let mut rx = stop_rx;
+    let server = tokio::spawn(crate::api::conn::serve_unix(listener, app, conns, async move {
+        let _ = rx.changed().await;
+    }));
+    let summary = gov.run(run_for).await;
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    if let Some(t) = tcp {
+        let _ = t.await;
+    }
+    summary
 }

@@ -42,7 +42,43 @@ pub(crate) fn history(args: &HistoryArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The events recorded so far, from a daemon (`follow=false`, page by page).
+fn events_from(sock: &std::path::Path, args: &EventsArgs) -> Result<Vec<allot_store::StoredEvent>, Error> {
+    let mut out = Vec::new();
+    let mut since = args.since;
+    loop {
+        let mut path = format!("/v1/events?follow=false&since={since}");
+        if let Some(t) = &args.topic {
+            path.push_str(&format!("&topic={}", super::report::encode(t)));
+        }
+        let page: Vec<serde_json::Value> = serde_json::from_value(super::report::ask_daemon(sock, &path)?)?;
+        let n = page.len();
+        for v in page {
+            out.push(allot_store::StoredEvent {
+                seq: v["seq"].as_u64().ok_or("an event without seq")?,
+                at_ms: v["at_ms"].as_u64().unwrap_or(0),
+                topic: v["topic"].as_str().unwrap_or("").to_owned(),
+                agent: v["agent"].as_str().map(str::to_owned),
+                data: v["data"].clone(),
+            });
+        }
+        match out.last() {
+            Some(last) if n > 0 && last.seq > since => since = last.seq,
+            _ => break,
+        }
+        if n < crate::api::EVENTS_PAGE {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn events(args: &EventsArgs) -> Result<ExitCode, Error> {
+    if let (false, Some(sock)) = (args.follow, &args.socket) {
+        let events = events_from(sock, args)?;
+        print(&event_lines(&events, args.json))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.follow {
         let sock = match &args.socket {
             Some(s) => s.clone(),
@@ -69,28 +105,28 @@ pub(crate) fn events(args: &EventsArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::SUCCESS);
     }
     let store = open(&args.state)?;
-    let mut out = String::new();
+    let mut events = Vec::new();
     let mut since = args.since;
     loop {
         let batch = store.events_since(since, 1000)?;
         let Some(last) = batch.last() else { break };
         since = last.seq;
-        for e in batch.iter().filter(|e| args.topic.as_deref().is_none_or(|g| allot_core::events::topic_matches(g, &e.topic))) {
-            if args.json {
-                let line = serde_json::json!({"seq": e.seq, "at": at(e.at_ms), "topic": e.topic, "agent": e.agent, "data": e.data});
-                out.push_str(&format!("{line}\n"));
-            } else {
-                out.push_str(&format!(
-                    "{:>6} {} {:<45} {:<12} {}\n",
-                    e.seq,
-                    at(e.at_ms),
-                    e.topic,
-                    e.agent.as_deref().unwrap_or("-"),
-                    e.data
-                ));
-            }
+        events.extend(batch.into_iter().filter(|e| args.topic.as_deref().is_none_or(|g| allot_core::events::topic_matches(g, &e.topic))));
+    }
+    print(&event_lines(&events, args.json))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Events as lines of text, or JSON lines `{seq, at, topic, agent, data}`.
+fn event_lines(events: &[allot_store::StoredEvent], json: bool) -> String {
+    let mut out = String::new();
+    for e in events {
+        if json {
+            let line = serde_json::json!({"seq": e.seq, "at": at(e.at_ms), "topic": e.topic, "agent": e.agent, "data": e.data});
+            out.push_str(&format!("{line}\n"));
+        } else {
+            out.push_str(&format!("{:>6} {} {:<45} {:<12} {}\n", e.seq, at(e.at_ms), e.topic, e.agent.as_deref().unwrap_or("-"), e.data));
         }
     }
-    print(&out)?;
-    Ok(ExitCode::SUCCESS)
+    out
 }

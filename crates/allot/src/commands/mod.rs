@@ -1,6 +1,6 @@
 //! One module per command; `run` dispatches.
 
-mod analyze;
+pub(crate) mod analyze;
 mod bench;
 mod bench_api;
 mod bench_conn;
@@ -9,7 +9,7 @@ mod daemon;
 mod groups;
 mod history;
 mod host;
-mod report;
+pub(crate) mod report;
 mod top;
 mod up;
 mod validate;
@@ -46,6 +46,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Terminate(a) => ctl::act(&a, "terminate"),
         Command::Quota(QuotaCommand::Get(a)) => ctl::quota_get(&a),
         Command::Quota(QuotaCommand::Set(a)) => ctl::quota_set(&a),
+        Command::Compliance(a) => ctl::compliance(&a),
         Command::History(a) => history::history(&a),
         Command::Events(a) => history::events(&a),
     }

@@ -1,7 +1,10 @@
 //! `allot recommend` and `allot report`: read recorded usage, history and
-//! analyses back from the state database; reports as text, JSON, SVG charts
-//! (usage over time with the soft and hard limits and the actions marked)
-//! or an HTML page holding tables and charts.
+//! analyses back from the state database (or, with `--socket`, from a
+//! running daemon's `GET /v1/recommendations` and `GET /v1/report`, which
+//! call the same functions); reports as text, JSON, SVG charts (usage over
+//! time with the soft and hard limits and the actions marked) or an HTML
+//! page holding tables and charts, over a range whose ends are RFC 3339
+//! times or durations ago.
 
 use super::{Error, print};
 use crate::cli::{RecommendArgs, ReportArgs};
@@ -14,6 +17,40 @@ use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+/// Why a read of the state database (a report, an analysis, recommendations) has no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// No agent of that id in the store.
+    #[error("no agent {0:?}")]
+    NoAgent(String),
+    /// A parameter is not acceptable (`field` names it).
+    #[error("{message}")]
+    Invalid {
+        /// The parameter at fault (`--since` on the command line, `since` in a query).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Nothing to show (no samples in the range for a chart).
+    #[error("{0}")]
+    NoData(String),
+    /// The store could not be read.
+    #[error("{0}")]
+    Store(String),
+}
+
+impl From<allot_store::StoreError> for ReadError {
+    fn from(e: allot_store::StoreError) -> Self {
+        ReadError::Store(e.to_string())
+    }
+}
+
+impl ReadError {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ReadError::Invalid { field: field.to_owned(), message: message.into() }
+    }
+}
+
 fn open(path: &std::path::Path) -> Result<Store, Error> {
     if !path.exists() {
         return Err(format!("no state database at {} (run `allot up FLEET.toml` first, or pass --state)", path.display()).into());
@@ -21,15 +58,48 @@ fn open(path: &std::path::Path) -> Result<Store, Error> {
     Ok(Store::open_read_only(path)?)
 }
 
+/// The wall-clock time now, in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, allot_core::time::duration_millis)
+}
+
+/// The latest recommendation per agent and resource (`agent`: only its own),
+/// as `{agent, resource, at_ms, pattern, recommendation}`.
+pub(crate) fn recommendations(store: &Store, agent: Option<&str>) -> Result<Vec<Value>, ReadError> {
+    Ok(store
+        .analyses(agent)?
+        .into_iter()
+        .filter(|r| r.4.is_some())
+        .map(|(a, r, at, p, rec)| json!({"agent": a, "resource": r, "at_ms": at, "pattern": p["pattern"], "recommendation": rec}))
+        .collect())
+}
+
+/// A query string value, percent-encoded (what is not unreserved).
+pub(crate) fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// Ask a daemon: the body of a 2xx answer, else its error.
+pub(crate) fn ask_daemon(sock: &std::path::Path, path: &str) -> Result<Value, Error> {
+    let (st, v) = crate::client::request(sock, "GET", path, None)?;
+    if (200..300).contains(&st) { Ok(v) } else { Err(crate::client::failure(st, &v).into()) }
+}
+
 pub(crate) fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
-    let store = open(&args.state)?;
-    let rows: Vec<_> = store.analyses(args.agent.as_deref())?.into_iter().filter(|r| r.4.is_some()).collect();
+    let rows: Vec<Value> = match &args.socket {
+        Some(sock) => {
+            let path = args
+                .agent
+                .as_ref()
+                .map_or_else(|| "/v1/recommendations".to_owned(), |a| format!("/v1/agents/{}/recommendations", encode(a)));
+            serde_json::from_value(ask_daemon(sock, &path)?)?
+        }
+        None => recommendations(&open(&args.state)?, args.agent.as_deref())?,
+    };
     if args.json {
-        let arr: Vec<Value> = rows
-            .iter()
-            .map(|(a, r, at, p, rec)| json!({"agent": a, "resource": r, "at_ms": at, "pattern": p["pattern"], "recommendation": rec}))
-            .collect();
-        print(&format!("{}\n", serde_json::to_string_pretty(&arr)?))?;
+        print(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
@@ -37,8 +107,9 @@ pub(crate) fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = vec![["agent", "resource", "pattern", "recommendation", "suggested", "confidence", "rationale"].map(String::from).to_vec()];
-    for (a, r, _, p, rec) in &rows {
-        let rec = rec.as_ref().unwrap_or(&Value::Null);
+    for row in &rows {
+        let rec = &row["recommendation"];
+        let r = row["resource"].as_str().unwrap_or("?");
         let res = resource(r);
         let suggested = match (rec["group"].as_str(), rec["suggested_hard"].as_u64()) {
             (Some(g), _) => format!("group {g}"),
@@ -46,14 +117,14 @@ pub(crate) fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
             _ => "-".into(),
         };
         // An agent-wide answer (one group change for all resources) shows its resources' patterns.
-        let (r, pattern) = match p["patterns"].as_object() {
+        let (r, pattern) = match row["patterns"].as_object() {
             Some(all) if r == allot_core::analytics::AGENT_WIDE => {
                 ("all".to_owned(), all.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?"))).collect::<Vec<_>>().join(", "))
             }
-            _ => (r.clone(), p["pattern"].as_str().unwrap_or("?").to_owned()),
+            _ => (r.to_owned(), row["pattern"].as_str().unwrap_or("?").to_owned()),
         };
         t.push(vec![
-            a.clone(),
+            row["agent"].as_str().unwrap_or("?").into(),
             r,
             pattern,
             rec["kind"].as_str().unwrap_or("?").into(),
@@ -64,6 +135,62 @@ pub(crate) fn recommend(args: &RecommendArgs) -> Result<ExitCode, Error> {
     }
     print(&table(&t))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The time range of a report, in milliseconds since the Unix epoch, both ends included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Range {
+    /// From.
+    pub(crate) since_ms: u64,
+    /// To.
+    pub(crate) until_ms: u64,
+}
+
+impl Range {
+    /// The range as text: `2026-12-03T10:00:00.000Z to 2026-12-03T12:00:00.000Z`.
+    fn describe(&self) -> String {
+        let at = |ms| crate::governor::clock::rfc3339(allot_core::Time::from_millis(ms));
+        format!("{} to {}", at(self.since_ms), at(self.until_ms))
+    }
+}
+
+/// One end of a range: an RFC 3339 time (`2026-12-03T10:00:00Z`) or a
+/// duration that long before `now_ms` (`2h`); an error names `field`.
+fn instant(field: &str, text: &str, now_ms: u64) -> Result<u64, ReadError> {
+    let t = text.trim();
+    if t.contains('T') || t.contains(':') || t.matches('-').count() >= 2 {
+        let st = humantime::parse_rfc3339_weak(t).map_err(|e| {
+            ReadError::invalid(field, format!("{field} {t:?}: not an RFC 3339 time ({e}); write it in UTC, such as 2026-12-03T10:00:00Z"))
+        })?;
+        let ms = st.duration_since(std::time::UNIX_EPOCH).map_or(0, allot_core::time::duration_millis);
+        return Ok(ms);
+    }
+    let d = allot_core::quantity::parse_duration(field, t).map_err(|_| {
+        ReadError::invalid(
+            field,
+            format!("{field} {t:?}: give a time (RFC 3339, such as 2026-12-03T10:00:00Z) or a duration ago (such as 2h, 30m)"),
+        )
+    })?;
+    Ok(now_ms.saturating_sub(allot_core::time::duration_millis(d)))
+}
+
+/// The range from `since` to `until` (now when not given); each is a pair
+/// (parameter name, text). The start must lie before the end.
+pub(crate) fn range(since: (&str, &str), until: Option<(&str, &str)>, now_ms: u64) -> Result<Range, ReadError> {
+    let since_ms = instant(since.0, since.1, now_ms)?;
+    let until_ms = match until {
+        Some((field, text)) => instant(field, text, now_ms)?,
+        None => now_ms,
+    };
+    if since_ms >= until_ms {
+        let (field, text) = until.unwrap_or((since.0, since.1));
+        let at = |ms| crate::governor::clock::rfc3339(allot_core::Time::from_millis(ms));
+        return Err(ReadError::invalid(
+            field,
+            format!("{field} {text:?}: the range is empty: it starts at {} and ends at {}", at(since_ms), at(until_ms)),
+        ));
+    }
+    Ok(Range { since_ms, until_ms })
 }
 
 #[derive(Debug, Serialize)]
@@ -111,21 +238,23 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn build(store: &Store, agent: Option<&str>, since_ms: u64) -> Result<Vec<AgentReport>, Error> {
+fn build(store: &Store, agent: Option<&str>, range: Range) -> Result<Vec<AgentReport>, ReadError> {
+    let Range { since_ms, until_ms } = range;
     let history = store.history(agent)?;
     let analyses = store.analyses(agent)?;
     let mut out = Vec::new();
     for a in store.agents()?.into_iter().filter(|a| agent.is_none_or(|x| x == a.id)) {
         let mut resources = Vec::new();
         for r in store.sampled_resources(&a.id)? {
-            let series = store.samples(&a.id, &r, since_ms)?;
+            let mut series = store.samples(&a.id, &r, since_ms)?;
+            series.retain(|(t, _)| *t <= until_ms);
             if series.is_empty() {
                 continue;
             }
             let mut sorted: Vec<u64> = series.iter().map(|s| s.1).collect();
             sorted.sort_unstable();
             let limit = &a.spec["quota"]["limits"][&r];
-            let mine = |h: &&allot_store::EnforcementRecord| h.agent == a.id && h.resource == r && h.at_ms >= since_ms;
+            let mine = |h: &&allot_store::EnforcementRecord| h.agent == a.id && h.resource == r && (since_ms..=until_ms).contains(&h.at_ms);
             let violations = history.iter().filter(mine).filter(|h| h.action == "warn").count();
             let actions = history
                 .iter()
@@ -275,11 +404,11 @@ fn text(reports: &[AgentReport]) -> String {
     out
 }
 
-fn html(reports: &[AgentReport], since: &str) -> String {
+fn html(reports: &[AgentReport], range: &Range) -> String {
     let mut s = String::from(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>allot report</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}.chart{display:block;margin:.5em 0}</style></head><body>",
     );
-    let _ = write!(s, "<h1>allot report</h1><p>Last {}.</p>", esc(since));
+    let _ = write!(s, "<h1>allot report</h1><p>From {}.</p>", esc(&range.describe()));
     for a in reports {
         let _ = write!(s, "<h2>{} <small>({}, {})</small></h2>", esc(&a.agent), esc(&a.group), esc(&a.state));
         if let Some(e) = &a.exit {
@@ -311,24 +440,38 @@ fn html(reports: &[AgentReport], since: &str) -> String {
     s
 }
 
-pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode, Error> {
-    let store = open(&args.state)?;
-    let since = allot_core::quantity::parse_duration("--since", &args.since)?;
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, allot_core::time::duration_millis);
-    let since_ms = now_ms.saturating_sub(allot_core::time::duration_millis(since));
-    let reports = build(&store, args.agent.as_deref(), since_ms)?;
-    if let Some(a) = &args.agent {
-        if reports.is_empty() {
-            return Err(format!("no agent {a:?} in {}", args.state.display()).into());
+/// A rendered report: its media type and body.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    /// `text/plain`, `application/json`, `image/svg+xml` or `text/html`.
+    pub(crate) content_type: &'static str,
+    /// The document.
+    pub(crate) body: String,
+}
+
+/// The report of `agent` (every agent when `None`) over `range` in `format`
+/// (text, json, svg or html; an error names `format_field`).
+pub(crate) fn render(store: &Store, agent: Option<&str>, range: Range, format: &str, format_field: &str) -> Result<Rendered, ReadError> {
+    let content_type = match format {
+        "text" => "text/plain; charset=utf-8",
+        "json" => "application/json",
+        "svg" => "image/svg+xml",
+        "html" => "text/html; charset=utf-8",
+        other => return Err(ReadError::invalid(format_field, format!("{format_field} {other:?}: use text, json, svg or html"))),
+    };
+    if let Some(a) = agent {
+        if store.agent(a)?.is_none() {
+            return Err(ReadError::NoAgent(a.to_owned()));
         }
     }
-    let body = match args.format.as_str() {
-        "text" => text(&reports),
-        "json" => format!("{}\n", serde_json::to_string_pretty(&reports)?),
+    let reports = build(store, agent, range)?;
+    let body = match format {
+        "text" => format!("{}\n{}", range.describe(), text(&reports)),
+        "json" => format!("{}\n", serde_json::to_string_pretty(&reports).map_err(|e| ReadError::Store(e.to_string()))?),
         "svg" => {
             let charts: Vec<String> = reports.iter().flat_map(|a| a.resources.iter().map(move |r| svg(&a.agent, r))).collect();
             if charts.is_empty() {
-                return Err("no samples in the range: nothing to draw".into());
+                return Err(ReadError::NoData(format!("no samples from {}: nothing to draw", range.describe())));
             }
             // One SVG document stacking every chart.
             let height = 240 * charts.len();
@@ -339,8 +482,35 @@ pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode, Error> {
             s.push_str("</svg>\n");
             s
         }
-        "html" => html(&reports, &args.since),
-        other => return Err(format!("--format {other:?}: use text, json, svg or html").into()),
+        _ => html(&reports, &range),
+    };
+    Ok(Rendered { content_type, body })
+}
+
+pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode, Error> {
+    let body = match &args.socket {
+        Some(sock) => {
+            let mut path = match &args.agent {
+                Some(a) => format!("/v1/agents/{}/report", encode(a)),
+                None => "/v1/report".to_owned(),
+            };
+            path.push_str(&format!("?since={}&format={}", encode(&args.since), encode(&args.format)));
+            if let Some(u) = &args.until {
+                path.push_str(&format!("&until={}", encode(u)));
+            }
+            match ask_daemon(sock, &path)? {
+                Value::String(s) => s,
+                v => format!("{}\n", serde_json::to_string_pretty(&v)?),
+            }
+        }
+        None => {
+            let store = open(&args.state)?;
+            let range = range(("--since", &args.since), args.until.as_deref().map(|u| ("--until", u)), now_ms())?;
+            match render(&store, args.agent.as_deref(), range, &args.format, "--format") {
+                Err(ReadError::NoAgent(a)) => return Err(format!("no agent {a:?} in {}", args.state.display()).into()),
+                r => r?.body,
+            }
+        }
     };
     match &args.output {
         Some(p) => {
@@ -350,4 +520,36 @@ pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode, Error> {
         None => print(&body)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_796_294_400_000; // 2026-12-03T10:40:00Z
+
+    #[test]
+    fn ranges_take_times_or_durations_and_errors_name_the_parameter() {
+        let r = range(("--since", "2026-12-03T10:00:00Z"), Some(("--until", "2026-12-03T10:30:00Z")), NOW).unwrap();
+        assert_eq!((r.since_ms, r.until_ms), (NOW - 40 * 60_000, NOW - 10 * 60_000));
+        let r = range(("since", "2h"), None, NOW).unwrap();
+        assert_eq!((r.since_ms, r.until_ms), (NOW - 7_200_000, NOW));
+        let r = range(("since", "2026-12-03T09:40:00Z"), Some(("until", "30m")), NOW).unwrap();
+        assert_eq!((r.since_ms, r.until_ms), (NOW - 3_600_000, NOW - 1_800_000));
+        for (since, until, field) in [
+            ("yesterday", None, "--since"),
+            ("2026-13-03T10:00:00Z", None, "--since"),
+            ("2h", Some("soon"), "--until"),
+            ("1h", Some("2h"), "--until"),
+            ("2026-12-03T10:00:00Z", Some("2026-12-03T09:00:00Z"), "--until"),
+        ] {
+            match range(("--since", since), until.map(|u| ("--until", u)), NOW) {
+                Err(ReadError::Invalid { field: f, message }) => {
+                    assert_eq!(f, field, "{since} {until:?}: {message}");
+                    assert!(message.starts_with(field), "{message}");
+                }
+                other => panic!("{since} {until:?}: {other:?}"),
+            }
+        }
+    }
 }

@@ -158,6 +158,9 @@ pub enum Control {
     Adopt(Box<crate::fleet::AgentDef>, u32, bool, Reply<Value>),
     /// Change an agent's limits at run time (overrides merged over its group).
     SetLimits(String, BTreeMap<Resource, LimitOverride>, Reply<Value>),
+    /// An agent's quota compliance: per resource usage, limits, status and
+    /// pending escalation; who holds it throttled or frozen.
+    Compliance(String, Reply<Value>),
 }
 
 impl<B: Backend> Governor<B> {
@@ -215,6 +218,9 @@ impl<B: Backend> Governor<B> {
             Control::SetLimits(agent, overrides, reply) => {
                 let _ = reply.send(self.set_limits(&agent, overrides));
             }
+            Control::Compliance(agent, reply) => {
+                let _ = reply.send(self.compliance(&agent));
+            }
         }
         self.refresh_metrics();
     }
@@ -257,6 +263,29 @@ impl<B: Backend> Governor<B> {
             uid: a.def.user.map(|u| u.0),
             root: a.def.user.is_some_and(|u| u.0 == 0),
         })
+    }
+
+    /// The agent's compliance now (`allot_core::compliance`), with RFC 3339 times added.
+    fn compliance(&self, agent: &str) -> Result<Value, ControlError> {
+        let id = self.known(agent)?;
+        let a = self.agents.get(&id).ok_or_else(|| ControlError::NoAgent(agent.to_owned()))?;
+        let ledger = &self.domain.ledger;
+        let Some(quota) = ledger.quota(&id) else {
+            return Err(ControlError::NotRunning { agent: agent.to_owned(), state: a.state_name().to_owned() });
+        };
+        let now = self.clock.now();
+        let violations = ledger.check(&id, now).unwrap_or_default();
+        let pending = self.domain.policy.pending(&id);
+        let c = allot_core::compliance::assess(&id, quota, |r| ledger.usage(&id, r), &violations, &pending, &a.holds, now);
+        let mut v = serde_json::to_value(&c).map_err(|e| ControlError::Invalid { field: "agent", message: e.to_string() })?;
+        v["state"] = json!(a.state_name());
+        v["at"] = json!(super::clock::rfc3339(now));
+        for r in v["resources"].as_array_mut().into_iter().flatten() {
+            if let Some(due) = r["pending"]["due_ms"].as_u64() {
+                r["pending"]["due"] = json!(super::clock::rfc3339(allot_core::Time::from_millis(due)));
+            }
+        }
+        Ok(v)
     }
 
     fn ack(&mut self, agent: &str, seq: u64, note: &str) -> Result<Value, ControlError> {

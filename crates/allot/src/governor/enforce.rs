@@ -94,7 +94,11 @@ impl<B: Backend> Governor<B> {
             }
             DecisionKind::Cleared { worst, usage } => {
                 let dwell = self.domain.policy.config().recovery.dwell.as_secs();
-                let detail = format!("violation episode ended (worst: {}): usage {}, no violation for {dwell} s", worst_name(*worst), human(d.resource.unit(), *usage));
+                let detail = format!(
+                    "violation episode ended (worst: {}): usage {}, no violation for {dwell} s",
+                    worst_name(*worst),
+                    human(d.resource.unit(), *usage)
+                );
                 self.record_decision(&d, "cleared", Stage::Done, Outcome::Success, &detail);
             }
             DecisionKind::Restore { from } => {
@@ -138,7 +142,7 @@ impl<B: Backend> Governor<B> {
         let applied = self.apply(Intent { agent: d.agent.clone(), source: Source::Policy(d.resource.clone()), op });
         let sent = self.send(d, "throttle", json!({"resource": d.resource.name(), "factor": factor, "interim": interim}));
         let applied = match applied {
-            Applied::Now { outcome, detail } => {
+            Applied::Now { outcome, detail, written } => {
                 // Throttling anything but memory and cpu through the cpu limit is a fallback.
                 let outcome = match outcome {
                     Outcome::Success if d.resource != Resource::Memory && d.resource != Resource::Cpu => Outcome::Fallback,
@@ -148,7 +152,7 @@ impl<B: Backend> Governor<B> {
                     Ok(s) => format!("{detail}; {s}"),
                     Err(_) => detail,
                 };
-                Applied::Now { outcome, detail }
+                Applied::Now { outcome, detail, written }
             }
             settling => settling,
         };

@@ -3,8 +3,9 @@
 //! into actuator calls: it updates the agent's holds (who holds a freeze or
 //! a throttle, in allot-core), writes only what changes the effective kernel
 //! settings, and answers with a typed [`Applied`]: done now with its
-//! outcome, or a kernel wait that settles on a blocking thread. Callers
-//! record the outcome (policy decisions, operator commands, host pressure,
+//! outcome, or a kernel wait that settles on a blocking thread, with the
+//! values written (`Values`: a cpu limit in millicores, memory.high in
+//! bytes, ...). Callers record the outcome (policy decisions, operator commands, host pressure,
 //! lifecycle), so every change is an intent with a recorded outcome.
 
 use super::agents::{Agent, Lifecycle};
@@ -86,19 +87,78 @@ pub(super) struct Intent {
     pub(super) op: Op,
 }
 
+/// The values an intent wrote, in internal units, by setting:
+/// `cpu_millicores`, `memory_high`, `memory_max`, `pids_max`, `cpu_weight`
+/// (`null`: the limit was lifted) and `frozen`. Recorded as `written` in the
+/// event's data and the enforcement record.
+pub(super) type Values = serde_json::Map<String, serde_json::Value>;
+
 /// The result of carrying out an intent.
 #[derive(Debug)]
 pub(super) enum Applied {
     /// Done, with its outcome and what was written or why it failed.
-    Now { outcome: Outcome, detail: String },
+    Now { outcome: Outcome, detail: String, written: Values },
     /// Written; the kernel finishes it (a freeze taking hold, a tree emptying) on a blocking thread.
-    Settling { detail: String, settle: Settle },
+    Settling { detail: String, settle: Settle, written: Values },
 }
 
 impl Applied {
     fn failed(detail: impl Into<String>) -> Self {
-        Applied::Now { outcome: Outcome::Failure, detail: detail.into() }
+        Applied::Now { outcome: Outcome::Failure, detail: detail.into(), written: Values::new() }
     }
+
+    fn now(outcome: Outcome, detail: impl Into<String>) -> Self {
+        Applied::Now { outcome, detail: detail.into(), written: Values::new() }
+    }
+
+    fn settling(detail: impl Into<String>, settle: Settle) -> Self {
+        Applied::Settling { detail: detail.into(), settle, written: Values::new() }
+    }
+
+    /// Whether it failed at once.
+    fn is_failure(&self) -> bool {
+        matches!(self, Applied::Now { outcome: Outcome::Failure, .. })
+    }
+
+    fn set_written(&mut self, values: Values) {
+        match self {
+            Applied::Now { written, .. } | Applied::Settling { written, .. } => *written = values,
+        }
+    }
+}
+
+/// The effective settings that differ between `before` and `after` (or all of `after` when `all`), as [`Values`].
+fn values_of(before: allot_core::holds::Effective, after: allot_core::holds::Effective, all: bool) -> Values {
+    let mut v = Values::new();
+    if all || before.cpu_millicores != after.cpu_millicores {
+        v.insert("cpu_millicores".into(), json!(after.cpu_millicores));
+    }
+    if all || before.memory_high != after.memory_high {
+        v.insert("memory_high".into(), json!(after.memory_high));
+    }
+    if all || before.frozen != after.frozen {
+        v.insert("frozen".into(), json!(after.frozen));
+    }
+    v
+}
+
+/// The backstop values written (those whose write succeeded).
+fn backstop_values(b: &AgentBackstops, notes: &[serde_json::Value]) -> Values {
+    let ok = |what: &str| notes.iter().any(|n| n["what"] == what && n["outcome"] == "success");
+    let mut v = Values::new();
+    if ok("cpu weight") {
+        v.insert("cpu_weight".into(), json!(b.cpu_weight));
+    }
+    for (what, key, value) in [
+        ("memory ceiling at burst", "memory_max", b.memory_max),
+        ("memory.high at hard", "memory_high", b.memory_high),
+        ("pids.max", "pids_max", b.pids_max),
+    ] {
+        if let Some(x) = value.filter(|_| ok(what)) {
+            v.insert(key.into(), json!(x));
+        }
+    }
+    v
 }
 
 /// What an actuator wrote, as text: `path <- value; ...; detail`.
@@ -173,7 +233,7 @@ fn throttle(a: &mut Agent, h: Holder, want: Throttle, fallback_cpu: Option<u64>)
     if wants_memory_high && a.no_memory_high {
         let change = a.holds.throttle(h, fallback);
         return match write_change(change, act, &mut notes) {
-            Ok(_) => Applied::Now { outcome: Outcome::Fallback, detail: format!("no memory.high here: {}", notes.join("; ")) },
+            Ok(_) => Applied::now(Outcome::Fallback, format!("no memory.high here: {}", notes.join("; "))),
             Err(e) => Applied::failed(e.to_string()),
         };
     }
@@ -186,14 +246,14 @@ fn throttle(a: &mut Agent, h: Holder, want: Throttle, fallback_cpu: Option<u64>)
             a.holds.throttle(h, fallback);
             // Against the settings before this throttle: its memory.high was never written.
             match write_change(Change { before, after: a.holds.effective() }, act, &mut notes) {
-                Ok(_) => Applied::Now { outcome: Outcome::Fallback, detail: notes.join("; ") },
+                Ok(_) => Applied::now(Outcome::Fallback, notes.join("; ")),
                 Err(e) => Applied::failed(format!("{}; {e}", notes.join("; "))),
             }
         }
         Err(e) => Applied::failed(e.to_string()),
         Ok(_) => {
             notes.extend(held_note(&change, &a.holds.throttle_holders(), "throttle"));
-            Applied::Now { outcome: Outcome::Success, detail: notes.join("; ") }
+            Applied::now(Outcome::Success, notes.join("; "))
         }
     }
 }
@@ -212,7 +272,7 @@ fn terminate(a: &mut Agent, grace: Duration, reason: &str, now_ms: u64) -> Appli
     a.lifecycle = Lifecycle::Terminating(reason.to_owned());
     let notice = sent.unwrap_or_else(|e| format!("notice not delivered: {e}"));
     match res {
-        Ok(o) => Applied::Now { outcome: Outcome::Success, detail: format!("notice: {notice}; {}; kill after {grace:?}", o.detail) },
+        Ok(o) => Applied::now(Outcome::Success, format!("notice: {notice}; {}; kill after {grace:?}", o.detail)),
         Err(e) => Applied::failed(format!("notice: {notice}; SIGTERM failed: {e}; kill after {grace:?}")),
     }
 }
@@ -238,8 +298,8 @@ fn kill(a: &mut Agent) -> Applied {
     }
     let first = |o: &Written| notes.iter().cloned().chain(std::iter::once(describe(o))).collect::<Vec<_>>().join("; ");
     match act.kill() {
-        Ok(settle) if settle.is_done() => Applied::Now { outcome: Outcome::Success, detail: first(settle.started()) },
-        Ok(settle) => Applied::Settling { detail: first(settle.started()), settle },
+        Ok(settle) if settle.is_done() => Applied::now(Outcome::Success, first(settle.started())),
+        Ok(settle) => Applied::settling(first(settle.started()), settle),
         Err(e) => Applied::failed(format!("kill failed: {e}")),
     }
 }
@@ -250,7 +310,7 @@ fn write_holds(a: &mut Agent, change: Change, hold: bool) -> Applied {
     let mut notes = Vec::new();
     match write_change(change, proc.actuator.as_mut(), &mut notes) {
         Err(e) => Applied::failed(e.to_string()),
-        Ok(Some(settle)) => Applied::Settling { detail: notes.join("; "), settle },
+        Ok(Some(settle)) => Applied::settling(notes.join("; "), settle),
         Ok(None) => {
             let (frozen_by, throttled_by) = (a.holds.freeze_holders(), a.holds.throttle_holders());
             if hold && change.is_noop() {
@@ -263,7 +323,7 @@ fn write_holds(a: &mut Agent, change: Change, hold: bool) -> Applied {
             if notes.is_empty() {
                 notes.push("nothing to change".to_owned());
             }
-            Applied::Now { outcome: Outcome::Success, detail: notes.join("; ") }
+            Applied::now(Outcome::Success, notes.join("; "))
         }
     }
 }
@@ -325,13 +385,13 @@ fn reconcile(a: &mut Agent) -> Applied {
     }
     if !e.frozen {
         return match act.thaw() {
-            Ok(o) => Applied::Now { outcome: Outcome::Success, detail: format!("{}; not frozen: {}", notes.join("; "), describe(&o)) },
+            Ok(o) => Applied::now(Outcome::Success, format!("{}; not frozen: {}", notes.join("; "), describe(&o))),
             Err(err) => Applied::failed(err.to_string()),
         };
     }
     match act.freeze() {
-        Ok(settle) if settle.is_done() => Applied::Now { outcome: Outcome::Success, detail: format!("{}; frozen", notes.join("; ")) },
-        Ok(settle) => Applied::Settling { detail: format!("{}; freezing: {}", notes.join("; "), describe(settle.started())), settle },
+        Ok(settle) if settle.is_done() => Applied::now(Outcome::Success, format!("{}; frozen", notes.join("; "))),
+        Ok(settle) => Applied::settling(format!("{}; freezing: {}", notes.join("; "), describe(settle.started())), settle),
         Err(err) => Applied::failed(err.to_string()),
     }
 }
@@ -367,7 +427,10 @@ impl<B: Backend> Governor<B> {
                     let notes = backstops(p.actuator.as_mut(), b);
                     let failed = notes.iter().any(|n| n["outcome"] == "failure");
                     let outcome = if failed { Outcome::Failure } else { Outcome::Success };
-                    Applied::Now { outcome, detail: serde_json::Value::Array(notes).to_string() }
+                    let values = backstop_values(b, &notes);
+                    let mut applied = Applied::now(outcome, serde_json::Value::Array(notes).to_string());
+                    applied.set_written(values);
+                    applied
                 }
                 None => Applied::failed("no process"),
             },
@@ -378,9 +441,14 @@ impl<B: Backend> Governor<B> {
                 None => Applied::failed(format!("{op:?} needs a holder")),
             },
         };
-        if intent.op.changes_holds() && matches!(applied, Applied::Now { outcome: Outcome::Failure, .. }) {
+        let mut applied = applied;
+        if intent.op.changes_holds() && applied.is_failure() {
             // The kernel refused: no hold it does not have.
             a.holds = saved.clone();
+        }
+        if !applied.is_failure() && !matches!(intent.op, Op::Backstops(_)) {
+            // What the kernel was given: the settings the change of holds moved (all of them on a reconcile).
+            applied.set_written(values_of(saved.effective(), a.holds.effective(), matches!(intent.op, Op::Reconcile)));
         }
         let holds_changed = a.holds != saved || matches!(intent.op, Op::Terminate { .. });
         if let Some((at, incarnation)) = kill_at {

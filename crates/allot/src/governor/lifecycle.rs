@@ -69,7 +69,9 @@ impl<B: Backend> Governor<B> {
         }
         let a = self.agents.get(&id);
         let uid = a.and_then(|a| a.def.user).map(|u| u.0);
-        let mut answer = json!({"id": id.as_str(), "pid": a.and_then(Agent::pid), "state": "running", "uid": uid, "root": uid == Some(0)});
+        let pids = a.and_then(|a| a.proc.as_ref()).and_then(|p| p.actuator.pids().ok()).unwrap_or_default();
+        let cgroup = a.map(Agent::cgroup_dirs).unwrap_or_default();
+        let mut answer = json!({"id": id.as_str(), "pid": a.and_then(Agent::pid), "pids": pids, "cgroup": cgroup, "state": "running", "uid": uid, "root": uid == Some(0)});
         if a.is_some_and(|a| a.proc.as_ref().is_some_and(|p| p.cgroup.is_none())) && adopt.is_some() {
             // Followed through /proc: a process that double-forks leaves the tree, its accounting and the kill.
             answer["warning"] = json!(

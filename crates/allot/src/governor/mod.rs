@@ -137,6 +137,8 @@ pub struct Governor<B: Backend> {
     view: ViewMode,
     notify: bool,
     leave_running: bool,
+    /// Stop when every agent has exited, also while an API feeds commands in (`allot up`).
+    until_all_exit: bool,
 }
 
 impl<B: Backend> std::fmt::Debug for Governor<B> {
@@ -184,6 +186,7 @@ impl<B: Backend> Governor<B> {
             view: opts.view,
             notify: opts.notify,
             leave_running: opts.leave_running,
+            until_all_exit: false,
         };
         if opts.readopt {
             g.readopt_leftovers()?;
@@ -208,6 +211,13 @@ impl<B: Backend> Governor<B> {
         if let Some(p) = self.pending.as_mut() {
             p.control = Some(rx);
         }
+        self
+    }
+
+    /// With an API (`with_control`), still stop when every agent has exited
+    /// and keep every agent to the end for the summary, as `allot up` does.
+    pub fn until_all_exit(mut self) -> Self {
+        self.until_all_exit = true;
         self
     }
 
@@ -281,8 +291,10 @@ impl<B: Backend> Governor<B> {
         match event {
             Event::Tick => {
                 self.tick();
-                self.retain(serving);
-                if !serving && self.agents.map.values().all(Agent::is_exited) {
+                // `allot up` with its API keeps every agent to the end and stops when they have exited.
+                let daemon = serving && !self.until_all_exit;
+                self.retain(daemon);
+                if !daemon && self.agents.map.values().all(Agent::is_exited) {
                     return Some("every agent has exited");
                 }
             }
@@ -392,8 +404,12 @@ impl<B: Backend> Governor<B> {
                 last_action: a.last_action.clone(),
             })
             .collect();
+        let mode = match &self.agents.socket {
+            Some(sock) => format!("{}; API on {}", self.backend.mode(), sock.display()),
+            None => self.backend.mode(),
+        };
         match self.view {
-            ViewMode::Live => view::live(&self.backend.mode(), &rows, &self.recorder.recent),
+            ViewMode::Live => view::live(&mode, &rows, &self.recorder.recent),
             ViewMode::Plain if self.sampler.tick % 10 == 0 => view::plain(&rows),
             _ => {}
         }

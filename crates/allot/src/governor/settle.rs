@@ -87,10 +87,22 @@ impl Settles {
 
 impl<B: Backend> Governor<B> {
     /// Record an applied intent now, or when its kernel wait settles.
-    pub(super) fn conclude(&mut self, attempt: Attempt, applied: Applied) {
+    /// The values written go into the record's data as `written`.
+    pub(super) fn conclude(&mut self, mut attempt: Attempt, applied: Applied) {
+        let written = |a: &mut Attempt, w: super::intent::Values| {
+            if !w.is_empty() {
+                a.data["written"] = Value::Object(w);
+            }
+        };
         match applied {
-            Applied::Now { outcome, detail } => self.record_attempt(attempt, outcome, &detail),
-            Applied::Settling { detail, settle } => self.settles.start(settle, attempt, detail),
+            Applied::Now { outcome, detail, written: w } => {
+                written(&mut attempt, w);
+                self.record_attempt(attempt, outcome, &detail);
+            }
+            Applied::Settling { detail, settle, written: w } => {
+                written(&mut attempt, w);
+                self.settles.start(settle, attempt, detail);
+            }
         }
     }
 

@@ -1,0 +1,149 @@
+//! The reference design's read operations: an agent's quota compliance
+//! (asked of the governor loop: usage, limits, status, pending escalation,
+//! holders), and, from the state database, the on-demand analysis of an
+//! agent's samples, recommendations and reports (the same functions as
+//! `allot analyze --agent`, `allot recommend` and `allot report`). Store
+//! reads and rendering run on a blocking thread with their own read-only
+//! store, never on the governor's loop nor the async workers.
+
+use super::access::Caller;
+use super::error::ApiError;
+use super::{Shared, answer, ask};
+use crate::commands::report::{self, ReadError};
+use crate::governor::control::Control;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::NoAgent(a) => ApiError::no_agent(&a),
+            ReadError::Invalid { field, message } => ApiError::field(field, message),
+            ReadError::NoData(m) => ApiError::new(StatusCode::NOT_FOUND, "no_data", m),
+            ReadError::Store(m) => ApiError::unavailable(m),
+        }
+    }
+}
+
+/// Run `work` on a blocking thread with a read-only store of the state.
+async fn with_store<T: Send + 'static>(
+    api: &Shared,
+    work: impl FnOnce(&allot_store::Store) -> Result<T, ReadError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = api.state.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = allot_store::Store::open_read_only(&state).map_err(|e| ReadError::Store(e.to_string()))?;
+        work(&store)
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("the read did not finish: {e}")))?
+    .map_err(ApiError::from)
+}
+
+/// `GET /v1/agents/{id}/compliance`: per resource usage, soft, hard, burst,
+/// status (`ok`, `soft`, `burst`, `hard`) and the pending escalation with
+/// when it falls due; who holds the agent throttled or suspended.
+pub(super) async fn compliance(State(api): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(answer(ask(&api, |tx| Control::Compliance(id.clone(), tx)).await)?))
+}
+
+/// The query of `GET /v1/agents/{id}/analysis`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AnalysisQuery {
+    resource: Option<String>,
+    window: Option<String>,
+    horizon: Option<String>,
+}
+
+/// `GET /v1/agents/{id}/analysis?resource=memory&window=1h&horizon=10m`:
+/// pattern, forecast and recommendation of the agent's recorded samples.
+pub(super) async fn analysis(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    q: Result<Query<AnalysisQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::query(&e, "resource (such as memory), window (such as 1h) and horizon (such as 10m)"))?;
+    let resource = q.resource.unwrap_or_else(|| "memory".into());
+    let window = q.window.unwrap_or_else(|| "1h".into());
+    let horizon = q.horizon.unwrap_or_else(|| "10m".into());
+    let v =
+        with_store(&api, move |s| crate::commands::analyze::agent_analysis(s, &id, &resource, &window, &horizon, report::now_ms())).await?;
+    Ok(Json(v))
+}
+
+/// `GET /v1/agents/{id}/recommendations`: the agent's latest recommendation per resource.
+pub(super) async fn agent_recommendations(State(api): State<Shared>, Path(id): Path<String>) -> Result<Json<Vec<Value>>, ApiError> {
+    let v = with_store(&api, move |s| {
+        if s.agent(&id)?.is_none() {
+            return Err(ReadError::NoAgent(id));
+        }
+        report::recommendations(s, Some(&id))
+    })
+    .await?;
+    Ok(Json(v))
+}
+
+/// `GET /v1/recommendations`: every agent's (an agent gets its own).
+pub(super) async fn recommendations(State(api): State<Shared>, caller: Caller) -> Result<Json<Vec<Value>>, ApiError> {
+    let only = own(caller);
+    Ok(Json(with_store(&api, move |s| report::recommendations(s, only.as_deref())).await?))
+}
+
+/// The query of the report routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReportQuery {
+    since: Option<String>,
+    until: Option<String>,
+    format: Option<String>,
+}
+
+/// `GET /v1/agents/{id}/report?since=&until=&format=`.
+pub(super) async fn agent_report(
+    State(api): State<Shared>,
+    Path(id): Path<String>,
+    q: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    render(&api, Some(id), q).await
+}
+
+/// `GET /v1/report?since=&until=&format=`: every agent (an agent gets its own).
+pub(super) async fn fleet_report(
+    State(api): State<Shared>,
+    caller: Caller,
+    q: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    render(&api, own(caller), q).await
+}
+
+/// An agent caller's own id (it sees only its own); `None` for the operator.
+fn own(caller: Caller) -> Option<String> {
+    match caller {
+        Caller::Agent(me) => Some(me),
+        _ => None,
+    }
+}
+
+/// A report over `since` (a time or a duration ago, default 1h) to `until`
+/// (default now) as json (the default), text, svg or html.
+async fn render(api: &Shared, agent: Option<String>, q: Result<Query<ReportQuery>, QueryRejection>) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::query(
+            &e,
+            "since and until (RFC 3339 times such as 2026-12-03T10:00:00Z, or durations ago such as 2h) and format (json, text, svg, html)",
+        )
+    })?;
+    let r = with_store(api, move |s| {
+        let range =
+            report::range(("since", q.since.as_deref().unwrap_or("1h")), q.until.as_deref().map(|u| ("until", u)), report::now_ms())?;
+        report::render(s, agent.as_deref(), range, q.format.as_deref().unwrap_or("json"), "format")
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, r.content_type)], r.body).into_response())
+}
