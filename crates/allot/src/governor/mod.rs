@@ -186,6 +186,8 @@ impl<B: Backend> Governor<B> {
             leave_running: opts.leave_running,
         };
         if opts.readopt {
+            // Groups created or changed through the API first: agents' stored quotas resolve against them.
+            g.load_stored_groups();
             g.readopt_leftovers()?;
         }
         g.recover_leftovers()?;
