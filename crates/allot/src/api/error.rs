@@ -82,7 +82,7 @@ impl From<ControlError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
             ControlError::Invalid { field, .. } => ApiError::field(field, message),
-            ControlError::InvalidAt { field, message } => ApiError::field(field, message),
+            ControlError::InvalidAt { field, .. } => ApiError::field(field, message),
             ControlError::Kernel(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", message),
             ControlError::Unrecorded(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unrecorded", message),
         }
