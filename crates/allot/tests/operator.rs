@@ -237,3 +237,63 @@ fn quota_changes_merge_field_by_field_over_the_run_limits_through_the_cli_and_th
     assert_eq!((memory["soft"].as_u64(), memory["hard"].as_u64(), memory["burst"].as_u64()), (Some(60_000_000), Some(120 * MI), Some(150 * MI)));
     assert_eq!(memory_limit(&name, "lightweight_agent/q"), Some(150 * MI), "in force in the kernel");
 }
+
+const TOKENS: &str = r#"
+[policy]
+analytics_interval = "1s"
+
+[[agents]]
+name = "tok"
+group = "standard_agent"
+command = ["sleep", "600"]
+limits.tokens = { soft = "50/min", hard = "100/min", action = "warn" }
+"#;
+
+#[test]
+fn reported_usage_takes_the_path_of_a_sample_and_rates_are_counted_in_the_limits_window() {
+    let (name, _guard) = root("usage");
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), TOKENS, &name);
+    d.running("tok");
+    let report = |value: &str| d.call("POST", "/v1/agents/tok/usage", &format!(r#"{{"resource": "tokens", "value": {value}}}"#));
+    for v in [10, 20, 30, 60, 80, 120, 40, 30, 20, 10] {
+        let (st, body) = report(&v.to_string());
+        assert_eq!(st, 200, "{body}");
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    // Rates in another window are counted per minute, the limit's window, rounded up.
+    for (text, counted) in [(r#""400/h""#, 7), (r#""360/h""#, 6), (r#""2/s""#, 120), (r#""1.5k/day""#, 2), (r#""30/min""#, 30), (r#""45""#, 45)] {
+        let (st, body) = report(text);
+        assert_eq!((st, body["value"].as_u64(), body["per"].as_str()), (200, Some(counted), Some("min")), "{text}: {body}");
+    }
+    let (st, body) = report(r#""6k/h""#);
+    assert_eq!((st, body["violation"]["kind"].as_str()), (200, Some("soft")), "6000/h is 100/min: at hard, over soft: {body}");
+    // A unit that is not a count, or a window that is not one: 422 naming the field.
+    for bad in [r#""5Mi""#, r#""5/week""#, r#""-3""#] {
+        let (st, body) = report(bad);
+        assert_eq!((st, body["error"]["field"].as_str()), (422, Some("value")), "{bad}: {body}");
+    }
+    // The same path as a sample: alerts (warning and critical), the stored samples, the analysis.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let store = loop {
+        let store = allot_store::Store::open_read_only(&d.state).unwrap();
+        let analysed = store.analyses(Some("tok")).unwrap().iter().any(|(_, r, ..)| r == "tokens");
+        if analysed && store.samples("tok", "tokens", 0).unwrap().len() >= 17 {
+            break store;
+        }
+        assert!(Instant::now() < deadline, "no stored samples and analysis of the reports");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let events = store.events_since(0, 10_000).unwrap();
+    let alert = |topic: &str| events.iter().any(|e| e.topic == topic && e.data["resource"] == "tokens");
+    assert!(alert("resource_management.alert.warning") && alert("resource_management.alert.critical"), "{events:#?}");
+    let values: Vec<u64> = store.samples("tok", "tokens", 0).unwrap().into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values[10..], [7, 6, 120, 2, 30, 45, 100], "stored as counted");
+    let out = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["analyze", "--agent", "tok", "--resource", "tokens", "--json", "--state"])
+        .arg(&d.state)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(out.status.success() && v["pattern"].is_string() && v["characteristics"]["count"] == 17, "{v} {}", String::from_utf8_lossy(&out.stderr));
+}

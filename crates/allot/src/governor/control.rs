@@ -148,8 +148,9 @@ pub enum Control {
     Owner(u32, oneshot::Sender<Option<String>>),
     /// An operator action.
     Act(String, OperatorAction, Reply<String>),
-    /// Usage an agent reports itself (custom resources such as tokens).
-    Report(String, Resource, u64, Reply<Value>),
+    /// Usage an agent reports itself (custom resources such as tokens), with
+    /// the window it was written in (`None`: the window of its limit).
+    Report(String, Resource, u64, Option<allot_core::quantity::Window>, Reply<Value>),
     /// An agent acknowledges a request it received (by its channel sequence number).
     Ack(String, u64, String, Reply<Value>),
     /// Every group, with its members.
@@ -215,8 +216,8 @@ impl<B: Backend> Governor<B> {
             Control::TotalUsage(reply) => {
                 let _ = reply.send(self.domain.ledger.total_usage().into_iter().map(|(r, v)| (r.name().to_owned(), v)).collect());
             }
-            Control::Report(agent, resource, value, reply) => {
-                let _ = reply.send(self.report_usage(&agent, resource, value));
+            Control::Report(agent, resource, value, window, reply) => {
+                let _ = reply.send(self.report_usage(&agent, resource, value, window));
             }
             Control::SetLimits(agent, overrides, reply) => {
                 let _ = reply.send(self.set_limits(&agent, overrides));
@@ -235,7 +236,7 @@ impl<B: Backend> Governor<B> {
         match c {
             Control::Start(_, reply) | Control::Adopt(_, _, _, reply) => drop(reply.send(Err(no()))),
             Control::SetLimits(_, _, reply) | Control::Ack(_, _, _, reply) => drop(reply.send(Err(no()))),
-            Control::Report(_, _, _, reply) => drop(reply.send(Err(no()))),
+            Control::Report(_, _, _, _, reply) => drop(reply.send(Err(no()))),
             Control::PutGroup(_, _, reply) => drop(reply.send(Err(no()))),
             Control::DeleteGroup(_, reply) => drop(reply.send(Err(no()))),
             c => return Some(c),
