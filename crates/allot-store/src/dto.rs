@@ -334,7 +334,9 @@ impl StoredGroup {
         let scaling_policy = match self.scaling_policy.as_str() {
             "fixed" => ScalingPolicy::Fixed,
             "proportional" => ScalingPolicy::Proportional,
-            other => return Err(DtoError::new("scaling_policy", format!("unknown scaling policy {other:?}: expected fixed or proportional"))),
+            other => {
+                return Err(DtoError::new("scaling_policy", format!("unknown scaling policy {other:?}: expected fixed or proportional")));
+            }
         };
         let g = QuotaGroup {
             name: self.name.clone(),

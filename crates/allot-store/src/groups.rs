@@ -9,7 +9,11 @@ use rusqlite::params;
 impl Store {
     /// Insert or replace a group's row.
     pub fn put_group(&self, g: &StoredGroup, at_ms: u64) -> Result<(), StoreError> {
-        let spec = serde_json::to_string(g).map_err(|source| StoreError::Json { path: self.path.clone(), what: format!("group {}", g.name), source })?;
+        let spec = serde_json::to_string(g).map_err(|source| StoreError::Json {
+            path: self.path.clone(),
+            what: format!("group {}", g.name),
+            source,
+        })?;
         self.conn
             .execute(
                 "INSERT INTO groups (name, spec, updated_ms) VALUES (?1, ?2, ?3) \

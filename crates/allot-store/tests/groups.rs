@@ -18,7 +18,10 @@ fn tiny() -> QuotaGroup {
     g.name = "tiny".into();
     g.description = "small ones".into();
     g.scaling_policy = ScalingPolicy::Proportional;
-    g.limits.insert(Resource::Memory, Limit { burst: 120_000_000, burst_window: Duration::from_secs(5), ..Limit::new(40_000_000, 80_000_000, Action::Custom) });
+    g.limits.insert(
+        Resource::Memory,
+        Limit { burst: 120_000_000, burst_window: Duration::from_secs(5), ..Limit::new(40_000_000, 80_000_000, Action::Custom) },
+    );
     let mut tokens = Limit::new(500, 1000, Action::Suspend);
     tokens.window = Some(Window::Hour);
     g.limits.insert(Resource::Custom("tokens".into()), tokens);
@@ -92,7 +95,13 @@ fn overrides_are_stored_field_by_field() {
     o.insert(Resource::Memory, LimitOverride { hard: Some(120 << 20), ..Default::default() });
     o.insert(
         Resource::Custom("tokens".into()),
-        LimitOverride { soft: Some(5), burst_window: Some(Duration::from_secs(9)), action: Some(Action::Warn), window: Some(Window::Day), ..Default::default() },
+        LimitOverride {
+            soft: Some(5),
+            burst_window: Some(Duration::from_secs(9)),
+            action: Some(Action::Warn),
+            window: Some(Window::Day),
+            ..Default::default()
+        },
     );
     let stored = overrides_from_core(&o);
     assert_eq!(stored["memory"], StoredOverride { hard: Some(120 << 20), ..Default::default() });

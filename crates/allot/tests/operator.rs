@@ -221,7 +221,10 @@ fn quota_changes_merge_field_by_field_over_the_run_limits_through_the_cli_and_th
     let (st, v) = d.call("PATCH", "/v1/agents/q/quota", r#"{"limits": {"memory": {"burst": "150Mi"}}}"#);
     assert_eq!(st, 200, "{v}");
     let memory = &v["limits"]["memory"];
-    assert_eq!((memory["soft"].as_u64(), memory["hard"].as_u64(), memory["burst"].as_u64()), (Some(60_000_000), Some(120 * MI), Some(150 * MI)));
+    assert_eq!(
+        (memory["soft"].as_u64(), memory["hard"].as_u64(), memory["burst"].as_u64()),
+        (Some(60_000_000), Some(120 * MI), Some(150 * MI))
+    );
     assert_eq!(v["limits"]["cpu"]["hard"], 100, "other resources keep the group's: {v}");
     // Out of order after the merge: refused, naming the field the change gave; nothing changed.
     let (st, v) = d.call("PATCH", "/v1/agents/q/quota", r#"{"limits": {"memory": {"soft": "130Mi"}}}"#);
@@ -234,7 +237,10 @@ fn quota_changes_merge_field_by_field_over_the_run_limits_through_the_cli_and_th
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("limits.memory.burst"), "{err}");
     let memory = &d.running("q")["quota"]["limits"]["memory"];
-    assert_eq!((memory["soft"].as_u64(), memory["hard"].as_u64(), memory["burst"].as_u64()), (Some(60_000_000), Some(120 * MI), Some(150 * MI)));
+    assert_eq!(
+        (memory["soft"].as_u64(), memory["hard"].as_u64(), memory["burst"].as_u64()),
+        (Some(60_000_000), Some(120 * MI), Some(150 * MI))
+    );
     assert_eq!(memory_limit(&name, "lightweight_agent/q"), Some(150 * MI), "in force in the kernel");
 }
 
@@ -262,7 +268,9 @@ fn reported_usage_takes_the_path_of_a_sample_and_rates_are_counted_in_the_limits
         std::thread::sleep(Duration::from_millis(60));
     }
     // Rates in another window are counted per minute, the limit's window, rounded up.
-    for (text, counted) in [(r#""400/h""#, 7), (r#""360/h""#, 6), (r#""2/s""#, 120), (r#""1.5k/day""#, 2), (r#""30/min""#, 30), (r#""45""#, 45)] {
+    for (text, counted) in
+        [(r#""400/h""#, 7), (r#""360/h""#, 6), (r#""2/s""#, 120), (r#""1.5k/day""#, 2), (r#""30/min""#, 30), (r#""45""#, 45)]
+    {
         let (st, body) = report(text);
         assert_eq!((st, body["value"].as_u64(), body["per"].as_str()), (200, Some(counted), Some("min")), "{text}: {body}");
     }
@@ -295,5 +303,9 @@ fn reported_usage_takes_the_path_of_a_sample_and_rates_are_counted_in_the_limits
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    assert!(out.status.success() && v["pattern"].is_string() && v["characteristics"]["count"] == 17, "{v} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && v["pattern"].is_string() && v["characteristics"]["count"] == 17,
+        "{v} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -166,7 +166,9 @@ impl<B: Backend> Governor<B> {
         let now = self.clock.now();
         let (a, decisions) = self.observe(&id, resource.clone(), value, now);
         let violation = a.and_then(|a| a.violation);
-        Ok(json!({"agent": agent, "resource": resource.name(), "value": value, "per": per.suffix(), "violation": violation, "decisions": decisions}))
+        Ok(
+            json!({"agent": agent, "resource": resource.name(), "value": value, "per": per.suffix(), "violation": violation, "decisions": decisions}),
+        )
     }
 
     /// Store the samples of this tick in one transaction.
