@@ -35,6 +35,8 @@ pub const AGENT_READOPTED: &str = "resource_management.agent.readopted";
 pub const BACKSTOPS: &str = "resource_management.backstops";
 /// An agent's quota changed at run time.
 pub const QUOTA_CHANGED: &str = "resource_management.quota.changed";
+/// A quota group was created, changed or deleted through the API.
+pub const GROUP_CHANGED: &str = "resource_management.group.changed";
 /// An agent acknowledged a request of its channel.
 pub const REQUEST_ACKNOWLEDGED: &str = "resource_management.request.acknowledged";
 /// The governor stopped and left its agents running.

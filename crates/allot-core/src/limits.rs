@@ -155,6 +155,46 @@ impl LimitOverride {
     /// default to `hard` and `action` to warn. With a base, a new `hard` that
     /// lies above the base burst raises burst with it unless burst is given.
     pub fn apply(&self, base: Option<&Limit>, field: &str) -> Result<Limit, LimitError> {
+        let limit = self.merge_over(base, field)?;
+        limit.validate(field)?;
+        Ok(limit)
+    }
+
+    /// This override over `self`, field by field: what `newer` gives wins,
+    /// what it leaves out stays as `self` has it (a run-time change of one
+    /// field keeps the others of earlier changes and of the start).
+    pub fn updated_by(&self, newer: &LimitOverride) -> LimitOverride {
+        LimitOverride {
+            soft: newer.soft.or(self.soft),
+            hard: newer.hard.or(self.hard),
+            burst: newer.burst.or(self.burst),
+            burst_window: newer.burst_window.or(self.burst_window),
+            action: newer.action.or(self.action),
+            window: newer.window.or(self.window),
+        }
+    }
+
+    /// The field to blame when `limit` (this override merged over a base)
+    /// breaks soft <= hard <= burst: of the two fields out of order, the one
+    /// this override gives (the later one when it gives both); `None` when
+    /// the order holds.
+    pub fn fault(&self, limit: &Limit) -> Option<&'static str> {
+        let pick = |low: (&'static str, bool), high: (&'static str, bool)| if high.1 || !low.1 { high.0 } else { low.0 };
+        if limit.hard == 0 {
+            Some("hard")
+        } else if limit.soft > limit.hard {
+            Some(pick(("soft", self.soft.is_some()), ("hard", self.hard.is_some())))
+        } else if limit.hard > limit.burst {
+            Some(pick(("hard", self.hard.is_some()), ("burst", self.burst.is_some())))
+        } else if limit.burst > limit.hard && limit.burst_window.is_zero() {
+            Some("burst_window")
+        } else {
+            None
+        }
+    }
+
+    /// This override over `base`, not validated (see [`LimitOverride::apply`]).
+    pub fn merge_over(&self, base: Option<&Limit>, field: &str) -> Result<Limit, LimitError> {
         let limit = match base {
             Some(base) => {
                 let hard = self.hard.unwrap_or(base.hard);
@@ -185,7 +225,6 @@ impl LimitOverride {
                 }
             }
         };
-        limit.validate(field)?;
         Ok(limit)
     }
 }
@@ -243,6 +282,28 @@ mod tests {
         assert_eq!(o.apply(Some(&base), "x").unwrap().soft, 100, "soft follows a hard below it");
         let o = LimitOverride { soft: Some(600), ..Default::default() };
         assert!(o.apply(Some(&base), "agents[0].limits.memory").unwrap_err().to_string().starts_with("agents[0].limits.memory: soft"));
+    }
+
+    #[test]
+    fn run_time_changes_merge_field_by_field_and_the_changed_field_is_blamed() {
+        let base = Limit::new(50, 100, Action::Warn);
+        let first = LimitOverride { hard: Some(120), ..Default::default() };
+        let second = LimitOverride { soft: Some(60), ..Default::default() };
+        let merged = first.updated_by(&second);
+        assert_eq!((merged.soft, merged.hard), (Some(60), Some(120)), "the earlier hard is kept");
+        let l = merged.apply(Some(&base), "x").unwrap();
+        assert_eq!((l.soft, l.hard, l.burst), (60, 120, 120));
+        // soft above hard: the field the change gave is named.
+        let bad = LimitOverride { soft: Some(200), ..Default::default() };
+        let l = merged.updated_by(&bad).merge_over(Some(&base), "x").unwrap();
+        assert_eq!(bad.fault(&l), Some("soft"));
+        let lower = LimitOverride { hard: Some(40), burst: Some(40), ..Default::default() };
+        let l = LimitOverride { soft: Some(60), ..Default::default() }.updated_by(&lower).merge_over(Some(&base), "x").unwrap();
+        assert_eq!(lower.fault(&l), Some("hard"));
+        let burst = LimitOverride { burst: Some(90), ..Default::default() };
+        let l = burst.merge_over(Some(&base), "x").unwrap();
+        assert_eq!(burst.fault(&l), Some("burst"));
+        assert_eq!(second.fault(&second.apply(Some(&base), "x").unwrap()), None);
     }
 
     #[test]

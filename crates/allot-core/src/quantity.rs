@@ -46,6 +46,14 @@ impl Window {
         }
     }
 
+    /// `count` per this window as a count per `to`, in integer arithmetic,
+    /// rounded up to a whole count as every quantity is (`400/h` is `7/min`,
+    /// `10/s` is `600/min`); `None` when it exceeds the internal range.
+    pub fn convert(self, count: u64, to: Window) -> Option<u64> {
+        let (from, to) = (u128::from(self.duration().as_secs()), u128::from(to.duration().as_secs()));
+        u64::try_from((u128::from(count) * to).div_ceil(from)).ok()
+    }
+
     fn parse(s: &str) -> Option<Window> {
         Some(match s {
             "s" | "sec" | "second" => Window::Second,
@@ -433,6 +441,18 @@ mod tests {
         assert_eq!(parse("f", Unit::CountPerWindow, "5M/day").unwrap(), Quantity { value: 5_000_000, window: Some(Window::Day) });
         assert_eq!(parse("f", Unit::CountPerWindow, "300").unwrap(), Quantity { value: 300, window: Some(Window::Minute) });
         assert_eq!(p(Unit::Count, "10k"), 10_000);
+    }
+
+    #[test]
+    fn counts_convert_between_windows_exactly_rounding_up() {
+        assert_eq!(Window::Hour.convert(400, Window::Minute), Some(7), "6.67 per minute, rounded up");
+        assert_eq!(Window::Hour.convert(360, Window::Minute), Some(6), "exact");
+        assert_eq!(Window::Second.convert(10, Window::Minute), Some(600));
+        assert_eq!(Window::Day.convert(2, Window::Minute), Some(1));
+        assert_eq!(Window::Minute.convert(0, Window::Day), Some(0));
+        assert_eq!(Window::Minute.convert(5, Window::Minute), Some(5));
+        assert_eq!(Window::Second.convert(u64::MAX, Window::Day), None, "beyond the internal range");
+        assert_eq!(Window::Day.convert(u64::MAX, Window::Second), Some(u64::MAX.div_ceil(86_400)));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! `Quota` inside `{"command", "priority", "quota", "adopted"}`), so their
 //! state files still load.
 
-use allot_core::group::{CustomHandler, valid_group_name};
+use allot_core::group::{CustomHandler, QuotaGroup, ScalingPolicy, valid_group_name};
 use allot_core::limits::{Action, Limit, LimitOverride};
 use allot_core::quantity::Window;
 use allot_core::{AgentId, Priority, Quota, Resource};
@@ -206,6 +206,151 @@ impl StoredQuota {
     }
 }
 
+/// A per-agent change to one resource's limit, as stored: only the fields
+/// the agent's start and run-time changes gave (`None` keeps the group's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredOverride {
+    /// Soft limit, in the resource's internal unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft: Option<u64>,
+    /// Hard limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard: Option<u64>,
+    /// Burst limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// Burst window, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "burst_window")]
+    pub burst_window_ms: Option<u64>,
+    /// The action's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// For custom resources: the window counts are per.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+}
+
+impl StoredOverride {
+    /// The stored form of a core override.
+    pub fn from_core(o: &LimitOverride) -> StoredOverride {
+        StoredOverride {
+            soft: o.soft,
+            hard: o.hard,
+            burst: o.burst,
+            burst_window_ms: o.burst_window.map(allot_core::time::duration_millis),
+            action: o.action.map(|a| a.name().to_owned()),
+            window: o.window.map(|w| window_name(w).to_owned()),
+        }
+    }
+
+    /// The core override; `field` names it (`overrides.memory`).
+    pub fn to_core(&self, field: &str) -> Result<LimitOverride, DtoError> {
+        let action =
+            self.action.as_deref().map(|a| a.parse::<Action>().map_err(|e| DtoError::new(format!("{field}.action"), e))).transpose()?;
+        let window = self.window.as_deref().map(|w| window_from_name(w, &format!("{field}.window"))).transpose()?;
+        Ok(LimitOverride {
+            soft: self.soft,
+            hard: self.hard,
+            burst: self.burst,
+            burst_window: self.burst_window_ms.map(Duration::from_millis),
+            action,
+            window,
+        })
+    }
+}
+
+/// Overrides by resource name, stored.
+pub fn overrides_from_core(o: &BTreeMap<Resource, LimitOverride>) -> BTreeMap<String, StoredOverride> {
+    o.iter().map(|(r, o)| (r.name().to_owned(), StoredOverride::from_core(o))).collect()
+}
+
+/// Stored overrides as core ones, every field checked.
+pub fn overrides_to_core(o: &BTreeMap<String, StoredOverride>) -> Result<BTreeMap<Resource, LimitOverride>, DtoError> {
+    o.iter()
+        .map(|(name, o)| {
+            let r: Resource = name.parse().map_err(|e| DtoError::new(format!("overrides.{name}"), e))?;
+            Ok((r, o.to_core(&format!("overrides.{name}"))?))
+        })
+        .collect()
+}
+
+/// A quota group as stored (created or changed through the daemon's API).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredGroup {
+    /// The group's name.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// Default limits for each member, by resource name.
+    #[serde(default)]
+    pub limits: BTreeMap<String, StoredLimit>,
+    /// Totals over all members' usage, by resource name, in internal units.
+    #[serde(default)]
+    pub totals: BTreeMap<String, u64>,
+    /// `fixed` or `proportional`.
+    #[serde(default = "fixed")]
+    pub scaling_policy: String,
+    /// The handler for `custom` actions of members that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_handler: Option<StoredHandler>,
+}
+
+fn fixed() -> String {
+    "fixed".to_owned()
+}
+
+impl StoredGroup {
+    /// The stored form of a core group.
+    pub fn from_core(g: &QuotaGroup) -> StoredGroup {
+        StoredGroup {
+            name: g.name.clone(),
+            description: g.description.clone(),
+            limits: g.limits.iter().map(|(r, l)| (r.name().to_owned(), StoredLimit::from_core(l))).collect(),
+            totals: g.totals.iter().map(|(r, v)| (r.name().to_owned(), *v)).collect(),
+            scaling_policy: match g.scaling_policy {
+                ScalingPolicy::Fixed => "fixed",
+                ScalingPolicy::Proportional => "proportional",
+            }
+            .to_owned(),
+            custom_handler: g.custom_handler.as_ref().map(StoredHandler::from_core),
+        }
+    }
+
+    /// The core group, every field checked (and the group validated).
+    pub fn to_core(&self) -> Result<QuotaGroup, DtoError> {
+        if !valid_group_name(&self.name) {
+            return Err(DtoError::new("name", format!("invalid group name {:?}: use 1..64 characters from [a-z0-9_]", self.name)));
+        }
+        let mut limits = BTreeMap::new();
+        for (name, l) in &self.limits {
+            limits.insert(resource(name)?, l.to_core(&format!("limits.{name}"))?);
+        }
+        let mut totals = BTreeMap::new();
+        for (name, v) in &self.totals {
+            let r: Resource = name.parse().map_err(|e| DtoError::new(format!("totals.{name}"), e))?;
+            totals.insert(r, *v);
+        }
+        let scaling_policy = match self.scaling_policy.as_str() {
+            "fixed" => ScalingPolicy::Fixed,
+            "proportional" => ScalingPolicy::Proportional,
+            other => {
+                return Err(DtoError::new("scaling_policy", format!("unknown scaling policy {other:?}: expected fixed or proportional")));
+            }
+        };
+        let g = QuotaGroup {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            limits,
+            totals,
+            scaling_policy,
+            custom_handler: self.custom_handler.as_ref().map(StoredHandler::to_core),
+        };
+        g.validate("group").map_err(|e| DtoError::new(self.name.clone(), e))?;
+        Ok(g)
+    }
+}
+
 /// An agent's definition as stored in its row's `spec` column.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSpec {
@@ -231,6 +376,10 @@ pub struct StoredSpec {
     /// (ms since the epoch), so that a restarted governor carries it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminating: Option<StoredTermination>,
+    /// Its own overrides (of its start and run-time changes), field by field;
+    /// `None` in rows of earlier versions, which pinned the whole quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<BTreeMap<String, StoredOverride>>,
 }
 
 /// A termination in its grace period, as stored.
@@ -272,6 +421,7 @@ impl Default for StoredSpec {
             holds: Vec::new(),
             user: None,
             terminating: None,
+            overrides: None,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! allot-store: persistence in SQLite (rusqlite, bundled, WAL, versioned
-//! migrations): groups, agents with their cgroup paths, every event, the
+//! migrations): groups created or changed through the API, agents with their cgroup paths, every event, the
 //! enforcement history with real outcomes, and per-minute rollups.
 //!
 //! It knows nothing of HTTP or the kernel. What it stores has types of its
@@ -13,6 +13,7 @@
 mod agents;
 pub mod dto;
 mod enforcement;
+mod groups;
 mod lock;
 mod migrations;
 mod names;

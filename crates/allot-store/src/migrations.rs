@@ -77,6 +77,14 @@ UPDATE enforcement
  WHERE substr(action, -length(' (scheduled)')) = ' (scheduled)';
 CREATE INDEX enforcement_escalation ON enforcement (agent, resource, action, id);
 ",
+    // 4: quota groups created or changed through the API (a `StoredGroup` as JSON).
+    "
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+",
 ];
 
 /// The schema version this build knows.

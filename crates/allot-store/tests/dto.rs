@@ -173,6 +173,7 @@ fn specs_of_earlier_versions_load() {
         holds: Vec::new(),
         user: Some((65534, 65534)),
         terminating: Some(allot_store::dto::StoredTermination { reason: "operator".into(), kill_at_ms: 1_700_000_000_000 }),
+        overrides: None,
     };
     let a = agent_with_spec(serde_json::to_value(&spec).unwrap());
     assert_eq!(a.spec().unwrap(), spec);

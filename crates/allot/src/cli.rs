@@ -250,7 +250,11 @@ pub(crate) struct ResumeArgs {
 pub(crate) enum QuotaCommand {
     /// Show an agent's quota.
     Get(ActArgs),
-    /// Change limits at run time, such as `memory.hard=300Mi processes.burst=40`.
+    /// Change limits at run time, such as `memory.hard=300Mi processes.burst=40`:
+    /// each field given is merged over the agent's current limits (those given
+    /// at `run --limit` and by earlier changes are kept), soft <= hard <= burst
+    /// is checked after the merge (an error names the field), and the
+    /// resulting quota is printed.
     Set(QuotaSetArgs),
 }
 

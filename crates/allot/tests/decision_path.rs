@@ -193,7 +193,7 @@ async fn an_agent_cannot_report_a_measured_resource_to_cancel_its_enforcement() 
     for ms in (200..9_000).step_by(200) {
         at(start, ms).await;
         let (rtx, rrx) = oneshot::channel();
-        tx.send(Control::Report("a".into(), allot_core::Resource::Memory, 0, rtx)).unwrap();
+        tx.send(Control::Report("a".into(), allot_core::Resource::Memory, 0, None, rtx)).unwrap();
         let err = rrx.await.unwrap().unwrap_err();
         assert!(err.to_string().contains("measured"), "{err}");
     }

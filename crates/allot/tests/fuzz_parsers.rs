@@ -397,7 +397,7 @@ fn answer(c: Control) {
         Control::Agent(_, tx) => drop(tx.send(None)),
         Control::Owner(_, tx) => drop(tx.send(None)),
         Control::Act(id, _, tx) => drop(tx.send(Ok(id))),
-        Control::Report(_, r, _, tx) => {
+        Control::Report(_, r, _, _, tx) => {
             assert!(r.is_custom(), "a measured resource reached the governor: {r}");
             drop(tx.send(Ok(json!({}))));
         }
@@ -405,7 +405,7 @@ fn answer(c: Control) {
         Control::Groups(tx) => drop(tx.send(Vec::new())),
         Control::PutGroup(g, _, tx) => {
             assert!(allot_core::group::valid_group_name(&g.name), "{:?}", g.name);
-            drop(tx.send(Ok(())));
+            drop(tx.send(Ok(json!(null))));
         }
         Control::DeleteGroup(_, tx) => drop(tx.send(Ok(()))),
         Control::TotalUsage(tx) => drop(tx.send(Default::default())),

@@ -104,7 +104,8 @@ pub(super) async fn clear(State(api): State<Shared>, Path(id): Path<String>) -> 
 }
 
 /// `POST /v1/agents/{id}/usage` `{"resource": "tokens", "value": 1200}` (or a
-/// quantity string such as `"1.2k"`): usage an agent reports itself.
+/// quantity string such as `"1.2k"`, or with its window, `"400/h"`: converted
+/// to the window of the agent's limit): usage an agent reports itself.
 pub(super) async fn usage(State(api): State<Shared>, Path(id): Path<String>, body: Body<UsageBody>) -> Result<Json<Value>, ApiError> {
     let Json(b) = body.map_err(|e| ApiError::body(&e))?;
     let resource: allot_core::Resource =
@@ -115,8 +116,8 @@ pub(super) async fn usage(State(api): State<Shared>, Path(id): Path<String>, bod
             format!("{resource} is measured by allot; only custom resources (tokens, usd_micros, ...) can be reported"),
         ));
     }
-    let value = bodies::quantity("value", resource.unit(), &b.value)?;
-    Ok(Json(answer(ask(&api, |tx| Control::Report(id.clone(), resource, value, tx)).await)?))
+    let (value, window) = bodies::count("value", resource.unit(), &b.value)?;
+    Ok(Json(answer(ask(&api, |tx| Control::Report(id.clone(), resource, value, window, tx)).await)?))
 }
 
 /// `POST /v1/agents/{id}/ack` `{"seq": N, "note"?}`: acknowledge request N of

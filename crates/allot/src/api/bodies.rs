@@ -82,6 +82,19 @@ pub(super) fn quantity(field: &str, unit: allot_core::Unit, v: &Value) -> Result
     allot_core::quantity::parse(field, unit, &text).map(|q| q.value).map_err(|e| ApiError::field(field, e.to_string()))
 }
 
+/// A reported count given as a number or a string, in `unit`, with the
+/// window it was written with (`"400/h"`); `None` when none was written
+/// (a number, `"1.2k"`): then it counts in the window of the limit.
+pub(super) fn count(field: &str, unit: allot_core::Unit, v: &Value) -> Result<(u64, Option<allot_core::quantity::Window>), ApiError> {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return Err(ApiError::field(field, "expected a number or a quantity string")),
+    };
+    let q = allot_core::quantity::parse(field, unit, &text).map_err(|e| ApiError::field(field, e.to_string()))?;
+    Ok((q.value, if text.contains('/') { q.window } else { None }))
+}
+
 /// Limits of a request body, in human units, as overrides.
 pub(super) fn overrides(limits: BTreeMap<String, LimitBody>) -> Result<BTreeMap<Resource, LimitOverride>, ApiError> {
     let mut out = BTreeMap::new();

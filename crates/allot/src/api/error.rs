@@ -82,6 +82,7 @@ impl From<ControlError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
             ControlError::Invalid { field, .. } => ApiError::field(field, message),
+            ControlError::InvalidAt { field, .. } => ApiError::field(field, message),
             ControlError::Kernel(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", message),
             ControlError::Unrecorded(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unrecorded", message),
         }
@@ -108,6 +109,7 @@ mod tests {
             (ControlError::GroupExists("g".into()), 409, "conflict"),
             (ControlError::GroupInUse("g has members".into()), 409, "conflict"),
             (ControlError::Invalid { field: "limits", message: "soft above hard".into() }, 422, "invalid"),
+            (ControlError::InvalidAt { field: "limits.memory.soft".into(), message: "soft above hard".into() }, 422, "invalid"),
             (ControlError::Kernel("EBUSY".into()), 500, "failed"),
             (ControlError::Unrecorded("disk full".into()), 503, "unrecorded"),
         ];

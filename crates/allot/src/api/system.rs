@@ -44,7 +44,9 @@ pub(super) async fn groups(State(api): State<Shared>) -> Result<Json<Vec<Value>>
     Ok(Json(ask(&api, Control::Groups).await?.iter().map(|(g, m)| group_json(g, m)).collect()))
 }
 
-/// `POST /v1/groups/{name}` creates, `PUT /v1/groups/{name}` changes.
+/// `POST /v1/groups/{name}` creates, `PUT /v1/groups/{name}` changes: stored
+/// (kept across restarts), and in force in the kernel at once (the group's
+/// totals and its members' backstops), answered with what was written.
 pub(super) async fn put_group(
     State(api): State<Shared>,
     method: Method,
@@ -54,8 +56,12 @@ pub(super) async fn put_group(
     let Json(b) = body.map_err(|e| ApiError::body(&e))?;
     let group = bodies::group(&name, &b)?;
     let create = method == Method::POST;
-    answer(ask(&api, |tx| Control::PutGroup(Box::new(group.clone()), create, tx)).await)?;
-    Ok((if create { StatusCode::CREATED } else { StatusCode::OK }, Json(group_json(&group, &[]))).into_response())
+    let kernel = answer(ask(&api, |tx| Control::PutGroup(Box::new(group.clone()), create, tx)).await)?;
+    let mut v = group_json(&group, &[]);
+    v.as_object_mut().map(|o| o.remove("members"));
+    // What was written to the kernel (the group's totals, its members' cpu limits); null without live members.
+    v["kernel"] = kernel;
+    Ok((if create { StatusCode::CREATED } else { StatusCode::OK }, Json(v)).into_response())
 }
 
 /// `DELETE /v1/groups/{name}`: only a group without members.

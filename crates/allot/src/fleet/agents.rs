@@ -2,8 +2,8 @@
 //! options (environment, working directory, restart policy, notify signal,
 //! user), checked against its group and registered in the ledger.
 
-use super::context::{Ctx, Table, Value, join};
-use super::groups::known_groups;
+use super::context::{Ctx, Table, Value, join, key_span};
+use super::groups::{NO_HANDLER, known_groups};
 use allot_core::{AgentId, AgentSpec, Ledger, Priority};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -124,8 +124,8 @@ pub(super) fn parse_agents(cx: &mut Ctx<'_>, av: &Value<'_>, ledger: &mut Ledger
         if is_duplicate(cx, item, &field, &mut seen) {
             continue;
         }
-        if let Some(def) = parse_agent(cx, item, &field) {
-            if register(cx, ledger, item, &field, &def) {
+        if let Some(def) = parse_agent(cx, item, &field, ledger) {
+            if cx.check(item.span(), &field, ledger.register(def.spec.clone())).is_some() {
                 agents.push(def);
             }
         }
@@ -145,27 +145,37 @@ fn is_duplicate(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str, seen: &mut BTre
     true
 }
 
-/// Register `def` in `ledger` when its group exists and its limits resolve
-/// against the group's; else report why at the key that is wrong.
-fn register(cx: &mut Ctx<'_>, ledger: &mut Ledger, item: &Value<'_>, field: &str, def: &AgentDef) -> bool {
-    let Some(group) = ledger.group(&def.spec.group) else {
-        let message = format!("unknown quota group {:?}: known groups are {}", def.spec.group, known_groups(ledger));
+/// Check an agent's group and each of its limits against the group's
+/// defaults, reporting every problem at the key that is wrong (not only the
+/// first): an unknown group, a limit whose merge breaks soft <= hard <= burst,
+/// a custom action without a handler.
+fn check_limits(cx: &mut Ctx<'_>, ledger: &Ledger, item: &Value<'_>, field: &str, group: &str, spec: &PartialSpec<'_>) {
+    let Some(g) = ledger.group(group) else {
+        let message = format!("unknown quota group {group:?}: known groups are {}", known_groups(ledger));
         cx.err(agent_key_span(item, "group"), &format!("{field}.group"), message);
-        return false;
+        return;
     };
-    if let Err(e) = allot_core::quota::resolve(group, &def.spec, field) {
-        cx.err(limit_span(item, &e.field), &e.field, e.problem);
-        return false;
+    let has_handler = spec.custom_handler.is_some() || g.custom_handler.is_some();
+    for (resource, o) in spec.overrides {
+        let f = format!("{field}.limits.{resource}");
+        let span = limit_span(item, &f);
+        match o.apply(g.limits.get(resource), &f) {
+            Ok(l) if l.action == allot_core::Action::Custom && !has_handler => cx.err(span, &format!("{f}.action"), NO_HANDLER),
+            Ok(_) => {}
+            Err(e) => cx.err(span, &e.field, e.problem),
+        }
     }
-    cx.check(item.span(), field, ledger.register(def.spec.clone())).is_some()
+}
+
+/// What [`check_limits`] needs of an agent that may not have parsed in full.
+struct PartialSpec<'a> {
+    overrides: &'a BTreeMap<allot_core::Resource, allot_core::limits::LimitOverride>,
+    custom_handler: &'a Option<allot_core::group::CustomHandler>,
 }
 
 /// The span of `key`'s value in an agent table, or of the whole agent.
 fn agent_key_span(item: &Value<'_>, key: &str) -> Range<usize> {
-    match item.get_ref() {
-        DeValue::Table(t) => t.get(key).map_or_else(|| item.span(), |v| v.span()),
-        _ => item.span(),
-    }
+    key_span(item, key)
 }
 
 /// The span of the limit that `field` (`agents[i].limits.R...`) names.
@@ -173,19 +183,14 @@ fn limit_span(item: &Value<'_>, field: &str) -> Range<usize> {
     let resource = field.split_once(".limits.").map(|(_, rest)| rest.split('.').next().unwrap_or(rest));
     if let (DeValue::Table(t), Some(r)) = (item.get_ref(), resource) {
         if let Some(limits) = t.get("limits") {
-            if let DeValue::Table(lt) = limits.get_ref() {
-                if let Some(v) = lt.get(r) {
-                    return v.span();
-                }
-            }
-            return limits.span();
+            return key_span(limits, r);
         }
     }
     item.span()
 }
 
 /// One agent table; `None` when anything in it is wrong (every problem reported).
-fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentDef> {
+fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str, ledger: &Ledger) -> Option<AgentDef> {
     let t = cx.table(item, field)?;
     cx.only(t, field, KEYS);
     let errors_before = cx.errors.len();
@@ -209,6 +214,9 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str) -> Option<AgentD
     let restart = restart(cx, t, field);
     let notify_signal = t.get("notify_signal").and_then(|v| cx.choice(v, &format!("{field}.notify_signal"), "signal", &SIGNALS));
     let user = t.get("user").and_then(|u| user(cx, u, field));
+    if let Some(g) = &group {
+        check_limits(cx, ledger, item, field, g, &PartialSpec { overrides: &overrides, custom_handler: &custom_handler });
+    }
     if cx.errors.len() != errors_before {
         return None;
     }

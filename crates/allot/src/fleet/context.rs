@@ -164,6 +164,14 @@ fn unprefixed(field: &str, e: &impl Display) -> String {
     msg.strip_prefix(&format!("{field}: ")).unwrap_or(&msg).to_owned()
 }
 
+/// The span of `key`'s value in the table `v`, or of `v` itself when it is not a table or has no such key.
+pub(super) fn key_span(v: &Value<'_>, key: &str) -> Range<usize> {
+    match v.get_ref() {
+        DeValue::Table(t) => t.get(key).map_or_else(|| v.span(), Spanned::span),
+        _ => v.span(),
+    }
+}
+
 /// `field.key`, or `key` at the root.
 pub(super) fn join(field: &str, key: &str) -> String {
     if field.is_empty() { key.to_owned() } else { format!("{field}.{key}") }

@@ -2,9 +2,10 @@
 //! changes to built-in ones, registered in the ledger in file order so that
 //! later groups and the agents can use them.
 
-use super::context::{Ctx, Key, Table, Value, join};
+use super::context::{Ctx, Key, Table, Value, join, key_span};
 use allot_core::Ledger;
 use allot_core::group::{QuotaGroup, ScalingPolicy, valid_group_name};
+use allot_core::limits::Action;
 use std::collections::BTreeMap;
 
 const KEYS: &[&str] = &["extends", "description", "scaling_policy", "limits", "totals", "custom_handler"];
@@ -88,19 +89,27 @@ fn base(cx: &mut Ctx<'_>, ledger: &Ledger, t: &Table<'_>, name: &str, field: &st
     }))
 }
 
-/// `limits`: each override applied to the limit the group has so far.
+/// `limits`: each override applied to the limit the group has so far; every
+/// error is reported at its own limit (so they come out in file order).
 fn limits(cx: &mut Ctx<'_>, g: &mut QuotaGroup, l: &Value<'_>, field: &str) {
     let lf = format!("{field}.limits");
     for (resource, o) in cx.limits(l, &lf) {
         let rf = format!("{lf}.{resource}");
+        let span = key_span(l, resource.name());
         match o.apply(g.limits.get(&resource), &rf) {
+            Ok(limit) if limit.action == Action::Custom && g.custom_handler.is_none() => {
+                cx.err(span, &rf, NO_HANDLER);
+            }
             Ok(limit) => {
                 g.limits.insert(resource, limit);
             }
-            Err(e) => cx.err(l.span(), &rf, e.problem),
+            Err(e) => cx.err(span, &rf, e.problem),
         }
     }
 }
+
+/// A `custom` action needs a handler.
+pub(super) const NO_HANDLER: &str = "action is custom but no custom_handler is configured for the group or agent";
 
 /// `totals`: the group's ceilings over all its agents.
 fn totals(cx: &mut Ctx<'_>, g: &mut QuotaGroup, tv: &Value<'_>, field: &str) {

@@ -3,6 +3,9 @@
 //! burst is set, memory.high at hard when memory's action is throttle, cpu
 //! weight from priority, group totals); here they are written through the
 //! agent's and its group's actuators, and every write's outcome is published.
+//! A member's cpu limit is never written above its group's cpu total (cgroup
+//! v1 refuses it), and a group's totals are written in the order v1 accepts.
+//! A group changed through the API is written again, with its members' backstops.
 
 use super::intent::{Applied, Intent, Op, Source, group_totals};
 use super::{Backend, Governor};
@@ -25,10 +28,80 @@ impl<B: Backend> Governor<B> {
     /// Write the totals of an agent's group on the group's cgroup (creating it); one note.
     pub(super) fn write_group_totals(&mut self, id: &AgentId) -> Option<Value> {
         let group = self.domain.ledger.quota(id)?.group.clone();
-        let g = self.domain.ledger.group(&group).cloned()?;
-        let mut ga = self.backend.group_actuator(&g.name)?;
+        self.write_totals_of(&group)
+    }
+
+    /// Write a group's totals on its cgroup (creating it), in the order
+    /// cgroup v1 accepts: a parent's CFS quota below a child's is refused
+    /// (EINVAL), so members whose held cpu limit lies above the new cpu
+    /// total are lowered to it first, the totals written next, and the other
+    /// throttled members written again after (a member lowered under an
+    /// earlier, smaller total gets its own limit back). One note with every
+    /// write and its outcome.
+    pub(super) fn write_totals_of(&mut self, group: &str) -> Option<Value> {
+        let g = self.domain.ledger.group(group).cloned()?;
         let totals = backstops::group(&g, self.domain.ledger.members(&g.name).count());
-        Some(json!({"group_totals": g.name, "results": group_totals(ga.as_mut(), &totals)}))
+        let cap = totals.get(&allot_core::Resource::Cpu).copied();
+        let throttled: Vec<(AgentId, u64)> = self
+            .domain
+            .ledger
+            .members(&g.name)
+            .filter_map(|m| Some((m.clone(), self.agents.get(m).filter(|a| a.proc.is_some())?.holds.effective().cpu_millicores?)))
+            .collect();
+        let (above, under): (Vec<_>, Vec<_>) = throttled.into_iter().partition(|(_, held)| cap.is_some_and(|c| *held > c));
+        let mut members = Vec::new();
+        for (m, _) in above {
+            members.push(self.cap_member(&m));
+        }
+        let mut ga = self.backend.group_actuator(&g.name)?;
+        let results = group_totals(ga.as_mut(), &totals);
+        for (m, _) in under {
+            members.push(self.cap_member(&m));
+        }
+        let mut note = json!({"group_totals": g.name, "results": results});
+        if !members.is_empty() {
+            note["members_cpu"] = Value::Array(members);
+        }
+        Some(note)
+    }
+
+    /// A member's held cpu limit written again under its group's cpu total (an intent); its note.
+    fn cap_member(&mut self, id: &AgentId) -> Value {
+        let (outcome, detail) = match self.apply(Intent { agent: id.clone(), source: Source::Backstop, op: Op::CapCpu }) {
+            Applied::Now { outcome, detail, .. } => (outcome, detail),
+            Applied::Settling { detail, .. } => (allot_store::Outcome::Success, detail),
+        };
+        json!({"agent": id.as_str(), "outcome": outcome.as_str(), "detail": detail})
+    }
+
+    /// A group changed (through the API): its totals written on its cgroup
+    /// and, since its defaults are the members' limits, every live member's
+    /// backstops written again, its quota stored and announced. Nothing is
+    /// written for a group without live members (its cgroup is made with
+    /// the first).
+    pub(super) fn group_changed(&mut self, group: &str) -> Option<Value> {
+        let live: Vec<AgentId> =
+            self.domain.ledger.members(group).filter(|m| self.agents.get(m).is_some_and(|a| a.proc.is_some())).cloned().collect();
+        if live.is_empty() {
+            return None;
+        }
+        let totals = self.write_totals_of(group);
+        let now = self.clock.now();
+        for id in &live {
+            let Some(q) = self.domain.ledger.quota(id).cloned() else { continue };
+            let notes = match self.apply(Intent { agent: id.clone(), source: Source::Backstop, op: Op::Backstops(backstops::agent(&q)) }) {
+                Applied::Now { detail, .. } => serde_json::from_str(&detail).unwrap_or_default(),
+                Applied::Settling { .. } => Vec::new(),
+            };
+            self.publish_backstops(id, notes, false);
+            let _ = self.store_agent(id);
+            let quota = serde_json::to_value(&q).unwrap_or(Value::Null);
+            if let Some(a) = self.agents.get_mut(id) {
+                let _ = a.channel.send("quota", json!({"quota": quota}), now.as_millis(), None);
+            }
+            self.recorder.emit(now, events::QUOTA_CHANGED, Some(id.as_str()), json!({"quota": quota, "group_changed": group}));
+        }
+        totals
     }
 
     /// Publish what was written; `before_exec`: written before the agent's command ran.

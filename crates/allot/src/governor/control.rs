@@ -43,6 +43,14 @@ pub enum ControlError {
         /// What is wrong.
         message: String,
     },
+    /// A value is not acceptable, at a field named at run time (`limits.memory.soft`).
+    #[error("{field}: {message}")]
+    InvalidAt {
+        /// The field at fault.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
     /// No group of that name.
     #[error("no group {0:?}")]
     NoGroup(String),
@@ -140,14 +148,16 @@ pub enum Control {
     Owner(u32, oneshot::Sender<Option<String>>),
     /// An operator action.
     Act(String, OperatorAction, Reply<String>),
-    /// Usage an agent reports itself (custom resources such as tokens).
-    Report(String, Resource, u64, Reply<Value>),
+    /// Usage an agent reports itself (custom resources such as tokens), with
+    /// the window it was written in (`None`: the window of its limit).
+    Report(String, Resource, u64, Option<allot_core::quantity::Window>, Reply<Value>),
     /// An agent acknowledges a request it received (by its channel sequence number).
     Ack(String, u64, String, Reply<Value>),
     /// Every group, with its members.
     Groups(oneshot::Sender<Vec<(QuotaGroup, Vec<String>)>>),
-    /// Create (`true`) or replace (`false`) a group.
-    PutGroup(Box<QuotaGroup>, bool, Reply<()>),
+    /// Create (`true`) or replace (`false`) a group: stored, and written to
+    /// the kernel with its members' backstops; the answer is what was written.
+    PutGroup(Box<QuotaGroup>, bool, Reply<Value>),
     /// Delete a group without members.
     DeleteGroup(String, Reply<()>),
     /// Usage summed over every agent (for the host's available capacity).
@@ -156,7 +166,8 @@ pub enum Control {
     Start(Box<crate::fleet::AgentDef>, Reply<Value>),
     /// Adopt a running process as a new agent (moving it into a cgroup when asked).
     Adopt(Box<crate::fleet::AgentDef>, u32, bool, Reply<Value>),
-    /// Change an agent's limits at run time (overrides merged over its group).
+    /// Change an agent's limits at run time: merged field by field over its
+    /// current overrides (those of its start included), then over its group.
     SetLimits(String, BTreeMap<Resource, LimitOverride>, Reply<Value>),
     /// An agent's quota compliance: per resource usage, limits, status and
     /// pending escalation; who holds it throttled or frozen.
@@ -203,17 +214,13 @@ impl<B: Backend> Governor<B> {
                 let _ = reply.send(self.put_group(*g, create));
             }
             Control::DeleteGroup(name, reply) => {
-                let res = self.domain.ledger.remove_group(&name).map(|_| ()).map_err(|e| match e {
-                    allot_core::ledger::LedgerError::GroupNotEmpty { .. } => ControlError::GroupInUse(e.to_string()),
-                    _ => ControlError::NoGroup(name.clone()),
-                });
-                let _ = reply.send(res);
+                let _ = reply.send(self.delete_group(&name));
             }
             Control::TotalUsage(reply) => {
                 let _ = reply.send(self.domain.ledger.total_usage().into_iter().map(|(r, v)| (r.name().to_owned(), v)).collect());
             }
-            Control::Report(agent, resource, value, reply) => {
-                let _ = reply.send(self.report_usage(&agent, resource, value));
+            Control::Report(agent, resource, value, window, reply) => {
+                let _ = reply.send(self.report_usage(&agent, resource, value, window));
             }
             Control::SetLimits(agent, overrides, reply) => {
                 let _ = reply.send(self.set_limits(&agent, overrides));
@@ -235,8 +242,9 @@ impl<B: Backend> Governor<B> {
         match c {
             Control::Start(_, reply) | Control::Adopt(_, _, _, reply) => drop(reply.send(Err(no()))),
             Control::SetLimits(_, _, reply) | Control::Ack(_, _, _, reply) => drop(reply.send(Err(no()))),
-            Control::Report(_, _, _, reply) => drop(reply.send(Err(no()))),
-            Control::PutGroup(_, _, reply) | Control::DeleteGroup(_, reply) => drop(reply.send(Err(no()))),
+            Control::Report(_, _, _, _, reply) => drop(reply.send(Err(no()))),
+            Control::PutGroup(_, _, reply) => drop(reply.send(Err(no()))),
+            Control::DeleteGroup(_, reply) => drop(reply.send(Err(no()))),
             c => return Some(c),
         }
         None
@@ -297,21 +305,56 @@ impl<B: Backend> Governor<B> {
         Ok(json!({"agent": agent, "request_seq": seq, "event_seq": ev}))
     }
 
-    fn put_group(&mut self, g: QuotaGroup, create: bool) -> Result<(), ControlError> {
+    /// Create or change a group: in the ledger (members' quotas re-resolved),
+    /// stored (a restarted daemon has it before it resolves its agents'
+    /// quotas; refused, and undone, when the store cannot record it), then
+    /// its totals and its members' backstops written to the kernel.
+    fn put_group(&mut self, g: QuotaGroup, create: bool) -> Result<Value, ControlError> {
         use allot_core::ledger::LedgerError;
         let name = g.name.clone();
+        let previous = self.domain.ledger.group(&name).cloned();
+        let stored = allot_store::dto::StoredGroup::from_core(&g);
         let res = if create {
             self.domain.ledger.add_group(g)
-        } else if self.domain.ledger.group(&name).is_none() {
+        } else if previous.is_none() {
             return Err(ControlError::NoGroup(name));
         } else {
             self.domain.ledger.set_group(g)
         };
         res.map_err(|e| match e {
-            LedgerError::DuplicateGroup(_) => ControlError::GroupExists(name),
-            LedgerError::UnknownGroup { .. } => ControlError::NoGroup(name),
+            LedgerError::DuplicateGroup(_) => ControlError::GroupExists(name.clone()),
+            LedgerError::UnknownGroup { .. } => ControlError::NoGroup(name.clone()),
             other => ControlError::Invalid { field: "body", message: other.to_string() },
-        })
+        })?;
+        let now = self.clock.now();
+        if let Err(e) = self.recorder.store.put_group(&stored, now.as_millis()) {
+            let _ = match previous {
+                Some(p) => self.domain.ledger.set_group(p),
+                None => self.domain.ledger.remove_group(&name).map(drop),
+            };
+            self.recorder.unrecorded(&e.to_string());
+            return Err(ControlError::Unrecorded(e.to_string()));
+        }
+        let kernel = self.group_changed(&name).unwrap_or(Value::Null);
+        let data = json!({"group": name, "created": create, "kernel": kernel});
+        self.recorder.emit(now, events::GROUP_CHANGED, None, data);
+        Ok(kernel)
+    }
+
+    /// Delete a group without members, from the ledger and the store (a
+    /// built-in group or one of the fleet file comes back at the next start).
+    fn delete_group(&mut self, name: &str) -> Result<(), ControlError> {
+        let removed = self.domain.ledger.remove_group(name).map_err(|e| match e {
+            allot_core::ledger::LedgerError::GroupNotEmpty { .. } => ControlError::GroupInUse(e.to_string()),
+            _ => ControlError::NoGroup(name.to_owned()),
+        })?;
+        if let Err(e) = self.recorder.store.delete_group(name) {
+            let _ = self.domain.ledger.add_group(removed);
+            self.recorder.unrecorded(&e.to_string());
+            return Err(ControlError::Unrecorded(e.to_string()));
+        }
+        self.recorder.emit(self.clock.now(), events::GROUP_CHANGED, None, json!({"group": name, "deleted": true}));
+        Ok(())
     }
 
     /// An operator action: an intent with the operator (or, forced, every holder) as its source.

@@ -70,6 +70,8 @@ pub(super) enum Op {
     Backstops(AgentBackstops),
     /// Write every effective setting of the holds, whatever the kernel has now (an agent taken over).
     Reconcile,
+    /// Write the agent's held cpu limit again under its group's cpu total (a group change).
+    CapCpu,
 }
 
 impl Op {
@@ -171,14 +173,26 @@ pub(super) fn describe(o: &Written) -> String {
     }
 }
 
-/// Write what a change of the effective settings needs; a freeze returns its settle.
-fn write_change(change: Change, act: &mut dyn Actuator, notes: &mut Vec<String>) -> Result<Option<Settle>, SysError> {
+/// Write an agent's cpu limit, never above its group's cpu total `cap`: on
+/// cgroup v1 a child's CFS quota above its parent's is refused (EINVAL), and
+/// above the group's it could not be used anyway. The note says when it was lowered.
+fn write_cpu(act: &mut dyn Actuator, want: Option<u64>, cap: Option<u64>) -> Result<String, SysError> {
+    let written = match (want, cap) {
+        (Some(m), Some(c)) => Some(m.min(c)),
+        (w, _) => w,
+    };
+    let o = act.set_cpu_limit(written)?;
+    Ok(match (want, written) {
+        (Some(m), Some(w)) if w < m => format!("cpu limited to {m}m, written as {w}m (the group's cpu total): {}", describe(&o)),
+        (Some(m), _) => format!("cpu limited to {m}m: {}", describe(&o)),
+        (None, _) => format!("cpu limit lifted: {}", describe(&o)),
+    })
+}
+
+/// Write what a change of the effective settings needs (cpu under `cap`); a freeze returns its settle.
+fn write_change(change: Change, act: &mut dyn Actuator, cap: Option<u64>, notes: &mut Vec<String>) -> Result<Option<Settle>, SysError> {
     if let Some(cpu) = change.cpu() {
-        let o = act.set_cpu_limit(cpu)?;
-        notes.push(match cpu {
-            Some(m) => format!("cpu limited to {m}m: {}", describe(&o)),
-            None => format!("cpu limit lifted: {}", describe(&o)),
-        });
+        notes.push(write_cpu(act, cpu, cap)?);
     }
     if let Some(high) = change.memory_high() {
         notes.push(describe(&act.set_memory_high(high)?));
@@ -224,7 +238,7 @@ fn change_holds(a: &mut Agent, op: &Op, holder: Option<Holder>) -> Option<Change
 
 /// Hold a throttle, falling back to a cpu limit where memory.high is not supported
 /// (learned once per agent, so later throttles go straight to the fallback).
-fn throttle(a: &mut Agent, h: Holder, want: Throttle, fallback_cpu: Option<u64>) -> Applied {
+fn throttle(a: &mut Agent, h: Holder, want: Throttle, fallback_cpu: Option<u64>, cap: Option<u64>) -> Applied {
     let Some(proc) = a.proc.as_mut() else { return Applied::failed("no process") };
     let act = proc.actuator.as_mut();
     let mut notes = Vec::new();
@@ -232,20 +246,20 @@ fn throttle(a: &mut Agent, h: Holder, want: Throttle, fallback_cpu: Option<u64>)
     let wants_memory_high = want.memory_high.is_some() && fallback_cpu.is_some();
     if wants_memory_high && a.no_memory_high {
         let change = a.holds.throttle(h, fallback);
-        return match write_change(change, act, &mut notes) {
+        return match write_change(change, act, cap, &mut notes) {
             Ok(_) => Applied::now(Outcome::Fallback, format!("no memory.high here: {}", notes.join("; "))),
             Err(e) => Applied::failed(e.to_string()),
         };
     }
     let before = a.holds.effective();
     let change = a.holds.throttle(h.clone(), want);
-    match write_change(change, act, &mut notes) {
+    match write_change(change, act, cap, &mut notes) {
         Err(SysError::Unsupported { what, why }) if wants_memory_high => {
             a.no_memory_high = true;
             notes.push(format!("{what} is not supported here ({why}); cpu limit instead"));
             a.holds.throttle(h, fallback);
             // Against the settings before this throttle: its memory.high was never written.
-            match write_change(Change { before, after: a.holds.effective() }, act, &mut notes) {
+            match write_change(Change { before, after: a.holds.effective() }, act, cap, &mut notes) {
                 Ok(_) => Applied::now(Outcome::Fallback, notes.join("; ")),
                 Err(e) => Applied::failed(format!("{}; {e}", notes.join("; "))),
             }
@@ -305,10 +319,10 @@ fn kill(a: &mut Agent) -> Applied {
 }
 
 /// Write a change of the holds and say what happened; `hold` says whether the op adds a hold or releases one.
-fn write_holds(a: &mut Agent, change: Change, hold: bool) -> Applied {
+fn write_holds(a: &mut Agent, change: Change, hold: bool, cap: Option<u64>) -> Applied {
     let Some(proc) = a.proc.as_mut() else { return Applied::failed("no process") };
     let mut notes = Vec::new();
-    match write_change(change, proc.actuator.as_mut(), &mut notes) {
+    match write_change(change, proc.actuator.as_mut(), cap, &mut notes) {
         Err(e) => Applied::failed(e.to_string()),
         Ok(Some(settle)) => Applied::settling(notes.join("; "), settle),
         Ok(None) => {
@@ -368,13 +382,13 @@ pub(super) fn group_totals(ga: &mut dyn Actuator, totals: &std::collections::BTr
 }
 
 /// Write the holds' effective settings in full: a new governor does not know what the kernel has.
-fn reconcile(a: &mut Agent) -> Applied {
+fn reconcile(a: &mut Agent, cap: Option<u64>) -> Applied {
     let e = a.holds.effective();
     let Some(proc) = a.proc.as_mut() else { return Applied::failed("no process") };
     let act = proc.actuator.as_mut();
     let mut notes = Vec::new();
-    match act.set_cpu_limit(e.cpu_millicores) {
-        Ok(o) => notes.push(format!("cpu limit {:?}: {}", e.cpu_millicores, describe(&o))),
+    match write_cpu(act, e.cpu_millicores, cap) {
+        Ok(note) => notes.push(note),
         Err(err) => return Applied::failed(err.to_string()),
     }
     match act.set_memory_high(e.memory_high) {
@@ -396,16 +410,38 @@ fn reconcile(a: &mut Agent) -> Applied {
     }
 }
 
+/// The held cpu limit written again under `cap` (nothing to write when no one holds a cpu throttle).
+fn cap_cpu(a: &mut Agent, cap: Option<u64>) -> Applied {
+    let Some(want) = a.holds.effective().cpu_millicores else {
+        return Applied::now(Outcome::Success, "no cpu limit held");
+    };
+    let Some(proc) = a.proc.as_mut() else { return Applied::failed("no process") };
+    match write_cpu(proc.actuator.as_mut(), Some(want), cap) {
+        Ok(note) => Applied::now(Outcome::Success, note),
+        Err(e) => Applied::failed(e.to_string()),
+    }
+}
+
 fn list(holders: &[Holder]) -> String {
     holders.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 impl<B: Backend> Governor<B> {
+    /// The cpu total of an agent's group in force on the group cgroup (what
+    /// its own cpu limit is written under), when it runs in a cgroup.
+    pub(super) fn cpu_cap(&self, id: &AgentId) -> Option<u64> {
+        self.agents.get(id)?.proc.as_ref()?.cgroup.as_ref()?;
+        let ledger = &self.domain.ledger;
+        let g = ledger.group(&ledger.quota(id)?.group)?;
+        allot_core::backstops::group(g, ledger.members(&g.name).count()).get(&Resource::Cpu).copied()
+    }
+
     /// Carry out an intent: the one path by which anything changes an agent.
     pub(super) fn apply(&mut self, intent: Intent) -> Applied {
         let _span = tracing::info_span!("agent", id = %intent.agent).entered();
         tracing::debug!(source = ?intent.source, op = ?intent.op, "intent");
         let now = self.clock.now();
+        let cap = self.cpu_cap(&intent.agent);
         let Some(a) = self.agents.get_mut(&intent.agent) else { return Applied::failed(format!("no agent {}", intent.agent)) };
         if a.proc.is_none() {
             return Applied::failed(format!("agent {} is {}", intent.agent, a.state_name()));
@@ -415,7 +451,7 @@ impl<B: Backend> Governor<B> {
         let mut kill_at = None;
         let applied = match &intent.op {
             Op::Throttle { want, fallback_cpu } => match holder {
-                Some(h) => throttle(a, h, *want, *fallback_cpu),
+                Some(h) => throttle(a, h, *want, *fallback_cpu, cap),
                 None => Applied::failed("a throttle needs a holder"),
             },
             Op::Terminate { grace, reason } => {
@@ -435,9 +471,10 @@ impl<B: Backend> Governor<B> {
                 None => Applied::failed("no process"),
             },
             Op::Kill => kill(a),
-            Op::Reconcile => reconcile(a),
+            Op::Reconcile => reconcile(a, cap),
+            Op::CapCpu => cap_cpu(a, cap),
             op => match change_holds(a, op, holder) {
-                Some(change) => write_holds(a, change, matches!(op, Op::Freeze)),
+                Some(change) => write_holds(a, change, matches!(op, Op::Freeze), cap),
                 None => Applied::failed(format!("{op:?} needs a holder")),
             },
         };
@@ -448,7 +485,12 @@ impl<B: Backend> Governor<B> {
         }
         if !applied.is_failure() && !matches!(intent.op, Op::Backstops(_)) {
             // What the kernel was given: the settings the change of holds moved (all of them on a reconcile).
-            applied.set_written(values_of(saved.effective(), a.holds.effective(), matches!(intent.op, Op::Reconcile)));
+            let mut values = values_of(saved.effective(), a.holds.effective(), matches!(intent.op, Op::Reconcile));
+            // A cpu limit is written under the group's cpu total.
+            if let (Some(c), Some(m)) = (cap, values.get("cpu_millicores").and_then(serde_json::Value::as_u64)) {
+                values.insert("cpu_millicores".into(), json!(m.min(c)));
+            }
+            applied.set_written(values);
         }
         let holds_changed = a.holds != saved || matches!(intent.op, Op::Terminate { .. });
         if let Some((at, incarnation)) = kill_at {

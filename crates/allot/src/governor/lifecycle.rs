@@ -199,6 +199,7 @@ impl<B: Backend> Governor<B> {
             holds: super::agents::stored_holds(&a.holds),
             user: a.def.user,
             terminating,
+            overrides: Some(allot_store::dto::overrides_from_core(&a.def.spec.overrides)),
         };
         let cgroup = match &a.proc {
             Some(_) => json!(a.cgroup_dirs()),
@@ -384,8 +385,12 @@ impl<B: Backend> Governor<B> {
 }
 
 impl<B: Backend> Governor<B> {
-    /// Change an agent's limits at run time: stored (a restarted daemon takes
-    /// the agent over with them) and in force in the kernel at once.
+    /// Change an agent's limits at run time: each field given is merged over
+    /// the agent's current override of that resource (what earlier changes
+    /// and its start gave is kept), the result is checked (soft <= hard <=
+    /// burst; a 422 names the field at fault), stored (a restarted daemon
+    /// takes the agent over with it) and in force in the kernel at once. The
+    /// answer is the resulting quota.
     pub(super) fn set_limits(
         &mut self,
         agent: &str,
@@ -395,7 +400,18 @@ impl<B: Backend> Governor<B> {
         let Some(a) = self.agents.get(&id) else { return Err(ControlError::NoAgent(agent.to_owned())) };
         let before = a.def.spec.clone();
         let mut spec = a.def.spec.clone();
-        spec.overrides.extend(overrides);
+        let group = self.domain.ledger.group(&spec.group).cloned();
+        for (resource, change) in overrides {
+            let merged = spec.overrides.get(&resource).map_or_else(|| change.clone(), |old| old.updated_by(&change));
+            let field = format!("limits.{resource}");
+            let base = group.as_ref().and_then(|g| g.limits.get(&resource));
+            let limit = merged.merge_over(base, &field).map_err(|e| ControlError::InvalidAt { field: e.field, message: e.problem })?;
+            if let Err(e) = limit.validate(&field) {
+                let at = change.fault(&limit).map_or(field.clone(), |f| format!("{field}.{f}"));
+                return Err(ControlError::InvalidAt { field: at, message: e.problem });
+            }
+            spec.overrides.insert(resource, merged);
+        }
         let quota = self
             .domain
             .ledger

@@ -189,6 +189,8 @@ impl<B: Backend> Governor<B> {
             until_all_exit: false,
         };
         if opts.readopt {
+            // Groups created or changed through the API first: agents' stored quotas resolve against them.
+            g.load_stored_groups();
             g.readopt_leftovers()?;
         }
         g.recover_leftovers()?;

@@ -1,5 +1,6 @@
-//! What a previous governor left: the daemon takes live agents over (same
-//! processes, cgroups and stored quota) and records the escalations that
+//! What a previous governor left: the daemon loads the groups created or
+//! changed through its API, takes live agents over (same processes, cgroups
+//! and stored quota, with their own overrides) and records the escalations that
 //! died with the old governor's timers as cancelled; whatever cannot be
 //! taken over, and everything under `allot up`, is stopped and recorded.
 
@@ -15,6 +16,35 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 impl<B: Backend> Governor<B> {
+    /// The groups created or changed through the API of a previous daemon,
+    /// into the ledger before any agent's stored quota is resolved against
+    /// them: they win over the fleet file's and the built-in definitions of
+    /// the same name. One that does not convert is left out, with a warning.
+    pub(super) fn load_stored_groups(&mut self) {
+        let stored = match self.recorder.store.groups() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "stored groups not loaded");
+                return;
+            }
+        };
+        for sg in stored {
+            let g = match sg.to_core() {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(group = %sg.name, error = %e, "stored group not loaded");
+                    continue;
+                }
+            };
+            let ledger = &mut self.domain.ledger;
+            let res = if ledger.group(&g.name).is_some() { ledger.set_group(g.clone()) } else { ledger.add_group(g.clone()) };
+            match res {
+                Ok(()) => tracing::info!(group = %g.name, "group as created or changed through the API (stored)"),
+                Err(e) => tracing::warn!(group = %g.name, error = %e, "stored group not loaded"),
+            }
+        }
+    }
+
     /// Take over the agents a previous run left running. Those that cannot
     /// be taken over are left to `recover_leftovers`, which stops them.
     pub(super) fn readopt_leftovers(&mut self) -> Result<(), Error> {
@@ -39,6 +69,19 @@ impl<B: Backend> Governor<B> {
         spec.priority = allot_core::Priority::new(i64::from(stored.priority)).map_err(|e| e.to_string())?;
         spec.overrides = stored.quota.overrides().map_err(|e| e.to_string())?;
         spec.custom_handler = stored.quota.to_core(&id).ok().and_then(|q| q.custom_handler);
+        // Its own overrides (field by field) when they give back the stored
+        // quota over the group as it is now, so that later changes of one
+        // field or of the group merge as before the restart; else every
+        // field of the stored quota is pinned (rows of earlier versions, or
+        // a group the fleet file changed meanwhile).
+        if let Some(Ok(own)) = stored.overrides.as_ref().map(allot_store::dto::overrides_to_core) {
+            let candidate = AgentSpec { overrides: own, ..spec.clone() };
+            let group = self.domain.ledger.group(&a.group);
+            let same = group.and_then(|g| allot_core::quota::resolve(g, &candidate, &a.id).ok()) == stored.quota.to_core(&id).ok();
+            if same {
+                spec = candidate;
+            }
+        }
         // The stored quota wins over the fleet file's: it may have been changed at run time.
         let ledger = &mut self.domain.ledger;
         let registered =

@@ -115,7 +115,17 @@ impl<B: Backend> Governor<B> {
     /// agent may report at most [`MAX_UNDECLARED_CUSTOM`] custom resources
     /// that its quota gives no limit (each is kept in the ledger, the
     /// analytics windows and the metrics for as long as the agent lives).
-    pub(super) fn report_usage(&mut self, agent: &str, resource: Resource, value: u64) -> Result<Value, ControlError> {
+    ///
+    /// A count written with a window (`400/h`) is converted to the window of
+    /// the agent's limit on it (per minute when it has none), rounded up to a
+    /// whole count; the answer says the value and window it was counted as.
+    pub(super) fn report_usage(
+        &mut self,
+        agent: &str,
+        resource: Resource,
+        value: u64,
+        window: Option<allot_core::quantity::Window>,
+    ) -> Result<Value, ControlError> {
         if !resource.is_custom() {
             let message = format!("{resource} is measured by allot; only custom resources (tokens, usd_micros, ...) can be reported");
             return Err(ControlError::Invalid { field: "resource", message });
@@ -139,10 +149,26 @@ impl<B: Backend> Governor<B> {
                 }
             }
         }
+        let per = self
+            .domain
+            .ledger
+            .quota(&id)
+            .and_then(|q| q.limits.get(&resource))
+            .and_then(|l| l.window)
+            .unwrap_or(allot_core::quantity::Window::Minute);
+        let value = match window {
+            Some(w) if w != per => w.convert(value, per).ok_or_else(|| ControlError::InvalidAt {
+                field: "value".into(),
+                message: format!("{value}/{w} is more than this allot can count per {}", per.suffix()),
+            })?,
+            _ => value,
+        };
         let now = self.clock.now();
         let (a, decisions) = self.observe(&id, resource.clone(), value, now);
         let violation = a.and_then(|a| a.violation);
-        Ok(json!({"agent": agent, "resource": resource.name(), "value": value, "violation": violation, "decisions": decisions}))
+        Ok(
+            json!({"agent": agent, "resource": resource.name(), "value": value, "per": per.suffix(), "violation": violation, "decisions": decisions}),
+        )
     }
 
     /// Store the samples of this tick in one transaction.
