@@ -197,6 +197,25 @@ impl LimitOverride {
     pub fn merge_over(&self, base: Option<&Limit>, field: &str) -> Result<Limit, LimitError> {
         let limit = match base {
             Some(base) => {
+                let per = |w: Option<Window>| w.unwrap_or(Window::Minute);
+                if let Some(w) = self.window.filter(|w| *w != per(base.window)) {
+                    // The base's counts are per another window: none of them can stand for this one.
+                    let missing: Vec<&str> = [("soft", self.soft.is_none()), ("hard", self.hard.is_none())]
+                        .into_iter()
+                        .filter_map(|(f, m)| m.then_some(f))
+                        .chain((self.burst.is_none() && base.burst != base.hard).then_some("burst"))
+                        .collect();
+                    if !missing.is_empty() {
+                        return Err(LimitError {
+                            field: field.to_owned(),
+                            problem: format!(
+                                "counts per {w} over a limit counted per {}: give {} per {w} too",
+                                per(base.window),
+                                missing.join(" and ")
+                            ),
+                        });
+                    }
+                }
                 let hard = self.hard.unwrap_or(base.hard);
                 let base_burst = if base.burst == base.hard { hard } else { base.burst.max(hard) };
                 Limit {
@@ -270,6 +289,25 @@ mod tests {
         l.burst = 40;
         l.burst_window = Duration::ZERO;
         assert!(l.validate("x").unwrap_err().problem.contains("burst_window"));
+    }
+
+    #[test]
+    fn an_override_in_another_window_gives_every_count_it_would_otherwise_take_from_the_base() {
+        // A group's 10k/min soft was kept under an agent's hard of 100k/day: read per day.
+        let mut base = Limit::new(10_000, 20_000, Action::Throttle);
+        base.window = Some(Window::Minute);
+        let o = LimitOverride { hard: Some(100_000), window: Some(Window::Day), ..Default::default() };
+        let e = o.apply(Some(&base), "agents.a.limits.tokens").unwrap_err();
+        assert_eq!(e.to_string(), "agents.a.limits.tokens: counts per day over a limit counted per min: give soft per day too");
+        let o = LimitOverride { soft: Some(80_000), hard: Some(100_000), window: Some(Window::Day), ..Default::default() };
+        let l = o.apply(Some(&base), "x").unwrap();
+        assert_eq!((l.soft, l.hard, l.burst, l.window), (80_000, 100_000, 100_000, Some(Window::Day)));
+        // The same window, or none given: the base's counts stand.
+        let o = LimitOverride { hard: Some(30_000), window: Some(Window::Minute), ..Default::default() };
+        assert_eq!(o.apply(Some(&base), "x").unwrap().soft, 10_000);
+        base.burst = 40_000;
+        let o = LimitOverride { soft: Some(1), hard: Some(2), window: Some(Window::Hour), ..Default::default() };
+        assert!(o.apply(Some(&base), "x").unwrap_err().problem.ends_with("give burst per h too"));
     }
 
     #[test]
