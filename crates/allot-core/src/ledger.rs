@@ -366,7 +366,7 @@ mod tests {
         assert_eq!(l.register(AgentSpec::new(id("a"), "standard_agent")).unwrap_err(), LedgerError::DuplicateAgent(id("a")));
         let spec = with_memory("b", "standard_agent", LimitOverride { soft: Some(900_000_000), ..Default::default() });
         let e = l.register(spec).unwrap_err();
-        assert!(e.to_string().contains("agents.b.limits.memory: soft (900000000) must not exceed hard"), "{e}");
+        assert!(e.to_string().contains("agents.b.limits.memory: soft (900M) must not exceed hard"), "{e}");
         assert_eq!(l.agents().count(), 1);
         l.unregister(&id("a")).unwrap();
         assert_eq!(l.unregister(&id("a")).unwrap_err(), LedgerError::UnknownAgent(id("a")));
@@ -445,7 +445,7 @@ mod tests {
         let cpu = g.limits.get_mut(&Resource::Cpu).unwrap();
         cpu.hard = 500;
         let e = l.set_group(g.clone()).unwrap_err();
-        assert!(e.to_string().contains("groups.standard_agent.limits.cpu: hard (500) must not exceed burst (300)"), "{e}");
+        assert!(e.to_string().contains("groups.standard_agent.limits.cpu: hard (500m) must not exceed burst (300m)"), "{e}");
         g.limits.get_mut(&Resource::Cpu).unwrap().burst = 500;
         l.set_group(g.clone()).unwrap();
         assert_eq!(l.quota(&id("a")).unwrap().limits[&Resource::Cpu].hard, 500);

@@ -111,17 +111,21 @@ impl Limit {
         Limit { soft, hard, burst: hard, burst_window: DEFAULT_BURST_WINDOW, action, window: None }
     }
 
-    /// Check soft <= hard <= burst and a non-zero hard limit; `field` names the limit.
+    /// Check soft <= hard <= burst and a non-zero hard limit; `field` names
+    /// the limit (its last part, when a resource name, gives the unit the
+    /// values are written in).
     pub fn validate(&self, field: &str) -> Result<(), LimitError> {
         let err = |problem: String| Err(LimitError { field: field.to_owned(), problem });
+        let unit = field.rsplit('.').next().and_then(|r| r.parse::<crate::Resource>().ok()).map(|r| r.unit());
+        let show = |v: u64| unit.map_or_else(|| v.to_string(), |u| crate::quantity::format(u, crate::quantity::Quantity::new(v)));
         if self.hard == 0 {
             return err("hard must be greater than 0".into());
         }
         if self.soft > self.hard {
-            return err(format!("soft ({}) must not exceed hard ({})", self.soft, self.hard));
+            return err(format!("soft ({}) must not exceed hard ({})", show(self.soft), show(self.hard)));
         }
         if self.hard > self.burst {
-            return err(format!("hard ({}) must not exceed burst ({})", self.hard, self.burst));
+            return err(format!("hard ({}) must not exceed burst ({})", show(self.hard), show(self.burst)));
         }
         if self.burst > self.hard && self.burst_window.is_zero() {
             return err("burst_window must be greater than 0 when burst is above hard".into());
@@ -282,6 +286,11 @@ mod tests {
         assert!(Limit::new(10, 20, Action::Warn).validate("x").is_ok());
         let e = Limit::new(30, 20, Action::Warn).validate("groups.g.limits.memory").unwrap_err();
         assert_eq!(e.to_string(), "groups.g.limits.memory: soft (30) must not exceed hard (20)");
+        // Values in the resource's unit, as they are written in a fleet file.
+        let e = Limit::new(600 << 20, 500 << 20, Action::Warn).validate("agents.a.limits.memory").unwrap_err();
+        assert_eq!(e.to_string(), "agents.a.limits.memory: soft (600Mi) must not exceed hard (500Mi)");
+        let e = Limit::new(400, 300, Action::Warn).validate("agents.a.limits.cpu").unwrap_err();
+        assert_eq!(e.to_string(), "agents.a.limits.cpu: soft (400m) must not exceed hard (300m)");
         let mut l = Limit::new(10, 20, Action::Warn);
         l.burst = 15;
         assert!(l.validate("x").unwrap_err().problem.contains("must not exceed burst"));

@@ -124,7 +124,7 @@ fn errors_name_the_field() {
     let (e, _) = broken(&["limits", "tokens", "window"], json!("fortnight"));
     assert_eq!(e, r#"limits.tokens.window: unknown window "fortnight": expected one of second, minute, hour, day"#);
     let (e, _) = broken(&["limits", "memory", "soft"], json!(600_000_000));
-    assert_eq!(e, "limits.memory: soft (600000000) must not exceed hard (500000000)");
+    assert_eq!(e, "limits.memory: soft (600M) must not exceed hard (500M)");
     let (e, _) = broken(&["priority"], json!(11));
     assert!(e.starts_with("priority: invalid priority 11"), "{e}");
     let (e, _) = broken(&["group"], json!("Bad Group"));

@@ -93,7 +93,7 @@ limits.cpu = { soft = "900m" }
         "12:12: agents[1].priority: invalid priority 11: use 1..10",
         "15:8: agents[2].name: duplicate agent name \"a\"",
         "21:9: agents[3].group: unknown quota group \"no_such_group\"",
-        "28:14: agents[4].limits.cpu: soft (900) must not exceed hard (300)",
+        "28:14: agents[4].limits.cpu: soft (900m) must not exceed hard (300m)",
     ];
     assert_starts(&rendered(text), &expected);
 }

@@ -231,7 +231,7 @@ fn quota_changes_merge_field_by_field_over_the_run_limits_through_the_cli_and_th
     assert_eq!((st, v["error"]["field"].as_str()), (422, Some("limits.memory.soft")), "{v}");
     let (st, v) = d.call("PATCH", "/v1/agents/q/quota", r#"{"limits": {"memory": {"hard": "50M"}}}"#);
     assert_eq!((st, v["error"]["field"].as_str()), (422, Some("limits.memory.hard")), "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("soft (60000000) must not exceed hard (50000000)"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("soft (60M) must not exceed hard (50M)"), "{v}");
     let o = d.cli(&["quota", "set"], &["q", "memory.burst=100Mi"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

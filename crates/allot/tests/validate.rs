@@ -43,13 +43,13 @@ fn validate_prints_every_limit_error_of_every_agent_and_group_in_file_order() {
     let prefix = format!("{}:", file.display());
     let lines: Vec<&str> = err.lines().map(|l| l.strip_prefix(&prefix).unwrap_or(l)).collect();
     let expected = [
-        "3:14: groups.alpha.limits.cpu: soft (100) must not exceed hard (50)",
-        "4:17: groups.alpha.limits.memory: soft (629145600) must not exceed hard (524288000)",
+        "3:14: groups.alpha.limits.cpu: soft (100m) must not exceed hard (50m)",
+        "4:17: groups.alpha.limits.memory: soft (600Mi) must not exceed hard (500Mi)",
         "5:16: groups.alpha.limits.files: action is custom but no custom_handler is configured for the group or agent",
         "11:20: agents[0].limits.processes: soft (500) must not exceed hard (100)",
-        "12:17: agents[0].limits.memory: hard (104857600) must not exceed burst (52428800)",
+        "12:17: agents[0].limits.memory: hard (100Mi) must not exceed burst (50Mi)",
         "13:14: agents[0].limits.cpu.action: action is custom but no custom_handler is configured for the group or agent",
-        "19:17: agents[1].limits.memory: soft (1073741824) must not exceed hard (100000000)",
+        "19:17: agents[1].limits.memory: soft (1Gi) must not exceed hard (100M)",
         "20:12: agents[1].priority: invalid priority 11: use 1..10 (higher is more important)",
         "24:9: agents[2].group: unknown quota group \"nope\": known groups are lightweight_agent, standard_agent, heavy_computation_agent",
     ];
