@@ -2,6 +2,12 @@
 //! processes every time; files, I/O, network and connections at the slow
 //! cadence) and feeds the values, with usage an agent reports itself,
 //! through one path: ledger, alerts, policy, analytics window, store.
+//!
+//! Rates (cpu, disk I/O, network) come from ticks only: a follow-up sample
+//! after a kernel notice (a few milliseconds after the last reading) updates
+//! memory, processes and what the notice is about, never a rate, and
+//! `allot_core::rate` refuses any interval under
+//! [`allot_core::rate::MIN_RATE_INTERVAL_MS`] in any case.
 
 use super::control::ControlError;
 use super::{Backend, Governor};
@@ -12,6 +18,18 @@ use allot_store::rollup::Roller;
 use serde_json::{Value, json};
 /// How many custom resources without a limit in its quota one agent may report.
 pub(super) const MAX_UNDECLARED_CUSTOM: usize = 32;
+
+/// What one sample of an agent reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reading {
+    /// A tick: the fast counters and the cpu rate; `slow` adds files, I/O, network and connections.
+    Tick {
+        /// The slow cadence is due.
+        slow: bool,
+    },
+    /// After a kernel notice: memory and processes only, no rate.
+    FollowUp,
+}
 
 /// The sampling part: tick count, samples waiting to be stored, per-minute rollups.
 #[derive(Debug, Default)]
@@ -29,7 +47,7 @@ impl<B: Backend> Governor<B> {
         let slow = every <= 1 || self.sampler.tick % every == 1;
         let started = std::time::Instant::now();
         for id in self.agents.ids() {
-            self.sample(&id, slow);
+            self.sample(&id, Reading::Tick { slow });
         }
         self.flush_samples();
         let now = self.clock.now();
@@ -43,8 +61,8 @@ impl<B: Backend> Governor<B> {
         self.refresh_metrics();
     }
 
-    /// Sample one agent now; `slow` adds files, I/O, network and connections.
-    pub(super) fn sample(&mut self, id: &AgentId, slow: bool) {
+    /// Sample one agent now (see [`Reading`]).
+    pub(super) fn sample(&mut self, id: &AgentId, reading: Reading) {
         let now = self.clock.now();
         let Some(a) = self.agents.get_mut(id) else { return };
         if !a.is_active() {
@@ -56,13 +74,15 @@ impl<B: Backend> Governor<B> {
             Ok(f) => {
                 values.push((Resource::Memory, f.memory));
                 values.push((Resource::Processes, f.processes));
-                if let Some(m) = cpu_millicores(&mut a.rates.cpu, f.cpu_ns, now) {
-                    values.push((Resource::Cpu, m));
+                if reading != Reading::FollowUp {
+                    if let Some(m) = cpu_millicores(&mut a.rates.cpu, f.cpu_ns, now) {
+                        values.push((Resource::Cpu, m));
+                    }
                 }
             }
             Err(_) => return, // the agent is exiting; reap() will say so
         }
-        if slow {
+        if reading == (Reading::Tick { slow: true }) {
             if let Ok(s) = p.probe.slow() {
                 values.push((Resource::Files, s.files));
                 if let Some(rate) = a.rates.io.per_second(s.io_bytes, now) {
