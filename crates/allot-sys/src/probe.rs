@@ -1,8 +1,11 @@
 //! Probes: what an agent uses right now, for every resource of SPEC section 2.
 //!
-//! Hot counters (memory, cpu time, processes) come from files kept open and
-//! re-read with `pread` at offset 0 into a stack buffer: no allocation and
-//! no open/close per sample. Slow-moving counters (open files, sockets, block
+//! Hot counters (memory, cpu time, processes, threads) come from files kept
+//! open and re-read with `pread` at offset 0 into a buffer: no open/close per
+//! sample. `processes` counts processes (thread groups: the distinct pids of
+//! `cgroup.procs`, or the processes of the tree) and `threads` counts tasks
+//! (`pids.current`, what the kernel's `pids.max` limits; else the tasks
+//! listed by the cgroup, or the threads of the tree's processes). Slow-moving counters (open files, sockets, block
 //! I/O, network, the inactive file cache that memory usage excludes) are read
 //! at a longer cadence by [`Probe::slow`]. Without a cgroup the same numbers
 //! are summed over the process tree found through `/proc`.
@@ -72,8 +75,10 @@ pub struct Fast {
     pub memory: u64,
     /// CPU time used so far, in nanoseconds (cumulative).
     pub cpu_ns: u64,
-    /// Processes (tasks in the cgroup, or processes of the tree).
+    /// Processes (thread groups in the cgroup, or processes of the tree).
     pub processes: u64,
+    /// Threads (tasks in the cgroup, as `pids.current` counts them, or threads of the tree's processes).
+    pub threads: u64,
 }
 
 /// A measurement that may be unsupported for this agent.
@@ -143,6 +148,8 @@ pub struct CgroupProbe {
     io: IoSource,
     own_netns: Option<u64>,
     pids_buf: Vec<u32>,
+    /// `cgroup.procs` bytes, grown to fit (the fast path re-reads it every sample).
+    procs_bytes: Vec<u8>,
     path_buf: String,
     /// `cgroup.procs` and the io file kept open too, when the caller's fd budget allows.
     slow_files: Option<(HotFile, Option<HotFile>)>,
@@ -163,6 +170,32 @@ fn small_read<'b>(path: &Path, buf: &'b mut [u8]) -> Result<&'b [u8], SysError> 
         n += got;
     }
     Ok(&buf[..n])
+}
+
+/// Read the whole of `file` (from offset 0) into `out`, growing it as needed.
+fn read_whole(file: &File, path: &Path, out: &mut Vec<u8>) -> Result<(), SysError> {
+    if out.len() < 4096 {
+        out.resize(4096, 0);
+    }
+    let mut n = 0;
+    loop {
+        if n == out.len() {
+            out.resize(out.len() * 2, 0);
+        }
+        let got =
+            rustix::io::pread(file, &mut out[n..], n as u64).map_err(|e| SysError::Read { path: path.to_path_buf(), source: e.into() })?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    out.truncate(n);
+    Ok(())
+}
+
+/// How many lines of `bytes` are numbers (tasks listed in a `tasks` or `cgroup.threads` file).
+fn count_ids(bytes: &[u8]) -> u64 {
+    bytes.split(|&b| b == b'\n').filter(|l| parse_u64(l).is_some()).count() as u64
 }
 
 /// Parse `cgroup.procs` bytes into `out` (cleared first).
@@ -214,6 +247,7 @@ impl CgroupProbe {
             io,
             own_netns,
             pids_buf: Vec::new(),
+            procs_bytes: Vec::new(),
             path_buf: String::new(),
             slow_files: None,
             netns_cache: None,
@@ -301,9 +335,30 @@ impl Probe for CgroupProbe {
             }
             None => {}
         }
-        out.processes = match &self.pids {
+        // Processes: the distinct thread-group ids of cgroup.procs (v1 may list one twice).
+        let procs_dir = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default();
+        match &self.slow_files {
+            Some((procs, _)) => read_whole(&procs.file, &procs.path, &mut self.procs_bytes)?,
+            None => {
+                let path = procs_dir.join("cgroup.procs");
+                let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
+                read_whole(&f, &path, &mut self.procs_bytes)?;
+            }
+        }
+        parse_pids(&self.procs_bytes, &mut self.pids_buf);
+        self.pids_buf.sort_unstable();
+        self.pids_buf.dedup();
+        out.processes = self.pids_buf.len() as u64;
+        // Threads: pids.current (tasks, what pids.max limits), else the cgroup's task list.
+        out.threads = match &self.pids {
             Some(f) => f.read_u64()?,
-            None => self.cg.pids()?.len() as u64,
+            None => {
+                let file = if fs::has(&procs_dir, "cgroup.threads") { "cgroup.threads" } else { "tasks" };
+                let path = procs_dir.join(file);
+                let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
+                read_whole(&f, &path, &mut self.procs_bytes)?;
+                count_ids(&self.procs_bytes)
+            }
         };
         Ok(out)
     }
@@ -323,14 +378,17 @@ impl Probe for CgroupProbe {
             };
         }
         let mut buf = [0u8; 4096];
-        let bytes = match &self.slow_files {
-            Some((procs, _)) => procs.read(&mut buf)?,
+        match &self.slow_files {
+            Some((procs, _)) => read_whole(&procs.file, &procs.path, &mut self.procs_bytes)?,
             None => {
-                let procs_dir = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default();
-                small_read(&procs_dir.join("cgroup.procs"), &mut buf)?
+                let path = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default().join("cgroup.procs");
+                let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
+                read_whole(&f, &path, &mut self.procs_bytes)?;
             }
-        };
-        parse_pids(bytes, &mut self.pids_buf);
+        }
+        parse_pids(&self.procs_bytes, &mut self.pids_buf);
+        self.pids_buf.sort_unstable();
+        self.pids_buf.dedup();
         let mut files = 0;
         let mut proc_io = 0;
         for &p in &self.pids_buf {
@@ -447,6 +505,7 @@ impl Probe for TreeProbe {
             out.memory += s.rss_pages * self.page_size;
             out.cpu_ns += (s.utime + s.stime) * self.ns_per_tick;
             out.processes += 1;
+            out.threads += s.num_threads.max(1);
         }
         Ok(out)
     }
@@ -532,6 +591,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(fast.processes, 3);
+        assert_eq!(fast.threads, 3, "single-threaded processes");
         assert!(fast.memory > 0);
         let slow = p.slow().unwrap();
         assert!(slow.files >= 3, "{slow:?}");

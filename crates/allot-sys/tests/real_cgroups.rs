@@ -12,7 +12,7 @@ use allot_sys::actuate::{Actuator, CgroupActuator, SETTLE_TIMEOUT, TreeActuator}
 use allot_sys::cgroup::tree::{AgentCgroup, V1, kill_and_remove_dirs};
 use allot_sys::cgroup::{Layout, v1, v2};
 use allot_sys::notify::{Notice, Notifier};
-use allot_sys::probe::TreeProbe;
+use allot_sys::probe::{Probe, TreeProbe};
 use common::{Fixture, Loops, millicores, next_notice, proc_state, require_cgroups, runtime, wait_until};
 use rustix::process::{Pid, test_kill_process};
 use std::os::unix::process::ExitStatusExt;
@@ -80,6 +80,49 @@ fn spawned_commands_start_inside_the_agent_cgroup() {
         let procs = allot_sys::cgroup::fs::procs(d).unwrap();
         assert!(procs.contains(&pid), "{pid} not in {}", d.display());
     }
+}
+
+/// One process with three extra threads and one child: 2 processes, 5
+/// threads, through the cgroup probe (cgroup.procs and pids.current) and the
+/// tree probe (/proc) alike. The cgroup probe read 5 processes from
+/// pids.current before processes and threads were told apart.
+#[test]
+fn processes_count_processes_and_threads_count_tasks() {
+    let Some((mut fx, cg)) = with_agent("threads", "a") else {
+        return;
+    };
+    let script = "import subprocess, threading, time\n\
+                  child = subprocess.Popen(['sleep', '30'])\n\
+                  for _ in range(3): threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n\
+                  print('ready', flush=True)\n\
+                  time.sleep(30)\n";
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", script]).stdout(std::process::Stdio::piped());
+    let pid = match allot_sys::spawn::spawn(&mut cmd, Some(&cg)) {
+        Ok(child) => {
+            let pid = child.id();
+            fx.children.push(child);
+            pid
+        }
+        Err(e) => {
+            assert!(!require_cgroups(), "python3 is needed (ALLOT_REQUIRE_CGROUPS=1): {e}");
+            eprintln!("skipped: no python3 to start threads: {e}");
+            return;
+        }
+    };
+    let mut line = String::new();
+    let stdout = fx.child(pid).stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let mut probe = allot_sys::probe::CgroupProbe::new(cg.clone(), PathBuf::from("/proc"), true).unwrap();
+    let mut tree = TreeProbe::new(PathBuf::from("/proc"), pid);
+    let f = probe.fast().unwrap();
+    let t = tree.fast().unwrap();
+    assert_eq!((f.processes, f.threads), (2, 5), "cgroup probe");
+    assert_eq!((t.processes, t.threads), (2, 5), "tree probe");
+    let mut unkept = allot_sys::probe::CgroupProbe::new(cg.clone(), PathBuf::from("/proc"), false).unwrap();
+    let u = unkept.fast().unwrap();
+    assert_eq!((u.processes, u.threads), (2, 5), "cgroup probe without kept files");
 }
 
 #[test]

@@ -52,3 +52,25 @@ async fn follow_up_samples_after_a_notice_give_no_cpu_reading() {
     let history = store.history(Some("a")).unwrap();
     assert!(history.iter().all(|r| r.resource != "cpu"), "{history:?}");
 }
+
+/// `threads` is a resource of its own: accepted by the fleet file, read at
+/// every sample, and the one `pids.max` backs when it is limited (it counts
+/// tasks); an agent limiting processes only gets them as a task ceiling.
+#[tokio::test(start_paused = true)]
+async fn threads_are_read_and_back_pids_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let log = Log::default();
+    let backend = FakeBackend::new(|_| (5 << 20, 10, 3), log.clone());
+    let agents = [
+        ("t", r#"limits.threads = { soft = 300, hard = 400, burst = 500, action = "warn" }"#),
+        ("p", r#"limits.processes = { soft = 20, hard = 30, action = "warn" }"#),
+    ];
+    let gov = common::governor(&common::fleet(r#"sample_interval = "1s""#, &agents), backend, state.clone());
+    gov.run(Some(Duration::from_secs(3))).await.unwrap();
+    assert!(log.of("t").iter().any(|(_, c)| c == "pids_max Some(500)"), "{:?}", log.of("t"));
+    assert!(log.of("p").iter().any(|(_, c)| c == "pids_max Some(30)"), "{:?}", log.of("p"));
+    let store = allot_store::Store::open_read_only(&state).unwrap();
+    let threads = store.samples("t", "threads", 0).unwrap();
+    assert!(threads.len() >= 2 && threads.iter().all(|(_, v)| *v == 3), "{threads:?}");
+}

@@ -1,5 +1,5 @@
-//! Sampling: each tick reads every agent's probe (memory, cpu time and
-//! processes every time; files, I/O, network and connections at the slow
+//! Sampling: each tick reads every agent's probe (memory, cpu time,
+//! processes and threads every time; files, I/O, network and connections at the slow
 //! cadence) and feeds the values, with usage an agent reports itself,
 //! through one path: ledger, alerts, policy, analytics window, store.
 //!
@@ -27,7 +27,7 @@ pub(super) enum Reading {
         /// The slow cadence is due.
         slow: bool,
     },
-    /// After a kernel notice: memory and processes only, no rate.
+    /// After a kernel notice: memory, processes and threads only, no rate.
     FollowUp,
 }
 
@@ -74,6 +74,7 @@ impl<B: Backend> Governor<B> {
             Ok(f) => {
                 values.push((Resource::Memory, f.memory));
                 values.push((Resource::Processes, f.processes));
+                values.push((Resource::Threads, f.threads));
                 if reading != Reading::FollowUp {
                     if let Some(m) = cpu_millicores(&mut a.rates.cpu, f.cpu_ns, now) {
                         values.push((Resource::Cpu, m));

@@ -61,7 +61,7 @@ impl Probe for FakeProbe {
         // Integrate cpu: millicores over the elapsed milliseconds.
         self.cpu_ns += cpu_m * (t - self.last) * 1000;
         self.last = t;
-        Ok(Fast { memory, cpu_ns: self.cpu_ns, processes })
+        Ok(Fast { memory, cpu_ns: self.cpu_ns, processes, threads: processes })
     }
     fn slow(&mut self) -> Result<Slow, SysError> {
         Ok(Slow { files: 3, io_bytes: 0, network_bytes: Measure::Unsupported })
