@@ -3,6 +3,12 @@
 //! cadence) and feeds the values, with usage an agent reports itself,
 //! through one path: ledger, alerts, policy, analytics window, store.
 //!
+//! disk is the agent's workspace (its `workdir`; an agent without one has
+//! no disk reading: it shares allot's working directory), measured at the
+//! slow cadence by an `allot_sys::probe::DiskWalk` that looks at most
+//! [`DISK_ENTRIES_PER_SAMPLE`] entries per sample: a larger tree is walked
+//! over several slow samples, and each completed pass is one reading.
+//!
 //! Rates (cpu, disk I/O, network) come from ticks only: a follow-up sample
 //! after a kernel notice (a few milliseconds after the last reading) updates
 //! memory, processes and what the notice is about, never a rate, and
@@ -16,6 +22,10 @@ use allot_core::rate::cpu_millicores;
 use allot_core::{AgentId, Resource, Time, events};
 use allot_store::rollup::Roller;
 use serde_json::{Value, json};
+/// The most directory entries one slow sample looks at in an agent's
+/// workspace (about 2 us each here: at most about 20 ms per agent and sample).
+pub(super) const DISK_ENTRIES_PER_SAMPLE: usize = 10_000;
+
 /// How many custom resources without a limit in its quota one agent may report.
 pub(super) const MAX_UNDECLARED_CUSTOM: usize = 32;
 
@@ -85,6 +95,12 @@ impl<B: Backend> Governor<B> {
         }
         if reading == (Reading::Tick { slow: true }) {
             if let Ok(s) = p.probe.slow() {
+                if a.io_from != Some(s.io_from) {
+                    // Another counter: the rate starts again from it.
+                    tracing::debug!(agent = %id, source = s.io_from.name(), "disk_io measured from");
+                    a.rates.io.reset();
+                    a.io_from = Some(s.io_from);
+                }
                 values.push((Resource::Files, s.files));
                 if let Some(rate) = a.rates.io.per_second(s.io_bytes, now) {
                     values.push((Resource::DiskIo, rate));
@@ -97,6 +113,17 @@ impl<B: Backend> Governor<B> {
             }
             if let Ok(c) = p.probe.connections() {
                 values.push((Resource::Connections, c));
+            }
+            if a.disk.is_none() {
+                a.disk =
+                    a.def.workdir.as_ref().map(|w| allot_sys::probe::DiskWalk::new(std::path::absolute(w).unwrap_or_else(|_| w.clone())));
+            }
+            if let Some(walk) = a.disk.as_mut() {
+                match walk.step(DISK_ENTRIES_PER_SAMPLE) {
+                    Ok(Some(bytes)) => values.push((Resource::Disk, bytes)),
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(agent = %id, error = %e, "workspace not measured"),
+                }
             }
         }
         for (res, v) in values {
