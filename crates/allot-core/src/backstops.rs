@@ -4,6 +4,14 @@
 //!
 //! Pure: these functions compute the values; the caller writes them through
 //! its actuators and reports each outcome.
+//!
+//! `pids.max` counts tasks (threads), so it backs the `threads` limit. When
+//! only `processes` is limited, the processes limit is written as a task
+//! ceiling: a process has at least one task, so the kernel never refuses a
+//! process the limit allows unless that agent's processes run several
+//! threads (then the kernel stops new threads and processes at that many
+//! tasks; give the agent a `threads` limit to set the ceiling apart). The
+//! same holds for a group's totals.
 
 use crate::group::QuotaGroup;
 use crate::limits::Action;
@@ -12,8 +20,9 @@ use crate::resource::Resource;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// The resources whose group totals the kernel holds on the group's cgroup.
-pub const GROUP_RESOURCES: [Resource; 3] = [Resource::Memory, Resource::Processes, Resource::Cpu];
+/// The resources whose group totals the kernel holds on the group's cgroup
+/// (processes and threads both on `pids.max`: threads when the group totals them).
+pub const GROUP_RESOURCES: [Resource; 4] = [Resource::Memory, Resource::Processes, Resource::Threads, Resource::Cpu];
 
 /// The backstop values for one agent's cgroup; `None` leaves that file alone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -24,16 +33,18 @@ pub struct AgentBackstops {
     pub memory_max: Option<u64>,
     /// `memory.high`, at the hard limit.
     pub memory_high: Option<u64>,
-    /// `pids.max`, whenever processes are limited: at the burst limit, else at hard.
+    /// `pids.max` (tasks), from the threads limit when there is one, else the
+    /// processes limit as a task ceiling: at the burst limit, else at hard.
     pub pids_max: Option<u64>,
 }
 
 /// cpu weight from the priority (Priority::cpu_weight); memory ceiling at burst when memory's burst > hard;
-/// memory.high at hard when memory's action is throttle; pids.max whenever processes are limited, at burst
-/// when burst > hard and else at hard (a fork bomb outruns any sampling: the kernel must stop it at the limit).
+/// memory.high at hard when memory's action is throttle; pids.max whenever threads or processes are limited
+/// (threads first: pids.max counts tasks), at burst when burst > hard and else at hard (a fork bomb outruns
+/// any sampling: the kernel must stop it at the limit).
 pub fn agent(q: &Quota) -> AgentBackstops {
     let memory = q.limits.get(&Resource::Memory);
-    let processes = q.limits.get(&Resource::Processes);
+    let processes = q.limits.get(&Resource::Threads).or_else(|| q.limits.get(&Resource::Processes));
     AgentBackstops {
         cpu_weight: q.priority.cpu_weight(),
         memory_max: memory.filter(|l| l.burst > l.hard).map(|l| l.burst),
@@ -42,9 +53,14 @@ pub fn agent(q: &Quota) -> AgentBackstops {
     }
 }
 
-/// The group totals the kernel holds on the group cgroup: QuotaGroup::effective_totals(members) restricted to memory, processes and cpu.
+/// The group totals the kernel holds on the group cgroup: QuotaGroup::effective_totals(members) restricted to
+/// memory, threads or processes (one `pids.max`: threads when the group totals them) and cpu.
 pub fn group(g: &QuotaGroup, members: usize) -> BTreeMap<Resource, u64> {
-    g.effective_totals(members).into_iter().filter(|(r, _)| GROUP_RESOURCES.contains(r)).collect()
+    let mut t: BTreeMap<Resource, u64> = g.effective_totals(members).into_iter().filter(|(r, _)| GROUP_RESOURCES.contains(r)).collect();
+    if t.contains_key(&Resource::Threads) {
+        t.remove(&Resource::Processes);
+    }
+    t
 }
 
 #[cfg(test)]
@@ -81,6 +97,21 @@ mod tests {
         assert_eq!(agent(&q).pids_max, Some(100), "no burst: pids.max at hard");
         q.limits.clear();
         assert_eq!(agent(&q), AgentBackstops { cpu_weight: 400, ..Default::default() });
+    }
+
+    #[test]
+    fn pids_max_backs_threads_when_limited_else_processes_as_a_task_ceiling() {
+        let mut q = quota("standard_agent");
+        assert_eq!(agent(&q).pids_max, Some(100), "processes only: their limit as a ceiling on tasks");
+        q.limits.insert(Resource::Threads, Limit { burst: 600, ..Limit::new(300, 400, Action::Warn) });
+        assert_eq!(agent(&q).pids_max, Some(600), "threads limited: pids.max counts tasks, so it is theirs");
+        q.limits.remove(&Resource::Processes);
+        assert_eq!(agent(&q).pids_max, Some(600));
+        let mut g = builtin_groups().into_iter().find(|g| g.name == "standard_agent").unwrap();
+        assert_eq!(group(&g, 1).get(&Resource::Processes), Some(&2000), "no threads total: processes");
+        g.totals.insert(Resource::Threads, 8000);
+        let t = group(&g, 1);
+        assert_eq!((t.get(&Resource::Threads), t.get(&Resource::Processes)), (Some(&8000), None), "one pids.max: threads");
     }
 
     #[test]

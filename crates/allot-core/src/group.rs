@@ -50,7 +50,9 @@ pub const BUILTIN_GROUPS: [&str; 3] = ["lightweight_agent", "standard_agent", "h
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
     /// The name is not valid.
-    #[error("{field}: invalid group name {name:?}: use 1..64 characters from [a-z0-9_]")]
+    #[error(
+        "{field}: invalid group name {name:?}: use 1..64 characters from [a-z0-9_], not a cgroup file name (tasks, notify_on_release, release_agent)"
+    )]
     Name {
         /// Where the name came from.
         field: String,
@@ -70,7 +72,10 @@ pub enum GroupError {
 
 /// Check that `name` is a valid group name.
 pub fn valid_group_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    !name.is_empty()
+        && name.len() <= 64
+        && !crate::quota::is_cgroup_file_name(name)
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 impl QuotaGroup {

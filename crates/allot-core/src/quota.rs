@@ -14,7 +14,9 @@ pub struct AgentId(String);
 
 /// An id that breaks the rules.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid agent id {0:?}: use 1..128 characters from [A-Za-z0-9._:-], not \".\" or \"..\"")]
+#[error(
+    "invalid agent id {0:?}: use 1..128 characters from [A-Za-z0-9._:-], not \".\" or \"..\" nor the name of a cgroup file (tasks, notify_on_release, release_agent, cgroup.*, memory.*, cpu.*, pids.*, ...)"
+)]
 pub struct AgentIdError(pub String);
 
 impl AgentId {
@@ -26,6 +28,7 @@ impl AgentId {
             && id.len() <= 128
             && id != "."
             && id != ".."
+            && !is_cgroup_file_name(&id)
             && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
         if ok { Ok(AgentId(id)) } else { Err(AgentIdError(id)) }
     }
@@ -34,6 +37,33 @@ impl AgentId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `name` is (or may be) the name of a file the kernel puts in every
+/// cgroup directory (cgroup v1 `tasks`, `<controller>.<file>`, `cgroup.*`): a
+/// directory of that name cannot be made beside them.
+pub fn is_cgroup_file_name(name: &str) -> bool {
+    const FILES: [&str; 3] = ["tasks", "notify_on_release", "release_agent"];
+    const PREFIXES: [&str; 17] = [
+        "cgroup",
+        "memory",
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "pids",
+        "freezer",
+        "blkio",
+        "io",
+        "hugetlb",
+        "rdma",
+        "misc",
+        "net_cls",
+        "net_prio",
+        "perf_event",
+        "devices",
+        "memsw",
+    ];
+    FILES.contains(&name) || name.split_once('.').is_some_and(|(p, _)| PREFIXES.contains(&p))
 }
 
 impl TryFrom<String> for AgentId {

@@ -11,7 +11,7 @@ pub enum Unit {
     Bytes,
     /// Thousandths of one CPU core busy (cpu).
     Millicores,
-    /// A plain count (processes, files, connections).
+    /// A plain count (processes, threads, files, connections).
     Count,
     /// Bytes per second (disk_io, network).
     BytesPerSecond,
@@ -39,8 +39,10 @@ pub enum Resource {
     Memory,
     /// CPU time.
     Cpu,
-    /// Processes (and threads, as the pids controller counts them).
+    /// Processes (thread groups: a process with many threads counts once).
     Processes,
+    /// Threads (tasks, as the kernel's pids controller counts them).
+    Threads,
     /// Open file descriptors.
     Files,
     /// Open sockets.
@@ -56,10 +58,11 @@ pub enum Resource {
 }
 
 /// The built-in resources, in display order.
-pub const BUILTIN: [Resource; 8] = [
+pub const BUILTIN: [Resource; 9] = [
     Resource::Memory,
     Resource::Cpu,
     Resource::Processes,
+    Resource::Threads,
     Resource::Files,
     Resource::Connections,
     Resource::Disk,
@@ -74,6 +77,7 @@ impl Resource {
             Resource::Memory => "memory",
             Resource::Cpu => "cpu",
             Resource::Processes => "processes",
+            Resource::Threads => "threads",
             Resource::Files => "files",
             Resource::Connections => "connections",
             Resource::Disk => "disk",
@@ -88,7 +92,7 @@ impl Resource {
         match self {
             Resource::Memory | Resource::Disk => Unit::Bytes,
             Resource::Cpu => Unit::Millicores,
-            Resource::Processes | Resource::Files | Resource::Connections => Unit::Count,
+            Resource::Processes | Resource::Threads | Resource::Files | Resource::Connections => Unit::Count,
             Resource::DiskIo | Resource::Network => Unit::BytesPerSecond,
             Resource::Custom(_) => Unit::CountPerWindow,
         }
@@ -109,7 +113,7 @@ impl fmt::Display for Resource {
 /// A resource name that is neither built in nor a valid custom name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown resource {0:?}: expected one of memory, cpu, processes, files, connections, disk, disk_io, network, \
+    "unknown resource {0:?}: expected one of memory, cpu, processes, threads, files, connections, disk, disk_io, network, \
      or a custom name of 1..64 characters from [a-z0-9_] starting with a letter"
 )]
 pub struct ResourceNameError(pub String);
@@ -153,6 +157,8 @@ mod tests {
         }
         assert_eq!("tokens".parse::<Resource>().unwrap(), Resource::Custom("tokens".into()));
         assert_eq!("usd_micros".parse::<Resource>().unwrap().unit(), Unit::CountPerWindow);
+        assert_eq!("threads".parse::<Resource>().unwrap(), Resource::Threads);
+        assert_eq!(Resource::Threads.unit(), Unit::Count);
     }
 
     #[test]

@@ -18,6 +18,22 @@ fn dot_and_dot_dot_are_refused() {
     assert!(AgentId::new(".hidden").is_ok());
 }
 
+#[test]
+fn names_of_cgroup_files_are_refused_for_agents_and_groups() {
+    // An agent named `tasks` could not start on cgroup v1: its directory collides
+    // with the group cgroup's `tasks` file (found by the readings work of issue 11).
+    for name in
+        ["tasks", "notify_on_release", "release_agent", "cgroup.procs", "memory.high", "cpu.max", "pids.max", "io.stat", "cpuacct.usage"]
+    {
+        let e = AgentId::new(name).unwrap_err();
+        assert!(e.to_string().contains("cgroup file"), "{e}");
+        assert!(!allot_core::group::valid_group_name(name), "{name}");
+    }
+    for name in ["tasks2", "memoryhog", "cpu-burner", "io_worker", "my.memory.agent", "pids"] {
+        assert!(AgentId::new(name).is_ok(), "{name}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(20_000))]
     #[test]

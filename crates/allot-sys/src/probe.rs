@@ -1,8 +1,11 @@
 //! Probes: what an agent uses right now, for every resource of SPEC section 2.
 //!
-//! Hot counters (memory, cpu time, processes) come from files kept open and
-//! re-read with `pread` at offset 0 into a stack buffer: no allocation and
-//! no open/close per sample. Slow-moving counters (open files, sockets, block
+//! Hot counters (memory, cpu time, processes, threads) come from files kept
+//! open and re-read with `pread` at offset 0 into a buffer: no open/close per
+//! sample. `processes` counts processes (thread groups: the distinct pids of
+//! `cgroup.procs`, or the processes of the tree) and `threads` counts tasks
+//! (`pids.current`, what the kernel's `pids.max` limits; else the tasks
+//! listed by the cgroup, or the threads of the tree's processes). Slow-moving counters (open files, sockets, block
 //! I/O, network, the inactive file cache that memory usage excludes) are read
 //! at a longer cadence by [`Probe::slow`]. Without a cgroup the same numbers
 //! are summed over the process tree found through `/proc`.
@@ -72,8 +75,10 @@ pub struct Fast {
     pub memory: u64,
     /// CPU time used so far, in nanoseconds (cumulative).
     pub cpu_ns: u64,
-    /// Processes (tasks in the cgroup, or processes of the tree).
+    /// Processes (thread groups in the cgroup, or processes of the tree).
     pub processes: u64,
+    /// Threads (tasks in the cgroup, as `pids.current` counts them, or threads of the tree's processes).
+    pub threads: u64,
 }
 
 /// A measurement that may be unsupported for this agent.
@@ -85,13 +90,41 @@ pub enum Measure {
     Unsupported,
 }
 
+/// Where the block I/O figure comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoFrom {
+    /// v1 `blkio.throttle.io_service_bytes`.
+    Blkio,
+    /// v2 `io.stat`.
+    IoStat,
+    /// `read_bytes + write_bytes` of `/proc/<pid>/io` summed over the agent's
+    /// processes (bytes the processes caused to be read from or written to
+    /// storage; what exited processes did is not counted): without an I/O
+    /// controller, and on hosts whose cgroup counters stay 0 (a v1 blkio
+    /// whose throttle counters see no I/O) until they first move.
+    Proc,
+}
+
+impl IoFrom {
+    /// The name shown to users (`blkio`, `io.stat`, `proc`).
+    pub fn name(self) -> &'static str {
+        match self {
+            IoFrom::Blkio => "blkio",
+            IoFrom::IoStat => "io.stat",
+            IoFrom::Proc => "proc",
+        }
+    }
+}
+
 /// The slow counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slow {
     /// Open file descriptors over the tree.
     pub files: u64,
-    /// Block I/O bytes so far (cumulative).
+    /// Block I/O bytes so far (cumulative), from `io_from`.
     pub io_bytes: u64,
+    /// Where `io_bytes` comes from (a change of source restarts the counter).
+    pub io_from: IoFrom,
     /// Network bytes so far (cumulative), when the agent has its own network namespace.
     pub network_bytes: Measure,
 }
@@ -143,11 +176,15 @@ pub struct CgroupProbe {
     io: IoSource,
     own_netns: Option<u64>,
     pids_buf: Vec<u32>,
+    /// `cgroup.procs` bytes, grown to fit (the fast path re-reads it every sample).
+    procs_bytes: Vec<u8>,
     path_buf: String,
     /// `cgroup.procs` and the io file kept open too, when the caller's fd budget allows.
     slow_files: Option<(HotFile, Option<HotFile>)>,
     /// The network namespace of the agent's first process, cached per pid.
     netns_cache: Option<(u32, Option<u64>)>,
+    /// The cgroup's I/O counter has moved: it is the source from then on.
+    cgroup_io_moved: bool,
 }
 
 /// Read a small file into `buf` with open/read/close and no allocation.
@@ -163,6 +200,32 @@ fn small_read<'b>(path: &Path, buf: &'b mut [u8]) -> Result<&'b [u8], SysError> 
         n += got;
     }
     Ok(&buf[..n])
+}
+
+/// Read the whole of `file` (from offset 0) into `out`, growing it as needed.
+fn read_whole(file: &File, path: &Path, out: &mut Vec<u8>) -> Result<(), SysError> {
+    if out.len() < 4096 {
+        out.resize(4096, 0);
+    }
+    let mut n = 0;
+    loop {
+        if n == out.len() {
+            out.resize(out.len() * 2, 0);
+        }
+        let got =
+            rustix::io::pread(file, &mut out[n..], n as u64).map_err(|e| SysError::Read { path: path.to_path_buf(), source: e.into() })?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    out.truncate(n);
+    Ok(())
+}
+
+/// How many lines of `bytes` are numbers (tasks listed in a `tasks` or `cgroup.threads` file).
+fn count_ids(bytes: &[u8]) -> u64 {
+    bytes.split(|&b| b == b'\n').filter(|l| parse_u64(l).is_some()).count() as u64
 }
 
 /// Parse `cgroup.procs` bytes into `out` (cleared first).
@@ -214,9 +277,11 @@ impl CgroupProbe {
             io,
             own_netns,
             pids_buf: Vec::new(),
+            procs_bytes: Vec::new(),
             path_buf: String::new(),
             slow_files: None,
             netns_cache: None,
+            cgroup_io_moved: false,
         }
         .with_slow_files(keep_slow_open)
     }
@@ -301,9 +366,30 @@ impl Probe for CgroupProbe {
             }
             None => {}
         }
-        out.processes = match &self.pids {
+        // Processes: the distinct thread-group ids of cgroup.procs (v1 may list one twice).
+        let procs_dir = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default();
+        match &self.slow_files {
+            Some((procs, _)) => read_whole(&procs.file, &procs.path, &mut self.procs_bytes)?,
+            None => {
+                let path = procs_dir.join("cgroup.procs");
+                let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
+                read_whole(&f, &path, &mut self.procs_bytes)?;
+            }
+        }
+        parse_pids(&self.procs_bytes, &mut self.pids_buf);
+        self.pids_buf.sort_unstable();
+        self.pids_buf.dedup();
+        out.processes = self.pids_buf.len() as u64;
+        // Threads: pids.current (tasks, what pids.max limits), else the cgroup's task list.
+        out.threads = match &self.pids {
             Some(f) => f.read_u64()?,
-            None => self.cg.pids()?.len() as u64,
+            None => {
+                let file = if fs::has(&procs_dir, "cgroup.threads") { "cgroup.threads" } else { "tasks" };
+                let path = procs_dir.join(file);
+                let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
+                read_whole(&f, &path, &mut self.procs_bytes)?;
+                count_ids(&self.procs_bytes)
+            }
         };
         Ok(out)
     }
@@ -323,16 +409,37 @@ impl Probe for CgroupProbe {
             };
         }
         let mut buf = [0u8; 4096];
-        let bytes = match &self.slow_files {
-            Some((procs, _)) => procs.read(&mut buf)?,
+        match &self.slow_files {
+            Some((procs, _)) => read_whole(&procs.file, &procs.path, &mut self.procs_bytes)?,
             None => {
-                let procs_dir = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default();
-                small_read(&procs_dir.join("cgroup.procs"), &mut buf)?
+                let path = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default().join("cgroup.procs");
+                let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
+                read_whole(&f, &path, &mut self.procs_bytes)?;
             }
+        }
+        parse_pids(&self.procs_bytes, &mut self.pids_buf);
+        self.pids_buf.sort_unstable();
+        self.pids_buf.dedup();
+        // The cgroup's I/O counter, where there is one; while it has never
+        // moved, the processes' own counters are summed instead.
+        let kept_io = self.slow_files.as_ref().and_then(|(_, io)| io.as_ref());
+        let cgroup_io = match (&self.io, kept_io) {
+            (IoSource::Blkio(_), Some(f)) => Some(v1::blkio::parse_service_bytes(std::str::from_utf8(f.read(&mut buf)?).unwrap_or(""))),
+            (IoSource::IoStat(_), Some(f)) => Some(v2::io::parse_stat(std::str::from_utf8(f.read(&mut buf)?).unwrap_or(""))),
+            (IoSource::Blkio(d), None) => {
+                let b = small_read(&d.join("blkio.throttle.io_service_bytes"), &mut buf)?;
+                Some(v1::blkio::parse_service_bytes(std::str::from_utf8(b).unwrap_or("")))
+            }
+            (IoSource::IoStat(d), None) => {
+                let b = small_read(&d.join("io.stat"), &mut buf)?;
+                Some(v2::io::parse_stat(std::str::from_utf8(b).unwrap_or("")))
+            }
+            (IoSource::Procs, _) => None,
         };
-        parse_pids(bytes, &mut self.pids_buf);
+        self.cgroup_io_moved |= cgroup_io.is_some_and(|b| b > 0);
+        let sum_procs = !self.cgroup_io_moved;
         let mut files = 0;
-        let mut proc_io = 0;
+        let mut proc_io = 0u64;
         for &p in &self.pids_buf {
             use std::fmt::Write as _;
             self.path_buf.clear();
@@ -342,27 +449,18 @@ impl Probe for CgroupProbe {
                 Ok(_) => files += fds::count(&self.proc_root, p).unwrap_or(0),
                 Err(_) => {}
             }
-            if matches!(self.io, IoSource::Procs) {
+            if sum_procs {
                 self.path_buf.clear();
                 let _ = write!(self.path_buf, "{}/{p}/io", self.proc_root.display());
                 if let Ok(b) = small_read(Path::new(self.path_buf.as_str()), &mut buf) {
-                    proc_io += parse::io_bytes(b).unwrap_or(0);
+                    proc_io = proc_io.saturating_add(parse::io_bytes(b).unwrap_or(0));
                 }
             }
         }
-        let kept_io = self.slow_files.as_ref().and_then(|(_, io)| io.as_ref());
-        let io_bytes = match (&self.io, kept_io) {
-            (IoSource::Blkio(_), Some(f)) => v1::blkio::parse_service_bytes(std::str::from_utf8(f.read(&mut buf)?).unwrap_or("")),
-            (IoSource::IoStat(_), Some(f)) => v2::io::parse_stat(std::str::from_utf8(f.read(&mut buf)?).unwrap_or("")),
-            (IoSource::Blkio(d), None) => {
-                let b = small_read(&d.join("blkio.throttle.io_service_bytes"), &mut buf)?;
-                v1::blkio::parse_service_bytes(std::str::from_utf8(b).unwrap_or(""))
-            }
-            (IoSource::IoStat(d), None) => {
-                let b = small_read(&d.join("io.stat"), &mut buf)?;
-                v2::io::parse_stat(std::str::from_utf8(b).unwrap_or(""))
-            }
-            (IoSource::Procs, _) => proc_io,
+        let (io_bytes, io_from) = match (&self.io, cgroup_io) {
+            (IoSource::Blkio(_), Some(b)) if !sum_procs => (b, IoFrom::Blkio),
+            (IoSource::IoStat(_), Some(b)) if !sum_procs => (b, IoFrom::IoStat),
+            _ => (proc_io, IoFrom::Proc),
         };
         let first = self.pids_buf.first().copied().unwrap_or(0);
         if self.netns_cache.is_none_or(|(p, _)| p != first) {
@@ -374,7 +472,7 @@ impl Probe for CgroupProbe {
         } else {
             network(&self.proc_root, self.own_netns, &self.pids_buf)
         };
-        Ok(Slow { files, io_bytes, network_bytes })
+        Ok(Slow { files, io_bytes, io_from, network_bytes })
     }
 
     fn pids(&self) -> Result<Vec<u32>, SysError> {
@@ -447,6 +545,7 @@ impl Probe for TreeProbe {
             out.memory += s.rss_pages * self.page_size;
             out.cpu_ns += (s.utime + s.stime) * self.ns_per_tick;
             out.processes += 1;
+            out.threads += s.num_threads.max(1);
         }
         Ok(out)
     }
@@ -454,7 +553,7 @@ impl Probe for TreeProbe {
     fn slow(&mut self) -> Result<Slow, SysError> {
         let pids = tree::descendants(&self.proc_root, self.root);
         let (files, io_bytes) = per_process(&self.proc_root, &pids, true);
-        Ok(Slow { files, io_bytes, network_bytes: network(&self.proc_root, self.own_netns, &pids) })
+        Ok(Slow { files, io_bytes, io_from: IoFrom::Proc, network_bytes: network(&self.proc_root, self.own_netns, &pids) })
     }
 
     fn pids(&self) -> Result<Vec<u32>, SysError> {
@@ -467,28 +566,99 @@ impl Probe for TreeProbe {
 }
 
 /// Bytes stored under `dir` (allocated blocks; no symlinks followed; other
-/// filesystems not entered).
+/// filesystems not entered; a file with several hard links counted once), in
+/// one walk of the whole tree. The governor uses [`DiskWalk`], which bounds
+/// the cost of one call.
 pub fn disk_usage(dir: &Path) -> Result<u64, SysError> {
-    let root = std::fs::symlink_metadata(dir).map_err(|source| SysError::Read { path: dir.to_path_buf(), source })?;
-    let dev = root.dev();
-    let mut total = 0u64;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.dev() != dev {
-                continue;
-            }
-            total += m.blocks() * 512;
-            if m.is_dir() {
-                stack.push(e.path());
-            }
+    let mut w = DiskWalk::new(dir.to_path_buf());
+    loop {
+        if let Some(total) = w.step(usize::MAX)? {
+            return Ok(total);
         }
     }
-    Ok(total)
+}
+
+/// A workspace's disk usage, walked at most a given number of entries per
+/// call ([`DiskWalk::step`]): a large tree is measured over several calls
+/// (one open directory per level of the walk is kept between them), and
+/// each completed pass gives the total, measured the way [`disk_usage`]
+/// measures it. Then the next call starts a new pass.
+#[derive(Debug)]
+pub struct DiskWalk {
+    root: PathBuf,
+    /// The device of the root: other filesystems mounted beneath are not entered.
+    dev: Option<u64>,
+    /// Directories still to read, and the one being read.
+    stack: Vec<PathBuf>,
+    current: Option<std::fs::ReadDir>,
+    /// Blocks counted so far in this pass, in bytes.
+    partial: u64,
+    /// Inodes with several links seen in this pass.
+    linked: std::collections::HashSet<u64>,
+    /// Whether a pass is under way.
+    walking: bool,
+}
+
+impl DiskWalk {
+    /// A walk of the tree under `root` (no pass started yet).
+    pub fn new(root: PathBuf) -> Self {
+        DiskWalk { root, dev: None, stack: Vec::new(), current: None, partial: 0, linked: std::collections::HashSet::new(), walking: false }
+    }
+
+    /// The directory measured.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Look at up to `budget` entries (at least one); the total in bytes when
+    /// this call finished a pass. An error when the root itself cannot be read
+    /// (entries that vanish or cannot be read during the walk are skipped).
+    pub fn step(&mut self, budget: usize) -> Result<Option<u64>, SysError> {
+        if !self.walking {
+            let meta = std::fs::symlink_metadata(&self.root).map_err(|source| SysError::Read { path: self.root.clone(), source })?;
+            if !meta.is_dir() {
+                let source = std::io::Error::other("not a directory");
+                return Err(SysError::Read { path: self.root.clone(), source });
+            }
+            self.dev = Some(meta.dev());
+            self.stack = vec![self.root.clone()];
+            self.current = None;
+            self.partial = 0;
+            self.linked.clear();
+            self.walking = true;
+        }
+        let mut left = budget.max(1);
+        while left > 0 {
+            let Some(rd) = self.current.as_mut() else {
+                match self.stack.pop() {
+                    Some(d) => self.current = std::fs::read_dir(&d).ok(),
+                    None => {
+                        self.walking = false;
+                        return Ok(Some(self.partial));
+                    }
+                }
+                continue;
+            };
+            match rd.next() {
+                None => self.current = None,
+                Some(Err(_)) => left -= 1,
+                Some(Ok(e)) => {
+                    left -= 1;
+                    let Ok(m) = e.metadata() else { continue };
+                    if Some(m.dev()) != self.dev {
+                        continue;
+                    }
+                    if m.is_dir() {
+                        self.stack.push(e.path());
+                    } else if m.nlink() > 1 && !self.linked.insert(m.ino()) {
+                        continue;
+                    }
+                    self.partial = self.partial.saturating_add(m.blocks().saturating_mul(512));
+                }
+            }
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
@@ -520,6 +690,40 @@ mod tests {
     }
 
     #[test]
+    fn a_disk_walk_spread_over_calls_finds_what_one_walk_finds() {
+        let t = tempfile::tempdir().unwrap();
+        for d in 0..5 {
+            let dir = t.path().join(format!("d{d}/inner"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in 0..20 {
+                std::fs::write(dir.join(format!("f{f}")), vec![7u8; 5000 * (f + 1)]).unwrap();
+            }
+        }
+        // A hard link is counted once.
+        std::fs::hard_link(t.path().join("d0/inner/f19"), t.path().join("d0/link")).unwrap();
+        let whole = disk_usage(t.path()).unwrap();
+        let mut w = DiskWalk::new(t.path().to_path_buf());
+        let mut calls = 0;
+        let total = loop {
+            calls += 1;
+            if let Some(total) = w.step(7).unwrap() {
+                break total;
+            }
+        };
+        assert_eq!(total, whole);
+        assert!(calls > 15, "7 entries a call over 111 entries: {calls} calls");
+        std::fs::write(t.path().join("more"), vec![1u8; 1 << 20]).unwrap();
+        let again = loop {
+            if let Some(total) = w.step(1000).unwrap() {
+                break total;
+            }
+        };
+        assert!(again >= whole + (1 << 20), "a new pass sees the new file: {again} after {whole}");
+        let missing = DiskWalk::new(t.path().join("nope")).step(10).unwrap_err().to_string();
+        assert!(missing.contains("nope"), "{missing}");
+    }
+
+    #[test]
     fn the_tree_probe_measures_a_real_child() {
         let mut child = std::process::Command::new("sh").args(["-c", "sleep 30 & sleep 30 & wait"]).spawn().unwrap();
         let mut p = TreeProbe::new(PathBuf::from("/proc"), child.id());
@@ -532,6 +736,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(fast.processes, 3);
+        assert_eq!(fast.threads, 3, "single-threaded processes");
         assert!(fast.memory > 0);
         let slow = p.slow().unwrap();
         assert!(slow.files >= 3, "{slow:?}");

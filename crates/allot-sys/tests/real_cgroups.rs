@@ -12,7 +12,7 @@ use allot_sys::actuate::{Actuator, CgroupActuator, SETTLE_TIMEOUT, TreeActuator}
 use allot_sys::cgroup::tree::{AgentCgroup, V1, kill_and_remove_dirs};
 use allot_sys::cgroup::{Layout, v1, v2};
 use allot_sys::notify::{Notice, Notifier};
-use allot_sys::probe::TreeProbe;
+use allot_sys::probe::{Probe, TreeProbe};
 use common::{Fixture, Loops, millicores, next_notice, proc_state, require_cgroups, runtime, wait_until};
 use rustix::process::{Pid, test_kill_process};
 use std::os::unix::process::ExitStatusExt;
@@ -80,6 +80,49 @@ fn spawned_commands_start_inside_the_agent_cgroup() {
         let procs = allot_sys::cgroup::fs::procs(d).unwrap();
         assert!(procs.contains(&pid), "{pid} not in {}", d.display());
     }
+}
+
+/// One process with three extra threads and one child: 2 processes, 5
+/// threads, through the cgroup probe (cgroup.procs and pids.current) and the
+/// tree probe (/proc) alike. The cgroup probe read 5 processes from
+/// pids.current before processes and threads were told apart.
+#[test]
+fn processes_count_processes_and_threads_count_tasks() {
+    let Some((mut fx, cg)) = with_agent("threads", "a") else {
+        return;
+    };
+    let script = "import subprocess, threading, time\n\
+                  child = subprocess.Popen(['sleep', '30'])\n\
+                  for _ in range(3): threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n\
+                  print('ready', flush=True)\n\
+                  time.sleep(30)\n";
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", script]).stdout(std::process::Stdio::piped());
+    let pid = match allot_sys::spawn::spawn(&mut cmd, Some(&cg)) {
+        Ok(child) => {
+            let pid = child.id();
+            fx.children.push(child);
+            pid
+        }
+        Err(e) => {
+            assert!(!require_cgroups(), "python3 is needed (ALLOT_REQUIRE_CGROUPS=1): {e}");
+            eprintln!("skipped: no python3 to start threads: {e}");
+            return;
+        }
+    };
+    let mut line = String::new();
+    let stdout = fx.child(pid).stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let mut probe = allot_sys::probe::CgroupProbe::new(cg.clone(), PathBuf::from("/proc"), true).unwrap();
+    let mut tree = TreeProbe::new(PathBuf::from("/proc"), pid);
+    let f = probe.fast().unwrap();
+    let t = tree.fast().unwrap();
+    assert_eq!((f.processes, f.threads), (2, 5), "cgroup probe");
+    assert_eq!((t.processes, t.threads), (2, 5), "tree probe");
+    let mut unkept = allot_sys::probe::CgroupProbe::new(cg.clone(), PathBuf::from("/proc"), false).unwrap();
+    let u = unkept.fast().unwrap();
+    assert_eq!((u.processes, u.threads), (2, 5), "cgroup probe without kept files");
 }
 
 #[test]
@@ -350,4 +393,32 @@ fn a_v1_memory_threshold_notification_arrives_when_a_child_crosses_it() {
     notifier.memory_threshold("grower", &dir, 32 << 20).unwrap();
     fx.spawn(&cg, "exec python3 -c 'import time; time.sleep(0.3); x = b\"\\x01\" * (64 * 1024 * 1024); time.sleep(30)'");
     assert_eq!(next_notice(&mut rx, Duration::from_secs(10)), ("grower".to_owned(), Notice::MemoryThreshold { bytes: 32 << 20 }));
+}
+
+#[test]
+fn no_file_the_kernel_puts_in_a_cgroup_is_a_valid_agent_or_group_name() {
+    // Agents and groups are directories beside these files; a name that is one cannot be made.
+    let Some(fx) = fixture("names") else { return };
+    let layout = Layout::discover(&Roots::host()).unwrap();
+    let roots = Roots::host();
+    let dirs: Vec<PathBuf> = ["memory", "cpu", "cpuacct", "pids", "freezer", "blkio"]
+        .iter()
+        .filter_map(|c| layout.v1_dir(c))
+        .chain(layout.v2_dir())
+        .map(|d| roots.path(&d))
+        .collect();
+    let mut files = 0;
+    for dir in &dirs {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                let name = e.file_name().into_string().unwrap();
+                files += 1;
+                assert!(allot_core::AgentId::new(name.as_str()).is_err(), "{} is accepted as an agent id", dir.join(&name).display());
+                assert!(!allot_core::group::valid_group_name(&name) || name.contains('.'), "{name} is accepted as a group name");
+            }
+        }
+    }
+    assert!(files > 10, "read the files of {dirs:?}");
+    drop(fx);
 }

@@ -29,7 +29,8 @@ pub(crate) fn ps(args: &PsArgs) -> Result<ExitCode, Error> {
         print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rows = vec![["agent", "group", "state", "pids", "memory", "cpu", "processes", "last action"].map(String::from).to_vec()];
+    let mut rows =
+        vec![["agent", "group", "state", "pids", "memory", "cpu", "processes", "threads", "last action"].map(String::from).to_vec()];
     for a in v.as_array().into_iter().flatten() {
         let u = |r: Resource| a["usage"][r.name()].as_u64().map_or_else(|| "-".to_owned(), |x| format_approx(r.unit(), x));
         rows.push(vec![
@@ -41,6 +42,7 @@ pub(crate) fn ps(args: &PsArgs) -> Result<ExitCode, Error> {
             u(Resource::Memory),
             u(Resource::Cpu),
             u(Resource::Processes),
+            u(Resource::Threads),
             a["last_action"].as_str().unwrap_or("").into(),
         ]);
     }

@@ -53,6 +53,10 @@ pub(super) struct Agent {
     pub(super) no_memory_high: bool,
     /// When a termination in its grace period kills it (stored, so a restarted governor carries it out).
     pub(super) kill_at: Option<allot_core::Time>,
+    /// The walk measuring its workspace (its `workdir`), when it has one.
+    pub(super) disk: Option<allot_sys::probe::DiskWalk>,
+    /// Where its disk_io reading comes from, once read.
+    pub(super) io_from: Option<allot_sys::probe::IoFrom>,
 }
 
 impl Agent {
@@ -70,6 +74,8 @@ impl Agent {
             channel,
             no_memory_high: false,
             kill_at: None,
+            disk: None,
+            io_from: None,
         }
     }
 

@@ -123,6 +123,9 @@ pub struct AgentStatus {
     pub pids: Vec<u32>,
     /// Latest usage per resource, in internal units.
     pub usage: BTreeMap<String, u64>,
+    /// Where its disk_io reading comes from: `blkio`, `io.stat` (the cgroup's
+    /// counters) or `proc` (the processes' `/proc/<pid>/io`); none before the first reading.
+    pub disk_io_source: Option<String>,
     /// The last action taken.
     pub last_action: String,
     /// Who holds it frozen or throttled.
@@ -265,6 +268,7 @@ impl<B: Backend> Governor<B> {
             exit: a.exit_reason().map(str::to_owned),
             pids: a.proc.as_ref().and_then(|p| p.actuator.pids().ok()).unwrap_or_default(),
             usage: a.usage.iter().map(|(k, v)| (k.name().to_owned(), *v)).collect(),
+            disk_io_source: a.io_from.map(|f| f.name().to_owned()),
             last_action: a.last_action.clone(),
             held_by: HeldBy { freeze: names(a.holds.freeze_holders()), throttle: names(a.holds.throttle_holders()) },
             quota: self.domain.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null)),

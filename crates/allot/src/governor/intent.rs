@@ -373,7 +373,7 @@ pub(super) fn group_totals(ga: &mut dyn Actuator, totals: &std::collections::BTr
         .map(|(r, v)| {
             let res = match r {
                 Resource::Memory => ga.set_memory_max(Some(*v)),
-                Resource::Processes => ga.set_pids_max(Some(*v)),
+                Resource::Processes | Resource::Threads => ga.set_pids_max(Some(*v)),
                 _ => ga.set_cpu_limit(Some(*v)),
             };
             json!({"resource": r.name(), "total": v, "outcome": res.map_or_else(|e| e.to_string(), |_| "success".into())})

@@ -319,6 +319,7 @@ impl<B: Backend> Governor<B> {
             a.holds = Holds::default();
             // An exited agent uses nothing: no last reading in `ps` or the metrics.
             a.usage.clear();
+            a.io_from = None;
         }
         self.forget(id);
         let _ = self.recorder.store.set_agent_state(id.as_str(), AgentStateName::Exited, Some(reason), now.as_millis());

@@ -114,6 +114,8 @@ struct Pending {
     custom_rx: mpsc::UnboundedReceiver<custom::CustomResult>,
     settled_rx: mpsc::UnboundedReceiver<settle::Done>,
     control: Option<mpsc::UnboundedReceiver<control::Control>>,
+    /// Notices given by the caller instead of the kernel's.
+    notices: Option<mpsc::UnboundedReceiver<(String, allot_sys::notify::Notice)>>,
 }
 
 /// The governor.
@@ -182,7 +184,7 @@ impl<B: Backend> Governor<B> {
             pressure_held: Vec::new(),
             custom_tx,
             notifier: None,
-            pending: Some(Pending { custom_rx, settled_rx, control: None }),
+            pending: Some(Pending { custom_rx, settled_rx, control: None, notices: None }),
             view: opts.view,
             notify: opts.notify,
             leave_running: opts.leave_running,
@@ -223,6 +225,15 @@ impl<B: Backend> Governor<B> {
         self
     }
 
+    /// Take kernel notices from this channel instead of the kernel's own
+    /// (tests drive the notice path with it; `notify` is then ignored).
+    pub fn with_notices(mut self, rx: mpsc::UnboundedReceiver<(String, allot_sys::notify::Notice)>) -> Self {
+        if let Some(p) = self.pending.as_mut() {
+            p.notices = Some(rx);
+        }
+        self
+    }
+
     /// The metrics this governor keeps up to date, for `/metrics`.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.recorder.metrics)
@@ -235,8 +246,11 @@ impl<B: Backend> Governor<B> {
 
     /// Run until every agent has exited (without an API), the time is up, or a signal stops us.
     pub async fn run(mut self, run_for: Option<Duration>) -> Result<Summary, Error> {
-        let notices = self.start_notifier();
-        let pending = self.pending.take().ok_or("the governor runs once")?;
+        let mut pending = self.pending.take().ok_or("the governor runs once")?;
+        let notices = match pending.notices.take() {
+            Some(rx) => rx,
+            None => self.start_notifier(),
+        };
         let mut inbox = Inbox::new(Sources {
             sample_interval: self.settings.sample_interval,
             notices,
@@ -316,7 +330,7 @@ impl<B: Backend> Governor<B> {
         use allot_sys::notify::Notice;
         let Ok(id) = AgentId::new(agent) else { return };
         let Some(incarnation) = self.agents.get(&id).map(|a| a.incarnation) else { return };
-        self.sample(&id, false);
+        self.sample(&id, sampling::Reading::FollowUp);
         if matches!(notice, Notice::MemoryThreshold { .. } | Notice::MemoryEvents(_)) {
             let now = self.clock.now();
             for ms in [5, 20, 50, 100] {
@@ -346,7 +360,7 @@ impl<B: Backend> Governor<B> {
                 timers::TimerKind::Restart => self.restart(&due.agent, due.incarnation, due.at),
                 timers::TimerKind::Sample => {
                     if self.agents.current(&due.agent, due.incarnation).is_some() {
-                        self.sample(&due.agent, false);
+                        self.sample(&due.agent, sampling::Reading::FollowUp);
                     }
                 }
             }

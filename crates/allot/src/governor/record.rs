@@ -1,6 +1,14 @@
 //! The recording part of the governor: every event goes to the store (its
 //! sequence number), the optional JSON-lines file, the live view's recent
 //! lines and the metrics; every enforcement attempt is a typed record.
+//!
+//! An event's `at` never decreases with its `seq`: an event whose moment lies
+//! before the last one published (a kernel wait recorded when it settles,
+//! with the time the attempt began; an agent's start published after the
+//! backstops written before its command ran) is published at the last
+//! event's time. An enforcement record keeps the attempt's own time (when
+//! the action was taken: a kill is recorded at the time of the kill, not of
+//! its end); the event is when it was published.
 
 use super::ViewMode;
 use super::clock;
@@ -43,13 +51,26 @@ pub(super) struct Recorder {
     /// Why the last write to the store failed, until one succeeds again: the
     /// daemon is not ready and refuses state changes meanwhile (a full disk, say).
     pub(super) failing: Option<String>,
+    /// The time of the last event published (also by a previous governor on this store).
+    last_at: Time,
 }
 
 impl Recorder {
     pub(super) fn new(store: Store, events_out: Option<std::io::BufWriter<std::fs::File>>, view: ViewMode) -> Self {
         let metrics = Arc::new(Metrics::new());
         metrics.seed(&store);
-        Recorder { store, events_out, view, recent: VecDeque::new(), metrics, unrecorded: 0, failing: None }
+        let last_seq = store.last_seq().unwrap_or(0);
+        let last_at = match last_seq {
+            0 => Time::ZERO,
+            s => store.events_since(s - 1, 1).ok().and_then(|e| e.first().map(|e| Time::from_millis(e.at_ms))).unwrap_or(Time::ZERO),
+        };
+        Recorder { store, events_out, view, recent: VecDeque::new(), metrics, unrecorded: 0, failing: None, last_at }
+    }
+
+    /// The time an event at `at` is published at: no earlier than the last one.
+    fn publish_at(&mut self, at: Time) -> Time {
+        self.last_at = self.last_at.max(at);
+        self.last_at
     }
 
     /// A write to the store failed: count it and remember why.
@@ -80,6 +101,7 @@ impl Recorder {
     pub(super) fn retry(&mut self, now: Time) {
         let Some(why) = self.failing.clone() else { return };
         let data = json!({"unrecorded": self.unrecorded, "last_error": why});
+        let now = self.publish_at(now);
         if self.store.append_event(now.as_millis(), allot_core::events::STORE_RECOVERED, None, &data).is_ok() {
             self.failing = None;
             self.metrics.event();
@@ -89,6 +111,7 @@ impl Recorder {
 
     /// Publish an event; returns its sequence number when it was stored.
     pub(super) fn emit(&mut self, at: Time, topic: &str, agent: Option<&str>, data: Value) -> Option<u64> {
+        let at = self.publish_at(at);
         let seq = match self.store.append_event(at.as_millis(), topic, agent, &data) {
             Ok(s) => {
                 self.recorded();

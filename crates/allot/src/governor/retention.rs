@@ -130,6 +130,7 @@ impl<B: Backend> Governor<B> {
             exit: row.exit,
             pids: Vec::new(),
             usage: BTreeMap::new(),
+            disk_io_source: None,
             last_action: String::new(),
             held_by: HeldBy::default(),
             quota: Value::Null,

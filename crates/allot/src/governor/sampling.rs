@@ -1,7 +1,19 @@
-//! Sampling: each tick reads every agent's probe (memory, cpu time and
-//! processes every time; files, I/O, network and connections at the slow
+//! Sampling: each tick reads every agent's probe (memory, cpu time,
+//! processes and threads every time; files, I/O, network and connections at the slow
 //! cadence) and feeds the values, with usage an agent reports itself,
 //! through one path: ledger, alerts, policy, analytics window, store.
+//!
+//! disk is the agent's workspace (its `workdir`; an agent without one has
+//! no disk reading: it shares allot's working directory), measured at the
+//! slow cadence by an `allot_sys::probe::DiskWalk` that looks at most
+//! [`DISK_ENTRIES_PER_SAMPLE`] entries per sample: a larger tree is walked
+//! over several slow samples, and each completed pass is one reading.
+//!
+//! Rates (cpu, disk I/O, network) come from ticks only: a follow-up sample
+//! after a kernel notice (a few milliseconds after the last reading) updates
+//! memory, processes and what the notice is about, never a rate, and
+//! `allot_core::rate` refuses any interval under
+//! [`allot_core::rate::MIN_RATE_INTERVAL_MS`] in any case.
 
 use super::control::ControlError;
 use super::{Backend, Governor};
@@ -10,8 +22,24 @@ use allot_core::rate::cpu_millicores;
 use allot_core::{AgentId, Resource, Time, events};
 use allot_store::rollup::Roller;
 use serde_json::{Value, json};
+/// The most directory entries one slow sample looks at in an agent's
+/// workspace (about 2 us each here: at most about 20 ms per agent and sample).
+pub(super) const DISK_ENTRIES_PER_SAMPLE: usize = 10_000;
+
 /// How many custom resources without a limit in its quota one agent may report.
 pub(super) const MAX_UNDECLARED_CUSTOM: usize = 32;
+
+/// What one sample of an agent reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reading {
+    /// A tick: the fast counters and the cpu rate; `slow` adds files, I/O, network and connections.
+    Tick {
+        /// The slow cadence is due.
+        slow: bool,
+    },
+    /// After a kernel notice: memory, processes and threads only, no rate.
+    FollowUp,
+}
 
 /// The sampling part: tick count, samples waiting to be stored, per-minute rollups.
 #[derive(Debug, Default)]
@@ -29,7 +57,7 @@ impl<B: Backend> Governor<B> {
         let slow = every <= 1 || self.sampler.tick % every == 1;
         let started = std::time::Instant::now();
         for id in self.agents.ids() {
-            self.sample(&id, slow);
+            self.sample(&id, Reading::Tick { slow });
         }
         self.flush_samples();
         let now = self.clock.now();
@@ -43,8 +71,8 @@ impl<B: Backend> Governor<B> {
         self.refresh_metrics();
     }
 
-    /// Sample one agent now; `slow` adds files, I/O, network and connections.
-    pub(super) fn sample(&mut self, id: &AgentId, slow: bool) {
+    /// Sample one agent now (see [`Reading`]).
+    pub(super) fn sample(&mut self, id: &AgentId, reading: Reading) {
         let now = self.clock.now();
         let Some(a) = self.agents.get_mut(id) else { return };
         if !a.is_active() {
@@ -56,14 +84,23 @@ impl<B: Backend> Governor<B> {
             Ok(f) => {
                 values.push((Resource::Memory, f.memory));
                 values.push((Resource::Processes, f.processes));
-                if let Some(m) = cpu_millicores(&mut a.rates.cpu, f.cpu_ns, now) {
-                    values.push((Resource::Cpu, m));
+                values.push((Resource::Threads, f.threads));
+                if reading != Reading::FollowUp {
+                    if let Some(m) = cpu_millicores(&mut a.rates.cpu, f.cpu_ns, now) {
+                        values.push((Resource::Cpu, m));
+                    }
                 }
             }
             Err(_) => return, // the agent is exiting; reap() will say so
         }
-        if slow {
+        if reading == (Reading::Tick { slow: true }) {
             if let Ok(s) = p.probe.slow() {
+                if a.io_from != Some(s.io_from) {
+                    // Another counter: the rate starts again from it.
+                    tracing::debug!(agent = %id, source = s.io_from.name(), "disk_io measured from");
+                    a.rates.io.reset();
+                    a.io_from = Some(s.io_from);
+                }
                 values.push((Resource::Files, s.files));
                 if let Some(rate) = a.rates.io.per_second(s.io_bytes, now) {
                     values.push((Resource::DiskIo, rate));
@@ -76,6 +113,17 @@ impl<B: Backend> Governor<B> {
             }
             if let Ok(c) = p.probe.connections() {
                 values.push((Resource::Connections, c));
+            }
+            if a.disk.is_none() {
+                a.disk =
+                    a.def.workdir.as_ref().map(|w| allot_sys::probe::DiskWalk::new(std::path::absolute(w).unwrap_or_else(|_| w.clone())));
+            }
+            if let Some(walk) = a.disk.as_mut() {
+                match walk.step(DISK_ENTRIES_PER_SAMPLE) {
+                    Ok(Some(bytes)) => values.push((Resource::Disk, bytes)),
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(agent = %id, error = %e, "workspace not measured"),
+                }
             }
         }
         for (res, v) in values {

@@ -14,7 +14,8 @@ pub(super) enum TimerKind {
     /// The restart backoff ended: start again.
     Restart,
     /// Sample again shortly after a kernel notice: it may come a moment
-    /// before usage crosses the limit as allot measures it.
+    /// before usage crosses the limit as allot measures it. Memory and
+    /// processes only: no rate from a few milliseconds.
     Sample,
 }
 

@@ -8,7 +8,7 @@ use allot::governor::backend::{Backend, Exit, Leader, Started};
 use allot::governor::{Governor, Options, ViewMode};
 use allot_sys::SysError;
 use allot_sys::actuate::{Actuator, Outcome, Settle, SettleStep};
-use allot_sys::probe::{Fast, Measure, Probe, Slow};
+use allot_sys::probe::{Fast, IoFrom, Measure, Probe, Slow};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -61,10 +61,10 @@ impl Probe for FakeProbe {
         // Integrate cpu: millicores over the elapsed milliseconds.
         self.cpu_ns += cpu_m * (t - self.last) * 1000;
         self.last = t;
-        Ok(Fast { memory, cpu_ns: self.cpu_ns, processes })
+        Ok(Fast { memory, cpu_ns: self.cpu_ns, processes, threads: processes })
     }
     fn slow(&mut self) -> Result<Slow, SysError> {
-        Ok(Slow { files: 3, io_bytes: 0, network_bytes: Measure::Unsupported })
+        Ok(Slow { files: 3, io_bytes: 0, io_from: IoFrom::Proc, network_bytes: Measure::Unsupported })
     }
     fn connections(&mut self) -> Result<u64, SysError> {
         Ok(0)
