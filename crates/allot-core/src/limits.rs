@@ -193,8 +193,35 @@ impl LimitOverride {
         }
     }
 
+    /// The counts this override gives (written per `window`), as counts per
+    /// `to` (rounded up, as [`Window::convert`]); `None` when one exceeds
+    /// the internal range. Without a window of its own it is unchanged.
+    pub fn in_window(&self, to: Window) -> Option<LimitOverride> {
+        let Some(from) = self.window.filter(|w| *w != to) else { return Some(self.clone()) };
+        let conv = |v: Option<u64>| v.map(|v| from.convert(v, to)).map_or(Some(None), |c| c.map(Some));
+        Some(LimitOverride { soft: conv(self.soft)?, hard: conv(self.hard)?, burst: conv(self.burst)?, window: Some(to), ..self.clone() })
+    }
+
     /// This override over `base`, not validated (see [`LimitOverride::apply`]).
+    /// Counts written in another window than the base's are converted to the
+    /// base's (per minute when it names none).
     pub fn merge_over(&self, base: Option<&Limit>, field: &str) -> Result<Limit, LimitError> {
+        let converted;
+        let this = match (base, self.window) {
+            (Some(base), Some(_)) => {
+                let to = base.window.unwrap_or(Window::Minute);
+                converted = self.in_window(to).ok_or_else(|| LimitError {
+                    field: field.to_owned(),
+                    problem: format!("a count per {} is more than this allot can count per {to}", self.window.map_or("", |w| w.suffix())),
+                })?;
+                &converted
+            }
+            _ => self,
+        };
+        this.merge_unconverted(base, field)
+    }
+
+    fn merge_unconverted(&self, base: Option<&Limit>, field: &str) -> Result<Limit, LimitError> {
         let limit = match base {
             Some(base) => {
                 let hard = self.hard.unwrap_or(base.hard);
@@ -282,6 +309,20 @@ mod tests {
         assert_eq!(o.apply(Some(&base), "x").unwrap().soft, 100, "soft follows a hard below it");
         let o = LimitOverride { soft: Some(600), ..Default::default() };
         assert!(o.apply(Some(&base), "agents[0].limits.memory").unwrap_err().to_string().starts_with("agents[0].limits.memory: soft"));
+    }
+
+    #[test]
+    fn an_override_in_another_window_is_counted_in_the_base_window() {
+        let base = Limit { window: Some(Window::Minute), ..Limit::new(50, 100, Action::Warn) };
+        // 5M/day over a per-minute group limit is 3473/min (rounded up), not 5M/min.
+        let o = LimitOverride { hard: Some(5_000_000), window: Some(Window::Day), ..Default::default() };
+        let l = o.apply(Some(&base), "x").unwrap();
+        assert_eq!((l.soft, l.hard, l.window), (50, 3473, Some(Window::Minute)));
+        let o = LimitOverride { soft: Some(u64::MAX), window: Some(Window::Day), ..Default::default() };
+        assert_eq!(o.in_window(Window::Minute).unwrap().soft, Some(u64::MAX.div_ceil(1440)));
+        let o = LimitOverride { soft: Some(u64::MAX), window: Some(Window::Second), ..Default::default() };
+        assert!(o.in_window(Window::Minute).is_none(), "too large per minute");
+        assert!(o.apply(Some(&base), "x").unwrap_err().problem.contains("more than this allot can count per min"));
     }
 
     #[test]

@@ -402,9 +402,20 @@ impl<B: Backend> Governor<B> {
         let mut spec = a.def.spec.clone();
         let group = self.domain.ledger.group(&spec.group).cloned();
         for (resource, change) in overrides {
-            let merged = spec.overrides.get(&resource).map_or_else(|| change.clone(), |old| old.updated_by(&change));
             let field = format!("limits.{resource}");
             let base = group.as_ref().and_then(|g| g.limits.get(&resource));
+            let merged = match spec.overrides.get(&resource) {
+                None => change.clone(),
+                Some(old) => {
+                    // Counts written in another window are converted to the one the limit has.
+                    let to = old.window.or(base.and_then(|b| b.window)).unwrap_or(allot_core::quantity::Window::Minute);
+                    let change = change.in_window(to).ok_or_else(|| ControlError::InvalidAt {
+                        field: field.clone(),
+                        message: format!("a count of this change is more than this allot can count per {to}"),
+                    })?;
+                    old.updated_by(&allot_core::limits::LimitOverride { window: old.window.map(|_| to), ..change })
+                }
+            };
             let limit = merged.merge_over(base, &field).map_err(|e| ControlError::InvalidAt { field: e.field, message: e.problem })?;
             if let Err(e) = limit.validate(&field) {
                 let at = change.fault(&limit).map_or(field.clone(), |f| format!("{field}.{f}"));
