@@ -197,7 +197,27 @@ impl LimitOverride {
         }
     }
 
+    /// The counts this override gives (written per `window`), as counts per
+    /// `to` (rounded up, as [`Window::convert`]); `None` when one exceeds
+    /// the internal range. Without a window of its own it is unchanged.
+    pub fn in_window(&self, to: Window) -> Option<LimitOverride> {
+        let Some(from) = self.window.filter(|w| *w != to) else { return Some(self.clone()) };
+        let conv = |v: Option<u64>| v.map(|v| from.convert(v, to)).map_or(Some(None), |c| c.map(Some));
+        Some(LimitOverride { soft: conv(self.soft)?, hard: conv(self.hard)?, burst: conv(self.burst)?, window: Some(to), ..self.clone() })
+    }
+
+    /// Whether this override gives every count of a limit (soft, hard, and
+    /// burst where `burst_apart`, a burst distinct from hard, would otherwise
+    /// be kept): such an override may count in another window than the limit
+    /// it changes; a partial one may not.
+    pub fn restates_counts(&self, burst_apart: bool) -> bool {
+        self.soft.is_some() && self.hard.is_some() && (self.burst.is_some() || !burst_apart)
+    }
+
     /// This override over `base`, not validated (see [`LimitOverride::apply`]).
+    /// An override counted in another window than the base's must give every
+    /// count (the limit then counts in the override's window: a daily budget
+    /// stays daily); a partial one is refused, naming what is missing.
     pub fn merge_over(&self, base: Option<&Limit>, field: &str) -> Result<Limit, LimitError> {
         let limit = match base {
             Some(base) => {
@@ -329,6 +349,17 @@ mod tests {
         assert_eq!(o.apply(Some(&base), "x").unwrap().soft, 100, "soft follows a hard below it");
         let o = LimitOverride { soft: Some(600), ..Default::default() };
         assert!(o.apply(Some(&base), "agents[0].limits.memory").unwrap_err().to_string().starts_with("agents[0].limits.memory: soft"));
+    }
+
+    #[test]
+    fn a_partial_change_is_counted_in_the_window_the_limit_has() {
+        // 5M/day is 3473/min (rounded up), not 5M/min.
+        let o = LimitOverride { hard: Some(5_000_000), window: Some(Window::Day), ..Default::default() };
+        assert_eq!(o.in_window(Window::Minute).unwrap().hard, Some(3473));
+        let o = LimitOverride { soft: Some(u64::MAX), window: Some(Window::Day), ..Default::default() };
+        assert_eq!(o.in_window(Window::Minute).unwrap().soft, Some(u64::MAX.div_ceil(1440)));
+        let o = LimitOverride { soft: Some(u64::MAX), window: Some(Window::Second), ..Default::default() };
+        assert!(o.in_window(Window::Minute).is_none(), "too large per minute");
     }
 
     #[test]

@@ -105,7 +105,21 @@ pub(super) fn overrides(limits: BTreeMap<String, LimitBody>) -> Result<BTreeMap<
         let mut o = LimitOverride::default();
         for (key, v, slot) in [("soft", &l.soft, &mut o.soft), ("hard", &l.hard, &mut o.hard), ("burst", &l.burst, &mut o.burst)] {
             if let Some(v) = v {
-                *slot = Some(quantity(&format!("{field}.{key}"), resource.unit(), v)?);
+                // A count keeps the window it was written with (`"50/h"`); all of a limit's in one.
+                let f = format!("{field}.{key}");
+                let (value, window) = count(&f, resource.unit(), v)?;
+                if let Some(w) = window {
+                    match o.window {
+                        Some(first) if first != w => {
+                            return Err(ApiError::field(
+                                &f,
+                                format!("all values of a limit must use one window; found per {first} and per {w}"),
+                            ));
+                        }
+                        _ => o.window = Some(w),
+                    }
+                }
+                *slot = Some(value);
             }
         }
         if let Some(a) = &l.action {

@@ -3,9 +3,9 @@
 //! later groups and the agents can use them.
 
 use super::context::{Ctx, Key, Table, Value, join, key_span};
-use allot_core::Ledger;
 use allot_core::group::{QuotaGroup, ScalingPolicy, valid_group_name};
 use allot_core::limits::Action;
+use allot_core::{Ledger, Resource};
 use std::collections::BTreeMap;
 
 const KEYS: &[&str] = &["extends", "description", "scaling_policy", "limits", "totals", "custom_handler"];
@@ -111,6 +111,9 @@ fn limits(cx: &mut Ctx<'_>, g: &mut QuotaGroup, l: &Value<'_>, field: &str) {
 /// A `custom` action needs a handler.
 pub(super) const NO_HANDLER: &str = "action is custom but no custom_handler is configured for the group or agent";
 
+/// The smallest memory total the kernel keeps above 0 (it rounds to whole pages).
+const PAGE: u64 = 4096;
+
 /// `totals`: the group's ceilings over all its agents.
 fn totals(cx: &mut Ctx<'_>, g: &mut QuotaGroup, tv: &Value<'_>, field: &str) {
     let tf = format!("{field}.totals");
@@ -119,6 +122,17 @@ fn totals(cx: &mut Ctx<'_>, g: &mut QuotaGroup, tv: &Value<'_>, field: &str) {
         let f = join(&tf, k.get_ref());
         let Some(r) = cx.resource(k, &f) else { continue };
         if let Some(q) = cx.quantity(qv, &r, &f) {
+            // The kernel holds totals on the group's cgroup: 0 (memory under a page is 0 there) lets no member start or fork.
+            let floor = if r == Resource::Memory { PAGE } else { 1 };
+            if q.value < floor {
+                let least = match r {
+                    Resource::Memory => "4Ki (one page)",
+                    Resource::Cpu => "1m",
+                    _ => "1",
+                };
+                cx.err(qv.span(), &f, format!("a group total of {} lets no member run; give at least {least}", q.value));
+                continue;
+            }
             g.totals.insert(r, q.value);
         }
     }

@@ -10,6 +10,7 @@ use super::settle::Attempt;
 use super::{Backend, Governor};
 use crate::fleet::{AgentDef, Restart};
 use allot_core::holds::Holds;
+use allot_core::limits::LimitOverride;
 use allot_core::{AgentId, Resource, Time, events};
 use allot_store::{AgentStateName, Outcome};
 use serde_json::{Value, json};
@@ -403,9 +404,28 @@ impl<B: Backend> Governor<B> {
         let mut spec = a.def.spec.clone();
         let group = self.domain.ledger.group(&spec.group).cloned();
         for (resource, change) in overrides {
-            let merged = spec.overrides.get(&resource).map_or_else(|| change.clone(), |old| old.updated_by(&change));
             let field = format!("limits.{resource}");
             let base = group.as_ref().and_then(|g| g.limits.get(&resource));
+            let current = spec.overrides.get(&resource).and_then(|o| o.window).or(base.and_then(|b| b.window));
+            let burst_apart = spec.overrides.get(&resource).and_then(|o| o.burst).is_some() || base.is_some_and(|b| b.burst != b.hard);
+            let merged = match spec.overrides.get(&resource) {
+                // A change that gives every count may count in another window (the limit moves to it).
+                _ if change.window.is_some() && change.restates_counts(burst_apart) => spec
+                    .overrides
+                    .get(&resource)
+                    .map_or_else(|| change.clone(), |old| LimitOverride { burst: change.burst, ..old.updated_by(&change) }),
+                None if base.is_none() => change.clone(),
+                old => {
+                    // A partial change written in another window is converted to the one the limit has.
+                    let to = current.unwrap_or(allot_core::quantity::Window::Minute);
+                    let change = change.in_window(to).ok_or_else(|| ControlError::InvalidAt {
+                        field: field.clone(),
+                        message: format!("a count of this change is more than this allot can count per {to}"),
+                    })?;
+                    let change = LimitOverride { window: current.map(|_| to), ..change };
+                    old.map_or_else(|| change.clone(), |old| old.updated_by(&change))
+                }
+            };
             let limit = merged.merge_over(base, &field).map_err(|e| ControlError::InvalidAt { field: e.field, message: e.problem })?;
             if let Err(e) = limit.validate(&field) {
                 let at = change.fault(&limit).map_or(field.clone(), |f| format!("{field}.{f}"));

@@ -1,0 +1,108 @@
+//! An independent hostile check of issue 11 against a real daemon: what a
+//! careless operator or an agent can send that the earlier tests did not.
+#![allow(clippy::unwrap_used)]
+
+mod real_daemon;
+
+use real_daemon::{http, launch};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn call(sock: &std::path::Path, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (st, b) = http(sock, method, path, body);
+    (st, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+}
+
+fn running(sock: &std::path::Path, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(sock, "GET", &format!("/v1/agents/{id}"), "").1["state"] != "running" {
+        assert!(Instant::now() < deadline, "{id} does not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A limit written through the API with a window (`"50/h"`) is counted in
+/// that window: at the start in the window given, and in a quota change
+/// converted to the window the limit already has (as usage reports are),
+/// rounded up. Before: the window was dropped, so `"50/h"` became 50 per
+/// minute and `"1440/day"` 1440 per minute.
+#[test]
+fn limit_values_written_with_a_window_are_counted_in_it() {
+    let d = launch("", "win");
+    let start = |name: &str, limits: &str| {
+        let body = format!(r#"{{"name": "{name}", "group": "lightweight_agent", "command": ["sleep", "600"], "limits": {limits}}}"#);
+        let (st, v) = call(&d.sock, "POST", "/v1/agents", &body);
+        assert_eq!(st, 201, "{v}");
+        running(&d.sock, name);
+    };
+    let tokens = |id: &str| call(&d.sock, "GET", &format!("/v1/agents/{id}/quota"), "").1["limits"]["tokens"].clone();
+    let report = |id: &str, value: &str| {
+        call(&d.sock, "POST", &format!("/v1/agents/{id}/usage"), &format!(r#"{{"resource": "tokens", "value": "{value}"}}"#)).1
+    };
+
+    // At the start: the window given is the limit's.
+    start("daily", r#"{"tokens": {"hard": "1440/day"}}"#);
+    assert_eq!(tokens("daily")["hard"], 1440, "{}", tokens("daily"));
+    let r = report("daily", "2/min");
+    assert_eq!((r["value"].as_u64(), r["per"].as_str()), (Some(2880), Some("day")), "2/min is 2880/day: {r}");
+    assert_eq!(r["violation"]["kind"], "hard", "2880/day is over 1440/day: {r}");
+
+    // A change in another window is converted to the limit's (per minute here).
+    start("minute", r#"{"tokens": {"hard": "100/min"}}"#);
+    let (st, v) = call(&d.sock, "PATCH", "/v1/agents/minute/quota", r#"{"limits": {"tokens": {"soft": "50/h"}}}"#);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!((v["limits"]["tokens"]["soft"].as_u64(), v["limits"]["tokens"]["hard"].as_u64()), (Some(1), Some(100)), "{v}");
+    let (st, v) = call(&d.sock, "PATCH", "/v1/agents/minute/quota", r#"{"limits": {"tokens": {"hard": "12k/h", "burst": "18k/h"}}}"#);
+    assert_eq!(st, 200, "{v}");
+    let t = &v["limits"]["tokens"];
+    assert_eq!((t["soft"].as_u64(), t["hard"].as_u64(), t["burst"].as_u64()), (Some(1), Some(200), Some(300)), "{v}");
+    assert_eq!(report("minute", "250")["per"], "min");
+    // A change that would break soft <= hard once converted names its field.
+    let (st, v) = call(&d.sock, "PATCH", "/v1/agents/minute/quota", r#"{"limits": {"tokens": {"soft": "4/s"}}}"#);
+    assert_eq!((st, v["error"]["field"].as_str()), (422, Some("limits.tokens.soft")), "240/min is over hard 200/min: {v}");
+
+    // Two windows in one limit of a body: 422 naming the field, as in a fleet file.
+    let (st, v) = call(&d.sock, "PATCH", "/v1/agents/minute/quota", r#"{"limits": {"tokens": {"soft": "1/s", "hard": "100/min"}}}"#);
+    assert_eq!((st, v["error"]["field"].as_str()), (422, Some("limits.tokens.hard")), "{v}");
+    assert_eq!(tokens("minute")["hard"], 200, "unchanged");
+
+    // A change that gives every count moves the limit to its window (a daily budget stays daily).
+    let (st, v) = call(
+        &d.sock,
+        "PATCH",
+        "/v1/agents/minute/quota",
+        r#"{"limits": {"tokens": {"soft": "1k/day", "hard": "2k/day", "burst": "3k/day"}}}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    let t = &v["limits"]["tokens"];
+    assert_eq!(
+        (t["soft"].as_u64(), t["hard"].as_u64(), t["burst"].as_u64(), t["window"].as_str()),
+        (Some(1000), Some(2000), Some(3000), Some("day")),
+        "{v}"
+    );
+    assert_eq!(report("minute", "250")["per"], "day");
+}
+
+/// A group total of 0 (or of memory under one page, which the kernel
+/// rounds to 0) lets no member run: the kernel refuses the member's cgroup
+/// (ENOMEM at mkdir) or its first fork (`pids.max` 0). Refused with 422
+/// naming the total. Before: accepted (201), and a start in the group
+/// failed with "cannot write (mkdir) ... Cannot allocate memory".
+#[test]
+fn a_group_total_that_lets_no_member_run_is_refused() {
+    let d = launch("", "totals");
+    for (totals, field) in [
+        (r#"{"cpu": "0"}"#, "totals.cpu"),
+        (r#"{"memory": "1"}"#, "totals.memory"),
+        (r#"{"memory": "0"}"#, "totals.memory"),
+        (r#"{"processes": 0}"#, "totals.processes"),
+    ] {
+        let body = format!(r#"{{"extends": "lightweight_agent", "totals": {totals}}}"#);
+        let (st, v) = call(&d.sock, "POST", "/v1/groups/g", &body);
+        assert_eq!((st, v["error"]["field"].as_str()), (422, Some(field)), "{totals}: {v}");
+        let (st, v) = call(&d.sock, "PUT", "/v1/groups/lightweight_agent", &body);
+        assert_eq!((st, v["error"]["field"].as_str()), (422, Some(field)), "{totals}: {v}");
+    }
+    let (st, v) = call(&d.sock, "POST", "/v1/groups/g", r#"{"extends": "lightweight_agent", "totals": {"memory": "64Mi", "cpu": "10m"}}"#);
+    assert_eq!(st, 201, "{v}");
+}
