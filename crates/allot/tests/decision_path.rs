@@ -324,3 +324,36 @@ async fn a_cpu_throttle_is_written_under_the_soft_limit_and_warns_once_per_episo
         .collect();
     assert_eq!(warns.len(), 1, "one warning (the hard violation that started the episode) for 30 s of hovering on soft: {warns:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_reporting_as_fast_as_it_can_is_kept_as_one_sample_per_tick() {
+    // Found by the hostile check of issue 11: 20,000 reports were 20,000 stored rows and
+    // analytics points. Each report still goes to the ledger and the policy.
+    let log = Log::default();
+    let backend = FakeBackend::new(|_| (5 << 20, 10, 1), log.clone());
+    let start = backend.start;
+    let fleet = common::fleet(HOLDERS_POLICY, &[("a", r#"limits.tokens = { soft = "500", hard = "1000", action = "warn" }"#)]);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let gov = common::governor(&fleet, backend, state.clone()).with_control(rx);
+    let run = tokio::spawn(gov.run(Some(Duration::from_secs(6))));
+    let mut last = 0;
+    for i in 0..4_000u64 {
+        if i % 1_000 == 0 {
+            at(start, 500 + i).await; // four bursts of 1,000 reports, one per second
+        }
+        last = 1 + i % 700;
+        let (rtx, rrx) = oneshot::channel();
+        tx.send(Control::Report("a".into(), allot_core::Resource::Custom("tokens".into()), last, None, rtx)).unwrap();
+        let v = rrx.await.unwrap().unwrap();
+        if last > 500 {
+            assert_eq!(v["violation"]["kind"], "soft", "every report is judged: {v}");
+        }
+    }
+    run.await.unwrap().unwrap();
+    let store = allot_store::Store::open_read_only(&state).unwrap();
+    let kept = store.samples("a", "tokens", 0).unwrap();
+    assert!((3..=6).contains(&kept.len()), "one sample per tick with reports, not one per report: {} kept", kept.len());
+    assert_eq!(kept.last().unwrap().1, last, "the latest report of a tick is its sample");
+}

@@ -41,12 +41,18 @@ pub(super) enum Reading {
     FollowUp,
 }
 
-/// The sampling part: tick count, samples waiting to be stored, per-minute rollups.
+/// The sampling part: tick count, samples waiting to be stored, per-minute
+/// rollups, and the latest reported value per agent and resource since the
+/// last tick: an agent's reports each go to the ledger, alerts and policy,
+/// but at most one per tick is kept as a sample (stored, analytics, rollups),
+/// so reporting as fast as it can costs the store and memory no more than
+/// being sampled.
 #[derive(Debug, Default)]
 pub(super) struct Sampler {
     pub(super) tick: u64,
     pending: Vec<(String, String, u64, u64)>,
     roller: Roller,
+    reported: std::collections::BTreeMap<(AgentId, Resource), (Time, u64)>,
 }
 
 impl<B: Backend> Governor<B> {
@@ -134,13 +140,30 @@ impl<B: Backend> Governor<B> {
     /// One value of one resource: the single path from a reading to the ledger, alerts, policy and analytics.
     /// Returns the assessment (when the ledger knows the agent) and how many decisions it caused.
     fn observe(&mut self, id: &AgentId, res: Resource, v: u64, now: Time) -> (Option<allot_core::Assessment>, usize) {
-        if let Some(a) = self.agents.get_mut(id) {
-            a.usage.insert(res.clone(), v);
-        }
+        self.keep(id, &res, v, now);
+        self.judge(id, res, v, now)
+    }
+
+    /// Keep one value as a sample: stored, in the analytics window, in the rollups.
+    fn keep(&mut self, id: &AgentId, res: &Resource, v: u64, now: Time) {
         self.sampler.pending.push((id.to_string(), res.name().to_owned(), now.as_millis(), v));
-        self.analysis.push(id, &res, now, v, self.settings.analytics_window);
+        self.analysis.push(id, res, now, v, self.settings.analytics_window);
         if let Some(roll) = self.sampler.roller.add(id.as_str(), res.name(), v, now.as_millis()) {
             let _ = self.recorder.store.put_rollup(id.as_str(), res.name(), &roll);
+        }
+    }
+
+    /// Keep the latest report of each agent and resource since the last tick as its sample.
+    fn keep_reports(&mut self) {
+        for ((id, res), (at, v)) in std::mem::take(&mut self.sampler.reported) {
+            self.keep(&id, &res, v, at);
+        }
+    }
+
+    /// One value into the live usage, the ledger, alerts and the policy.
+    fn judge(&mut self, id: &AgentId, res: Resource, v: u64, now: Time) -> (Option<allot_core::Assessment>, usize) {
+        if let Some(a) = self.agents.get_mut(id) {
+            a.usage.insert(res.clone(), v);
         }
         let Ok(assessment) = self.domain.ledger.record(id, res.clone(), v, now) else { return (None, 0) };
         if let Some(l) = &assessment.limit {
@@ -212,7 +235,8 @@ impl<B: Backend> Governor<B> {
             _ => value,
         };
         let now = self.clock.now();
-        let (a, decisions) = self.observe(&id, resource.clone(), value, now);
+        self.sampler.reported.insert((id.clone(), resource.clone()), (now, value));
+        let (a, decisions) = self.judge(&id, resource.clone(), value, now);
         let violation = a.and_then(|a| a.violation);
         Ok(
             json!({"agent": agent, "resource": resource.name(), "value": value, "per": per.suffix(), "violation": violation, "decisions": decisions}),
@@ -221,6 +245,7 @@ impl<B: Backend> Governor<B> {
 
     /// Store the samples of this tick in one transaction.
     pub(super) fn flush_samples(&mut self) {
+        self.keep_reports();
         if self.sampler.pending.is_empty() {
             return;
         }
