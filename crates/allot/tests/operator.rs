@@ -247,6 +247,7 @@ fn quota_changes_merge_field_by_field_over_the_run_limits_through_the_cli_and_th
 const TOKENS: &str = r#"
 [policy]
 analytics_interval = "1s"
+sample_interval = "100ms"
 
 [[agents]]
 name = "tok"
@@ -265,7 +266,8 @@ fn reported_usage_takes_the_path_of_a_sample_and_rates_are_counted_in_the_limits
     for v in [10, 20, 30, 60, 80, 120, 40, 30, 20, 10] {
         let (st, body) = report(&v.to_string());
         assert_eq!(st, 200, "{body}");
-        std::thread::sleep(Duration::from_millis(60));
+        // At most one report per tick is kept as a sample: these are a tick apart.
+        std::thread::sleep(Duration::from_millis(250));
     }
     // Rates in another window are counted per minute, the limit's window, rounded up.
     for (text, counted) in
@@ -273,6 +275,7 @@ fn reported_usage_takes_the_path_of_a_sample_and_rates_are_counted_in_the_limits
     {
         let (st, body) = report(text);
         assert_eq!((st, body["value"].as_u64(), body["per"].as_str()), (200, Some(counted), Some("min")), "{text}: {body}");
+        std::thread::sleep(Duration::from_millis(250));
     }
     let (st, body) = report(r#""6k/h""#);
     assert_eq!((st, body["violation"]["kind"].as_str()), (200, Some("soft")), "6000/h is 100/min: at hard, over soft: {body}");
