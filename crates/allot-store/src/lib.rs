@@ -29,6 +29,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// A store error, with the database path.
@@ -42,7 +43,7 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
-    /// The directory could not be made.
+    /// The directory or the database file could not be made.
     #[error("cannot create {path}: {source}")]
     Dir {
         /// The directory.
@@ -145,10 +146,26 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
         }
         let lock = lock::acquire(path)?;
+        // Every agent's samples and history are in it: readable by its owner only (SQLite
+        // gives the -wal and -shm files the database's mode). An empty file is an empty database.
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(StoreError::Dir { path: path.to_path_buf(), source }),
+        }
         let conn = Connection::open(path).map_err(|source| StoreError::Sql { path: path.to_path_buf(), source })?;
         let mut store = Store { conn, path: path.to_path_buf(), _lock: Some(lock) };
         store.setup(version)?;
         Ok(store)
+    }
+
+    /// The permission bits of the database file when users other than its
+    /// owner may read it (`None` when only its owner can): it holds every
+    /// agent's samples and history, which the API gives an agent only of its own.
+    pub fn readable_by_others(&self) -> Option<u32> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&self.path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o044 != 0).then_some(mode)
     }
 
     /// Whether the state database is free to open for writing: takes its

@@ -138,3 +138,23 @@ fn samples_and_analyses_are_kept_per_agent() {
     assert_eq!(s.analyses(Some("a")).unwrap()[0].4.as_ref().unwrap()["kind"], "decrease_quota");
     assert_eq!(s.prune_samples(1600).unwrap(), 2);
 }
+
+#[test]
+fn a_new_state_database_and_its_wal_are_readable_by_their_owner_only() {
+    // Found by the hostile check of issue 11: state.db was 0644, so an agent running as
+    // another user could read every agent's samples and history the API keeps from it.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = Store::open(&path).unwrap();
+    store.put_samples(&[("a".into(), "memory".into(), 1, 2)]).unwrap();
+    for p in [path.clone(), dir.path().join("state.db-wal")] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", p.display());
+    }
+    assert_eq!(store.readable_by_others(), None);
+    drop(store);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.readable_by_others(), Some(0o644), "an existing file is left as it is, and said");
+}

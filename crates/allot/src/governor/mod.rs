@@ -154,6 +154,13 @@ impl<B: Backend> Governor<B> {
     /// left behind, register the fleet.
     pub fn new(fleet: Fleet, backend: B, opts: &Options) -> Result<Self, Error> {
         let store = Store::open(&opts.state)?;
+        if let Some(mode) = store.readable_by_others() {
+            tracing::warn!(
+                state = %opts.state.display(),
+                mode = format!("{mode:o}"),
+                "the state database is readable by other users: every agent's samples and history are in it (chmod 600 it)"
+            );
+        }
         let events_out = match &opts.events_file {
             Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?)),
             None => None,
