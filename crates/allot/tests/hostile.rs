@@ -106,3 +106,21 @@ fn a_group_total_that_lets_no_member_run_is_refused() {
     let (st, v) = call(&d.sock, "POST", "/v1/groups/g", r#"{"extends": "lightweight_agent", "totals": {"memory": "64Mi", "cpu": "10m"}}"#);
     assert_eq!(st, 201, "{v}");
 }
+
+/// The API takes every field of a limit the fleet file takes: `burst_window`
+/// was refused (422, unknown field) in `PATCH .../quota` and `POST /v1/agents`.
+#[test]
+fn a_burst_window_can_be_given_through_the_api() {
+    let d = launch("", "bw");
+    let body = r#"{"name": "b", "group": "lightweight_agent", "command": ["sleep", "600"],
+                  "limits": {"memory": {"hard": "100Mi", "burst": "150Mi", "burst_window": "20s"}}}"#;
+    let (st, v) = call(&d.sock, "POST", "/v1/agents", body);
+    assert_eq!(st, 201, "{v}");
+    running(&d.sock, "b");
+    let memory = |v: &Value| v["limits"]["memory"]["burst_window"].clone();
+    assert_eq!(memory(&call(&d.sock, "GET", "/v1/agents/b/quota", "").1), 20_000, "in milliseconds");
+    let (st, v) = call(&d.sock, "PATCH", "/v1/agents/b/quota", r#"{"limits": {"memory": {"burst_window": "45s"}}}"#);
+    assert_eq!((st, memory(&v)), (200, Value::from(45_000)), "{v}");
+    let (st, v) = call(&d.sock, "PATCH", "/v1/agents/b/quota", r#"{"limits": {"memory": {"burst_window": "9999999d"}}}"#);
+    assert_eq!((st, v["error"]["field"].as_str()), (422, Some("limits.memory.burst_window")), "{v}");
+}

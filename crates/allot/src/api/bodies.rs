@@ -17,6 +17,7 @@ pub(super) struct LimitBody {
     soft: Option<Value>,
     hard: Option<Value>,
     burst: Option<Value>,
+    burst_window: Option<String>,
     action: Option<String>,
 }
 
@@ -121,6 +122,10 @@ pub(super) fn overrides(limits: BTreeMap<String, LimitBody>) -> Result<BTreeMap<
                 }
                 *slot = Some(value);
             }
+        }
+        if let Some(w) = &l.burst_window {
+            let f = format!("{field}.burst_window");
+            o.burst_window = Some(allot_core::quantity::parse_duration(&f, w).map_err(|e| ApiError::field(&f, e.to_string()))?);
         }
         if let Some(a) = &l.action {
             o.action = Some(
