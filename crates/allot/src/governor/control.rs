@@ -119,6 +119,9 @@ pub struct AgentStatus {
     pub state: String,
     /// Why it exited, if it did.
     pub exit: Option<String>,
+    /// What ended it, if it exited: `exit` (its own), `oom_kill` (the
+    /// kernel's OOM killer, whose limit in `exit`), `allot` (terminated).
+    pub exit_cause: Option<String>,
     /// Its processes.
     pub pids: Vec<u32>,
     /// Latest usage per resource, in internal units.
@@ -266,6 +269,7 @@ impl<B: Backend> Governor<B> {
             group: a.def.spec.group.clone(),
             state: a.state_name().to_owned(),
             exit: a.exit_reason().map(str::to_owned),
+            exit_cause: a.exit_cause.filter(|_| a.is_exited()).map(str::to_owned),
             pids: a.proc.as_ref().and_then(|p| p.actuator.pids().ok()).unwrap_or_default(),
             usage: a.usage.iter().map(|(k, v)| (k.name().to_owned(), *v)).collect(),
             disk_io_source: a.io_from.map(|f| f.name().to_owned()),
