@@ -117,3 +117,107 @@ fn a_kernel_oom_kill_is_labelled_with_the_limit_that_caused_it() {
     assert!(line("big").contains("exited (OOM kill)"), "{ps}");
     assert!(line("suicide").contains("exited") && !line("suicide").contains("OOM"), "{ps}");
 }
+
+/// The memory total of group `group` in the kernel (v1 `memory.limit_in_bytes` or v2 `memory.max`) under the daemon's root.
+fn kernel_total(name: &str, group: &str) -> Option<u64> {
+    real_daemon::cgroup_roots(name).into_iter().map(|r| r.join(group)).find_map(|d| {
+        ["memory.limit_in_bytes", "memory.max"].iter().find_map(|f| std::fs::read_to_string(d.join(f)).ok()?.trim().parse().ok())
+    })
+}
+
+/// A daemon on the state in `dir`, its socket answering; SIGKILLed on drop.
+struct Running(std::process::Child, std::path::PathBuf);
+
+impl Running {
+    fn start(dir: &std::path::Path, name: &str) -> Running {
+        let (child, sock, _) = real_daemon::start_daemon(dir, "", name);
+        let r = Running(child, sock);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&r.1).is_err() {
+            assert!(Instant::now() < deadline, "the daemon did not open its socket");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `totals.memory` of group `group` as the daemon answers it.
+fn stored_total(sock: &std::path::Path, group: &str) -> Value {
+    let (_, groups) = call(sock, "GET", "/v1/groups", "");
+    groups.as_array().unwrap().iter().find(|g| g["name"] == group).unwrap_or_else(|| panic!("no {group}: {groups}"))["totals"]["memory"]
+        .clone()
+}
+
+/// A group memory total under what its members use cannot be in force (the
+/// v1 kernel answers EBUSY): the change is refused with 409 naming
+/// `totals.memory` and the members' usage, and nothing changes: the group
+/// as answered, the stored group (a restarted daemon has the old total),
+/// the kernel's total. A total above the usage is in force. Before: 200
+/// with the EBUSY in `kernel.results`, the new total stored and shown while
+/// the kernel kept the old one.
+#[test]
+fn a_group_memory_total_under_the_members_usage_is_refused_and_nothing_changes() {
+    if !memory_cgroups_here() || !std::path::Path::new(PYTHON).exists() {
+        eprintln!("skipped: needs memory cgroups and {PYTHON}");
+        return;
+    }
+    let name = format!("allot-test-{}-squeeze", std::process::id());
+    let _guard = real_daemon::CgroupRootGuard(name.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let d = Running::start(dir.path(), &name);
+    let body = |total: &str| {
+        format!(
+            r#"{{"extends": "lightweight_agent", "limits": {{"memory": {{"soft": "50Mi", "hard": "100Mi"}}}}, "totals": {{"memory": "{total}"}}}}"#
+        )
+    };
+    let (st, v) = call(&d.1, "POST", "/v1/groups/squeeze", &body("100Mi"));
+    assert_eq!(st, 201, "{v}");
+    let hold = format!(r#"["{PYTHON}", "-c", "import time; x = b'\\x01' * (30 * 1024 * 1024); time.sleep(600)"]"#);
+    let (st, v) = call(&d.1, "POST", "/v1/agents", &format!(r#"{{"name": "holder", "group": "squeeze", "command": {hold}}}"#));
+    assert_eq!(st, 201, "{v}");
+    // It holds its 30 MB (measured by the daemon) before the change.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, a) = call(&d.1, "GET", "/v1/agents/holder", "");
+        if a["usage"]["memory"].as_u64().is_some_and(|m| m >= 30_000_000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "holder does not hold 30 MB: {a}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(kernel_total(&name, "squeeze"), Some(100 * MI));
+
+    let (st, v) = call(&d.1, "PUT", "/v1/groups/squeeze", &body("5Mi"));
+    assert_eq!((st, v["error"]["field"].as_str()), (409, Some("totals.memory")), "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("5.00Mi") && message.contains("its members use") && message.contains("nothing was changed"), "{message}");
+    assert_eq!(stored_total(&d.1, "squeeze"), 100 * MI, "the group as answered keeps its total");
+    assert_eq!(kernel_total(&name, "squeeze"), Some(100 * MI), "the kernel keeps the total");
+    let (_, a) = call(&d.1, "GET", "/v1/agents/holder", "");
+    assert_eq!(a["state"], "running", "{a}");
+    let metrics = http(&d.1, "GET", "/metrics", "").1;
+    let total = metrics.lines().find(|l| l.starts_with("allot_group_total") && l.contains("squeeze") && l.contains("memory"));
+    assert!(total.is_some_and(|l| l.ends_with(&format!(" {}", 100 * MI))), "{total:?}");
+
+    // A restarted daemon has the old total, stored.
+    drop(d);
+    let d = Running::start(dir.path(), &name);
+    assert_eq!(stored_total(&d.1, "squeeze"), 100 * MI, "after a restart");
+    let store = allot_store::Store::open_read_only(&dir.path().join("state.db")).unwrap();
+    let stored = store.groups().unwrap().into_iter().find(|g| g.name == "squeeze").unwrap();
+    assert_eq!(stored.totals.get("memory"), Some(&(100 * MI)), "{stored:?}");
+
+    // Above the usage: in force.
+    let (st, v) = call(&d.1, "PUT", "/v1/groups/squeeze", &body("64Mi"));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(stored_total(&d.1, "squeeze"), 64 * MI);
+    assert_eq!(kernel_total(&name, "squeeze"), Some(64 * MI));
+    real_daemon::cleanup_state(&dir.path().join("state.db"));
+}

@@ -61,7 +61,7 @@ pub fn oom_kills(dir: &Path) -> Result<u64, SysError> {
 const NO_LIMIT: u64 = 1 << 62;
 
 /// The OOM counters of a cgroup: `oom_kill` of `memory.oom_control` (kernels
-/// >= 4.13; counted in the cgroup of the killed process, whichever limit was
+/// 4.13 and later; counted in the cgroup of the killed process, whichever limit was
 /// hit, and not propagated to parents on v1), the charges refused at this
 /// cgroup's own limit (`memory.failcnt` plus `memory.memsw.failcnt`: with
 /// swap accounting the memory+swap counter is charged first and fails first;
