@@ -161,6 +161,12 @@ fn an_allocator_is_killed_at_its_memory_ceiling_in_its_own_group_only() {
         assert_eq!(v1::memory::oom_kills(d).unwrap(), 1);
         assert_eq!(v1::memory::oom_kills(bystander.v1(V1::Memory).unwrap()).unwrap(), 0);
     }
+    // The counters an exit is labelled from: one OOM kill, at this cgroup's own limit.
+    let c = victim.dirs.oom_counters().unwrap().unwrap();
+    assert_eq!((c.oom_kills, c.limit), (1, Some(64 << 20)), "{c:?}");
+    assert!(c.limit_reached_since(None), "{c:?}");
+    let b = bystander.dirs.oom_counters().unwrap().unwrap();
+    assert!(b.oom_kills == 0 && !b.limit_reached_since(None), "{b:?}");
     assert!(alive(calm), "the bystander survived");
 }
 

@@ -12,6 +12,39 @@ use crate::Roots;
 use crate::error::{SysError, read};
 use std::path::{Path, PathBuf};
 
+/// A cgroup's memory counters that tell an OOM kill and whose limit caused it
+/// (`v1::memory::oom_counters`, `v2::memory::oom_counters`). Compare two
+/// readings: the counters only grow while the cgroup exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomCounters {
+    /// Processes of this cgroup killed by the kernel's OOM killer.
+    pub oom_kills: u64,
+    /// Times this cgroup's own memory limit was hit (v1: charges refused at
+    /// it, which recent kernels may not count; v2: the OOM killer invoked at it).
+    pub limit_hits: u64,
+    /// The highest usage seen (v1 `memory.max_usage_in_bytes`, or the
+    /// memory+swap one; v2 `memory.peak` where the kernel has it).
+    pub peak: Option<u64>,
+    /// This cgroup's own memory limit in bytes, if it has one.
+    pub limit: Option<u64>,
+}
+
+/// How far below its limit a usage peak still counts as having reached it:
+/// the kernel charges up to 64 pages at a time and refuses a charge that
+/// would cross the limit.
+pub const LIMIT_SLACK: u64 = 64 * 4096;
+
+impl OomCounters {
+    /// Whether this cgroup's own limit was reached since `base` (an earlier
+    /// reading of the same cgroup): a hit counted, or its usage peak within
+    /// [`LIMIT_SLACK`] of the limit (a peak never falls back, so one reached
+    /// before `base` counts too).
+    pub fn limit_reached_since(&self, base: Option<&OomCounters>) -> bool {
+        let Some(limit) = self.limit else { return false };
+        self.limit_hits > base.map_or(0, |b| b.limit_hits) || self.peak.is_some_and(|p| p.saturating_add(LIMIT_SLACK) >= limit)
+    }
+}
+
 /// A cgroup hierarchy version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {

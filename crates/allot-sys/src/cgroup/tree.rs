@@ -78,6 +78,16 @@ impl Dirs {
         self.v2.is_some() && self.v2_controllers.iter().any(|c| c == controller)
     }
 
+    /// The memory OOM counters of this cgroup: v2 when the unified hierarchy
+    /// has the memory controller here, else v1 memory; `None` without either.
+    pub fn oom_counters(&self) -> Option<Result<super::OomCounters, SysError>> {
+        match (&self.v2, self.v1.get(&V1::Memory)) {
+            (Some(d), _) if self.v2_has("memory") => Some(v2::memory::oom_counters(d)),
+            (_, Some(d)) => Some(super::v1::memory::oom_counters(d)),
+            _ => None,
+        }
+    }
+
     fn child(&self, name: &str) -> Dirs {
         Dirs {
             v1: self.v1.iter().map(|(c, d)| (*c, d.join(name))).collect(),
@@ -164,6 +174,11 @@ impl CgroupRoot {
         let mut d = self.dirs.child(group);
         d.create(true)?;
         Ok(d)
+    }
+
+    /// A group's directories, creating nothing.
+    pub fn group_dirs(&self, group: &str) -> Dirs {
+        self.dirs.child(group)
     }
 
     /// Where an agent's cgroup directories are (or will be), creating nothing.

@@ -83,6 +83,7 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Invalid { field, .. } => ApiError::field(field, message),
             ControlError::InvalidAt { field, .. } => ApiError::field(field, message),
+            ControlError::Refused { field, .. } => ApiError { status: StatusCode::CONFLICT, code: "conflict", message, field: Some(field) },
             ControlError::Kernel(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", message),
             ControlError::Unrecorded(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unrecorded", message),
         }
@@ -111,6 +112,7 @@ mod tests {
             (ControlError::Invalid { field: "limits", message: "soft above hard".into() }, 422, "invalid"),
             (ControlError::InvalidAt { field: "limits.memory.soft".into(), message: "soft above hard".into() }, 422, "invalid"),
             (ControlError::Kernel("EBUSY".into()), 500, "failed"),
+            (ControlError::Refused { field: "totals.memory".into(), message: "EBUSY".into() }, 409, "conflict"),
             (ControlError::Unrecorded("disk full".into()), 503, "unrecorded"),
         ];
         for (e, status, code) in cases {

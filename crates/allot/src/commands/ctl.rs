@@ -37,7 +37,13 @@ pub(crate) fn ps(args: &PsArgs) -> Result<ExitCode, Error> {
             a["id"].as_str().unwrap_or("?").into(),
             a["group"].as_str().unwrap_or("?").into(),
             // An agent running as root is marked: it can leave its cgroup and act as the operator.
-            format!("{}{}", a["state"].as_str().unwrap_or("?"), if a["root"] == true { " (ROOT)" } else { "" }),
+            format!(
+                "{}{}{}",
+                a["state"].as_str().unwrap_or("?"),
+                // Killed by the kernel's OOM killer: not the agent's own exit.
+                if a["exit_cause"] == "oom_kill" { " (OOM kill)" } else { "" },
+                if a["root"] == true { " (ROOT)" } else { "" }
+            ),
             a["pids"].as_array().map_or(0, Vec::len).to_string(),
             u(Resource::Memory),
             u(Resource::Cpu),

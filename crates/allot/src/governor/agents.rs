@@ -57,6 +57,11 @@ pub(super) struct Agent {
     pub(super) disk: Option<allot_sys::probe::DiskWalk>,
     /// Where its disk_io reading comes from, once read.
     pub(super) io_from: Option<allot_sys::probe::IoFrom>,
+    /// The OOM counters of its cgroup and its group's cgroup when it started
+    /// (or was taken over): an exit compares them with a reading then.
+    pub(super) oom_base: (Option<allot_sys::cgroup::OomCounters>, Option<allot_sys::cgroup::OomCounters>),
+    /// What ended it (`exit`, `oom_kill`, `allot`), once it exited.
+    pub(super) exit_cause: Option<&'static str>,
 }
 
 impl Agent {
@@ -76,6 +81,8 @@ impl Agent {
             kill_at: None,
             disk: None,
             io_from: None,
+            oom_base: (None, None),
+            exit_cause: None,
         }
     }
 

@@ -5,8 +5,8 @@
 use crate::fleet::AgentDef;
 use allot_sys::Roots;
 use allot_sys::actuate::{Actuator, CgroupActuator, TreeActuator};
-use allot_sys::cgroup::Layout;
 use allot_sys::cgroup::tree::{AgentCgroup, CgroupRoot};
+use allot_sys::cgroup::{Layout, OomCounters};
 use allot_sys::probe::{CgroupProbe, Probe, TreeProbe};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -100,6 +100,13 @@ pub trait Backend {
     /// Remove the group directories with no agent left in them; returns those removed.
     fn remove_empty_groups(&mut self) -> Vec<PathBuf> {
         Vec::new()
+    }
+    /// The memory OOM counters of an agent's cgroup and of its group's cgroup
+    /// (each `None` where there is none or it cannot be read): compared with
+    /// a reading taken at its start, they tell an exit caused by the kernel's
+    /// OOM killer, and whose limit it was.
+    fn oom_counters(&self, _cgroup: Option<&AgentCgroup>, _group: &str) -> (Option<OomCounters>, Option<OomCounters>) {
+        (None, None)
     }
     /// An actuator on a group's cgroup, for group totals (`None` without cgroups).
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>>;
@@ -464,6 +471,13 @@ impl Backend for RealBackend {
 
     fn remove_empty_groups(&mut self) -> Vec<PathBuf> {
         self.root.as_ref().map(CgroupRoot::remove_empty_groups).unwrap_or_default()
+    }
+
+    fn oom_counters(&self, cgroup: Option<&AgentCgroup>, group: &str) -> (Option<OomCounters>, Option<OomCounters>) {
+        let read = |d: &allot_sys::cgroup::tree::Dirs| d.oom_counters().and_then(Result::ok);
+        let agent = cgroup.and_then(|c| read(&c.dirs));
+        let group = self.root.as_ref().and_then(|r| read(&r.group_dirs(group)));
+        (agent, group)
     }
 
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>> {

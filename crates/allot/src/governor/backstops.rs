@@ -5,7 +5,9 @@
 //! agent's and its group's actuators, and every write's outcome is published.
 //! A member's cpu limit is never written above its group's cpu total (cgroup
 //! v1 refuses it), and a group's totals are written in the order v1 accepts.
-//! A group changed through the API is written again, with its members' backstops.
+//! A group changed through the API is written again, with its members'
+//! backstops; a total the kernel refuses (a memory total under the
+//! members' usage: EBUSY on v1) is undone (`restore_totals`).
 
 use super::intent::{Applied, Intent, Op, Source, group_totals};
 use super::{Backend, Governor};
@@ -74,20 +76,43 @@ impl<B: Backend> Governor<B> {
         json!({"agent": id.as_str(), "outcome": outcome.as_str(), "detail": detail})
     }
 
-    /// A group changed (through the API): its totals written on its cgroup
-    /// and, since its defaults are the members' limits, every live member's
-    /// backstops written again, its quota stored and announced. Nothing is
-    /// written for a group without live members (its cgroup is made with
-    /// the first).
-    pub(super) fn group_changed(&mut self, group: &str) -> Option<Value> {
-        let live: Vec<AgentId> =
-            self.domain.ledger.members(group).filter(|m| self.agents.get(m).is_some_and(|a| a.proc.is_some())).cloned().collect();
-        if live.is_empty() {
-            return None;
+    /// The members of a group whose processes run.
+    pub(super) fn live_members(&self, group: &str) -> Vec<AgentId> {
+        self.domain.ledger.members(group).filter(|m| self.agents.get(m).is_some_and(|a| a.proc.is_some())).cloned().collect()
+    }
+
+    /// A group's totals written back as the ledger has them again after a
+    /// refused change (`tried`: the totals of the change): the earlier
+    /// totals written (members capped under the new cpu total get their own
+    /// limit back), and a total the change added and the earlier group did
+    /// not have cleared.
+    pub(super) fn restore_totals(&mut self, group: &str, tried: &std::collections::BTreeMap<allot_core::Resource, u64>) {
+        use allot_core::Resource;
+        let Some(g) = self.domain.ledger.group(group).cloned() else { return };
+        let old = backstops::group(&g, self.domain.ledger.members(group).count());
+        let _ = self.write_totals_of(group);
+        let pids =
+            |t: &std::collections::BTreeMap<Resource, u64>| t.contains_key(&Resource::Processes) || t.contains_key(&Resource::Threads);
+        let Some(mut ga) = self.backend.group_actuator(group) else { return };
+        for r in tried.keys().filter(|r| !old.contains_key(r)) {
+            let res = match r {
+                Resource::Memory => ga.set_memory_max(None),
+                Resource::Cpu => ga.set_cpu_limit(None),
+                Resource::Processes | Resource::Threads if !pids(&old) => ga.set_pids_max(None),
+                _ => continue,
+            };
+            if let Err(e) = res {
+                tracing::warn!(group, resource = %r, error = %e, "a refused group change could not be undone in the kernel");
+            }
         }
-        let totals = self.write_totals_of(group);
+    }
+
+    /// A group changed (through the API), its totals already written: since
+    /// its defaults are the members' limits, every live member's backstops
+    /// written again, its quota stored and announced.
+    pub(super) fn members_changed(&mut self, group: &str) {
         let now = self.clock.now();
-        for id in &live {
+        for id in &self.live_members(group) {
             let Some(q) = self.domain.ledger.quota(id).cloned() else { continue };
             let notes = match self.apply(Intent { agent: id.clone(), source: Source::Backstop, op: Op::Backstops(backstops::agent(&q)) }) {
                 Applied::Now { detail, .. } => serde_json::from_str(&detail).unwrap_or_default(),
@@ -101,7 +126,6 @@ impl<B: Backend> Governor<B> {
             }
             self.recorder.emit(now, events::QUOTA_CHANGED, Some(id.as_str()), json!({"quota": quota, "group_changed": group}));
         }
-        totals
     }
 
     /// Publish what was written; `before_exec`: written before the agent's command ran.

@@ -63,6 +63,15 @@ pub enum ControlError {
     /// The kernel refused or did not finish in time.
     #[error("{0}")]
     Kernel(String),
+    /// The kernel refused a value (a group's memory total under its members'
+    /// usage); nothing was changed.
+    #[error("{field}: {message}")]
+    Refused {
+        /// The field at fault (`totals.memory`).
+        field: String,
+        /// What the kernel refused, and why.
+        message: String,
+    },
     /// The state store cannot record the change (a full disk, say): refused rather than forgotten.
     #[error("the state store cannot record it: {0}")]
     Unrecorded(String),
@@ -119,6 +128,9 @@ pub struct AgentStatus {
     pub state: String,
     /// Why it exited, if it did.
     pub exit: Option<String>,
+    /// What ended it, if it exited: `exit` (its own), `oom_kill` (the
+    /// kernel's OOM killer, whose limit in `exit`), `allot` (terminated).
+    pub exit_cause: Option<String>,
     /// Its processes.
     pub pids: Vec<u32>,
     /// Latest usage per resource, in internal units.
@@ -266,6 +278,7 @@ impl<B: Backend> Governor<B> {
             group: a.def.spec.group.clone(),
             state: a.state_name().to_owned(),
             exit: a.exit_reason().map(str::to_owned),
+            exit_cause: a.exit_cause.filter(|_| a.is_exited()).map(str::to_owned),
             pids: a.proc.as_ref().and_then(|p| p.actuator.pids().ok()).unwrap_or_default(),
             usage: a.usage.iter().map(|(k, v)| (k.name().to_owned(), *v)).collect(),
             disk_io_source: a.io_from.map(|f| f.name().to_owned()),
@@ -310,9 +323,13 @@ impl<B: Backend> Governor<B> {
     }
 
     /// Create or change a group: in the ledger (members' quotas re-resolved),
-    /// stored (a restarted daemon has it before it resolves its agents'
-    /// quotas; refused, and undone, when the store cannot record it), then
-    /// its totals and its members' backstops written to the kernel.
+    /// its totals written to the kernel when it has live members, stored (a
+    /// restarted daemon has it before it resolves its agents' quotas), then
+    /// its members' backstops written. Refused, with nothing changed (the
+    /// ledger, the store and the kernel as before), when the kernel refuses a
+    /// total (`Refused`, 409, naming `totals.<resource>`: on v1 a memory
+    /// total under what the members use and the kernel cannot reclaim) or
+    /// the store cannot record it.
     fn put_group(&mut self, g: QuotaGroup, create: bool) -> Result<Value, ControlError> {
         use allot_core::ledger::LedgerError;
         let name = g.name.clone();
@@ -330,16 +347,41 @@ impl<B: Backend> Governor<B> {
             LedgerError::UnknownGroup { .. } => ControlError::NoGroup(name.clone()),
             other => ControlError::Invalid { field: "body", message: other.to_string() },
         })?;
+        let members = self.domain.ledger.members(&name).count();
+        let tried = self.domain.ledger.group(&name).map(|g| allot_core::backstops::group(g, members)).unwrap_or_default();
+        let undo = |gov: &mut Self, written: bool| {
+            let _ = match previous.clone() {
+                Some(p) => gov.domain.ledger.set_group(p),
+                None => gov.domain.ledger.remove_group(&name).map(drop),
+            };
+            if written {
+                gov.restore_totals(&name, &tried);
+            }
+        };
+        let live = !self.live_members(&name).is_empty();
+        let totals = if live { self.write_totals_of(&name) } else { None };
+        if let Some((resource, error)) = totals.as_ref().and_then(refused_total) {
+            let usage = self.domain.ledger.group_usage(&name);
+            undo(self, true);
+            let unit = resource.unit();
+            let fmt = |v: u64| allot_core::quantity::format_approx(unit, v);
+            let used = usage.get(&resource).map_or_else(String::new, |u| format!(" (its members use {} now)", fmt(*u)));
+            let message = format!(
+                "the kernel refused the group's {resource} total of {}{used}: {error}; nothing was changed",
+                tried.get(&resource).map_or_else(|| "?".to_owned(), |v| fmt(*v)),
+            );
+            return Err(ControlError::Refused { field: format!("totals.{resource}"), message });
+        }
         let now = self.clock.now();
         if let Err(e) = self.recorder.store.put_group(&stored, now.as_millis()) {
-            let _ = match previous {
-                Some(p) => self.domain.ledger.set_group(p),
-                None => self.domain.ledger.remove_group(&name).map(drop),
-            };
+            undo(self, totals.is_some());
             self.recorder.unrecorded(&e.to_string());
             return Err(ControlError::Unrecorded(e.to_string()));
         }
-        let kernel = self.group_changed(&name).unwrap_or(Value::Null);
+        if live {
+            self.members_changed(&name);
+        }
+        let kernel = totals.unwrap_or(Value::Null);
         let data = json!({"group": name, "created": create, "kernel": kernel});
         self.recorder.emit(now, events::GROUP_CHANGED, None, data);
         Ok(kernel)
@@ -408,4 +450,12 @@ impl<B: Backend> Governor<B> {
         };
         self.conclude(attempt, applied);
     }
+}
+
+/// The first total of a group-totals note the kernel refused: its resource and the error.
+fn refused_total(note: &Value) -> Option<(Resource, String)> {
+    note["results"].as_array()?.iter().find_map(|r| {
+        let outcome = r["outcome"].as_str()?;
+        (outcome != "success").then(|| Some((r["resource"].as_str()?.parse().ok()?, outcome.to_owned())))?
+    })
 }

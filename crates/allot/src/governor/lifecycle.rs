@@ -143,6 +143,7 @@ impl<B: Backend> Governor<B> {
             return Err(StartError::Unrecorded(e));
         }
         self.publish_backstops(id, notes, true);
+        self.note_oom_base(id);
         let cgroup = self.agents.get(id).map(Agent::cgroup_dirs).unwrap_or_default();
         let user = self.agents.get(id).and_then(|a| a.def.user);
         if user.is_some_and(|u| u.0 == 0) {
@@ -170,6 +171,7 @@ impl<B: Backend> Governor<B> {
         a.incarnation = incarnation;
         self.store_agent(id).map_err(StartError::Unrecorded)?;
         self.apply_backstops(id);
+        self.note_oom_base(id);
         let cgroup = self.agents.get(id).map(Agent::cgroup_dirs).unwrap_or_default();
         self.recorder.emit(now, events::AGENT_ADOPTED, Some(id.as_str()), json!({"pid": pid, "moved": move_it, "cgroup": cgroup}));
         self.watch(id);
@@ -240,7 +242,9 @@ impl<B: Backend> Governor<B> {
         }
     }
 
-    /// Leaders that exited: record why, clean up, restart if the fleet says so.
+    /// Leaders that exited: record why (allot's termination, the kernel's
+    /// OOM killer, or its own exit: see [`exit_cause`]), clean up, restart
+    /// if the fleet says so.
     pub(super) fn reap(&mut self) {
         let now = self.clock.now();
         let exited: Vec<(AgentId, super::backend::Exit)> = self
@@ -250,15 +254,17 @@ impl<B: Backend> Governor<B> {
             .filter_map(|(id, a)| a.proc.as_mut().and_then(|p| p.leader.try_wait()).map(|e| (id.clone(), e)))
             .collect();
         for (id, exit) in exited {
+            let Some(a) = self.agents.get(&id) else { continue };
+            // Read before the cleanup removes its cgroup.
+            let counters = self.backend.oom_counters(a.proc.as_ref().and_then(|p| p.cgroup.as_ref()), &a.def.spec.group);
             let Some(a) = self.agents.get_mut(&id) else { continue };
             let by_allot = match &a.lifecycle {
                 Lifecycle::Terminating(why) => Some(why.clone()),
                 _ => None,
             };
-            let reason = match &by_allot {
-                Some(why) => format!("{exit}: {why}"),
-                None => format!("{exit} (its own exit)"),
-            };
+            let cause = exit_cause(by_allot.as_deref(), a.oom_base, counters);
+            let (reason, data) = cause.describe(exit, &a.def.spec.group);
+            a.exit_cause = Some(cause.name());
             let restart = match a.def.restart {
                 Restart::OnFailure { max } if by_allot.is_none() && exit.failed() && a.restarts < max => {
                     a.restarts += 1;
@@ -271,9 +277,19 @@ impl<B: Backend> Governor<B> {
             self.backend.cleanup(proc.as_ref().and_then(|p| p.cgroup.as_ref()));
             self.forget(&id);
             match restart {
-                Some(backoff) => self.schedule_restart(&id, incarnation, backoff, &reason, now),
-                None => self.mark_exited(&id, &reason, now),
+                Some(backoff) => self.schedule_restart(&id, incarnation, backoff, &reason, data, now),
+                None => self.exited(&id, &reason, data, now),
             }
+        }
+    }
+
+    /// Read the OOM counters of an agent's cgroup and its group's now, to compare at its exit.
+    pub(super) fn note_oom_base(&mut self, id: &AgentId) {
+        let Some(a) = self.agents.get(id) else { return };
+        let base = self.backend.oom_counters(a.proc.as_ref().and_then(|p| p.cgroup.as_ref()), &a.def.spec.group);
+        if let Some(a) = self.agents.get_mut(id) {
+            a.oom_base = base;
+            a.exit_cause = None;
         }
     }
 
@@ -288,14 +304,15 @@ impl<B: Backend> Governor<B> {
         }
     }
 
-    fn schedule_restart(&mut self, id: &AgentId, incarnation: u64, backoff: Duration, reason: &str, now: Time) {
+    fn schedule_restart(&mut self, id: &AgentId, incarnation: u64, backoff: Duration, reason: &str, mut data: Value, now: Time) {
         let Some(a) = self.agents.get_mut(id) else { return };
         a.lifecycle = Lifecycle::Restarting;
         a.holds = Holds::default();
         a.usage.clear();
         let restarts = a.restarts;
         let _ = self.recorder.store.set_agent_state(id.as_str(), AgentStateName::Restarting, Some(reason), now.as_millis());
-        let data = json!({"reason": reason, "restart_in_ms": allot_core::time::duration_millis(backoff), "restart": restarts});
+        data["restart_in_ms"] = json!(allot_core::time::duration_millis(backoff));
+        data["restart"] = json!(restarts);
         self.recorder.emit(now, events::AGENT_EXITED, Some(id.as_str()), data);
         self.timers.restart(now.plus(backoff), id, incarnation);
     }
@@ -314,6 +331,11 @@ impl<B: Backend> Governor<B> {
     }
 
     pub(super) fn mark_exited(&mut self, id: &AgentId, reason: &str, now: Time) {
+        self.exited(id, reason, json!({"reason": reason}), now);
+    }
+
+    /// Record an agent as exited, with the event's data (`reason`, and `cause` from a reap).
+    fn exited(&mut self, id: &AgentId, reason: &str, data: Value, now: Time) {
         if let Some(a) = self.agents.get_mut(id) {
             a.lifecycle = Lifecycle::Exited(reason.to_owned());
             a.proc = None;
@@ -324,7 +346,7 @@ impl<B: Backend> Governor<B> {
         }
         self.forget(id);
         let _ = self.recorder.store.set_agent_state(id.as_str(), AgentStateName::Exited, Some(reason), now.as_millis());
-        self.recorder.emit(now, events::AGENT_EXITED, Some(id.as_str()), json!({"reason": reason}));
+        self.recorder.emit(now, events::AGENT_EXITED, Some(id.as_str()), data);
         tracing::info!(agent = %id, reason, "exited");
     }
 
@@ -456,5 +478,109 @@ impl<B: Backend> Governor<B> {
         let q = serde_json::to_value(&quota).unwrap_or(Value::Null);
         self.recorder.emit(self.clock.now(), events::QUOTA_CHANGED, Some(agent), json!({"quota": q}));
         Ok(q)
+    }
+}
+
+/// Whose memory limit the kernel's OOM killer acted at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum OomAt {
+    /// The agent's own memory ceiling (the backstop at its burst limit).
+    Agent(Option<u64>),
+    /// Its group's memory total.
+    Group(Option<u64>),
+    /// Neither moved: a limit above them (allot's own cgroup, the host).
+    Above,
+}
+
+/// What ended an agent's leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum ExitCause {
+    /// allot terminated it (the reason given then).
+    Allot(String),
+    /// The kernel's OOM killer killed `kills` of its processes (the leader,
+    /// or a process whose death ended it), at `at`.
+    Oom {
+        /// Processes of its cgroup the OOM killer killed since it started.
+        kills: u64,
+        /// Whose limit.
+        at: OomAt,
+    },
+    /// Its own exit (or a signal from elsewhere).
+    Own,
+}
+
+/// Why an agent's leader ended: allot's termination when it was terminating;
+/// else the kernel's OOM killer when its cgroup's `oom_kill` counter grew
+/// since its start (the limit: its own ceiling when it was reached, else
+/// its group's total when that was, else one above both); else its own
+/// exit. `base` and `now`: the (agent, group) OOM counters at its start and
+/// at its exit. A limit counts as reached when the kernel counted a hit or
+/// the cgroup's usage peak reached it (`OomCounters::limit_reached_since`):
+/// a group's peak stays at its total once any member reached it, so a
+/// later kill at a limit above both may be put on the group.
+pub(super) fn exit_cause(
+    by_allot: Option<&str>,
+    base: (Option<allot_sys::cgroup::OomCounters>, Option<allot_sys::cgroup::OomCounters>),
+    now: (Option<allot_sys::cgroup::OomCounters>, Option<allot_sys::cgroup::OomCounters>),
+) -> ExitCause {
+    if let Some(why) = by_allot {
+        return ExitCause::Allot(why.to_owned());
+    }
+    let Some(agent) = now.0 else { return ExitCause::Own };
+    let kills = agent.oom_kills.saturating_sub(base.0.map_or(0, |b| b.oom_kills));
+    if kills == 0 {
+        return ExitCause::Own;
+    }
+    let at = match now.1 {
+        _ if agent.limit_reached_since(base.0.as_ref()) => OomAt::Agent(agent.limit),
+        Some(g) if g.limit_reached_since(base.1.as_ref()) => OomAt::Group(g.limit),
+        _ => OomAt::Above,
+    };
+    ExitCause::Oom { kills, at }
+}
+
+impl ExitCause {
+    /// Its wire name (`cause` of `agent.exited`, `exit_cause` of the agent's status).
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            ExitCause::Allot(_) => "allot",
+            ExitCause::Oom { .. } => "oom_kill",
+            ExitCause::Own => "exit",
+        }
+    }
+
+    /// The reason text and the data of the `agent.exited` event.
+    pub(super) fn describe(&self, exit: super::backend::Exit, group: &str) -> (String, Value) {
+        let bytes = |b: Option<u64>| {
+            b.map_or_else(
+                || "?".to_owned(),
+                |b| allot_core::quantity::format(allot_core::Unit::Bytes, allot_core::quantity::Quantity::new(b)),
+            )
+        };
+        let reason = match self {
+            ExitCause::Allot(why) => format!("{exit}: {why}"),
+            ExitCause::Own => format!("{exit} (its own exit)"),
+            ExitCause::Oom { kills, at } => {
+                let whose = match at {
+                    OomAt::Agent(l) => format!("at its own memory ceiling of {}", bytes(*l)),
+                    OomAt::Group(l) => format!("at the memory total of its group {group} ({})", bytes(*l)),
+                    OomAt::Above => "at a memory limit above its own and its group's (allot's own cgroup or the host)".to_owned(),
+                };
+                match exit {
+                    super::backend::Exit::Signal(9) => format!("{exit}: killed by the kernel's OOM killer {whose}"),
+                    _ => format!("{exit} after the kernel's OOM killer killed {kills} of its processes {whose}"),
+                }
+            }
+        };
+        let mut data = json!({"reason": reason, "cause": self.name()});
+        if let ExitCause::Oom { kills, at } = self {
+            let (limit, bytes) = match at {
+                OomAt::Agent(l) => ("agent", *l),
+                OomAt::Group(l) => ("group", *l),
+                OomAt::Above => ("above", None),
+            };
+            data["oom"] = json!({"limit": limit, "limit_bytes": bytes, "kills": kills, "group": group});
+        }
+        (reason, data)
     }
 }

@@ -124,6 +124,7 @@ impl<B: Backend> Governor<B> {
             json!({"reason": t.reason, "kill_at_ms": at.as_millis()})
         });
         self.agents.map.insert(id.clone(), agent);
+        self.note_oom_base(&id);
         let kept = super::agents::stored_holds(&self.agents.get(&id).map(|a| a.holds.clone()).unwrap_or_default());
         let data = json!({"pid": pid, "cgroup": dirs, "holds_kept": kept.iter().map(|h| &h.holder).collect::<Vec<_>>(), "holds_released": dropped, "termination_resumed": resumed});
         self.recorder.emit(now, events::AGENT_READOPTED, Some(id.as_str()), data);

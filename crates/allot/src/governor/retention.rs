@@ -127,6 +127,8 @@ impl<B: Backend> Governor<B> {
             id: row.id,
             group: row.group,
             state: row.state,
+            // The cause is not stored; the reason text says it.
+            exit_cause: None,
             exit: row.exit,
             pids: Vec::new(),
             usage: BTreeMap::new(),

@@ -1,6 +1,7 @@
 //! v1 memory controller: usage less inactive file cache, ceiling, OOM kills,
 //! usage thresholds through `cgroup.event_control` and an eventfd.
 
+use crate::cgroup::OomCounters;
 use crate::cgroup::fs::{self, Written};
 use crate::error::SysError;
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
@@ -53,6 +54,30 @@ pub fn clear_limit(dir: &Path) -> Result<Vec<Written>, SysError> {
 /// How many processes the OOM killer killed in this cgroup (`memory.oom_control`).
 pub fn oom_kills(dir: &Path) -> Result<u64, SysError> {
     Ok(fs::keyed(&fs::read(dir, "memory.oom_control")?, "oom_kill").unwrap_or(0))
+}
+
+/// Anything at or above this in `memory.limit_in_bytes` is "no limit" (the
+/// kernel shows its page counter maximum, 9223372036854771712 with 4 KiB pages).
+const NO_LIMIT: u64 = 1 << 62;
+
+/// The OOM counters of a cgroup: `oom_kill` of `memory.oom_control` (kernels
+/// 4.13 and later; counted in the cgroup of the killed process, whichever limit was
+/// hit, and not propagated to parents on v1), the charges refused at this
+/// cgroup's own limit (`memory.failcnt` plus `memory.memsw.failcnt`: with
+/// swap accounting the memory+swap counter is charged first and fails first;
+/// 6.x kernels were seen to leave both at 0 after an OOM kill at the limit),
+/// the usage peak (`memory.max_usage_in_bytes`, `memory.memsw.max_usage_in_bytes`)
+/// and the limit itself.
+pub fn oom_counters(dir: &Path) -> Result<OomCounters, SysError> {
+    let oom = fs::read(dir, "memory.oom_control")?;
+    let memsw = |file: &str| if fs::has(dir, file) { fs::read_u64(dir, file) } else { Ok(0) };
+    let limit = fs::read_u64(dir, "memory.limit_in_bytes")?;
+    Ok(OomCounters {
+        oom_kills: fs::keyed(&oom, "oom_kill").unwrap_or(0),
+        limit_hits: fs::read_u64(dir, "memory.failcnt")?.saturating_add(memsw("memory.memsw.failcnt")?),
+        peak: Some(fs::read_u64(dir, "memory.max_usage_in_bytes")?.max(memsw("memory.memsw.max_usage_in_bytes")?)),
+        limit: (limit < NO_LIMIT).then_some(limit),
+    })
 }
 
 /// Arm a usage threshold: the returned eventfd becomes readable when usage

@@ -1,5 +1,6 @@
 //! v2 memory controller: `memory.current`, `memory.max`, `memory.high`, `memory.events`.
 
+use crate::cgroup::OomCounters;
 use crate::cgroup::fs::{self, Written};
 use crate::error::SysError;
 use std::path::Path;
@@ -47,6 +48,22 @@ pub fn parse_events(text: &str) -> Events {
 /// Read `memory.events`.
 pub fn events(dir: &Path) -> Result<Events, SysError> {
     Ok(parse_events(&fs::read(dir, "memory.events")?))
+}
+
+/// The OOM counters of a cgroup from `memory.events.local` (this cgroup's own
+/// events; `memory.events` on kernels before 5.2): `oom_kill`, `oom` (the
+/// OOM killer invoked at this cgroup's own `memory.max`), `memory.peak`
+/// (kernels >= 5.19) and `memory.max`.
+pub fn oom_counters(dir: &Path) -> Result<OomCounters, SysError> {
+    let file = if fs::has(dir, "memory.events.local") { "memory.events.local" } else { "memory.events" };
+    let e = parse_events(&fs::read(dir, file)?);
+    let max = fs::read(dir, "memory.max")?;
+    let limit = match max.trim() {
+        "max" => None,
+        v => Some(v.parse().map_err(|_| SysError::Parse { path: dir.join("memory.max"), problem: format!("not a number: {v:?}") })?),
+    };
+    let peak = if fs::has(dir, "memory.peak") { Some(fs::read_u64(dir, "memory.peak")?) } else { None };
+    Ok(OomCounters { oom_kills: e.oom_kill, limit_hits: e.oom, peak, limit })
 }
 
 #[cfg(test)]
