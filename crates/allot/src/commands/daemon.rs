@@ -192,7 +192,7 @@ pub(super) async fn run_serving(
     let metrics = gov.metrics();
     let owner = rustix::process::geteuid().as_raw();
     let conns = crate::api::Connections::new(crate::api::Limits::from_fd_limit(), owner, Some(metrics.clone()));
-    let app = crate::api::router(tx, state, owner, metrics);
+    let app = crate::api::router_with(tx, state, owner, metrics, gov.sample_interval());
     let (stop_tx, stop_rx) = watch::channel(false);
     let tcp = tcp_server(tcp, app.clone(), conns.clone(), stop_rx.clone())?;
     let mut rx = stop_rx;

@@ -193,11 +193,99 @@ pub(crate) fn range(since: (&str, &str), until: Option<(&str, &str)>, now_ms: u6
     Ok(Range { since_ms, until_ms })
 }
 
+/// The most raw samples a report reads per agent and resource; a range
+/// holding more is summarized from the per-minute rollups.
+pub(crate) const REPORT_MAX_SAMPLES: usize = 100_000;
+/// The most per-minute rollups a report reads per agent and resource (69
+/// days); a range holding more samples and more minutes is refused
+/// (`since` named).
+pub(crate) const REPORT_MAX_MINUTES: usize = 100_000;
+
+/// One resource's readings over a report's range, read within the caps.
+struct Read {
+    /// The samples the range holds.
+    samples: usize,
+    /// `samples` (each raw sample read) or `rollups` (per-minute summaries).
+    source: &'static str,
+    min: u64,
+    mean: f64,
+    p50: u64,
+    p95: u64,
+    max: u64,
+    /// The points drawn: each sample, or each minute's mean.
+    series: Vec<(u64, u64)>,
+}
+
+/// An agent's readings of `resource` over `range`: the raw samples when
+/// there are at most [`REPORT_MAX_SAMPLES`], else the per-minute rollups
+/// (min, max and mean exact; p50 and p95 those of the minutes' means and
+/// p95s) when there are at most [`REPORT_MAX_MINUTES`], else an error
+/// naming `since`. `None`: nothing in the range.
+fn read_series(store: &Store, agent: &str, resource: &str, range: Range) -> Result<Option<Read>, ReadError> {
+    let Range { since_ms, until_ms } = range;
+    let series = store.samples_between(agent, resource, since_ms, until_ms, REPORT_MAX_SAMPLES + 1)?;
+    if series.is_empty() {
+        return Ok(None);
+    }
+    if series.len() <= REPORT_MAX_SAMPLES {
+        let mut sorted: Vec<u64> = series.iter().map(|s| s.1).collect();
+        sorted.sort_unstable();
+        return Ok(Some(Read {
+            samples: series.len(),
+            source: "samples",
+            min: sorted[0],
+            mean: sorted.iter().map(|v| *v as f64).sum::<f64>() / sorted.len() as f64,
+            p50: pct(&sorted, 50.0),
+            p95: pct(&sorted, 95.0),
+            max: sorted[sorted.len() - 1],
+            series,
+        }));
+    }
+    drop(series);
+    let too_long = |why: &str| {
+        ReadError::invalid(
+            "since",
+            format!(
+                "since: the range {} holds more than {REPORT_MAX_SAMPLES} samples of {agent}'s {resource} and {why}; \
+                 give a later since (or an earlier until)",
+                range.describe()
+            ),
+        )
+    };
+    let rollups = store.rollups_between(agent, resource, since_ms / 60_000, until_ms / 60_000, REPORT_MAX_MINUTES + 1)?;
+    if rollups.is_empty() {
+        return Err(too_long("no per-minute summaries to report it from"));
+    }
+    if rollups.len() > REPORT_MAX_MINUTES {
+        return Err(too_long(&format!("more than {REPORT_MAX_MINUTES} per-minute summaries (a report reads at most that many)")));
+    }
+    let count: u64 = rollups.iter().map(|r| r.count).sum();
+    let mean = rollups.iter().map(|r| r.mean * r.count as f64).sum::<f64>() / count.max(1) as f64;
+    let mut means: Vec<u64> = rollups.iter().map(|r| r.mean.round() as u64).collect();
+    means.sort_unstable();
+    let mut p95s: Vec<u64> = rollups.iter().map(|r| r.p95).collect();
+    p95s.sort_unstable();
+    Ok(Some(Read {
+        samples: usize::try_from(count).unwrap_or(usize::MAX),
+        source: "rollups",
+        min: rollups.iter().map(|r| r.min).min().unwrap_or(0),
+        mean,
+        p50: pct(&means, 50.0),
+        p95: pct(&p95s, 95.0),
+        max: rollups.iter().map(|r| r.max).max().unwrap_or(0),
+        series: rollups.iter().map(|r| (r.minute * 60_000, r.mean.round() as u64)).collect(),
+    }))
+}
+
 #[derive(Debug, Serialize)]
 struct ResourceReport {
     resource: String,
     unit: &'static str,
     samples: usize,
+    /// Where the figures come from: `samples` (raw) or `rollups` (per-minute summaries).
+    source: &'static str,
+    /// The points read and drawn (samples, or minutes).
+    points: usize,
     min: u64,
     mean: f64,
     p50: u64,
@@ -246,13 +334,7 @@ fn build(store: &Store, agent: Option<&str>, range: Range) -> Result<Vec<AgentRe
     for a in store.agents()?.into_iter().filter(|a| agent.is_none_or(|x| x == a.id)) {
         let mut resources = Vec::new();
         for r in store.sampled_resources(&a.id)? {
-            let mut series = store.samples(&a.id, &r, since_ms)?;
-            series.retain(|(t, _)| *t <= until_ms);
-            if series.is_empty() {
-                continue;
-            }
-            let mut sorted: Vec<u64> = series.iter().map(|s| s.1).collect();
-            sorted.sort_unstable();
+            let Some(read) = read_series(store, &a.id, &r, range)? else { continue };
             let limit = &a.spec["quota"]["limits"][&r];
             let mine = |h: &&allot_store::EnforcementRecord| h.agent == a.id && h.resource == r && (since_ms..=until_ms).contains(&h.at_ms);
             let violations = history.iter().filter(mine).filter(|h| h.action == "warn").count();
@@ -266,12 +348,14 @@ fn build(store: &Store, agent: Option<&str>, range: Range) -> Result<Vec<AgentRe
             let res = resource(&r);
             resources.push(ResourceReport {
                 unit: res.unit().name(),
-                samples: series.len(),
-                min: sorted[0],
-                mean: sorted.iter().map(|v| *v as f64).sum::<f64>() / sorted.len() as f64,
-                p50: pct(&sorted, 50.0),
-                p95: pct(&sorted, 95.0),
-                max: sorted[sorted.len() - 1],
+                samples: read.samples,
+                source: read.source,
+                points: read.series.len(),
+                min: read.min,
+                mean: read.mean,
+                p50: read.p50,
+                p95: read.p95,
+                max: read.max,
                 soft: limit["soft"].as_u64(),
                 hard: limit["hard"].as_u64(),
                 violations,
@@ -279,7 +363,7 @@ fn build(store: &Store, agent: Option<&str>, range: Range) -> Result<Vec<AgentRe
                 pattern: analysis.and_then(|x| x.3["pattern"].as_str().map(str::to_owned)),
                 recommendation: analysis.and_then(|x| x.4.clone()),
                 resource: r,
-                series,
+                series: read.series,
             });
         }
         out.push(AgentReport { agent: a.id, group: a.group, state: a.state, exit: a.exit, resources });
