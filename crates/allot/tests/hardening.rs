@@ -154,3 +154,52 @@ fn heavy_reads_are_bounded_in_concurrency_and_rows() {
     let rss_after = peak_rss(d.pid());
     eprintln!("daemon peak RSS {} MB before the reads, {} MB after", rss_before >> 20, rss_after >> 20);
 }
+
+/// A request's status and its JSON body.
+fn call(sock: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (st, text) = real_daemon::http(sock, method, path, body);
+    (st, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[test]
+fn short_analysis_windows_and_quota_changes_of_exited_agents_are_refused() {
+    if !real_daemon::cgroups_here() {
+        return;
+    }
+    // `first` exits at once and is forgotten from memory when `second` exits (one exited agent is kept).
+    let fleet = "[policy]\nsample_interval = \"250ms\"\n\n[retention]\ninterval = \"1s\"\nforget_exited_beyond = 1\n\n\
+                 [[agents]]\nname = \"first\"\ngroup = \"standard_agent\"\ncommand = [\"true\"]\n\n\
+                 [[agents]]\nname = \"second\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"2\"]\n\n\
+                 [[agents]]\nname = \"stays\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"1000\"]\n";
+    let d = real_daemon::launch(fleet, "refusals");
+
+    // A window of zero, or shorter than the sample interval (250 ms), holds at most one sample.
+    for window in ["0s", "100ms"] {
+        let (st, v) = call(&d.sock, "GET", &format!("/v1/agents/stays/analysis?window={window}"), "");
+        assert_eq!((st, v["error"]["field"].as_str()), (422, Some("window")), "{window}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("sample interval"), "{v}");
+    }
+    let (st, v) = call(&d.sock, "GET", "/v1/agents/stays/analysis?window=1s", "");
+    assert_eq!(st, 200, "{v}");
+
+    // Both exited: `first` answers from its stored row, `second` from memory.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = call(&d.sock, "GET", "/v1/agents", "");
+        let listed: Vec<&str> = list.as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+        if d.agent("second")["state"] == "exited" && !listed.contains(&"first") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "first not forgotten or second not exited: {listed:?} {}", d.agent("second"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let patch = r#"{"limits": {"memory": {"hard": "300Mi"}}}"#;
+    for id in ["first", "second"] {
+        assert_eq!(d.agent(id)["state"], "exited", "{}", d.agent(id));
+        let (st, v) = call(&d.sock, "PATCH", &format!("/v1/agents/{id}/quota"), patch);
+        assert_eq!((st, v["error"]["code"].as_str()), (409, Some("conflict")), "{id}: {v}");
+        assert_eq!(v["error"]["message"], format!("agent {id} is exited"), "{id}: {v}");
+    }
+    assert_eq!(call(&d.sock, "PATCH", "/v1/agents/ghost/quota", patch).0, 404, "an agent never known");
+    assert_eq!(call(&d.sock, "PATCH", "/v1/agents/stays/quota", patch).0, 200, "a running agent");
+}
