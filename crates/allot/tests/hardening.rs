@@ -203,3 +203,58 @@ fn short_analysis_windows_and_quota_changes_of_exited_agents_are_refused() {
     assert_eq!(call(&d.sock, "PATCH", "/v1/agents/ghost/quota", patch).0, 404, "an agent never known");
     assert_eq!(call(&d.sock, "PATCH", "/v1/agents/stays/quota", patch).0, 200, "a running agent");
 }
+
+/// `allot up` of one sleeping agent with its default socket (`/run/allot/up-<pid>.sock` as root).
+fn up(dir: &Path, tag: &str) -> (std::process::Child, std::path::PathBuf) {
+    let fleet = dir.join(format!("{tag}.toml"));
+    std::fs::write(&fleet, "[[agents]]\nname = \"sleeper\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"1000\"]\n").unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["up", "--quiet", "--cgroup-name", &format!("allot-test-{}-{tag}", std::process::id()), "--state"])
+        .arg(dir.join(format!("{tag}.db")))
+        .arg(&fleet)
+        .env("ALLOT_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let sock = Path::new("/run/allot").join(format!("up-{}.sock", child.id()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "allot up {tag} did not open {}", sock.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, sock)
+}
+
+/// SIGTERM and wait.
+fn stop(child: &mut std::process::Child) {
+    let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).unwrap(), rustix::process::Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn allot_up_removes_the_socket_a_killed_run_left() {
+    if !real_daemon::cgroups_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _guards: Vec<real_daemon::CgroupRootGuard> =
+        ["killed", "live", "next"].iter().map(|t| real_daemon::CgroupRootGuard(format!("allot-test-{}-{t}", std::process::id()))).collect();
+    let (mut killed, killed_sock) = up(dir.path(), "killed");
+    let (mut live, live_sock) = up(dir.path(), "live");
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(killed_sock.exists(), "SIGKILL leaves the socket behind");
+    let (mut next, next_sock) = up(dir.path(), "next");
+    assert!(!killed_sock.exists(), "the stale socket of the killed run is removed at start");
+    assert!(std::os::unix::net::UnixStream::connect(&live_sock).is_ok(), "the socket of a running allot up is untouched");
+    stop(&mut next);
+    stop(&mut live);
+    assert!(!next_sock.exists() && !live_sock.exists(), "a clean stop removes its own socket");
+}
