@@ -258,3 +258,29 @@ fn allot_up_removes_the_socket_a_killed_run_left() {
     stop(&mut live);
     assert!(!next_sock.exists() && !live_sock.exists(), "a clean stop removes its own socket");
 }
+
+/// The lock files of a cgroup root named `name` in `/run/allot` (one per root, named after its path).
+fn root_locks(name: &str) -> Vec<std::path::PathBuf> {
+    let Ok(rd) = std::fs::read_dir("/run/allot") else { return Vec::new() };
+    rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(&format!("_{name}.lock"))).collect()
+}
+
+#[test]
+fn a_clean_stop_removes_the_cgroup_root_lock_file() {
+    if !real_daemon::cgroups_here() {
+        return;
+    }
+    let fleet = "[[agents]]\nname = \"sleeper\"\ngroup = \"standard_agent\"\ncommand = [\"sleep\", \"1000\"]\n";
+    let name = format!("allot-test-{}-cleanlock", std::process::id());
+    let _guard = real_daemon::CgroupRootGuard(name.clone());
+    // Two daemons after each other on the same cgroup root name.
+    for round in 0..2 {
+        let mut d = real_daemon::launch(fleet, "cleanlock");
+        let locks = root_locks(&name);
+        assert_eq!(locks.len(), 1, "round {round}: one lock file while it runs: {locks:?}");
+        assert_eq!(std::fs::read_to_string(&locks[0]).unwrap().trim(), d.pid().to_string(), "it holds our pid");
+        d.stop();
+        assert!(d.child.try_wait().unwrap().is_some_and(|s| s.success()), "round {round}: a clean stop");
+        assert_eq!(root_locks(&name), Vec::<std::path::PathBuf>::new(), "round {round}: removed at a clean stop");
+    }
+}
