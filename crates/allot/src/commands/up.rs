@@ -114,7 +114,7 @@ fn up_socket(args: &UpArgs) -> Result<std::path::PathBuf, Error> {
 
 /// The pid in the name of a per-run socket like `ours` (`up-<pid>.sock`,
 /// `allot-up-<pid>.sock`): `name` is the same prefix, digits, `.sock`.
-fn up_socket_pid(ours: &str, name: &str) -> Option<i32> {
+fn up_socket_pid(ours: &str, name: &str) -> Option<u32> {
     let prefix = &ours[..ours.rfind("up-")? + 3];
     let digits = name.strip_prefix(prefix)?.strip_suffix(".sock")?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -142,9 +142,7 @@ pub(super) fn remove_stale_up_sockets(ours: &std::path::Path) -> Vec<std::path::
         if !e.file_type().is_ok_and(|t| t.is_socket()) {
             continue;
         }
-        // A process of another user answers EPERM: it lives too.
-        let alive = rustix::process::Pid::from_raw(pid)
-            .is_some_and(|p| !matches!(rustix::process::test_kill_process(p), Err(rustix::io::Errno::SRCH)));
+        let alive = allot_sys::signal::exists(pid);
         let path = e.path();
         if alive || !matches!(super::daemon::stale(&path), Ok(true)) {
             continue;
