@@ -324,11 +324,91 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.sql())
     }
 
-    /// The resources with samples for an agent.
-    pub fn sampled_resources(&self, agent: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT DISTINCT resource FROM samples WHERE agent = ?1 ORDER BY resource").map_err(self.sql())?;
-        let rows = stmt.query_map(params![agent], |r| r.get(0)).map_err(self.sql())?;
+    /// Raw samples of an agent's resource from `since_ms` to `until_ms` (both
+    /// included), oldest first, at most `limit` of them (the oldest): a
+    /// caller that gets `limit` rows knows the range may hold more.
+    pub fn samples_between(
+        &self,
+        agent: &str,
+        resource: &str,
+        since_ms: u64,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at_ms, value FROM samples WHERE agent = ?1 AND resource = ?2 AND at_ms >= ?3 AND at_ms <= ?4 ORDER BY at_ms LIMIT ?5")
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![agent, resource, sql_i(since_ms), sql_i(until_ms), sql_i(limit as u64)], |r| {
+                Ok((ms(r.get(0)?), ms(r.get(1)?)))
+            })
+            .map_err(self.sql())?;
         rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    /// The newest `limit` raw samples of an agent's resource since a time, oldest first.
+    pub fn newest_samples(&self, agent: &str, resource: &str, since_ms: u64, limit: usize) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at_ms, value FROM samples WHERE agent = ?1 AND resource = ?2 AND at_ms >= ?3 ORDER BY at_ms DESC LIMIT ?4")
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![agent, resource, sql_i(since_ms), sql_i(limit as u64)], |r| Ok((ms(r.get(0)?), ms(r.get(1)?))))
+            .map_err(self.sql())?;
+        let mut out: Vec<(u64, u64)> = rows.collect::<Result<_, _>>().map_err(self.sql())?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Per-minute rollups of an agent's resource from minute `since` to
+    /// minute `until` (both included), oldest first, at most `limit`.
+    pub fn rollups_between(
+        &self,
+        agent: &str,
+        resource: &str,
+        since: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<Vec<rollup::Rollup>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT minute, min, mean, p95, max, count FROM rollups WHERE agent = ?1 AND resource = ?2 AND minute >= ?3 AND minute <= ?4 \
+                 ORDER BY minute LIMIT ?5",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![agent, resource, sql_i(since), sql_i(until), sql_i(limit as u64)], |r| {
+                Ok(rollup::Rollup {
+                    minute: ms(r.get(0)?),
+                    min: ms(r.get(1)?),
+                    mean: r.get(2)?,
+                    p95: ms(r.get(3)?),
+                    max: ms(r.get(4)?),
+                    count: ms(r.get(5)?),
+                })
+            })
+            .map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    /// The resources with samples for an agent: one index lookup per
+    /// resource (not a scan of the agent's samples).
+    pub fn sampled_resources(&self, agent: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT resource FROM samples WHERE agent = ?1 AND resource > ?2 ORDER BY resource LIMIT 1")
+            .map_err(self.sql())?;
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            let after = out.last().map_or("", String::as_str);
+            let next: Option<String> = stmt.query_row(params![agent, after], |r| r.get(0)).optional().map_err(self.sql())?;
+            match next {
+                Some(r) => out.push(r),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// Delete samples older than a time (retention); returns how many.

@@ -11,6 +11,7 @@ pub mod actuate;
 pub mod cgroup;
 pub mod error;
 pub mod host;
+pub mod lockfile;
 pub mod notify;
 pub mod peer;
 pub mod probe;

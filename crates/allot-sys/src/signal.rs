@@ -30,6 +30,15 @@ pub fn signal_all(pids: &[u32], sig: Signal) -> Result<usize, SysError> {
     Ok(n)
 }
 
+/// Whether a process of that pid exists (`kill(pid, 0)`; one of another
+/// user, EPERM, exists too). An invalid pid exists not.
+pub fn exists(p: u32) -> bool {
+    i32::try_from(p)
+        .ok()
+        .and_then(Pid::from_raw)
+        .is_some_and(|p| !matches!(rustix::process::test_kill_process(p), Err(rustix::io::Errno::SRCH)))
+}
+
 /// Throttles a set of processes to `on` out of every `on + off` of wall time
 /// by stopping and continuing them, from a thread of its own. Dropping it
 /// stops the cycle at once (the thread is woken, not waited out) and
@@ -94,6 +103,17 @@ impl Drop for DutyCycle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exists_tells_a_live_process_from_a_reaped_one() {
+        assert!(exists(std::process::id()));
+        assert!(exists(1), "pid 1 lives (EPERM, if not ours, counts as alive)");
+        let mut c = std::process::Command::new("true").spawn().unwrap_or_else(|e| panic!("spawn true: {e}"));
+        let pid = c.id();
+        c.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+        assert!(!exists(pid));
+        assert!(!exists(0) && !exists(u32::MAX), "not a pid");
+    }
 
     #[test]
     fn dropping_a_duty_cycle_does_not_wait_out_its_period() {

@@ -16,17 +16,25 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// Seconds for a `Retry-After` header (429).
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
     /// An error with a status, a code and a message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None }
+        ApiError { status, code, message: message.into(), field: None, retry_after: None }
     }
 
     /// 422 naming the field at fault.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid", message: message.into(), field: Some(field.into()) }
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+            message: message.into(),
+            field: Some(field.into()),
+            retry_after: None,
+        }
     }
 
     /// 403: not for this caller.
@@ -37,6 +45,11 @@ impl ApiError {
     /// 404 for an unknown agent.
     pub fn no_agent(id: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no agent {id:?}"))
+    }
+
+    /// 429: too many at once; try again after `retry_after` seconds.
+    pub fn busy(message: impl Into<String>, retry_after: u32) -> Self {
+        ApiError { retry_after: Some(retry_after), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", message) }
     }
 
     /// 503: the governor cannot answer.
@@ -69,7 +82,11 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.field {
             error["field"] = json!(f);
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut res = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        res
     }
 }
 
@@ -83,7 +100,9 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Invalid { field, .. } => ApiError::field(field, message),
             ControlError::InvalidAt { field, .. } => ApiError::field(field, message),
-            ControlError::Refused { field, .. } => ApiError { status: StatusCode::CONFLICT, code: "conflict", message, field: Some(field) },
+            ControlError::Refused { field, .. } => {
+                ApiError { status: StatusCode::CONFLICT, code: "conflict", message, field: Some(field), retry_after: None }
+            }
             ControlError::Kernel(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", message),
             ControlError::Unrecorded(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unrecorded", message),
         }

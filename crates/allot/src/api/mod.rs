@@ -48,6 +48,11 @@ pub struct Api {
     /// keeps the descriptor of a closed reader while the governor's writer
     /// holds its lock, so one reader per stream would leave descriptors behind.
     events_store: Mutex<Option<Arc<Mutex<allot_store::Store>>>>,
+    /// Permits for the heavy reads (analysis, reports): [`HEAVY_READS`] at
+    /// once over every caller; a read finding none free is answered 429.
+    heavy: Arc<tokio::sync::Semaphore>,
+    /// The governor's sample interval: an analysis window shorter than it is refused.
+    sample_interval: Duration,
 }
 
 impl Api {
@@ -85,10 +90,36 @@ fn answer<T>(r: Result<Result<T, ControlError>, ApiError>) -> Result<T, ApiError
     r?.map_err(ApiError::from)
 }
 
-/// The router: every route of the table behind its access rule.
+/// Heavy reads (analysis, reports: store reads and rendering on a blocking
+/// thread) served at once, over every caller; more are answered 429 with
+/// `Retry-After`, so many at once cannot pile up memory in the daemon.
+pub const HEAVY_READS: usize = 2;
+
+/// The router: every route of the table behind its access rule (for a
+/// governor sampling at the fleet's smallest interval, 10 ms; see [`router_with`]).
 pub fn router(control: mpsc::UnboundedSender<Control>, state: PathBuf, owner_uid: u32, metrics: Arc<Metrics>) -> Router {
+    router_with(control, state, owner_uid, metrics, Duration::from_millis(10))
+}
+
+/// The router for a governor sampling every `sample_interval`.
+pub fn router_with(
+    control: mpsc::UnboundedSender<Control>,
+    state: PathBuf,
+    owner_uid: u32,
+    metrics: Arc<Metrics>,
+    sample_interval: Duration,
+) -> Router {
     let events_store = Mutex::new(allot_store::Store::open_read_only(&state).ok().map(|s| Arc::new(Mutex::new(s))));
-    let api = Arc::new(Api { control, state, owner_uid, metrics, subscribers: conn::Caps::new(SUBSCRIBERS), events_store });
+    let api = Arc::new(Api {
+        control,
+        state,
+        owner_uid,
+        metrics,
+        subscribers: conn::Caps::new(SUBSCRIBERS),
+        events_store,
+        heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_READS)),
+        sample_interval,
+    });
     let mut r = Router::new();
     for route in ROUTES {
         let guard = axum::middleware::from_fn_with_state((Arc::clone(&api), route.access), access::guard);

@@ -4,7 +4,11 @@
 //! agent's samples, recommendations and reports (the same functions as
 //! `allot analyze --agent`, `allot recommend` and `allot report`). Store
 //! reads and rendering run on a blocking thread with their own read-only
-//! store, never on the governor's loop nor the async workers.
+//! store, never on the governor's loop nor the async workers. Analyses and
+//! reports are heavy reads: [`super::HEAVY_READS`] run at once over every
+//! caller (one more is answered 429 with `Retry-After`), and each reads a
+//! bounded number of rows (`commands::analyze::ANALYSIS_MAX_SAMPLES`,
+//! `commands::report::{REPORT_MAX_SAMPLES, REPORT_MAX_MINUTES}`).
 
 use super::access::Caller;
 use super::error::ApiError;
@@ -18,6 +22,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
+use std::sync::Arc;
 
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
@@ -35,8 +40,37 @@ async fn with_store<T: Send + 'static>(
     api: &Shared,
     work: impl FnOnce(&allot_store::Store) -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    run_blocking(api, None, work).await
+}
+
+/// The same for a heavy read (analysis, report): only with one of the
+/// [`super::HEAVY_READS`] permits, else 429 with `Retry-After: 1`. The
+/// permit goes with the work, so a read whose caller hung up still counts
+/// until it ends.
+async fn heavy_read<T: Send + 'static>(
+    api: &Shared,
+    work: impl FnOnce(&allot_store::Store) -> Result<T, ReadError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = Arc::clone(&api.heavy).try_acquire_owned().map_err(|_| {
+        ApiError::busy(
+            format!(
+                "too many analyses and reports at once: the daemon serves {} at a time for every caller; try again in a second",
+                super::HEAVY_READS
+            ),
+            1,
+        )
+    })?;
+    run_blocking(api, Some(permit), work).await
+}
+
+async fn run_blocking<T: Send + 'static>(
+    api: &Shared,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    work: impl FnOnce(&allot_store::Store) -> Result<T, ReadError> + Send + 'static,
+) -> Result<T, ApiError> {
     let state = api.state.clone();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let store = allot_store::Store::open_read_only(&state).map_err(|e| ReadError::Store(e.to_string()))?;
         work(&store)
     })
@@ -72,8 +106,11 @@ pub(super) async fn analysis(
     let resource = q.resource.unwrap_or_else(|| "memory".into());
     let window = q.window.unwrap_or_else(|| "1h".into());
     let horizon = q.horizon.unwrap_or_else(|| "10m".into());
-    let v =
-        with_store(&api, move |s| crate::commands::analyze::agent_analysis(s, &id, &resource, &window, &horizon, report::now_ms())).await?;
+    let min_window = api.sample_interval;
+    let v = heavy_read(&api, move |s| {
+        crate::commands::analyze::agent_analysis(s, &id, &resource, &window, &horizon, min_window, report::now_ms())
+    })
+    .await?;
     Ok(Json(v))
 }
 
@@ -139,7 +176,7 @@ async fn render(api: &Shared, agent: Option<String>, q: Result<Query<ReportQuery
             "since and until (RFC 3339 times such as 2026-12-03T10:00:00Z, or durations ago such as 2h) and format (json, text, svg, html)",
         )
     })?;
-    let r = with_store(api, move |s| {
+    let r = heavy_read(api, move |s| {
         let range =
             report::range(("since", q.since.as_deref().unwrap_or("1h")), q.until.as_deref().map(|u| ("until", u)), report::now_ms())?;
         report::render(s, agent.as_deref(), range, q.format.as_deref().unwrap_or("json"), "format")

@@ -117,7 +117,11 @@ fn from_store(args: &AnalyzeArgs, agent: &str, resource: &Resource) -> Result<Se
     }
 }
 
-/// An agent's recorded samples of `resource` over the `window` before `now_ms`, and its stored limits.
+/// The most samples an analysis of recorded samples reads: the newest of the window.
+pub(crate) const ANALYSIS_MAX_SAMPLES: usize = 100_000;
+
+/// An agent's recorded samples of `resource` over the `window` before
+/// `now_ms` (the newest [`ANALYSIS_MAX_SAMPLES`] of them), and its stored limits.
 fn stored_series(
     store: &allot_store::Store,
     agent: &str,
@@ -127,7 +131,11 @@ fn stored_series(
 ) -> Result<Series, ReadError> {
     let stored = store.agent(agent)?.ok_or_else(|| ReadError::NoAgent(agent.to_owned()))?;
     let since = now_ms.saturating_sub(allot_core::time::duration_millis(window));
-    let samples = store.samples(agent, resource.name(), since)?.into_iter().map(|(t, v)| (t as f64 / 1000.0, v as f64)).collect();
+    let samples = store
+        .newest_samples(agent, resource.name(), since, ANALYSIS_MAX_SAMPLES)?
+        .into_iter()
+        .map(|(t, v)| (t as f64 / 1000.0, v as f64))
+        .collect();
     let l = &stored.spec["quota"]["limits"][resource.name()];
     let limits =
         l["hard"].as_u64().map(|h| Limits { soft: Some(l["soft"].as_u64().unwrap_or(h)), hard: Some(h), group: stored.group.clone() });
@@ -138,18 +146,30 @@ fn stored_series(
 /// `GET /v1/agents/{id}/analysis`): the JSON of `allot analyze --json` with
 /// `agent`, `resource`, `window_secs`, `samples` and the stored `limits`;
 /// too few samples give `"pattern": null` and the `error`. `resource`,
-/// `window` and `horizon` are the query's texts (errors name them).
+/// `window` and `horizon` are the query's texts (errors name them); a
+/// window of zero or shorter than `min_window` (the sample interval) is refused.
 pub(crate) fn agent_analysis(
     store: &allot_store::Store,
     agent: &str,
     resource: &str,
     window: &str,
     horizon: &str,
+    min_window: std::time::Duration,
     now_ms: u64,
 ) -> Result<serde_json::Value, ReadError> {
     let resource: Resource =
         resource.parse().map_err(|e: allot_core::resource::ResourceNameError| ReadError::invalid("resource", e.to_string()))?;
+    let text = window;
     let window = parse_duration("window", window).map_err(|e| ReadError::invalid("window", e.to_string()))?;
+    if window.is_zero() || window < min_window {
+        return Err(ReadError::invalid(
+            "window",
+            format!(
+                "window {text:?}: shorter than the sample interval ({}), it can hold at most one sample; give a longer one, such as 1h",
+                humantime::format_duration(min_window)
+            ),
+        ));
+    }
     let horizon = parse_duration("horizon", horizon).map_err(|e| ReadError::invalid("horizon", e.to_string()))?.as_secs_f64();
     let series = stored_series(store, agent, &resource, window, now_ms)?;
     let limits = series.stored.unwrap_or_default();
@@ -161,6 +181,9 @@ pub(crate) fn agent_analysis(
     v["resource"] = json!(resource.name());
     v["window_secs"] = json!(window.as_secs_f64());
     v["samples"] = json!(series.samples.len());
+    // The window held more than was read: the analysis covers only its newest samples.
+    v["truncated"] = json!(series.samples.len() >= ANALYSIS_MAX_SAMPLES);
+    v["max_samples"] = json!(ANALYSIS_MAX_SAMPLES);
     v["limits"] = json!({"soft": limits.soft, "hard": limits.hard, "group": limits.group});
     Ok(v)
 }

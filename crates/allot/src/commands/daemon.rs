@@ -60,11 +60,24 @@ pub(super) fn prepare_socket_path(socket: PathBuf) -> Result<PathBuf, Error> {
         )
         .into());
     }
-    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-        return Err(format!("{} is in use: another allot daemon runs there", socket.display()).into());
+    match stale(&socket) {
+        Ok(true) => {}
+        Ok(false) => return Err(format!("{} is in use: another allot daemon runs there", socket.display()).into()),
+        Err(e) => return Err(format!("cannot tell whether {} is stale: connecting to it failed: {e}", socket.display()).into()),
     }
     std::fs::remove_file(&socket).map_err(|e| format!("cannot remove the stale socket {}: {e}", socket.display()))?;
     Ok(socket)
+}
+
+/// Whether the socket at `path` is stale: connecting is refused
+/// (ECONNREFUSED, nobody listens). `Ok(false)`: someone answers; an error:
+/// connecting failed otherwise (no permission, a full backlog), so it cannot tell.
+pub(super) fn stale(path: &Path) -> std::io::Result<bool> {
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// The least a bearer token may have, in bytes after trimming.
@@ -192,7 +205,7 @@ pub(super) async fn run_serving(
     let metrics = gov.metrics();
     let owner = rustix::process::geteuid().as_raw();
     let conns = crate::api::Connections::new(crate::api::Limits::from_fd_limit(), owner, Some(metrics.clone()));
-    let app = crate::api::router(tx, state, owner, metrics);
+    let app = crate::api::router_with(tx, state, owner, metrics, gov.sample_interval());
     let (stop_tx, stop_rx) = watch::channel(false);
     let tcp = tcp_server(tcp, app.clone(), conns.clone(), stop_rx.clone())?;
     let mut rx = stop_rx;

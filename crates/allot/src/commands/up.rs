@@ -1,7 +1,9 @@
 //! `allot up FLEET.toml`: run a fleet under its quotas in the foreground,
 //! with the daemon's API on a per-run socket (given to agents as
 //! `ALLOT_SOCKET`, removed at exit), so agents report usage and read their
-//! quota the same way under both commands.
+//! quota the same way under both commands. Sockets that earlier runs killed
+//! with SIGKILL left in that directory (`up-<pid>.sock`, nobody listening,
+//! no process of that pid) are removed at start.
 
 use super::{Error, print};
 use crate::cli::UpArgs;
@@ -46,6 +48,11 @@ pub(crate) fn run(args: &UpArgs) -> Result<ExitCode, Error> {
     } else {
         RealBackend::new(&args.cgroup_name, fleet.agents.len())?
     };
+    if args.socket.is_none() {
+        for gone in remove_stale_up_sockets(&up_socket(args)?) {
+            tracing::info!(socket = %gone.display(), "removed the stale socket of an allot up that was killed");
+        }
+    }
     let socket = super::daemon::prepare_socket_path(up_socket(args)?)?;
     let socket = std::path::absolute(&socket).unwrap_or(socket);
     let opts = Options {
@@ -105,6 +112,107 @@ fn up_socket(args: &UpArgs) -> Result<std::path::PathBuf, Error> {
     Ok(dir.join(name))
 }
 
+/// The pid in the name of a per-run socket like `ours` (`up-<pid>.sock`,
+/// `allot-up-<pid>.sock`): `name` is the same prefix, digits, `.sock`.
+fn up_socket_pid(ours: &str, name: &str) -> Option<u32> {
+    let prefix = &ours[..ours.rfind("up-")? + 3];
+    let digits = name.strip_prefix(prefix)?.strip_suffix(".sock")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Remove the sockets of earlier `allot up` runs killed before they could
+/// (SIGKILL) in the directory of this run's default socket `ours`: only
+/// names of the same pattern (`up-<pid>.sock`), only sockets (not following
+/// links), only when connecting is refused (nobody listens, see
+/// [`super::daemon::stale`]) and no process of that pid lives. Returns what
+/// was removed.
+pub(super) fn remove_stale_up_sockets(ours: &std::path::Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let (Some(dir), Some(our_name)) = (ours.parent(), ours.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
+    let dir = if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| up_socket_pid(our_name, n)) else { continue };
+        // The file's own type (DirEntry does not follow a symbolic link).
+        if !e.file_type().is_ok_and(|t| t.is_socket()) {
+            continue;
+        }
+        let alive = allot_sys::signal::exists(pid);
+        let path = e.path();
+        if alive || !matches!(super::daemon::stale(&path), Ok(true)) {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(err) => tracing::warn!(socket = %path.display(), error = %err, "cannot remove a stale allot up socket"),
+        }
+    }
+    removed
+}
+
 fn gov_agents(text: &str) -> usize {
     text.matches("[[agents]]").count()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn only_the_pattern_of_this_runs_socket_names_a_pid() {
+        assert_eq!(up_socket_pid("up-12.sock", "up-345.sock"), Some(345));
+        assert_eq!(up_socket_pid("allot-up-12.sock", "allot-up-345.sock"), Some(345));
+        assert_eq!(up_socket_pid("allot-up-12.sock", "up-345.sock"), None);
+        for other in ["up-.sock", "up-34a.sock", "up-345.sock.old", "xup-345.sock", "up-345", "up--1.sock"] {
+            assert_eq!(up_socket_pid("up-12.sock", other), None, "{other}");
+        }
+    }
+
+    /// The pid of a process that has exited (and been reaped).
+    fn dead_pid() -> u32 {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn only_stale_sockets_of_dead_runs_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: String| dir.path().join(name);
+        let ours = at(format!("up-{}.sock", std::process::id()));
+        // Stale: bound, then closed (connecting is refused), its pid gone.
+        let stale = at(format!("up-{}.sock", dead_pid()));
+        drop(UnixListener::bind(&stale).unwrap());
+        // Listening, under a dead pid's name: in use, kept.
+        let live = at(format!("up-{}.sock", dead_pid()));
+        let _listener = UnixListener::bind(&live).unwrap();
+        // Closed, but its pid (ours) lives: kept (it may be between bind and listen).
+        let running = at(format!("up-{}.sock", std::process::id()));
+        // Not a socket, a link to a stale socket, another pattern: kept.
+        let file = at(format!("up-{}.sock", dead_pid()));
+        std::fs::write(&file, "x").unwrap();
+        let target = at("target.sock".into());
+        drop(UnixListener::bind(&target).unwrap());
+        let link = at(format!("up-{}.sock", dead_pid()));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let other = at(format!("down-{}.sock", dead_pid()));
+        drop(UnixListener::bind(&other).unwrap());
+        let closed_ours = UnixListener::bind(&running).unwrap();
+        drop(closed_ours);
+
+        assert_eq!(remove_stale_up_sockets(&ours), vec![stale.clone()]);
+        assert!(!stale.exists());
+        for kept in [&live, &running, &file, &target, &other] {
+            assert!(kept.exists(), "{} was removed", kept.display());
+        }
+        assert!(std::fs::symlink_metadata(&link).is_ok(), "the link was removed");
+    }
 }

@@ -7,6 +7,7 @@ use allot_sys::Roots;
 use allot_sys::actuate::{Actuator, CgroupActuator, TreeActuator};
 use allot_sys::cgroup::tree::{AgentCgroup, CgroupRoot};
 use allot_sys::cgroup::{Layout, OomCounters};
+use allot_sys::lockfile::{LockError, LockFile};
 use allot_sys::probe::{CgroupProbe, Probe, TreeProbe};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -220,15 +221,17 @@ pub struct RealBackend {
     keep_slow_open: bool,
     /// Removals of exited agents' cgroups, running on threads of their own, with the directories they remove.
     cleanups: Vec<(Vec<PathBuf>, std::thread::JoinHandle<()>)>,
-    /// The exclusive lock on the cgroup root, held for the backend's life.
-    lock: Option<std::fs::File>,
+    /// The exclusive lock on the cgroup root, held for the backend's life;
+    /// its file is removed when the backend is dropped.
+    lock: Option<LockFile>,
 }
 
 /// An exclusive `flock` on a lock file named after the cgroup root (in
 /// `/run/allot` as root, else `$XDG_RUNTIME_DIR/allot` or the temp dir),
 /// holding our pid; refused, naming the holder, when another allot has it.
-fn lock_cgroup_root(root: &std::path::Path) -> Result<std::fs::File, String> {
-    use std::io::{Read, Seek, Write};
+/// The file is removed when the backend is dropped (a clean stop), safely
+/// against a concurrent acquirer ([`allot_sys::lockfile`]).
+fn lock_cgroup_root(root: &std::path::Path) -> Result<LockFile, String> {
     let dir = if rustix::process::geteuid().is_root() {
         PathBuf::from("/run/allot")
     } else {
@@ -236,26 +239,14 @@ fn lock_cgroup_root(root: &std::path::Path) -> Result<std::fs::File, String> {
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let name: String = root.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    let path = dir.join(format!("cgroup{name}.lock"));
-    let io = |e: std::io::Error| format!("cannot lock {}: {e}", path.display());
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
-    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
-            let mut pid = String::new();
-            let _ = f.read_to_string(&mut pid);
-            return Err(format!(
-                "the cgroup root {} is in use by another allot (pid {}): give this one its own --cgroup-name",
-                root.display(),
-                pid.trim()
-            ));
-        }
-        Err(e) => return Err(io(e.into())),
-    }
-    f.set_len(0).map_err(io)?;
-    f.rewind().map_err(io)?;
-    writeln!(f, "{}", std::process::id()).map_err(io)?;
-    Ok(f)
+    LockFile::acquire(&dir.join(format!("cgroup{name}.lock"))).map_err(|e| match e {
+        LockError::Held { pid, .. } => format!(
+            "the cgroup root {} is in use by another allot (pid {}): give this one its own --cgroup-name",
+            root.display(),
+            pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+        ),
+        e @ LockError::Io { .. } => e.to_string(),
+    })
 }
 
 impl RealBackend {

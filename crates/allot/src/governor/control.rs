@@ -238,7 +238,7 @@ impl<B: Backend> Governor<B> {
                 let _ = reply.send(self.report_usage(&agent, resource, value, window));
             }
             Control::SetLimits(agent, overrides, reply) => {
-                let _ = reply.send(self.set_limits(&agent, overrides));
+                let _ = reply.send(self.running(&agent).and_then(|()| self.set_limits(&agent, overrides)));
             }
             Control::Compliance(agent, reply) => {
                 let _ = reply.send(self.compliance(&agent));
@@ -268,6 +268,22 @@ impl<B: Backend> Governor<B> {
     /// The id of a known agent.
     pub(super) fn known(&self, agent: &str) -> Result<AgentId, ControlError> {
         AgentId::new(agent).ok().filter(|id| self.agents.get(id).is_some()).ok_or_else(|| ControlError::NoAgent(agent.to_owned()))
+    }
+
+    /// Whether a quota can change: the agent runs (or is being terminated);
+    /// an exited one, in memory or only stored (forgotten, see
+    /// `retention`), is `NotRunning` with its state, as `GET` shows it.
+    fn running(&self, agent: &str) -> Result<(), ControlError> {
+        let not_running = |state: &str| Err(ControlError::NotRunning { agent: agent.to_owned(), state: state.to_owned() });
+        let Ok(id) = AgentId::new(agent) else { return Err(ControlError::NoAgent(agent.to_owned())) };
+        match self.agents.get(&id) {
+            Some(a) if matches!(a.lifecycle, super::agents::Lifecycle::Exited(_)) => not_running(a.state_name()),
+            Some(_) => Ok(()),
+            None => match self.stored_status(&id) {
+                Some(st) => not_running(&st.state),
+                None => Err(ControlError::NoAgent(agent.to_owned())),
+            },
+        }
     }
 
     fn status(&self, id: &AgentId) -> Option<AgentStatus> {

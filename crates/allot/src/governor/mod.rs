@@ -246,6 +246,11 @@ impl<B: Backend> Governor<B> {
         Arc::clone(&self.recorder.metrics)
     }
 
+    /// How often agents are sampled.
+    pub fn sample_interval(&self) -> Duration {
+        self.settings.sample_interval
+    }
+
     /// The mode in force (cgroups or process trees), for the user.
     pub fn mode(&self) -> String {
         self.backend.mode()
