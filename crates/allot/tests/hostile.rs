@@ -124,3 +124,25 @@ fn a_burst_window_can_be_given_through_the_api() {
     let (st, v) = call(&d.sock, "PATCH", "/v1/agents/b/quota", r#"{"limits": {"memory": {"burst_window": "9999999d"}}}"#);
     assert_eq!((st, v["error"]["field"].as_str()), (422, Some("limits.memory.burst_window")), "{v}");
 }
+
+/// An agent's channel file (its throttle, scale-down and termination notices)
+/// is its own: `0600`, owned by the agent's user. It was `0644`, readable by
+/// every other agent.
+#[test]
+fn an_agents_channel_file_is_readable_by_that_agent_only() {
+    use std::os::unix::fs::MetadataExt;
+    let d = launch("", "chan");
+    // The agent (nobody: the daemon runs as root) checks it can read its channel, else exits at once.
+    let body =
+        r#"{"name": "c", "group": "lightweight_agent", "command": ["sh", "-c", "test -r \"$ALLOT_EVENTS_FILE\" && exec sleep 600"]}"#;
+    let (st, v) = call(&d.sock, "POST", "/v1/agents", body);
+    assert_eq!(st, 201, "{v}");
+    running(&d.sock, "c");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, a) = call(&d.sock, "GET", "/v1/agents/c", "");
+    assert_eq!(a["state"], "running", "the agent reads its channel: {a}");
+    let file = d.state.parent().unwrap().join("agents/c.jsonl");
+    let meta = std::fs::metadata(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert_eq!(meta.mode() & 0o777, 0o600, "{}", file.display());
+    assert_eq!(Some(meta.uid()), a["uid"].as_u64().map(|u| u as u32), "owned by the agent's user: {a}");
+}

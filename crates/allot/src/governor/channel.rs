@@ -36,6 +36,18 @@ impl Channel {
         Ok(Channel { path, seq, signal })
     }
 
+    /// Make the file readable by the agent's user only (`0600`, owned by
+    /// `owner` when that is another user than allot's): other agents may not
+    /// read an agent's throttle and termination notices.
+    pub fn give_to(&self, owner: Option<(u32, u32)>) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let fail = |e: std::io::Error| format!("cannot give {} to its agent: {e}", self.path.display());
+        if let Some((uid, gid)) = owner.filter(|(uid, _)| *uid != rustix::process::geteuid().as_raw()) {
+            std::os::unix::fs::chown(&self.path, Some(uid), Some(gid)).map_err(fail)?;
+        }
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600)).map_err(fail)
+    }
+
     /// The file's path (the agent's `ALLOT_EVENTS_FILE`).
     pub fn path(&self) -> &Path {
         &self.path

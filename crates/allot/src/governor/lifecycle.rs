@@ -113,6 +113,7 @@ impl<B: Backend> Governor<B> {
         let mut notes: Vec<Value> = self.write_group_totals(id).into_iter().collect();
         let limits = self.domain.ledger.quota(id).map(allot_core::backstops::agent);
         let Some(a) = self.agents.get_mut(id) else { return Ok(()) };
+        a.channel.give_to(a.def.user).map_err(StartError::Failed)?;
         let mut env =
             vec![("ALLOT_AGENT_ID".to_owned(), id.to_string()), ("ALLOT_EVENTS_FILE".to_owned(), a.channel.path().display().to_string())];
         if let Some(sock) = socket {
