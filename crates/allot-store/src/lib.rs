@@ -280,18 +280,7 @@ impl Store {
             .conn
             .prepare("SELECT minute, min, mean, p95, max, count FROM rollups WHERE agent = ?1 AND resource = ?2 AND minute >= ?3 ORDER BY minute")
             .map_err(self.sql())?;
-        let rows = stmt
-            .query_map(params![agent, resource, sql_i(since_minute)], |r| {
-                Ok(rollup::Rollup {
-                    minute: ms(r.get(0)?),
-                    min: ms(r.get(1)?),
-                    mean: r.get(2)?,
-                    p95: ms(r.get(3)?),
-                    max: ms(r.get(4)?),
-                    count: ms(r.get(5)?),
-                })
-            })
-            .map_err(self.sql())?;
+        let rows = stmt.query_map(params![agent, resource, sql_i(since_minute)], rollup_row).map_err(self.sql())?;
         rows.collect::<Result<_, _>>().map_err(self.sql())
     }
 
@@ -378,18 +367,8 @@ impl Store {
                  ORDER BY minute LIMIT ?5",
             )
             .map_err(self.sql())?;
-        let rows = stmt
-            .query_map(params![agent, resource, sql_i(since), sql_i(until), sql_i(limit as u64)], |r| {
-                Ok(rollup::Rollup {
-                    minute: ms(r.get(0)?),
-                    min: ms(r.get(1)?),
-                    mean: r.get(2)?,
-                    p95: ms(r.get(3)?),
-                    max: ms(r.get(4)?),
-                    count: ms(r.get(5)?),
-                })
-            })
-            .map_err(self.sql())?;
+        let rows =
+            stmt.query_map(params![agent, resource, sql_i(since), sql_i(until), sql_i(limit as u64)], rollup_row).map_err(self.sql())?;
         rows.collect::<Result<_, _>>().map_err(self.sql())
     }
 
@@ -479,4 +458,16 @@ impl Store {
             .map(|o| o.is_some())
             .map_err(self.sql())
     }
+}
+
+/// A rollup from a row `minute, min, mean, p95, max, count`.
+fn rollup_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<rollup::Rollup> {
+    Ok(rollup::Rollup {
+        minute: ms(r.get(0)?),
+        min: ms(r.get(1)?),
+        mean: r.get(2)?,
+        p95: ms(r.get(3)?),
+        max: ms(r.get(4)?),
+        count: ms(r.get(5)?),
+    })
 }
