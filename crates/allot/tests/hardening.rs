@@ -292,3 +292,30 @@ fn a_clean_stop_removes_the_cgroup_root_lock_file() {
         assert_eq!(root_locks(&name), Vec::<std::path::PathBuf>::new(), "round {round}: removed at a clean stop");
     }
 }
+
+/// SIGTERM sent the moment the socket accepts stops the daemon cleanly (exit
+/// 0, socket removed). The handler was installed only when the loop started,
+/// after the socket listened: a SIGTERM in between killed the process (found
+/// by a CI run of `a_clean_stop_removes_the_cgroup_root_lock_file`).
+#[test]
+fn a_sigterm_as_soon_as_the_socket_accepts_is_a_clean_stop() {
+    if !real_daemon::cgroups_here() {
+        return;
+    }
+    let name = format!("allot-test-{}-earlyterm", std::process::id());
+    let _guard = real_daemon::CgroupRootGuard(name.clone());
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, sock, _) = real_daemon::start_daemon(dir.path(), "", &name);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(Instant::now() < deadline, "round {round}: no socket");
+            std::thread::yield_now();
+        }
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "round {round}: {status}");
+        assert!(!sock.exists(), "round {round}: socket removed");
+    }
+}

@@ -147,12 +147,16 @@ fn tcp_server(
     })))
 }
 
-pub(super) fn listen(socket: &Path) -> Result<tokio::net::UnixListener, Error> {
+/// Listen on `socket` (inside the runtime). SIGTERM is caught from here on
+/// (the returned signal goes to [`Governor::with_term`]): a caller that sends
+/// it as soon as the socket accepts stops allot cleanly.
+pub(super) fn listen(socket: &Path) -> Result<(tokio::net::UnixListener, tokio::signal::unix::Signal), Error> {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let listener = tokio::net::UnixListener::bind(socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     // Every user may connect: what a caller may do is decided by its peer credentials.
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| format!("cannot chmod {}: {e}", socket.display()))?;
-    Ok(listener)
+    Ok((listener, term))
 }
 
 pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
@@ -182,7 +186,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let summary = match listen(&socket) {
-            Ok(listener) => run_serving(gov, tx, listener, args.state.clone(), tcp, None).await,
+            Ok((listener, term)) => run_serving(gov.with_term(term), tx, listener, args.state.clone(), tcp, None).await,
             Err(e) => Err(e),
         };
         let _ = std::fs::remove_file(&socket);

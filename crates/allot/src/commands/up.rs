@@ -80,7 +80,7 @@ pub(crate) fn run(args: &UpArgs) -> Result<ExitCode, Error> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let summary = rt.block_on(async {
         let summary = match super::daemon::listen(&socket) {
-            Ok(listener) => super::daemon::run_serving(gov, tx, listener, args.state.clone(), None, run_for).await,
+            Ok((listener, term)) => super::daemon::run_serving(gov.with_term(term), tx, listener, args.state.clone(), None, run_for).await,
             Err(e) => Err(e),
         };
         let _ = std::fs::remove_file(&socket);

@@ -56,6 +56,8 @@ pub(super) struct Sources {
     pub(super) custom: UnboundedReceiver<CustomResult>,
     pub(super) settled: UnboundedReceiver<Done>,
     pub(super) run_for: Option<Duration>,
+    /// SIGTERM, registered earlier by the caller.
+    pub(super) term: Option<tokio::signal::unix::Signal>,
 }
 
 async fn recv_control(control: &mut Option<UnboundedReceiver<Control>>) -> Control {
@@ -76,7 +78,10 @@ impl Inbox {
         Ok(Inbox {
             tick,
             render: tokio::time::interval(Duration::from_secs(1)),
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+            term: match s.term {
+                Some(t) => t,
+                None => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+            },
             notices: s.notices,
             control: s.control,
             custom: s.custom,

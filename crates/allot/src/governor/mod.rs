@@ -116,6 +116,8 @@ struct Pending {
     control: Option<mpsc::UnboundedReceiver<control::Control>>,
     /// Notices given by the caller instead of the kernel's.
     notices: Option<mpsc::UnboundedReceiver<(String, allot_sys::notify::Notice)>>,
+    /// SIGTERM caught from before the API listened (else from when the loop starts).
+    term: Option<tokio::signal::unix::Signal>,
 }
 
 /// The governor.
@@ -191,7 +193,7 @@ impl<B: Backend> Governor<B> {
             pressure_held: Vec::new(),
             custom_tx,
             notifier: None,
-            pending: Some(Pending { custom_rx, settled_rx, control: None, notices: None }),
+            pending: Some(Pending { custom_rx, settled_rx, control: None, notices: None, term: None }),
             view: opts.view,
             notify: opts.notify,
             leave_running: opts.leave_running,
@@ -229,6 +231,16 @@ impl<B: Backend> Governor<B> {
     /// and keep every agent to the end for the summary, as `allot up` does.
     pub fn until_all_exit(mut self) -> Self {
         self.until_all_exit = true;
+        self
+    }
+
+    /// Stop on SIGTERM caught by `term`, registered before the API listens:
+    /// a SIGTERM sent as soon as the socket accepts (before the loop starts)
+    /// stops the governor cleanly instead of killing the process.
+    pub fn with_term(mut self, term: tokio::signal::unix::Signal) -> Self {
+        if let Some(p) = self.pending.as_mut() {
+            p.term = Some(term);
+        }
         self
     }
 
@@ -270,6 +282,7 @@ impl<B: Backend> Governor<B> {
             custom: pending.custom_rx,
             settled: pending.settled_rx,
             run_for,
+            term: pending.term,
         })?;
         for id in self.agents.ids() {
             if self.agents.get(&id).is_some_and(|a| a.proc.is_some()) {
