@@ -85,10 +85,13 @@ impl ModelBudget {
     }
 }
 
+/// One level's hold of one resource: (level, resource, amount).
+type ModelHold = (Level, Resource, u64);
+
 struct Model {
     budgets: BTreeMap<(Level, Resource), ModelBudget>,
-    /// Open reservations: id -> (expires, [(level, resource, amount)]).
-    open: BTreeMap<u64, (u64, Vec<(Level, Resource, u64)>)>,
+    /// Open reservations: id -> (expires, holds).
+    open: BTreeMap<u64, (u64, Vec<ModelHold>)>,
 }
 
 /// a0: own tokens 400 per 10 s (10 buckets); all in group g: tokens 1000/min;

@@ -68,6 +68,40 @@ fn put_charges(tx: &Transaction<'_>, charges: &[Charge]) -> rusqlite::Result<()>
     Ok(())
 }
 
+/// One budget change to record, for [`Store::record_budget_batch`].
+#[derive(Clone, Copy, Debug)]
+pub enum BudgetRecord<'a> {
+    /// A new reservation.
+    Reserved(&'a Reservation),
+    /// A settle.
+    Settled(&'a Settled),
+    /// A release (the reservation's id).
+    Released(u64),
+    /// Expiries.
+    Expired(&'a [Expired]),
+    /// Spend of a usage report.
+    Charged(&'a [Charge]),
+}
+
+fn put_record(tx: &Transaction<'_>, r: &BudgetRecord<'_>) -> rusqlite::Result<()> {
+    match r {
+        BudgetRecord::Reserved(r) => put_reservation(tx, r),
+        BudgetRecord::Settled(s) => {
+            delete_reservation(tx, s.reservation.id)?;
+            put_charges(tx, &s.charges)
+        }
+        BudgetRecord::Released(id) => delete_reservation(tx, *id).map(drop),
+        BudgetRecord::Expired(expired) => {
+            for e in *expired {
+                delete_reservation(tx, e.reservation.id)?;
+                put_charges(tx, &e.charges)?;
+            }
+            Ok(())
+        }
+        BudgetRecord::Charged(charges) => put_charges(tx, charges),
+    }
+}
+
 impl Store {
     fn budget_tx(&mut self, f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()>) -> Result<(), StoreError> {
         let path = self.path.clone();
@@ -79,36 +113,35 @@ impl Store {
 
     /// Record a new reservation (one transaction).
     pub fn record_reservation(&mut self, r: &Reservation) -> Result<(), StoreError> {
-        self.budget_tx(|tx| put_reservation(tx, r))
+        self.record_budget_batch(&[BudgetRecord::Reserved(r)])
     }
 
     /// Record a settle: the reservation gone and its spend added (one transaction).
     pub fn record_settle(&mut self, s: &Settled) -> Result<(), StoreError> {
-        self.budget_tx(|tx| {
-            delete_reservation(tx, s.reservation.id)?;
-            put_charges(tx, &s.charges)
-        })
+        self.record_budget_batch(&[BudgetRecord::Settled(s)])
     }
 
     /// Record a release: the reservation gone.
     pub fn record_release(&mut self, id: u64) -> Result<(), StoreError> {
-        self.budget_tx(|tx| delete_reservation(tx, id).map(drop))
+        self.record_budget_batch(&[BudgetRecord::Released(id)])
     }
 
     /// Record expiries: the reservations gone and what they charged (one transaction).
     pub fn record_expired(&mut self, expired: &[Expired]) -> Result<(), StoreError> {
-        self.budget_tx(|tx| {
-            for e in expired {
-                delete_reservation(tx, e.reservation.id)?;
-                put_charges(tx, &e.charges)?;
-            }
-            Ok(())
-        })
+        self.record_budget_batch(&[BudgetRecord::Expired(expired)])
     }
 
     /// Record spend from a usage report (one transaction).
     pub fn record_charges(&mut self, charges: &[Charge]) -> Result<(), StoreError> {
-        self.budget_tx(|tx| put_charges(tx, charges))
+        self.record_budget_batch(&[BudgetRecord::Charged(charges)])
+    }
+
+    /// Record several changes in one transaction (group commit: a caller
+    /// answers the requests of a batch only after it returns, and undoes
+    /// every change of the batch in the core when it fails). Each change
+    /// is still all or nothing; so is the batch.
+    pub fn record_budget_batch(&mut self, records: &[BudgetRecord<'_>]) -> Result<(), StoreError> {
+        self.budget_tx(|tx| records.iter().try_for_each(|r| put_record(tx, r)))
     }
 
     /// Record that a budget was removed: its spend deleted and open

@@ -24,7 +24,7 @@ mod retention;
 pub mod rollup;
 
 pub use agents::{AgentStateName, StoredAgent};
-pub use budgets::BudgetLoad;
+pub use budgets::{BudgetLoad, BudgetRecord};
 pub use enforcement::{EnforcementRecord, NewEnforcement, Outcome, Stage};
 pub use names::UnknownName;
 pub use retention::{PruneReport, Retention};

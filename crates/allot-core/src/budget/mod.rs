@@ -8,8 +8,8 @@
 //! [`Budgets`] holds the levels, their windows and the open reservations.
 //!
 //! - [`Budgets::reserve`] holds amounts at every level that applies to the
-//!   agent, all or nothing: it succeeds only when, at each, spent + reserved
-//!   + amount <= hard. Otherwise a [`Refusal`] names the level and resource,
+//!   agent, all or nothing: it succeeds only when, at each,
+//!   `spent + reserved + amount <= hard`. Otherwise a [`Refusal`] names the level and resource,
 //!   with `retry_after`: when the window frees enough (a rolling window's old
 //!   buckets leaving, a calendar reset), else the next expiry of a
 //!   reservation held there, or `None` when the amount exceeds the limit.
