@@ -6,7 +6,8 @@
 //! the ledger refuses exactly when the model says a level would go over;
 //! spent matches the model's, so windows reset exactly when they should
 //! (rolling buckets, calendar days and months of every length, at the stated
-//! local time); a window change starts clean.
+//! local time); a window change starts clean; an undone reserve or settle
+//! (a store that could not record it) leaves the ledger as it was.
 #![allow(clippy::unwrap_used)]
 
 use allot_core::budget::{BudgetSpec, Budgets, Calendar, Expiry, Level, Period, Refusal, Rolling, WindowSpec};
@@ -122,19 +123,36 @@ fn setup() -> (Budgets, Model) {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Reserve { agent: usize, tokens: u64, usd: Option<u64>, ttl_ms: u64 },
-    Settle { pick: usize, percent: u64 },
-    Release { pick: usize },
+    Reserve {
+        agent: usize,
+        tokens: u64,
+        usd: Option<u64>,
+        ttl_ms: u64,
+    },
+    /// With `undo`, the settle is first undone (a store that could not
+    /// record it) and must leave the ledger as it was, then done again.
+    Settle {
+        pick: usize,
+        percent: u64,
+        undo: bool,
+    },
+    Release {
+        pick: usize,
+    },
     Expire,
-    Advance { ms: u64 },
-    ChangeWindow { pick: usize },
+    Advance {
+        ms: u64,
+    },
+    ChangeWindow {
+        pick: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..3usize, 0..450u64, proptest::option::of(0..200u64), 1..40_000u64)
             .prop_map(|(agent, tokens, usd, ttl_ms)| Op::Reserve { agent, tokens, usd, ttl_ms }),
-        4 => (any::<usize>(), 0..=100u64).prop_map(|(pick, percent)| Op::Settle { pick, percent }),
+        4 => (any::<usize>(), 0..=100u64, any::<bool>()).prop_map(|(pick, percent, undo)| Op::Settle { pick, percent, undo }),
         1 => any::<usize>().prop_map(|pick| Op::Release { pick }),
         1 => Just(Op::Expire),
         4 => prop_oneof![0..3_000u64, 0..70_000u64, Just(DAY / 3)].prop_map(|ms| Op::Advance { ms }),
@@ -186,6 +204,12 @@ proptest! {
                             m.spent(now) + m.reserved + amt <= m.hard
                         })
                     });
+                    let before = b.snapshot(t);
+                    if let Ok(r) = b.reserve(&agent(a), &want, Duration::from_millis(ttl_ms), t) {
+                        // A store that could not record it: undone, as if never made (its id stays used).
+                        b.unreserve(&r);
+                        prop_assert_eq!(b.snapshot(t), before, "an undone reservation leaves the ledger as it was");
+                    }
                     match b.reserve(&agent(a), &want, Duration::from_millis(ttl_ms), t) {
                         Ok(r) => {
                             prop_assert!(fits, "reserved {:?} though a level had no room", want);
@@ -204,13 +228,20 @@ proptest! {
                         Err(e) => prop_assert!(false, "unexpected refusal {}", e),
                     }
                 }
-                Op::Settle { pick, percent } => {
+                Op::Settle { pick, percent, undo } => {
                     if model.open.is_empty() { continue; }
                     let id = *model.open.keys().nth(pick % model.open.len()).unwrap();
                     let (_, holds) = model.open.remove(&id).unwrap();
                     let mut actual = BTreeMap::new();
                     for (_, r, amt) in &holds {
                         actual.insert(r.clone(), amt * percent / 100);
+                    }
+                    if undo {
+                        let before = b.snapshot(t);
+                        let s = b.settle(id, &actual, t).unwrap();
+                        b.unsettle(&s);
+                        prop_assert_eq!(b.snapshot(t), before, "an undone settle leaves the ledger as it was");
+                        prop_assert!(b.reservation(id).is_some());
                     }
                     let s = b.settle(id, &actual, t).unwrap();
                     prop_assert!(!s.overran() && s.over_limit.is_empty());
