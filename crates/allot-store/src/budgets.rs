@@ -57,7 +57,8 @@ fn delete_reservation(tx: &Transaction<'_>, id: u64) -> rusqlite::Result<usize> 
 fn put_charges(tx: &Transaction<'_>, charges: &[Charge]) -> rusqlite::Result<()> {
     let mut add = tx.prepare_cached(
         "INSERT INTO budget_spend (level, resource, window, bucket, amount) VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT(level, resource, window, bucket) DO UPDATE SET amount = amount + excluded.amount",
+         ON CONFLICT(level, resource, window, bucket) DO UPDATE SET amount = \
+         CASE WHEN amount > 9223372036854775807 - excluded.amount THEN 9223372036854775807 ELSE amount + excluded.amount END",
     )?;
     let mut prune = tx.prepare_cached("DELETE FROM budget_spend WHERE level = ?1 AND resource = ?2 AND window = ?3 AND bucket < ?4")?;
     for c in charges {

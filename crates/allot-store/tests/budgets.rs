@@ -209,6 +209,24 @@ fn a_window_change_while_down_drops_the_old_spend_and_a_removed_budget_releases_
 }
 
 #[test]
+fn huge_spend_saturates_in_the_store_and_still_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let now = Time::from_secs(1_700_000_000);
+    let mut b = ledger(now);
+    let mut s = open_store(&path);
+    for _ in 0..3 {
+        let added = b.add(&agent(0), &tokens(), u64::MAX / 2, now).unwrap();
+        s.record_charges(&added.charges).unwrap();
+    }
+    drop(s);
+    let s = open_store(&path);
+    let back = rebuilt(&s, now);
+    let g = &back.snapshot_level(&Level::Group("g".into()), now)[0];
+    assert!(g.spent >= i64::MAX as u64 && g.remaining == 0, "{g:?}");
+}
+
+#[test]
 fn stored_budgets_round_trip_and_a_bad_row_names_its_field() {
     let dir = tempfile::tempdir().unwrap();
     let s = open_store(&dir.path().join("s.db"));

@@ -281,3 +281,20 @@ impl IntoTime for Duration {
         Time::ZERO.plus(self)
     }
 }
+
+#[test]
+fn huge_reports_saturate_instead_of_panicking() {
+    let mut b = ledger();
+    let r = b.reserve(&id("b"), &amounts(&[(tokens(), 0)]), MIN, Time::ZERO).unwrap();
+    let s = b.settle(r.id, &amounts(&[(tokens(), u64::MAX)]), Time::ZERO).unwrap();
+    assert_eq!(s.lines[0].overrun, u64::MAX);
+    for t in [0, 1, 2, 70, 200] {
+        let now = Time::from_secs(t);
+        b.add(&id("a"), &tokens(), u64::MAX, now).unwrap();
+        b.add(&id("a"), &tokens(), u64::MAX, now).unwrap();
+        let e = b.reserve(&id("a"), &amounts(&[(tokens(), u64::MAX)]), MIN, now).unwrap_err();
+        assert_eq!(e.retry_after(), None);
+        let v = view(&b, &Level::Group("g".into()), &tokens(), Time::from_secs(t + 30));
+        assert_eq!((v.spent, v.remaining), (u64::MAX, 0));
+    }
+}

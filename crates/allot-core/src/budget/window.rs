@@ -345,7 +345,7 @@ impl Spend {
                 } else {
                     for i in *head + 1..=b {
                         let slot = &mut ring[(i % len) as usize];
-                        *total -= *slot;
+                        *total = total.saturating_sub(*slot);
                         *slot = 0;
                     }
                 }
@@ -370,7 +370,7 @@ impl Spend {
                 }
                 let n = u64::from(spec.buckets);
                 let oldest = (b.saturating_sub(n)).max(head.saturating_sub(n));
-                (oldest..=*head).map(|i| ring[(i % ring.len() as u64) as usize]).sum()
+                (oldest..=*head).fold(0u64, |sum, i| sum.saturating_add(ring[(i % ring.len() as u64) as usize]))
             }
             Spend::Calendar { next, spent, .. } => {
                 if now >= *next {
@@ -409,7 +409,7 @@ impl Spend {
                     let slot = &mut ring[(bucket % len) as usize];
                     let taken = amount.min(*slot);
                     *slot -= taken;
-                    *total -= taken;
+                    *total = total.saturating_sub(taken);
                 }
             }
             Spend::Calendar { start, spent, .. } => {
@@ -464,7 +464,7 @@ impl Spend {
                 let current = spec.bucket_of(now).max(*head);
                 let mut left = self.spent_at(now);
                 for b in current.saturating_sub(n)..=*head {
-                    left -= ring[(b % ring.len() as u64) as usize];
+                    left = left.saturating_sub(ring[(b % ring.len() as u64) as usize]);
                     if left <= target {
                         return Some(spec.leaves_at(b));
                     }
