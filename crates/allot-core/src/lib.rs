@@ -4,7 +4,7 @@
 //! ledger of agents and usage, the enforcement policy, degradation and
 //! recovery planning, alerts and events; the holders of freezes and
 //! throttles, host-pressure victim choice, kernel backstop values and
-//! counter rates.
+//! counter rates; budgets on custom resources (reserve, then settle).
 //!
 //! **Architecture invariant:** nothing here does I/O, reads a clock, spawns a
 //! thread or depends on an async runtime. Time comes in as [`time::Time`], so
@@ -15,6 +15,7 @@ pub mod alerts;
 pub mod analytics;
 pub mod analytics_corpus;
 pub mod backstops;
+pub mod budget;
 pub mod compliance;
 pub mod degradation;
 pub mod events;

@@ -7,6 +7,10 @@
 //! `Quota` inside `{"command", "priority", "quota", "adopted"}`), so their
 //! state files still load.
 
+mod budget;
+
+pub use budget::{StoredBudget, StoredBudgetHold, StoredReservation, StoredSpend, StoredWindow};
+
 use allot_core::group::{CustomHandler, QuotaGroup, ScalingPolicy, valid_group_name};
 use allot_core::limits::{Action, Limit, LimitOverride};
 use allot_core::quantity::Window;

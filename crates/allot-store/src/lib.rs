@@ -1,6 +1,8 @@
 //! allot-store: persistence in SQLite (rusqlite, bundled, WAL, versioned
 //! migrations): groups created or changed through the API, agents with their cgroup paths, every event, the
-//! enforcement history with real outcomes, and per-minute rollups.
+//! enforcement history with real outcomes, per-minute rollups, and budgets
+//! (open reservations and spend per window bucket, one transaction per
+//! reserve or settle).
 //!
 //! It knows nothing of HTTP or the kernel. What it stores has types of its
 //! own: enforcement records carry a [`Stage`] and an [`Outcome`], agents an
@@ -11,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod agents;
+mod budgets;
 pub mod dto;
 mod enforcement;
 mod groups;
@@ -21,6 +24,7 @@ mod retention;
 pub mod rollup;
 
 pub use agents::{AgentStateName, StoredAgent};
+pub use budgets::{BudgetLoad, BudgetRecord};
 pub use enforcement::{EnforcementRecord, NewEnforcement, Outcome, Stage};
 pub use names::UnknownName;
 pub use retention::{PruneReport, Retention};
@@ -84,6 +88,16 @@ pub enum StoreError {
         agent: String,
         /// Why.
         source: serde_json::Error,
+    },
+    /// A stored budget row does not convert to its core type.
+    #[error("state database {path}: {what}: {problem}")]
+    Budget {
+        /// The database file.
+        path: PathBuf,
+        /// Which row.
+        what: String,
+        /// What is wrong, naming the field.
+        problem: String,
     },
     /// A stored payload is not valid JSON.
     #[error("state database {path}: corrupt JSON in {what}: {source}")]

@@ -85,6 +85,44 @@ CREATE TABLE groups (
     updated_ms INTEGER NOT NULL
 );
 ",
+    // 5: budgets (issue 12). Open reservations and their holds (one row per
+    // resource, the levels holding it space-separated), spend per level,
+    // window and bucket, the next reservation id (ids are never reused), and
+    // budgets declared through the API (a `StoredBudget` as JSON).
+    "
+CREATE TABLE budget_reservations (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE TABLE budget_holds (
+    reservation INTEGER NOT NULL REFERENCES budget_reservations (id) ON DELETE CASCADE,
+    resource TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount >= 0),
+    levels TEXT NOT NULL,
+    PRIMARY KEY (reservation, resource)
+) WITHOUT ROWID;
+CREATE TABLE budget_spend (
+    level TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    window TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount >= 0),
+    PRIMARY KEY (level, resource, window, bucket)
+) WITHOUT ROWID;
+CREATE TABLE budget_meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE budgets (
+    level TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (level, resource)
+);
+",
 ];
 
 /// The schema version this build knows.

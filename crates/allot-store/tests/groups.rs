@@ -68,7 +68,7 @@ fn a_schema_3_database_gains_the_groups_table_and_keeps_its_rows() {
         old.append_event(1, "x", None, &serde_json::json!({})).unwrap();
     }
     let s = Store::open(&path).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 4);
+    assert_eq!(s.schema_version().unwrap(), Store::SCHEMA_VERSION);
     assert!(s.has_table("groups").unwrap());
     assert_eq!(s.last_seq().unwrap(), 1);
 }

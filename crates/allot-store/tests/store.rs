@@ -17,14 +17,14 @@ fn migrates_once_uses_wal_and_keeps_sequence_numbers_across_reopening() {
     {
         let s = Store::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), Store::SCHEMA_VERSION);
-        assert_eq!(Store::SCHEMA_VERSION, 4);
+        assert_eq!(Store::SCHEMA_VERSION, 5);
         assert_eq!(s.journal_mode().unwrap(), "wal");
         assert!(s.has_table("events").unwrap() && s.has_table("rollups").unwrap());
         assert_eq!(s.append_event(1000, "resource_management.agent.started", Some("a"), &json!({"pid": 7})).unwrap(), 1);
         assert_eq!(s.append_event(2000, "resource_management.quota.warning", Some("a"), &json!({})).unwrap(), 2);
     }
     let s = Store::open(&path).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 4, "no migration twice");
+    assert_eq!(s.schema_version().unwrap(), Store::SCHEMA_VERSION, "no migration twice");
     assert_eq!(s.last_seq().unwrap(), 2);
     assert_eq!(s.append_event(3000, "x", None, &json!(null)).unwrap(), 3, "sequence continues");
     let ev = s.events_since(1, 10).unwrap();

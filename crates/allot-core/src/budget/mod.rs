@@ -1,0 +1,845 @@
+//! Budgets on custom resources (tokens, `usd_micros`) that cannot be
+//! overspent: reserve, then settle.
+//!
+//! A budget is a hard limit (and an optional soft one) on one custom resource
+//! at one [`Level`]: an agent (its limit), a group (its `totals`, shared by
+//! its members) or a named pool (drawn on by the agents that name it), over a
+//! window ([`WindowSpec`]: rolling in buckets, or calendar; see [`window`]).
+//! [`Budgets`] holds the levels, their windows and the open reservations.
+//!
+//! - [`Budgets::reserve`] holds amounts at every level that applies to the
+//!   agent, all or nothing: it succeeds only when, at each,
+//!   `spent + reserved + amount <= hard`. Otherwise a [`Refusal`] names the level and resource,
+//!   with `retry_after`: when the window frees enough (a rolling window's old
+//!   buckets leaving, a calendar reset), else the next expiry of a
+//!   reservation held there, or `None` when the amount exceeds the limit.
+//! - [`Budgets::settle`] charges the actual amounts into the window in force
+//!   at settle time and returns the unused part; a resource left out is
+//!   charged as reserved; an overrun (more than reserved, or a resource not
+//!   reserved) is charged and reported, never dropped.
+//!   [`Budgets::release`] returns everything.
+//!   [`Budgets::expire`] ends reservations past their expiry: each level
+//!   charges them in full ([`Expiry::Charge`], the default) or releases them,
+//!   as its budget says.
+//! - [`Budgets::add`] counts a plain usage report as an increment (it
+//!   happened: charged even over the limit, and reported).
+//! - Fail closed: an unknown agent, a resource without a budget at any of
+//!   its levels, or a pool it names that has no budget, refuses.
+//! - A window change ([`Budgets::set_budget`]) starts that budget clean and
+//!   returns a [`WindowChange`] saying so; a change of limits keeps the spend.
+//! - Each mutation returns what a store must record ([`Charge`]s, the
+//!   [`Reservation`]), and can be undone when the store cannot record it
+//!   ([`Budgets::unreserve`], [`Budgets::unsettle`], [`Budgets::uncharge`]).
+//!
+//! Invariant (property-tested): when only reservations spend (settles at
+//! most what was reserved), spent + reserved <= hard at every level at every
+//! instant, and spent + reserved + remaining = hard.
+
+pub mod window;
+
+pub use window::{Calendar, DEFAULT_BUCKETS, Period, Rolling, WindowError, WindowSpec};
+
+use crate::limits::Limit;
+use crate::quantity::{MAX_DURATION, Window};
+use crate::quota::AgentId;
+use crate::resource::Resource;
+use crate::time::Time;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+use window::Spend;
+
+/// Where a budget sits.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// One agent's own limit.
+    Agent(AgentId),
+    /// A group's totals, shared by its members.
+    Group(String),
+    /// A named pool that several agents draw on.
+    Pool(String),
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Level::Agent(a) => write!(f, "agent:{a}"),
+            Level::Group(g) => write!(f, "group:{g}"),
+            Level::Pool(p) => write!(f, "pool:{p}"),
+        }
+    }
+}
+
+/// A level's text that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid budget level {0:?}: expected agent:<id>, group:<name> or pool:<name> (names of 1..64 characters from [a-z0-9_])")]
+pub struct LevelError(pub String);
+
+impl FromStr for Level {
+    type Err = LevelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || LevelError(s.to_owned());
+        let (kind, name) = s.split_once(':').ok_or_else(bad)?;
+        match kind {
+            "agent" => AgentId::new(name).map(Level::Agent).map_err(|_| bad()),
+            "group" if crate::group::valid_group_name(name) => Ok(Level::Group(name.to_owned())),
+            "pool" if crate::group::valid_group_name(name) => Ok(Level::Pool(name.to_owned())),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// What happens to a reservation that expires unsettled, at one level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Expiry {
+    /// Charged in full: a crashed agent cannot hide its spend (the default).
+    #[default]
+    Charge,
+    /// Returned, as if released.
+    Release,
+}
+
+impl Expiry {
+    /// The name as written in files and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Expiry::Charge => "charge",
+            Expiry::Release => "release",
+        }
+    }
+}
+
+impl FromStr for Expiry {
+    type Err = BudgetError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "charge" => Ok(Expiry::Charge),
+            "release" => Ok(Expiry::Release),
+            _ => Err(BudgetError::Invalid(format!("unknown expiry {s:?}: expected charge or release"))),
+        }
+    }
+}
+
+/// One budget: limits, window, what an expiry does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BudgetSpec {
+    /// No reservation takes spent + reserved above this.
+    pub hard: u64,
+    /// Above this the budget is reported over soft (warnings); at most `hard`.
+    pub soft: Option<u64>,
+    /// The window the spend is counted over.
+    pub window: WindowSpec,
+    /// What an unsettled reservation's expiry does here.
+    pub on_expiry: Expiry,
+}
+
+impl BudgetSpec {
+    /// A rolling budget of `hard` per `window` (`100k/min`), expiries charged.
+    pub fn rolling(hard: u64, window: Window) -> BudgetSpec {
+        BudgetSpec { hard, soft: None, window: WindowSpec::Rolling(Rolling::of(window)), on_expiry: Expiry::Charge }
+    }
+
+    /// An agent's or group's limit on a custom resource as a rolling budget:
+    /// its hard and soft over its window (per minute when it has none).
+    pub fn from_limit(limit: &Limit) -> BudgetSpec {
+        let mut spec = BudgetSpec::rolling(limit.hard, limit.window.unwrap_or(Window::Minute));
+        spec.soft = (limit.soft < limit.hard).then_some(limit.soft);
+        spec
+    }
+
+    fn validate(&self, level: &Level, resource: &Resource) -> Result<(), BudgetError> {
+        let field = format!("{level}.{resource}");
+        if !resource.is_custom() {
+            return Err(BudgetError::Invalid(format!("{field}: budgets are for custom resources (tokens, usd_micros), not {resource}")));
+        }
+        if self.hard == 0 {
+            return Err(BudgetError::Invalid(format!("{field}: hard must be greater than 0")));
+        }
+        if let Some(soft) = self.soft.filter(|s| *s > self.hard) {
+            return Err(BudgetError::Invalid(format!("{field}: soft ({soft}) must not exceed hard ({})", self.hard)));
+        }
+        Ok(())
+    }
+}
+
+/// A change to the budgets that is not valid.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    /// A value breaks a rule; the text names the field.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A window replaced by another: the budget starts clean.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowChange {
+    /// The budget's level.
+    pub level: Level,
+    /// Its resource.
+    pub resource: Resource,
+    /// The window before.
+    pub from: WindowSpec,
+    /// The window now.
+    pub to: WindowSpec,
+    /// The spend counted under the old window, no longer counted.
+    pub dropped: u64,
+}
+
+/// A spend written into one bucket of one budget: what a store records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Charge {
+    /// The level charged.
+    pub level: Level,
+    /// The resource.
+    pub resource: Resource,
+    /// The window's identity ([`WindowSpec::key`]).
+    pub window: String,
+    /// The bucket: a rolling bucket's number, or a calendar period's start in ms.
+    pub bucket: u64,
+    /// The amount.
+    pub amount: u64,
+    /// The oldest bucket still counted: stored buckets before it may go.
+    pub keep_from: u64,
+}
+
+/// A budget over its hard limit after a spend that had to be counted (an
+/// overrun at settle, a plain usage report, a charged expiry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverLimit {
+    /// The level.
+    pub level: Level,
+    /// The resource.
+    pub resource: Resource,
+    /// Spent plus reserved there now.
+    pub used: u64,
+    /// Its hard limit.
+    pub hard: u64,
+}
+
+/// One resource of a reservation and the levels holding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// The resource.
+    pub resource: Resource,
+    /// The amount held at each level.
+    pub amount: u64,
+    /// The levels holding it, in order: agent, group, pools.
+    pub levels: Vec<Level>,
+}
+
+/// An open reservation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// Its id (unique for the life of the ledger and its store).
+    pub id: u64,
+    /// The agent that made it.
+    pub agent: AgentId,
+    /// When it was made.
+    pub created: Time,
+    /// When it expires unsettled.
+    pub expires: Time,
+    /// What it holds, by resource.
+    pub holds: Vec<Hold>,
+}
+
+/// Why a reservation or usage report is refused. Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The agent is not known to the budgets.
+    #[error("unknown agent {0}: it has no budgets")]
+    UnknownAgent(AgentId),
+    /// No level of the agent has a budget on the resource.
+    #[error("agent {agent}: no budget on {resource} at any of its levels (agent, group, pools)")]
+    UnknownResource {
+        /// The agent.
+        agent: AgentId,
+        /// The resource.
+        resource: Resource,
+    },
+    /// A pool the agent draws on has no budget.
+    #[error("agent {agent}: {level} has no budget")]
+    UnknownLevel {
+        /// The agent.
+        agent: AgentId,
+        /// The level.
+        level: Level,
+    },
+    /// The request itself is not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A level's hard limit would be exceeded.
+    #[error("{level} {resource}: {requested} more would take spent ({spent}) + reserved ({reserved}) above hard ({hard})")]
+    Exhausted {
+        /// The level that refused (the first in order agent, group, pools).
+        level: Level,
+        /// Its resource.
+        resource: Resource,
+        /// The amount asked for.
+        requested: u64,
+        /// Spent in the window.
+        spent: u64,
+        /// Reserved and not settled.
+        reserved: u64,
+        /// The hard limit.
+        hard: u64,
+        /// When to try again: when the window frees enough, else the next
+        /// expiry of a reservation held there; `None` when never (more than hard).
+        retry_after: Option<Time>,
+    },
+}
+
+impl Refusal {
+    /// When to try again, for an exhausted budget.
+    pub fn retry_after(&self) -> Option<Time> {
+        match self {
+            Refusal::Exhausted { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A settle, release or undo that cannot be done. Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SettleError {
+    /// No open reservation has this id (settled, released, expired or never made).
+    #[error("no open reservation {0}")]
+    UnknownReservation(u64),
+    /// A resource not reserved has no budget at any of the agent's levels.
+    #[error("reservation {id}: agent {agent} has no budget on {resource}")]
+    UnknownResource {
+        /// The reservation.
+        id: u64,
+        /// Its agent.
+        agent: AgentId,
+        /// The resource.
+        resource: Resource,
+    },
+}
+
+/// One resource of a settle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettleLine {
+    /// The resource.
+    pub resource: Resource,
+    /// The amount reserved (0 for a resource not reserved).
+    pub reserved: u64,
+    /// The amount charged.
+    pub actual: u64,
+    /// The unused part returned.
+    pub returned: u64,
+    /// How much more than reserved was charged.
+    pub overrun: u64,
+}
+
+/// A settled reservation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    /// The reservation as it was.
+    pub reservation: Reservation,
+    /// Per resource.
+    pub lines: Vec<SettleLine>,
+    /// The spend to record.
+    pub charges: Vec<Charge>,
+    /// Budgets left over their hard limit by an overrun.
+    pub over_limit: Vec<OverLimit>,
+}
+
+impl Settled {
+    /// Whether anything was charged beyond what was reserved.
+    pub fn overran(&self) -> bool {
+        self.lines.iter().any(|l| l.overrun > 0)
+    }
+}
+
+/// A reservation ended by its expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expired {
+    /// The reservation as it was.
+    pub reservation: Reservation,
+    /// What was charged (levels whose budget releases expiries charge nothing).
+    pub charges: Vec<Charge>,
+    /// Budgets over their hard limit after it.
+    pub over_limit: Vec<OverLimit>,
+}
+
+/// A usage report counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Added {
+    /// What was charged.
+    pub charges: Vec<Charge>,
+    /// Budgets over their hard limit after it.
+    pub over_limit: Vec<OverLimit>,
+}
+
+/// One budget as the CLI and API show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetView {
+    /// The level.
+    pub level: Level,
+    /// The resource.
+    pub resource: Resource,
+    /// Its window.
+    pub window: WindowSpec,
+    /// The hard limit.
+    pub hard: u64,
+    /// The soft limit, if any.
+    pub soft: Option<u64>,
+    /// Spent in the window.
+    pub spent: u64,
+    /// Reserved and not settled.
+    pub reserved: u64,
+    /// `hard - spent - reserved`, 0 when over.
+    pub remaining: u64,
+    /// When the spend next drops: a calendar window's reset, or when the
+    /// oldest counted bucket of a rolling one leaves (`None`: nothing spent).
+    pub resets_at: Option<Time>,
+    /// What an expiry does here.
+    pub on_expiry: Expiry,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Slot {
+    spec: BudgetSpec,
+    spend: Spend,
+    reserved: u64,
+}
+
+impl Slot {
+    fn used(&self, now: Time) -> u64 {
+        self.spend.spent_at(now).saturating_add(self.reserved)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Member {
+    group: Option<String>,
+    pools: Vec<String>,
+}
+
+/// The budget ledger: budgets by level and resource, agents' memberships,
+/// open reservations.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Budgets {
+    slots: BTreeMap<Level, BTreeMap<Resource, Slot>>,
+    members: BTreeMap<AgentId, Member>,
+    open: BTreeMap<u64, Reservation>,
+    next_id: u64,
+}
+
+impl Budgets {
+    /// An empty ledger; ids start at 1.
+    pub fn new() -> Budgets {
+        Budgets { next_id: 1, ..Default::default() }
+    }
+
+    /// Register an agent (or change its memberships): its group and the pools
+    /// it draws on. Its open reservations keep the levels they were made at.
+    pub fn set_agent(&mut self, agent: AgentId, group: Option<String>, pools: Vec<String>) {
+        self.members.insert(agent, Member { group, pools });
+    }
+
+    /// Forget an agent (its open reservations stay until settled or expired).
+    pub fn remove_agent(&mut self, agent: &AgentId) -> bool {
+        self.members.remove(agent).is_some()
+    }
+
+    /// Set the budget of `level` on `resource`. A new window (another kind,
+    /// length, bucket count, reset time or zone) starts clean and is returned;
+    /// new limits under the same window keep the spend. Reservations held
+    /// there stay held.
+    pub fn set_budget(
+        &mut self,
+        level: Level,
+        resource: Resource,
+        spec: BudgetSpec,
+        now: Time,
+    ) -> Result<Option<WindowChange>, BudgetError> {
+        spec.validate(&level, &resource)?;
+        let slots = self.slots.entry(level.clone()).or_default();
+        match slots.get_mut(&resource) {
+            Some(slot) if slot.spec.window == spec.window => {
+                slot.spec = spec;
+                Ok(None)
+            }
+            Some(slot) => {
+                let change = WindowChange { level, resource, from: slot.spec.window, to: spec.window, dropped: slot.spend.spent_at(now) };
+                slot.spec = spec;
+                slot.spend = Spend::new(spec.window, now);
+                Ok(Some(change))
+            }
+            None => {
+                slots.insert(resource, Slot { spec, spend: Spend::new(spec.window, now), reserved: 0 });
+                Ok(None)
+            }
+        }
+    }
+
+    /// Remove a budget; whether there was one. Open reservations no longer
+    /// hold, release or charge anything there.
+    pub fn remove_budget(&mut self, level: &Level, resource: &Resource) -> bool {
+        let Some(slots) = self.slots.get_mut(level) else { return false };
+        let had = slots.remove(resource).is_some();
+        if slots.is_empty() {
+            self.slots.remove(level);
+        }
+        // A budget set again later starts without them: they must not be taken off it.
+        for r in self.open.values_mut() {
+            for h in r.holds.iter_mut().filter(|h| &h.resource == resource) {
+                h.levels.retain(|l| l != level);
+            }
+        }
+        had
+    }
+
+    /// The budget of a level on a resource.
+    pub fn budget(&self, level: &Level, resource: &Resource) -> Option<&BudgetSpec> {
+        self.slots.get(level)?.get(resource).map(|s| &s.spec)
+    }
+
+    /// The id the next reservation gets.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// An open reservation.
+    pub fn reservation(&self, id: u64) -> Option<&Reservation> {
+        self.open.get(&id)
+    }
+
+    /// The open reservations, by id.
+    pub fn reservations(&self) -> impl Iterator<Item = &Reservation> {
+        self.open.values()
+    }
+
+    /// The earliest expiry of an open reservation: when [`Budgets::expire`] is due.
+    pub fn next_expiry(&self) -> Option<Time> {
+        self.open.values().map(|r| r.expires).min()
+    }
+
+    /// The levels of `agent` with a budget on `resource`, in order agent,
+    /// group, pools; a pool without any budget refuses.
+    fn levels(&self, agent: &AgentId, resource: &Resource) -> Result<Vec<Level>, Refusal> {
+        let member = self.members.get(agent).ok_or_else(|| Refusal::UnknownAgent(agent.clone()))?;
+        if !resource.is_custom() {
+            return Err(Refusal::UnknownResource { agent: agent.clone(), resource: resource.clone() });
+        }
+        let mut out = Vec::with_capacity(2 + member.pools.len());
+        let agent_level = Level::Agent(agent.clone());
+        if self.has(&agent_level, resource) {
+            out.push(agent_level);
+        }
+        if let Some(g) = &member.group {
+            let l = Level::Group(g.clone());
+            if self.has(&l, resource) {
+                out.push(l);
+            }
+        }
+        for p in &member.pools {
+            let l = Level::Pool(p.clone());
+            if !self.slots.contains_key(&l) {
+                return Err(Refusal::UnknownLevel { agent: agent.clone(), level: l });
+            }
+            if self.has(&l, resource) {
+                out.push(l);
+            }
+        }
+        if out.is_empty() {
+            return Err(Refusal::UnknownResource { agent: agent.clone(), resource: resource.clone() });
+        }
+        Ok(out)
+    }
+
+    fn has(&self, level: &Level, resource: &Resource) -> bool {
+        self.slots.get(level).is_some_and(|s| s.contains_key(resource))
+    }
+
+    fn slot_mut(&mut self, level: &Level, resource: &Resource) -> Option<&mut Slot> {
+        self.slots.get_mut(level)?.get_mut(resource)
+    }
+
+    /// Reserve `amounts` for `agent` for `ttl` (more than 0, at most 365
+    /// days), at every level that applies, all or nothing.
+    pub fn reserve(
+        &mut self,
+        agent: &AgentId,
+        amounts: &BTreeMap<Resource, u64>,
+        ttl: Duration,
+        now: Time,
+    ) -> Result<Reservation, Refusal> {
+        if amounts.is_empty() {
+            return Err(Refusal::Invalid("a reservation needs at least one resource".into()));
+        }
+        if ttl.is_zero() || ttl > MAX_DURATION {
+            return Err(Refusal::Invalid(format!("ttl {}: use more than 0 and at most 365d", crate::quantity::format_duration(ttl))));
+        }
+        let mut holds = Vec::with_capacity(amounts.len());
+        for (resource, &amount) in amounts {
+            let levels = self.levels(agent, resource)?;
+            for level in &levels {
+                let Some(slot) = self.slot_mut(level, resource) else { continue };
+                slot.spend.advance(now);
+                let spent = slot.spend.spent_at(now);
+                let fits = spent.checked_add(slot.reserved).and_then(|u| u.checked_add(amount)).is_some_and(|u| u <= slot.spec.hard);
+                if !fits {
+                    let (hard, reserved) = (slot.spec.hard, slot.reserved);
+                    let retry_after = self.retry_after(level, resource, amount, now);
+                    return Err(Refusal::Exhausted {
+                        level: level.clone(),
+                        resource: resource.clone(),
+                        requested: amount,
+                        spent,
+                        reserved,
+                        hard,
+                        retry_after,
+                    });
+                }
+            }
+            holds.push(Hold { resource: resource.clone(), amount, levels });
+        }
+        for hold in &holds {
+            for level in &hold.levels {
+                if let Some(slot) = self.slot_mut(level, &hold.resource) {
+                    slot.reserved += hold.amount;
+                }
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let r = Reservation { id, agent: agent.clone(), created: now, expires: now.plus(ttl), holds };
+        self.open.insert(id, r.clone());
+        Ok(r)
+    }
+
+    fn retry_after(&self, level: &Level, resource: &Resource, amount: u64, now: Time) -> Option<Time> {
+        let slot = self.slots.get(level)?.get(resource)?;
+        if amount > slot.spec.hard {
+            return None;
+        }
+        let next_expiry = || {
+            self.open
+                .values()
+                .filter(|r| r.holds.iter().any(|h| &h.resource == resource && h.levels.contains(level)))
+                .map(|r| r.expires)
+                .min()
+        };
+        match slot.spec.hard.checked_sub(slot.reserved).and_then(|room| room.checked_sub(amount)) {
+            // The reservations held there alone leave no room: things change when one ends.
+            None => next_expiry(),
+            Some(target) => slot.spend.frees_to(now, target).or_else(next_expiry),
+        }
+    }
+
+    /// Charge `amount` at `level` now; the charge to record.
+    fn charge(&mut self, level: &Level, resource: &Resource, amount: u64, now: Time, over: &mut Vec<OverLimit>) -> Option<Charge> {
+        let slot = self.slot_mut(level, resource)?;
+        slot.spend.advance(now);
+        let bucket = slot.spend.charge(amount);
+        let used = slot.used(now);
+        if used > slot.spec.hard {
+            over.push(OverLimit { level: level.clone(), resource: resource.clone(), used, hard: slot.spec.hard });
+        }
+        Some(Charge {
+            level: level.clone(),
+            resource: resource.clone(),
+            window: slot.spec.window.key(),
+            bucket,
+            amount,
+            keep_from: slot.spend.keep_from(),
+        })
+    }
+
+    fn unhold(&mut self, r: &Reservation) {
+        for hold in &r.holds {
+            for level in &hold.levels {
+                if let Some(slot) = self.slot_mut(level, &hold.resource) {
+                    slot.reserved = slot.reserved.saturating_sub(hold.amount);
+                }
+            }
+        }
+    }
+
+    /// Settle reservation `id` with the `actual` amounts: charged at its
+    /// levels now, the unused part returned. A reserved resource left out of
+    /// `actual` is charged as reserved; a resource not reserved is charged at
+    /// the agent's current levels (refused when it has none). Overruns are
+    /// charged and reported.
+    pub fn settle(&mut self, id: u64, actual: &BTreeMap<Resource, u64>, now: Time) -> Result<Settled, SettleError> {
+        let r = self.open.get(&id).ok_or(SettleError::UnknownReservation(id))?;
+        let mut extra = Vec::new();
+        for (resource, &amount) in actual {
+            if !r.holds.iter().any(|h| &h.resource == resource) {
+                let levels = self.levels(&r.agent, resource).map_err(|_| SettleError::UnknownResource {
+                    id,
+                    agent: r.agent.clone(),
+                    resource: resource.clone(),
+                })?;
+                extra.push(Hold { resource: resource.clone(), amount, levels });
+            }
+        }
+        let Some(r) = self.open.remove(&id) else { return Err(SettleError::UnknownReservation(id)) };
+        self.unhold(&r);
+        let (mut lines, mut charges, mut over) = (Vec::new(), Vec::new(), Vec::new());
+        let reserved = r.holds.iter().map(|h| (h, h.amount, actual.get(&h.resource).copied().unwrap_or(h.amount)));
+        let extra = extra.iter().map(|h| (h, 0, h.amount));
+        for (hold, reserved, used) in reserved.chain(extra) {
+            for level in &hold.levels {
+                charges.extend(self.charge(level, &hold.resource, used, now, &mut over));
+            }
+            lines.push(SettleLine {
+                resource: hold.resource.clone(),
+                reserved,
+                actual: used,
+                returned: reserved.saturating_sub(used),
+                overrun: used.saturating_sub(reserved),
+            });
+        }
+        Ok(Settled { reservation: r, lines, charges, over_limit: over })
+    }
+
+    /// Release reservation `id`: everything it held is returned.
+    pub fn release(&mut self, id: u64) -> Result<Reservation, SettleError> {
+        let r = self.open.remove(&id).ok_or(SettleError::UnknownReservation(id))?;
+        self.unhold(&r);
+        Ok(r)
+    }
+
+    /// End every open reservation whose expiry is at or before `now`: each
+    /// level charges it in full or releases it as its budget's
+    /// [`Expiry`] says.
+    pub fn expire(&mut self, now: Time) -> Vec<Expired> {
+        let due: Vec<u64> = self.open.values().filter(|r| r.expires <= now).map(|r| r.id).collect();
+        let mut out = Vec::with_capacity(due.len());
+        for id in due {
+            let Some(r) = self.open.remove(&id) else { continue };
+            self.unhold(&r);
+            let (mut charges, mut over) = (Vec::new(), Vec::new());
+            for hold in &r.holds {
+                for level in &hold.levels {
+                    let charged =
+                        self.slots.get(level).and_then(|s| s.get(&hold.resource)).is_some_and(|s| s.spec.on_expiry == Expiry::Charge);
+                    if charged {
+                        charges.extend(self.charge(level, &hold.resource, hold.amount, now, &mut over));
+                    }
+                }
+            }
+            out.push(Expired { reservation: r, charges, over_limit: over });
+        }
+        out
+    }
+
+    /// Count a plain usage report of `amount` as spent now at every level of
+    /// the agent on the resource (it happened: charged even over a limit, and
+    /// reported). Refused for an unknown agent or resource.
+    pub fn add(&mut self, agent: &AgentId, resource: &Resource, amount: u64, now: Time) -> Result<Added, Refusal> {
+        let levels = self.levels(agent, resource)?;
+        let (mut charges, mut over) = (Vec::new(), Vec::new());
+        for level in &levels {
+            charges.extend(self.charge(level, resource, amount, now, &mut over));
+        }
+        Ok(Added { charges, over_limit: over })
+    }
+
+    /// Undo a reservation the store could not record (fail closed).
+    pub fn unreserve(&mut self, r: &Reservation) {
+        if self.open.remove(&r.id).is_some() {
+            self.unhold(r);
+        }
+    }
+
+    /// Take back charges the store could not record (of [`Budgets::add`] or
+    /// [`Budgets::expire`]), while their buckets are still counted.
+    pub fn uncharge(&mut self, charges: &[Charge]) {
+        for c in charges {
+            if let Some(slot) = self.slot_mut(&c.level, &c.resource) {
+                if slot.spec.window.key() == c.window {
+                    slot.spend.uncharge(c.bucket, c.amount);
+                }
+            }
+        }
+    }
+
+    /// Undo a settle the store could not record: its charges taken back and
+    /// the reservation open again, held as before.
+    pub fn unsettle(&mut self, s: &Settled) {
+        self.uncharge(&s.charges);
+        self.restore_reservation(s.reservation.clone());
+    }
+
+    /// Undo an expiry the store could not record.
+    pub fn unexpire(&mut self, e: &Expired) {
+        self.uncharge(&e.charges);
+        self.restore_reservation(e.reservation.clone());
+    }
+
+    /// Put a stored open reservation back (when loading): held again at
+    /// those of its levels that still have the budget; later ids follow it.
+    pub fn restore_reservation(&mut self, r: Reservation) {
+        for hold in &r.holds {
+            for level in &hold.levels {
+                if let Some(slot) = self.slot_mut(level, &hold.resource) {
+                    slot.reserved = slot.reserved.saturating_add(hold.amount);
+                }
+            }
+        }
+        self.next_id = self.next_id.max(r.id + 1);
+        self.open.insert(r.id, r);
+    }
+
+    /// Ids continue from at least `next` (when loading).
+    pub fn restore_next_id(&mut self, next: u64) {
+        self.next_id = self.next_id.max(next);
+    }
+
+    /// Put a stored spend back (when loading, after the budgets are set):
+    /// counted when the budget exists, its window is still `window` (a
+    /// window change starts clean) and the bucket is still in it. Whether it
+    /// was counted.
+    pub fn restore_spend(&mut self, level: &Level, resource: &Resource, window: &str, bucket: u64, amount: u64, now: Time) -> bool {
+        let Some(slot) = self.slot_mut(level, resource) else { return false };
+        if slot.spec.window.key() != window {
+            return false;
+        }
+        slot.spend.advance(now);
+        slot.spend.restore(bucket, amount)
+    }
+
+    /// Every budget at `now`, by level and resource.
+    pub fn snapshot(&self, now: Time) -> Vec<BudgetView> {
+        self.slots.iter().flat_map(|(level, slots)| slots.iter().map(move |(r, s)| view(level, r, s, now))).collect()
+    }
+
+    /// The budgets of one level.
+    pub fn snapshot_level(&self, level: &Level, now: Time) -> Vec<BudgetView> {
+        self.slots.get(level).map(|slots| slots.iter().map(|(r, s)| view(level, r, s, now)).collect()).unwrap_or_default()
+    }
+
+    /// The budgets that apply to an agent (its own, its group's, its
+    /// pools'), in that order; `None` for an unknown agent.
+    pub fn snapshot_agent(&self, agent: &AgentId, now: Time) -> Option<Vec<BudgetView>> {
+        let m = self.members.get(agent)?;
+        let levels = std::iter::once(Level::Agent(agent.clone()))
+            .chain(m.group.iter().map(|g| Level::Group(g.clone())))
+            .chain(m.pools.iter().map(|p| Level::Pool(p.clone())));
+        Some(levels.flat_map(|l| self.snapshot_level(&l, now)).collect())
+    }
+}
+
+fn view(level: &Level, resource: &Resource, s: &Slot, now: Time) -> BudgetView {
+    let spent = s.spend.spent_at(now);
+    BudgetView {
+        level: level.clone(),
+        resource: resource.clone(),
+        window: s.spec.window,
+        hard: s.spec.hard,
+        soft: s.spec.soft,
+        spent,
+        reserved: s.reserved,
+        remaining: s.spec.hard.saturating_sub(spent.saturating_add(s.reserved)),
+        resets_at: s.spend.next_drop(now),
+        on_expiry: s.spec.on_expiry,
+    }
+}
+
+#[cfg(test)]
+mod tests;
