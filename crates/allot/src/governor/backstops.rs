@@ -94,16 +94,14 @@ impl<B: Backend> Governor<B> {
         let pids =
             |t: &std::collections::BTreeMap<Resource, u64>| t.contains_key(&Resource::Processes) || t.contains_key(&Resource::Threads);
         let Some(mut ga) = self.backend.group_actuator(group) else { return };
-        for r in tried.keys().filter(|r| !old.contains_key(r)) {
-            let res = match r {
-                Resource::Memory => ga.set_memory_max(None),
-                Resource::Cpu => ga.set_cpu_limit(None),
-                Resource::Processes | Resource::Threads if !pids(&old) => ga.set_pids_max(None),
-                _ => continue,
-            };
-            if let Err(e) = res {
-                tracing::warn!(group, resource = %r, error = %e, "a refused group change could not be undone in the kernel");
-            }
+        let added: Vec<Resource> = tried
+            .keys()
+            .filter(|r| !old.contains_key(r))
+            .filter(|r| !matches!(r, Resource::Processes | Resource::Threads) || !pids(&old))
+            .cloned()
+            .collect();
+        for (r, e) in super::intent::clear_group_totals(ga.as_mut(), &added) {
+            tracing::warn!(group, resource = %r, error = %e, "a refused group change could not be undone in the kernel");
         }
     }
 

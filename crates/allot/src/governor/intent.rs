@@ -374,9 +374,28 @@ pub(super) fn group_totals(ga: &mut dyn Actuator, totals: &std::collections::BTr
             let res = match r {
                 Resource::Memory => ga.set_memory_max(Some(*v)),
                 Resource::Processes | Resource::Threads => ga.set_pids_max(Some(*v)),
-                _ => ga.set_cpu_limit(Some(*v)),
+                Resource::Cpu => ga.set_cpu_limit(Some(*v)),
+                // Only these have a kernel total (`allot_core::backstops::group` gives no other).
+                _ => return json!({"resource": r.name(), "total": v, "outcome": "no kernel total for this resource"}),
             };
             json!({"resource": r.name(), "total": v, "outcome": res.map_or_else(|e| e.to_string(), |_| "success".into())})
+        })
+        .collect()
+}
+
+/// Clear a group's totals of `resources` on its cgroup (a refused change
+/// undone); each failure is returned with its resource.
+pub(super) fn clear_group_totals(ga: &mut dyn Actuator, resources: &[Resource]) -> Vec<(Resource, SysError)> {
+    resources
+        .iter()
+        .filter_map(|r| {
+            let res = match r {
+                Resource::Memory => ga.set_memory_max(None),
+                Resource::Cpu => ga.set_cpu_limit(None),
+                Resource::Processes | Resource::Threads => ga.set_pids_max(None),
+                _ => return None,
+            };
+            res.err().map(|e| (r.clone(), e))
         })
         .collect()
 }
