@@ -34,7 +34,10 @@ fn du_bytes(dir: &Path) -> u64 {
 
 /// An agent writes 25 MB into its workdir against `disk.hard = 1Mi`: it gets
 /// a disk reading (within 10 % of `du`) and the violation's configured
-/// action (suspend). Before disk was measured it got neither.
+/// action (suspend). Before disk was measured it got neither. The file is
+/// written beside the workspace and moved in whole, so the reading does not
+/// depend on how fast the write runs (a loaded machine once saw the agent
+/// suspended at 5.5Mi, mid-write).
 #[test]
 fn an_agent_filling_its_workdir_gets_a_disk_reading_and_its_action() {
     if !cgroups_here() {
@@ -53,7 +56,7 @@ delays = {{ suspend = "1s" }}
 [[agents]]
 name = "writer"
 group = "standard_agent"
-command = ["sh", "-c", "head -c 26214400 /dev/zero > data.bin; sleep 300"]
+command = ["sh", "-c", "head -c 26214400 /dev/zero > ../data.tmp && mv ../data.tmp data.bin; sleep 300"]
 workdir = "{}"
 user = "root"
 limits.disk = {{ soft = "512Ki", hard = "1Mi", action = "suspend" }}
