@@ -43,6 +43,16 @@ pub const REQUEST_ACKNOWLEDGED: &str = "resource_management.request.acknowledged
 pub const GOVERNOR_STOPPED: &str = "resource_management.governor.stopped";
 /// The state store records again after failing (a full disk): how many writes were lost meanwhile.
 pub const STORE_RECOVERED: &str = "resource_management.store.recovered";
+/// A budget's window changed: it starts clean (what was spent under the old one is dropped).
+pub const BUDGET_WINDOW_CHANGED: &str = "resource_management.budget.window_changed";
+/// A reservation was refused: a budget is exhausted (at most once a minute per budget).
+pub const BUDGET_EXHAUSTED: &str = "resource_management.budget.exhausted";
+/// A reservation was settled above what it reserved: the overrun is charged.
+pub const BUDGET_OVERRUN: &str = "resource_management.budget.overrun";
+/// A reservation expired unsettled (charged where its budget charges expiries).
+pub const BUDGET_EXPIRED: &str = "resource_management.budget.expired";
+/// A budget is above its hard limit after a spend that had to be counted (at most once a minute per budget).
+pub const BUDGET_OVER_LIMIT: &str = "resource_management.budget.over_limit";
 
 /// `resource_management.enforcement.<action>`.
 pub fn enforcement_topic(action: &str) -> String {

@@ -18,12 +18,14 @@ pub struct ApiError {
     field: Option<String>,
     /// Seconds for a `Retry-After` header (429).
     retry_after: Option<u32>,
+    /// More members of the error object (a budget refusal's level, resource and `retry_after`).
+    extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
     /// An error with a status, a code and a message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None, retry_after: None }
+        ApiError { status, code, message: message.into(), field: None, retry_after: None, extra: None }
     }
 
     /// 422 naming the field at fault.
@@ -34,6 +36,7 @@ impl ApiError {
             message: message.into(),
             field: Some(field.into()),
             retry_after: None,
+            extra: None,
         }
     }
 
@@ -82,6 +85,9 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.field {
             error["field"] = json!(f);
         }
+        for (k, v) in self.extra.into_iter().flatten() {
+            error[k] = v;
+        }
         let mut res = (self.status, Json(json!({ "error": error }))).into_response();
         if let Some(secs) = self.retry_after {
             res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
@@ -101,12 +107,45 @@ impl From<ControlError> for ApiError {
             ControlError::Invalid { field, .. } => ApiError::field(field, message),
             ControlError::InvalidAt { field, .. } => ApiError::field(field, message),
             ControlError::Refused { field, .. } => {
-                ApiError { status: StatusCode::CONFLICT, code: "conflict", message, field: Some(field), retry_after: None }
+                ApiError { status: StatusCode::CONFLICT, code: "conflict", message, field: Some(field), retry_after: None, extra: None }
+            }
+            ControlError::NoReservation(_) | ControlError::NoPool(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            ControlError::Exhausted { level, resource, retry_after_ms, .. } => {
+                let mut extra = serde_json::Map::new();
+                extra.insert("level".into(), json!(level));
+                extra.insert("resource".into(), json!(resource));
+                extra.insert("retry_after".into(), json!(retry_after_ms.map(|ms| ms as f64 / 1000.0)));
+                ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    code: "exhausted",
+                    message,
+                    field: None,
+                    retry_after: retry_after_ms.map(retry_secs),
+                    extra: Some(extra),
+                }
+            }
+            ControlError::Throttled { resource, retry_after_ms, .. } => {
+                let mut extra = serde_json::Map::new();
+                extra.insert("resource".into(), json!(resource));
+                extra.insert("retry_after".into(), json!(retry_after_ms as f64 / 1000.0));
+                ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    code: "throttled",
+                    message,
+                    field: None,
+                    retry_after: Some(retry_secs(retry_after_ms)),
+                    extra: Some(extra),
+                }
             }
             ControlError::Kernel(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", message),
             ControlError::Unrecorded(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unrecorded", message),
         }
     }
+}
+
+/// Whole seconds for `Retry-After`, rounded up (at least 1).
+fn retry_secs(ms: u64) -> u32 {
+    u32::try_from(ms.div_ceil(1000).max(1)).unwrap_or(u32::MAX)
 }
 
 impl IntoResponse for ControlError {
@@ -133,6 +172,10 @@ mod tests {
             (ControlError::Kernel("EBUSY".into()), 500, "failed"),
             (ControlError::Refused { field: "totals.memory".into(), message: "EBUSY".into() }, 409, "conflict"),
             (ControlError::Unrecorded("disk full".into()), 503, "unrecorded"),
+            (ControlError::NoReservation(7), 404, "not_found"),
+            (ControlError::NoPool("p".into()), 404, "not_found"),
+            (ControlError::Exhausted { level: "group:g".into(), resource: "tokens".into(), message: "m".into(), retry_after_ms: Some(1) }, 429, "exhausted"),
+            (ControlError::Throttled { resource: "tokens".into(), message: "m".into(), retry_after_ms: 1500 }, 429, "throttled"),
         ];
         for (e, status, code) in cases {
             let a = ApiError::from(e.clone());

@@ -11,6 +11,7 @@
 mod access;
 mod agents;
 mod bodies;
+mod budgets;
 pub mod conn;
 mod error;
 mod reads;

@@ -4,7 +4,7 @@
 //! route cannot be added without a rule.
 
 use super::access::Access;
-use super::{Shared, agents, reads, system};
+use super::{Shared, agents, budgets, reads, system};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
 /// An HTTP method of the table.
@@ -93,6 +93,14 @@ pub const ROUTES: &[Route] = routes![
     (Get, "/v1/agents/{id}/quota", SelfOrOperator, agents::quota_get, "The agent's quota"),
     (Patch, "/v1/agents/{id}/quota", Operator, agents::quota_set, "Change limits at run time: {limits: {RESOURCE: {soft?, hard?, burst?, action?}}}"),
     (Post, "/v1/agents/{id}/usage", SelfOrOperator, agents::usage, "Report usage: {resource, value}"),
+    (Post, "/v1/agents/{id}/reservations", SelfOrOperator, budgets::reserve,
+        "Reserve custom resources at every budget that applies (agent, group, pools), all or nothing: {resources: {RESOURCE: amount}, ttl?}; 201, or 429 naming the level and resource with retry_after"),
+    (Get, "/v1/agents/{id}/budgets", SelfOrOperator, budgets::agent, "The budgets that apply to the agent and its open reservations"),
+    (Post, "/v1/reservations/{rid}/settle", Scoped, budgets::settle,
+        "Settle a reservation with the actual amounts: {resources?: {RESOURCE: amount}} (unused part returned, overrun charged); an agent settles only its own"),
+    (Delete, "/v1/reservations/{rid}", Scoped, budgets::release, "Release a reservation: everything it holds is returned; an agent releases only its own"),
+    (Get, "/v1/budgets", Scoped, budgets::list, "Every budget (window, limit, spent, reserved, remaining, reset) and open reservation; an agent gets those that apply to it"),
+    (Get, "/v1/pools/{name}", Operator, budgets::pool, "One pool's budgets and the reservations held there"),
     (Post, "/v1/agents/{id}/ack", SelfOrOperator, agents::ack, "Acknowledge a request of the agent channel: {seq, note?}"),
     (Get, "/v1/agents/{id}/compliance", SelfOrOperator, reads::compliance,
         "Quota compliance: per resource usage, soft, hard, burst, status (ok, soft, burst, hard), pending escalation and when it falls due; who holds the agent throttled or suspended"),

@@ -75,6 +75,34 @@ pub enum ControlError {
     /// The state store cannot record the change (a full disk, say): refused rather than forgotten.
     #[error("the state store cannot record it: {0}")]
     Unrecorded(String),
+    /// A budget has no room for a reservation (429).
+    #[error("{message}")]
+    Exhausted {
+        /// The level that refused (`group:llm`).
+        level: String,
+        /// Its resource.
+        resource: String,
+        /// What is exhausted.
+        message: String,
+        /// When to try again, in ms from now; `None`: never (more than the limit).
+        retry_after_ms: Option<u64>,
+    },
+    /// The policy throttles the agent's reservations of a resource (429).
+    #[error("{message}")]
+    Throttled {
+        /// The resource.
+        resource: String,
+        /// The rate.
+        message: String,
+        /// When the next one is admitted, in ms from now.
+        retry_after_ms: u64,
+    },
+    /// No open reservation of that id (for this caller).
+    #[error("no open reservation {0}")]
+    NoReservation(u64),
+    /// No pool of that name.
+    #[error("no pool {0:?}")]
+    NoPool(String),
 }
 
 /// What an operator may do to an agent.
@@ -148,6 +176,9 @@ pub struct AgentStatus {
     pub uid: Option<u32>,
     /// Whether it runs as root (asked for by name): marked in `ps`.
     pub root: bool,
+    /// Budget use per custom resource at its tightest level (`level`, `spent`,
+    /// `reserved`, `hard`, `remaining`); null without budgets.
+    pub budgets: Value,
 }
 
 /// A command to the governor.
@@ -187,6 +218,14 @@ pub enum Control {
     /// An agent's quota compliance: per resource usage, limits, status and
     /// pending escalation; who holds it throttled or frozen.
     Compliance(String, Reply<Value>),
+    /// Reserve amounts of custom resources for an agent, for a time.
+    Reserve(String, BTreeMap<Resource, u64>, std::time::Duration, Reply<Value>),
+    /// Settle a reservation with the actual amounts; the caller's agent (`None`: the operator).
+    Settle(u64, Option<String>, BTreeMap<Resource, u64>, Reply<Value>),
+    /// Release a reservation; the caller's agent (`None`: the operator).
+    Release(u64, Option<String>, Reply<Value>),
+    /// Budgets and open reservations.
+    Budgets(super::budgets::BudgetQuery, Reply<Value>),
 }
 
 impl<B: Backend> Governor<B> {
@@ -196,6 +235,9 @@ impl<B: Backend> Governor<B> {
             Some(c) => c,
             None => return,
         };
+        // Changes of quotas and groups change budgets.
+        let config =
+            matches!(c, Control::Start(..) | Control::Adopt(..) | Control::SetLimits(..) | Control::PutGroup(..) | Control::DeleteGroup(..));
         match c {
             Control::Ready(reply) => {
                 let _ =
@@ -235,7 +277,14 @@ impl<B: Backend> Governor<B> {
                 let _ = reply.send(self.domain.ledger.total_usage().into_iter().map(|(r, v)| (r.name().to_owned(), v)).collect());
             }
             Control::Report(agent, resource, value, window, reply) => {
-                let _ = reply.send(self.report_usage(&agent, resource, value, window));
+                return self.report_usage(&agent, resource, value, window, reply);
+            }
+            Control::Reserve(agent, amounts, ttl, reply) => return self.reserve(&agent, amounts, ttl, reply),
+            Control::Settle(rid, caller, actual, reply) => return self.settle(rid, caller.as_deref(), &actual, reply),
+            Control::Release(rid, caller, reply) => return self.release(rid, caller.as_deref(), reply),
+            Control::Budgets(query, reply) => {
+                let _ = reply.send(self.budget_views(&query));
+                return;
             }
             Control::SetLimits(agent, overrides, reply) => {
                 let _ = reply.send(self.running(&agent).and_then(|()| self.set_limits(&agent, overrides)));
@@ -243,6 +292,9 @@ impl<B: Backend> Governor<B> {
             Control::Compliance(agent, reply) => {
                 let _ = reply.send(self.compliance(&agent));
             }
+        }
+        if config {
+            self.sync_budgets();
         }
         self.refresh_metrics();
     }
@@ -257,7 +309,8 @@ impl<B: Backend> Governor<B> {
         match c {
             Control::Start(_, reply) | Control::Adopt(_, _, _, reply) => drop(reply.send(Err(no()))),
             Control::SetLimits(_, _, reply) | Control::Ack(_, _, _, reply) => drop(reply.send(Err(no()))),
-            Control::Report(_, _, _, _, reply) => drop(reply.send(Err(no()))),
+            Control::Report(_, _, _, _, reply) | Control::Reserve(_, _, _, reply) => drop(reply.send(Err(no()))),
+            Control::Settle(_, _, _, reply) | Control::Release(_, _, reply) => drop(reply.send(Err(no()))),
             Control::PutGroup(_, _, reply) => drop(reply.send(Err(no()))),
             Control::DeleteGroup(_, reply) => drop(reply.send(Err(no()))),
             c => return Some(c),
@@ -303,6 +356,7 @@ impl<B: Backend> Governor<B> {
             quota: self.domain.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null)),
             uid: a.def.user.map(|u| u.0),
             root: a.def.user.is_some_and(|u| u.0 == 0),
+            budgets: self.budget_use(id),
         })
     }
 

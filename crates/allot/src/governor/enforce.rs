@@ -101,6 +101,11 @@ impl<B: Backend> Governor<B> {
                 );
                 self.record_decision(&d, "cleared", Stage::Done, Outcome::Success, &detail);
             }
+            DecisionKind::Restore { from: Hold::Throttle } if d.resource.is_custom() && self.unthrottle_budget(&d.agent, &d.resource) => {
+                let _ = self.send(&d, "restore", json!({"from": Hold::Throttle, "resource": d.resource.name()}));
+                let detail = format!("reservations of {} admitted again without a rate", d.resource);
+                self.record_decision(&d, "restore", Stage::Done, Outcome::Success, &detail);
+            }
             DecisionKind::Restore { from } => {
                 let op = match from {
                     Hold::Throttle => Op::Unthrottle,
@@ -125,6 +130,20 @@ impl<B: Backend> Governor<B> {
         let Some(a) = self.agents.get(&d.agent) else { return };
         let usage_cpu = a.usage.get(&Resource::Cpu).copied().unwrap_or(0);
         let usage_res = a.usage.get(&d.resource).copied().unwrap_or(0);
+        if d.resource.is_custom() {
+            // A budget resource: the agent's reservations are admitted at a rate under its soft limit.
+            let limit = self.domain.ledger.quota(&d.agent).and_then(|q| q.limits.get(&d.resource)).cloned();
+            let target = throttle_target(factor, usage_res, limit.as_ref(), 1);
+            if let Some(text) = self.throttle_budget(&d.agent, &d.resource, target) {
+                let sent = self.send(d, "throttle", json!({"resource": d.resource.name(), "factor": factor, "interim": interim}));
+                let detail = match sent {
+                    Ok(s) => format!("factor {factor}: {text}; {s}"),
+                    Err(_) => format!("factor {factor}: {text}"),
+                };
+                self.record_decision(d, "throttle", Stage::Done, Outcome::Success, &detail);
+                return;
+            }
+        }
         let quota = self.domain.ledger.quota(&d.agent);
         let limit_of = |r: &Resource| quota.and_then(|q| q.limits.get(r));
         // The cpu limit: for a cpu violation factor x use, under 90 % of the soft limit

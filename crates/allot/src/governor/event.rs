@@ -100,6 +100,11 @@ impl Inbox {
         tokio::time::timeout(timeout, self.settled.recv()).await.ok().flatten()
     }
 
+    /// A command that waits already, without waiting.
+    pub(super) fn try_control(&mut self) -> Option<Control> {
+        self.control.as_mut()?.try_recv().ok()
+    }
+
     /// The next event; `timer` is when the earliest timer falls due.
     pub(super) async fn next(&mut self, timer: Instant) -> Event {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);

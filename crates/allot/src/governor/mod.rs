@@ -19,6 +19,7 @@ mod agents;
 mod analysis;
 pub mod backend;
 mod backstops;
+pub mod budgets;
 pub mod channel;
 pub mod clock;
 pub mod control;
@@ -126,6 +127,7 @@ pub struct Governor<B: Backend> {
     settings: Settings,
     clock: Clock,
     domain: Domain,
+    budgets: budgets::BudgetPart,
     agents: Agents,
     timers: timers::Timers,
     recorder: record::Recorder,
@@ -181,6 +183,7 @@ impl<B: Backend> Governor<B> {
                 alerts: AlertLimiter::default(),
                 restored: std::collections::BTreeMap::new(),
             },
+            budgets: budgets::BudgetPart::new(std::collections::BTreeMap::new()),
             settings: fleet.settings.clone(),
             clock,
             agents: Agents::new(channel_dir, opts.socket.clone()),
@@ -216,6 +219,10 @@ impl<B: Backend> Governor<B> {
             let channel = Channel::create(&g.agents.channel_dir, def.spec.id.as_str(), def.notify_signal)?;
             g.agents.map.insert(def.spec.id.clone(), Agent::new(def, channel));
         }
+        // Budgets: configured from the quotas, groups and pools, then their spend
+        // and open reservations taken over from the store.
+        g.sync_budgets();
+        g.load_budgets()?;
         Ok(g)
     }
 
@@ -301,6 +308,20 @@ impl<B: Backend> Governor<B> {
             if let Some(reason) = self.handle(event, inbox.serving()) {
                 break reason;
             }
+            // Commands already waiting are handled before the budget changes
+            // they make are recorded in one transaction (group commit).
+            let mut stop = None;
+            while self.budgets.pending() > 0 && self.budgets.pending() < budgets::BATCH {
+                let Some(c) = inbox.try_control() else { break };
+                if let Some(reason) = self.handle(Event::Control(c), inbox.serving()) {
+                    stop = Some(reason);
+                    break;
+                }
+            }
+            self.flush_budgets();
+            if let Some(reason) = stop {
+                break reason;
+            }
         };
         // Kernel waits in flight are recorded before the governor stops.
         while self.settles.in_flight() > 0 {
@@ -368,6 +389,7 @@ impl<B: Backend> Governor<B> {
     /// The earliest of the policy's and the governor's timers.
     fn next_due(&self) -> Time {
         let own = self.timers.next();
+        let own = self.budgets.ledger.next_expiry().map_or(own, |e| e.min(own));
         self.domain.policy.next_due().map_or(own, |p| p.min(own))
     }
 
@@ -375,6 +397,7 @@ impl<B: Backend> Governor<B> {
         let now = self.clock.now();
         let decisions = self.domain.policy.advance(now);
         self.execute_all(decisions);
+        self.expire_budgets(now);
         if now >= self.timers.next_analytics {
             self.timers.next_analytics = now.plus(self.settings.analytics_interval);
             self.run_analytics(now);
@@ -457,6 +480,7 @@ impl<B: Backend> Governor<B> {
     }
 
     async fn shutdown(&mut self, why: &str) {
+        self.flush_budgets();
         let now = self.clock.now();
         if self.leave_running {
             // The daemon stops alone: its agents keep running under their kernel

@@ -124,6 +124,7 @@ impl<B: Backend> Governor<B> {
         (row.state_name().ok()? == allot_store::AgentStateName::Exited).then(|| AgentStatus {
             uid: user.map(|u| u.0),
             root: user.is_some_and(|u| u.0 == 0),
+            budgets: Value::Null,
             id: row.id,
             group: row.group,
             state: row.state,

@@ -52,7 +52,7 @@ pub(super) struct Sampler {
     pub(super) tick: u64,
     pending: Vec<(String, String, u64, u64)>,
     roller: Roller,
-    reported: std::collections::BTreeMap<(AgentId, Resource), (Time, u64)>,
+    pub(super) reported: std::collections::BTreeMap<(AgentId, Resource), (Time, u64)>,
 }
 
 impl<B: Backend> Governor<B> {
@@ -161,7 +161,7 @@ impl<B: Backend> Governor<B> {
     }
 
     /// One value into the live usage, the ledger, alerts and the policy.
-    fn judge(&mut self, id: &AgentId, res: Resource, v: u64, now: Time) -> (Option<allot_core::Assessment>, usize) {
+    pub(super) fn judge(&mut self, id: &AgentId, res: Resource, v: u64, now: Time) -> (Option<allot_core::Assessment>, usize) {
         if let Some(a) = self.agents.get_mut(id) {
             a.usage.insert(res.clone(), v);
         }
@@ -182,10 +182,11 @@ impl<B: Backend> Governor<B> {
         (Some(assessment), n)
     }
 
-    /// Usage an agent reports itself, through the same path as a sample. An
-    /// agent may report at most [`MAX_UNDECLARED_CUSTOM`] custom resources
-    /// that its quota gives no limit (each is kept in the ledger, the
-    /// analytics windows and the metrics for as long as the agent lives).
+    /// Usage an agent reports itself, through the same path as a sample: an
+    /// increment of its spend within the window (`budgets::report_spend`).
+    /// An agent may report at most [`MAX_UNDECLARED_CUSTOM`] custom
+    /// resources that its quota gives no limit (each is kept in the ledger,
+    /// the analytics windows and the metrics for as long as the agent lives).
     ///
     /// A count written with a window (`400/h`) is converted to the window of
     /// the agent's limit on it (per minute when it has none), rounded up to a
@@ -196,7 +197,22 @@ impl<B: Backend> Governor<B> {
         resource: Resource,
         value: u64,
         window: Option<allot_core::quantity::Window>,
-    ) -> Result<Value, ControlError> {
+        reply: super::control::Reply<Value>,
+    ) {
+        match self.check_report(agent, &resource, value, window) {
+            Ok((id, value, per)) => self.report_spend(&id, &resource, value, per, reply),
+            Err(e) => drop(reply.send(Err(e))),
+        }
+    }
+
+    /// A report's agent, its value in the window of the agent's limit, and that window.
+    fn check_report(
+        &self,
+        agent: &str,
+        resource: &Resource,
+        value: u64,
+        window: Option<allot_core::quantity::Window>,
+    ) -> Result<(AgentId, u64, allot_core::quantity::Window), ControlError> {
         if !resource.is_custom() {
             let message = format!("{resource} is measured by allot; only custom resources (tokens, usd_micros, ...) can be reported");
             return Err(ControlError::Invalid { field: "resource", message });
@@ -207,9 +223,9 @@ impl<B: Backend> Governor<B> {
             return Err(ControlError::NotRunning { agent: agent.to_owned(), state });
         }
         let undeclared = |r: &Resource| r.is_custom() && self.domain.ledger.quota(&id).is_none_or(|q| !q.limits.contains_key(r));
-        if undeclared(&resource) {
+        if undeclared(resource) {
             let reported = self.agents.get(&id).map(|a| &a.usage);
-            if !reported.is_some_and(|u| u.contains_key(&resource)) {
+            if !reported.is_some_and(|u| u.contains_key(resource)) {
                 let n = reported.map_or(0, |u| u.keys().filter(|r| undeclared(r)).count());
                 if n >= MAX_UNDECLARED_CUSTOM {
                     let message = format!(
@@ -224,7 +240,7 @@ impl<B: Backend> Governor<B> {
             .domain
             .ledger
             .quota(&id)
-            .and_then(|q| q.limits.get(&resource))
+            .and_then(|q| q.limits.get(resource))
             .and_then(|l| l.window)
             .unwrap_or(allot_core::quantity::Window::Minute);
         let value = match window {
@@ -234,13 +250,7 @@ impl<B: Backend> Governor<B> {
             })?,
             _ => value,
         };
-        let now = self.clock.now();
-        self.sampler.reported.insert((id.clone(), resource.clone()), (now, value));
-        let (a, decisions) = self.judge(&id, resource.clone(), value, now);
-        let violation = a.and_then(|a| a.violation);
-        Ok(
-            json!({"agent": agent, "resource": resource.name(), "value": value, "per": per.suffix(), "violation": violation, "decisions": decisions}),
-        )
+        Ok((id, value, per))
     }
 
     /// Store the samples of this tick in one transaction.
