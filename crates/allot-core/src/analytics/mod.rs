@@ -17,7 +17,7 @@
 //!
 //! Recommendations: [`recommend_agent`] answers for one agent (one
 //! `change_group` for all its resources, else one answer per resource);
-//! [`recommend`] is the view of a single series; [`standing`] keeps them
+//! [`recommend`](fn@recommend) is the view of a single series; [`standing`] keeps them
 //! from flapping without keeping one the current limits have outgrown.
 
 mod classify;
