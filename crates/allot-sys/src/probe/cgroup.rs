@@ -1,0 +1,332 @@
+//! `CgroupProbe`: an agent's usage from its cgroup files (hot files kept open,
+//! slow counters at their own cadence).
+
+use super::{Fast, HotFile, IoFrom, Measure, Probe, Slow, netns, network, parse_u64};
+use crate::cgroup::tree::{AgentCgroup, V1};
+use crate::cgroup::{fs, v1, v2};
+use crate::error::SysError;
+use crate::proc::{fds, parse};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// `usage_usec N` out of `cpu.stat` bytes.
+fn usage_usec(bytes: &[u8]) -> Option<u64> {
+    bytes.split(|&b| b == b'\n').find_map(|l| l.strip_prefix(b"usage_usec ").and_then(parse_u64))
+}
+
+#[derive(Debug)]
+enum MemSource {
+    V1 { usage: HotFile, dir: PathBuf },
+    V2 { current: HotFile, dir: PathBuf },
+}
+
+#[derive(Debug)]
+enum CpuSource {
+    Cpuacct(HotFile),
+    CpuStat(HotFile),
+}
+
+#[derive(Debug)]
+enum IoSource {
+    Blkio(PathBuf),
+    IoStat(PathBuf),
+    Procs,
+}
+
+/// A probe reading an agent's cgroup files.
+#[derive(Debug)]
+pub struct CgroupProbe {
+    cg: AgentCgroup,
+    proc_root: PathBuf,
+    mem: Option<MemSource>,
+    inactive_file: u64,
+    cpu: Option<CpuSource>,
+    pids: Option<HotFile>,
+    io: IoSource,
+    own_netns: Option<u64>,
+    pids_buf: Vec<u32>,
+    /// `cgroup.procs` bytes, grown to fit (the fast path re-reads it every sample).
+    procs_bytes: Vec<u8>,
+    path_buf: String,
+    /// `cgroup.procs` and the io file kept open too, when the caller's fd budget allows.
+    slow_files: Option<(HotFile, Option<HotFile>)>,
+    /// The network namespace of the agent's first process, cached per pid.
+    netns_cache: Option<(u32, Option<u64>)>,
+    /// The cgroup's I/O counter has moved: it is the source from then on.
+    cgroup_io_moved: bool,
+}
+
+/// Read a small file into `buf` with open/read/close and no allocation.
+fn small_read<'b>(path: &Path, buf: &'b mut [u8]) -> Result<&'b [u8], SysError> {
+    let fd = rustix::fs::open(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+        .map_err(|e| SysError::Read { path: path.to_path_buf(), source: e.into() })?;
+    let mut n = 0;
+    while n < buf.len() {
+        let got = rustix::io::read(&fd, &mut buf[n..]).map_err(|e| SysError::Read { path: path.to_path_buf(), source: e.into() })?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    Ok(&buf[..n])
+}
+
+/// Read the whole of `file` (from offset 0) into `out`, growing it as needed.
+fn read_whole(file: &File, path: &Path, out: &mut Vec<u8>) -> Result<(), SysError> {
+    if out.len() < 4096 {
+        out.resize(4096, 0);
+    }
+    let mut n = 0;
+    loop {
+        if n == out.len() {
+            out.resize(out.len() * 2, 0);
+        }
+        let got =
+            rustix::io::pread(file, &mut out[n..], n as u64).map_err(|e| SysError::Read { path: path.to_path_buf(), source: e.into() })?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    out.truncate(n);
+    Ok(())
+}
+
+/// How many lines of `bytes` are numbers (tasks listed in a `tasks` or `cgroup.threads` file).
+fn count_ids(bytes: &[u8]) -> u64 {
+    bytes.split(|&b| b == b'\n').filter(|l| parse_u64(l).is_some()).count() as u64
+}
+
+/// Parse `cgroup.procs` bytes into `out` (cleared first).
+fn parse_pids(bytes: &[u8], out: &mut Vec<u32>) {
+    out.clear();
+    out.extend(bytes.split(|&b| b == b'\n').filter_map(|l| parse_u64(l).and_then(|v| u32::try_from(v).ok())));
+}
+
+impl CgroupProbe {
+    /// Open the hot files of `cg`: three kept open per agent (memory, cpu,
+    /// pids). With `keep_slow_open`, `cgroup.procs` and the block-I/O file
+    /// stay open too (five per agent): opening a cgroup file costs about
+    /// 5 us here against 1 us for a `pread`, so keep them open while the
+    /// open-files limit allows.
+    pub fn new(cg: AgentCgroup, proc_root: PathBuf, keep_slow_open: bool) -> Result<Self, SysError> {
+        let mem = if let Some(d) = cg.v2().filter(|_| cg.dirs.v2_has("memory")) {
+            Some(MemSource::V2 { current: HotFile::open(d.join("memory.current"))?, dir: d.to_path_buf() })
+        } else if let Some(d) = cg.v1(V1::Memory) {
+            Some(MemSource::V1 { usage: HotFile::open(d.join("memory.usage_in_bytes"))?, dir: d.to_path_buf() })
+        } else {
+            None
+        };
+        // v2 cpu.stat when the v2 cpu controller is in use or there is no
+        // cpuacct; on hybrid hosts cpuacct.usage is cheaper to generate.
+        let v2_cpu = cg.v2().filter(|d| fs::has(d, "cpu.stat"));
+        let cpu = match (v2_cpu, cg.v1(V1::Cpuacct)) {
+            (Some(d), _) if cg.dirs.v2_has("cpu") => Some(CpuSource::CpuStat(HotFile::open(d.join("cpu.stat"))?)),
+            (_, Some(d)) => Some(CpuSource::Cpuacct(HotFile::open(d.join("cpuacct.usage"))?)),
+            (Some(d), None) => Some(CpuSource::CpuStat(HotFile::open(d.join("cpu.stat"))?)),
+            (None, None) => None,
+        };
+        let pids_dir = if cg.dirs.v2_has("pids") { cg.v2() } else { cg.v1(V1::Pids) };
+        let pids = pids_dir.map(|d| HotFile::open(d.join("pids.current"))).transpose()?;
+        let io = if let Some(d) = cg.v2().filter(|_| cg.dirs.v2_has("io")) {
+            IoSource::IoStat(d.to_path_buf())
+        } else if let Some(d) = cg.v1(V1::Blkio) {
+            IoSource::Blkio(d.to_path_buf())
+        } else {
+            IoSource::Procs
+        };
+        let own_netns = netns(&proc_root, "self");
+        CgroupProbe {
+            cg,
+            proc_root,
+            mem,
+            inactive_file: 0,
+            cpu,
+            pids,
+            io,
+            own_netns,
+            pids_buf: Vec::new(),
+            procs_bytes: Vec::new(),
+            path_buf: String::new(),
+            slow_files: None,
+            netns_cache: None,
+            cgroup_io_moved: false,
+        }
+        .with_slow_files(keep_slow_open)
+    }
+}
+
+impl CgroupProbe {
+    fn with_slow_files(mut self, keep: bool) -> Result<Self, SysError> {
+        if keep {
+            let procs_dir = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default();
+            let procs = HotFile::open(procs_dir.join("cgroup.procs"))?;
+            let io = match &self.io {
+                IoSource::Blkio(d) => Some(HotFile::open(d.join("blkio.throttle.io_service_bytes"))?),
+                IoSource::IoStat(d) => Some(HotFile::open(d.join("io.stat"))?),
+                IoSource::Procs => None,
+            };
+            self.slow_files = Some((procs, io));
+        }
+        Ok(self)
+    }
+
+    /// How many files this probe keeps open.
+    pub fn open_files(&self) -> usize {
+        usize::from(self.mem.is_some())
+            + usize::from(self.cpu.is_some())
+            + usize::from(self.pids.is_some())
+            + self.slow_files.as_ref().map_or(0, |(_, io)| 1 + usize::from(io.is_some()))
+    }
+}
+
+impl Probe for CgroupProbe {
+    fn fast(&mut self) -> Result<Fast, SysError> {
+        let mut out = Fast::default();
+        match &self.mem {
+            Some(MemSource::V1 { usage, .. }) => out.memory = usage.read_u64()?.saturating_sub(self.inactive_file),
+            Some(MemSource::V2 { current, .. }) => out.memory = current.read_u64()?.saturating_sub(self.inactive_file),
+            None => {}
+        }
+        match &self.cpu {
+            Some(CpuSource::Cpuacct(f)) => out.cpu_ns = f.read_u64()?,
+            Some(CpuSource::CpuStat(f)) => {
+                let mut buf = [0u8; 512];
+                let b = f.read(&mut buf)?;
+                out.cpu_ns = usage_usec(b)
+                    .ok_or_else(|| SysError::Parse { path: f.path().to_path_buf(), problem: "no usage_usec line".into() })?
+                    .saturating_mul(1000);
+            }
+            None => {}
+        }
+        // Processes: the distinct thread-group ids of cgroup.procs (v1 may list one twice).
+        let procs_dir = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default();
+        match &self.slow_files {
+            Some((procs, _)) => read_whole(&procs.file, &procs.path, &mut self.procs_bytes)?,
+            None => {
+                let path = procs_dir.join("cgroup.procs");
+                let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
+                read_whole(&f, &path, &mut self.procs_bytes)?;
+            }
+        }
+        parse_pids(&self.procs_bytes, &mut self.pids_buf);
+        self.pids_buf.sort_unstable();
+        self.pids_buf.dedup();
+        out.processes = self.pids_buf.len() as u64;
+        // Threads: pids.current (tasks, what pids.max limits), else the cgroup's task list.
+        out.threads = match &self.pids {
+            Some(f) => f.read_u64()?,
+            None => {
+                let file = if fs::has(&procs_dir, "cgroup.threads") { "cgroup.threads" } else { "tasks" };
+                let path = procs_dir.join(file);
+                let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
+                read_whole(&f, &path, &mut self.procs_bytes)?;
+                count_ids(&self.procs_bytes)
+            }
+        };
+        Ok(out)
+    }
+
+    fn slow(&mut self) -> Result<Slow, SysError> {
+        // memory.stat is large (about 7 us to read here), so it is read at the
+        // slow cadence; its inactive-file figure is subtracted from every fast
+        // memory reading and must not grow staler than one slow period.
+        {
+            self.inactive_file = match &self.mem {
+                Some(MemSource::V1 { dir, .. }) => {
+                    let stat = fs::read(dir, "memory.stat")?;
+                    fs::keyed(&stat, "total_inactive_file").or_else(|| fs::keyed(&stat, "inactive_file")).unwrap_or(0)
+                }
+                Some(MemSource::V2 { dir, .. }) => fs::keyed(&fs::read(dir, "memory.stat")?, "inactive_file").unwrap_or(0),
+                None => 0,
+            };
+        }
+        let mut buf = [0u8; 4096];
+        match &self.slow_files {
+            Some((procs, _)) => read_whole(&procs.file, &procs.path, &mut self.procs_bytes)?,
+            None => {
+                let path = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default().join("cgroup.procs");
+                let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
+                read_whole(&f, &path, &mut self.procs_bytes)?;
+            }
+        }
+        parse_pids(&self.procs_bytes, &mut self.pids_buf);
+        self.pids_buf.sort_unstable();
+        self.pids_buf.dedup();
+        // The cgroup's I/O counter, where there is one; while it has never
+        // moved, the processes' own counters are summed instead.
+        let kept_io = self.slow_files.as_ref().and_then(|(_, io)| io.as_ref());
+        let cgroup_io = match (&self.io, kept_io) {
+            (IoSource::Blkio(_), Some(f)) => Some(v1::blkio::parse_service_bytes(std::str::from_utf8(f.read(&mut buf)?).unwrap_or(""))),
+            (IoSource::IoStat(_), Some(f)) => Some(v2::io::parse_stat(std::str::from_utf8(f.read(&mut buf)?).unwrap_or(""))),
+            (IoSource::Blkio(d), None) => {
+                let b = small_read(&d.join("blkio.throttle.io_service_bytes"), &mut buf)?;
+                Some(v1::blkio::parse_service_bytes(std::str::from_utf8(b).unwrap_or("")))
+            }
+            (IoSource::IoStat(d), None) => {
+                let b = small_read(&d.join("io.stat"), &mut buf)?;
+                Some(v2::io::parse_stat(std::str::from_utf8(b).unwrap_or("")))
+            }
+            (IoSource::Procs, _) => None,
+        };
+        self.cgroup_io_moved |= cgroup_io.is_some_and(|b| b > 0);
+        let sum_procs = !self.cgroup_io_moved;
+        let mut files = 0;
+        let mut proc_io = 0u64;
+        for &p in &self.pids_buf {
+            use std::fmt::Write as _;
+            self.path_buf.clear();
+            let _ = write!(self.path_buf, "{}/{p}/fd", self.proc_root.display());
+            match rustix::fs::stat(self.path_buf.as_str()) {
+                Ok(st) if st.st_size > 0 => files += st.st_size as u64,
+                Ok(_) => files += fds::count(&self.proc_root, p).unwrap_or(0),
+                Err(_) => {}
+            }
+            if sum_procs {
+                self.path_buf.clear();
+                let _ = write!(self.path_buf, "{}/{p}/io", self.proc_root.display());
+                if let Ok(b) = small_read(Path::new(self.path_buf.as_str()), &mut buf) {
+                    proc_io = proc_io.saturating_add(parse::io_bytes(b).unwrap_or(0));
+                }
+            }
+        }
+        let (io_bytes, io_from) = match (&self.io, cgroup_io) {
+            (IoSource::Blkio(_), Some(b)) if !sum_procs => (b, IoFrom::Blkio),
+            (IoSource::IoStat(_), Some(b)) if !sum_procs => (b, IoFrom::IoStat),
+            _ => (proc_io, IoFrom::Proc),
+        };
+        let first = self.pids_buf.first().copied().unwrap_or(0);
+        if self.netns_cache.is_none_or(|(p, _)| p != first) {
+            self.netns_cache = Some((first, netns(&self.proc_root, &first.to_string())));
+        }
+        let theirs = self.netns_cache.and_then(|(_, ns)| ns);
+        let network_bytes = if theirs.is_none() || theirs == self.own_netns {
+            Measure::Unsupported
+        } else {
+            network(&self.proc_root, self.own_netns, &self.pids_buf)
+        };
+        Ok(Slow { files, io_bytes, io_from, network_bytes })
+    }
+
+    fn pids(&self) -> Result<Vec<u32>, SysError> {
+        self.cg.pids()
+    }
+
+    fn proc_root(&self) -> &Path {
+        &self.proc_root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_and_cpu_stat_parsing() {
+        assert_eq!(parse_u64(b"12345\n"), Some(12345));
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"max\n"), None);
+        assert_eq!(usage_usec(b"usage_usec 5000\nuser_usec 3000\nsystem_usec 2000\n"), Some(5000));
+        assert_eq!(usage_usec(b"user_usec 3000\n"), None);
+    }
+}
