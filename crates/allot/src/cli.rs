@@ -396,6 +396,12 @@ pub(crate) enum BenchCommand {
     /// Start a daemon and measure usage reports and quota reads per second
     /// over its Unix socket with concurrent keep-alive clients, and its CPU per request.
     Api(BenchApiArgs),
+    /// Start a daemon (3 agents in one group, huge budgets) and measure
+    /// reserve + settle pairs per second with concurrent keep-alive clients
+    /// and its CPU per pair; beside it, `INCRBY` round trips on a
+    /// redis-server of its own when one is installed (Debian: apt-get
+    /// install redis-server), and the cost per request against it.
+    Budget(BenchBudgetArgs),
     /// Start a daemon and measure `/healthz` latency as the operator, alone
     /// and while another user holds many idle connections (needs root).
     Connections(BenchConnArgs),
@@ -429,6 +435,19 @@ pub(crate) struct BenchApiArgs {
     #[arg(long, default_value_t = 3)]
     pub(crate) seconds: u64,
     /// Print JSON lines.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchBudgetArgs {
+    /// Concurrent clients, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub(crate) clients: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) seconds: u64,
+    /// Print JSON lines (one per client count).
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -10,6 +10,7 @@ mod commands;
 pub mod fleet;
 pub mod governor;
 pub mod http;
+pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 mod output;

@@ -3,6 +3,7 @@
 pub(crate) mod analyze;
 mod bench;
 mod bench_api;
+mod bench_budget;
 mod bench_conn;
 mod ctl;
 mod daemon;
@@ -31,6 +32,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Bench(BenchCommand::Sample(a)) => bench::sample(&a),
         Command::Bench(BenchCommand::Analytics(a)) => analyze::evaluate(&a),
         Command::Bench(BenchCommand::Api(a)) => bench_api::run(&a),
+        Command::Bench(BenchCommand::Budget(a)) => bench_budget::run(&a),
         Command::Bench(BenchCommand::Connections(a)) => bench_conn::run(&a),
         Command::Analyze(a) => analyze::run(&a),
         Command::Recommend(a) => report::recommend(&a),

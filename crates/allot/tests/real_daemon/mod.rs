@@ -123,6 +123,26 @@ impl Daemon {
         serde_json::from_str(&http(&self.sock, "GET", &format!("/v1/agents/{id}"), "").1).unwrap_or(Value::Null)
     }
 
+    /// SIGKILL the daemon and reap it (its agents keep running).
+    pub(crate) fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start a new daemon on the same fleet, state, socket and cgroup root
+    /// (after [`Daemon::sigkill`] or [`Daemon::stop`]); returns once its socket accepts.
+    pub(crate) fn restart(&mut self) {
+        let fleet = std::fs::read_to_string(self._dir.path().join("fleet.toml")).unwrap();
+        let (child, _, _) = start_daemon(self._dir.path(), &fleet, &self.name);
+        self.child = child;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&self.sock).is_err() {
+            assert!(self.child.try_wait().unwrap().is_none(), "the restarted daemon exited");
+            assert!(Instant::now() < deadline, "the restarted daemon did not open its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM and wait for the daemon to exit (its agents keep running); SIGKILL after 15 s.
     pub(crate) fn stop(&mut self) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
