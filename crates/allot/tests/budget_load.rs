@@ -298,7 +298,6 @@ fn sixty_four_clients_never_overspend_a_group_budget() {
         base.spent
     );
     println!("{line}");
-    eprintln!("{line}");
     terminate(&d, &[LLM, GATEWAY].concat());
 }
 
@@ -376,11 +375,11 @@ fn listed(v: &Value) -> BTreeMap<u64, u64> {
 fn a_sigkill_under_load_loses_no_reservation_and_counts_every_settle() {
     let mut d = launch(&fleet(&[("llm", LLM)]), "bkill");
     let pids = running(&d.sock, &LLM);
-    let (next, settles) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (next, settles, sock) = (AtomicU64::new(0), AtomicU64::new(0), d.sock.clone());
     let records: Vec<Record> = std::thread::scope(|s| {
         let clients: Vec<_> = (0..CLIENTS)
             .map(|i| {
-                let (sock, next, settles) = (&d.sock, &next, &settles);
+                let (sock, next, settles) = (&sock, &next, &settles);
                 s.spawn(move || kill_client(sock, LLM[i % LLM.len()], next, settles))
             })
             .collect();
