@@ -23,7 +23,6 @@
 use super::{BudgetSpec, Calendar, Expiry, Period, Rolling, WindowSpec};
 use crate::quantity::{self, Quantity, Window};
 use crate::resource::{Resource, Unit};
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// A budget's table form, as written (fields checked by [`parse_budget`]).
@@ -307,6 +306,7 @@ pub mod serde_budgets {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn tokens() -> Resource {
         Resource::Custom("tokens".into())
