@@ -83,6 +83,29 @@ fn a_group_total_on_a_custom_resource_keeps_its_window_as_a_budget() {
 }
 
 #[test]
+fn validate_prints_the_budgets_of_the_llm_example() {
+    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/llm-fleet.toml");
+    let o = allot(&["validate", ex]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert!(out.starts_with(&format!("{ex}: valid (1 group definition(s), 1 pool(s), 3 agent(s))\n")), "{out}");
+    assert_eq!(
+        lines,
+        [
+            "group llm:",
+            "  budget tokens: 5M/day",
+            "pool openai:",
+            "  budget usd_micros: 50M per month from day 1 at 00:00 UTC",
+            "agent planner draws on openai",
+            "agent coder draws on openai",
+            "agent reviewer draws on openai",
+        ],
+        "{out}"
+    );
+}
+
+#[test]
 fn validate_exit_statuses() {
     let dir = tempfile::tempdir().unwrap();
     let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/basic.toml");
