@@ -139,6 +139,55 @@ fn a_termination_in_its_grace_is_completed_after_a_daemon_sigkill() {
 }
 
 /// The test's cgroup root, `<own cgroup>/<name>` in every hierarchy (created by the daemon, not here).
+/// An agent drawing on a budget pool (issue 12).
+const DRAWER: &str = r#"
+[policy]
+sample_interval = "250ms"
+terminate_grace = "1s"
+
+[pools.openai]
+usd_micros = "50M/day"
+
+[[agents]]
+name = "drawer"
+group = "standard_agent"
+command = ["sh", "-c", "while :; do sleep 0.2; done"]
+pools = ["openai"]
+"#;
+
+/// The pools an agent draws on are stored with it and restored by the next
+/// daemon that takes it over: a change it stores after the restart (a quota
+/// change) still carries them.
+#[test]
+fn the_pools_an_agent_draws_on_survive_a_daemon_sigkill() {
+    if !cgroups_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("allot-test-{}-crash-pools", std::process::id());
+    let stored_pools = |state: &Path| {
+        let row = allot_store::Store::open_read_only(state).unwrap().agent("drawer").unwrap().unwrap();
+        (row.state.clone(), row.spec().unwrap().pools)
+    };
+    let mut d = launch(dir.path(), DRAWER, &name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.agent("drawer")["pids"].as_array().is_none_or(Vec::is_empty) {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stored_pools(&d.state), ("running".to_owned(), vec!["openai".to_owned()]));
+    let pids = |a: &Value| a["pids"].as_array().unwrap().iter().filter_map(Value::as_u64).collect::<BTreeSet<_>>();
+    let before = pids(&d.agent("drawer"));
+    d.sigkill();
+    let d2 = launch(dir.path(), DRAWER, &name);
+    let again = d2.agent("drawer");
+    assert!(!before.is_disjoint(&pids(&again)), "taken over, not started again from the fleet file: {again}");
+    let (st, body) = http(&d2.sock, "PATCH", "/v1/agents/drawer/quota", r#"{"limits": {"memory": {"hard": "400Mi"}}}"#);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(stored_pools(&d2.state), ("running".to_owned(), vec!["openai".to_owned()]), "stored again with its pools");
+    drop(d);
+}
+
 fn test_root(name: &str) -> CgroupRoot {
     let roots = allot_sys::Roots::host();
     let layout = allot_sys::cgroup::Layout::discover(&roots).unwrap();
