@@ -188,6 +188,31 @@ fn the_pools_an_agent_draws_on_survive_a_daemon_sigkill() {
     drop(d);
 }
 
+/// A group created through the API keeps its budgets (totals on custom
+/// resources, with their windows) across a daemon SIGKILL.
+#[test]
+fn a_group_made_through_the_api_keeps_its_budgets_across_a_daemon_sigkill() {
+    if !cgroups_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("allot-test-{}-crash-group-budgets", std::process::id());
+    let mut d = launch(dir.path(), QUIET, &name);
+    let body = r#"{"extends": "standard_agent", "totals": {"tokens": "5M/day", "usd_micros": {"hard": "50M", "calendar": "month", "day": 1, "tz": "+02:00"}}}"#;
+    let (st, answer) = http(&d.sock, "POST", "/v1/groups/llm", body);
+    assert_eq!(st, 201, "{answer}");
+    d.sigkill();
+    let d2 = launch(dir.path(), QUIET, &name);
+    let (st, groups) = http(&d2.sock, "GET", "/v1/groups", "");
+    assert_eq!(st, 200, "{groups}");
+    let groups: Value = serde_json::from_str(&groups).unwrap();
+    let llm = groups.as_array().unwrap().iter().find(|g| g["name"] == "llm").expect("the stored group is back");
+    assert_eq!(llm["budgets"]["tokens"]["text"], "5M/day", "{llm}");
+    assert_eq!(llm["budgets"]["usd_micros"]["text"], "50M per month from day 1 at 00:00 +02:00", "{llm}");
+    assert!(llm["totals"].get("tokens").is_none(), "{llm}");
+    drop(d);
+}
+
 fn test_root(name: &str) -> CgroupRoot {
     let roots = allot_sys::Roots::host();
     let layout = allot_sys::cgroup::Layout::discover(&roots).unwrap();
