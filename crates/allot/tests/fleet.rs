@@ -390,3 +390,17 @@ pools = "p1"
     let e = rendered("[[agents]]\nname = \"a\"\ngroup = \"standard_agent\"\ncommand = [\"x\"]\npools = [\"shared\"]\n");
     assert_eq!(e, ["5:10: agents[0].pools[0]: unknown pool \"shared\": the file declares none ([pools.NAME])"]);
 }
+
+#[test]
+fn the_readme_llm_fleet_is_valid_and_the_same_as_the_example_file() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("An LLM agent fleet under token and dollar budgets").unwrap();
+    let block = &readme[start..];
+    let body = block.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    let from_readme = parse(body).unwrap();
+    let example = parse(include_str!("../../../examples/llm-fleet.toml")).unwrap();
+    assert_eq!(from_readme.groups, example.groups);
+    assert_eq!(from_readme.pools, example.pools);
+    let specs = |f: &allot::fleet::Fleet| f.agents.iter().map(|a| a.spec.clone()).collect::<Vec<_>>();
+    assert_eq!(specs(&from_readme), specs(&example), "the same agents, limits and pools (commands aside)");
+}
