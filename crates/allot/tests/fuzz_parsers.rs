@@ -169,6 +169,14 @@ fn key() -> BoxedStrategy<String> {
         "processes",
         "files",
         "tokens",
+        "usd_micros",
+        "pools",
+        "per",
+        "calendar",
+        "day",
+        "at",
+        "tz",
+        "on_expiry",
         "throttle",
         "suspend",
         "terminate",
@@ -218,7 +226,7 @@ fn table_lines() -> BoxedStrategy<String> {
     prop::collection::vec(line, 0..6).prop_map(|v| v.concat()).boxed()
 }
 
-/// A fleet document built table by table: `[policy]`, `[groups.NAME]`, `[[agents]]`, and stray tables.
+/// A fleet document built table by table: `[policy]`, `[groups.NAME]`, `[pools.NAME]`, `[[agents]]`, and stray tables.
 fn fleet_document() -> impl Strategy<Value = String> {
     let agent = (word(), word(), table_lines(), any::<bool>()).prop_map(|(name, group, rest, required)| {
         let head = if required {
@@ -230,9 +238,12 @@ fn fleet_document() -> impl Strategy<Value = String> {
     });
     let group = (prop_oneof![3 => prop::sample::select(vec!["g", "standard_agent", "gpu_1", "lightweight_agent"]).prop_map(str::to_owned), 1 => word().prop_map(|w| toml::Value::String(w).to_string())], table_lines())
         .prop_map(|(name, body)| format!("[groups.{name}]\n{body}\n"));
+    let pool = (prop_oneof![3 => Just("p".to_owned()), 1 => word().prop_map(|w| toml::Value::String(w).to_string())], table_lines())
+        .prop_map(|(name, body)| format!("[pools.{name}]\n{body}\n"));
     let section = prop_oneof![
         2 => table_lines().prop_map(|b| format!("[policy]\n{b}\n")),
         3 => group,
+        2 => pool,
         4 => agent,
         1 => (key(), table_lines()).prop_map(|(k, b)| format!("[{k}]\n{b}\n")),
     ];

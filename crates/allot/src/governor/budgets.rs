@@ -186,7 +186,7 @@ impl<B: Backend> Governor<B> {
         let registered: Vec<AgentId> = self.domain.ledger.agents().cloned().collect();
         for id in &registered {
             let Some(q) = self.domain.ledger.quota(id) else { continue };
-            let pools = self.agents.get(id).map(|a| agent_pools(&a.def.spec)).unwrap_or_default();
+            let pools = self.agents.get(id).map(|a| a.def.spec.pools.clone()).unwrap_or_default();
             self.budgets.ledger.set_agent(id.clone(), Some(q.group.clone()), pools.clone());
             self.budgets.meters.set_agent(id.clone(), None, Vec::new());
             let own = want.entry(Level::Agent(id.clone())).or_default();
@@ -195,7 +195,7 @@ impl<B: Backend> Governor<B> {
             }
         }
         for g in self.domain.ledger.groups() {
-            let budgets = group_budgets(g);
+            let budgets = g.budgets.clone();
             if !budgets.is_empty() {
                 want.insert(Level::Group(g.name.clone()), budgets);
             }
@@ -602,16 +602,6 @@ impl<B: Backend> Governor<B> {
             .map(|(r, v)| (r, json!({"level": v.level.to_string(), "spent": v.spent, "reserved": v.reserved, "hard": v.hard, "remaining": v.remaining})))
             .collect::<BTreeMap<_, _>>())
     }
-}
-
-/// The pools an agent draws on.
-fn agent_pools(_spec: &allot_core::AgentSpec) -> Vec<String> {
-    Vec::new()
-}
-
-/// A group's budgets (its totals on custom resources).
-fn group_budgets(_g: &allot_core::QuotaGroup) -> BTreeMap<Resource, BudgetSpec> {
-    BTreeMap::new()
 }
 
 /// What `GET` budgets asks for.

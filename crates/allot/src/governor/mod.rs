@@ -183,7 +183,7 @@ impl<B: Backend> Governor<B> {
                 alerts: AlertLimiter::default(),
                 restored: std::collections::BTreeMap::new(),
             },
-            budgets: budgets::BudgetPart::new(std::collections::BTreeMap::new()),
+            budgets: budgets::BudgetPart::new(fleet.pools.clone()),
             settings: fleet.settings.clone(),
             clock,
             agents: Agents::new(channel_dir, opts.socket.clone()),
