@@ -204,6 +204,24 @@ pub(super) fn group(name: &str, body: &Value) -> Result<QuotaGroup, ApiError> {
     }
 }
 
+/// A pool body in the fleet file's shape, as JSON: `{RESOURCE: "50M/day" |
+/// {"hard", "soft"?, "per"? | "calendar"?, "day"?, "at"?, "tz"?, "on_expiry"?}}`,
+/// validated by the fleet parser.
+pub(super) fn pool(name: &str, body: &Value) -> Result<BTreeMap<Resource, allot_core::budget::BudgetSpec>, ApiError> {
+    let table = toml::Value::try_from(body).map_err(|e| ApiError::field("body", format!("not a pool: {e}")))?;
+    let mut doc = toml::Table::new();
+    doc.insert("pools".into(), toml::Value::Table(toml::Table::from_iter([(name.to_owned(), table)])));
+    let text = toml::to_string(&doc).map_err(|e| ApiError::field("body", e.to_string()))?;
+    match crate::fleet::parse(&text) {
+        Ok(mut f) => f.pools.remove(name).ok_or_else(|| ApiError::field("body", "no pool")),
+        Err(errs) => {
+            let e = &errs[0];
+            let field = e.field.strip_prefix(&format!("pools.{name}.")).unwrap_or(&e.field);
+            Err(ApiError::field(if field.is_empty() { "body" } else { field }, e.message.clone()))
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

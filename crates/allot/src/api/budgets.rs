@@ -49,7 +49,10 @@ fn amounts(body: BTreeMap<String, Value>) -> Result<BTreeMap<Resource, u64>, Api
         let field = format!("resources.{name}");
         let r: Resource = name.parse().map_err(|e: allot_core::resource::ResourceNameError| ApiError::field(&field, e.to_string()))?;
         if !r.is_custom() {
-            return Err(ApiError::field(&field, format!("{r} is measured by allot; budgets are on custom resources (tokens, usd_micros, ...)")));
+            return Err(ApiError::field(
+                &field,
+                format!("{r} is measured by allot; budgets are on custom resources (tokens, usd_micros, ...)"),
+            ));
         }
         let (value, window) = super::bodies::count(&field, r.unit(), &v)?;
         if window.is_some() {
@@ -124,4 +127,20 @@ pub(super) async fn agent(State(api): State<Shared>, Path(id): Path<String>) -> 
 /// `GET /v1/pools/{name}`: one pool's budgets.
 pub(super) async fn pool(State(api): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(answer(ask(&api, |tx| Control::Budgets(BudgetQuery::Pool(name), tx)).await)?))
+}
+
+/// `PUT /v1/pools/{name}` `{"usd_micros": {"hard": "50M", "calendar": "month"}, "tokens": "5M/day"}`:
+/// the pool's budgets, replaced whole.
+pub(super) async fn put_pool(State(api): State<Shared>, Path(name): Path<String>, body: Body<Value>) -> Result<Json<Value>, ApiError> {
+    let Json(b) = body.map_err(|e| ApiError::body(&e))?;
+    if !b.is_object() {
+        return Err(ApiError::field("body", "a pool is an object of budgets by custom resource"));
+    }
+    let budgets = super::bodies::pool(&name, &b)?;
+    Ok(Json(answer(ask(&api, |tx| Control::PutPool(name, budgets, tx)).await)?))
+}
+
+/// `DELETE /v1/pools/{name}`.
+pub(super) async fn delete_pool(State(api): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(answer(ask(&api, |tx| Control::DeletePool(name, tx)).await)?))
 }

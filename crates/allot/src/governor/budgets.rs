@@ -103,8 +103,12 @@ pub(crate) struct BudgetPart {
     pub(super) ledger: Budgets,
     /// Changes made, not yet recorded.
     batch: Vec<Pending>,
-    /// Pools: declared in the fleet file, replaced or added through the API.
+    /// Pools in force: declared in the fleet file, replaced or added through the API.
     pub(super) pools: BTreeMap<String, BTreeMap<Resource, BudgetSpec>>,
+    /// The pools as the fleet file declares them.
+    fleet_pools: BTreeMap<String, BTreeMap<Resource, BudgetSpec>>,
+    /// Pools declared or replaced through the API (stored).
+    api_pools: BTreeSet<String>,
     /// Each agent's own spend of custom resources it has no budget on, per
     /// minute, for its usage reading (an unlimited meter per agent).
     meters: Budgets,
@@ -116,7 +120,7 @@ pub(crate) struct BudgetPart {
 
 impl BudgetPart {
     pub(super) fn new(pools: BTreeMap<String, BTreeMap<Resource, BudgetSpec>>) -> BudgetPart {
-        BudgetPart { ledger: Budgets::new(), meters: Budgets::new(), pools, ..Default::default() }
+        BudgetPart { ledger: Budgets::new(), meters: Budgets::new(), fleet_pools: pools.clone(), pools, ..Default::default() }
     }
 
     /// Whether changes wait for their transaction.
@@ -161,7 +165,9 @@ pub(super) fn view_json(v: &BudgetView, now: Time) -> Value {
 
 fn window_json(w: &WindowSpec) -> Value {
     match w {
-        WindowSpec::Rolling(r) => json!({"kind": "rolling", "length_ms": allot_core::time::duration_millis(r.length()), "text": w.to_string()}),
+        WindowSpec::Rolling(r) => {
+            json!({"kind": "rolling", "length_ms": allot_core::time::duration_millis(r.length()), "text": w.to_string()})
+        }
         WindowSpec::Calendar(_) => json!({"kind": "calendar", "text": w.to_string()}),
     }
 }
@@ -219,10 +225,16 @@ impl<B: Backend> Governor<B> {
                 }
             }
         }
-        let known: Vec<AgentId> = self.budgets.ledger.snapshot(now).iter().filter_map(|v| match &v.level {
-            Level::Agent(a) => Some(a.clone()),
-            _ => None,
-        }).collect();
+        let known: Vec<AgentId> = self
+            .budgets
+            .ledger
+            .snapshot(now)
+            .iter()
+            .filter_map(|v| match &v.level {
+                Level::Agent(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
         for a in known.iter().chain(self.agents.map.keys()) {
             if !members.contains(a) {
                 self.budgets.ledger.remove_agent(a);
@@ -253,6 +265,93 @@ impl<B: Backend> Governor<B> {
             "detail": format!("{} {}: window changed from {} to {}; the budget starts clean ({} spent under the old window no longer counted)", c.level, c.resource, c.from, c.to, c.dropped),
         });
         self.recorder.emit(now, events::BUDGET_WINDOW_CHANGED, agent.as_deref(), data);
+    }
+
+    /// The pools declared or replaced through the API, from the store (before `sync_budgets`).
+    pub(super) fn load_stored_pools(&mut self) -> Result<(), super::Error> {
+        let mut stored: BTreeMap<String, BTreeMap<Resource, BudgetSpec>> = BTreeMap::new();
+        for (level, resource, b) in self.recorder.store.stored_budgets()? {
+            let what = format!("stored budget {level} {resource}");
+            let Ok(Level::Pool(p)) = level.parse::<Level>() else {
+                tracing::warn!("{what}: not a pool; ignored");
+                continue;
+            };
+            let r: Resource = resource.parse().map_err(|e| format!("{what}: {e}"))?;
+            let spec = b.to_core().map_err(|e| format!("{what}: {e}"))?;
+            stored.entry(p).or_default().insert(r, spec);
+        }
+        for (p, budgets) in stored {
+            self.budgets.api_pools.insert(p.clone());
+            self.budgets.pools.insert(p, budgets);
+        }
+        Ok(())
+    }
+
+    /// `PUT /v1/pools/{name}`: the pool's budgets replaced whole (a pool of
+    /// the fleet file too: the API's version is stored and wins over the
+    /// file's); windows that change start clean.
+    pub(super) fn put_pool(&mut self, name: &str, budgets: BTreeMap<Resource, BudgetSpec>) -> Result<Value, ControlError> {
+        let level = Level::Pool(name.to_owned());
+        let rows: Vec<(Resource, allot_store::dto::StoredBudget)> =
+            budgets.iter().map(|(r, b)| (r.clone(), allot_store::dto::StoredBudget::from_core(b))).collect();
+        let now = self.clock.now();
+        self.recorder.store.replace_level_budgets(&level, &rows, now.as_millis()).map_err(|e| ControlError::Unrecorded(e.to_string()))?;
+        let created = !self.budgets.pools.contains_key(name);
+        self.budgets.api_pools.insert(name.to_owned());
+        self.budgets.pools.insert(name.to_owned(), budgets);
+        self.sync_budgets();
+        let views = self.budgets.ledger.snapshot_level(&level, now);
+        self.recorder.emit(
+            now,
+            events::BUDGET_POOL_CHANGED,
+            None,
+            json!({"pool": name, "created": created, "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>()}),
+        );
+        Ok(json!({"pool": name, "created": created, "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>()}))
+    }
+
+    /// `DELETE /v1/pools/{name}`: a pool declared through the API is removed
+    /// (its spend with it), or a replaced fleet pool goes back to the file's;
+    /// refused while a registered agent draws on it, and for a pool only the
+    /// fleet file declares.
+    pub(super) fn delete_pool(&mut self, name: &str) -> Result<Value, ControlError> {
+        if !self.budgets.pools.contains_key(name) {
+            return Err(ControlError::NoPool(name.to_owned()));
+        }
+        if !self.budgets.api_pools.contains(name) {
+            return Err(ControlError::Refused {
+                field: "pool".into(),
+                message: format!("pool {name:?} is declared in the fleet file: change the file (the API replaces it with PUT)"),
+            });
+        }
+        let fleet = self.budgets.fleet_pools.get(name).cloned();
+        if fleet.is_none() {
+            let users: Vec<String> = self
+                .domain
+                .ledger
+                .agents()
+                .filter(|a| self.agents.get(a).is_some_and(|x| x.def.spec.pools.iter().any(|p| p == name)))
+                .map(ToString::to_string)
+                .collect();
+            if !users.is_empty() {
+                return Err(ControlError::GroupInUse(format!(
+                    "pool {name:?} is drawn on by {}: their reservations would be refused",
+                    users.join(", ")
+                )));
+            }
+        }
+        let level = Level::Pool(name.to_owned());
+        let now = self.clock.now();
+        self.recorder.store.replace_level_budgets(&level, &[], now.as_millis()).map_err(|e| ControlError::Unrecorded(e.to_string()))?;
+        self.budgets.api_pools.remove(name);
+        match &fleet {
+            Some(b) => self.budgets.pools.insert(name.to_owned(), b.clone()),
+            None => self.budgets.pools.remove(name),
+        };
+        self.sync_budgets();
+        let detail = if fleet.is_some() { "the fleet file's budgets are in force again" } else { "removed" };
+        self.recorder.emit(now, events::BUDGET_POOL_CHANGED, None, json!({"pool": name, "deleted": true, "detail": detail}));
+        Ok(json!({"pool": name, "deleted": true, "detail": detail}))
     }
 
     /// Rebuild the ledger's reservations and spend from the store (after `sync_budgets`).
@@ -289,7 +388,11 @@ impl<B: Backend> Governor<B> {
                         p.per_second(),
                         r.unit().name()
                     );
-                    let e = ControlError::Throttled { resource: r.name().to_owned(), message, retry_after_ms: at.as_millis().saturating_sub(now.as_millis()) };
+                    let e = ControlError::Throttled {
+                        resource: r.name().to_owned(),
+                        message,
+                        retry_after_ms: at.as_millis().saturating_sub(now.as_millis()),
+                    };
                     return drop(reply.send(Err(e)));
                 }
             }
@@ -533,7 +636,10 @@ impl<B: Backend> Governor<B> {
             BudgetQuery::All => self.budgets.ledger.snapshot(now),
             BudgetQuery::Agent(a) => {
                 let id = self.known(a)?;
-                self.budgets.ledger.snapshot_agent(&id, now).unwrap_or_else(|| self.budgets.ledger.snapshot_level(&Level::Agent(id.clone()), now))
+                self.budgets
+                    .ledger
+                    .snapshot_agent(&id, now)
+                    .unwrap_or_else(|| self.budgets.ledger.snapshot_level(&Level::Agent(id.clone()), now))
             }
             BudgetQuery::Pool(p) => {
                 let v = self.budgets.ledger.snapshot_level(&Level::Pool(p.clone()), now);
@@ -555,7 +661,9 @@ impl<B: Backend> Governor<B> {
             .take(1000)
             .map(reservation_json)
             .collect();
-        Ok(json!({"at": super::clock::rfc3339(now), "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>(), "reservations": reservations}))
+        Ok(
+            json!({"at": super::clock::rfc3339(now), "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>(), "reservations": reservations}),
+        )
     }
 
     /// A policy throttle on a resource an agent has a budget on: its
@@ -649,7 +757,7 @@ mod tests {
         assert_eq!(p.admit(10, t0), Ok(()));
         // The balance is -9: back at 0 after 9 s.
         assert_eq!(p.admit(1, t0), Err(t0.plus(Duration::from_secs(9))));
-        assert_eq!(p.admit(1, t0.plus(Duration::from_millis(8_999))).is_err(), true);
+        assert!(p.admit(1, t0.plus(Duration::from_millis(8_999))).is_err());
         assert_eq!(p.admit(1, t0.plus(Duration::from_secs(9))), Ok(()));
         // Over a long run the admitted amount follows the rate.
         let mut admitted = 0;

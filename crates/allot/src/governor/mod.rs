@@ -221,6 +221,7 @@ impl<B: Backend> Governor<B> {
         }
         // Budgets: configured from the quotas, groups and pools, then their spend
         // and open reservations taken over from the store.
+        g.load_stored_pools()?;
         g.sync_budgets();
         g.load_budgets()?;
         Ok(g)
