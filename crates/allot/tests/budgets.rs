@@ -327,7 +327,7 @@ fn reservations_and_spend_survive_a_sigkill() {
 const LLM: &str = r#"
 [groups.llm]
 extends = "standard_agent"
-totals = { tokens = "1000/day" }
+totals = { tokens = { hard = "1000", soft = "600", per = "day" } }
 
 [pools.openai]
 usd_micros = { hard = "500", calendar = "month", day = 1, at = "00:00", tz = "UTC" }
@@ -373,6 +373,8 @@ fn group_and_pool_budgets_hold_at_every_level_and_pools_change_through_the_api()
     let (st, _) = call(s, "POST", &format!("/v1/reservations/{}/settle", r["id"]), r#"{"resources": {"tokens": 650, "usd_micros": 90}}"#);
     assert_eq!(st, 200);
     assert_eq!(budget(s, "group:llm", "tokens")["spent"].as_u64(), Some(650));
+    let soft = events(s, "resource_management.budget.soft");
+    assert!(soft.len() == 1 && soft[0]["data"]["level"] == "group:llm" && soft[0]["data"]["spent"] == 650, "over the group's soft 600: {soft:?}");
     assert_eq!(budget(s, "pool:openai", "usd_micros")["spent"].as_u64(), Some(90));
 
     // The pool replaced through the API: a new limit under the same window keeps the spend.

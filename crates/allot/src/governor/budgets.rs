@@ -115,7 +115,7 @@ pub(crate) struct BudgetPart {
     /// Policy throttles on budget resources.
     permits: BTreeMap<(AgentId, Resource), Permits>,
     /// Over-limit or over-soft warnings published, per level and resource, and when (at most one a minute each).
-    warned: BTreeMap<(Level, Resource), Time>,
+    warned: BTreeMap<(&'static str, Level, Resource), Time>,
 }
 
 impl BudgetPart {
@@ -412,7 +412,7 @@ impl<B: Backend> Governor<B> {
     /// A refusal for an exhausted budget is published at most once a minute per level and resource.
     fn exhausted_warning(&mut self, id: &AgentId, refusal: &Refusal, now: Time) {
         let Refusal::Exhausted { level, resource, spent, reserved, hard, .. } = refusal else { return };
-        if !self.once_a_minute(level, resource, now) {
+        if !self.once_a_minute("exhausted", level, resource, now) {
             return;
         }
         let detail = format!("{level} {resource}: reservation refused: spent {spent} + reserved {reserved} of {hard}");
@@ -420,8 +420,8 @@ impl<B: Backend> Governor<B> {
         self.recorder.emit(now, events::BUDGET_EXHAUSTED, Some(id.as_str()), data);
     }
 
-    fn once_a_minute(&mut self, level: &Level, resource: &Resource, now: Time) -> bool {
-        let key = (level.clone(), resource.clone());
+    fn once_a_minute(&mut self, kind: &'static str, level: &Level, resource: &Resource, now: Time) -> bool {
+        let key = (kind, level.clone(), resource.clone());
         if self.budgets.warned.get(&key).is_some_and(|t| now.as_millis() < t.as_millis().saturating_add(60_000)) {
             return false;
         }
@@ -460,6 +460,7 @@ impl<B: Backend> Governor<B> {
                     self.recorder.emit(now, events::BUDGET_OVERRUN, Some(agent.as_str()), data);
                 }
                 self.over_limit(&s.over_limit, Some(&agent), now);
+                self.soft_warnings(&s.charges, &agent, now);
                 let spent: Vec<(Resource, u64)> = s.lines.iter().map(|l| (l.resource.clone(), l.actual)).collect();
                 self.budgets.batch.push(Pending { change: Change::Settled(s), reply: Some(reply), answer });
                 self.spent(&agent, &spent, now);
@@ -497,6 +498,7 @@ impl<B: Backend> Governor<B> {
             });
             self.recorder.emit(now, events::BUDGET_EXPIRED, Some(e.reservation.agent.as_str()), data);
             self.over_limit(&e.over_limit, Some(&e.reservation.agent), now);
+            self.soft_warnings(&e.charges, &e.reservation.agent, now);
             // What the agent spent: the amounts charged anywhere for it.
             let mut spent: BTreeMap<Resource, u64> = BTreeMap::new();
             for h in &e.reservation.holds {
@@ -518,6 +520,7 @@ impl<B: Backend> Governor<B> {
         let change = match self.budgets.ledger.add(id, resource, amount, now) {
             Ok(added) => {
                 self.over_limit(&added.over_limit, Some(id), now);
+                self.soft_warnings(&added.charges, id, now);
                 Some(Change::Charged(added.charges))
             }
             // No budget anywhere: the meter counts it, nothing to record.
@@ -572,13 +575,34 @@ impl<B: Backend> Governor<B> {
     /// or above their soft limit: a warning, at most once a minute each.
     fn over_limit(&mut self, over: &[OverLimit], agent: Option<&AgentId>, now: Time) {
         for o in over {
-            if !self.once_a_minute(&o.level, &o.resource, now) {
+            if !self.once_a_minute("over_limit", &o.level, &o.resource, now) {
                 continue;
             }
             let detail = format!("{} {}: {} used of a hard limit of {}", o.level, o.resource, o.used, o.hard);
             let mut data = over_json(o);
             data["detail"] = json!(detail);
             self.recorder.emit(now, events::BUDGET_OVER_LIMIT, agent.map(AgentId::as_str), data);
+        }
+    }
+
+    /// Group and pool budgets above their soft limit after these charges: a
+    /// warning, at most once a minute each (an agent's own soft limit is the
+    /// policy's, as for every resource).
+    fn soft_warnings(&mut self, charges: &[Charge], agent: &AgentId, now: Time) {
+        for c in charges {
+            if matches!(c.level, Level::Agent(_)) || self.budgets.ledger.budget(&c.level, &c.resource).and_then(|b| b.soft).is_none() {
+                continue;
+            }
+            let Some(v) = self.budgets.ledger.snapshot_level(&c.level, now).into_iter().find(|v| v.resource == c.resource) else { continue };
+            let used = v.spent.saturating_add(v.reserved);
+            let Some(soft) = v.soft.filter(|s| used > *s) else { continue };
+            if !self.once_a_minute("soft", &c.level, &c.resource, now) {
+                continue;
+            }
+            let detail = format!("{} {}: {} used (spent {} + reserved {}) of a soft limit of {} (hard {})", v.level, v.resource, used, v.spent, v.reserved, soft, v.hard);
+            let mut data = view_json(&v, now);
+            data["detail"] = json!(detail);
+            self.recorder.emit(now, events::BUDGET_SOFT, Some(agent.as_str()), data);
         }
     }
 
