@@ -49,7 +49,10 @@ fn amounts(body: BTreeMap<String, Value>) -> Result<BTreeMap<Resource, u64>, Api
         let field = format!("resources.{name}");
         let r: Resource = name.parse().map_err(|e: allot_core::resource::ResourceNameError| ApiError::field(&field, e.to_string()))?;
         if !r.is_custom() {
-            return Err(ApiError::field(&field, format!("{r} is measured by allot; budgets are on custom resources (tokens, usd_micros, ...)")));
+            return Err(ApiError::field(
+                &field,
+                format!("{r} is measured by allot; budgets are on custom resources (tokens, usd_micros, ...)"),
+            ));
         }
         let (value, window) = super::bodies::count(&field, r.unit(), &v)?;
         if window.is_some() {

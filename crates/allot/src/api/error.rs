@@ -174,7 +174,16 @@ mod tests {
             (ControlError::Unrecorded("disk full".into()), 503, "unrecorded"),
             (ControlError::NoReservation(7), 404, "not_found"),
             (ControlError::NoPool("p".into()), 404, "not_found"),
-            (ControlError::Exhausted { level: "group:g".into(), resource: "tokens".into(), message: "m".into(), retry_after_ms: Some(1) }, 429, "exhausted"),
+            (
+                ControlError::Exhausted {
+                    level: "group:g".into(),
+                    resource: "tokens".into(),
+                    message: "m".into(),
+                    retry_after_ms: Some(1),
+                },
+                429,
+                "exhausted",
+            ),
             (ControlError::Throttled { resource: "tokens".into(), message: "m".into(), retry_after_ms: 1500 }, 429, "throttled"),
         ];
         for (e, status, code) in cases {

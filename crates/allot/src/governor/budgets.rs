@@ -161,7 +161,9 @@ pub(super) fn view_json(v: &BudgetView, now: Time) -> Value {
 
 fn window_json(w: &WindowSpec) -> Value {
     match w {
-        WindowSpec::Rolling(r) => json!({"kind": "rolling", "length_ms": allot_core::time::duration_millis(r.length()), "text": w.to_string()}),
+        WindowSpec::Rolling(r) => {
+            json!({"kind": "rolling", "length_ms": allot_core::time::duration_millis(r.length()), "text": w.to_string()})
+        }
         WindowSpec::Calendar(_) => json!({"kind": "calendar", "text": w.to_string()}),
     }
 }
@@ -219,10 +221,16 @@ impl<B: Backend> Governor<B> {
                 }
             }
         }
-        let known: Vec<AgentId> = self.budgets.ledger.snapshot(now).iter().filter_map(|v| match &v.level {
-            Level::Agent(a) => Some(a.clone()),
-            _ => None,
-        }).collect();
+        let known: Vec<AgentId> = self
+            .budgets
+            .ledger
+            .snapshot(now)
+            .iter()
+            .filter_map(|v| match &v.level {
+                Level::Agent(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
         for a in known.iter().chain(self.agents.map.keys()) {
             if !members.contains(a) {
                 self.budgets.ledger.remove_agent(a);
@@ -289,7 +297,11 @@ impl<B: Backend> Governor<B> {
                         p.per_second(),
                         r.unit().name()
                     );
-                    let e = ControlError::Throttled { resource: r.name().to_owned(), message, retry_after_ms: at.as_millis().saturating_sub(now.as_millis()) };
+                    let e = ControlError::Throttled {
+                        resource: r.name().to_owned(),
+                        message,
+                        retry_after_ms: at.as_millis().saturating_sub(now.as_millis()),
+                    };
                     return drop(reply.send(Err(e)));
                 }
             }
@@ -533,7 +545,10 @@ impl<B: Backend> Governor<B> {
             BudgetQuery::All => self.budgets.ledger.snapshot(now),
             BudgetQuery::Agent(a) => {
                 let id = self.known(a)?;
-                self.budgets.ledger.snapshot_agent(&id, now).unwrap_or_else(|| self.budgets.ledger.snapshot_level(&Level::Agent(id.clone()), now))
+                self.budgets
+                    .ledger
+                    .snapshot_agent(&id, now)
+                    .unwrap_or_else(|| self.budgets.ledger.snapshot_level(&Level::Agent(id.clone()), now))
             }
             BudgetQuery::Pool(p) => {
                 let v = self.budgets.ledger.snapshot_level(&Level::Pool(p.clone()), now);
@@ -555,7 +570,9 @@ impl<B: Backend> Governor<B> {
             .take(1000)
             .map(reservation_json)
             .collect();
-        Ok(json!({"at": super::clock::rfc3339(now), "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>(), "reservations": reservations}))
+        Ok(
+            json!({"at": super::clock::rfc3339(now), "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>(), "reservations": reservations}),
+        )
     }
 
     /// A policy throttle on a resource an agent has a budget on: its

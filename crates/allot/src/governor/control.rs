@@ -236,8 +236,10 @@ impl<B: Backend> Governor<B> {
             None => return,
         };
         // Changes of quotas and groups change budgets.
-        let config =
-            matches!(c, Control::Start(..) | Control::Adopt(..) | Control::SetLimits(..) | Control::PutGroup(..) | Control::DeleteGroup(..));
+        let config = matches!(
+            c,
+            Control::Start(..) | Control::Adopt(..) | Control::SetLimits(..) | Control::PutGroup(..) | Control::DeleteGroup(..)
+        );
         match c {
             Control::Ready(reply) => {
                 let _ =
