@@ -676,7 +676,7 @@ mod tests {
         assert_eq!(p.admit(10, t0), Ok(()));
         // The balance is -9: back at 0 after 9 s.
         assert_eq!(p.admit(1, t0), Err(t0.plus(Duration::from_secs(9))));
-        assert_eq!(p.admit(1, t0.plus(Duration::from_millis(8_999))).is_err(), true);
+        assert!(p.admit(1, t0.plus(Duration::from_millis(8_999))).is_err());
         assert_eq!(p.admit(1, t0.plus(Duration::from_secs(9))), Ok(()));
         // Over a long run the admitted amount follows the rate.
         let mut admitted = 0;
