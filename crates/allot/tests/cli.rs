@@ -179,6 +179,10 @@ fn every_command_has_help() {
         assert!(o.status.success(), "{cmd:?}");
         assert!(stdout(&o).contains("Usage: allot"), "{cmd:?}: {}", stdout(&o));
     }
+    let o = allot(&["budget", "--help"]);
+    assert!(o.status.success() && stdout(&o).contains("Examples:\n  allot budget "), "{}", stdout(&o));
+    let o = allot(&["budget", "writer", "--pool", "shared"]);
+    assert_eq!(o.status.code(), Some(2), "an agent and a pool at once: {}", stderr(&o));
     let o = allot(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
 }
