@@ -374,7 +374,10 @@ fn group_and_pool_budgets_hold_at_every_level_and_pools_change_through_the_api()
     assert_eq!(st, 200);
     assert_eq!(budget(s, "group:llm", "tokens")["spent"].as_u64(), Some(650));
     let soft = events(s, "resource_management.budget.soft");
-    assert!(soft.len() == 1 && soft[0]["data"]["level"] == "group:llm" && soft[0]["data"]["spent"] == 650, "over the group's soft 600: {soft:?}");
+    assert!(
+        soft.len() == 1 && soft[0]["data"]["level"] == "group:llm" && soft[0]["data"]["spent"] == 650,
+        "over the group's soft 600: {soft:?}"
+    );
     assert_eq!(budget(s, "pool:openai", "usd_micros")["spent"].as_u64(), Some(90));
 
     // The pool replaced through the API: a new limit under the same window keeps the spend.

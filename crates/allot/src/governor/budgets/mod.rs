@@ -17,19 +17,27 @@
 //!   spend in the window of its own budget, else per minute): soft warns,
 //!   hard acts, as for every resource; a policy throttle on a budget
 //!   resource admits the agent's reservations at a rate (`Permits`).
+//!
+//! Here: the part, reserve/settle/release/expire/report, warnings and the
+//! group commit; `config`: reconciling, pools through the API, loading;
+//! `permits`: throttles; `views`: budgets as the API and the CLI show them.
+
+mod config;
+mod permits;
+mod views;
 
 use super::control::{ControlError, Reply};
 use super::{Backend, Governor};
-use allot_core::budget::{
-    BudgetSpec, BudgetView, Budgets, Charge, Expired, Level, OverLimit, Refusal, Reservation, SettleError, Settled, WindowChange,
-    WindowSpec,
-};
+use allot_core::budget::{BudgetSpec, Budgets, Charge, Expired, Level, OverLimit, Refusal, Reservation, SettleError, Settled};
 use allot_core::quantity::Window;
 use allot_core::{AgentId, Resource, Time, events};
 use allot_store::BudgetRecord;
+use permits::Permits;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+pub use views::BudgetQuery;
+use views::{over_json, reservation_json, view_json};
 
 /// The most changes recorded in one transaction.
 pub(super) const BATCH: usize = 512;
@@ -50,51 +58,6 @@ struct Pending {
     /// The request to answer once recorded (none for an expiry).
     reply: Option<Reply<Value>>,
     answer: Value,
-}
-
-/// Reservations of one agent on one resource admitted at a rate while the
-/// policy throttles it: a reservation takes its amount from a balance that
-/// refills at `per_ms`; one is admitted while the balance is not negative
-/// (it may go below 0 by the amount), else refused until it is again.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Permits {
-    /// Units a millisecond.
-    per_ms: f64,
-    balance: f64,
-    /// The most the balance holds: one second's worth.
-    cap: f64,
-    at: Time,
-}
-
-impl Permits {
-    fn new(per_window: u64, window: Duration, now: Time) -> Permits {
-        let ms = allot_core::time::duration_millis(window).max(1) as f64;
-        let per_ms = (per_window.max(1) as f64) / ms;
-        let cap = (per_ms * 1000.0).max(1.0);
-        Permits { per_ms, balance: cap, cap, at: now }
-    }
-
-    fn refill(&mut self, now: Time) {
-        let dt = now.as_millis().saturating_sub(self.at.as_millis()) as f64;
-        self.balance = (self.balance + dt * self.per_ms).min(self.cap);
-        self.at = now;
-    }
-
-    /// Admit `amount` now, or say when the balance is back at 0.
-    fn admit(&mut self, amount: u64, now: Time) -> Result<(), Time> {
-        self.refill(now);
-        if self.balance < 0.0 {
-            let wait = (-self.balance / self.per_ms).ceil() as u64;
-            return Err(now.plus(Duration::from_millis(wait.max(1))));
-        }
-        self.balance -= amount as f64;
-        Ok(())
-    }
-
-    /// The rate, per second.
-    fn per_second(&self) -> f64 {
-        self.per_ms * 1000.0
-    }
 }
 
 /// The budgets part of the governor.
@@ -129,246 +92,12 @@ impl BudgetPart {
     }
 }
 
-/// A reservation as answered.
-fn reservation_json(r: &Reservation) -> Value {
-    let resources: BTreeMap<&str, u64> = r.holds.iter().map(|h| (h.resource.name(), h.amount)).collect();
-    let levels: BTreeMap<&str, Vec<String>> =
-        r.holds.iter().map(|h| (h.resource.name(), h.levels.iter().map(ToString::to_string).collect())).collect();
-    json!({
-        "id": r.id,
-        "agent": r.agent.as_str(),
-        "resources": resources,
-        "levels": levels,
-        "created_at": super::clock::rfc3339(r.created),
-        "expires_at": super::clock::rfc3339(r.expires),
-        "expires_ms": r.expires.as_millis(),
-    })
-}
-
-/// One budget as the API and `allot budget` show it.
-pub(super) fn view_json(v: &BudgetView, now: Time) -> Value {
-    json!({
-        "level": v.level.to_string(),
-        "resource": v.resource.name(),
-        "window": window_json(&v.window),
-        "hard": v.hard,
-        "soft": v.soft,
-        "spent": v.spent,
-        "reserved": v.reserved,
-        "remaining": v.remaining,
-        "over_soft": v.soft.is_some_and(|s| v.spent.saturating_add(v.reserved) > s),
-        "resets_at": v.resets_at.map(super::clock::rfc3339),
-        "resets_in_ms": v.resets_at.map(|t| t.as_millis().saturating_sub(now.as_millis())),
-        "on_expiry": v.on_expiry.name(),
-    })
-}
-
-fn window_json(w: &WindowSpec) -> Value {
-    match w {
-        WindowSpec::Rolling(r) => {
-            json!({"kind": "rolling", "length_ms": allot_core::time::duration_millis(r.length()), "text": w.to_string()})
-        }
-        WindowSpec::Calendar(_) => json!({"kind": "calendar", "text": w.to_string()}),
-    }
-}
-
-fn over_json(o: &OverLimit) -> Value {
-    json!({"level": o.level.to_string(), "resource": o.resource.name(), "used": o.used, "hard": o.hard})
-}
-
 /// The window of an agent's own spend of a resource: its limit's, else a minute.
 fn own_window(limit: Option<&allot_core::Limit>) -> Window {
     limit.and_then(|l| l.window).unwrap_or(Window::Minute)
 }
 
 impl<B: Backend> Governor<B> {
-    /// Reconcile the budget ledger with the quota ledger and the pools:
-    /// every registered agent's memberships and custom limits, every group's
-    /// budgets, every pool. Window changes are published; budgets no longer
-    /// configured are removed (their spend with them).
-    pub(super) fn sync_budgets(&mut self) {
-        let now = self.clock.now();
-        let mut want: BTreeMap<Level, BTreeMap<Resource, BudgetSpec>> = BTreeMap::new();
-        let registered: Vec<AgentId> = self.domain.ledger.agents().cloned().collect();
-        for id in &registered {
-            let Some(q) = self.domain.ledger.quota(id) else { continue };
-            let pools = self.agents.get(id).map(|a| a.def.spec.pools.clone()).unwrap_or_default();
-            self.budgets.ledger.set_agent(id.clone(), Some(q.group.clone()), pools.clone());
-            self.budgets.meters.set_agent(id.clone(), None, Vec::new());
-            let own = want.entry(Level::Agent(id.clone())).or_default();
-            for (r, l) in q.limits.iter().filter(|(r, _)| r.is_custom()) {
-                own.insert(r.clone(), BudgetSpec::from_limit(l));
-            }
-        }
-        for g in self.domain.ledger.groups() {
-            let budgets = g.budgets.clone();
-            if !budgets.is_empty() {
-                want.insert(Level::Group(g.name.clone()), budgets);
-            }
-        }
-        for (p, b) in &self.budgets.pools {
-            want.insert(Level::Pool(p.clone()), b.clone());
-        }
-        // Agents no longer registered keep their budgets (a re-created agent of
-        // the same id finds its window's spend) but may not reserve.
-        let members: BTreeSet<&AgentId> = registered.iter().collect();
-        let have: Vec<(Level, Resource)> = self.budgets.ledger.snapshot(now).into_iter().map(|v| (v.level, v.resource)).collect();
-        for (level, resource) in have {
-            let keep = match &level {
-                Level::Agent(a) if !members.contains(a) => true,
-                l => want.get(l).is_some_and(|m| m.contains_key(&resource)),
-            };
-            if !keep {
-                self.budgets.ledger.remove_budget(&level, &resource);
-                if let Err(e) = self.recorder.store.record_budget_removed(&level, &resource) {
-                    tracing::error!(error = %e, %level, %resource, "removed budget not recorded");
-                }
-            }
-        }
-        let known: Vec<AgentId> = self
-            .budgets
-            .ledger
-            .snapshot(now)
-            .iter()
-            .filter_map(|v| match &v.level {
-                Level::Agent(a) => Some(a.clone()),
-                _ => None,
-            })
-            .collect();
-        for a in known.iter().chain(self.agents.map.keys()) {
-            if !members.contains(a) {
-                self.budgets.ledger.remove_agent(a);
-            }
-        }
-        for (level, specs) in want {
-            for (resource, spec) in specs {
-                match self.budgets.ledger.set_budget(level.clone(), resource.clone(), spec, now) {
-                    Ok(Some(change)) => self.window_changed(&change, now),
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(error = %e, "budget not set"),
-                }
-            }
-        }
-    }
-
-    fn window_changed(&mut self, c: &WindowChange, now: Time) {
-        let agent = match &c.level {
-            Level::Agent(a) => Some(a.as_str().to_owned()),
-            _ => None,
-        };
-        let data = json!({
-            "level": c.level.to_string(),
-            "resource": c.resource.name(),
-            "from": c.from.to_string(),
-            "to": c.to.to_string(),
-            "dropped": c.dropped,
-            "detail": format!("{} {}: window changed from {} to {}; the budget starts clean ({} spent under the old window no longer counted)", c.level, c.resource, c.from, c.to, c.dropped),
-        });
-        self.recorder.emit(now, events::BUDGET_WINDOW_CHANGED, agent.as_deref(), data);
-    }
-
-    /// The pools declared or replaced through the API, from the store (before `sync_budgets`).
-    pub(super) fn load_stored_pools(&mut self) -> Result<(), super::Error> {
-        let mut stored: BTreeMap<String, BTreeMap<Resource, BudgetSpec>> = BTreeMap::new();
-        for (level, resource, b) in self.recorder.store.stored_budgets()? {
-            let what = format!("stored budget {level} {resource}");
-            let Ok(Level::Pool(p)) = level.parse::<Level>() else {
-                tracing::warn!("{what}: not a pool; ignored");
-                continue;
-            };
-            let r: Resource = resource.parse().map_err(|e| format!("{what}: {e}"))?;
-            let spec = b.to_core().map_err(|e| format!("{what}: {e}"))?;
-            stored.entry(p).or_default().insert(r, spec);
-        }
-        for (p, budgets) in stored {
-            self.budgets.api_pools.insert(p.clone());
-            self.budgets.pools.insert(p, budgets);
-        }
-        Ok(())
-    }
-
-    /// `PUT /v1/pools/{name}`: the pool's budgets replaced whole (a pool of
-    /// the fleet file too: the API's version is stored and wins over the
-    /// file's); windows that change start clean.
-    pub(super) fn put_pool(&mut self, name: &str, budgets: BTreeMap<Resource, BudgetSpec>) -> Result<Value, ControlError> {
-        let level = Level::Pool(name.to_owned());
-        let rows: Vec<(Resource, allot_store::dto::StoredBudget)> =
-            budgets.iter().map(|(r, b)| (r.clone(), allot_store::dto::StoredBudget::from_core(b))).collect();
-        let now = self.clock.now();
-        self.recorder.store.replace_level_budgets(&level, &rows, now.as_millis()).map_err(|e| ControlError::Unrecorded(e.to_string()))?;
-        let created = !self.budgets.pools.contains_key(name);
-        self.budgets.api_pools.insert(name.to_owned());
-        self.budgets.pools.insert(name.to_owned(), budgets);
-        self.sync_budgets();
-        let views = self.budgets.ledger.snapshot_level(&level, now);
-        self.recorder.emit(
-            now,
-            events::BUDGET_POOL_CHANGED,
-            None,
-            json!({"pool": name, "created": created, "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>()}),
-        );
-        Ok(json!({"pool": name, "created": created, "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>()}))
-    }
-
-    /// `DELETE /v1/pools/{name}`: a pool declared through the API is removed
-    /// (its spend with it), or a replaced fleet pool goes back to the file's;
-    /// refused while a registered agent draws on it, and for a pool only the
-    /// fleet file declares.
-    pub(super) fn delete_pool(&mut self, name: &str) -> Result<Value, ControlError> {
-        if !self.budgets.pools.contains_key(name) {
-            return Err(ControlError::NoPool(name.to_owned()));
-        }
-        if !self.budgets.api_pools.contains(name) {
-            return Err(ControlError::Refused {
-                field: "pool".into(),
-                message: format!("pool {name:?} is declared in the fleet file: change the file (the API replaces it with PUT)"),
-            });
-        }
-        let fleet = self.budgets.fleet_pools.get(name).cloned();
-        if fleet.is_none() {
-            let users: Vec<String> = self
-                .domain
-                .ledger
-                .agents()
-                .filter(|a| self.agents.get(a).is_some_and(|x| x.def.spec.pools.iter().any(|p| p == name)))
-                .map(ToString::to_string)
-                .collect();
-            if !users.is_empty() {
-                return Err(ControlError::GroupInUse(format!(
-                    "pool {name:?} is drawn on by {}: their reservations would be refused",
-                    users.join(", ")
-                )));
-            }
-        }
-        let level = Level::Pool(name.to_owned());
-        let now = self.clock.now();
-        self.recorder.store.replace_level_budgets(&level, &[], now.as_millis()).map_err(|e| ControlError::Unrecorded(e.to_string()))?;
-        self.budgets.api_pools.remove(name);
-        match &fleet {
-            Some(b) => self.budgets.pools.insert(name.to_owned(), b.clone()),
-            None => self.budgets.pools.remove(name),
-        };
-        self.sync_budgets();
-        let detail = if fleet.is_some() { "the fleet file's budgets are in force again" } else { "removed" };
-        self.recorder.emit(now, events::BUDGET_POOL_CHANGED, None, json!({"pool": name, "deleted": true, "detail": detail}));
-        Ok(json!({"pool": name, "deleted": true, "detail": detail}))
-    }
-
-    /// Rebuild the ledger's reservations and spend from the store (after `sync_budgets`).
-    pub(super) fn load_budgets(&mut self) -> Result<(), super::Error> {
-        let now = self.clock.now();
-        let load = self.recorder.store.load_budgets(&mut self.budgets.ledger, now)?;
-        if load.reservations + load.spend_rows + load.spend_dropped > 0 {
-            tracing::info!(
-                reservations = load.reservations,
-                spend_rows = load.spend_rows,
-                spend_dropped = load.spend_dropped,
-                "budgets taken over from the store"
-            );
-        }
-        Ok(())
-    }
-
     /// `POST /v1/agents/{id}/reservations`.
     pub(super) fn reserve(&mut self, agent: &str, amounts: BTreeMap<Resource, u64>, ttl: Duration, reply: Reply<Value>) {
         let now = self.clock.now();
@@ -593,13 +322,18 @@ impl<B: Backend> Governor<B> {
             if matches!(c.level, Level::Agent(_)) || self.budgets.ledger.budget(&c.level, &c.resource).and_then(|b| b.soft).is_none() {
                 continue;
             }
-            let Some(v) = self.budgets.ledger.snapshot_level(&c.level, now).into_iter().find(|v| v.resource == c.resource) else { continue };
+            let Some(v) = self.budgets.ledger.snapshot_level(&c.level, now).into_iter().find(|v| v.resource == c.resource) else {
+                continue;
+            };
             let used = v.spent.saturating_add(v.reserved);
             let Some(soft) = v.soft.filter(|s| used > *s) else { continue };
             if !self.once_a_minute("soft", &c.level, &c.resource, now) {
                 continue;
             }
-            let detail = format!("{} {}: {} used (spent {} + reserved {}) of a soft limit of {} (hard {})", v.level, v.resource, used, v.spent, v.reserved, soft, v.hard);
+            let detail = format!(
+                "{} {}: {} used (spent {} + reserved {}) of a soft limit of {} (hard {})",
+                v.level, v.resource, used, v.spent, v.reserved, soft, v.hard
+            );
             let mut data = view_json(&v, now);
             data["detail"] = json!(detail);
             self.recorder.emit(now, events::BUDGET_SOFT, Some(agent.as_str()), data);
@@ -652,99 +386,6 @@ impl<B: Backend> Governor<B> {
             }
         }
     }
-
-    /// The budgets that apply to an agent, or every budget (`None`), or a pool's.
-    pub(super) fn budget_views(&mut self, of: &BudgetQuery) -> Result<Value, ControlError> {
-        let now = self.clock.now();
-        let views = match of {
-            BudgetQuery::All => self.budgets.ledger.snapshot(now),
-            BudgetQuery::Agent(a) => {
-                let id = self.known(a)?;
-                self.budgets
-                    .ledger
-                    .snapshot_agent(&id, now)
-                    .unwrap_or_else(|| self.budgets.ledger.snapshot_level(&Level::Agent(id.clone()), now))
-            }
-            BudgetQuery::Pool(p) => {
-                let v = self.budgets.ledger.snapshot_level(&Level::Pool(p.clone()), now);
-                if v.is_empty() {
-                    return Err(ControlError::NoPool(p.clone()));
-                }
-                v
-            }
-        };
-        let reservations: Vec<Value> = self
-            .budgets
-            .ledger
-            .reservations()
-            .filter(|r| match of {
-                BudgetQuery::All => true,
-                BudgetQuery::Agent(a) => r.agent.as_str() == a,
-                BudgetQuery::Pool(p) => r.holds.iter().any(|h| h.levels.contains(&Level::Pool(p.clone()))),
-            })
-            .take(1000)
-            .map(reservation_json)
-            .collect();
-        Ok(
-            json!({"at": super::clock::rfc3339(now), "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>(), "reservations": reservations}),
-        )
-    }
-
-    /// A policy throttle on a resource an agent has a budget on: its
-    /// reservations are admitted at `target` per window of its own budget.
-    /// `None` when the resource is not a budget resource of the agent.
-    pub(super) fn throttle_budget(&mut self, id: &AgentId, resource: &Resource, target: u64) -> Option<String> {
-        let now = self.clock.now();
-        let views = self.budgets.ledger.snapshot_agent(id, now)?;
-        let v = views.iter().find(|v| &v.resource == resource)?;
-        let window = match v.window {
-            WindowSpec::Rolling(r) => r.length(),
-            WindowSpec::Calendar(c) => {
-                let (start, end) = c.period_at(now);
-                Duration::from_millis(end.as_millis().saturating_sub(start.as_millis()))
-            }
-        };
-        let p = Permits::new(target, window, now);
-        let text = format!("reservations of {resource} admitted at {:.1} a second ({target} a window of {})", p.per_second(), v.window);
-        self.budgets.permits.insert((id.clone(), resource.clone()), p);
-        Some(text)
-    }
-
-    /// Lift a budget throttle; whether there was one.
-    pub(super) fn unthrottle_budget(&mut self, id: &AgentId, resource: &Resource) -> bool {
-        self.budgets.permits.remove(&(id.clone(), resource.clone())).is_some()
-    }
-
-    /// Budget use of an agent for `ps`: per resource, the tightest level's `spent/hard`.
-    pub(super) fn budget_use(&self, id: &AgentId) -> Value {
-        let now = self.clock.now();
-        let Some(views) = self.budgets.ledger.snapshot_agent(id, now) else { return Value::Null };
-        if views.is_empty() {
-            return Value::Null;
-        }
-        let mut tightest: BTreeMap<&str, &BudgetView> = BTreeMap::new();
-        for v in &views {
-            let e = tightest.entry(v.resource.name()).or_insert(v);
-            if v.remaining < e.remaining {
-                *e = v;
-            }
-        }
-        json!(tightest
-            .into_iter()
-            .map(|(r, v)| (r, json!({"level": v.level.to_string(), "spent": v.spent, "reserved": v.reserved, "hard": v.hard, "remaining": v.remaining})))
-            .collect::<BTreeMap<_, _>>())
-    }
-}
-
-/// What `GET` budgets asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BudgetQuery {
-    /// Every budget.
-    All,
-    /// Those applying to an agent.
-    Agent(String),
-    /// One pool's.
-    Pool(String),
 }
 
 fn refusal_error(r: Refusal, now: Time) -> ControlError {
@@ -766,30 +407,5 @@ fn settle_error(e: SettleError) -> ControlError {
     match e {
         SettleError::UnknownReservation(id) => ControlError::NoReservation(id),
         SettleError::UnknownResource { .. } => ControlError::InvalidAt { field: "resources".into(), message: e.to_string() },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn permits_admit_at_their_rate_and_say_when_to_come_back() {
-        let t0 = Time::from_secs(1000);
-        // 60 a minute: one a second, a balance of 1.
-        let mut p = Permits::new(60, Duration::from_secs(60), t0);
-        assert_eq!(p.admit(10, t0), Ok(()));
-        // The balance is -9: back at 0 after 9 s.
-        assert_eq!(p.admit(1, t0), Err(t0.plus(Duration::from_secs(9))));
-        assert!(p.admit(1, t0.plus(Duration::from_millis(8_999))).is_err());
-        assert_eq!(p.admit(1, t0.plus(Duration::from_secs(9))), Ok(()));
-        // Over a long run the admitted amount follows the rate.
-        let mut admitted = 0;
-        for s in 10..=1010 {
-            if p.admit(1, t0.plus(Duration::from_secs(s))).is_ok() {
-                admitted += 1;
-            }
-        }
-        assert!((990..=1001).contains(&admitted), "{admitted}");
     }
 }
