@@ -51,6 +51,10 @@ pub const BUDGET_EXHAUSTED: &str = "resource_management.budget.exhausted";
 pub const BUDGET_OVERRUN: &str = "resource_management.budget.overrun";
 /// A reservation expired unsettled (charged where its budget charges expiries).
 pub const BUDGET_EXPIRED: &str = "resource_management.budget.expired";
+/// A group's or pool's budget is above its soft limit (at most once a minute per budget).
+pub const BUDGET_SOFT: &str = "resource_management.budget.soft";
+/// A pool was declared, replaced or deleted through the API.
+pub const BUDGET_POOL_CHANGED: &str = "resource_management.budget.pool_changed";
 /// A budget is above its hard limit after a spend that had to be counted (at most once a minute per budget).
 pub const BUDGET_OVER_LIMIT: &str = "resource_management.budget.over_limit";
 

@@ -1,5 +1,7 @@
-//! Quota groups: the three built-in groups of SPEC section 5 and custom ones.
+//! Quota groups: the three built-in groups of SPEC section 5 and custom ones;
+//! a group's totals on custom resources are its budgets (see [`crate::budget`]).
 
+use crate::budget::BudgetSpec;
 use crate::limits::{Action, Limit, LimitError};
 use crate::resource::Resource;
 use serde::{Deserialize, Serialize};
@@ -35,8 +37,12 @@ pub struct QuotaGroup {
     pub description: String,
     /// Default limits for each member.
     pub limits: BTreeMap<Resource, Limit>,
-    /// Totals over all members' usage.
+    /// Totals over all members' usage, on kernel resources (memory, cpu, ...).
     pub totals: BTreeMap<Resource, u64>,
+    /// Budgets shared by the members, on custom resources (`tokens`,
+    /// `usd_micros`): a group's totals on those, each with its window.
+    #[serde(default, with = "crate::budget::text::serde_budgets")]
+    pub budgets: BTreeMap<Resource, BudgetSpec>,
     /// How the totals scale with membership.
     pub scaling_policy: ScalingPolicy,
     /// The handler for `custom` actions of members that set none.
@@ -117,6 +123,7 @@ fn group(name: &str, description: &str, limits: [(Resource, Limit); 3], totals: 
         description: description.to_owned(),
         limits: limits.into_iter().collect(),
         totals: totals.into_iter().collect(),
+        budgets: BTreeMap::new(),
         scaling_policy: ScalingPolicy::Fixed,
         custom_handler: None,
     }

@@ -54,7 +54,7 @@ impl Window {
         u64::try_from((u128::from(count) * to).div_ceil(from)).ok()
     }
 
-    fn parse(s: &str) -> Option<Window> {
+    pub(crate) fn parse(s: &str) -> Option<Window> {
         Some(match s {
             "s" | "sec" | "second" => Window::Second,
             "min" | "minute" => Window::Minute,

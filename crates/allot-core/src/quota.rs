@@ -149,12 +149,22 @@ pub struct AgentSpec {
     pub overrides: BTreeMap<Resource, LimitOverride>,
     /// The handler for `custom` actions, overriding the group's.
     pub custom_handler: Option<CustomHandler>,
+    /// The named budget pools it draws on (each a valid group name), in order.
+    #[serde(default)]
+    pub pools: Vec<String>,
 }
 
 impl AgentSpec {
-    /// A spec with the group's defaults and default priority.
+    /// A spec with the group's defaults and default priority, drawing on no pool.
     pub fn new(id: AgentId, group: impl Into<String>) -> Self {
-        AgentSpec { id, group: group.into(), priority: Priority::DEFAULT, overrides: BTreeMap::new(), custom_handler: None }
+        AgentSpec {
+            id,
+            group: group.into(),
+            priority: Priority::DEFAULT,
+            overrides: BTreeMap::new(),
+            custom_handler: None,
+            pools: Vec::new(),
+        }
     }
 }
 

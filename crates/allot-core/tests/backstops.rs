@@ -47,6 +47,7 @@ fn group() -> impl Strategy<Value = QuotaGroup> {
             description: String::new(),
             limits,
             totals,
+            budgets: std::collections::BTreeMap::new(),
             scaling_policy: if proportional { ScalingPolicy::Proportional } else { ScalingPolicy::Fixed },
             custom_handler: None,
         }

@@ -248,6 +248,31 @@ impl Store {
         Ok(())
     }
 
+    /// Replace every budget of `level` declared through the API by `budgets`
+    /// (none: the level's rows deleted), in one transaction.
+    pub fn replace_level_budgets(&mut self, level: &Level, budgets: &[(Resource, StoredBudget)], at_ms: u64) -> Result<(), StoreError> {
+        let mut rows = Vec::with_capacity(budgets.len());
+        for (r, b) in budgets {
+            let spec = serde_json::to_string(b).map_err(|source| StoreError::Json {
+                path: self.path.clone(),
+                what: format!("budget {level} {r}"),
+                source,
+            })?;
+            rows.push((r.name().to_owned(), spec));
+        }
+        let level = level.to_string();
+        self.budget_tx(|tx| {
+            tx.execute("DELETE FROM budgets WHERE level = ?1", params![level])?;
+            for (r, spec) in &rows {
+                tx.execute(
+                    "INSERT INTO budgets (level, resource, spec, updated_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![level, r, spec, sql_i(at_ms)],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
     /// Delete a budget declared through the API; whether there was one.
     pub fn delete_budget(&self, level: &Level, resource: &Resource) -> Result<bool, StoreError> {
         let n = self

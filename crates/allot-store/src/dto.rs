@@ -292,6 +292,10 @@ pub struct StoredGroup {
     /// Totals over all members' usage, by resource name, in internal units.
     #[serde(default)]
     pub totals: BTreeMap<String, u64>,
+    /// Budgets shared by the members, on custom resources, by resource name
+    /// (absent in rows of earlier versions).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub budgets: BTreeMap<String, StoredBudget>,
     /// `fixed` or `proportional`.
     #[serde(default = "fixed")]
     pub scaling_policy: String,
@@ -312,6 +316,7 @@ impl StoredGroup {
             description: g.description.clone(),
             limits: g.limits.iter().map(|(r, l)| (r.name().to_owned(), StoredLimit::from_core(l))).collect(),
             totals: g.totals.iter().map(|(r, v)| (r.name().to_owned(), *v)).collect(),
+            budgets: g.budgets.iter().map(|(r, b)| (r.name().to_owned(), StoredBudget::from_core(b))).collect(),
             scaling_policy: match g.scaling_policy {
                 ScalingPolicy::Fixed => "fixed",
                 ScalingPolicy::Proportional => "proportional",
@@ -331,9 +336,27 @@ impl StoredGroup {
             limits.insert(resource(name)?, l.to_core(&format!("limits.{name}"))?);
         }
         let mut totals = BTreeMap::new();
+        let mut budgets = BTreeMap::new();
+        for (name, b) in &self.budgets {
+            let f = format!("budgets.{name}");
+            let r: Resource = name.parse().map_err(|e| DtoError::new(&f, e))?;
+            if !r.is_custom() {
+                return Err(DtoError::new(f, format!("{r} is not a custom resource: budgets are on custom resources only")));
+            }
+            budgets.insert(r, b.to_core().map_err(|e| DtoError::new(format!("{f}.{}", e.field), e.problem))?);
+        }
         for (name, v) in &self.totals {
             let r: Resource = name.parse().map_err(|e| DtoError::new(format!("totals.{name}"), e))?;
-            totals.insert(r, *v);
+            // Rows of earlier versions kept a total on a custom resource
+            // without its window: it is the group's budget per minute, as a bare count reads.
+            if r.is_custom() {
+                if *v == 0 {
+                    return Err(DtoError::new(format!("totals.{name}"), "a budget must be greater than 0"));
+                }
+                budgets.entry(r).or_insert_with(|| allot_core::budget::BudgetSpec::rolling(*v, Window::Minute));
+            } else {
+                totals.insert(r, *v);
+            }
         }
         let scaling_policy = match self.scaling_policy.as_str() {
             "fixed" => ScalingPolicy::Fixed,
@@ -347,6 +370,7 @@ impl StoredGroup {
             description: self.description.clone(),
             limits,
             totals,
+            budgets,
             scaling_policy,
             custom_handler: self.custom_handler.as_ref().map(StoredHandler::to_core),
         };
@@ -384,6 +408,9 @@ pub struct StoredSpec {
     /// `None` in rows of earlier versions, which pinned the whole quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<BTreeMap<String, StoredOverride>>,
+    /// The budget pools it draws on (none in rows of earlier versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<String>,
 }
 
 /// A termination in its grace period, as stored.
@@ -426,6 +453,7 @@ impl Default for StoredSpec {
             user: None,
             terminating: None,
             overrides: None,
+            pools: Vec::new(),
         }
     }
 }

@@ -253,6 +253,24 @@ fn stored_budgets_round_trip_and_a_bad_row_names_its_field() {
 }
 
 #[test]
+fn a_levels_budgets_are_replaced_whole_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open_store(&dir.path().join("s.db"));
+    let b = ledger(Time::ZERO);
+    let p = Level::Pool("p".into());
+    let spec = StoredBudget::from_core(b.budget(&p, &usd()).unwrap());
+    let tokens = Resource::Custom("tokens".into());
+    s.replace_level_budgets(&p, &[(usd(), spec.clone()), (tokens.clone(), spec.clone())], 1).unwrap();
+    s.put_budget(&Level::Pool("q".into()), &usd(), &spec, 1).unwrap();
+    let names = |s: &Store| s.stored_budgets().unwrap().into_iter().map(|(l, r, _)| format!("{l} {r}")).collect::<Vec<_>>();
+    assert_eq!(names(&s), ["pool:p tokens", "pool:p usd_micros", "pool:q usd_micros"]);
+    s.replace_level_budgets(&p, &[(tokens, spec)], 2).unwrap();
+    assert_eq!(names(&s), ["pool:p tokens", "pool:q usd_micros"], "usd_micros of p is gone, q untouched");
+    s.replace_level_budgets(&p, &[], 3).unwrap();
+    assert_eq!(names(&s), ["pool:q usd_micros"]);
+}
+
+#[test]
 fn migration_5_keeps_the_data_of_schema_4() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");

@@ -174,9 +174,13 @@ fn specs_of_earlier_versions_load() {
         user: Some((65534, 65534)),
         terminating: Some(allot_store::dto::StoredTermination { reason: "operator".into(), kill_at_ms: 1_700_000_000_000 }),
         overrides: None,
+        pools: vec!["openai".into(), "shared".into()],
     };
     let a = agent_with_spec(serde_json::to_value(&spec).unwrap());
     assert_eq!(a.spec().unwrap(), spec);
+    assert_eq!(a.spec["pools"], json!(["openai", "shared"]), "the pools it draws on are stored");
+    let earlier = agent_with_spec(json!({"command": ["x"], "priority": 3, "quota": stored_today()}));
+    assert!(earlier.spec().unwrap().pools.is_empty(), "rows of earlier versions draw on no pool");
     assert_eq!(a.spec["quota"], stored_today(), "the quota inside the spec keeps its shape");
     // A spec of the wrong shape names the agent.
     let e = agent_with_spec(json!({"command": "sleep"})).spec().unwrap_err().to_string();

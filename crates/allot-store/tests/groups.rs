@@ -111,3 +111,60 @@ fn overrides_are_stored_field_by_field() {
     bad.get_mut("memory").unwrap().window = Some("week".into());
     assert!(overrides_to_core(&bad).unwrap_err().to_string().starts_with("overrides.memory.window: unknown window"));
 }
+
+/// Issue 12: a group's budgets (its totals on custom resources, with their
+/// windows) are stored with it, so a group made through the API keeps them
+/// across a restart; rows of earlier versions (no `budgets`, a custom total
+/// without a window) still load.
+#[test]
+fn group_budgets_are_stored_with_their_windows_and_earlier_rows_load() {
+    use allot_core::budget::text::{parse_budget, parse_budget_str};
+    let tokens = Resource::Custom("tokens".into());
+    let usd = Resource::Custom("usd_micros".into());
+    let mut g = tiny();
+    g.budgets.insert(tokens.clone(), parse_budget_str("t", &tokens, "5M/day").unwrap());
+    let text = allot_core::budget::text::BudgetText {
+        hard: "50M".into(),
+        soft: Some("40M".into()),
+        calendar: Some("month".into()),
+        day: Some(3),
+        at: Some("06:30".into()),
+        tz: Some("+02:00".into()),
+        on_expiry: Some("release".into()),
+        ..Default::default()
+    };
+    g.budgets.insert(usd.clone(), parse_budget("u", &usd, &text).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    Store::open(&path).unwrap().put_group(&StoredGroup::from_core(&g), 1000).unwrap();
+    let stored = Store::open(&path).unwrap().groups().unwrap();
+    let json = serde_json::to_value(&stored[0]).unwrap();
+    assert_eq!(
+        json["budgets"]["tokens"],
+        serde_json::json!({"hard": 5_000_000, "window": {"kind": "rolling", "length_ms": 86_400_000, "buckets": 60}, "on_expiry": "charge"})
+    );
+    assert_eq!(stored[0].to_core().unwrap(), g, "every budget comes back, window and all");
+
+    // A row of an earlier version: no budgets, a total on tokens without a window (a bare count: per minute).
+    let mut old = json.clone();
+    old.as_object_mut().unwrap().remove("budgets");
+    old["totals"]["tokens"] = serde_json::json!(9000);
+    let back = serde_json::from_value::<StoredGroup>(old).unwrap().to_core().unwrap();
+    assert_eq!(back.budgets[&tokens], allot_core::budget::BudgetSpec::rolling(9000, Window::Minute));
+    assert!(!back.totals.contains_key(&tokens), "totals keep the kernel resources");
+    assert_eq!(back.totals, g.totals);
+
+    // A budget that does not convert names its field.
+    let mut bad = json.clone();
+    bad["budgets"]["usd_micros"]["window"]["day"] = serde_json::json!(31);
+    let e = serde_json::from_value::<StoredGroup>(bad).unwrap().to_core().unwrap_err().to_string();
+    assert!(e.starts_with("budgets.usd_micros.window: reset on day 31 of the month"), "{e}");
+    let mut bad = json.clone();
+    bad["budgets"]["memory"] = bad["budgets"]["tokens"].clone();
+    let e = serde_json::from_value::<StoredGroup>(bad).unwrap().to_core().unwrap_err().to_string();
+    assert!(e.starts_with("budgets.memory: memory is not a custom resource"), "{e}");
+    let mut bad = json;
+    bad["budgets"]["tokens"]["on_expiry"] = serde_json::json!("keep");
+    let e = serde_json::from_value::<StoredGroup>(bad).unwrap().to_core().unwrap_err().to_string();
+    assert!(e.starts_with("budgets.tokens.on_expiry:"), "{e}");
+}

@@ -47,8 +47,21 @@ pub(crate) enum Command {
     /// A live terminal view of a running daemon: agents by pressure, usage
     /// bars against soft and hard limits, recent actions (q quits).
     Top(TopArgs),
-    /// List the agents of a running daemon.
+    /// List the agents of a running daemon (with each one's budget use: spent/hard per custom resource).
     Ps(PsArgs),
+    /// Show the budgets on custom resources of a running daemon: window, limit,
+    /// spent, reserved, remaining and when the counted spend next drops.
+    ///
+    /// Without arguments: every budget (agents', groups', pools') and the number
+    /// of open reservations. With AGENT: the budgets that apply to it (its own,
+    /// its group's, its pools') and its open reservations. With --pool: one
+    /// pool's. Amounts are counts of the resource (tokens, usd_micros): exact
+    /// when short (10k), else rounded (12.3k); --json gives the daemon's answer
+    /// as is, exact.
+    #[command(
+        after_help = "Examples:\n  allot budget                  every budget\n  allot budget writer           the budgets that apply to agent writer, its reservations\n  allot budget --pool shared    pool shared\n  allot budget writer --json    the daemon's JSON"
+    )]
+    Budget(BudgetArgs),
     /// Suspend an agent of a running daemon (freeze its whole tree).
     Suspend(ActArgs),
     /// Release the operator's suspension and throttle of an agent of a running daemon
@@ -208,6 +221,21 @@ pub(crate) struct TopArgs {
 #[derive(Debug, Args)]
 pub(crate) struct PsArgs {
     /// Print JSON: an array of {id, group, state, pids, usage, ...}.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The daemon's socket.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BudgetArgs {
+    /// Only the budgets that apply to this agent, and its open reservations.
+    pub(crate) agent: Option<String>,
+    /// Only this pool's budgets.
+    #[arg(long, value_name = "P", conflicts_with = "agent")]
+    pub(crate) pool: Option<String>,
+    /// Print the daemon's JSON: {"at", "budgets": [...], "reservations": [...]}.
     #[arg(long)]
     pub(crate) json: bool,
     /// The daemon's socket.

@@ -60,6 +60,51 @@ fn groups_with_a_fleet_include_its_groups() {
     assert_eq!(sandbox["limits"]["memory"]["burst"], 160 << 20);
 }
 
+/// Issue 12: the fleet parser dropped the window of a group total on a
+/// custom resource (`tokens = "5M/day"` became 5M with no window, counted
+/// as a usage total); it is now the group's budget, with its window.
+#[test]
+fn a_group_total_on_a_custom_resource_keeps_its_window_as_a_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("llm.toml");
+    std::fs::write(&file, "[groups.llm]\nextends = \"standard_agent\"\ntotals = { tokens = \"5M/day\", memory = \"2Gi\" }\n").unwrap();
+    let o = allot(&["groups", "--json", "--fleet", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let llm = v.as_array().unwrap().iter().find(|g| g["name"] == "llm").unwrap();
+    assert_eq!(llm["totals"]["memory"], 2u64 << 30, "{llm}");
+    assert!(llm["totals"].get("tokens").is_none(), "kernel totals only: {llm}");
+    let tokens = &llm["budgets"]["tokens"];
+    assert_eq!(tokens["hard"], 5_000_000, "{llm}");
+    assert_eq!(tokens["window"], serde_json::json!({"kind": "rolling", "length_ms": 86_400_000, "buckets": 60}), "{llm}");
+    assert_eq!(tokens["text"], "5M/day", "{llm}");
+    let text = stdout(&allot(&["groups", "--fleet", file.to_str().unwrap()]));
+    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["budget", "tokens:", "5M/day"]), "{text}");
+}
+
+#[test]
+fn validate_prints_the_budgets_of_the_llm_example() {
+    let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/llm-fleet.toml");
+    let o = allot(&["validate", ex]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert!(out.starts_with(&format!("{ex}: valid (1 group definition(s), 1 pool(s), 3 agent(s))\n")), "{out}");
+    assert_eq!(
+        lines,
+        [
+            "group llm:",
+            "  budget tokens: 5M/day",
+            "pool openai:",
+            "  budget usd_micros: 50M per month from day 1 at 00:00 UTC",
+            "agent planner draws on openai",
+            "agent coder draws on openai",
+            "agent reviewer draws on openai",
+        ],
+        "{out}"
+    );
+}
+
 #[test]
 fn validate_exit_statuses() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,6 +179,10 @@ fn every_command_has_help() {
         assert!(o.status.success(), "{cmd:?}");
         assert!(stdout(&o).contains("Usage: allot"), "{cmd:?}: {}", stdout(&o));
     }
+    let o = allot(&["budget", "--help"]);
+    assert!(o.status.success() && stdout(&o).contains("Examples:\n  allot budget "), "{}", stdout(&o));
+    let o = allot(&["budget", "writer", "--pool", "shared"]);
+    assert_eq!(o.status.code(), Some(2), "an agent and a pool at once: {}", stderr(&o));
     let o = allot(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
 }

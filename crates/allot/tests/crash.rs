@@ -139,6 +139,80 @@ fn a_termination_in_its_grace_is_completed_after_a_daemon_sigkill() {
 }
 
 /// The test's cgroup root, `<own cgroup>/<name>` in every hierarchy (created by the daemon, not here).
+/// An agent drawing on a budget pool (issue 12).
+const DRAWER: &str = r#"
+[policy]
+sample_interval = "250ms"
+terminate_grace = "1s"
+
+[pools.openai]
+usd_micros = "50M/day"
+
+[[agents]]
+name = "drawer"
+group = "standard_agent"
+command = ["sh", "-c", "while :; do sleep 0.2; done"]
+pools = ["openai"]
+"#;
+
+/// The pools an agent draws on are stored with it and restored by the next
+/// daemon that takes it over: a change it stores after the restart (a quota
+/// change) still carries them.
+#[test]
+fn the_pools_an_agent_draws_on_survive_a_daemon_sigkill() {
+    if !cgroups_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("allot-test-{}-crash-pools", std::process::id());
+    let stored_pools = |state: &Path| {
+        let row = allot_store::Store::open_read_only(state).unwrap().agent("drawer").unwrap().unwrap();
+        (row.state.clone(), row.spec().unwrap().pools)
+    };
+    let mut d = launch(dir.path(), DRAWER, &name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.agent("drawer")["pids"].as_array().is_none_or(Vec::is_empty) {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stored_pools(&d.state), ("running".to_owned(), vec!["openai".to_owned()]));
+    let pids = |a: &Value| a["pids"].as_array().unwrap().iter().filter_map(Value::as_u64).collect::<BTreeSet<_>>();
+    let before = pids(&d.agent("drawer"));
+    d.sigkill();
+    let d2 = launch(dir.path(), DRAWER, &name);
+    let again = d2.agent("drawer");
+    assert!(!before.is_disjoint(&pids(&again)), "taken over, not started again from the fleet file: {again}");
+    let (st, body) = http(&d2.sock, "PATCH", "/v1/agents/drawer/quota", r#"{"limits": {"memory": {"hard": "400Mi"}}}"#);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(stored_pools(&d2.state), ("running".to_owned(), vec!["openai".to_owned()]), "stored again with its pools");
+    drop(d);
+}
+
+/// A group created through the API keeps its budgets (totals on custom
+/// resources, with their windows) across a daemon SIGKILL.
+#[test]
+fn a_group_made_through_the_api_keeps_its_budgets_across_a_daemon_sigkill() {
+    if !cgroups_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("allot-test-{}-crash-group-budgets", std::process::id());
+    let mut d = launch(dir.path(), QUIET, &name);
+    let body = r#"{"extends": "standard_agent", "totals": {"tokens": "5M/day", "usd_micros": {"hard": "50M", "calendar": "month", "day": 1, "tz": "+02:00"}}}"#;
+    let (st, answer) = http(&d.sock, "POST", "/v1/groups/llm", body);
+    assert_eq!(st, 201, "{answer}");
+    d.sigkill();
+    let d2 = launch(dir.path(), QUIET, &name);
+    let (st, groups) = http(&d2.sock, "GET", "/v1/groups", "");
+    assert_eq!(st, 200, "{groups}");
+    let groups: Value = serde_json::from_str(&groups).unwrap();
+    let llm = groups.as_array().unwrap().iter().find(|g| g["name"] == "llm").expect("the stored group is back");
+    assert_eq!(llm["budgets"]["tokens"]["text"], "5M/day", "{llm}");
+    assert_eq!(llm["budgets"]["usd_micros"]["text"], "50M per month from day 1 at 00:00 +02:00", "{llm}");
+    assert!(llm["totals"].get("tokens").is_none(), "{llm}");
+    drop(d);
+}
+
 fn test_root(name: &str) -> CgroupRoot {
     let roots = allot_sys::Roots::host();
     let layout = allot_sys::cgroup::Layout::discover(&roots).unwrap();

@@ -282,3 +282,125 @@ limits.memory = { soft = "1Mi", hard = "2Mi", burst = "3Mi", burst_window = "999
     let at_the_bound = "[policy]\ndelays = { terminate = \"365d\" }\nterminate_grace = \"8760h\"\n";
     assert_eq!(parse(at_the_bound).unwrap().settings.policy.terminate_grace, std::time::Duration::from_secs(365 * 86_400));
 }
+
+#[test]
+fn the_llm_example_declares_group_and_pool_budgets_and_the_pools_its_agents_draw_on() {
+    use allot_core::budget::{BudgetSpec, Calendar, Expiry, Period, WindowSpec};
+    let fleet = parse(include_str!("../../../examples/llm-fleet.toml")).unwrap();
+    let tokens = Resource::Custom("tokens".into());
+    let usd = Resource::Custom("usd_micros".into());
+    let llm = fleet.groups.iter().find(|g| g.name == "llm").unwrap();
+    assert_eq!(llm.budgets[&tokens], BudgetSpec::rolling(5_000_000, allot_core::quantity::Window::Day), "the window is kept");
+    assert!(!llm.totals.contains_key(&tokens), "a custom total is a budget, not a kernel total");
+    assert_eq!(fleet.ledger.group("llm").unwrap().budgets, llm.budgets, "registered as parsed");
+    let month = Calendar::parse("x", Period::Month { day: 1 }, "00:00", "UTC").unwrap();
+    let openai = BudgetSpec { hard: 50_000_000, soft: None, window: WindowSpec::Calendar(month), on_expiry: Expiry::Charge };
+    assert_eq!(fleet.pools.keys().collect::<Vec<_>>(), ["openai"]);
+    assert_eq!(fleet.pools["openai"], [(usd, openai)].into_iter().collect());
+    assert_eq!(fleet.agents.len(), 3);
+    for a in &fleet.agents {
+        assert_eq!(a.spec.pools, ["openai"], "{}", a.spec.id);
+        let q = fleet.ledger.quota(&a.spec.id).unwrap();
+        assert_eq!((q.limits[&tokens].soft, q.limits[&tokens].hard), (80_000, 100_000));
+    }
+}
+
+#[test]
+fn a_group_budget_takes_the_table_form_and_replaces_an_inherited_one() {
+    let fleet = parse(
+        r#"
+[groups.base]
+totals = { tokens = "1M/h", memory = "1Gi" }
+
+[groups.child]
+extends = "base"
+totals = { tokens = { hard = "2M", soft = "1500k", calendar = "day", at = "06:00", tz = "+02:00", on_expiry = "release" } }
+"#,
+    )
+    .unwrap();
+    let tokens = Resource::Custom("tokens".into());
+    let child = &fleet.groups[1];
+    let b = &child.budgets[&tokens];
+    assert_eq!((b.hard, b.soft, b.on_expiry), (2_000_000, Some(1_500_000), allot_core::budget::Expiry::Release));
+    assert_eq!(allot_core::budget::text::describe(b), "2M per day from 06:00 +02:00 (soft 1500k), expiries released");
+    assert_eq!(child.totals[&Resource::Memory], 1 << 30, "kernel totals inherited");
+    assert_eq!(allot_core::budget::text::describe(&fleet.groups[0].budgets[&tokens]), "1M/h");
+}
+
+#[test]
+fn budget_errors_are_reported_at_the_key_with_line_column_and_field() {
+    let e = rendered(
+        r#"[groups.llm]
+totals = { tokens = "5M/week", usd_micros = { hard = "5M/day", calendar = "month" } }
+
+[groups.g2]
+totals = { tokens = { soft = "1M" }, memory = { hard = "1G" } }
+
+[pools.Bad-Name]
+tokens = "1M"
+
+[pools.p1]
+usd_micros = { hard = "50M", calendar = "month", tz = "Europe/Paris" }
+memory = "1G"
+tokens = { hard = "1M", per = "day", calendar = "day" }
+cost = { hard = "1M", colour = "red" }
+
+[pools.p2]
+tokens = { hard = "1M", day = 40, calendar = "month" }
+other = { hard = "2M", soft = "1M/h", per = "day" }
+third = 0
+
+[pools.empty]
+
+[[agents]]
+name = "a"
+group = "standard_agent"
+command = ["x"]
+pools = ["p1", "nope", "p1", 3]
+
+[[agents]]
+name = "b"
+group = "standard_agent"
+command = ["x"]
+pools = "p1"
+"#,
+    );
+    assert_starts(
+        &e,
+        &[
+            "2:21: groups.llm.totals.tokens: \"5M/week\" is not a valid count per window: unknown window \"week\": use s, min, h or day (accepted forms: 100k/min",
+            "2:54: groups.llm.totals.usd_micros.hard: a window suffix (/day) with calendar: write the count alone, the calendar is the window",
+            "5:21: groups.g2.totals.tokens: missing hard (accepted forms: \"100k/min\", \"5M/day\"",
+            "5:47: groups.g2.totals.memory: expected a quantity, found a table",
+            "7:8: pools.Bad-Name: invalid pool name \"Bad-Name\": use 1..64 characters from [a-z0-9_], as for groups",
+            "11:55: pools.p1.usd_micros.tz: time zone \"Europe/Paris\": IANA zone names are not supported, give the fixed UTC offset in force (accepted forms: UTC, Z, +02:00",
+            "12:10: pools.p1.memory: budgets are for custom resources (tokens, usd_micros, ...), not memory",
+            "13:49: pools.p1.tokens.calendar: give per (a rolling window) or calendar (a calendar window), not both",
+            "14:23: pools.p1.cost.colour: unknown key; expected one of hard, soft, per, calendar, day, at, tz, on_expiry",
+            "17:31: pools.p2.tokens.day: day 40 of the month: use 1..=28 (every month has it)",
+            "18:31: pools.p2.other.soft: per h here but per = \"day\": a budget has one window",
+            "19:9: pools.p2.third: must be greater than 0",
+            "21:1: pools.empty: a pool needs at least one budget",
+            "27:16: agents[0].pools[1]: unknown pool \"nope\": declared pools are empty, p1, p2",
+            "27:24: agents[0].pools[2]: pool \"p1\" is named twice",
+            "27:30: agents[0].pools[3]: expected a string, found an integer",
+            "33:9: agents[1].pools: expected an array of pool names, found a string",
+        ],
+    );
+    let e = rendered("[[agents]]\nname = \"a\"\ngroup = \"standard_agent\"\ncommand = [\"x\"]\npools = [\"shared\"]\n");
+    assert_eq!(e, ["5:10: agents[0].pools[0]: unknown pool \"shared\": the file declares none ([pools.NAME])"]);
+}
+
+#[test]
+fn the_readme_llm_fleet_is_valid_and_the_same_as_the_example_file() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("An LLM agent fleet under token and dollar budgets").unwrap();
+    let block = &readme[start..];
+    let body = block.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    let from_readme = parse(body).unwrap();
+    let example = parse(include_str!("../../../examples/llm-fleet.toml")).unwrap();
+    assert_eq!(from_readme.groups, example.groups);
+    assert_eq!(from_readme.pools, example.pools);
+    let specs = |f: &allot::fleet::Fleet| f.agents.iter().map(|a| a.spec.clone()).collect::<Vec<_>>();
+    assert_eq!(specs(&from_readme), specs(&example), "the same agents, limits and pools (commands aside)");
+}

@@ -169,6 +169,14 @@ fn key() -> BoxedStrategy<String> {
         "processes",
         "files",
         "tokens",
+        "usd_micros",
+        "pools",
+        "per",
+        "calendar",
+        "day",
+        "at",
+        "tz",
+        "on_expiry",
         "throttle",
         "suspend",
         "terminate",
@@ -218,7 +226,7 @@ fn table_lines() -> BoxedStrategy<String> {
     prop::collection::vec(line, 0..6).prop_map(|v| v.concat()).boxed()
 }
 
-/// A fleet document built table by table: `[policy]`, `[groups.NAME]`, `[[agents]]`, and stray tables.
+/// A fleet document built table by table: `[policy]`, `[groups.NAME]`, `[pools.NAME]`, `[[agents]]`, and stray tables.
 fn fleet_document() -> impl Strategy<Value = String> {
     let agent = (word(), word(), table_lines(), any::<bool>()).prop_map(|(name, group, rest, required)| {
         let head = if required {
@@ -230,9 +238,12 @@ fn fleet_document() -> impl Strategy<Value = String> {
     });
     let group = (prop_oneof![3 => prop::sample::select(vec!["g", "standard_agent", "gpu_1", "lightweight_agent"]).prop_map(str::to_owned), 1 => word().prop_map(|w| toml::Value::String(w).to_string())], table_lines())
         .prop_map(|(name, body)| format!("[groups.{name}]\n{body}\n"));
+    let pool = (prop_oneof![3 => Just("p".to_owned()), 1 => word().prop_map(|w| toml::Value::String(w).to_string())], table_lines())
+        .prop_map(|(name, body)| format!("[pools.{name}]\n{body}\n"));
     let section = prop_oneof![
         2 => table_lines().prop_map(|b| format!("[policy]\n{b}\n")),
         3 => group,
+        2 => pool,
         4 => agent,
         1 => (key(), table_lines()).prop_map(|(k, b)| format!("[{k}]\n{b}\n")),
     ];
@@ -416,6 +427,21 @@ fn answer(c: Control) {
         Control::Adopt(_, _, _, tx) => drop(tx.send(Ok(json!({})))),
         Control::SetLimits(_, _, tx) => drop(tx.send(Ok(json!({})))),
         Control::Compliance(_, tx) => drop(tx.send(Ok(json!({})))),
+        Control::Reserve(_, amounts, _, tx) => {
+            assert!(!amounts.is_empty() && amounts.keys().all(allot_core::Resource::is_custom), "{amounts:?}");
+            drop(tx.send(Ok(json!({}))));
+        }
+        Control::Settle(_, _, actual, tx) => {
+            assert!(actual.keys().all(allot_core::Resource::is_custom), "{actual:?}");
+            drop(tx.send(Ok(json!({}))));
+        }
+        Control::Release(_, _, tx) => drop(tx.send(Ok(json!({})))),
+        Control::Budgets(_, tx) => drop(tx.send(Ok(json!({})))),
+        Control::PutPool(name, budgets, tx) => {
+            assert!(allot_core::group::valid_group_name(&name) && !budgets.is_empty(), "{name:?} {budgets:?}");
+            drop(tx.send(Ok(json!({}))));
+        }
+        Control::DeletePool(_, tx) => drop(tx.send(Ok(json!({})))),
     }
 }
 
@@ -619,6 +645,38 @@ proptest! {
         ("value", json_value()),
     ]))) {
         check_route("POST", &format!("/v1/agents/{id}/usage"), b.1, b.0)?;
+    }
+
+    #[test]
+    fn reservation_bodies(id in segment(), b in body(object(vec![
+        ("resources", prop_oneof![
+            json_value(),
+            (prop_oneof![word(), Just("tokens".to_owned()), Just("memory".to_owned())], json_value())
+                .prop_map(|(k, v)| Value::Object([(k, v)].into_iter().collect())),
+        ].boxed()),
+        ("ttl", json_value()),
+    ]))) {
+        check_route("POST", &format!("/v1/agents/{id}/reservations"), b.1, b.0)?;
+    }
+
+    #[test]
+    fn settle_bodies(rid in prop_oneof![segment(), any::<u64>().prop_map(|n| n.to_string())], b in body(object(vec![
+        ("resources", (prop_oneof![word(), Just("tokens".to_owned())], json_value())
+            .prop_map(|(k, v)| Value::Object([(k, v)].into_iter().collect())).boxed()),
+    ]))) {
+        check_route("POST", &format!("/v1/reservations/{rid}/settle"), b.1, b.0)?;
+        check_route("DELETE", &format!("/v1/reservations/{rid}"), None, Vec::new())?;
+    }
+
+    #[test]
+    fn pool_bodies(name in segment(), b in body(object(vec![
+        ("tokens", json_value()),
+        ("usd_micros", prop_oneof![json_value(), object(vec![
+            ("hard", json_value()), ("soft", json_value()), ("per", json_value()), ("calendar", json_value()),
+            ("day", json_value()), ("at", json_value()), ("tz", json_value()), ("on_expiry", json_value()),
+        ])].boxed()),
+    ]))) {
+        check_route("PUT", &format!("/v1/pools/{name}"), b.1, b.0)?;
     }
 
     #[test]

@@ -263,9 +263,12 @@ fn reported_usage_takes_the_path_of_a_sample_and_rates_are_counted_in_the_limits
     let d = Daemon::start(dir.path(), TOKENS, &name);
     d.running("tok");
     let report = |value: &str| d.call("POST", "/v1/agents/tok/usage", &format!(r#"{{"resource": "tokens", "value": {value}}}"#));
-    for v in [10, 20, 30, 60, 80, 120, 40, 30, 20, 10] {
+    // Each report adds to the agent's spend in the window of its limit (a minute): the usage judged is the sum.
+    let mut sum: u64 = 0;
+    for v in [10u64, 20, 30, 60, 80, 120, 40, 30, 20, 10] {
         let (st, body) = report(&v.to_string());
-        assert_eq!(st, 200, "{body}");
+        sum += v;
+        assert_eq!((st, body["usage"].as_u64()), (200, Some(sum)), "{body}");
         // At most one report per tick is kept as a sample: these are a tick apart.
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -274,11 +277,14 @@ fn reported_usage_takes_the_path_of_a_sample_and_rates_are_counted_in_the_limits
         [(r#""400/h""#, 7), (r#""360/h""#, 6), (r#""2/s""#, 120), (r#""1.5k/day""#, 2), (r#""30/min""#, 30), (r#""45""#, 45)]
     {
         let (st, body) = report(text);
+        sum += counted;
         assert_eq!((st, body["value"].as_u64(), body["per"].as_str()), (200, Some(counted), Some("min")), "{text}: {body}");
+        assert_eq!(body["usage"].as_u64(), Some(sum), "{text}: {body}");
         std::thread::sleep(Duration::from_millis(250));
     }
     let (st, body) = report(r#""6k/h""#);
-    assert_eq!((st, body["violation"]["kind"].as_str()), (200, Some("soft")), "6000/h is 100/min: at hard, over soft: {body}");
+    assert_eq!((st, body["value"].as_u64(), body["usage"].as_u64()), (200, Some(100), Some(sum + 100)), "6000/h is 100/min: {body}");
+    assert_eq!(body["violation"]["kind"].as_str(), Some("hard"), "{} a minute is over hard 100/min: {body}", sum + 100);
     // A unit that is not a count, or a window that is not one: 422 naming the field.
     for bad in [r#""5Mi""#, r#""5/week""#, r#""-3""#] {
         let (st, body) = report(bad);
@@ -299,7 +305,8 @@ fn reported_usage_takes_the_path_of_a_sample_and_rates_are_counted_in_the_limits
     let alert = |topic: &str| events.iter().any(|e| e.topic == topic && e.data["resource"] == "tokens");
     assert!(alert("resource_management.alert.warning") && alert("resource_management.alert.critical"), "{events:#?}");
     let values: Vec<u64> = store.samples("tok", "tokens", 0).unwrap().into_iter().map(|(_, v)| v).collect();
-    assert_eq!(values[10..], [7, 6, 120, 2, 30, 45, 100], "stored as counted");
+    assert_eq!(values[..10], [10, 30, 60, 120, 200, 320, 360, 390, 410, 420], "stored as the spend in the window");
+    assert_eq!(values[10..], [427, 433, 553, 555, 585, 630, 730], "stored as the spend in the window");
     let out = Command::new(env!("CARGO_BIN_EXE_allot"))
         .args(["analyze", "--agent", "tok", "--resource", "tokens", "--json", "--state"])
         .arg(&d.state)

@@ -35,6 +35,7 @@
 //! most what was reserved), spent + reserved <= hard at every level at every
 //! instant, and spent + reserved + remaining = hard.
 
+pub mod text;
 pub mod window;
 
 pub use window::{Calendar, DEFAULT_BUCKETS, Period, Rolling, WindowError, WindowSpec};

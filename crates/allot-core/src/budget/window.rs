@@ -277,24 +277,45 @@ pub enum WindowSpec {
 impl WindowSpec {
     /// The window's identity as stored beside its spend: a spend row of
     /// another window is not this window's (a window change starts clean).
+    /// Its text is fixed (`rolling 60000ms/60`, `daily at 00:00 UTC+00:00`):
+    /// stored spend is matched by it, so it must not follow changes of the
+    /// human form ([`fmt::Display`]).
     pub fn key(&self) -> String {
-        self.to_string()
+        match self {
+            WindowSpec::Rolling(r) => format!("rolling {}ms/{}", r.bucket_ms * u64::from(r.buckets), r.buckets),
+            WindowSpec::Calendar(c) => c.to_string(),
+        }
     }
 }
 
+/// The human form: `rolling 1m`, `rolling 1d in 24 buckets` (the bucket
+/// count only when it is not the default of that length: 50 for one second,
+/// else [`DEFAULT_BUCKETS`]), `daily at 00:00 UTC+00:00`,
+/// `monthly on day 1 at 09:00 UTC-05:00`.
 impl fmt::Display for WindowSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WindowSpec::Rolling(r) => write!(f, "rolling {}ms/{}", r.bucket_ms * u64::from(r.buckets), r.buckets),
-            WindowSpec::Calendar(c) => {
-                let sign = if c.offset_minutes < 0 { '-' } else { '+' };
-                let off = c.offset_minutes.unsigned_abs();
-                let at = format!("{:02}:{:02} UTC{sign}{:02}:{:02}", c.at_minute / 60, c.at_minute % 60, off / 60, off % 60);
-                match c.period {
-                    Period::Day => write!(f, "daily at {at}"),
-                    Period::Month { day } => write!(f, "monthly on day {day} at {at}"),
+            WindowSpec::Rolling(r) => {
+                write!(f, "rolling {}", crate::quantity::format_duration(r.length()))?;
+                let default = if r.length() == Window::Second.duration() { Rolling::of(Window::Second).buckets } else { DEFAULT_BUCKETS };
+                if r.buckets != default {
+                    write!(f, " in {} buckets", r.buckets)?;
                 }
+                Ok(())
             }
+            WindowSpec::Calendar(c) => c.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for Calendar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.offset_minutes < 0 { '-' } else { '+' };
+        let off = self.offset_minutes.unsigned_abs();
+        let at = format!("{:02}:{:02} UTC{sign}{:02}:{:02}", self.at_minute / 60, self.at_minute % 60, off / 60, off % 60);
+        match self.period {
+            Period::Day => write!(f, "daily at {at}"),
+            Period::Month { day } => write!(f, "monthly on day {day} at {at}"),
         }
     }
 }
@@ -519,6 +540,27 @@ mod tests {
         let e = Calendar::parse("x", Period::Month { day: 31 }, "00:00", "UTC").unwrap_err();
         assert!(e.problem.contains("1..=28"), "{e}");
         assert!(Calendar::parse("x", Period::Day, "7h", "UTC").unwrap_err().to_string().starts_with("x.at: "));
+    }
+
+    #[test]
+    fn windows_read_as_text_and_keep_their_stored_key() {
+        let minute = WindowSpec::Rolling(Rolling::of(Window::Minute));
+        assert_eq!(minute.to_string(), "rolling 1m");
+        assert_eq!(WindowSpec::Rolling(Rolling::of(Window::Second)).to_string(), "rolling 1s");
+        assert_eq!(WindowSpec::Rolling(Rolling::of(Window::Day)).to_string(), "rolling 1d");
+        let coarse = WindowSpec::Rolling(Rolling::new("w", Duration::from_secs(86_400), 24).unwrap());
+        assert_eq!(coarse.to_string(), "rolling 1d in 24 buckets");
+        let odd = WindowSpec::Rolling(Rolling::new("w", Duration::from_secs(90), 60).unwrap());
+        assert_eq!(odd.to_string(), "rolling 1m30s");
+        // The keys are the texts spend was stored under before the human form existed.
+        assert_eq!(minute.key(), "rolling 60000ms/60");
+        assert_eq!(WindowSpec::Rolling(Rolling::of(Window::Second)).key(), "rolling 1000ms/50");
+        assert_eq!(coarse.key(), "rolling 86400000ms/24");
+        let monthly = WindowSpec::Calendar(Calendar::parse("w", Period::Month { day: 1 }, "09:00", "-05:00").unwrap());
+        assert_eq!(monthly.to_string(), "monthly on day 1 at 09:00 UTC-05:00");
+        assert_eq!(monthly.key(), "monthly on day 1 at 09:00 UTC-05:00");
+        let daily = WindowSpec::Calendar(Calendar::parse("w", Period::Day, "00:00", "UTC").unwrap());
+        assert_eq!((daily.to_string(), daily.key()), ("daily at 00:00 UTC+00:00".to_owned(), "daily at 00:00 UTC+00:00".to_owned()));
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub(super) async fn start(
         Some(u) => crate::fleet::resolve_user(u, &passwd).map_err(|e| ApiError::field("user", e))?,
         None => crate::fleet::default_user(peer.map_or(api.owner_uid, |p| p.0.0.uid_or(api.owner_uid)), &passwd),
     };
-    let def = bodies::new_agent(b.name, b.group, b.priority, b.limits)?;
+    let def = bodies::new_agent(b.name, b.group, b.priority, b.limits, b.pools)?;
     let def = crate::fleet::AgentDef { command: b.command, env: b.env.unwrap_or_default(), workdir: b.workdir, user: Some(user), ..def };
     let v = answer(ask(&api, |tx| Control::Start(Box::new(def), tx)).await)?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
@@ -162,7 +162,7 @@ pub(super) async fn start(
 /// moves it into the agent's cgroup (only when asked).
 pub(super) async fn adopt(State(api): State<Shared>, body: Body<AdoptBody>) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(|e| ApiError::body(&e))?;
-    let def = bodies::new_agent(b.name, b.group, b.priority, b.limits)?;
+    let def = bodies::new_agent(b.name, b.group, b.priority, b.limits, b.pools)?;
     let v = answer(ask(&api, |tx| Control::Adopt(Box::new(def), b.pid, b.move_it, tx)).await)?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }

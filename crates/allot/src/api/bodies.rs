@@ -41,6 +41,8 @@ pub(super) struct StartBody {
     pub(super) workdir: Option<PathBuf>,
     /// A name, uid or uid:gid; unset: the caller's own user (nobody for a root caller).
     pub(super) user: Option<String>,
+    /// The budget pools it draws on.
+    pub(super) pools: Option<Vec<String>>,
 }
 
 /// `POST /v1/adopt`.
@@ -54,6 +56,8 @@ pub(super) struct AdoptBody {
     pub(super) move_it: bool,
     pub(super) priority: Option<i64>,
     pub(super) limits: Option<BTreeMap<String, LimitBody>>,
+    /// The budget pools it draws on.
+    pub(super) pools: Option<Vec<String>>,
 }
 
 /// `POST /v1/agents/{id}/usage`.
@@ -137,12 +141,29 @@ pub(super) fn overrides(limits: BTreeMap<String, LimitBody>) -> Result<BTreeMap<
     Ok(out)
 }
 
+/// The budget pools of a start or adopt body: valid names (as group names),
+/// none twice. Whether each exists is the budget ledger's to say, at reserve time.
+pub(super) fn pools(names: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let field = format!("pools[{i}]");
+        if !allot_core::group::valid_group_name(name) {
+            return Err(ApiError::field(&field, format!("invalid pool name {name:?}: use 1..64 characters from [a-z0-9_], as for groups")));
+        }
+        if !seen.insert(name) {
+            return Err(ApiError::field(&field, format!("pool {name:?} is named twice")));
+        }
+    }
+    Ok(names)
+}
+
 /// An agent definition from the common fields of a start or adopt body.
 pub(super) fn new_agent(
     name: String,
     group: String,
     priority: Option<i64>,
     limits: Option<BTreeMap<String, LimitBody>>,
+    pools: Option<Vec<String>>,
 ) -> Result<AgentDef, ApiError> {
     let id = AgentId::new(name).map_err(|e| ApiError::field("name", e.to_string()))?;
     let mut spec = AgentSpec::new(id, group);
@@ -151,6 +172,9 @@ pub(super) fn new_agent(
     }
     if let Some(limits) = limits {
         spec.overrides = overrides(limits)?;
+    }
+    if let Some(p) = pools {
+        spec.pools = self::pools(p)?;
     }
     Ok(AgentDef {
         spec,
@@ -164,7 +188,8 @@ pub(super) fn new_agent(
 }
 
 /// A group body in the fleet file's shape, as JSON: `{"extends"?, "description"?,
-/// "scaling_policy"?, "limits"?: {...}, "totals"?: {...}}`, validated by the fleet parser.
+/// "scaling_policy"?, "limits"?: {...}, "totals"?: {...}}`, validated by the fleet parser
+/// (totals on custom resources are budgets: `"5M/day"` or `{"hard": "50M", "calendar": "month", ...}`).
 pub(super) fn group(name: &str, body: &Value) -> Result<QuotaGroup, ApiError> {
     let table = toml::Value::try_from(body).map_err(|e| ApiError::field("body", format!("not a group: {e}")))?;
     let mut doc = toml::Table::new();
@@ -176,5 +201,73 @@ pub(super) fn group(name: &str, body: &Value) -> Result<QuotaGroup, ApiError> {
             let e = &errs[0];
             Err(ApiError::field(e.field.strip_prefix(&format!("groups.{name}.")).unwrap_or(&e.field), e.message.clone()))
         }
+    }
+}
+
+/// A pool body in the fleet file's shape, as JSON: `{RESOURCE: "50M/day" |
+/// {"hard", "soft"?, "per"? | "calendar"?, "day"?, "at"?, "tz"?, "on_expiry"?}}`,
+/// validated by the fleet parser.
+pub(super) fn pool(name: &str, body: &Value) -> Result<BTreeMap<Resource, allot_core::budget::BudgetSpec>, ApiError> {
+    let table = toml::Value::try_from(body).map_err(|e| ApiError::field("body", format!("not a pool: {e}")))?;
+    let mut doc = toml::Table::new();
+    doc.insert("pools".into(), toml::Value::Table(toml::Table::from_iter([(name.to_owned(), table)])));
+    let text = toml::to_string(&doc).map_err(|e| ApiError::field("body", e.to_string()))?;
+    match crate::fleet::parse(&text) {
+        Ok(mut f) => f.pools.remove(name).ok_or_else(|| ApiError::field("body", "no pool")),
+        Err(errs) => {
+            let e = &errs[0];
+            let field = e.field.strip_prefix(&format!("pools.{name}.")).unwrap_or(&e.field);
+            Err(ApiError::field(if field.is_empty() { "body" } else { field }, e.message.clone()))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use allot_core::budget::{BudgetSpec, Calendar, Period, WindowSpec};
+    use allot_core::quantity::Window;
+    use serde_json::json;
+
+    #[test]
+    fn a_group_body_takes_budgets_in_its_totals_in_the_short_or_table_form() {
+        let body = json!({
+            "extends": "standard_agent",
+            "totals": {"memory": "2Gi", "tokens": "5M/day", "usd_micros": {"hard": "50M", "calendar": "month", "day": 1, "at": "00:00", "tz": "UTC"}},
+        });
+        let g = group("llm", &body).unwrap();
+        let tokens = Resource::Custom("tokens".into());
+        let usd = Resource::Custom("usd_micros".into());
+        assert_eq!(g.budgets[&tokens], BudgetSpec::rolling(5_000_000, Window::Day));
+        let month = WindowSpec::Calendar(Calendar::parse("x", Period::Month { day: 1 }, "00:00", "UTC").unwrap());
+        assert_eq!((g.budgets[&usd].hard, g.budgets[&usd].window), (50_000_000, month));
+        assert_eq!(g.totals[&Resource::Memory], 2 << 30);
+        assert!(!g.totals.contains_key(&tokens) && !g.totals.contains_key(&usd), "budgets are not kernel totals");
+        let e = group("llm", &json!({"totals": {"usd_micros": {"hard": "50M", "calendar": "month", "tz": "Europe/Paris"}}})).unwrap_err();
+        let want = "time zone \"Europe/Paris\": IANA zone names are not supported, give the fixed UTC offset in force (accepted forms: UTC, Z, +02:00, -05:30, +0100 (a fixed offset from UTC; IANA names such as Europe/Paris are not supported))";
+        assert_eq!(e, ApiError::field("totals.usd_micros.tz", want));
+    }
+
+    #[test]
+    fn start_and_adopt_bodies_take_the_pools_an_agent_draws_on() {
+        let b: StartBody =
+            serde_json::from_value(json!({"name": "a", "group": "standard_agent", "command": ["x"], "pools": ["openai", "shared"]}))
+                .unwrap();
+        let def = new_agent(b.name, b.group, b.priority, b.limits, b.pools).unwrap();
+        assert_eq!(def.spec.pools, ["openai", "shared"]);
+        let b: AdoptBody = serde_json::from_value(json!({"name": "a", "group": "standard_agent", "pid": 1, "pools": ["p"]})).unwrap();
+        assert_eq!(new_agent(b.name, b.group, b.priority, b.limits, b.pools).unwrap().spec.pools, ["p"]);
+        let none = new_agent("a".into(), "standard_agent".into(), None, None, None).unwrap();
+        assert!(none.spec.pools.is_empty());
+        let bad = |pools: &[&str]| {
+            new_agent("a".into(), "g".into(), None, None, Some(pools.iter().map(|p| (*p).to_owned()).collect())).unwrap_err()
+        };
+        assert_eq!(
+            bad(&["ok", "Not Valid"]),
+            ApiError::field("pools[1]", "invalid pool name \"Not Valid\": use 1..64 characters from [a-z0-9_], as for groups")
+        );
+        assert_eq!(bad(&["p", "q", "p"]), ApiError::field("pools[2]", "pool \"p\" is named twice"));
+        assert!(serde_json::from_value::<StartBody>(json!({"name": "a", "group": "g", "command": ["x"], "pools": "p"})).is_err());
     }
 }

@@ -128,3 +128,19 @@ pub(super) async fn agent(State(api): State<Shared>, Path(id): Path<String>) -> 
 pub(super) async fn pool(State(api): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(answer(ask(&api, |tx| Control::Budgets(BudgetQuery::Pool(name), tx)).await)?))
 }
+
+/// `PUT /v1/pools/{name}` `{"usd_micros": {"hard": "50M", "calendar": "month"}, "tokens": "5M/day"}`:
+/// the pool's budgets, replaced whole.
+pub(super) async fn put_pool(State(api): State<Shared>, Path(name): Path<String>, body: Body<Value>) -> Result<Json<Value>, ApiError> {
+    let Json(b) = body.map_err(|e| ApiError::body(&e))?;
+    if !b.is_object() {
+        return Err(ApiError::field("body", "a pool is an object of budgets by custom resource"));
+    }
+    let budgets = super::bodies::pool(&name, &b)?;
+    Ok(Json(answer(ask(&api, |tx| Control::PutPool(name, budgets, tx)).await)?))
+}
+
+/// `DELETE /v1/pools/{name}`.
+pub(super) async fn delete_pool(State(api): State<Shared>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(answer(ask(&api, |tx| Control::DeletePool(name, tx)).await)?))
+}

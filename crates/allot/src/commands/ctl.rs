@@ -1,5 +1,6 @@
 //! CLI commands that talk to a running `allot daemon`: `ps`, `suspend`,
-//! `resume`, `terminate`, `quota get|set`, `compliance`, `run`, `adopt`.
+//! `resume`, `terminate`, `quota get|set`, `compliance`, `run`, `adopt`
+//! (`budget` is in `commands::budget`).
 
 use super::{Error, print};
 use crate::cli::{ActArgs, AdoptArgs, ComplianceArgs, PsArgs, QuotaSetArgs, RunArgs};
@@ -11,14 +12,14 @@ use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-fn socket(s: &Option<PathBuf>) -> Result<PathBuf, Error> {
+pub(super) fn socket(s: &Option<PathBuf>) -> Result<PathBuf, Error> {
     Ok(match s {
         Some(p) => p.clone(),
         None => default_socket()?,
     })
 }
 
-fn ok(status: u16, v: Value) -> Result<Value, Error> {
+pub(super) fn ok(status: u16, v: Value) -> Result<Value, Error> {
     if (200..300).contains(&status) { Ok(v) } else { Err(failure(status, &v).into()) }
 }
 
@@ -29,8 +30,9 @@ pub(crate) fn ps(args: &PsArgs) -> Result<ExitCode, Error> {
         print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rows =
-        vec![["agent", "group", "state", "pids", "memory", "cpu", "processes", "threads", "last action"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["agent", "group", "state", "pids", "memory", "cpu", "processes", "threads", "budget", "last action"].map(String::from).to_vec(),
+    ];
     for a in v.as_array().into_iter().flatten() {
         let u = |r: Resource| a["usage"][r.name()].as_u64().map_or_else(|| "-".to_owned(), |x| format_approx(r.unit(), x));
         rows.push(vec![
@@ -49,6 +51,7 @@ pub(crate) fn ps(args: &PsArgs) -> Result<ExitCode, Error> {
             u(Resource::Cpu),
             u(Resource::Processes),
             u(Resource::Threads),
+            super::budget::use_cell(&a["budgets"]),
             a["last_action"].as_str().unwrap_or("").into(),
         ]);
     }

@@ -1,11 +1,14 @@
-//! `allot groups`: the quota groups with every limit and total.
+//! `allot groups`: the quota groups with every limit, total and budget.
 
 use super::{Error, print};
 use crate::cli::GroupsArgs;
 use crate::output::table;
+use allot_core::budget::BudgetSpec;
+use allot_core::budget::text::describe;
 use allot_core::quantity::{Quantity, format, format_duration};
-use allot_core::{Ledger, QuotaGroup};
+use allot_core::{Ledger, QuotaGroup, Resource};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 pub(crate) fn run(args: &GroupsArgs) -> Result<ExitCode, Error> {
@@ -54,8 +57,26 @@ pub(crate) fn to_json(g: &QuotaGroup) -> Value {
         "description": g.description,
         "limits": limits,
         "totals": totals,
+        "budgets": budgets_json(&g.budgets),
         "scaling_policy": g.scaling_policy,
     })
+}
+
+/// Budgets by resource as JSON: the stored shape (`hard`, `soft`, `window`,
+/// `on_expiry`, in internal units) and `text`, the budget in one line.
+pub(crate) fn budgets_json(budgets: &BTreeMap<Resource, BudgetSpec>) -> Value {
+    let mut out = Map::new();
+    for (r, b) in budgets {
+        let mut v = serde_json::to_value(allot_store::dto::StoredBudget::from_core(b)).unwrap_or(Value::Null);
+        v["text"] = json!(describe(b));
+        out.insert(r.name().to_owned(), v);
+    }
+    Value::Object(out)
+}
+
+/// One line per budget: `  budget tokens: 5M/day`.
+pub(crate) fn budgets_text(budgets: &BTreeMap<Resource, BudgetSpec>, indent: &str) -> String {
+    budgets.iter().map(|(r, b)| format!("{indent}budget {r}: {}\n", describe(b))).collect()
 }
 
 fn to_text(groups: &[&QuotaGroup]) -> String {
@@ -98,6 +119,7 @@ fn to_text(groups: &[&QuotaGroup]) -> String {
             ]);
         }
         out.push_str(&table(&rows));
+        out.push_str(&budgets_text(&g.budgets, "  "));
         if g.scaling_policy != allot_core::group::ScalingPolicy::Fixed {
             out.push_str("  totals scale with members (proportional)\n");
         }

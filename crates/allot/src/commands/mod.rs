@@ -5,6 +5,7 @@ mod bench;
 mod bench_api;
 mod bench_budget;
 mod bench_conn;
+mod budget;
 mod ctl;
 mod daemon;
 mod groups;
@@ -40,6 +41,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Up(a) => up::run(&a),
         Command::Daemon(a) => daemon::run(&a),
         Command::Ps(a) => ctl::ps(&a),
+        Command::Budget(a) => budget::run(&a),
         Command::Top(a) => top::run(&a),
         Command::Run(a) => ctl::run(&a),
         Command::Adopt(a) => ctl::adopt(&a),

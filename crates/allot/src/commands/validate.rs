@@ -1,7 +1,11 @@
-//! `allot validate FILE`: exit 0 valid, 1 invalid, 2 unreadable.
+//! `allot validate FILE`: exit 0 valid, 1 invalid, 2 unreadable; a valid
+//! file's budgets (group totals on custom resources, pools, and the pools
+//! each agent draws on) are printed under the summary.
 
+use super::groups::budgets_text;
 use super::print;
 use crate::cli::ValidateArgs;
+use crate::fleet::Fleet;
 use std::process::ExitCode;
 
 pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
@@ -21,7 +25,9 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
     };
     match crate::fleet::parse(&text) {
         Ok(fleet) => {
-            let msg = format!("{path}: valid ({} group definition(s), {} agent(s))\n", fleet.groups.len(), fleet.agents.len());
+            let pools = if fleet.pools.is_empty() { String::new() } else { format!(", {} pool(s)", fleet.pools.len()) };
+            let mut msg = format!("{path}: valid ({} group definition(s){pools}, {} agent(s))\n", fleet.groups.len(), fleet.agents.len());
+            msg.push_str(&budgets(&fleet));
             if print(&msg).is_err() {
                 return ExitCode::from(2);
             }
@@ -35,4 +41,19 @@ pub(crate) fn run(args: &ValidateArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The budgets a valid fleet declares, one per line.
+fn budgets(fleet: &Fleet) -> String {
+    let mut out = String::new();
+    for g in fleet.groups.iter().filter(|g| !g.budgets.is_empty()) {
+        out.push_str(&format!("group {}:\n{}", g.name, budgets_text(&g.budgets, "  ")));
+    }
+    for (name, budgets) in &fleet.pools {
+        out.push_str(&format!("pool {name}:\n{}", budgets_text(budgets, "  ")));
+    }
+    for a in fleet.agents.iter().filter(|a| !a.spec.pools.is_empty()) {
+        out.push_str(&format!("agent {} draws on {}\n", a.spec.id, a.spec.pools.join(", ")));
+    }
+    out
 }

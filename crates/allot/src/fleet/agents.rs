@@ -1,7 +1,9 @@
 //! `[[agents]]`: each agent's identity, group, command, limits and run-time
 //! options (environment, working directory, restart policy, notify signal,
-//! user), checked against its group and registered in the ledger.
+//! user, the budget pools it draws on), checked against its group and
+//! registered in the ledger.
 
+use super::budgets::PoolBudgets;
 use super::context::{Ctx, Table, Value, join, key_span};
 use super::groups::{NO_HANDLER, known_groups};
 use allot_core::{AgentId, AgentSpec, Ledger, Priority};
@@ -99,6 +101,7 @@ const KEYS: &[&str] = &[
     "max_restarts",
     "notify_signal",
     "user",
+    "pools",
 ];
 
 const MISSING_GROUP: &str = "missing group (one of lightweight_agent, standard_agent, heavy_computation_agent, or a group of [groups])";
@@ -112,7 +115,8 @@ const DEFAULT_MAX_RESTARTS: u32 = 5;
 const SIGNALS: [(&str, i32); 3] = [("SIGUSR1", 10), ("SIGUSR2", 12), ("SIGHUP", 1)];
 
 /// The `agents` array `av`: each valid agent is registered in `ledger` and returned.
-pub(super) fn parse_agents(cx: &mut Ctx<'_>, av: &Value<'_>, ledger: &mut Ledger) -> Vec<AgentDef> {
+/// `pools` are the file's declared pools, which an agent's `pools` must name.
+pub(super) fn parse_agents(cx: &mut Ctx<'_>, av: &Value<'_>, ledger: &mut Ledger, pools: &BTreeMap<String, PoolBudgets>) -> Vec<AgentDef> {
     let mut agents = Vec::new();
     let DeValue::Array(items) = av.get_ref() else {
         cx.expected(av, "agents", "an array of tables ([[agents]])");
@@ -124,7 +128,7 @@ pub(super) fn parse_agents(cx: &mut Ctx<'_>, av: &Value<'_>, ledger: &mut Ledger
         if is_duplicate(cx, item, &field, &mut seen) {
             continue;
         }
-        if let Some(def) = parse_agent(cx, item, &field, ledger) {
+        if let Some(def) = parse_agent(cx, item, &field, ledger, pools) {
             if cx.check(item.span(), &field, ledger.register(def.spec.clone())).is_some() {
                 agents.push(def);
             }
@@ -190,7 +194,13 @@ fn limit_span(item: &Value<'_>, field: &str) -> Range<usize> {
 }
 
 /// One agent table; `None` when anything in it is wrong (every problem reported).
-fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str, ledger: &Ledger) -> Option<AgentDef> {
+fn parse_agent(
+    cx: &mut Ctx<'_>,
+    item: &Value<'_>,
+    field: &str,
+    ledger: &Ledger,
+    pools: &BTreeMap<String, PoolBudgets>,
+) -> Option<AgentDef> {
     let t = cx.table(item, field)?;
     cx.only(t, field, KEYS);
     let errors_before = cx.errors.len();
@@ -214,6 +224,7 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str, ledger: &Ledger)
     let restart = restart(cx, t, field);
     let notify_signal = t.get("notify_signal").and_then(|v| cx.choice(v, &format!("{field}.notify_signal"), "signal", &SIGNALS));
     let user = t.get("user").and_then(|u| user(cx, u, field));
+    let agent_pools = t.get("pools").and_then(|p| cx.pool_names(p, &format!("{field}.pools"), pools)).unwrap_or_default();
     if let Some(g) = &group {
         check_limits(cx, ledger, item, field, g, &PartialSpec { overrides: &overrides, custom_handler: &custom_handler });
     }
@@ -224,6 +235,7 @@ fn parse_agent(cx: &mut Ctx<'_>, item: &Value<'_>, field: &str, ledger: &Ledger)
     spec.priority = priority?;
     spec.overrides = overrides;
     spec.custom_handler = custom_handler;
+    spec.pools = agent_pools;
     Some(AgentDef { spec, command: command?, env, workdir, restart, notify_signal, user })
 }
 

@@ -1,6 +1,7 @@
 //! `[groups.NAME]`: new quota groups (from scratch or extending another) and
 //! changes to built-in ones, registered in the ledger in file order so that
-//! later groups and the agents can use them.
+//! later groups and the agents can use them. Totals on custom resources are
+//! the group's budgets (`totals = { tokens = "5M/day" }`).
 
 use super::context::{Ctx, Key, Table, Value, join, key_span};
 use allot_core::group::{QuotaGroup, ScalingPolicy, valid_group_name};
@@ -84,6 +85,7 @@ fn base(cx: &mut Ctx<'_>, ledger: &Ledger, t: &Table<'_>, name: &str, field: &st
         description: String::new(),
         limits: BTreeMap::new(),
         totals: BTreeMap::new(),
+        budgets: BTreeMap::new(),
         scaling_policy: ScalingPolicy::Fixed,
         custom_handler: None,
     }))
@@ -114,13 +116,21 @@ pub(super) const NO_HANDLER: &str = "action is custom but no custom_handler is c
 /// The smallest memory total the kernel keeps above 0 (it rounds to whole pages).
 const PAGE: u64 = 4096;
 
-/// `totals`: the group's ceilings over all its agents.
+/// `totals`: the group's ceilings over all its agents; on a custom resource
+/// a budget shared by its members, with its window (`tokens = "5M/day"`).
 fn totals(cx: &mut Ctx<'_>, g: &mut QuotaGroup, tv: &Value<'_>, field: &str) {
     let tf = format!("{field}.totals");
     let Some(tt) = cx.table(tv, &tf) else { return };
     for (k, qv) in tt.iter() {
         let f = join(&tf, k.get_ref());
         let Some(r) = cx.resource(k, &f) else { continue };
+        if r.is_custom() {
+            if let Some(b) = cx.budget(qv, &r, &f) {
+                g.totals.remove(&r);
+                g.budgets.insert(r, b);
+            }
+            continue;
+        }
         if let Some(q) = cx.quantity(qv, &r, &f) {
             // The kernel holds totals on the group's cgroup: 0 (memory under a page is 0 there) lets no member start or fork.
             let floor = if r == Resource::Memory { PAGE } else { 1 };

@@ -7,7 +7,10 @@
 //! description = "GPU workers"
 //! scaling_policy = "proportional"     # fixed (default) | proportional
 //! limits.memory = { soft = "3Gi", hard = "4Gi", action = "suspend" }
-//! totals = { memory = "16Gi", cpu = 8 }
+//! totals = { memory = "16Gi", cpu = 8, tokens = "5M/day" } # custom: a budget of the group
+//!
+//! [pools.openai]                      # a budget pool agents draw on
+//! usd_micros = { hard = "50M", calendar = "month", day = 1, at = "00:00", tz = "UTC" }
 //!
 //! [[agents]]
 //! name = "indexer-1"
@@ -17,14 +20,17 @@
 //! limits.memory = { soft = "200Mi", hard = "300Mi", action = "throttle" }
 //! env = { LOG = "info" }
 //! workdir = "/srv/indexer"
+//! pools = ["openai"]
 //! ```
 //!
 //! Submodules: `context` (errors with line, column and field; typed readers
 //! of spanned TOML values), `limits` (limit tables and custom handlers),
 //! `settings` (`[policy]`), `retention` (`[retention]`), `groups`
-//! (`[groups.NAME]`), `agents` (`[[agents]]`).
+//! (`[groups.NAME]`), `budgets` (budget values, `[pools.NAME]`, an agent's
+//! `pools`), `agents` (`[[agents]]`).
 
 mod agents;
+mod budgets;
 mod context;
 mod groups;
 mod limits;
@@ -35,9 +41,11 @@ pub use agents::{AgentDef, NOBODY, Restart, default_user, resolve_user};
 pub use retention::RetentionSettings;
 pub use settings::Settings;
 
-use allot_core::Ledger;
+use allot_core::budget::BudgetSpec;
 use allot_core::group::QuotaGroup;
+use allot_core::{Ledger, Resource};
 use context::Ctx;
+use std::collections::BTreeMap;
 use std::fmt;
 use toml::de::DeTable;
 
@@ -48,6 +56,8 @@ pub struct Fleet {
     pub groups: Vec<QuotaGroup>,
     /// The agents, in file order.
     pub agents: Vec<AgentDef>,
+    /// Budget pools by name (`[pools.NAME]`): each its budgets by (custom) resource.
+    pub pools: BTreeMap<String, BTreeMap<Resource, BudgetSpec>>,
     /// The ledger with every group and agent registered: proof that the whole fleet resolves.
     pub ledger: Ledger,
     /// Governor settings.
@@ -90,14 +100,15 @@ pub fn parse(text: &str) -> Result<Fleet, Vec<FleetError>> {
         }
     };
     let root = root.get_ref();
-    cx.only(root, "", &["groups", "agents", "policy", "retention"]);
+    cx.only(root, "", &["groups", "pools", "agents", "policy", "retention"]);
     let settings = root.get("policy").map(|p| settings::parse_settings(&mut cx, p)).unwrap_or_default();
     let retention = root.get("retention").map(|r| retention::parse_retention(&mut cx, r)).unwrap_or_default();
     let mut ledger = Ledger::with_builtin_groups();
     let groups = root.get("groups").map(|g| groups::parse_groups(&mut cx, g, &mut ledger)).unwrap_or_default();
-    let agents = root.get("agents").map(|a| agents::parse_agents(&mut cx, a, &mut ledger)).unwrap_or_default();
+    let pools = root.get("pools").map(|p| budgets::parse_pools(&mut cx, p)).unwrap_or_default();
+    let agents = root.get("agents").map(|a| agents::parse_agents(&mut cx, a, &mut ledger, &pools)).unwrap_or_default();
     if cx.errors.is_empty() {
-        Ok(Fleet { groups, agents, ledger, settings, retention })
+        Ok(Fleet { groups, agents, pools, ledger, settings, retention })
     } else {
         cx.errors.sort_by_key(|e| (e.line, e.column));
         Err(cx.errors)

@@ -226,6 +226,10 @@ pub enum Control {
     Release(u64, Option<String>, Reply<Value>),
     /// Budgets and open reservations.
     Budgets(super::budgets::BudgetQuery, Reply<Value>),
+    /// Declare or replace a pool's budgets.
+    PutPool(String, BTreeMap<Resource, allot_core::budget::BudgetSpec>, Reply<Value>),
+    /// Delete a pool declared through the API.
+    DeletePool(String, Reply<Value>),
 }
 
 impl<B: Backend> Governor<B> {
@@ -288,6 +292,12 @@ impl<B: Backend> Governor<B> {
                 let _ = reply.send(self.budget_views(&query));
                 return;
             }
+            Control::PutPool(name, budgets, reply) => {
+                let _ = reply.send(self.put_pool(&name, budgets));
+            }
+            Control::DeletePool(name, reply) => {
+                let _ = reply.send(self.delete_pool(&name));
+            }
             Control::SetLimits(agent, overrides, reply) => {
                 let _ = reply.send(self.running(&agent).and_then(|()| self.set_limits(&agent, overrides)));
             }
@@ -313,6 +323,7 @@ impl<B: Backend> Governor<B> {
             Control::SetLimits(_, _, reply) | Control::Ack(_, _, _, reply) => drop(reply.send(Err(no()))),
             Control::Report(_, _, _, _, reply) | Control::Reserve(_, _, _, reply) => drop(reply.send(Err(no()))),
             Control::Settle(_, _, _, reply) | Control::Release(_, _, reply) => drop(reply.send(Err(no()))),
+            Control::PutPool(_, _, reply) | Control::DeletePool(_, reply) => drop(reply.send(Err(no()))),
             Control::PutGroup(_, _, reply) => drop(reply.send(Err(no()))),
             Control::DeleteGroup(_, reply) => drop(reply.send(Err(no()))),
             c => return Some(c),

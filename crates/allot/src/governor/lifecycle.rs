@@ -204,6 +204,7 @@ impl<B: Backend> Governor<B> {
             user: a.def.user,
             terminating,
             overrides: Some(allot_store::dto::overrides_from_core(&a.def.spec.overrides)),
+            pools: a.def.spec.pools.clone(),
         };
         let cgroup = match &a.proc {
             Some(_) => json!(a.cgroup_dirs()),

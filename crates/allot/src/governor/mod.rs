@@ -183,7 +183,7 @@ impl<B: Backend> Governor<B> {
                 alerts: AlertLimiter::default(),
                 restored: std::collections::BTreeMap::new(),
             },
-            budgets: budgets::BudgetPart::new(std::collections::BTreeMap::new()),
+            budgets: budgets::BudgetPart::new(fleet.pools.clone()),
             settings: fleet.settings.clone(),
             clock,
             agents: Agents::new(channel_dir, opts.socket.clone()),
@@ -221,6 +221,7 @@ impl<B: Backend> Governor<B> {
         }
         // Budgets: configured from the quotas, groups and pools, then their spend
         // and open reservations taken over from the store.
+        g.load_stored_pools()?;
         g.sync_budgets();
         g.load_budgets()?;
         Ok(g)

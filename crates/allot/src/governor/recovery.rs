@@ -69,6 +69,10 @@ impl<B: Backend> Governor<B> {
         spec.priority = allot_core::Priority::new(i64::from(stored.priority)).map_err(|e| e.to_string())?;
         spec.overrides = stored.quota.overrides().map_err(|e| e.to_string())?;
         spec.custom_handler = stored.quota.to_core(&id).ok().and_then(|q| q.custom_handler);
+        if let Some(bad) = stored.pools.iter().find(|p| !allot_core::group::valid_group_name(p)) {
+            return Err(format!("stored pool name {bad:?} is not valid"));
+        }
+        spec.pools = stored.pools.clone();
         // Its own overrides (field by field) when they give back the stored
         // quota over the group as it is now, so that later changes of one
         // field or of the group merge as before the restart; else every

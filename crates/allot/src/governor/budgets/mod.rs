@@ -17,19 +17,27 @@
 //!   spend in the window of its own budget, else per minute): soft warns,
 //!   hard acts, as for every resource; a policy throttle on a budget
 //!   resource admits the agent's reservations at a rate (`Permits`).
+//!
+//! Here: the part, reserve/settle/release/expire/report, warnings and the
+//! group commit; `config`: reconciling, pools through the API, loading;
+//! `permits`: throttles; `views`: budgets as the API and the CLI show them.
+
+mod config;
+mod permits;
+mod views;
 
 use super::control::{ControlError, Reply};
 use super::{Backend, Governor};
-use allot_core::budget::{
-    BudgetSpec, BudgetView, Budgets, Charge, Expired, Level, OverLimit, Refusal, Reservation, SettleError, Settled, WindowChange,
-    WindowSpec,
-};
+use allot_core::budget::{BudgetSpec, Budgets, Charge, Expired, Level, OverLimit, Refusal, Reservation, SettleError, Settled};
 use allot_core::quantity::Window;
 use allot_core::{AgentId, Resource, Time, events};
 use allot_store::BudgetRecord;
+use permits::Permits;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+pub use views::BudgetQuery;
+use views::{over_json, reservation_json, view_json};
 
 /// The most changes recorded in one transaction.
 pub(super) const BATCH: usize = 512;
@@ -52,71 +60,30 @@ struct Pending {
     answer: Value,
 }
 
-/// Reservations of one agent on one resource admitted at a rate while the
-/// policy throttles it: a reservation takes its amount from a balance that
-/// refills at `per_ms`; one is admitted while the balance is not negative
-/// (it may go below 0 by the amount), else refused until it is again.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Permits {
-    /// Units a millisecond.
-    per_ms: f64,
-    balance: f64,
-    /// The most the balance holds: one second's worth.
-    cap: f64,
-    at: Time,
-}
-
-impl Permits {
-    fn new(per_window: u64, window: Duration, now: Time) -> Permits {
-        let ms = allot_core::time::duration_millis(window).max(1) as f64;
-        let per_ms = (per_window.max(1) as f64) / ms;
-        let cap = (per_ms * 1000.0).max(1.0);
-        Permits { per_ms, balance: cap, cap, at: now }
-    }
-
-    fn refill(&mut self, now: Time) {
-        let dt = now.as_millis().saturating_sub(self.at.as_millis()) as f64;
-        self.balance = (self.balance + dt * self.per_ms).min(self.cap);
-        self.at = now;
-    }
-
-    /// Admit `amount` now, or say when the balance is back at 0.
-    fn admit(&mut self, amount: u64, now: Time) -> Result<(), Time> {
-        self.refill(now);
-        if self.balance < 0.0 {
-            let wait = (-self.balance / self.per_ms).ceil() as u64;
-            return Err(now.plus(Duration::from_millis(wait.max(1))));
-        }
-        self.balance -= amount as f64;
-        Ok(())
-    }
-
-    /// The rate, per second.
-    fn per_second(&self) -> f64 {
-        self.per_ms * 1000.0
-    }
-}
-
 /// The budgets part of the governor.
 #[derive(Debug, Default)]
 pub(crate) struct BudgetPart {
     pub(super) ledger: Budgets,
     /// Changes made, not yet recorded.
     batch: Vec<Pending>,
-    /// Pools: declared in the fleet file, replaced or added through the API.
+    /// Pools in force: declared in the fleet file, replaced or added through the API.
     pub(super) pools: BTreeMap<String, BTreeMap<Resource, BudgetSpec>>,
+    /// The pools as the fleet file declares them.
+    fleet_pools: BTreeMap<String, BTreeMap<Resource, BudgetSpec>>,
+    /// Pools declared or replaced through the API (stored).
+    api_pools: BTreeSet<String>,
     /// Each agent's own spend of custom resources it has no budget on, per
     /// minute, for its usage reading (an unlimited meter per agent).
     meters: Budgets,
     /// Policy throttles on budget resources.
     permits: BTreeMap<(AgentId, Resource), Permits>,
     /// Over-limit or over-soft warnings published, per level and resource, and when (at most one a minute each).
-    warned: BTreeMap<(Level, Resource), Time>,
+    warned: BTreeMap<(&'static str, Level, Resource), Time>,
 }
 
 impl BudgetPart {
     pub(super) fn new(pools: BTreeMap<String, BTreeMap<Resource, BudgetSpec>>) -> BudgetPart {
-        BudgetPart { ledger: Budgets::new(), meters: Budgets::new(), pools, ..Default::default() }
+        BudgetPart { ledger: Budgets::new(), meters: Budgets::new(), fleet_pools: pools.clone(), pools, ..Default::default() }
     }
 
     /// Whether changes wait for their transaction.
@@ -125,159 +92,12 @@ impl BudgetPart {
     }
 }
 
-/// A reservation as answered.
-fn reservation_json(r: &Reservation) -> Value {
-    let resources: BTreeMap<&str, u64> = r.holds.iter().map(|h| (h.resource.name(), h.amount)).collect();
-    let levels: BTreeMap<&str, Vec<String>> =
-        r.holds.iter().map(|h| (h.resource.name(), h.levels.iter().map(ToString::to_string).collect())).collect();
-    json!({
-        "id": r.id,
-        "agent": r.agent.as_str(),
-        "resources": resources,
-        "levels": levels,
-        "created_at": super::clock::rfc3339(r.created),
-        "expires_at": super::clock::rfc3339(r.expires),
-        "expires_ms": r.expires.as_millis(),
-    })
-}
-
-/// One budget as the API and `allot budget` show it.
-pub(super) fn view_json(v: &BudgetView, now: Time) -> Value {
-    json!({
-        "level": v.level.to_string(),
-        "resource": v.resource.name(),
-        "window": window_json(&v.window),
-        "hard": v.hard,
-        "soft": v.soft,
-        "spent": v.spent,
-        "reserved": v.reserved,
-        "remaining": v.remaining,
-        "over_soft": v.soft.is_some_and(|s| v.spent.saturating_add(v.reserved) > s),
-        "resets_at": v.resets_at.map(super::clock::rfc3339),
-        "resets_in_ms": v.resets_at.map(|t| t.as_millis().saturating_sub(now.as_millis())),
-        "on_expiry": v.on_expiry.name(),
-    })
-}
-
-fn window_json(w: &WindowSpec) -> Value {
-    match w {
-        WindowSpec::Rolling(r) => {
-            json!({"kind": "rolling", "length_ms": allot_core::time::duration_millis(r.length()), "text": w.to_string()})
-        }
-        WindowSpec::Calendar(_) => json!({"kind": "calendar", "text": w.to_string()}),
-    }
-}
-
-fn over_json(o: &OverLimit) -> Value {
-    json!({"level": o.level.to_string(), "resource": o.resource.name(), "used": o.used, "hard": o.hard})
-}
-
 /// The window of an agent's own spend of a resource: its limit's, else a minute.
 fn own_window(limit: Option<&allot_core::Limit>) -> Window {
     limit.and_then(|l| l.window).unwrap_or(Window::Minute)
 }
 
 impl<B: Backend> Governor<B> {
-    /// Reconcile the budget ledger with the quota ledger and the pools:
-    /// every registered agent's memberships and custom limits, every group's
-    /// budgets, every pool. Window changes are published; budgets no longer
-    /// configured are removed (their spend with them).
-    pub(super) fn sync_budgets(&mut self) {
-        let now = self.clock.now();
-        let mut want: BTreeMap<Level, BTreeMap<Resource, BudgetSpec>> = BTreeMap::new();
-        let registered: Vec<AgentId> = self.domain.ledger.agents().cloned().collect();
-        for id in &registered {
-            let Some(q) = self.domain.ledger.quota(id) else { continue };
-            let pools = self.agents.get(id).map(|a| agent_pools(&a.def.spec)).unwrap_or_default();
-            self.budgets.ledger.set_agent(id.clone(), Some(q.group.clone()), pools.clone());
-            self.budgets.meters.set_agent(id.clone(), None, Vec::new());
-            let own = want.entry(Level::Agent(id.clone())).or_default();
-            for (r, l) in q.limits.iter().filter(|(r, _)| r.is_custom()) {
-                own.insert(r.clone(), BudgetSpec::from_limit(l));
-            }
-        }
-        for g in self.domain.ledger.groups() {
-            let budgets = group_budgets(g);
-            if !budgets.is_empty() {
-                want.insert(Level::Group(g.name.clone()), budgets);
-            }
-        }
-        for (p, b) in &self.budgets.pools {
-            want.insert(Level::Pool(p.clone()), b.clone());
-        }
-        // Agents no longer registered keep their budgets (a re-created agent of
-        // the same id finds its window's spend) but may not reserve.
-        let members: BTreeSet<&AgentId> = registered.iter().collect();
-        let have: Vec<(Level, Resource)> = self.budgets.ledger.snapshot(now).into_iter().map(|v| (v.level, v.resource)).collect();
-        for (level, resource) in have {
-            let keep = match &level {
-                Level::Agent(a) if !members.contains(a) => true,
-                l => want.get(l).is_some_and(|m| m.contains_key(&resource)),
-            };
-            if !keep {
-                self.budgets.ledger.remove_budget(&level, &resource);
-                if let Err(e) = self.recorder.store.record_budget_removed(&level, &resource) {
-                    tracing::error!(error = %e, %level, %resource, "removed budget not recorded");
-                }
-            }
-        }
-        let known: Vec<AgentId> = self
-            .budgets
-            .ledger
-            .snapshot(now)
-            .iter()
-            .filter_map(|v| match &v.level {
-                Level::Agent(a) => Some(a.clone()),
-                _ => None,
-            })
-            .collect();
-        for a in known.iter().chain(self.agents.map.keys()) {
-            if !members.contains(a) {
-                self.budgets.ledger.remove_agent(a);
-            }
-        }
-        for (level, specs) in want {
-            for (resource, spec) in specs {
-                match self.budgets.ledger.set_budget(level.clone(), resource.clone(), spec, now) {
-                    Ok(Some(change)) => self.window_changed(&change, now),
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(error = %e, "budget not set"),
-                }
-            }
-        }
-    }
-
-    fn window_changed(&mut self, c: &WindowChange, now: Time) {
-        let agent = match &c.level {
-            Level::Agent(a) => Some(a.as_str().to_owned()),
-            _ => None,
-        };
-        let data = json!({
-            "level": c.level.to_string(),
-            "resource": c.resource.name(),
-            "from": c.from.to_string(),
-            "to": c.to.to_string(),
-            "dropped": c.dropped,
-            "detail": format!("{} {}: window changed from {} to {}; the budget starts clean ({} spent under the old window no longer counted)", c.level, c.resource, c.from, c.to, c.dropped),
-        });
-        self.recorder.emit(now, events::BUDGET_WINDOW_CHANGED, agent.as_deref(), data);
-    }
-
-    /// Rebuild the ledger's reservations and spend from the store (after `sync_budgets`).
-    pub(super) fn load_budgets(&mut self) -> Result<(), super::Error> {
-        let now = self.clock.now();
-        let load = self.recorder.store.load_budgets(&mut self.budgets.ledger, now)?;
-        if load.reservations + load.spend_rows + load.spend_dropped > 0 {
-            tracing::info!(
-                reservations = load.reservations,
-                spend_rows = load.spend_rows,
-                spend_dropped = load.spend_dropped,
-                "budgets taken over from the store"
-            );
-        }
-        Ok(())
-    }
-
     /// `POST /v1/agents/{id}/reservations`.
     pub(super) fn reserve(&mut self, agent: &str, amounts: BTreeMap<Resource, u64>, ttl: Duration, reply: Reply<Value>) {
         let now = self.clock.now();
@@ -321,7 +141,7 @@ impl<B: Backend> Governor<B> {
     /// A refusal for an exhausted budget is published at most once a minute per level and resource.
     fn exhausted_warning(&mut self, id: &AgentId, refusal: &Refusal, now: Time) {
         let Refusal::Exhausted { level, resource, spent, reserved, hard, .. } = refusal else { return };
-        if !self.once_a_minute(level, resource, now) {
+        if !self.once_a_minute("exhausted", level, resource, now) {
             return;
         }
         let detail = format!("{level} {resource}: reservation refused: spent {spent} + reserved {reserved} of {hard}");
@@ -329,8 +149,8 @@ impl<B: Backend> Governor<B> {
         self.recorder.emit(now, events::BUDGET_EXHAUSTED, Some(id.as_str()), data);
     }
 
-    fn once_a_minute(&mut self, level: &Level, resource: &Resource, now: Time) -> bool {
-        let key = (level.clone(), resource.clone());
+    fn once_a_minute(&mut self, kind: &'static str, level: &Level, resource: &Resource, now: Time) -> bool {
+        let key = (kind, level.clone(), resource.clone());
         if self.budgets.warned.get(&key).is_some_and(|t| now.as_millis() < t.as_millis().saturating_add(60_000)) {
             return false;
         }
@@ -369,6 +189,7 @@ impl<B: Backend> Governor<B> {
                     self.recorder.emit(now, events::BUDGET_OVERRUN, Some(agent.as_str()), data);
                 }
                 self.over_limit(&s.over_limit, Some(&agent), now);
+                self.soft_warnings(&s.charges, &agent, now);
                 let spent: Vec<(Resource, u64)> = s.lines.iter().map(|l| (l.resource.clone(), l.actual)).collect();
                 self.budgets.batch.push(Pending { change: Change::Settled(s), reply: Some(reply), answer });
                 self.spent(&agent, &spent, now);
@@ -406,6 +227,7 @@ impl<B: Backend> Governor<B> {
             });
             self.recorder.emit(now, events::BUDGET_EXPIRED, Some(e.reservation.agent.as_str()), data);
             self.over_limit(&e.over_limit, Some(&e.reservation.agent), now);
+            self.soft_warnings(&e.charges, &e.reservation.agent, now);
             // What the agent spent: the amounts charged anywhere for it.
             let mut spent: BTreeMap<Resource, u64> = BTreeMap::new();
             for h in &e.reservation.holds {
@@ -427,6 +249,7 @@ impl<B: Backend> Governor<B> {
         let change = match self.budgets.ledger.add(id, resource, amount, now) {
             Ok(added) => {
                 self.over_limit(&added.over_limit, Some(id), now);
+                self.soft_warnings(&added.charges, id, now);
                 Some(Change::Charged(added.charges))
             }
             // No budget anywhere: the meter counts it, nothing to record.
@@ -481,13 +304,39 @@ impl<B: Backend> Governor<B> {
     /// or above their soft limit: a warning, at most once a minute each.
     fn over_limit(&mut self, over: &[OverLimit], agent: Option<&AgentId>, now: Time) {
         for o in over {
-            if !self.once_a_minute(&o.level, &o.resource, now) {
+            if !self.once_a_minute("over_limit", &o.level, &o.resource, now) {
                 continue;
             }
             let detail = format!("{} {}: {} used of a hard limit of {}", o.level, o.resource, o.used, o.hard);
             let mut data = over_json(o);
             data["detail"] = json!(detail);
             self.recorder.emit(now, events::BUDGET_OVER_LIMIT, agent.map(AgentId::as_str), data);
+        }
+    }
+
+    /// Group and pool budgets above their soft limit after these charges: a
+    /// warning, at most once a minute each (an agent's own soft limit is the
+    /// policy's, as for every resource).
+    fn soft_warnings(&mut self, charges: &[Charge], agent: &AgentId, now: Time) {
+        for c in charges {
+            if matches!(c.level, Level::Agent(_)) || self.budgets.ledger.budget(&c.level, &c.resource).and_then(|b| b.soft).is_none() {
+                continue;
+            }
+            let Some(v) = self.budgets.ledger.snapshot_level(&c.level, now).into_iter().find(|v| v.resource == c.resource) else {
+                continue;
+            };
+            let used = v.spent.saturating_add(v.reserved);
+            let Some(soft) = v.soft.filter(|s| used > *s) else { continue };
+            if !self.once_a_minute("soft", &c.level, &c.resource, now) {
+                continue;
+            }
+            let detail = format!(
+                "{} {}: {} used (spent {} + reserved {}) of a soft limit of {} (hard {})",
+                v.level, v.resource, used, v.spent, v.reserved, soft, v.hard
+            );
+            let mut data = view_json(&v, now);
+            data["detail"] = json!(detail);
+            self.recorder.emit(now, events::BUDGET_SOFT, Some(agent.as_str()), data);
         }
     }
 
@@ -537,109 +386,6 @@ impl<B: Backend> Governor<B> {
             }
         }
     }
-
-    /// The budgets that apply to an agent, or every budget (`None`), or a pool's.
-    pub(super) fn budget_views(&mut self, of: &BudgetQuery) -> Result<Value, ControlError> {
-        let now = self.clock.now();
-        let views = match of {
-            BudgetQuery::All => self.budgets.ledger.snapshot(now),
-            BudgetQuery::Agent(a) => {
-                let id = self.known(a)?;
-                self.budgets
-                    .ledger
-                    .snapshot_agent(&id, now)
-                    .unwrap_or_else(|| self.budgets.ledger.snapshot_level(&Level::Agent(id.clone()), now))
-            }
-            BudgetQuery::Pool(p) => {
-                let v = self.budgets.ledger.snapshot_level(&Level::Pool(p.clone()), now);
-                if v.is_empty() {
-                    return Err(ControlError::NoPool(p.clone()));
-                }
-                v
-            }
-        };
-        let reservations: Vec<Value> = self
-            .budgets
-            .ledger
-            .reservations()
-            .filter(|r| match of {
-                BudgetQuery::All => true,
-                BudgetQuery::Agent(a) => r.agent.as_str() == a,
-                BudgetQuery::Pool(p) => r.holds.iter().any(|h| h.levels.contains(&Level::Pool(p.clone()))),
-            })
-            .take(1000)
-            .map(reservation_json)
-            .collect();
-        Ok(
-            json!({"at": super::clock::rfc3339(now), "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>(), "reservations": reservations}),
-        )
-    }
-
-    /// A policy throttle on a resource an agent has a budget on: its
-    /// reservations are admitted at `target` per window of its own budget.
-    /// `None` when the resource is not a budget resource of the agent.
-    pub(super) fn throttle_budget(&mut self, id: &AgentId, resource: &Resource, target: u64) -> Option<String> {
-        let now = self.clock.now();
-        let views = self.budgets.ledger.snapshot_agent(id, now)?;
-        let v = views.iter().find(|v| &v.resource == resource)?;
-        let window = match v.window {
-            WindowSpec::Rolling(r) => r.length(),
-            WindowSpec::Calendar(c) => {
-                let (start, end) = c.period_at(now);
-                Duration::from_millis(end.as_millis().saturating_sub(start.as_millis()))
-            }
-        };
-        let p = Permits::new(target, window, now);
-        let text = format!("reservations of {resource} admitted at {:.1} a second ({target} a window of {})", p.per_second(), v.window);
-        self.budgets.permits.insert((id.clone(), resource.clone()), p);
-        Some(text)
-    }
-
-    /// Lift a budget throttle; whether there was one.
-    pub(super) fn unthrottle_budget(&mut self, id: &AgentId, resource: &Resource) -> bool {
-        self.budgets.permits.remove(&(id.clone(), resource.clone())).is_some()
-    }
-
-    /// Budget use of an agent for `ps`: per resource, the tightest level's `spent/hard`.
-    pub(super) fn budget_use(&self, id: &AgentId) -> Value {
-        let now = self.clock.now();
-        let Some(views) = self.budgets.ledger.snapshot_agent(id, now) else { return Value::Null };
-        if views.is_empty() {
-            return Value::Null;
-        }
-        let mut tightest: BTreeMap<&str, &BudgetView> = BTreeMap::new();
-        for v in &views {
-            let e = tightest.entry(v.resource.name()).or_insert(v);
-            if v.remaining < e.remaining {
-                *e = v;
-            }
-        }
-        json!(tightest
-            .into_iter()
-            .map(|(r, v)| (r, json!({"level": v.level.to_string(), "spent": v.spent, "reserved": v.reserved, "hard": v.hard, "remaining": v.remaining})))
-            .collect::<BTreeMap<_, _>>())
-    }
-}
-
-/// The pools an agent draws on.
-fn agent_pools(_spec: &allot_core::AgentSpec) -> Vec<String> {
-    Vec::new()
-}
-
-/// A group's budgets (its totals on custom resources).
-fn group_budgets(_g: &allot_core::QuotaGroup) -> BTreeMap<Resource, BudgetSpec> {
-    BTreeMap::new()
-}
-
-/// What `GET` budgets asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BudgetQuery {
-    /// Every budget.
-    All,
-    /// Those applying to an agent.
-    Agent(String),
-    /// One pool's.
-    Pool(String),
 }
 
 fn refusal_error(r: Refusal, now: Time) -> ControlError {
@@ -661,30 +407,5 @@ fn settle_error(e: SettleError) -> ControlError {
     match e {
         SettleError::UnknownReservation(id) => ControlError::NoReservation(id),
         SettleError::UnknownResource { .. } => ControlError::InvalidAt { field: "resources".into(), message: e.to_string() },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn permits_admit_at_their_rate_and_say_when_to_come_back() {
-        let t0 = Time::from_secs(1000);
-        // 60 a minute: one a second, a balance of 1.
-        let mut p = Permits::new(60, Duration::from_secs(60), t0);
-        assert_eq!(p.admit(10, t0), Ok(()));
-        // The balance is -9: back at 0 after 9 s.
-        assert_eq!(p.admit(1, t0), Err(t0.plus(Duration::from_secs(9))));
-        assert_eq!(p.admit(1, t0.plus(Duration::from_millis(8_999))).is_err(), true);
-        assert_eq!(p.admit(1, t0.plus(Duration::from_secs(9))), Ok(()));
-        // Over a long run the admitted amount follows the rate.
-        let mut admitted = 0;
-        for s in 10..=1010 {
-            if p.admit(1, t0.plus(Duration::from_secs(s))).is_ok() {
-                admitted += 1;
-            }
-        }
-        assert!((990..=1001).contains(&admitted), "{admitted}");
     }
 }
