@@ -455,3 +455,30 @@ fn a_sigkill_under_load_loses_no_reservation_and_counts_every_settle() {
     assert!(v.wrong().is_none(), "{v:?}");
     terminate(&d, &LLM);
 }
+
+#[test]
+fn bench_budget_prints_pairs_per_second_and_the_daemons_cpu_per_pair() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["bench", "budget", "--clients", "1,2", "--seconds", "1", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.iter().map(|r| r["clients"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2], "{text}");
+    for r in &rows {
+        assert!(r["pairs_per_s"].as_f64().unwrap() > 0.0 && r["cpu_us_per_pair"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["failed"], 0, "{r}");
+        let redis = &r["redis"];
+        match redis["skipped"].as_str() {
+            Some(why) => assert_eq!(why, "redis-server is not installed (apt-get install redis-server)"),
+            None => assert!(
+                redis["incrby_per_s"].as_f64().unwrap() > 0.0 && redis["allot_cpu_per_request_ratio"].as_f64().unwrap() > 0.0,
+                "{r}"
+            ),
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_allot")).args(["bench", "budget", "--clients", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--clients needs counts above 0"), "{out:?}");
+}

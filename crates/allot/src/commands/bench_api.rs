@@ -75,7 +75,8 @@ pub(super) fn start_fleet(dir: &Path, fleet: &str, agents: &[&str], what: &str) 
     let options: [(&str, &OsStr); 4] =
         [("--cgroup-name", cgroup.as_ref()), ("--config", fleet_file.as_ref()), ("--socket", sock.as_ref()), ("--state", state.as_ref())];
     let mut command = Command::new(std::env::current_exe()?);
-    command.arg("daemon").stderr(Stdio::null());
+    let log = dir.join("daemon.log");
+    command.arg("daemon").stderr(Stdio::from(std::fs::File::create(&log)?));
     for (flag, value) in options {
         command.arg(flag).arg(value);
     }
@@ -83,7 +84,8 @@ pub(super) fn start_fleet(dir: &Path, fleet: &str, agents: &[&str], what: &str) 
     let deadline = Instant::now() + Duration::from_secs(20);
     while UnixStream::connect(&daemon.sock).is_err() {
         if Instant::now() > deadline || daemon.child.try_wait()?.is_some() {
-            return Err("the daemon did not open its socket".into());
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("the daemon did not open its socket; it said: {}", said.trim()).into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }

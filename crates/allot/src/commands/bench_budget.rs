@@ -1,7 +1,7 @@
 //! `allot bench budget`: reserve + settle pairs per second over the daemon's
 //! Unix socket with concurrent keep-alive clients, on a real daemon whose 3
-//! agents share one group and have huge budgets at every level, and the
-//! daemon's CPU time per pair; then, when `redis-server` is on the PATH,
+//! agents share one group and one pool and have huge budgets at every level
+//! (agent, group, pool), and the daemon's CPU time per pair; then, when `redis-server` is on the PATH,
 //! `INCRBY` round trips per second on a redis-server of its own (on a Unix
 //! socket in the temp directory, no persistence) with the same client
 //! counts, its CPU per request, and the ratio per request (a pair is two
@@ -18,18 +18,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-/// The agents, members of group `bench`.
+/// The agents, members of group `bench`, drawing on pool `bench`.
 const AGENTS: [&str; 3] = ["bench1", "bench2", "bench3"];
 
 /// Budgets no measurement reaches: 10^15 tokens a day at each level.
 const HUGE: &str = "1000000G/day";
 
 fn fleet() -> String {
-    let mut f =
-        format!("[policy]\nterminate_grace = \"1s\"\n\n[groups.bench]\nextends = \"standard_agent\"\ntotals = {{ tokens = \"{HUGE}\" }}\n");
+    let mut f = format!(
+        "[policy]\nterminate_grace = \"1s\"\n\n[groups.bench]\nextends = \"standard_agent\"\ntotals = {{ tokens = \"{HUGE}\" }}\n\n[pools.bench]\ntokens = \"{HUGE}\"\n"
+    );
     for a in AGENTS {
         f.push_str(&format!(
-            "\n[[agents]]\nname = \"{a}\"\ngroup = \"bench\"\ncommand = [\"sleep\", \"1000000\"]\nlimits.tokens = {{ hard = \"{HUGE}\" }}\n"
+            "\n[[agents]]\nname = \"{a}\"\ngroup = \"bench\"\ncommand = [\"sleep\", \"1000000\"]\nlimits.tokens = {{ hard = \"{HUGE}\" }}\npools = [\"bench\"]\n"
         ));
     }
     f
@@ -123,14 +124,13 @@ fn start_redis(server: &Path, dir: &Path) -> Result<Redis, Error> {
     }
 }
 
-/// `redis-server --version`, its first line.
+/// `redis-server 7.0.15`, from `redis-server --version` (`Redis server v=7.0.15 sha=...`).
 fn redis_version(server: &Path) -> String {
-    Command::new(server)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map_or_else(|| "redis-server".into(), |s| s.lines().next().unwrap_or("redis-server").trim().to_owned())
+    let out = Command::new(server).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    match out.split_whitespace().find_map(|w| w.strip_prefix("v=")) {
+        Some(v) => format!("redis-server {v}"),
+        None => "redis-server (version unknown)".into(),
+    }
 }
 
 /// One client: `INCRBY k 10` round trips until told to stop; a reply `:N` counts.
@@ -209,7 +209,7 @@ pub(crate) fn run(args: &BenchBudgetArgs) -> Result<ExitCode, Error> {
 fn text(rows: &[Value], redis: &Result<String, String>) -> String {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let mut t = String::from(
-        "allot: reserve + settle pairs per second over the Unix socket (keep-alive clients; 3 agents in one group, budgets at agent and group levels), daemon CPU per pair\n",
+        "allot: reserve + settle pairs per second over the Unix socket (keep-alive clients; 3 agents in one group and one pool, budgets at agent, group and pool levels), daemon CPU per pair\n",
     );
     for r in rows {
         t.push_str(&format!(
@@ -243,8 +243,10 @@ fn text(rows: &[Value], redis: &Result<String, String>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use allot_core::Resource;
 
     #[test]
     fn the_id_is_read_from_a_reservation() {
@@ -254,10 +256,16 @@ mod tests {
     }
 
     #[test]
-    fn the_fleet_puts_every_agent_in_the_group_with_a_budget() {
-        let f = fleet();
-        assert_eq!(f.matches("group = \"bench\"").count(), AGENTS.len(), "{f}");
-        assert_eq!(f.matches("limits.tokens").count(), AGENTS.len(), "{f}");
-        assert!(f.contains("totals = { tokens"), "{f}");
+    fn the_fleet_puts_every_agent_in_the_group_and_the_pool_with_a_budget_at_each_level() {
+        let f = crate::fleet::parse(&fleet()).unwrap_or_else(|e| panic!("{e:?}"));
+        let tokens = Resource::Custom("tokens".into());
+        assert_eq!(f.pools["bench"][&tokens].hard, 1_000_000_000_000_000);
+        let group = f.groups.iter().find(|g| g.name == "bench").map(|g| g.budgets[&tokens].hard);
+        assert_eq!(group, Some(1_000_000_000_000_000));
+        assert_eq!(f.agents.len(), AGENTS.len());
+        for a in &f.agents {
+            assert_eq!((a.spec.group.as_str(), a.spec.pools.clone()), ("bench", vec!["bench".to_owned()]), "{}", a.spec.id);
+            assert_eq!(f.ledger.quota(&a.spec.id).map(|q| q.limits[&tokens].hard), Some(1_000_000_000_000_000));
+        }
     }
 }
