@@ -252,7 +252,11 @@ fn sixty_four_clients_never_overspend_a_group_budget() {
         let clients: Vec<_> = (0..CLIENTS)
             .map(|i| {
                 let (sock, next, books) = (&d.sock, &next, &books);
-                s.spawn(move || books.lock().unwrap().add(allot_client(sock, LLM[i % LLM.len()], next)))
+                s.spawn(move || {
+                    // Run first, then lock: the lock taken before the call would run the clients one at a time.
+                    let mine = allot_client(sock, LLM[i % LLM.len()], next);
+                    books.lock().unwrap().add(mine);
+                })
             })
             .collect();
         for c in clients {
