@@ -423,13 +423,14 @@ pub(crate) enum BenchCommand {
     Analytics(BenchAnalyticsArgs),
     /// Start a daemon and measure usage reports and quota reads per second
     /// over its Unix socket with concurrent keep-alive clients, and its CPU per request.
-    Api(BenchApiArgs),
-    /// Start a daemon (3 agents in one group, huge budgets) and measure
-    /// reserve + settle pairs per second with concurrent keep-alive clients
-    /// and its CPU per pair; beside it, `INCRBY` round trips on a
-    /// redis-server of its own when one is installed (Debian: apt-get
-    /// install redis-server), and the cost per request against it.
-    Budget(BenchBudgetArgs),
+    Api(BenchLoadArgs),
+    /// Start a daemon (3 agents in one group and one pool, huge budgets at
+    /// each level) and measure reserve + settle pairs per second with
+    /// concurrent keep-alive clients and its CPU per pair; beside it,
+    /// `INCRBY` round trips on a redis-server of its own when one is
+    /// installed (Debian: apt-get install redis-server), and the cost per
+    /// request against it.
+    Budget(BenchLoadArgs),
     /// Start a daemon and measure `/healthz` latency as the operator, alone
     /// and while another user holds many idle connections (needs root).
     Connections(BenchConnArgs),
@@ -454,8 +455,9 @@ pub(crate) struct BenchConnArgs {
     pub(crate) hold: Option<PathBuf>,
 }
 
+/// The load of `bench api` and `bench budget`.
 #[derive(Debug, Args)]
-pub(crate) struct BenchApiArgs {
+pub(crate) struct BenchLoadArgs {
     /// Concurrent clients, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     pub(crate) clients: Vec<usize>,
@@ -463,19 +465,6 @@ pub(crate) struct BenchApiArgs {
     #[arg(long, default_value_t = 3)]
     pub(crate) seconds: u64,
     /// Print JSON lines.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct BenchBudgetArgs {
-    /// Concurrent clients, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
-    pub(crate) clients: Vec<usize>,
-    /// Seconds per measurement.
-    #[arg(long, default_value_t = 3)]
-    pub(crate) seconds: u64,
-    /// Print JSON lines (one per client count).
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -3,7 +3,7 @@
 //! daemon's CPU time per request, measured on a real daemon process.
 
 use super::{Error, print};
-use crate::cli::BenchApiArgs;
+use crate::cli::BenchLoadArgs;
 use crate::loadgen::{Driven, KeepAlive, Tally, drive, request};
 use serde_json::json;
 use std::ffi::OsStr;
@@ -92,7 +92,7 @@ pub(super) fn start_fleet(dir: &Path, fleet: &str, agents: &[&str], what: &str) 
     Ok(daemon)
 }
 
-pub(crate) fn run(args: &BenchApiArgs) -> Result<ExitCode, Error> {
+pub(crate) fn run(args: &BenchLoadArgs) -> Result<ExitCode, Error> {
     if args.clients.is_empty() || args.clients.contains(&0) || args.seconds == 0 {
         return Err("--clients needs counts above 0 and --seconds at least 1".into());
     }

@@ -9,7 +9,7 @@
 
 use super::bench_api::start_fleet;
 use super::{Error, print};
-use crate::cli::BenchBudgetArgs;
+use crate::cli::BenchLoadArgs;
 use crate::loadgen::{Driven, KeepAlive, Tally, drive, request};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
@@ -174,7 +174,7 @@ fn check(d: &Driven, what: &str, clients: usize) -> Result<(), Error> {
     }
 }
 
-pub(crate) fn run(args: &BenchBudgetArgs) -> Result<ExitCode, Error> {
+pub(crate) fn run(args: &BenchLoadArgs) -> Result<ExitCode, Error> {
     if args.clients.is_empty() || args.clients.contains(&0) || args.seconds == 0 {
         return Err("--clients needs counts above 0 and --seconds at least 1".into());
     }
