@@ -244,6 +244,17 @@ impl<B: Backend> Governor<B> {
             c,
             Control::Start(..) | Control::Adopt(..) | Control::SetLimits(..) | Control::PutGroup(..) | Control::DeleteGroup(..)
         );
+        // Reads change nothing the metrics show (the tick refreshes them too).
+        let read = matches!(
+            c,
+            Control::List(..)
+                | Control::Agent(..)
+                | Control::Ready(..)
+                | Control::Owner(..)
+                | Control::Groups(..)
+                | Control::TotalUsage(..)
+                | Control::Compliance(..)
+        );
         match c {
             Control::Ready(reply) => {
                 let _ =
@@ -308,7 +319,9 @@ impl<B: Backend> Governor<B> {
         if config {
             self.sync_budgets();
         }
-        self.refresh_metrics();
+        if !read {
+            self.refresh_metrics();
+        }
     }
 
     /// While the store cannot record (a full disk), refuse the changes that
