@@ -143,7 +143,15 @@ impl<B: Backend> Governor<B> {
             let th = Threshold { warning_level: 0, critical_level: u64::MAX };
             if let Ok(fkey) = AgentId::new(format!("forecast:{id}")) {
                 if self.domain.alerts.check(&fkey, res, 1, th, now).is_some() {
-                    let data = json!({"resource": res.name(), "limit": hard, "eta_secs": f.eta_secs, "eta_low_secs": f.eta_low_secs, "eta_high_secs": f.eta_high_secs.min(1e12), "pattern": pattern.kind.name()});
+                    // Whole minutes past the first (`about 40m`), whole seconds under it.
+                    let secs = if f.eta_secs >= 60.0 { (f.eta_secs / 60.0).round() as u64 * 60 } else { f.eta_secs.ceil() as u64 };
+                    let eta = allot_core::quantity::format_duration(std::time::Duration::from_secs(secs));
+                    let detail = if res.is_custom() {
+                        format!("{res} budget exhausted in about {eta} at this rate (hard {hard})")
+                    } else {
+                        format!("{res} reaches its hard limit in about {eta} at this rate")
+                    };
+                    let data = json!({"resource": res.name(), "limit": hard, "eta_secs": f.eta_secs, "eta_low_secs": f.eta_low_secs, "eta_high_secs": f.eta_high_secs.min(1e12), "pattern": pattern.kind.name(), "detail": detail});
                     self.recorder.emit(now, events::ALERT_FORECAST, Some(id.as_str()), data);
                 }
             }

@@ -244,6 +244,17 @@ impl<B: Backend> Governor<B> {
             c,
             Control::Start(..) | Control::Adopt(..) | Control::SetLimits(..) | Control::PutGroup(..) | Control::DeleteGroup(..)
         );
+        // Reads change nothing the metrics show (the tick refreshes them too).
+        let read = matches!(
+            c,
+            Control::List(..)
+                | Control::Agent(..)
+                | Control::Ready(..)
+                | Control::Owner(..)
+                | Control::Groups(..)
+                | Control::TotalUsage(..)
+                | Control::Compliance(..)
+        );
         match c {
             Control::Ready(reply) => {
                 let _ =
@@ -308,7 +319,9 @@ impl<B: Backend> Governor<B> {
         if config {
             self.sync_budgets();
         }
-        self.refresh_metrics();
+        if !read {
+            self.refresh_metrics();
+        }
     }
 
     /// While the store cannot record (a full disk), refuse the changes that
@@ -388,6 +401,20 @@ impl<B: Backend> Governor<B> {
         let mut v = serde_json::to_value(&c).map_err(|e| ControlError::Invalid { field: "agent", message: e.to_string() })?;
         v["state"] = json!(a.state_name());
         v["at"] = json!(super::clock::rfc3339(now));
+        // A policy throttle on a budget resource paces the agent's reservations: it is throttled by the policy.
+        let paced = self.budget_throttles(&id);
+        if !paced.is_empty() {
+            let mut by: Vec<Value> = paced.iter().map(|(r, _)| json!(format!("policy:{r}"))).collect();
+            for h in v["throttled_by"].as_array().cloned().unwrap_or_default() {
+                if !by.contains(&h) {
+                    by.push(h);
+                }
+            }
+            v["throttled_by"] = Value::Array(by);
+            v["throttled"] = json!(true);
+            v["reservations_paced"] =
+                json!(paced.iter().map(|(r, per_s)| (r.name().to_owned(), json!(per_s))).collect::<serde_json::Map<_, _>>());
+        }
         for r in v["resources"].as_array_mut().into_iter().flatten() {
             if let Some(due) = r["pending"]["due_ms"].as_u64() {
                 r["pending"]["due"] = json!(super::clock::rfc3339(allot_core::Time::from_millis(due)));

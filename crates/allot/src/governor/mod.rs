@@ -309,10 +309,15 @@ impl<B: Backend> Governor<B> {
             if let Some(reason) = self.handle(event, inbox.serving()) {
                 break reason;
             }
-            // Commands already waiting are handled before the budget changes
-            // they make are recorded in one transaction (group commit).
+            // Commands already waiting are handled (without waiting on every
+            // source again) before the budget changes they make are recorded in
+            // one transaction (group commit); at most a batch, so timers and
+            // ticks are not kept waiting.
             let mut stop = None;
-            while self.budgets.pending() > 0 && self.budgets.pending() < budgets::BATCH {
+            for _ in 0..budgets::BATCH {
+                if self.budgets.pending() >= budgets::BATCH {
+                    break;
+                }
                 let Some(c) = inbox.try_control() else { break };
                 if let Some(reason) = self.handle(Event::Control(c), inbox.serving()) {
                     stop = Some(reason);

@@ -71,6 +71,12 @@ impl<B: Backend> Governor<B> {
         Some(text)
     }
 
+    /// The budget resources whose reservations the policy paces for an
+    /// agent, with the rate a second.
+    pub(in crate::governor) fn budget_throttles(&self, id: &AgentId) -> Vec<(Resource, f64)> {
+        self.budgets.permits.iter().filter(|((a, _), _)| a == id).map(|((_, r), p)| (r.clone(), p.per_second())).collect()
+    }
+
     /// Lift a budget throttle; whether there was one.
     pub(in crate::governor) fn unthrottle_budget(&mut self, id: &AgentId, resource: &Resource) -> bool {
         self.budgets.permits.remove(&(id.clone(), resource.clone())).is_some()
