@@ -54,19 +54,41 @@ fn delete_reservation(tx: &Transaction<'_>, id: u64) -> rusqlite::Result<usize> 
     tx.prepare_cached("DELETE FROM budget_reservations WHERE id = ?1")?.execute(params![sql_i(id)])
 }
 
-fn put_charges(tx: &Transaction<'_>, charges: &[Charge]) -> rusqlite::Result<()> {
-    let mut add = tx.prepare_cached(
-        "INSERT INTO budget_spend (level, resource, window, bucket, amount) VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT(level, resource, window, bucket) DO UPDATE SET amount = \
-         CASE WHEN amount > 9223372036854775807 - excluded.amount THEN 9223372036854775807 ELSE amount + excluded.amount END",
-    )?;
-    let mut prune = tx.prepare_cached("DELETE FROM budget_spend WHERE level = ?1 AND resource = ?2 AND window = ?3 AND bucket < ?4")?;
-    for c in charges {
-        let level = c.level.to_string();
-        add.execute(params![level, c.resource.name(), c.window, sql_i(c.bucket), sql_i(c.amount)])?;
-        prune.execute(params![level, c.resource.name(), c.window, sql_i(c.keep_from)])?;
+/// Spend summed per level, resource, window and bucket, and the oldest
+/// bucket still counted per level, resource and window: what a batch writes.
+#[derive(Default)]
+struct Spends {
+    add: std::collections::BTreeMap<(String, String, String, u64), u64>,
+    keep_from: std::collections::BTreeMap<(String, String, String), u64>,
+}
+
+impl Spends {
+    fn push(&mut self, charges: &[Charge]) {
+        for c in charges {
+            let (level, resource) = (c.level.to_string(), c.resource.name().to_owned());
+            let sum = self.add.entry((level.clone(), resource.clone(), c.window.clone(), c.bucket)).or_default();
+            *sum = sum.saturating_add(c.amount);
+            let k = self.keep_from.entry((level, resource, c.window.clone())).or_default();
+            *k = (*k).max(c.keep_from);
+        }
     }
-    Ok(())
+
+    /// One upsert per bucket and one prune per budget window.
+    fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let mut add = tx.prepare_cached(
+            "INSERT INTO budget_spend (level, resource, window, bucket, amount) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT(level, resource, window, bucket) DO UPDATE SET amount = \
+             CASE WHEN amount > 9223372036854775807 - excluded.amount THEN 9223372036854775807 ELSE amount + excluded.amount END",
+        )?;
+        for ((level, resource, window, bucket), amount) in &self.add {
+            add.execute(params![level, resource, window, sql_i(*bucket), sql_i(*amount)])?;
+        }
+        let mut prune = tx.prepare_cached("DELETE FROM budget_spend WHERE level = ?1 AND resource = ?2 AND window = ?3 AND bucket < ?4")?;
+        for ((level, resource, window), keep_from) in &self.keep_from {
+            prune.execute(params![level, resource, window, sql_i(*keep_from)])?;
+        }
+        Ok(())
+    }
 }
 
 /// One budget change to record, for [`Store::record_budget_batch`].
@@ -84,22 +106,26 @@ pub enum BudgetRecord<'a> {
     Charged(&'a [Charge]),
 }
 
-fn put_record(tx: &Transaction<'_>, r: &BudgetRecord<'_>) -> rusqlite::Result<()> {
+fn put_record(tx: &Transaction<'_>, r: &BudgetRecord<'_>, spends: &mut Spends) -> rusqlite::Result<()> {
     match r {
         BudgetRecord::Reserved(r) => put_reservation(tx, r),
         BudgetRecord::Settled(s) => {
             delete_reservation(tx, s.reservation.id)?;
-            put_charges(tx, &s.charges)
+            spends.push(&s.charges);
+            Ok(())
         }
         BudgetRecord::Released(id) => delete_reservation(tx, *id).map(drop),
         BudgetRecord::Expired(expired) => {
             for e in *expired {
                 delete_reservation(tx, e.reservation.id)?;
-                put_charges(tx, &e.charges)?;
+                spends.push(&e.charges);
             }
             Ok(())
         }
-        BudgetRecord::Charged(charges) => put_charges(tx, charges),
+        BudgetRecord::Charged(charges) => {
+            spends.push(charges);
+            Ok(())
+        }
     }
 }
 
@@ -142,7 +168,12 @@ impl Store {
     /// every change of the batch in the core when it fails). Each change
     /// is still all or nothing; so is the batch.
     pub fn record_budget_batch(&mut self, records: &[BudgetRecord<'_>]) -> Result<(), StoreError> {
-        self.budget_tx(|tx| records.iter().try_for_each(|r| put_record(tx, r)))
+        self.budget_tx(|tx| {
+            let mut spends = Spends::default();
+            records.iter().try_for_each(|r| put_record(tx, r, &mut spends))?;
+            // The batch's spend summed per bucket: one write per bucket, not per charge.
+            spends.write(tx)
+        })
     }
 
     /// Record that a budget was removed: its spend deleted and open

@@ -1,5 +1,6 @@
 //! Who may call what, declared once. The caller is classified once per
-//! request from the socket's peer credentials (SO_PEERCRED): the socket's
+//! request (a connection's classification stands for [`CLASSIFY_FOR`], its
+//! process checked alive on every request) from the socket's peer credentials (SO_PEERCRED): the socket's
 //! process that belongs to an agent (its pid is in the agent's tree or
 //! cgroup) is that agent, whatever its uid; else the socket's owner and
 //! root are the operator; anyone else is a stranger. The peer's process is
@@ -17,7 +18,8 @@ use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// The caller's credentials: from the socket (its uid, and its process
 /// pinned at accept, so a pid reused later is not mistaken for it), or a
@@ -27,7 +29,15 @@ pub struct Peer {
     pub(super) uid: Option<u32>,
     pub(super) process: Option<Arc<PeerProcess>>,
     pub(super) token: bool,
+    /// The connection's last classification and when it was made (shared by its requests).
+    seen: Arc<Mutex<Option<(Caller, Instant)>>>,
 }
+
+/// How long a connection's classification stands before the governor is
+/// asked again (its process is checked alive on every request). A change of
+/// membership (a process adopted into an agent) reaches a connection opened
+/// before it within this time.
+pub(crate) const CLASSIFY_FOR: Duration = Duration::from_secs(1);
 
 impl Peer {
     /// The peer of a Unix socket connection.
@@ -36,12 +46,12 @@ impl Peer {
         let cred = stream.peer_cred().ok();
         let pid = cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
         let process = pid.and_then(|pid| PeerProcess::pin(stream.as_fd(), pid, &allot_sys::Roots::host().proc)).map(Arc::new);
-        Peer { uid: cred.map(|c| c.uid()), process, token: false }
+        Peer { uid: cred.map(|c| c.uid()), process, token: false, seen: Arc::default() }
     }
 
     /// A TCP caller that presented the bearer token.
     pub fn token_holder() -> Peer {
-        Peer { uid: None, process: None, token: true }
+        Peer { uid: None, process: None, token: true, seen: Arc::default() }
     }
 
     /// The caller's uid; a TCP token holder acts as `owner` (the daemon's user).
@@ -51,7 +61,7 @@ impl Peer {
 
     /// Nobody known (no credentials).
     fn unknown() -> Peer {
-        Peer { uid: None, process: None, token: false }
+        Peer { uid: None, process: None, token: false, seen: Arc::default() }
     }
 }
 
@@ -114,13 +124,20 @@ async fn classify(api: &super::Api, peer: &Peer) -> Caller {
     let Some(pid) = peer.process.as_ref().and_then(|p| p.pid(&allot_sys::Roots::host().proc)) else {
         return Caller::Stranger;
     };
-    match ask(api, |tx| Control::Owner(pid, tx)).await {
-        Ok(Some(agent)) => return Caller::Agent(agent),
-        Ok(None) => {}
-        // Membership could not be decided: never guess operator.
-        Err(_) => return Caller::Stranger,
+    if let Some((caller, at)) = peer.seen.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+        if at.elapsed() < CLASSIFY_FOR {
+            return caller;
+        }
     }
-    if uid == api.owner_uid || uid == 0 { Caller::Operator } else { Caller::Stranger }
+    let caller = match ask(api, |tx| Control::Owner(pid, tx)).await {
+        Ok(Some(agent)) => Caller::Agent(agent),
+        Ok(None) if uid == api.owner_uid || uid == 0 => Caller::Operator,
+        Ok(None) => Caller::Stranger,
+        // Membership could not be decided: never guess operator, and ask again next time.
+        Err(_) => return Caller::Stranger,
+    };
+    *peer.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some((caller.clone(), Instant::now()));
+    caller
 }
 
 impl FromRequestParts<Shared> for Caller {
