@@ -6,6 +6,7 @@
 
 mod common;
 
+use serde_json::Value;
 use allot::governor::control::{AgentStatus, Control, OperatorAction};
 use common::{FakeBackend, Log};
 use std::io::{Read, Write};
@@ -338,18 +339,23 @@ async fn an_agent_reporting_as_fast_as_it_can_is_kept_as_one_sample_per_tick() {
     let (tx, rx) = mpsc::unbounded_channel();
     let gov = common::governor(&fleet, backend, state.clone()).with_control(rx);
     let run = tokio::spawn(gov.run(Some(Duration::from_secs(6))));
+    // Each report adds 1 to the spend in the window (a minute): every one is judged at the sum.
     let mut last = 0;
     for i in 0..4_000u64 {
         if i % 1_000 == 0 {
             at(start, 500 + i).await; // four bursts of 1,000 reports, one per second
         }
-        last = 1 + i % 700;
+        last = i + 1;
         let (rtx, rrx) = oneshot::channel();
-        tx.send(Control::Report("a".into(), allot_core::Resource::Custom("tokens".into()), last, None, rtx)).unwrap();
+        tx.send(Control::Report("a".into(), allot_core::Resource::Custom("tokens".into()), 1, None, rtx)).unwrap();
         let v = rrx.await.unwrap().unwrap();
-        if last > 500 {
-            assert_eq!(v["violation"]["kind"], "soft", "every report is judged: {v}");
-        }
+        assert_eq!(v["usage"].as_u64(), Some(last), "{v}");
+        let want = match last {
+            0..=500 => Value::Null,
+            501..=1000 => Value::from("soft"),
+            _ => Value::from("hard"),
+        };
+        assert_eq!(v["violation"]["kind"], want, "every report is judged: {v}");
     }
     run.await.unwrap().unwrap();
     let store = allot_store::Store::open_read_only(&state).unwrap();
