@@ -190,6 +190,17 @@ impl Store {
         })
     }
 
+    /// Record that a budget's window changed: its spend deleted (the budget
+    /// starts clean; rows of the old window must not count again should the
+    /// window come back before they leave it). Open reservations stay held.
+    pub fn record_budget_window_changed(&mut self, level: &Level, resource: &Resource) -> Result<(), StoreError> {
+        let level = level.to_string();
+        self.budget_tx(|tx| {
+            tx.execute("DELETE FROM budget_spend WHERE level = ?1 AND resource = ?2", params![level, resource.name()])?;
+            Ok(())
+        })
+    }
+
     /// Every open reservation, by id.
     pub fn reservations(&self) -> Result<Vec<StoredReservation>, StoreError> {
         let mut stmt = self

@@ -49,7 +49,7 @@ use crate::quantity::MAX_DURATION;
 use crate::quota::AgentId;
 use crate::resource::Resource;
 use crate::time::Time;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use window::Spend;
 
@@ -79,6 +79,9 @@ pub struct Budgets {
     slots: BTreeMap<Level, BTreeMap<Resource, Slot>>,
     members: BTreeMap<AgentId, Member>,
     open: BTreeMap<u64, Reservation>,
+    /// The open reservations by (expiry, id): the next expiry and those due
+    /// without looking at every open reservation.
+    expiries: BTreeSet<(Time, u64)>,
     next_id: u64,
 }
 
@@ -86,6 +89,22 @@ impl Budgets {
     /// An empty ledger; ids start at 1.
     pub fn new() -> Budgets {
         Budgets { next_id: 1, ..Default::default() }
+    }
+
+    /// Open `r` (indexed by its expiry).
+    fn open_insert(&mut self, r: Reservation) {
+        if let Some(old) = self.open.get(&r.id) {
+            self.expiries.remove(&(old.expires, old.id));
+        }
+        self.expiries.insert((r.expires, r.id));
+        self.open.insert(r.id, r);
+    }
+
+    /// Close reservation `id` (and drop it from the expiry index).
+    fn open_remove(&mut self, id: u64) -> Option<Reservation> {
+        let r = self.open.remove(&id)?;
+        self.expiries.remove(&(r.expires, id));
+        Some(r)
     }
 
     /// Register an agent (or change its memberships): its group and the pools
@@ -169,7 +188,7 @@ impl Budgets {
 
     /// The earliest expiry of an open reservation: when [`Budgets::expire`] is due.
     pub fn next_expiry(&self) -> Option<Time> {
-        self.open.values().map(|r| r.expires).min()
+        self.expiries.first().map(|(t, _)| *t)
     }
 
     /// The levels of `agent` with a budget on `resource`, in order agent,
@@ -262,7 +281,7 @@ impl Budgets {
         let id = self.next_id;
         self.next_id += 1;
         let r = Reservation { id, agent: agent.clone(), created: now, expires: now.plus(ttl), holds };
-        self.open.insert(id, r.clone());
+        self.open_insert(r.clone());
         Ok(r)
     }
 
@@ -332,7 +351,7 @@ impl Budgets {
                 extra.push(Hold { resource: resource.clone(), amount, levels });
             }
         }
-        let Some(r) = self.open.remove(&id) else { return Err(SettleError::UnknownReservation(id)) };
+        let Some(r) = self.open_remove(id) else { return Err(SettleError::UnknownReservation(id)) };
         self.unhold(&r);
         let (mut lines, mut charges, mut over) = (Vec::new(), Vec::new(), Vec::new());
         let reserved = r.holds.iter().map(|h| (h, h.amount, actual.get(&h.resource).copied().unwrap_or(h.amount)));
@@ -354,7 +373,7 @@ impl Budgets {
 
     /// Release reservation `id`: everything it held is returned.
     pub fn release(&mut self, id: u64) -> Result<Reservation, SettleError> {
-        let r = self.open.remove(&id).ok_or(SettleError::UnknownReservation(id))?;
+        let r = self.open_remove(id).ok_or(SettleError::UnknownReservation(id))?;
         self.unhold(&r);
         Ok(r)
     }
@@ -363,10 +382,10 @@ impl Budgets {
     /// level charges it in full or releases it as its budget's
     /// [`Expiry`] says.
     pub fn expire(&mut self, now: Time) -> Vec<Expired> {
-        let due: Vec<u64> = self.open.values().filter(|r| r.expires <= now).map(|r| r.id).collect();
+        let due: Vec<u64> = self.expiries.range(..=(now, u64::MAX)).map(|(_, id)| *id).collect();
         let mut out = Vec::with_capacity(due.len());
         for id in due {
-            let Some(r) = self.open.remove(&id) else { continue };
+            let Some(r) = self.open_remove(id) else { continue };
             self.unhold(&r);
             let (mut charges, mut over) = (Vec::new(), Vec::new());
             for hold in &r.holds {
@@ -397,7 +416,7 @@ impl Budgets {
 
     /// Undo a reservation the store could not record (fail closed).
     pub fn unreserve(&mut self, r: &Reservation) {
-        if self.open.remove(&r.id).is_some() {
+        if self.open_remove(r.id).is_some() {
             self.unhold(r);
         }
     }
@@ -438,7 +457,7 @@ impl Budgets {
             }
         }
         self.next_id = self.next_id.max(r.id + 1);
-        self.open.insert(r.id, r);
+        self.open_insert(r);
     }
 
     /// Ids continue from at least `next` (when loading).

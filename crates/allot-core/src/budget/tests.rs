@@ -298,3 +298,25 @@ fn huge_reports_saturate_instead_of_panicking() {
         assert_eq!((v.spent, v.remaining), (u64::MAX, 0));
     }
 }
+
+#[test]
+fn the_next_expiry_follows_every_open_and_close() {
+    let mut b = ledger();
+    let one = |b: &mut Budgets, ttl: u64| b.reserve(&id("b"), &amounts(&[(tokens(), 1)]), S * ttl as u32, Time::ZERO).unwrap();
+    let (r30, r10, r20, r40) = (one(&mut b, 30), one(&mut b, 10), one(&mut b, 20), one(&mut b, 40));
+    assert_eq!(b.next_expiry(), Some(Time::from_secs(10)));
+    b.release(r10.id).unwrap();
+    assert_eq!(b.next_expiry(), Some(Time::from_secs(20)));
+    b.settle(r20.id, &BTreeMap::new(), Time::from_secs(1)).unwrap();
+    assert_eq!(b.next_expiry(), Some(Time::from_secs(30)));
+    // Undo of a settle opens it again, with its expiry.
+    let s = b.settle(r30.id, &BTreeMap::new(), Time::from_secs(2)).unwrap();
+    assert_eq!(b.next_expiry(), Some(Time::from_secs(40)));
+    b.unsettle(&s);
+    assert_eq!(b.next_expiry(), Some(Time::from_secs(30)));
+    let due: Vec<u64> = b.expire(Time::from_secs(35)).iter().map(|e| e.reservation.id).collect();
+    assert_eq!(due, [r30.id]);
+    assert_eq!(b.next_expiry(), Some(Time::from_secs(40)));
+    b.unreserve(&r40);
+    assert_eq!((b.next_expiry(), b.expire(Time::from_secs(1000)).len()), (None, 0));
+}

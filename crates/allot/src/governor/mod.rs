@@ -445,7 +445,9 @@ impl<B: Backend> Governor<B> {
                 let mut usage: BTreeMap<String, u64> = BTreeMap::new();
                 for m in ledger.members(&g.name) {
                     for (r, v) in self.agents.get(m).map(|a| &a.usage).into_iter().flatten() {
-                        *usage.entry(r.name().to_owned()).or_default() += v;
+                        // Saturating: a custom resource's reported usage can be anything up to u64::MAX.
+                        let sum = usage.entry(r.name().to_owned()).or_default();
+                        *sum = sum.saturating_add(*v);
                     }
                 }
                 let totals = g.totals.iter().map(|(r, v)| (r.name().to_owned(), *v)).collect();

@@ -1,5 +1,6 @@
 //! Budget configuration: reconciled from the quotas, the groups and the pools
-//! (fleet file and API), window changes published, the ledger rebuilt from the store.
+//! (fleet file and API), window changes published (and the old window's
+//! stored spend deleted), the ledger rebuilt from the store.
 
 use super::super::control::ControlError;
 use super::super::{Backend, Governor};
@@ -15,6 +16,8 @@ impl<B: Backend> Governor<B> {
     /// budgets, every pool. Window changes are published; budgets no longer
     /// configured are removed (their spend with them).
     pub(in crate::governor) fn sync_budgets(&mut self) {
+        // Spend charged under the windows in force is recorded before any of them changes.
+        self.flush_budgets();
         let now = self.clock.now();
         let mut want: BTreeMap<Level, BTreeMap<Resource, BudgetSpec>> = BTreeMap::new();
         let registered: Vec<AgentId> = self.domain.ledger.agents().cloned().collect();
@@ -80,6 +83,10 @@ impl<B: Backend> Governor<B> {
     }
 
     fn window_changed(&mut self, c: &WindowChange, now: Time) {
+        // The stored spend goes too: else a restart would count it again once the old window is back.
+        if let Err(e) = self.recorder.store.record_budget_window_changed(&c.level, &c.resource) {
+            tracing::error!(error = %e, level = %c.level, resource = %c.resource, "window change not recorded: the old spend may count again after a restart");
+        }
         let agent = match &c.level {
             Level::Agent(a) => Some(a.as_str().to_owned()),
             _ => None,
