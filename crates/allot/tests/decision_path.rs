@@ -6,9 +6,9 @@
 
 mod common;
 
-use serde_json::Value;
 use allot::governor::control::{AgentStatus, Control, OperatorAction};
 use common::{FakeBackend, Log};
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

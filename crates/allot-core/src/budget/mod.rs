@@ -40,8 +40,8 @@ mod types;
 pub mod window;
 
 pub use types::{
-    Added, BudgetError, BudgetSpec, BudgetView, Charge, Expired, Expiry, Hold, Level, LevelError, OverLimit, Refusal, Reservation,
-    SettleError, SettleLine, Settled, WindowChange,
+    Added, BudgetError, BudgetSpec, BudgetView, Charge, Expired, Expiry, Hold, Level, LevelError, MAX_BUDGET, OverLimit, Refusal,
+    Reservation, SettleError, SettleLine, Settled, WindowChange,
 };
 pub use window::{Calendar, DEFAULT_BUCKETS, Period, Rolling, WindowError, WindowSpec};
 

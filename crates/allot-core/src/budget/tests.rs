@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::limits::Limit;
+use crate::quantity::Window;
 
 fn id(s: &str) -> AgentId {
     AgentId::new(s).unwrap()
@@ -319,4 +321,18 @@ fn the_next_expiry_follows_every_open_and_close() {
     assert_eq!(b.next_expiry(), Some(Time::from_secs(40)));
     b.unreserve(&r40);
     assert_eq!((b.next_expiry(), b.expire(Time::from_secs(1000)).len()), (None, 0));
+}
+
+#[test]
+fn budgets_stay_within_what_the_store_keeps_exactly() {
+    let mut b = Budgets::new();
+    let t0 = Time::from_secs(1000);
+    let over = BudgetSpec::rolling(MAX_BUDGET + 1, Window::Day);
+    let e = b.set_budget(Level::Pool("p".into()), tokens(), over, t0).unwrap_err();
+    assert!(e.to_string().contains("the most the state database keeps exactly"), "{e}");
+    assert!(b.set_budget(Level::Pool("p".into()), tokens(), BudgetSpec::rolling(MAX_BUDGET, Window::Day), t0).is_ok());
+    // A limit above it (no limit in practice) becomes a budget of that much.
+    let limit = Limit::new(u64::MAX, u64::MAX, crate::Action::Warn);
+    let spec = BudgetSpec::from_limit(&limit);
+    assert_eq!((spec.hard, spec.soft), (MAX_BUDGET, None));
 }

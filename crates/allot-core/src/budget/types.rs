@@ -81,6 +81,9 @@ impl FromStr for Expiry {
     }
 }
 
+/// The largest budget: what the state database (SQLite integers) keeps exactly.
+pub const MAX_BUDGET: u64 = i64::MAX as u64;
+
 /// One budget: limits, window, what an expiry does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BudgetSpec {
@@ -101,10 +104,12 @@ impl BudgetSpec {
     }
 
     /// An agent's or group's limit on a custom resource as a rolling budget:
-    /// its hard and soft over its window (per minute when it has none).
+    /// its hard and soft over its window (per minute when it has none). A
+    /// limit above [`MAX_BUDGET`] (no limit in practice) is that much.
     pub fn from_limit(limit: &Limit) -> BudgetSpec {
-        let mut spec = BudgetSpec::rolling(limit.hard, limit.window.unwrap_or(Window::Minute));
-        spec.soft = (limit.soft < limit.hard).then_some(limit.soft);
+        let hard = limit.hard.min(MAX_BUDGET);
+        let mut spec = BudgetSpec::rolling(hard, limit.window.unwrap_or(Window::Minute));
+        spec.soft = (limit.soft < hard).then_some(limit.soft);
         spec
     }
 
@@ -115,6 +120,12 @@ impl BudgetSpec {
         }
         if self.hard == 0 {
             return Err(BudgetError::Invalid(format!("{field}: hard must be greater than 0")));
+        }
+        if self.hard > MAX_BUDGET {
+            return Err(BudgetError::Invalid(format!(
+                "{field}: hard ({}) is above {MAX_BUDGET}, the most the state database keeps exactly",
+                self.hard
+            )));
         }
         if let Some(soft) = self.soft.filter(|s| *s > self.hard) {
             return Err(BudgetError::Invalid(format!("{field}: soft ({soft}) must not exceed hard ({})", self.hard)));
