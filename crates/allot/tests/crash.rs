@@ -197,6 +197,8 @@ fn a_group_made_through_the_api_keeps_its_budgets_across_a_daemon_sigkill() {
     }
     let dir = tempfile::tempdir().unwrap();
     let name = format!("allot-test-{}-crash-group-budgets", std::process::id());
+    // No agent runs: the daemons leave their cgroup root, removed at the end.
+    let _guard = TreeGuard(test_root(&name));
     let mut d = launch(dir.path(), QUIET, &name);
     let body = r#"{"extends": "standard_agent", "totals": {"tokens": "5M/day", "usd_micros": {"hard": "50M", "calendar": "month", "day": 1, "tz": "+02:00"}}}"#;
     let (st, answer) = http(&d.sock, "POST", "/v1/groups/llm", body);
