@@ -188,6 +188,12 @@ limits.tokens = { hard = "1000G/day" }
     });
     let fill = t.elapsed();
     assert_eq!(budget(&d.sock, "agent:hog", "tokens")["reserved"].as_u64(), Some(OPEN as u64));
+    // The listing says how many are open and that it lists only some.
+    let (st, body) = http(&d.sock, "GET", "/v1/agents/hog/budgets", "");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(st, 200, "{body}");
+    assert_eq!((v["open_reservations"].as_u64(), v["reservations_truncated"].as_bool()), (Some(OPEN as u64), Some(true)));
+    assert_eq!(v["reservations"].as_array().map(Vec::len), Some(1000));
     let loaded = median_pair(&d.sock, "other", 300);
     eprintln!("reserve + release of another agent: {idle:?} with no reservation open, {loaded:?} with {OPEN} open ({fill:?} to open them)");
     assert!(loaded < idle * 5 / 2 + Duration::from_micros(500), "{loaded:?} with {OPEN} open against {idle:?} with none");

@@ -104,12 +104,17 @@ fn held(r: &Value) -> String {
     if parts.is_empty() { "-".to_owned() } else { parts.join(", ") }
 }
 
-fn count_line(n: usize) -> String {
-    match n {
-        0 => "no open reservations\n".to_owned(),
-        1 => "1 open reservation\n".to_owned(),
-        n if n >= LISTED_RESERVATIONS => format!("{n} or more open reservations (the daemon lists at most {LISTED_RESERVATIONS})\n"),
-        n => format!("{n} open reservations\n"),
+/// How many reservations are open (`open`: the daemon's count, when it gives
+/// one) when `listed` are in the answer.
+fn count_line(open: Option<usize>, listed: usize) -> String {
+    match (open, listed) {
+        (Some(n), l) if n > l => format!("{n} open reservations ({l} listed)\n"),
+        (None, l) if l >= LISTED_RESERVATIONS => {
+            format!("{l} or more open reservations (the daemon lists at most {LISTED_RESERVATIONS})\n")
+        }
+        (_, 0) => "no open reservations\n".to_owned(),
+        (_, 1) => "1 open reservation\n".to_owned(),
+        (_, l) => format!("{l} open reservations\n"),
     }
 }
 
@@ -118,6 +123,7 @@ fn render(v: &Value, of: Of<'_>) -> String {
     let now = v["at"].as_str().unwrap_or("");
     let budgets: Vec<&Value> = v["budgets"].as_array().into_iter().flatten().collect();
     let reservations: Vec<&Value> = v["reservations"].as_array().into_iter().flatten().collect();
+    let open = v["open_reservations"].as_u64().and_then(|n| usize::try_from(n).ok());
     let mut out = String::new();
     if budgets.is_empty() {
         out.push_str(&match of {
@@ -158,11 +164,11 @@ fn render(v: &Value, of: Of<'_>) -> String {
             }
             out.push('\n');
             out.push_str(&table(&rows));
-            if reservations.len() >= LISTED_RESERVATIONS {
-                out.push_str(&count_line(reservations.len()));
+            if open.is_some_and(|n| n > reservations.len()) || reservations.len() >= LISTED_RESERVATIONS {
+                out.push_str(&count_line(open, reservations.len()));
             }
         }
-        _ => out.push_str(&count_line(reservations.len())),
+        _ => out.push_str(&count_line(open, reservations.len())),
     }
     out
 }
@@ -259,7 +265,9 @@ mod tests {
         assert_eq!(render(&v, Of::Agent("w")), "no budget applies to agent w\nno open reservations\n");
         assert!(render(&v, Of::All).starts_with("no budgets ("));
         assert!(render(&v, Of::All).ends_with("no open reservations\n"));
-        assert_eq!(count_line(1000), "1000 or more open reservations (the daemon lists at most 1000)\n");
+        assert_eq!(count_line(None, 1000), "1000 or more open reservations (the daemon lists at most 1000)\n");
+        assert_eq!(count_line(Some(4321), 1000), "4321 open reservations (1000 listed)\n");
+        assert_eq!(count_line(Some(2), 2), "2 open reservations\n");
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Budgets as the API, `allot budget` and `ps` show them.
 
+/// The most open reservations an answer lists (`open_reservations` counts them all).
+const LISTED: usize = 1000;
+
 use super::super::control::ControlError;
 use super::super::{Backend, Governor};
 use allot_core::budget::{BudgetView, Level, OverLimit, Reservation, WindowSpec};
@@ -75,21 +78,26 @@ impl<B: Backend> Governor<B> {
                 v
             }
         };
-        let reservations: Vec<Value> = self
-            .budgets
-            .ledger
-            .reservations()
-            .filter(|r| match of {
-                BudgetQuery::All => true,
-                BudgetQuery::Agent(a) => r.agent.as_str() == a,
-                BudgetQuery::Pool(p) => r.holds.iter().any(|h| h.levels.contains(&Level::Pool(p.clone()))),
-            })
-            .take(1000)
-            .map(reservation_json)
-            .collect();
-        Ok(
-            json!({"at": crate::governor::clock::rfc3339(now), "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>(), "reservations": reservations}),
-        )
+        let mut open = 0usize;
+        let mut reservations: Vec<Value> = Vec::new();
+        let matching = self.budgets.ledger.reservations().filter(|r| match of {
+            BudgetQuery::All => true,
+            BudgetQuery::Agent(a) => r.agent.as_str() == a,
+            BudgetQuery::Pool(p) => r.holds.iter().any(|h| h.levels.contains(&Level::Pool(p.clone()))),
+        });
+        for r in matching {
+            open += 1;
+            if reservations.len() < LISTED {
+                reservations.push(reservation_json(r));
+            }
+        }
+        Ok(json!({
+            "at": crate::governor::clock::rfc3339(now),
+            "budgets": views.iter().map(|v| view_json(v, now)).collect::<Vec<_>>(),
+            "reservations": reservations,
+            "open_reservations": open,
+            "reservations_truncated": open > LISTED,
+        }))
     }
 
     /// Budget use of an agent for `ps`: per resource, the tightest level's `spent/hard`.
