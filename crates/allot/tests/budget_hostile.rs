@@ -18,30 +18,10 @@
 mod real_daemon;
 
 use allot::loadgen::KeepAlive;
-use real_daemon::{http, launch};
+use real_daemon::{budget, call, http, launch, running};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn call(sock: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let (st, b) = http(sock, method, path, body);
-    (st, serde_json::from_str(&b).unwrap_or(Value::String(b)))
-}
-
-fn running(sock: &Path, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while call(sock, "GET", &format!("/v1/agents/{id}"), "").1["state"] != "running" {
-        assert!(Instant::now() < deadline, "{id} does not run");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The budget of `level` on `resource` as `GET /v1/budgets` shows it.
-fn budget(sock: &Path, level: &str, resource: &str) -> Value {
-    let (st, v) = call(sock, "GET", "/v1/budgets", "");
-    assert_eq!(st, 200, "{v}");
-    v["budgets"].as_array().unwrap().iter().find(|b| b["level"] == level && b["resource"] == resource).cloned().unwrap_or(Value::Null)
-}
 
 /// Two members of a group each report `u64::MAX` tokens: the spend is
 /// counted (saturated), and the daemon goes on serving (the group's usage

@@ -6,31 +6,11 @@
 
 mod real_daemon;
 
-use real_daemon::{CgroupRootGuard, http, launch, start_daemon};
+use real_daemon::{CgroupRootGuard, budget, call, launch, running, start_daemon};
 use serde_json::Value;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn call(sock: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let (st, b) = http(sock, method, path, body);
-    (st, serde_json::from_str(&b).unwrap_or(Value::String(b)))
-}
-
-fn running(sock: &Path, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while call(sock, "GET", &format!("/v1/agents/{id}"), "").1["state"] != "running" {
-        assert!(Instant::now() < deadline, "{id} does not run");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The budget of `level` on `resource` as `GET /v1/budgets` shows it.
-fn budget(sock: &Path, level: &str, resource: &str) -> Value {
-    let (st, v) = call(sock, "GET", "/v1/budgets", "");
-    assert_eq!(st, 200, "{v}");
-    v["budgets"].as_array().unwrap().iter().find(|b| b["level"] == level && b["resource"] == resource).cloned().unwrap_or(Value::Null)
-}
 
 fn events(sock: &Path, topic: &str) -> Vec<Value> {
     let (st, v) = call(sock, "GET", &format!("/v1/events?follow=false&topic={topic}"), "");

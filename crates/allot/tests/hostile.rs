@@ -4,22 +4,9 @@
 
 mod real_daemon;
 
-use real_daemon::{http, launch};
+use real_daemon::{call, launch, running};
 use serde_json::Value;
-use std::time::{Duration, Instant};
-
-fn call(sock: &std::path::Path, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let (st, b) = http(sock, method, path, body);
-    (st, serde_json::from_str(&b).unwrap_or(Value::String(b)))
-}
-
-fn running(sock: &std::path::Path, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while call(sock, "GET", &format!("/v1/agents/{id}"), "").1["state"] != "running" {
-        assert!(Instant::now() < deadline, "{id} does not run");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use std::time::Duration;
 
 /// A limit written through the API with a window (`"50/h"`) is counted in
 /// that window: at the start in the window given, and in a quota change

@@ -483,6 +483,11 @@ impl Budgets {
         self.slots.iter().flat_map(|(level, slots)| slots.iter().map(move |(r, s)| view(level, r, s, now))).collect()
     }
 
+    /// One budget at `now`, if there is one.
+    pub fn view(&self, level: &Level, resource: &Resource, now: Time) -> Option<BudgetView> {
+        self.slots.get(level)?.get(resource).map(|s| view(level, resource, s, now))
+    }
+
     /// The budgets of one level.
     pub fn snapshot_level(&self, level: &Level, now: Time) -> Vec<BudgetView> {
         self.slots.get(level).map(|slots| slots.iter().map(|(r, s)| view(level, r, s, now)).collect()).unwrap_or_default()

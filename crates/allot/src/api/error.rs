@@ -111,35 +111,34 @@ impl From<ControlError> for ApiError {
             }
             ControlError::NoReservation(_) | ControlError::NoPool(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             ControlError::Exhausted { level, resource, retry_after_ms, .. } => {
-                let mut extra = serde_json::Map::new();
-                extra.insert("level".into(), json!(level));
-                extra.insert("resource".into(), json!(resource));
-                extra.insert("retry_after".into(), json!(retry_after_ms.map(|ms| ms as f64 / 1000.0)));
-                ApiError {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    code: "exhausted",
-                    message,
-                    field: None,
-                    retry_after: retry_after_ms.map(retry_secs),
-                    extra: Some(extra),
-                }
+                too_many("exhausted", message, [("level", json!(level)), ("resource", json!(resource))], retry_after_ms)
             }
             ControlError::Throttled { resource, retry_after_ms, .. } => {
-                let mut extra = serde_json::Map::new();
-                extra.insert("resource".into(), json!(resource));
-                extra.insert("retry_after".into(), json!(retry_after_ms as f64 / 1000.0));
-                ApiError {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    code: "throttled",
-                    message,
-                    field: None,
-                    retry_after: Some(retry_secs(retry_after_ms)),
-                    extra: Some(extra),
-                }
+                too_many("throttled", message, [("resource", json!(resource))], Some(retry_after_ms))
             }
             ControlError::Kernel(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", message),
             ControlError::Unrecorded(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unrecorded", message),
         }
+    }
+}
+
+/// A 429 of a budget: the members of the error object, `retry_after` in
+/// seconds (null: never) and the `Retry-After` header.
+fn too_many<const N: usize>(
+    code: &'static str,
+    message: String,
+    members: [(&str, serde_json::Value); N],
+    retry_after_ms: Option<u64>,
+) -> ApiError {
+    let mut extra: serde_json::Map<String, serde_json::Value> = members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    extra.insert("retry_after".into(), json!(retry_after_ms.map(|ms| ms as f64 / 1000.0)));
+    ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code,
+        message,
+        field: None,
+        retry_after: retry_after_ms.map(retry_secs),
+        extra: Some(extra),
     }
 }
 

@@ -28,6 +28,28 @@ pub(crate) fn http(sock: &Path, method: &str, path: &str, body: &str) -> (u16, S
     (status, resp.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned()))
 }
 
+/// One request over the socket, its body as JSON (a body that is not JSON as a string).
+pub(crate) fn call(sock: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (st, b) = http(sock, method, path, body);
+    (st, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+}
+
+/// Wait (10 s at most) until agent `id` runs.
+pub(crate) fn running(sock: &Path, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(sock, "GET", &format!("/v1/agents/{id}"), "").1["state"] != "running" {
+        assert!(Instant::now() < deadline, "{id} does not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The budget of `level` on `resource` as `GET /v1/budgets` shows it (null when there is none).
+pub(crate) fn budget(sock: &Path, level: &str, resource: &str) -> Value {
+    let (st, v) = call(sock, "GET", "/v1/budgets", "");
+    assert_eq!(st, 200, "{v}");
+    v["budgets"].as_array().unwrap().iter().find(|b| b["level"] == level && b["resource"] == resource).cloned().unwrap_or(Value::Null)
+}
+
 /// Whether this machine can run the test (root and cgroups); under
 /// `ALLOT_REQUIRE_CGROUPS=1` their absence fails instead.
 pub(crate) fn cgroups_here() -> bool {

@@ -267,12 +267,10 @@ impl<B: Backend> Governor<B> {
     }
 
     /// The agent's spend of a resource in its window: its own budget's, else its meter's.
-    pub(super) fn own_spend(&mut self, id: &AgentId, resource: &Resource, now: Time) -> u64 {
+    pub(super) fn own_spend(&self, id: &AgentId, resource: &Resource, now: Time) -> u64 {
         let own = Level::Agent(id.clone());
-        if self.budgets.ledger.budget(&own, resource).is_some() {
-            return self.budgets.ledger.snapshot_level(&own, now).iter().find(|v| &v.resource == resource).map_or(0, |v| v.spent);
-        }
-        self.budgets.meters.snapshot_level(&own, now).iter().find(|v| &v.resource == resource).map_or(0, |v| v.spent)
+        let b = &self.budgets;
+        b.ledger.view(&own, resource, now).or_else(|| b.meters.view(&own, resource, now)).map_or(0, |v| v.spent)
     }
 
     /// Spend by an agent: counted on its meter when it has no budget of its
@@ -322,7 +320,7 @@ impl<B: Backend> Governor<B> {
             if matches!(c.level, Level::Agent(_)) || self.budgets.ledger.budget(&c.level, &c.resource).and_then(|b| b.soft).is_none() {
                 continue;
             }
-            let Some(v) = self.budgets.ledger.snapshot_level(&c.level, now).into_iter().find(|v| v.resource == c.resource) else {
+            let Some(v) = self.budgets.ledger.view(&c.level, &c.resource, now) else {
                 continue;
             };
             let used = v.spent.saturating_add(v.reserved);
