@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 from urllib.parse import quote
 
 import httpx
@@ -28,6 +28,8 @@ ROOT_SOCKET = "/run/allot/allot.sock"
 Amount = Union[int, str]
 
 USD_MICROS = 1_000_000
+
+T = TypeVar("T")
 
 
 def discover_socket(env: Optional[Mapping[str, str]] = None, euid: Optional[int] = None) -> Tuple[str, str]:
@@ -152,15 +154,19 @@ def drop_none(d: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
+def _identity(v: Any) -> Any:
+    return v
+
+
 @dataclass
-class Call:
-    """One request and how to read its answer."""
+class Call(Generic[T]):
+    """One request and how to read its answer (into a ``T``)."""
 
     method: str
     path: str
     params: Optional[Dict[str, Any]] = None
     json: Any = None
-    parse: Callable[[Any], Any] = lambda v: v
+    parse: Callable[[Any], T] = _identity
     #: Read the body as text (reports in text, svg, html; metrics).
     text: bool = False
     headers: Dict[str, str] = field(default_factory=dict)
@@ -176,7 +182,7 @@ class Call:
         return kw
 
 
-def read(call: Call, response: httpx.Response) -> Any:
+def read(call: "Call[T]", response: httpx.Response) -> T:
     """The parsed answer of ``call``, or the typed exception for an error answer."""
     if response.status_code >= 400:
         try:
@@ -213,34 +219,34 @@ def agent_id_or_raise(given: Optional[str], default: Optional[str]) -> str:
     return a
 
 
-def _list_of(model: Any) -> Callable[[Any], Any]:
-    return lambda v: [model.model_validate(x) for x in (v or [])]
+def _agents(v: Any) -> List[m.AgentStatus]:
+    return [m.AgentStatus.model_validate(x) for x in (v or [])]
 
 
 # ---- the calls, one per method --------------------------------------------------------
 
-def c_healthz() -> Call:
+def c_healthz() -> Call[bool]:
     return Call("GET", "/healthz", text=True, parse=lambda t: t.strip() == "ok")
 
 
-def c_readyz() -> Call:
+def c_readyz() -> Call[bool]:
     return Call("GET", "/readyz", text=True, parse=lambda t: True)
 
 
-def c_openapi() -> Call:
+def c_openapi() -> Call[Dict[str, Any]]:
     return Call("GET", "/v1/openapi.json")
 
 
-def c_ps() -> Call:
-    return Call("GET", "/v1/agents", parse=_list_of(m.AgentStatus))
+def c_ps() -> Call[List[m.AgentStatus]]:
+    return Call("GET", "/v1/agents", parse=_agents)
 
 
-def c_agent(agent: str) -> Call:
+def c_agent(agent: str) -> Call[m.AgentStatus]:
     return Call("GET", f"/v1/agents/{seg(agent)}", parse=m.AgentStatus.model_validate)
 
 
 def c_run(command: Union[str, Sequence[str]], name: str, group: str, priority: Optional[int], limits: Optional[Mapping[str, Any]],
-          env: Optional[Mapping[str, str]], workdir: Optional[str], user: Optional[str], pools: Optional[Sequence[str]]) -> Call:
+          env: Optional[Mapping[str, str]], workdir: Optional[str], user: Optional[str], pools: Optional[Sequence[str]]) -> Call[Dict[str, Any]]:
     body = drop_none({
         "name": name,
         "group": group,
@@ -256,7 +262,7 @@ def c_run(command: Union[str, Sequence[str]], name: str, group: str, priority: O
 
 
 def c_adopt(pid: int, name: str, group: str, move: bool, priority: Optional[int], limits: Optional[Mapping[str, Any]],
-            pools: Optional[Sequence[str]]) -> Call:
+            pools: Optional[Sequence[str]]) -> Call[Dict[str, Any]]:
     body = drop_none({
         "name": name,
         "group": group,
@@ -269,19 +275,19 @@ def c_adopt(pid: int, name: str, group: str, move: bool, priority: Optional[int]
     return Call("POST", "/v1/adopt", json=body)
 
 
-def c_act(agent: str, action: str, params: Optional[Dict[str, Any]] = None) -> Call:
+def c_act(agent: str, action: str, params: Optional[Dict[str, Any]] = None) -> Call[m.ActionResult]:
     return Call("POST", f"/v1/agents/{seg(agent)}/{action}", params=params, parse=m.ActionResult.model_validate)
 
 
-def c_quota(agent: str) -> Call:
+def c_quota(agent: str) -> Call[Any]:
     return Call("GET", f"/v1/agents/{seg(agent)}/quota")
 
 
-def c_set_quota(agent: str, limits: Mapping[str, Any]) -> Call:
+def c_set_quota(agent: str, limits: Mapping[str, Any]) -> Call[Any]:
     return Call("PATCH", f"/v1/agents/{seg(agent)}/quota", json={"limits": limits})
 
 
-def c_usage(agent: str, resource: str, value: Amount) -> Call:
+def c_usage(agent: str, resource: str, value: Amount) -> Call[m.UsageReport]:
     return Call("POST", f"/v1/agents/{seg(agent)}/usage", json={"resource": resource, "value": value},
                 parse=m.UsageReport.model_validate)
 
@@ -300,28 +306,28 @@ def ttl_text(ttl: Ttl) -> str:
     return f"{int(math.ceil(secs * 1000))}ms"
 
 
-def c_reserve(agent: str, resources: Mapping[str, Amount], ttl: Optional[Ttl]) -> Call:
+def c_reserve(agent: str, resources: Mapping[str, Amount], ttl: Optional[Ttl]) -> Call[m.Reservation]:
     body: Dict[str, Any] = {"resources": dict(resources)}
     if ttl is not None:
         body["ttl"] = ttl_text(ttl)
     return Call("POST", f"/v1/agents/{seg(agent)}/reservations", json=body, parse=m.Reservation.model_validate)
 
 
-def c_settle(rid: int, resources: Mapping[str, Amount]) -> Call:
+def c_settle(rid: int, resources: Mapping[str, Amount]) -> Call[m.Settlement]:
     return Call("POST", f"/v1/reservations/{seg(rid)}/settle", json={"resources": dict(resources)},
                 parse=m.Settlement.model_validate)
 
 
-def c_release(rid: int) -> Call:
+def c_release(rid: int) -> Call[m.Released]:
     return Call("DELETE", f"/v1/reservations/{seg(rid)}", parse=m.Released.model_validate)
 
 
-def c_budgets(agent: Optional[str]) -> Call:
+def c_budgets(agent: Optional[str]) -> Call[m.Budgets]:
     path = "/v1/budgets" if agent is None else f"/v1/agents/{seg(agent)}/budgets"
     return Call("GET", path, parse=m.Budgets.model_validate)
 
 
-def c_pool(name: str) -> Call:
+def c_pool(name: str) -> Call[m.Budgets]:
     return Call("GET", f"/v1/pools/{seg(name)}", parse=m.Budgets.model_validate)
 
 
@@ -333,58 +339,58 @@ def pool_budgets(b: m.Budgets) -> m.Budgets:
                                 "reservations_truncated": b.reservations_truncated})
 
 
-def c_put_pool(name: str, budgets: Mapping[str, Any]) -> Call:
+def c_put_pool(name: str, budgets: Mapping[str, Any]) -> Call[Dict[str, Any]]:
     return Call("PUT", f"/v1/pools/{seg(name)}", json=dict(budgets))
 
 
-def c_delete_pool(name: str) -> Call:
+def c_delete_pool(name: str) -> Call[Dict[str, Any]]:
     return Call("DELETE", f"/v1/pools/{seg(name)}")
 
 
-def c_ack(agent: str, seq: int, note: str) -> Call:
+def c_ack(agent: str, seq: int, note: str) -> Call[m.Ack]:
     return Call("POST", f"/v1/agents/{seg(agent)}/ack", json={"seq": int(seq), "note": note}, parse=m.Ack.model_validate)
 
 
-def c_compliance(agent: str) -> Call:
+def c_compliance(agent: str) -> Call[m.Compliance]:
     return Call("GET", f"/v1/agents/{seg(agent)}/compliance", parse=m.Compliance.model_validate)
 
 
-def c_analysis(agent: str, resource: Optional[str], window: Optional[str], horizon: Optional[str]) -> Call:
+def c_analysis(agent: str, resource: Optional[str], window: Optional[str], horizon: Optional[str]) -> Call[Dict[str, Any]]:
     return Call("GET", f"/v1/agents/{seg(agent)}/analysis",
                 params={"resource": resource, "window": window, "horizon": horizon})
 
 
-def c_recommendations(agent: Optional[str]) -> Call:
+def c_recommendations(agent: Optional[str]) -> Call[List[Dict[str, Any]]]:
     path = "/v1/recommendations" if agent is None else f"/v1/agents/{seg(agent)}/recommendations"
     return Call("GET", path)
 
 
-def c_report_of(agent: Optional[str], since: Optional[str], until: Optional[str], format: str) -> Call:
+def c_report_of(agent: Optional[str], since: Optional[str], until: Optional[str], format: str) -> Call[Any]:
     path = "/v1/report" if agent is None else f"/v1/agents/{seg(agent)}/report"
     return Call("GET", path, params={"since": since, "until": until, "format": format}, text=format != "json")
 
 
-def c_groups() -> Call:
+def c_groups() -> Call[List[Dict[str, Any]]]:
     return Call("GET", "/v1/groups")
 
 
-def c_put_group(name: str, body: Mapping[str, Any], create: bool) -> Call:
+def c_put_group(name: str, body: Mapping[str, Any], create: bool) -> Call[Dict[str, Any]]:
     return Call("POST" if create else "PUT", f"/v1/groups/{seg(name)}", json=dict(body))
 
 
-def c_delete_group(name: str) -> Call:
+def c_delete_group(name: str) -> Call[None]:
     return Call("DELETE", f"/v1/groups/{seg(name)}", parse=lambda v: None)
 
 
-def c_history(agent: Optional[str]) -> Call:
+def c_history(agent: Optional[str]) -> Call[List[Dict[str, Any]]]:
     return Call("GET", "/v1/history", params={"agent": agent})
 
 
-def c_host() -> Call:
+def c_host() -> Call[Dict[str, Any]]:
     return Call("GET", "/v1/host")
 
 
-def c_metrics() -> Call:
+def c_metrics() -> Call[str]:
     return Call("GET", "/metrics", text=True)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from types import TracebackType
-from typing import Any, Generator, Dict, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, TypeVar, Generator, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 import httpx
 
@@ -29,6 +29,8 @@ from .errors import NotFound
 __all__ = ["AsyncClient", "AsyncReservationHandle", "PendingReservation"]
 
 log = logging.getLogger("allot")
+
+T = TypeVar("T")
 
 
 class AsyncReservationHandle:
@@ -120,7 +122,7 @@ class PendingReservation:
     """A reservation being asked for: await it for the handle, or use it in
     ``async with`` (the handle is released if the block leaves unsettled)."""
 
-    def __init__(self, client: "AsyncClient", call: core.Call) -> None:
+    def __init__(self, client: "AsyncClient", call: "core.Call[m.Reservation]") -> None:
         self._client = client
         self._call = call
         self._handle: Optional[AsyncReservationHandle] = None
@@ -187,7 +189,7 @@ class AsyncClient:
 
     # ---- plumbing ---------------------------------------------------------------------
 
-    async def _send(self, call: core.Call) -> Any:
+    async def _send(self, call: "core.Call[T]") -> T:
         try:
             response = await self._http.request(call.method, call.path, **call.request_kwargs())
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
@@ -211,12 +213,12 @@ class AsyncClient:
 
     async def healthz(self) -> bool:
         """Whether the daemon answers (``GET /healthz``)."""
-        return bool(await self._send(core.c_healthz()))
+        return await self._send(core.c_healthz())
 
     async def readyz(self) -> bool:
         """Whether the governor answers and its store can record; raises
         :class:`~allot.errors.Unavailable` with the reason when not."""
-        return bool(await self._send(core.c_readyz()))
+        return await self._send(core.c_readyz())
 
     async def openapi(self) -> Dict[str, Any]:
         """The daemon's OpenAPI document (``GET /v1/openapi.json``)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, TypeVar, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 import httpx
 
@@ -29,6 +29,8 @@ from .errors import NotFound
 __all__ = ["Client", "ReservationHandle"]
 
 log = logging.getLogger("allot")
+
+T = TypeVar("T")
 
 
 class ReservationHandle:
@@ -162,7 +164,7 @@ class Client:
 
     # ---- plumbing ---------------------------------------------------------------------
 
-    def _send(self, call: core.Call) -> Any:
+    def _send(self, call: "core.Call[T]") -> T:
         try:
             response = self._http.request(call.method, call.path, **call.request_kwargs())
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
@@ -186,12 +188,12 @@ class Client:
 
     def healthz(self) -> bool:
         """Whether the daemon answers (``GET /healthz``)."""
-        return bool(self._send(core.c_healthz()))
+        return self._send(core.c_healthz())
 
     def readyz(self) -> bool:
         """Whether the governor answers and its store can record; raises
         :class:`~allot.errors.Unavailable` with the reason when not."""
-        return bool(self._send(core.c_readyz()))
+        return self._send(core.c_readyz())
 
     def openapi(self) -> Dict[str, Any]:
         """The daemon's OpenAPI document (``GET /v1/openapi.json``)."""
