@@ -28,7 +28,7 @@ RESERVATION = {
 AGENT = {
     "id": "a1", "group": "llm", "state": "running", "exit": None, "exit_cause": None, "pids": [42],
     "usage": {"memory": 1024}, "disk_io_source": None, "last_action": "none",
-    "held_by": {"freeze": [], "throttle": ["operator"]}, "quota": {"memory": {"hard": 2048}},
+    "held_by": {"freeze": [], "throttle": ["operator"]}, "quota": {"agent": "w", "group": "g", "limits": {"memory": {"hard": 2048}}},
     "uid": 1000, "root": False, "budgets": None, "something_new": 1,
 }
 
@@ -389,7 +389,7 @@ def test_me_reads_agent_and_compliance(fake: Fake) -> None:
     fake.on("GET", "/v1/agents/a1", 200, AGENT)
     fake.on("GET", "/v1/agents/a1/compliance", 200, COMPLIANCE)
     me = fake.sync().me()
-    assert me.agent.held_by.throttle == ["operator"] and me.quota == {"memory": {"hard": 2048}}
+    assert me.agent.held_by.throttle == ["operator"] and me.quota is not None and me.quota.limits["memory"].hard == 2048
     assert me.compliance.resources[0].status == "ok" and me.agent.model_extra == {"something_new": 1}
 
 
@@ -404,9 +404,9 @@ def test_operator_requests(fake: Fake) -> None:
     act = {"agent": "a b", "action": "x", "outcome": "success", "detail": None}
     for path in ("suspend", "resume", "terminate", "throttle", "clear"):
         fake.on("POST", f"/v1/agents/a%20b/{path}", 200, act)
-    fake.on("POST", "/v1/agents", 201, {"id": "w", "pid": 1})
-    fake.on("POST", "/v1/adopt", 201, {"id": "w", "pid": 1})
-    fake.on("PATCH", "/v1/agents/w/quota", 200, {"memory": {}})
+    fake.on("POST", "/v1/agents", 201, {"id": "w", "pid": 1, "state": "running"})
+    fake.on("POST", "/v1/adopt", 201, {"id": "w", "pid": 1, "state": "running"})
+    fake.on("PATCH", "/v1/agents/w/quota", 200, {"agent": "w", "group": "g", "limits": {"memory": {}}})
     fake.on("PUT", "/v1/groups/g", 200, {"name": "g"})
     fake.on("POST", "/v1/groups/g", 201, {"name": "g"})
     fake.on("DELETE", "/v1/groups/g", 204)

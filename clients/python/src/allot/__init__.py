@@ -14,14 +14,19 @@ An agent started by allot finds the daemon (``ALLOT_SOCKET``) and itself
     @allot.governed(tokens=4000, usd=0.012)
     def ask(question): ...
 
+    for event in client.events(topic="budget.*"):      # SSE, resumed after a reconnect
+        ...
+    allot.AgentChannel().run()                         # handlers for throttle, termination, ...
+
 :class:`AsyncClient` has the same methods, awaited. Operator methods are
 named like the CLI's commands (``run``, ``adopt``, ``ps``, ``terminate``,
 ``suspend``, ``resume``, ``throttle``, ``quota``, ``set_quota``, ...).
 """
 
-from . import models
+from . import models, requests
 from ._core import discover_socket, usd_to_micros
 from .aclient import AsyncClient, AsyncReservationHandle, PendingReservation
+from .channel import AgentChannel, ChannelMessage
 from .client import Client, ReservationHandle
 from .errors import (
     AllotError,
@@ -56,6 +61,9 @@ __all__ = [
     "discover_socket",
     "usd_to_micros",
     "models",
+    "requests",
+    "AgentChannel",
+    "ChannelMessage",
     "AllotError",
     "BadRequest",
     "Unauthorized",

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from . import models as m
+from . import requests as rq
 from .errors import DaemonUnavailable, NotAnAgent, error_from_response
 
 #: The socket of a daemon run as root (``allot daemon``'s default then).
@@ -184,12 +185,7 @@ class Call(Generic[T]):
 
 def read(call: "Call[T]", response: httpx.Response) -> T:
     """The parsed answer of ``call``, or the typed exception for an error answer."""
-    if response.status_code >= 400:
-        try:
-            body: Any = response.json()
-        except ValueError:
-            body = response.text
-        raise error_from_response(response.status_code, body, response.headers)
+    raise_for(response)
     if call.text:
         return call.parse(response.text)
     if response.status_code == 204 or not response.content:
@@ -223,73 +219,85 @@ def _agents(v: Any) -> List[m.AgentStatus]:
     return [m.AgentStatus.model_validate(x) for x in (v or [])]
 
 
-# ---- the calls, one per method --------------------------------------------------------
+# ---- the calls, one per method (paths and bodies from the route table) -------------------
+
+def _list_of(model: Any) -> Callable[[Any], List[Any]]:
+    return lambda v: [model.model_validate(x) for x in (v or [])]
+
+
+def _call(key: str, params: Optional[Dict[str, Any]] = None, body: Optional[Union[rq.Request, rq.PoolRequest]] = None, parse: Callable[[Any], Any] = _identity,
+          text: bool = False, **path: Any) -> Call[Any]:
+    r = rq.route(key)
+    if params:
+        unknown = set(params) - set(r.query)
+        if unknown:
+            raise AssertionError(f"{key} takes no query parameter {sorted(unknown)}")
+    return Call(r.method, r.format(**path), params=params, json=None if body is None else body.body(), parse=parse, text=text)
+
 
 def c_healthz() -> Call[bool]:
-    return Call("GET", "/healthz", text=True, parse=lambda t: t.strip() == "ok")
+    return _call("GET /healthz", text=True, parse=lambda t: t.strip() == "ok")
 
 
 def c_readyz() -> Call[bool]:
-    return Call("GET", "/readyz", text=True, parse=lambda t: True)
+    return _call("GET /readyz", text=True, parse=lambda t: True)
 
 
 def c_openapi() -> Call[Dict[str, Any]]:
-    return Call("GET", "/v1/openapi.json")
+    return _call("GET /v1/openapi.json")
 
 
 def c_ps() -> Call[List[m.AgentStatus]]:
-    return Call("GET", "/v1/agents", parse=_agents)
+    return _call("GET /v1/agents", parse=_list_of(m.AgentStatus))
 
 
 def c_agent(agent: str) -> Call[m.AgentStatus]:
-    return Call("GET", f"/v1/agents/{seg(agent)}", parse=m.AgentStatus.model_validate)
+    return _call("GET /v1/agents/{id}", parse=m.AgentStatus.model_validate, id=agent)
+
+
+def _limits(limits: Optional[Mapping[str, Any]]) -> Optional[Dict[str, rq.LimitSpec]]:
+    if not limits:
+        return None
+    return {k: rq.LimitSpec.model_validate(v) for k, v in nest_limits(limits).items()}
 
 
 def c_run(command: Union[str, Sequence[str]], name: str, group: str, priority: Optional[int], limits: Optional[Mapping[str, Any]],
-          env: Optional[Mapping[str, str]], workdir: Optional[str], user: Optional[str], pools: Optional[Sequence[str]]) -> Call[Dict[str, Any]]:
-    body = drop_none({
-        "name": name,
-        "group": group,
-        "command": split_command(command),
-        "priority": priority,
-        "limits": nest_limits(limits) if limits else None,
-        "env": dict(env) if env is not None else None,
-        "workdir": str(workdir) if workdir is not None else None,
-        "user": user,
-        "pools": list(pools) if pools is not None else None,
-    })
-    return Call("POST", "/v1/agents", json=body)
+          env: Optional[Mapping[str, str]], workdir: Optional[str], user: Optional[str], pools: Optional[Sequence[str]]) -> Call[m.Started]:
+    body = rq.StartRequest(
+        name=name, group=group, command=split_command(command), priority=priority, limits=_limits(limits),
+        env=dict(env) if env is not None else None, workdir=str(workdir) if workdir is not None else None, user=user,
+        pools=list(pools) if pools is not None else None,
+    )
+    return _call("POST /v1/agents", body=body, parse=m.Started.model_validate)
 
 
 def c_adopt(pid: int, name: str, group: str, move: bool, priority: Optional[int], limits: Optional[Mapping[str, Any]],
-            pools: Optional[Sequence[str]]) -> Call[Dict[str, Any]]:
-    body = drop_none({
-        "name": name,
-        "group": group,
-        "pid": int(pid),
-        "move": bool(move),
-        "priority": priority,
-        "limits": nest_limits(limits) if limits else None,
-        "pools": list(pools) if pools is not None else None,
-    })
-    return Call("POST", "/v1/adopt", json=body)
+            pools: Optional[Sequence[str]]) -> Call[m.Started]:
+    body = rq.AdoptRequest(name=name, group=group, pid=int(pid), move=bool(move), priority=priority, limits=_limits(limits),
+                           pools=list(pools) if pools is not None else None)
+    return _call("POST /v1/adopt", body=body, parse=m.Started.model_validate)
 
 
 def c_act(agent: str, action: str, params: Optional[Dict[str, Any]] = None) -> Call[m.ActionResult]:
-    return Call("POST", f"/v1/agents/{seg(agent)}/{action}", params=params, parse=m.ActionResult.model_validate)
+    return _call(f"POST /v1/agents/{{id}}/{action}", params=params, parse=m.ActionResult.model_validate, id=agent)
 
 
-def c_quota(agent: str) -> Call[Any]:
-    return Call("GET", f"/v1/agents/{seg(agent)}/quota")
+def c_stop(agent: str) -> Call[m.ActionResult]:
+    return _call("DELETE /v1/agents/{id}", parse=m.ActionResult.model_validate, id=agent)
 
 
-def c_set_quota(agent: str, limits: Mapping[str, Any]) -> Call[Any]:
-    return Call("PATCH", f"/v1/agents/{seg(agent)}/quota", json={"limits": limits})
+def c_quota(agent: str) -> Call[m.Quota]:
+    return _call("GET /v1/agents/{id}/quota", parse=m.Quota.model_validate, id=agent)
+
+
+def c_set_quota(agent: str, limits: Mapping[str, Any]) -> Call[m.Quota]:
+    body = rq.QuotaRequest(limits={k: rq.LimitSpec.model_validate(v) for k, v in limits.items()})
+    return _call("PATCH /v1/agents/{id}/quota", body=body, parse=m.Quota.model_validate, id=agent)
 
 
 def c_usage(agent: str, resource: str, value: Amount) -> Call[m.UsageReport]:
-    return Call("POST", f"/v1/agents/{seg(agent)}/usage", json={"resource": resource, "value": value},
-                parse=m.UsageReport.model_validate)
+    return _call("POST /v1/agents/{id}/usage", body=rq.UsageRequest(resource=resource, value=value), parse=m.UsageReport.model_validate,
+                 id=agent)
 
 
 Ttl = Union[str, int, float, timedelta]
@@ -307,28 +315,27 @@ def ttl_text(ttl: Ttl) -> str:
 
 
 def c_reserve(agent: str, resources: Mapping[str, Amount], ttl: Optional[Ttl]) -> Call[m.Reservation]:
-    body: Dict[str, Any] = {"resources": dict(resources)}
-    if ttl is not None:
-        body["ttl"] = ttl_text(ttl)
-    return Call("POST", f"/v1/agents/{seg(agent)}/reservations", json=body, parse=m.Reservation.model_validate)
+    body = rq.ReserveRequest(resources=dict(resources), ttl=None if ttl is None else ttl_text(ttl))
+    return _call("POST /v1/agents/{id}/reservations", body=body, parse=m.Reservation.model_validate, id=agent)
 
 
 def c_settle(rid: int, resources: Mapping[str, Amount]) -> Call[m.Settlement]:
-    return Call("POST", f"/v1/reservations/{seg(rid)}/settle", json={"resources": dict(resources)},
-                parse=m.Settlement.model_validate)
+    return _call("POST /v1/reservations/{rid}/settle", body=rq.SettleRequest(resources=dict(resources)), parse=m.Settlement.model_validate,
+                 rid=rid)
 
 
 def c_release(rid: int) -> Call[m.Released]:
-    return Call("DELETE", f"/v1/reservations/{seg(rid)}", parse=m.Released.model_validate)
+    return _call("DELETE /v1/reservations/{rid}", parse=m.Released.model_validate, rid=rid)
 
 
 def c_budgets(agent: Optional[str]) -> Call[m.Budgets]:
-    path = "/v1/budgets" if agent is None else f"/v1/agents/{seg(agent)}/budgets"
-    return Call("GET", path, parse=m.Budgets.model_validate)
+    if agent is None:
+        return _call("GET /v1/budgets", parse=m.Budgets.model_validate)
+    return _call("GET /v1/agents/{id}/budgets", parse=m.Budgets.model_validate, id=agent)
 
 
 def c_pool(name: str) -> Call[m.Budgets]:
-    return Call("GET", f"/v1/pools/{seg(name)}", parse=m.Budgets.model_validate)
+    return _call("GET /v1/pools/{name}", parse=m.Budgets.model_validate, name=name)
 
 
 def pool_budgets(b: m.Budgets) -> m.Budgets:
@@ -339,59 +346,124 @@ def pool_budgets(b: m.Budgets) -> m.Budgets:
                                 "reservations_truncated": b.reservations_truncated})
 
 
-def c_put_pool(name: str, budgets: Mapping[str, Any]) -> Call[Dict[str, Any]]:
-    return Call("PUT", f"/v1/pools/{seg(name)}", json=dict(budgets))
+def c_put_pool(name: str, budgets: Mapping[str, Any]) -> Call[m.PoolChange]:
+    return _call("PUT /v1/pools/{name}", body=rq.PoolRequest.model_validate(dict(budgets)), parse=m.PoolChange.model_validate, name=name)
 
 
-def c_delete_pool(name: str) -> Call[Dict[str, Any]]:
-    return Call("DELETE", f"/v1/pools/{seg(name)}")
+def c_delete_pool(name: str) -> Call[m.PoolChange]:
+    return _call("DELETE /v1/pools/{name}", parse=m.PoolChange.model_validate, name=name)
 
 
 def c_ack(agent: str, seq: int, note: str) -> Call[m.Ack]:
-    return Call("POST", f"/v1/agents/{seg(agent)}/ack", json={"seq": int(seq), "note": note}, parse=m.Ack.model_validate)
+    return _call("POST /v1/agents/{id}/ack", body=rq.AckRequest(seq=int(seq), note=note), parse=m.Ack.model_validate, id=agent)
 
 
 def c_compliance(agent: str) -> Call[m.Compliance]:
-    return Call("GET", f"/v1/agents/{seg(agent)}/compliance", parse=m.Compliance.model_validate)
+    return _call("GET /v1/agents/{id}/compliance", parse=m.Compliance.model_validate, id=agent)
 
 
-def c_analysis(agent: str, resource: Optional[str], window: Optional[str], horizon: Optional[str]) -> Call[Dict[str, Any]]:
-    return Call("GET", f"/v1/agents/{seg(agent)}/analysis",
-                params={"resource": resource, "window": window, "horizon": horizon})
+def c_analysis(agent: str, resource: Optional[str], window: Optional[str], horizon: Optional[str]) -> Call[m.Analysis]:
+    return _call("GET /v1/agents/{id}/analysis", params={"resource": resource, "window": window, "horizon": horizon},
+                 parse=m.Analysis.model_validate, id=agent)
 
 
-def c_recommendations(agent: Optional[str]) -> Call[List[Dict[str, Any]]]:
-    path = "/v1/recommendations" if agent is None else f"/v1/agents/{seg(agent)}/recommendations"
-    return Call("GET", path)
+def c_recommendations(agent: Optional[str]) -> Call[List[m.Recommendation]]:
+    if agent is None:
+        return _call("GET /v1/recommendations", parse=_list_of(m.Recommendation))
+    return _call("GET /v1/agents/{id}/recommendations", parse=_list_of(m.Recommendation), id=agent)
 
 
 def c_report_of(agent: Optional[str], since: Optional[str], until: Optional[str], format: str) -> Call[Any]:
-    path = "/v1/report" if agent is None else f"/v1/agents/{seg(agent)}/report"
-    return Call("GET", path, params={"since": since, "until": until, "format": format}, text=format != "json")
+    params = {"since": since, "until": until, "format": format}
+    parse: Callable[[Any], Any] = _identity if format != "json" else _list_of(m.AgentReport)
+    if agent is None:
+        return _call("GET /v1/report", params=params, text=format != "json", parse=parse)
+    return _call("GET /v1/agents/{id}/report", params=params, text=format != "json", parse=parse, id=agent)
 
 
-def c_groups() -> Call[List[Dict[str, Any]]]:
-    return Call("GET", "/v1/groups")
+def c_events_page(since: Optional[int], topic: Optional[str]) -> Call[List[m.Event]]:
+    return _call("GET /v1/events", params={"since": since, "topic": topic, "follow": "false"}, parse=_list_of(m.Event))
 
 
-def c_put_group(name: str, body: Mapping[str, Any], create: bool) -> Call[Dict[str, Any]]:
-    return Call("POST" if create else "PUT", f"/v1/groups/{seg(name)}", json=dict(body))
+def c_groups() -> Call[List[m.Group]]:
+    return _call("GET /v1/groups", parse=_list_of(m.Group))
+
+
+def c_put_group(name: str, body: Mapping[str, Any], create: bool) -> Call[m.Group]:
+    return _call("POST /v1/groups/{name}" if create else "PUT /v1/groups/{name}", body=rq.GroupRequest.model_validate(dict(body)),
+                 parse=m.Group.model_validate, name=name)
 
 
 def c_delete_group(name: str) -> Call[None]:
-    return Call("DELETE", f"/v1/groups/{seg(name)}", parse=lambda v: None)
+    return _call("DELETE /v1/groups/{name}", parse=lambda v: None, name=name)
 
 
-def c_history(agent: Optional[str]) -> Call[List[Dict[str, Any]]]:
-    return Call("GET", "/v1/history", params={"agent": agent})
+def c_history(agent: Optional[str]) -> Call[List[m.HistoryEntry]]:
+    return _call("GET /v1/history", params={"agent": agent}, parse=_list_of(m.HistoryEntry))
 
 
-def c_host() -> Call[Dict[str, Any]]:
-    return Call("GET", "/v1/host")
+def c_host() -> Call[m.Host]:
+    return _call("GET /v1/host", parse=m.Host.model_validate)
 
 
 def c_metrics() -> Call[str]:
-    return Call("GET", "/metrics", text=True)
+    return _call("GET /metrics", text=True)
+
+
+class SseParser:
+    """Server-sent events, line by line (the WHATWG rules the daemon's stream needs):
+    ``id:``, ``event:`` and ``data:`` fields, a blank line ends an event,
+    ``:`` lines are comments (keep-alives)."""
+
+    def __init__(self) -> None:
+        self.data: List[str] = []
+        self.event_id: Optional[str] = None
+
+    def feed(self, line: str) -> Optional[m.Event]:
+        """One line (without its end); the event it completes, if any."""
+        if line == "":
+            if not self.data:
+                return None
+            text = "\n".join(self.data)
+            self.data = []
+            return m.Event.model_validate_json(text)
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self.data.append(value)
+        elif name == "id":
+            self.event_id = value
+        return None
+
+
+def events_request(since: Optional[int], topic: Optional[str]) -> Tuple[str, Dict[str, Any], Dict[str, str]]:
+    """The path, query and headers of a streaming ``GET /v1/events`` resumed after ``since``."""
+    r = rq.route("GET /v1/events")
+    headers = {"Accept": "text/event-stream"}
+    if since is not None:
+        headers["Last-Event-ID"] = str(since)
+    return r.path, drop_none({"topic": topic}), headers
+
+
+#: The most events one ``follow=false`` page holds (the daemon's ``EVENTS_PAGE``).
+EVENTS_PAGE = 1000
+
+
+def raise_for(response: httpx.Response) -> None:
+    """Raise the typed exception of an error answer (a read body)."""
+    if response.status_code >= 400:
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        raise error_from_response(response.status_code, body, response.headers)
+
+
+#: What ends an event stream that a reconnect may resume.
+STREAM_BROKEN = (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError, httpx.ReadTimeout, httpx.WriteError)
 
 
 def me_of(agent: m.AgentStatus, compliance: m.Compliance) -> m.Me:

@@ -15,10 +15,12 @@ named like the CLI's commands.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from types import TracebackType
-from typing import Any, TypeVar, Generator, Dict, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, AsyncIterator, TypeVar, Generator, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 import httpx
 
@@ -185,6 +187,7 @@ class AsyncClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if transport is None:
             transport = httpx.AsyncHTTPTransport(uds=self.socket) if self.socket is not None else httpx.AsyncHTTPTransport()
+        self._timeout = timeout
         self._http = httpx.AsyncClient(transport=transport, base_url=base_url or "http://allot", headers=headers, timeout=timeout)
 
     # ---- plumbing ---------------------------------------------------------------------
@@ -224,7 +227,7 @@ class AsyncClient:
         """The daemon's OpenAPI document (``GET /v1/openapi.json``)."""
         return await self._send(core.c_openapi())
 
-    async def host(self) -> Dict[str, Any]:
+    async def host(self) -> m.Host:
         """Host capacity: total, reserved, allocatable, available (operator)."""
         return await self._send(core.c_host())
 
@@ -320,7 +323,7 @@ class AsyncClient:
         workdir: Optional[str] = None,
         user: Optional[str] = None,
         pools: Optional[Sequence[str]] = None,
-    ) -> Dict[str, Any]:
+    ) -> m.Started:
         """Start a command as an agent (``allot run``); the daemon's answer
         (``id``, ``pid``, ``pids``, ``cgroup``, ...).
 
@@ -341,7 +344,7 @@ class AsyncClient:
         priority: Optional[int] = None,
         limits: Optional[Mapping[str, Any]] = None,
         pools: Optional[Sequence[str]] = None,
-    ) -> Dict[str, Any]:
+    ) -> m.Started:
         """Adopt a running process as an agent (``allot adopt``); moved into a cgroup only with ``move=True``."""
         return await self._send(core.c_adopt(pid, name, group, move, priority, limits, pools))
 
@@ -349,7 +352,9 @@ class AsyncClient:
         """Stop an agent: notice, grace, kill."""
         return await self._send(core.c_act(agent_id, "terminate"))
 
-    stop = terminate
+    async def stop(self, agent_id: str) -> m.ActionResult:
+        """Stop an agent (``DELETE /v1/agents/{id}``): notice, grace, kill, as :meth:`terminate`."""
+        return await self._send(core.c_stop(agent_id))
 
     async def suspend(self, agent_id: str) -> m.ActionResult:
         """Freeze the agent's tree (the operator's hold)."""
@@ -368,11 +373,11 @@ class AsyncClient:
         """Lift the operator's throttle."""
         return await self._send(core.c_act(agent_id, "clear"))
 
-    async def quota(self, agent_id: Optional[str] = None) -> Any:
+    async def quota(self, agent_id: Optional[str] = None) -> m.Quota:
         """An agent's quota (default the caller's own)."""
         return await self._send(core.c_quota(self._me(agent_id)))
 
-    async def set_quota(self, agent_id: str, limits: Optional[Mapping[str, Any]] = None, **flat: Any) -> Any:
+    async def set_quota(self, agent_id: str, limits: Optional[Mapping[str, Any]] = None, **flat: Any) -> m.Quota:
         """Change an agent's limits at run time (``allot quota set``): merged
         over its current ones, in force at once; answers the resulting quota.
 
@@ -387,15 +392,15 @@ class AsyncClient:
         return await self._send(core.c_compliance(self._me(agent_id)))
 
     async def analysis(self, agent_id: Optional[str] = None, *, resource: Optional[str] = None, window: Optional[str] = None,
-                 horizon: Optional[str] = None) -> Dict[str, Any]:
+                 horizon: Optional[str] = None) -> m.Analysis:
         """Pattern, forecast and recommendation of an agent's recorded samples (``allot analyze --agent``)."""
         return await self._send(core.c_analysis(self._me(agent_id), resource, window, horizon))
 
-    async def groups(self) -> List[Dict[str, Any]]:
+    async def groups(self) -> List[m.Group]:
         """Groups with limits, totals and members."""
         return await self._send(core.c_groups())
 
-    async def put_group(self, name: str, group: Optional[Mapping[str, Any]] = None, *, create: bool = False, **fields: Any) -> Dict[str, Any]:
+    async def put_group(self, name: str, group: Optional[Mapping[str, Any]] = None, *, create: bool = False, **fields: Any) -> m.Group:
         """Replace a group (``create=True``: create one), in the fleet file's
         shape: ``{extends?, description?, scaling_policy?, limits?, totals?}``."""
         body = dict(group or {})
@@ -406,11 +411,11 @@ class AsyncClient:
         """Delete a group without members."""
         await self._send(core.c_delete_group(name))
 
-    async def history(self, agent_id: Optional[str] = None) -> List[Dict[str, Any]]:
+    async def history(self, agent_id: Optional[str] = None) -> List[m.HistoryEntry]:
         """Enforcement history with real outcomes (``allot history``)."""
         return await self._send(core.c_history(agent_id))
 
-    async def recommendations(self, agent_id: Optional[str] = None) -> List[Dict[str, Any]]:
+    async def recommendations(self, agent_id: Optional[str] = None) -> List[m.Recommendation]:
         """The latest recommendation per agent and resource (``allot recommend``)."""
         return await self._send(core.c_recommendations(agent_id))
 
@@ -436,11 +441,64 @@ class AsyncClient:
             return core.pool_budgets(await self._send(core.c_budgets(None)))
         return await self._send(core.c_pool(name))
 
-    async def put_pool(self, name: str, budgets: Mapping[str, Any]) -> Dict[str, Any]:
+    async def put_pool(self, name: str, budgets: Mapping[str, Any]) -> m.PoolChange:
         """Declare or replace a pool's budgets:
         ``{"usd_micros": {"hard": "50M", "calendar": "month"}, "tokens": "5M/day"}``."""
         return await self._send(core.c_put_pool(name, budgets))
 
-    async def delete_pool(self, name: str) -> Dict[str, Any]:
+    async def delete_pool(self, name: str) -> m.PoolChange:
         """Delete a pool declared through the API (refused while an agent draws on it)."""
         return await self._send(core.c_delete_pool(name))
+
+    recommend = recommendations
+    budget = budgets
+
+    # ---- events -----------------------------------------------------------------------
+
+    async def events(
+        self,
+        since: Optional[int] = None,
+        *,
+        topic: Optional[str] = None,
+        follow: bool = True,
+        reconnect: bool = True,
+        retry_delay: float = 0.5,
+        give_up_after: Optional[float] = 60.0,
+    ) -> AsyncIterator[m.Event]:
+        """The recorded events after ``since``, as :meth:`allot.Client.events`
+        (``async for e in client.events(): ...``): resumed after a reconnect."""
+        if not follow:
+            after = since
+            while True:
+                page = await self._send(core.c_events_page(after, topic))
+                for e in page:
+                    yield e
+                if len(page) < core.EVENTS_PAGE:
+                    return
+                after = page[-1].seq
+        last = since
+        down: Optional[float] = None
+        while True:
+            path, params, headers = core.events_request(last, topic)
+            try:
+                async with self._http.stream("GET", path, params=params, headers=headers,
+                                             timeout=httpx.Timeout(self._timeout, read=None)) as resp:
+                    if resp.status_code >= 400:
+                        await resp.aread()
+                        core.raise_for(resp)
+                    down = None
+                    parser = core.SseParser()
+                    async for line in resp.aiter_lines():
+                        ev = parser.feed(line)
+                        if ev is not None:
+                            last = ev.seq
+                            yield ev
+                broken: Exception = httpx.RemoteProtocolError("the event stream ended")
+            except core.STREAM_BROKEN as e:
+                broken = e
+            if not reconnect:
+                raise core.unreachable(broken, self.socket, self.socket_source, self.base_url)
+            down = time.monotonic() if down is None else down
+            if give_up_after is not None and time.monotonic() - down > give_up_after:
+                raise core.unreachable(broken, self.socket, self.socket_source, self.base_url)
+            await asyncio.sleep(retry_delay)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from types import TracebackType
-from typing import Any, TypeVar, Dict, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, TypeVar, Dict, Iterator, List, Mapping, Optional, Sequence, Type, Union
 
 import httpx
 
@@ -160,6 +161,7 @@ class Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if transport is None:
             transport = httpx.HTTPTransport(uds=self.socket) if self.socket is not None else httpx.HTTPTransport()
+        self._timeout = timeout
         self._http = httpx.Client(transport=transport, base_url=base_url or "http://allot", headers=headers, timeout=timeout)
 
     # ---- plumbing ---------------------------------------------------------------------
@@ -199,7 +201,7 @@ class Client:
         """The daemon's OpenAPI document (``GET /v1/openapi.json``)."""
         return self._send(core.c_openapi())
 
-    def host(self) -> Dict[str, Any]:
+    def host(self) -> m.Host:
         """Host capacity: total, reserved, allocatable, available (operator)."""
         return self._send(core.c_host())
 
@@ -294,7 +296,7 @@ class Client:
         workdir: Optional[str] = None,
         user: Optional[str] = None,
         pools: Optional[Sequence[str]] = None,
-    ) -> Dict[str, Any]:
+    ) -> m.Started:
         """Start a command as an agent (``allot run``); the daemon's answer
         (``id``, ``pid``, ``pids``, ``cgroup``, ...).
 
@@ -315,7 +317,7 @@ class Client:
         priority: Optional[int] = None,
         limits: Optional[Mapping[str, Any]] = None,
         pools: Optional[Sequence[str]] = None,
-    ) -> Dict[str, Any]:
+    ) -> m.Started:
         """Adopt a running process as an agent (``allot adopt``); moved into a cgroup only with ``move=True``."""
         return self._send(core.c_adopt(pid, name, group, move, priority, limits, pools))
 
@@ -323,7 +325,9 @@ class Client:
         """Stop an agent: notice, grace, kill."""
         return self._send(core.c_act(agent_id, "terminate"))
 
-    stop = terminate
+    def stop(self, agent_id: str) -> m.ActionResult:
+        """Stop an agent (``DELETE /v1/agents/{id}``): notice, grace, kill, as :meth:`terminate`."""
+        return self._send(core.c_stop(agent_id))
 
     def suspend(self, agent_id: str) -> m.ActionResult:
         """Freeze the agent's tree (the operator's hold)."""
@@ -342,11 +346,11 @@ class Client:
         """Lift the operator's throttle."""
         return self._send(core.c_act(agent_id, "clear"))
 
-    def quota(self, agent_id: Optional[str] = None) -> Any:
+    def quota(self, agent_id: Optional[str] = None) -> m.Quota:
         """An agent's quota (default the caller's own)."""
         return self._send(core.c_quota(self._me(agent_id)))
 
-    def set_quota(self, agent_id: str, limits: Optional[Mapping[str, Any]] = None, **flat: Any) -> Any:
+    def set_quota(self, agent_id: str, limits: Optional[Mapping[str, Any]] = None, **flat: Any) -> m.Quota:
         """Change an agent's limits at run time (``allot quota set``): merged
         over its current ones, in force at once; answers the resulting quota.
 
@@ -361,15 +365,15 @@ class Client:
         return self._send(core.c_compliance(self._me(agent_id)))
 
     def analysis(self, agent_id: Optional[str] = None, *, resource: Optional[str] = None, window: Optional[str] = None,
-                 horizon: Optional[str] = None) -> Dict[str, Any]:
+                 horizon: Optional[str] = None) -> m.Analysis:
         """Pattern, forecast and recommendation of an agent's recorded samples (``allot analyze --agent``)."""
         return self._send(core.c_analysis(self._me(agent_id), resource, window, horizon))
 
-    def groups(self) -> List[Dict[str, Any]]:
+    def groups(self) -> List[m.Group]:
         """Groups with limits, totals and members."""
         return self._send(core.c_groups())
 
-    def put_group(self, name: str, group: Optional[Mapping[str, Any]] = None, *, create: bool = False, **fields: Any) -> Dict[str, Any]:
+    def put_group(self, name: str, group: Optional[Mapping[str, Any]] = None, *, create: bool = False, **fields: Any) -> m.Group:
         """Replace a group (``create=True``: create one), in the fleet file's
         shape: ``{extends?, description?, scaling_policy?, limits?, totals?}``."""
         body = dict(group or {})
@@ -380,11 +384,11 @@ class Client:
         """Delete a group without members."""
         self._send(core.c_delete_group(name))
 
-    def history(self, agent_id: Optional[str] = None) -> List[Dict[str, Any]]:
+    def history(self, agent_id: Optional[str] = None) -> List[m.HistoryEntry]:
         """Enforcement history with real outcomes (``allot history``)."""
         return self._send(core.c_history(agent_id))
 
-    def recommendations(self, agent_id: Optional[str] = None) -> List[Dict[str, Any]]:
+    def recommendations(self, agent_id: Optional[str] = None) -> List[m.Recommendation]:
         """The latest recommendation per agent and resource (``allot recommend``)."""
         return self._send(core.c_recommendations(agent_id))
 
@@ -410,11 +414,75 @@ class Client:
             return core.pool_budgets(self._send(core.c_budgets(None)))
         return self._send(core.c_pool(name))
 
-    def put_pool(self, name: str, budgets: Mapping[str, Any]) -> Dict[str, Any]:
+    def put_pool(self, name: str, budgets: Mapping[str, Any]) -> m.PoolChange:
         """Declare or replace a pool's budgets:
         ``{"usd_micros": {"hard": "50M", "calendar": "month"}, "tokens": "5M/day"}``."""
         return self._send(core.c_put_pool(name, budgets))
 
-    def delete_pool(self, name: str) -> Dict[str, Any]:
+    def delete_pool(self, name: str) -> m.PoolChange:
         """Delete a pool declared through the API (refused while an agent draws on it)."""
         return self._send(core.c_delete_pool(name))
+
+    recommend = recommendations
+    budget = budgets
+
+    # ---- events -----------------------------------------------------------------------
+
+    def events(
+        self,
+        since: Optional[int] = None,
+        *,
+        topic: Optional[str] = None,
+        follow: bool = True,
+        reconnect: bool = True,
+        retry_delay: float = 0.5,
+        give_up_after: Optional[float] = 60.0,
+    ) -> Iterator[m.Event]:
+        """The recorded events after ``since`` (``allot events``), oldest first.
+
+        ``follow=True`` streams them live (server-sent events) and never ends
+        on its own; when the stream breaks (the daemon restarts) it
+        reconnects after ``retry_delay`` seconds and resumes after the last
+        event it yielded (``Last-Event-ID``), so none is lost or repeated. It
+        raises :class:`~allot.errors.DaemonUnavailable` when the daemon stays
+        unreachable for ``give_up_after`` seconds (``None``: keep trying).
+        ``follow=False`` yields those recorded so far and ends. An agent
+        gets its own events. ``topic`` is a glob (``"budget.*"``).
+
+        To resume in another process, keep the last ``event.seq`` and pass it
+        as ``since``.
+        """
+        if not follow:
+            after = since
+            while True:
+                page = self._send(core.c_events_page(after, topic))
+                yield from page
+                if len(page) < core.EVENTS_PAGE:
+                    return
+                after = page[-1].seq
+        last = since
+        down: Optional[float] = None
+        while True:
+            path, params, headers = core.events_request(last, topic)
+            try:
+                with self._http.stream("GET", path, params=params, headers=headers,
+                                       timeout=httpx.Timeout(self._timeout, read=None)) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        core.raise_for(resp)
+                    down = None
+                    parser = core.SseParser()
+                    for line in resp.iter_lines():
+                        ev = parser.feed(line)
+                        if ev is not None:
+                            last = ev.seq
+                            yield ev
+                broken: Exception = httpx.RemoteProtocolError("the event stream ended")
+            except core.STREAM_BROKEN as e:
+                broken = e
+            if not reconnect:
+                raise core.unreachable(broken, self.socket, self.socket_source, self.base_url)
+            down = time.monotonic() if down is None else down
+            if give_up_after is not None and time.monotonic() - down > give_up_after:
+                raise core.unreachable(broken, self.socket, self.socket_source, self.base_url)
+            time.sleep(retry_delay)

@@ -1,0 +1,204 @@
+"""The agent channel: what allot asks of an agent, and the agent's answers.
+
+allot appends one JSON object per line to the file in ``ALLOT_EVENTS_FILE``
+(``{"seq", "type", "at_ms", ...}``): ``quota`` first, then ``throttle``
+(``resource``, ``factor``), ``scale_down`` (a target and a deadline),
+``degradation`` (a plan), ``recovery`` (a stage), ``suspend``, ``restore``
+and ``termination`` (``reason``, ``grace_ms``). :class:`AgentChannel` reads
+new lines as they come, calls the handler registered for each type and
+acknowledges each request it handled (``POST /v1/agents/{id}/ack``), so the
+operator sees in the history that the agent heard it::
+
+    channel = allot.AgentChannel()
+
+    @channel.on("scale_down")
+    def shrink(msg):
+        cache.clear()
+        return "cache dropped"          # the acknowledgement's note
+
+    @channel.on("termination")
+    def finish(msg):
+        save_work(deadline_ms=msg.fields["grace_ms"])
+
+    channel.run()                       # or channel.poll() from your own loop
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union
+
+from .aclient import AsyncClient
+from .client import Client
+from .errors import AllotError
+from .models import Model
+
+__all__ = ["ChannelMessage", "AgentChannel", "REQUESTS"]
+
+log = logging.getLogger("allot")
+
+#: Message types that ask something of the agent (acknowledged once handled).
+REQUESTS = frozenset({"throttle", "scale_down", "degradation", "recovery", "suspend", "restore", "termination"})
+
+Handler = Callable[["ChannelMessage"], Any]
+
+
+class ChannelMessage(Model):
+    """One message of the channel; its own fields (``factor``, ``grace_ms``, ...) are in :attr:`fields`."""
+
+    seq: int
+    type: str
+    at_ms: Optional[int] = None
+
+    @property
+    def fields(self) -> Dict[str, Any]:
+        """The message's fields other than ``seq``, ``type`` and ``at_ms``."""
+        return dict(self.model_extra or {})
+
+
+class AgentChannel:
+    """Reads the agent channel file and calls the agent's handlers.
+
+    Args:
+        path: The channel file. Default ``ALLOT_EVENTS_FILE``.
+        client: The client acknowledgements go through (a :class:`Client`;
+            :meth:`arun` and :meth:`apoll` take an :class:`AsyncClient`).
+            Default: one made from the environment at the first acknowledgement.
+        ack: Acknowledge each request a handler handled (default true).
+
+    Raises:
+        ValueError: No path was given and ``ALLOT_EVENTS_FILE`` is not set
+            (the process was not started by allot).
+    """
+
+    def __init__(self, path: Optional[Union[str, "os.PathLike[str]"]] = None, *, client: Optional[Union[Client, AsyncClient]] = None,
+                 ack: bool = True) -> None:
+        given = os.fspath(path) if path is not None else os.environ.get("ALLOT_EVENTS_FILE")
+        if not given:
+            raise ValueError("no agent channel: ALLOT_EVENTS_FILE is not set (this process was not started by allot); pass path=")
+        self.path = Path(given)
+        self.client = client
+        self.ack = ack
+        self.handlers: Dict[str, Handler] = {}
+        self._offset = 0
+        self._partial = b""
+        #: The highest sequence number read so far.
+        self.last_seq = 0
+
+    def on(self, kind: str, handler: Optional[Handler] = None) -> Any:
+        """Register ``handler`` for messages of type ``kind`` (``"*"``: every
+        type without its own); usable as a decorator. Its return value (a
+        string) is the acknowledgement's note."""
+        if handler is not None:
+            self.handlers[kind] = handler
+            return handler
+
+        def register(fn: Handler) -> Handler:
+            self.handlers[kind] = fn
+            return fn
+
+        return register
+
+    def read(self) -> List[ChannelMessage]:
+        """The messages appended since the last read (complete lines only).
+
+        A file shorter than what was read (the agent was started again and
+        its channel made anew) is read from its start.
+        """
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size < self._offset:
+            self._offset, self._partial, self.last_seq = 0, b"", 0
+        if size == self._offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read(size - self._offset)
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        *lines, self._partial = data.split(b"\n")
+        out: List[ChannelMessage] = []
+        for raw in lines:
+            if not raw.strip():
+                continue
+            try:
+                msg = ChannelMessage.model_validate(json.loads(raw))
+            except (ValueError, TypeError) as e:
+                log.warning("allot: unreadable line in %s: %s (%r)", self.path, e, raw[:200])
+                continue
+            self.last_seq = max(self.last_seq, msg.seq)
+            out.append(msg)
+        return out
+
+    def _handler(self, msg: ChannelMessage) -> Optional[Handler]:
+        return self.handlers.get(msg.type) or self.handlers.get("*")
+
+    def _handle(self, msg: ChannelMessage) -> Optional[str]:
+        """Run the handler; the note to acknowledge with, or None (no handler, it failed, or not a request)."""
+        handler = self._handler(msg)
+        if handler is None:
+            return None
+        try:
+            result = handler(msg)
+        except Exception as e:  # a failing handler is not an acknowledgement
+            log.warning("allot: the %s handler failed on message #%s: %s", msg.type, msg.seq, e)
+            return None
+        if not self.ack or msg.type not in REQUESTS:
+            return None
+        return result if isinstance(result, str) else f"handled by {getattr(handler, '__name__', 'a handler')}"
+
+    def poll(self) -> List[ChannelMessage]:
+        """Read new messages, call their handlers and acknowledge the requests handled; the messages read."""
+        msgs = self.read()
+        for msg in msgs:
+            note = self._handle(msg)
+            if note is not None:
+                client = self.client if self.client is not None else Client()
+                self.client = client
+                if not isinstance(client, Client):
+                    raise TypeError("poll() acknowledges through a Client; use apoll() with an AsyncClient")
+                try:
+                    client.ack(msg.seq, note)
+                except AllotError as e:
+                    log.warning("allot: acknowledging message #%s failed: %s", msg.seq, e)
+        return msgs
+
+    async def apoll(self) -> List[ChannelMessage]:
+        """:meth:`poll`, acknowledging through an :class:`AsyncClient` (handlers are plain functions)."""
+        msgs = self.read()
+        for msg in msgs:
+            note = self._handle(msg)
+            if note is not None:
+                client = self.client if self.client is not None else AsyncClient()
+                self.client = client
+                if not isinstance(client, AsyncClient):
+                    raise TypeError("apoll() acknowledges through an AsyncClient; use poll() with a Client")
+                try:
+                    await client.ack(msg.seq, note)
+                except AllotError as e:
+                    log.warning("allot: acknowledging message #%s failed: %s", msg.seq, e)
+        return msgs
+
+    def run(self, *, interval: float = 0.2, stop: Optional[threading.Event] = None, until: Optional[float] = None) -> None:
+        """Poll every ``interval`` seconds until ``stop`` is set or ``until``
+        (a ``time.monotonic()`` deadline) passes; run it in a thread beside the agent's work."""
+        while not (stop is not None and stop.is_set()) and not (until is not None and time.monotonic() >= until):
+            self.poll()
+            if stop is not None:
+                stop.wait(interval)
+            else:
+                time.sleep(interval)
+
+    async def arun(self, *, interval: float = 0.2, until: Optional[float] = None) -> None:
+        """:meth:`run` as a task: ``asyncio.create_task(channel.arun())``; cancel it to stop."""
+        while until is None or time.monotonic() < until:
+            await self.apoll()
+            await asyncio.sleep(interval)
