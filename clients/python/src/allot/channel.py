@@ -20,6 +20,7 @@ operator sees in the history that the agent heard it::
     def finish(msg):
         save_work(deadline_ms=msg.fields["grace_ms"])
 
+    channel.defer_sigterm()             # SIGTERM follows the notice: handle it, then leave
     channel.run()                       # or channel.poll() from your own loop
 """
 
@@ -90,6 +91,8 @@ class AgentChannel:
         self._partial = b""
         #: The highest sequence number read so far.
         self.last_seq = 0
+        #: Set when SIGTERM arrived (after :meth:`defer_sigterm`).
+        self.sigterm: Optional[threading.Event] = None
 
     def on(self, kind: str, handler: Optional[Handler] = None) -> Any:
         """Register ``handler`` for messages of type ``kind`` (``"*"``: every
@@ -186,6 +189,21 @@ class AgentChannel:
                 except AllotError as e:
                     log.warning("allot: acknowledging message #%s failed: %s", msg.seq, e)
         return msgs
+
+    def defer_sigterm(self) -> None:
+        """Catch SIGTERM (allot sends it right after the ``termination``
+        notice) instead of dying at once, so the next :meth:`poll` runs the
+        termination handler within the grace period; allot kills the agent
+        when the grace ends all the same. Call it from the main thread."""
+        import signal
+
+        self.sigterm = threading.Event()
+
+        def caught(signum: int, frame: Any) -> None:
+            assert self.sigterm is not None
+            self.sigterm.set()
+
+        signal.signal(signal.SIGTERM, caught)
 
     def run(self, *, interval: float = 0.2, stop: Optional[threading.Event] = None, until: Optional[float] = None) -> None:
         """Poll every ``interval`` seconds until ``stop`` is set or ``until``
