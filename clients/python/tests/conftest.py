@@ -113,7 +113,8 @@ def remove_tree(root: Path) -> None:
 class Daemon:
     """A running daemon: its socket, state, cgroup name and process."""
 
-    def __init__(self, fleet: str = FLEET) -> None:
+    def __init__(self, fleet: str = FLEET, extra_args: Optional[List[str]] = None) -> None:
+        self.extra_args = list(extra_args or [])
         self.dir = tempfile.TemporaryDirectory(prefix="allot-py-")
         base = Path(self.dir.name)
         self.socket = str(base / "allot.sock")
@@ -127,7 +128,7 @@ class Daemon:
         base = Path(self.dir.name)
         self.proc = subprocess.Popen(
             [allot_bin(), "daemon", "--config", str(base / "fleet.toml"), "--socket", self.socket, "--state", self.state,
-             "--cgroup-name", self.name],
+             "--cgroup-name", self.name, *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=base,
         )
         deadline = time.monotonic() + 20

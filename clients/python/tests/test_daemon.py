@@ -199,3 +199,20 @@ def test_events_listing_and_ack(daemon, client: allot.Client) -> None:  # type: 
     assert all(e.seq > ack.event_seq for e in later)
     for e in events:
         assert m.unknown_fields(e) == []
+
+
+def test_client_finds_the_socket_from_the_environment(daemon, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("ALLOT_SOCKET", daemon.socket)
+    monkeypatch.setenv("ALLOT_AGENT_ID", "sleeper")
+    with allot.Client() as c:
+        assert c.socket == daemon.socket and c.socket_source == "ALLOT_SOCKET"
+        assert c.quota().agent == "sleeper", "agent methods act for ALLOT_AGENT_ID"
+
+
+def test_no_daemon_names_the_socket_tried(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    gone = str(tmp_path / "nobody-listens.sock")
+    monkeypatch.setenv("ALLOT_SOCKET", gone)
+    with allot.Client() as c:
+        with pytest.raises(allot.DaemonUnavailable) as e:
+            c.ps()
+    assert e.value.socket == gone and gone in str(e.value) and "ALLOT_SOCKET" in str(e.value)

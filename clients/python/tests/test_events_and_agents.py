@@ -160,3 +160,30 @@ def test_an_agent_reads_its_own_quota_and_not_anothers(daemon, client: allot.Cli
         assert time.monotonic() < deadline, "no acknowledgement recorded"
         time.sleep(0.05)
     assert acks[0].data["note"] == "saving and leaving"
+
+
+def test_tcp_with_a_bearer_token(tmp_path: Path, strict_answers: List[str]) -> None:
+    import socket as sk
+
+    from conftest import Daemon
+
+    with sk.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-for-the-python-client-test-0123\n")
+    token.chmod(0o600)
+    d = Daemon(extra_args=["--tcp", f"127.0.0.1:{port}", "--token-file", str(token)])
+    try:
+        with allot.Client(base_url=f"http://127.0.0.1:{port}", token="s3cret-token-for-the-python-client-test-0123") as c:
+            assert "sleeper" in {a.id for a in c.ps()}
+        with allot.Client(base_url=f"http://127.0.0.1:{port}", token="wrong") as c:
+            with pytest.raises(allot.Unauthorized) as e:
+                c.ps()
+            assert e.value.status == 401
+    finally:
+        d.stop()
+    with allot.Client(base_url=f"http://127.0.0.1:{port}", token="x") as c:
+        with pytest.raises(allot.DaemonUnavailable) as gone:
+            c.ps()
+        assert f"127.0.0.1:{port}" in str(gone.value)
