@@ -216,3 +216,47 @@ def test_no_daemon_names_the_socket_tried(tmp_path, monkeypatch: pytest.MonkeyPa
         with pytest.raises(allot.DaemonUnavailable) as e:
             c.ps()
     assert e.value.socket == gone and gone in str(e.value) and "ALLOT_SOCKET" in str(e.value)
+
+
+def test_governed_reserves_around_each_call(daemon, client: allot.Client) -> None:  # type: ignore[no-untyped-def]
+    daemon.wait_running("sleeper")
+    c = daemon.client(agent_id="sleeper")
+
+    def spent() -> int:
+        b = client.budgets("sleeper")
+        v = next(v for v in b.budgets if v.level == "agent:sleeper" and v.resource == "tokens")
+        assert v.reserved == 0, "nothing is left held after a governed call"
+        return v.spent
+
+    @allot.governed(tokens=3000, client=c)
+    def ask(actual: int) -> str:
+        held = allot.current_reservation()
+        assert held.resources == {"tokens": 3000}
+        assert client.budgets("sleeper").open_reservations == 1
+        held.settle(tokens=actual)
+        return "answer"
+
+    @allot.governed(tokens=2000, client=c)
+    def unsettled() -> None:
+        pass
+
+    @allot.governed(tokens=2000, client=c)
+    def fails() -> None:
+        raise RuntimeError("the model failed")
+
+    assert ask(1234) == "answer"
+    assert spent() == 1234
+    unsettled()
+    assert spent() == 1234 + 2000, "a call that does not settle is charged as reserved"
+    with pytest.raises(RuntimeError):
+        fails()
+    assert spent() == 3234, "a call that raises releases its reservation"
+
+    @allot.governed(tokens=9000, client=c)
+    def too_big() -> None:
+        raise AssertionError("must not run when the budget refuses")
+
+    with pytest.raises(allot.BudgetExceeded) as e:
+        too_big()
+    assert e.value.resource == "tokens"
+    c.close()

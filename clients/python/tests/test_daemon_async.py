@@ -121,3 +121,25 @@ async def test_async_sse_follows_live_events(daemon, aclient: allot.AsyncClient)
     await asyncio.wait_for(task, 10)
     assert [e.data["request_seq"] for e in seen] == [100, 101, 102]
     assert all(e.seq > last for e in seen)
+
+
+async def test_async_governed(daemon, aclient: allot.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    daemon.wait_running("sleeper")
+    c = allot.AsyncClient(daemon.socket, agent_id="sleeper")
+
+    @allot.governed(tokens=3000, client=c)
+    async def ask() -> int:
+        await allot.current_reservation().settle(tokens=700)  # type: ignore[misc]
+        return 7
+
+    @allot.governed(tokens=1000, client=c)
+    async def fails() -> None:
+        raise ValueError("boom")
+
+    assert await ask() == 7
+    with pytest.raises(ValueError):
+        await fails()
+    b = await aclient.budgets("sleeper")
+    v = next(v for v in b.budgets if v.level == "agent:sleeper" and v.resource == "tokens")
+    assert (v.spent, v.reserved) == (700, 0)
+    await c.aclose()
