@@ -204,6 +204,33 @@ def unreachable(e: Exception, socket: Optional[str], source: Optional[str], base
     return DaemonUnavailable(f"no allot daemon answers at {base_url}: {e}", base_url=base_url)
 
 
+class ClientBase:
+    """Where both clients connect and for which agent they act."""
+
+    base_url: Optional[str]
+    socket: Optional[str]
+    socket_source: Optional[str]
+    agent_id: Optional[str]
+
+    def _init_connection(self, socket: Optional[Union[str, "os.PathLike[str]"]], base_url: Optional[str], token: Optional[str],
+                           agent_id: Optional[str]) -> None:
+        self.base_url = base_url
+        self.socket, self.socket_source = None, None
+        if base_url is None:
+            if socket is not None:
+                self.socket, self.socket_source = os.fspath(socket), "socket="
+            else:
+                self.socket, self.socket_source = discover_socket()
+        self.agent_id = agent_id if agent_id is not None else (os.environ.get("ALLOT_AGENT_ID") or None)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _unreachable(self, e: Exception) -> DaemonUnavailable:
+        return unreachable(e, self.socket, self.socket_source, self.base_url)
+
+    def _me(self, agent_id: Optional[str]) -> str:
+        return agent_id_or_raise(agent_id, self.agent_id)
+
+
 def agent_id_or_raise(given: Optional[str], default: Optional[str]) -> str:
     """The agent id of an agent method: the one given, else the client's."""
     a = given or default

@@ -145,7 +145,7 @@ class PendingReservation:
             await self._handle.__aexit__(exc_type, exc, tb)
 
 
-class AsyncClient:
+class AsyncClient(core.ClientBase):
     """An asynchronous client of the allot daemon.
 
     Args:
@@ -175,20 +175,11 @@ class AsyncClient:
         timeout: Optional[float] = 30.0,
         transport: Optional[httpx.AsyncBaseTransport] = None,
     ) -> None:
-        self.base_url = base_url
-        self.socket: Optional[str] = None
-        self.socket_source: Optional[str] = None
-        if base_url is None:
-            if socket is not None:
-                self.socket, self.socket_source = os.fspath(socket), "socket="
-            else:
-                self.socket, self.socket_source = core.discover_socket()
-        self.agent_id = agent_id if agent_id is not None else (os.environ.get("ALLOT_AGENT_ID") or None)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._init_connection(socket, base_url, token, agent_id)
         if transport is None:
             transport = httpx.AsyncHTTPTransport(uds=self.socket) if self.socket is not None else httpx.AsyncHTTPTransport()
         self._timeout = timeout
-        self._http = httpx.AsyncClient(transport=transport, base_url=base_url or "http://allot", headers=headers, timeout=timeout)
+        self._http = httpx.AsyncClient(transport=transport, base_url=base_url or "http://allot", headers=self._headers, timeout=timeout)
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -196,11 +187,8 @@ class AsyncClient:
         try:
             response = await self._http.request(call.method, call.path, **call.request_kwargs())
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            raise core.unreachable(e, self.socket, self.socket_source, self.base_url) from e
+            raise self._unreachable(e) from e
         return core.read(call, response)
-
-    def _me(self, agent_id: Optional[str]) -> str:
-        return core.agent_id_or_raise(agent_id, self.agent_id)
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -497,8 +485,8 @@ class AsyncClient:
             except core.STREAM_BROKEN as e:
                 broken = e
             if not reconnect:
-                raise core.unreachable(broken, self.socket, self.socket_source, self.base_url)
+                raise self._unreachable(broken)
             down = time.monotonic() if down is None else down
             if give_up_after is not None and time.monotonic() - down > give_up_after:
-                raise core.unreachable(broken, self.socket, self.socket_source, self.base_url)
+                raise self._unreachable(broken)
             await asyncio.sleep(retry_delay)

@@ -119,7 +119,7 @@ class ReservationHandle:
         return f"<ReservationHandle {self.id} {state} {self.resources}>"
 
 
-class Client:
+class Client(core.ClientBase):
     """A synchronous client of the allot daemon.
 
     Args:
@@ -149,20 +149,11 @@ class Client:
         timeout: Optional[float] = 30.0,
         transport: Optional[httpx.BaseTransport] = None,
     ) -> None:
-        self.base_url = base_url
-        self.socket: Optional[str] = None
-        self.socket_source: Optional[str] = None
-        if base_url is None:
-            if socket is not None:
-                self.socket, self.socket_source = os.fspath(socket), "socket="
-            else:
-                self.socket, self.socket_source = core.discover_socket()
-        self.agent_id = agent_id if agent_id is not None else (os.environ.get("ALLOT_AGENT_ID") or None)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._init_connection(socket, base_url, token, agent_id)
         if transport is None:
             transport = httpx.HTTPTransport(uds=self.socket) if self.socket is not None else httpx.HTTPTransport()
         self._timeout = timeout
-        self._http = httpx.Client(transport=transport, base_url=base_url or "http://allot", headers=headers, timeout=timeout)
+        self._http = httpx.Client(transport=transport, base_url=base_url or "http://allot", headers=self._headers, timeout=timeout)
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -170,11 +161,8 @@ class Client:
         try:
             response = self._http.request(call.method, call.path, **call.request_kwargs())
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            raise core.unreachable(e, self.socket, self.socket_source, self.base_url) from e
+            raise self._unreachable(e) from e
         return core.read(call, response)
-
-    def _me(self, agent_id: Optional[str]) -> str:
-        return core.agent_id_or_raise(agent_id, self.agent_id)
 
     def close(self) -> None:
         """Close the connections."""
@@ -481,8 +469,8 @@ class Client:
             except core.STREAM_BROKEN as e:
                 broken = e
             if not reconnect:
-                raise core.unreachable(broken, self.socket, self.socket_source, self.base_url)
+                raise self._unreachable(broken)
             down = time.monotonic() if down is None else down
             if give_up_after is not None and time.monotonic() - down > give_up_after:
-                raise core.unreachable(broken, self.socket, self.socket_source, self.base_url)
+                raise self._unreachable(broken)
             time.sleep(retry_delay)
