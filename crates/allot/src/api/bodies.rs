@@ -384,4 +384,47 @@ mod tests {
         assert_eq!(bad(&["p", "q", "p"]), ApiError::field("pools[2]", "pool \"p\" is named twice"));
         assert!(serde_json::from_value::<StartBody>(json!({"name": "a", "group": "g", "command": ["x"], "pools": "p"})).is_err());
     }
+
+    /// The property names of `T`'s schema.
+    fn properties<T: JsonSchema>() -> Vec<String> {
+        let s = schemars::generate::SchemaSettings::openapi3().into_generator().root_schema_for::<T>();
+        let mut names: Vec<String> = s.get("properties").and_then(Value::as_object).unwrap().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The keys the fleet parser takes where `e` refused one ("unknown key; expected one of a, b").
+    fn parser_keys(e: &ApiError) -> Vec<String> {
+        let text = format!("{e:?}");
+        let list = text.split("expected one of ").nth(1).unwrap_or_else(|| panic!("not an unknown key: {text}"));
+        let mut keys: Vec<String> = list.split('"').next().unwrap().split(", ").map(str::to_owned).collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn the_group_and_pool_schemas_are_the_keys_the_fleet_parser_takes() {
+        let e = group("g", &json!({"bogus_key": 1})).unwrap_err();
+        assert_eq!(parser_keys(&e), properties::<GroupBody>(), "a group: {e:?}");
+        let e = group("g", &json!({"extends": "standard_agent", "limits": {"memory": {"bogus_key": 1}}})).unwrap_err();
+        assert_eq!(parser_keys(&e), properties::<LimitBody>(), "a group's limit: {e:?}");
+        let e = group("g", &json!({"custom_handler": {"bogus_key": 1, "url": "http://127.0.0.1:9/"}})).unwrap_err();
+        assert_eq!(parser_keys(&e), properties::<HandlerBody>(), "a custom handler: {e:?}");
+        let e = pool("p", &json!({"tokens": {"hard": 1, "bogus_key": 1}})).unwrap_err();
+        assert_eq!(parser_keys(&e), properties::<BudgetTable>(), "a pool's budget: {e:?}");
+        let e = group("g", &json!({"totals": {"tokens": {"hard": 1, "bogus_key": 1}}})).unwrap_err();
+        assert_eq!(parser_keys(&e), properties::<BudgetTable>(), "a group's budget: {e:?}");
+        // Every one of them taken at once (a rolling and a calendar budget: per and calendar exclude each other).
+        let limit = json!({"soft": "100Mi", "hard": "200Mi", "burst": "250Mi", "burst_window": "10s", "action": "throttle"});
+        let rolling = json!({"hard": "1k", "soft": 500, "per": "h", "on_expiry": "release"});
+        let calendar = json!({"hard": 1000, "soft": "500", "calendar": "month", "day": 1, "at": "00:00", "tz": "UTC", "on_expiry": "charge"});
+        let g = group("g", &json!({
+            "extends": "standard_agent", "description": "d", "scaling_policy": "proportional", "limits": {"memory": limit},
+            "totals": {"memory": "1Gi", "tokens": rolling, "usd_micros": calendar}, "custom_handler": {"command": ["true"]},
+        }))
+        .unwrap();
+        assert_eq!((g.budgets.len(), g.description.as_str()), (2, "d"));
+        assert!(group("g", &json!({"custom_handler": {"url": "http://127.0.0.1:9/"}})).is_ok());
+        assert_eq!(pool("p", &json!({"tokens": rolling, "usd_micros": calendar, "requests": "10/min"})).unwrap().len(), 3);
+    }
 }
