@@ -63,7 +63,6 @@ async fn act(api: &Shared, id: String, action: OperatorAction) -> Result<Json<Va
     Ok(Json(json!({"agent": id, "action": action.name(), "outcome": "success", "detail": detail})))
 }
 
-
 /// `POST /v1/agents/{id}/suspend`: the operator's freeze.
 pub(super) async fn suspend(State(api): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     act(&api, id, OperatorAction::Suspend).await

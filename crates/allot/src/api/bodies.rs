@@ -417,11 +417,15 @@ mod tests {
         // Every one of them taken at once (a rolling and a calendar budget: per and calendar exclude each other).
         let limit = json!({"soft": "100Mi", "hard": "200Mi", "burst": "250Mi", "burst_window": "10s", "action": "throttle"});
         let rolling = json!({"hard": "1k", "soft": 500, "per": "h", "on_expiry": "release"});
-        let calendar = json!({"hard": 1000, "soft": "500", "calendar": "month", "day": 1, "at": "00:00", "tz": "UTC", "on_expiry": "charge"});
-        let g = group("g", &json!({
-            "extends": "standard_agent", "description": "d", "scaling_policy": "proportional", "limits": {"memory": limit},
-            "totals": {"memory": "1Gi", "tokens": rolling, "usd_micros": calendar}, "custom_handler": {"command": ["true"]},
-        }))
+        let calendar =
+            json!({"hard": 1000, "soft": "500", "calendar": "month", "day": 1, "at": "00:00", "tz": "UTC", "on_expiry": "charge"});
+        let g = group(
+            "g",
+            &json!({
+                "extends": "standard_agent", "description": "d", "scaling_policy": "proportional", "limits": {"memory": limit},
+                "totals": {"memory": "1Gi", "tokens": rolling, "usd_micros": calendar}, "custom_handler": {"command": ["true"]},
+            }),
+        )
         .unwrap();
         assert_eq!((g.budgets.len(), g.description.as_str()), (2, "d"));
         assert!(group("g", &json!({"custom_handler": {"url": "http://127.0.0.1:9/"}})).is_ok());

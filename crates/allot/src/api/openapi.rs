@@ -252,9 +252,9 @@ mod tests {
                 }
             }
             let in_query: Vec<&Value> = op["parameters"].as_array().unwrap().iter().filter(|p| p["in"] == "query").collect();
-            let want: Vec<String> = r.query.map_or_else(Vec::new, |q| {
-                q(&mut queries).get("properties").and_then(Value::as_object).unwrap().keys().cloned().collect()
-            });
+            let want: Vec<String> = r
+                .query
+                .map_or_else(Vec::new, |q| q(&mut queries).get("properties").and_then(Value::as_object).unwrap().keys().cloned().collect());
             assert_eq!(in_query.iter().map(|p| p["name"].as_str().unwrap()).collect::<Vec<_>>(), want, "{what}");
             for p in in_query {
                 assert!(p["description"].as_str().is_some_and(|d| !d.is_empty()), "{what}: {p}");
@@ -298,14 +298,23 @@ mod tests {
         assert_eq!(start["required"], json!(["name", "group", "command"]));
         assert_eq!(start["properties"]["limits"]["additionalProperties"]["$ref"], "#/components/schemas/LimitBody");
         assert_eq!(start["properties"]["priority"]["nullable"], true);
-        assert_eq!(schemas["AdoptBody"]["properties"]["move"], json!({"type": "boolean", "default": false, "description": "Move it into the agent's cgroup (only when asked)."}));
+        assert_eq!(
+            schemas["AdoptBody"]["properties"]["move"],
+            json!({"type": "boolean", "default": false, "description": "Move it into the agent's cgroup (only when asked)."})
+        );
         let quantity = json!([{"type": "number"}, {"type": "string"}]);
         assert_eq!(schemas["LimitBody"]["properties"]["hard"]["anyOf"], quantity);
         assert_eq!(schemas["LimitBody"]["properties"]["hard"]["nullable"], true);
         assert_eq!(schemas["GroupBody"]["properties"]["custom_handler"]["allOf"], json!([{"$ref": "#/components/schemas/HandlerBody"}]));
         assert_eq!(schemas["PoolBody"]["additionalProperties"]["anyOf"][2]["$ref"], "#/components/schemas/BudgetTable");
         let names = |m: &str, p: &str| -> Vec<String> {
-            op(m, p)["parameters"].as_array().unwrap().iter().filter(|x| x["in"] == "query").map(|x| x["name"].as_str().unwrap().to_owned()).collect()
+            op(m, p)["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| x["in"] == "query")
+                .map(|x| x["name"].as_str().unwrap().to_owned())
+                .collect()
         };
         assert_eq!(names("post", "/v1/agents/{id}/resume"), ["force"]);
         assert_eq!(names("post", "/v1/agents/{id}/throttle"), ["cpu"]);
