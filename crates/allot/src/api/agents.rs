@@ -13,6 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -41,23 +42,25 @@ pub(super) async fn quota_get(State(api): State<Shared>, Path(id): Path<String>)
     Ok(Json(status(&api, &id).await?.quota))
 }
 
-/// The query of an action: `?cpu=` for throttle, `?force=true` for resume.
-#[derive(Debug, Default, Deserialize)]
+/// The query of `POST /v1/agents/{id}/throttle`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ActQuery {
+pub(super) struct ThrottleQuery {
+    /// The cpu limit, such as 200m or 1.5 (cores); needed.
     cpu: Option<String>,
-    force: Option<bool>,
 }
 
-const ACT_QUERY: &str = "cpu (for throttle, such as ?cpu=200m) and force (for resume, ?force=true)";
+/// The query of `POST /v1/agents/{id}/resume`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResumeQuery {
+    /// true: also lift every other holder's freeze and throttle and the policy's pending escalations.
+    force: Option<bool>,
+}
 
 async fn act(api: &Shared, id: String, action: OperatorAction) -> Result<Json<Value>, ApiError> {
     let detail = answer(ask(api, |tx| Control::Act(id.clone(), action, tx)).await)?;
     Ok(Json(json!({"agent": id, "action": action.name(), "outcome": "success", "detail": detail})))
-}
-
-fn query(q: Result<Query<ActQuery>, QueryRejection>) -> Result<ActQuery, ApiError> {
-    q.map(|Query(q)| q).map_err(|e| ApiError::query(&e, ACT_QUERY))
 }
 
 /// `POST /v1/agents/{id}/suspend`: the operator's freeze.
@@ -69,9 +72,10 @@ pub(super) async fn suspend(State(api): State<Shared>, Path(id): Path<String>) -
 pub(super) async fn resume(
     State(api): State<Shared>,
     Path(id): Path<String>,
-    q: Result<Query<ActQuery>, QueryRejection>,
+    q: Result<Query<ResumeQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let force = query(q)?.force.unwrap_or(false);
+    let Query(q) = q.map_err(|e| ApiError::query(&e, "force (?force=true)"))?;
+    let force = q.force.unwrap_or(false);
     act(&api, id, OperatorAction::Resume { force }).await
 }
 
@@ -84,9 +88,10 @@ pub(super) async fn terminate(State(api): State<Shared>, Path(id): Path<String>)
 pub(super) async fn throttle(
     State(api): State<Shared>,
     Path(id): Path<String>,
-    q: Result<Query<ActQuery>, QueryRejection>,
+    q: Result<Query<ThrottleQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(cpu) = query(q)?.cpu else { return Err(ApiError::field("cpu", "throttle needs ?cpu=QUANTITY, such as 200m")) };
+    let Query(q) = q.map_err(|e| ApiError::query(&e, "cpu (such as ?cpu=200m)"))?;
+    let Some(cpu) = q.cpu else { return Err(ApiError::field("cpu", "throttle needs ?cpu=QUANTITY, such as 200m")) };
     let m = bodies::quantity("cpu", allot_core::Unit::Millicores, &Value::String(cpu))?;
     if m == 0 {
         return Err(ApiError::field("cpu", "must be above 0"));

@@ -1,43 +1,65 @@
 //! Request bodies (wire types, unknown fields refused) and their checked
-//! conversion into core types; every error names the field.
+//! conversion into core types; every error names the field. Each body type
+//! derives its JSON Schema, which the OpenAPI document publishes (`openapi`);
+//! the group and pool bodies are read by the fleet parser, and their schemas
+//! (`GroupBody`, `PoolBody`, `BudgetTable`, `HandlerBody`) are written next
+//! to it here, held to the parser's keys by a test.
 
 use super::error::ApiError;
+use super::openapi::{Budget, Quantity, Total};
 use crate::fleet::{AgentDef, Restart};
 use allot_core::limits::LimitOverride;
 use allot_core::{AgentId, AgentSpec, Priority, QuotaGroup, Resource};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// One resource's limits in a body; quantities as numbers or strings (`"300Mi"`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LimitBody {
+    /// Above it, the limit's action.
+    #[schemars(with = "Option<Quantity>")]
     soft: Option<Value>,
+    /// The kernel's ceiling.
+    #[schemars(with = "Option<Quantity>")]
     hard: Option<Value>,
+    /// Allowed above hard for at most burst_window.
+    #[schemars(with = "Option<Quantity>")]
     burst: Option<Value>,
+    /// How long a burst may last (`"30s"`).
     burst_window: Option<String>,
+    /// warn, throttle, scale_down, suspend, migrate, terminate or custom.
     action: Option<String>,
 }
 
 /// `PATCH /v1/agents/{id}/quota`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct QuotaBody {
+    /// Limits by resource, merged over the agent's.
     pub(super) limits: BTreeMap<String, LimitBody>,
 }
 
 /// `POST /v1/agents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StartBody {
+    /// The agent's id.
     pub(super) name: String,
+    /// Its quota group.
     pub(super) group: String,
+    /// The program and its arguments.
     pub(super) command: Vec<String>,
+    /// Its priority (higher is spared longer).
     pub(super) priority: Option<i64>,
+    /// Limits by resource, over the group's.
     pub(super) limits: Option<BTreeMap<String, LimitBody>>,
+    /// Environment variables.
     pub(super) env: Option<BTreeMap<String, String>>,
+    /// The working directory.
     pub(super) workdir: Option<PathBuf>,
     /// A name, uid or uid:gid; unset: the caller's own user (nobody for a root caller).
     pub(super) user: Option<String>,
@@ -46,33 +68,44 @@ pub(super) struct StartBody {
 }
 
 /// `POST /v1/adopt`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AdoptBody {
+    /// The agent's id.
     pub(super) name: String,
+    /// Its quota group.
     pub(super) group: String,
+    /// The running process to adopt.
     pub(super) pid: u32,
+    /// Move it into the agent's cgroup (only when asked).
     #[serde(rename = "move", default)]
     pub(super) move_it: bool,
+    /// Its priority (higher is spared longer).
     pub(super) priority: Option<i64>,
+    /// Limits by resource, over the group's.
     pub(super) limits: Option<BTreeMap<String, LimitBody>>,
     /// The budget pools it draws on.
     pub(super) pools: Option<Vec<String>>,
 }
 
 /// `POST /v1/agents/{id}/usage`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UsageBody {
+    /// A custom resource (tokens, usd_micros, ...).
     pub(super) resource: String,
+    /// The amount used: a number or a quantity string (`"1.2k"`, or with its window, `"400/h"`).
+    #[schemars(with = "Quantity")]
     pub(super) value: Value,
 }
 
 /// `POST /v1/agents/{id}/ack`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AckBody {
+    /// The sequence number of the request acknowledged.
     pub(super) seq: u64,
+    /// A note recorded with it.
     #[serde(default)]
     pub(super) note: String,
 }
@@ -187,6 +220,87 @@ pub(super) fn new_agent(
     })
 }
 
+/// A group: the fleet file's group table.
+// A schema only: [`group`] hands the body to the fleet parser; a test holds
+// these fields to the keys the parser takes.
+#[derive(Debug, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code, reason = "a schema only: the fleet parser reads the body")]
+pub(super) struct GroupBody {
+    /// The group it starts from (else the built-in group of that name, or nothing).
+    extends: Option<String>,
+    /// What it is for.
+    description: Option<String>,
+    /// fixed or proportional.
+    scaling_policy: Option<String>,
+    /// Limits by resource, over those it extends.
+    limits: Option<BTreeMap<String, LimitBody>>,
+    /// Ceilings over all its agents by resource; on a custom resource, a budget.
+    totals: Option<BTreeMap<String, Total>>,
+    /// The handler of the custom action.
+    custom_handler: Option<HandlerBody>,
+}
+
+/// A custom action's handler: exactly one of `command` or `url`.
+// A schema only: the fleet parser reads it.
+#[derive(Debug, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code, reason = "a schema only: the fleet parser reads the body")]
+pub(super) struct HandlerBody {
+    /// A program and its arguments.
+    command: Option<Vec<String>>,
+    /// An `http://` URL it is posted to.
+    url: Option<String>,
+}
+
+/// A budget's table form (short form: `"5M/day"`).
+// A schema only: the fleet parser reads budgets.
+#[derive(Debug, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code, reason = "a schema only: the fleet parser reads the body")]
+pub(super) struct BudgetTable {
+    /// The limit over the window.
+    #[schemars(with = "Quantity")]
+    hard: Value,
+    /// Above it, a warning.
+    #[schemars(with = "Option<Quantity>")]
+    soft: Option<Value>,
+    /// A rolling window: s, min, h or day (not with calendar).
+    per: Option<String>,
+    /// A calendar window: day or month (not with per).
+    calendar: Option<String>,
+    /// The day of the month a monthly window starts.
+    #[schemars(range(min = 1, max = 28))]
+    day: Option<u8>,
+    /// The time of day it starts, `"HH:MM"`.
+    at: Option<String>,
+    /// A fixed offset from UTC: `"UTC"`, `"+02:00"`.
+    tz: Option<String>,
+    /// What an unsettled reservation's expiry does: charge (the default) or release.
+    on_expiry: Option<String>,
+}
+
+/// The schema of a pool body (`PUT /v1/pools/{name}`): budgets by custom
+/// resource, which [`pool`] hands to the fleet parser (a test holds
+/// [`BudgetTable`] to the keys it takes).
+#[derive(Debug)]
+pub(super) enum PoolBody {}
+
+impl JsonSchema for PoolBody {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PoolBody".into()
+    }
+
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "Budgets by custom resource (tokens, usd_micros, ...), replacing the pool's whole",
+            "minProperties": 1,
+            "additionalProperties": g.subschema_for::<Budget>(),
+        })
+    }
+}
+
 /// A group body in the fleet file's shape, as JSON: `{"extends"?, "description"?,
 /// "scaling_policy"?, "limits"?: {...}, "totals"?: {...}}`, validated by the fleet parser
 /// (totals on custom resources are budgets: `"5M/day"` or `{"hard": "50M", "calendar": "month", ...}`).
@@ -269,5 +383,52 @@ mod tests {
         );
         assert_eq!(bad(&["p", "q", "p"]), ApiError::field("pools[2]", "pool \"p\" is named twice"));
         assert!(serde_json::from_value::<StartBody>(json!({"name": "a", "group": "g", "command": ["x"], "pools": "p"})).is_err());
+    }
+
+    /// The property names of `T`'s schema.
+    fn properties<T: JsonSchema>() -> Vec<String> {
+        let s = schemars::generate::SchemaSettings::openapi3().into_generator().root_schema_for::<T>();
+        let mut names: Vec<String> = s.get("properties").and_then(Value::as_object).unwrap().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The keys the fleet parser takes where `e` refused one ("unknown key; expected one of a, b").
+    fn parser_keys(e: &ApiError) -> Vec<String> {
+        let text = format!("{e:?}");
+        let list = text.split("expected one of ").nth(1).unwrap_or_else(|| panic!("not an unknown key: {text}"));
+        let mut keys: Vec<String> = list.split('"').next().unwrap().split(", ").map(str::to_owned).collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn the_group_and_pool_schemas_are_the_keys_the_fleet_parser_takes() {
+        let e = group("g", &json!({"bogus_key": 1})).unwrap_err();
+        assert_eq!(parser_keys(&e), properties::<GroupBody>(), "a group: {e:?}");
+        let e = group("g", &json!({"extends": "standard_agent", "limits": {"memory": {"bogus_key": 1}}})).unwrap_err();
+        assert_eq!(parser_keys(&e), properties::<LimitBody>(), "a group's limit: {e:?}");
+        let e = group("g", &json!({"custom_handler": {"bogus_key": 1, "url": "http://127.0.0.1:9/"}})).unwrap_err();
+        assert_eq!(parser_keys(&e), properties::<HandlerBody>(), "a custom handler: {e:?}");
+        let e = pool("p", &json!({"tokens": {"hard": 1, "bogus_key": 1}})).unwrap_err();
+        assert_eq!(parser_keys(&e), properties::<BudgetTable>(), "a pool's budget: {e:?}");
+        let e = group("g", &json!({"totals": {"tokens": {"hard": 1, "bogus_key": 1}}})).unwrap_err();
+        assert_eq!(parser_keys(&e), properties::<BudgetTable>(), "a group's budget: {e:?}");
+        // Every one of them taken at once (a rolling and a calendar budget: per and calendar exclude each other).
+        let limit = json!({"soft": "100Mi", "hard": "200Mi", "burst": "250Mi", "burst_window": "10s", "action": "throttle"});
+        let rolling = json!({"hard": "1k", "soft": 500, "per": "h", "on_expiry": "release"});
+        let calendar =
+            json!({"hard": 1000, "soft": "500", "calendar": "month", "day": 1, "at": "00:00", "tz": "UTC", "on_expiry": "charge"});
+        let g = group(
+            "g",
+            &json!({
+                "extends": "standard_agent", "description": "d", "scaling_policy": "proportional", "limits": {"memory": limit},
+                "totals": {"memory": "1Gi", "tokens": rolling, "usd_micros": calendar}, "custom_handler": {"command": ["true"]},
+            }),
+        )
+        .unwrap();
+        assert_eq!((g.budgets.len(), g.description.as_str()), (2, "d"));
+        assert!(group("g", &json!({"custom_handler": {"url": "http://127.0.0.1:9/"}})).is_ok());
+        assert_eq!(pool("p", &json!({"tokens": rolling, "usd_micros": calendar, "requests": "10/min"})).unwrap().len(), 3);
     }
 }

@@ -4,6 +4,7 @@
 
 use super::access::Caller;
 use super::error::ApiError;
+use super::openapi::Quantity;
 use super::{Shared, answer, ask};
 use crate::governor::budgets::BudgetQuery;
 use crate::governor::control::Control;
@@ -13,6 +14,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -24,21 +26,23 @@ type Body<T> = Result<Json<T>, JsonRejection>;
 pub(super) const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
 /// `POST /v1/agents/{id}/reservations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReserveBody {
     /// Amounts by custom resource: numbers or quantity strings (`"4k"`).
+    #[schemars(with = "BTreeMap<String, Quantity>")]
     resources: BTreeMap<String, Value>,
     /// How long it is held unsettled (`"60s"`, default 60 s).
     ttl: Option<String>,
 }
 
 /// `POST /v1/reservations/{rid}/settle`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SettleBody {
     /// Actual amounts by resource; a reserved resource left out is charged as reserved.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Quantity>")]
     resources: BTreeMap<String, Value>,
 }
 

@@ -2,8 +2,10 @@
 //! token when configured.
 //!
 //! Every route is in one table (`routes::ROUTES`) with its access rule
-//! (`access`): the router, the OpenAPI document (`GET /v1/openapi.json`) and
-//! the authorization tests are built from it. Handlers never touch governor
+//! (`access`) and the body and query types its handler reads: the router,
+//! the OpenAPI document (`GET /v1/openapi.json`, `openapi`: bodies and
+//! queries as JSON Schemas of those types) and the authorization tests are
+//! built from it. Handlers never touch governor
 //! state: they send a `Control` command into the loop and await its answer;
 //! the governor's typed errors map to one HTTP status each (`error`).
 //! `/metrics` encodes the registry the governor keeps up to date.
@@ -14,6 +16,7 @@ mod bodies;
 mod budgets;
 pub mod conn;
 mod error;
+mod openapi;
 mod reads;
 pub mod routes;
 mod system;
@@ -21,6 +24,7 @@ mod system;
 pub use access::{Access, Caller, Peer};
 pub use conn::{Connections, Limits};
 pub use error::ApiError;
+pub use openapi::SchemaFn;
 pub use routes::{HttpMethod, ROUTES, Route};
 pub use system::EVENTS_PAGE;
 

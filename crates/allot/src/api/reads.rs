@@ -20,6 +20,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -87,11 +88,14 @@ pub(super) async fn compliance(State(api): State<Shared>, Path(id): Path<String>
 }
 
 /// The query of `GET /v1/agents/{id}/analysis`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AnalysisQuery {
+    /// The resource analysed (default memory).
     resource: Option<String>,
+    /// The samples analysed: those of this long ago until now (default 1h).
     window: Option<String>,
+    /// How far ahead the forecast looks (default 10m).
     horizon: Option<String>,
 }
 
@@ -133,11 +137,14 @@ pub(super) async fn recommendations(State(api): State<Shared>, caller: Caller) -
 }
 
 /// The query of the report routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReportQuery {
+    /// The start: an RFC 3339 time (2026-12-03T10:00:00Z) or a duration ago (2h); default 1h.
     since: Option<String>,
+    /// The end, in the same forms; default now.
     until: Option<String>,
+    /// json (the default), text, svg or html.
     format: Option<String>,
 }
 

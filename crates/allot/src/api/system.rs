@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -70,15 +71,24 @@ pub(super) async fn delete_group(State(api): State<Shared>, Path(name): Path<Str
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The query of `GET /v1/history`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryQuery {
+    /// Only this agent's (an agent caller always gets its own).
+    agent: Option<String>,
+}
+
 /// `GET /v1/history?agent=ID`: an agent gets its own.
 pub(super) async fn history(
     State(api): State<Shared>,
     caller: Caller,
-    Query(q): Query<BTreeMap<String, String>>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<Vec<allot_store::EnforcementRecord>>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::query(&e, "agent (an agent's id)"))?;
     let agent = match caller {
         Caller::Agent(me) => Some(me),
-        _ => q.get("agent").cloned(),
+        _ => q.agent,
     };
     allot_store::Store::open_read_only(&api.state)
         .and_then(|s| s.history(agent.as_deref()))
@@ -104,10 +114,12 @@ pub(super) async fn host(State(api): State<Shared>) -> Result<Json<Value>, ApiEr
 }
 
 /// The query of `GET /v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EventsQuery {
+    /// Only events after this sequence number (a Last-Event-ID header wins over it).
     since: Option<u64>,
+    /// Only topics matching this glob (agent.*).
     topic: Option<String>,
     /// `false`: the events recorded so far as one JSON array, instead of a stream.
     follow: Option<bool>,
@@ -213,32 +225,5 @@ pub(super) async fn events(
 
 /// `GET /v1/openapi.json`, built from the route table.
 pub(super) async fn openapi() -> Json<Value> {
-    let error = json!({"type": "object", "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-        "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}});
-    let mut paths = serde_json::Map::new();
-    for r in super::routes::ROUTES {
-        let params: Vec<Value> = r
-            .path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|x| x.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let op = json!({
-            "summary": r.summary,
-            "description": format!("Who may call it: {} (decided by the caller's peer credentials on the Unix socket).", r.access.describe()),
-            "parameters": params,
-            "responses": {
-                "200": {"description": "OK"},
-                "4XX": {"description": "Bad request, forbidden, not found, conflict or invalid", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-                "5XX": {"description": "The governor failed or is unavailable", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-            }
-        });
-        paths.entry(r.path.to_owned()).or_insert_with(|| json!({}))[r.method.name()] = op;
-    }
-    Json(json!({
-        "openapi": "3.0.3",
-        "info": {"title": "allot daemon API", "version": env!("CARGO_PKG_VERSION"), "description": "HTTP JSON API of allot, a resource governor for multi-agent systems, served on a Unix socket."},
-        "paths": paths,
-        "components": {"schemas": {"Error": error}}
-    }))
+    Json(super::openapi::document())
 }
