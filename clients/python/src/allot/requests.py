@@ -25,7 +25,9 @@ __all__ = [
     "ReserveRequest",
     "SettleRequest",
     "GroupRequest",
+    "HandlerSpec",
     "BudgetSpec",
+    "Budget",
     "PoolRequest",
     "Route",
     "ROUTES",
@@ -121,14 +123,11 @@ class SettleRequest(Request):
     resources: Optional[Dict[str, Quantity]] = None
 
 
-class GroupRequest(Request):
-    """``POST``/``PUT /v1/groups/{name}``, in the fleet file's shape."""
+class HandlerSpec(Request):
+    """A group's custom action handler: a ``command`` (program and arguments) or an ``http://`` ``url``."""
 
-    extends: Optional[str] = None
-    description: Optional[str] = None
-    scaling_policy: Optional[str] = None
-    limits: Optional[Dict[str, LimitSpec]] = None
-    totals: Optional[Dict[str, Quantity]] = None
+    command: Optional[List[str]] = None
+    url: Optional[str] = None
 
 
 class BudgetSpec(Request):
@@ -146,7 +145,23 @@ class BudgetSpec(Request):
     on_expiry: Optional[str] = None
 
 
-class PoolRequest(RootModel[Dict[str, Union[str, BudgetSpec]]]):
+#: A budget: ``"5M/day"``, a count (per minute), or its table.
+Budget = Union[str, int, BudgetSpec]
+
+
+class GroupRequest(Request):
+    """``POST``/``PUT /v1/groups/{name}``, in the fleet file's shape: ``totals``
+    are quantities on measured resources and budgets on custom ones."""
+
+    extends: Optional[str] = None
+    description: Optional[str] = None
+    scaling_policy: Optional[str] = None
+    limits: Optional[Dict[str, LimitSpec]] = None
+    totals: Optional[Dict[str, Budget]] = None
+    custom_handler: Optional[HandlerSpec] = None
+
+
+class PoolRequest(RootModel[Dict[str, Budget]]):
     """``PUT /v1/pools/{name}``: ``{RESOURCE: "5M/day" | BudgetSpec}``."""
 
     def body(self) -> Dict[str, Any]:
