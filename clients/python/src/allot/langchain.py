@@ -9,8 +9,8 @@
 Before each model call LangChain calls :meth:`AllotRateLimiter.acquire`
 (``aacquire`` for ``ainvoke``), which reserves the estimate at every budget
 that applies to the agent (its own limit, its group's totals, its pools).
-A refusal with a ``retry_after`` is waited out (``max_wait`` bounds the
-wait); a refusal that waiting cannot cure (the estimate is above the limit)
+A refusal with a ``retry_after`` is waited out (asking again at
+least every ``poll`` seconds; ``max_wait`` bounds the wait); a refusal that waiting cannot cure (the estimate is above the limit)
 or a wait longer than ``max_wait`` raises :class:`~allot.BudgetExceeded`:
 the limiter never hangs.
 
@@ -143,6 +143,11 @@ class AllotRateLimiter(BaseRateLimiter):
             dollars). Default: ``tokens`` = ``total_tokens`` when tokens
             are reserved; a reserved resource it leaves out is charged as
             reserved.
+        poll: The longest sleep between two tries. A refusal's
+            ``retry_after`` counts until the window frees enough or until
+            the reservations held there *expire*; those of calls in flight
+            are settled much sooner, so a waiting limiter asks again at
+            least this often.
         **amounts: The estimate reserved before each call: ``tokens=4000``,
             ``usd=0.01`` (dollars), any custom resource.
 
@@ -161,12 +166,15 @@ class AllotRateLimiter(BaseRateLimiter):
         ttl: Ttl = "120s",
         max_wait: Optional[float] = None,
         settle: Optional[Callable[[Usage], Mapping[str, Any]]] = None,
+        poll: float = 1.0,
         **amounts: Any,
     ) -> None:
         if not amounts:
             raise ValueError("AllotRateLimiter needs an estimate to reserve, such as tokens=4000")
         if max_wait is not None and max_wait < 0:
             raise ValueError(f"max_wait must be at least 0 seconds, not {max_wait!r}")
+        if not poll > 0:
+            raise ValueError(f"poll must be more than 0 seconds, not {poll!r}")
         if client is not None and not isinstance(client, Client):
             raise TypeError(f"client must be an allot.Client, not {type(client).__name__} (give an AsyncClient as async_client=)")
         if async_client is not None and not isinstance(async_client, AsyncClient):
@@ -178,6 +186,7 @@ class AllotRateLimiter(BaseRateLimiter):
         self._async_loop: Optional[asyncio.AbstractEventLoop] = None
         self.ttl = ttl
         self.max_wait = max_wait
+        self.poll = poll
         self.settle_fn = settle
         self.amounts = dict(amounts)
         self.refusals = 0
@@ -220,7 +229,7 @@ class AllotRateLimiter(BaseRateLimiter):
             raise e
         if not blocking:
             return None
-        wait = max(float(e.retry_after), MIN_SLEEP)
+        wait = max(min(float(e.retry_after), self.poll), MIN_SLEEP)
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
