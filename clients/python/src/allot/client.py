@@ -169,7 +169,7 @@ class Client:
     def _send(self, call: "core.Call[T]") -> T:
         try:
             response = self._http.request(call.method, call.path, **call.request_kwargs())
-        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+        except httpx.TransportError as e:  # refused, timed out, cut off: no answer
             raise core.unreachable(e, self.socket, self.socket_source, self.base_url) from e
         return core.read(call, response)
 
