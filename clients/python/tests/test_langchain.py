@@ -19,8 +19,8 @@ pytest.importorskip("langchain_core")
 
 from langchain_core.callbacks import CallbackManagerForLLMRun  # noqa: E402
 from langchain_core.language_models import BaseChatModel  # noqa: E402
-from langchain_core.messages import AIMessage, BaseMessage  # noqa: E402
-from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage  # noqa: E402
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult  # noqa: E402
 
 import allot  # noqa: E402
 from allot.langchain import AllotRateLimiter, usage_of  # noqa: E402
@@ -206,6 +206,29 @@ def test_non_blocking_answers_false_and_max_wait_raises(op: allot.Client, pacer:
     with pytest.raises(allot.BudgetExceeded) as e:
         big.acquire()
     assert e.value.retry_after is None and time.monotonic() - t0 < 2
+
+
+class StreamingFake(FakeChat):
+    """Streams its answer in three chunks, the usage on the last."""
+
+    def _stream(self, messages: List[BaseMessage], stop: Optional[List[str]] = None,
+                run_manager: Optional[CallbackManagerForLLMRun] = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        for word in ("o", "k"):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=word))
+        tokens = self.tokens or 0
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata={
+            "input_tokens": 0, "output_tokens": tokens, "total_tokens": tokens}))
+
+
+def test_a_streamed_call_is_settled_at_its_end(op: allot.Client, writer: allot.Client) -> None:
+    limiter = AllotRateLimiter(writer, tokens=1000)
+    model = StreamingFake(tokens=321, rate_limiter=limiter, callbacks=limiter.callbacks())
+    text = ""
+    for chunk in model.stream("hi"):
+        text += str(chunk.content)
+        if text == "o":
+            assert spent(op) == (0, 1000), "held while the answer streams"
+    assert text == "ok" and spent(op) == (321, 0) and limiter.settled == 1
 
 
 def test_batch_in_threads_settles_each_call(op: allot.Client, writer: allot.Client) -> None:
