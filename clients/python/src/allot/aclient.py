@@ -186,7 +186,7 @@ class AsyncClient(core.ClientBase):
     async def _send(self, call: "core.Call[T]") -> T:
         try:
             response = await self._http.request(call.method, call.path, **call.request_kwargs())
-        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+        except httpx.TransportError as e:  # refused, timed out, cut off: no answer
             raise self._unreachable(e) from e
         return core.read(call, response)
 

@@ -160,7 +160,7 @@ class Client(core.ClientBase):
     def _send(self, call: "core.Call[T]") -> T:
         try:
             response = self._http.request(call.method, call.path, **call.request_kwargs())
-        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+        except httpx.TransportError as e:  # refused, timed out, cut off: no answer
             raise self._unreachable(e) from e
         return core.read(call, response)
 
