@@ -306,3 +306,55 @@ fn agents_under_allot_up_report_usage_and_read_their_quota_through_allot_socket(
     assert_eq!((tokens["usage"].as_u64(), tokens["status"].as_str()), (Some(1200), Some("ok")), "{r}");
     assert_eq!(r["other"], 403, "an agent reads only its own quota: {r}");
 }
+
+/// While `allot up` stops its fleet (the grace after the termination notice),
+/// its API still answers: an agent's acknowledgement of the notice is
+/// recorded at once, and starting an agent is refused (503) rather than
+/// left to outlive the stop.
+#[test]
+fn the_api_answers_while_allot_up_stops_its_fleet() {
+    let Some(name) = cgroup_name("stopping") else {
+        return;
+    };
+    let (dir, state) = scratch();
+    let sock = dir.path().join("up.sock");
+    let fleet = dir.path().join("fleet.toml");
+    let stubborn = agent("stubborn", "trap '' TERM; while :; do sleep 0.1; done", "");
+    std::fs::write(&fleet, format!("[policy]\nterminate_grace = \"4s\"\nsample_interval = \"250ms\"\n{stubborn}")).unwrap();
+    let sock_arg = sock.to_str().unwrap();
+    let mut child =
+        up(&["--cgroup-name", &name, "--socket", sock_arg], &state, &fleet).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let _guard = real_daemon::CgroupRootGuard(name.clone());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "allot up did not open its socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    real_daemon::running(&sock, "stubborn");
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    std::thread::sleep(Duration::from_millis(500)); // the stop has begun: the notice is sent, the grace runs
+
+    let t = Instant::now();
+    let (st, v) = real_daemon::call(&sock, "POST", "/v1/agents/stubborn/ack", r#"{"seq": 1, "note": "saving and leaving"}"#);
+    assert_eq!(st, 200, "{v}");
+    assert!(t.elapsed() < Duration::from_secs(2), "answered during the grace, not after it: {:?}", t.elapsed());
+    let (st, v) =
+        real_daemon::call(&sock, "POST", "/v1/agents", r#"{"name": "late", "group": "standard_agent", "command": ["sleep", "60"]}"#);
+    assert_eq!((st, v["error"]["code"].as_str()), (503, Some("unavailable")), "no agent is started while the fleet stops: {v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("stopping"), "{v}");
+
+    let status = child.wait().unwrap();
+    assert!(status.success(), "allot up exits 0 after SIGTERM");
+    let store = Store::open_read_only(&state).unwrap();
+    let acks: Vec<Value> = store
+        .events_since(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.topic == allot_core::events::REQUEST_ACKNOWLEDGED)
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0]["note"], "saving and leaving");
+    assert!(store.agent("late").unwrap().is_none(), "the refused agent was never registered");
+}

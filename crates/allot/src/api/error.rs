@@ -118,6 +118,7 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Kernel(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "failed", message),
             ControlError::Unrecorded(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unrecorded", message),
+            ControlError::Stopping(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
         }
     }
 }

@@ -103,6 +103,9 @@ pub enum ControlError {
     /// No pool of that name.
     #[error("no pool {0:?}")]
     NoPool(String),
+    /// The governor is stopping its fleet: no agent is started or adopted any more (503).
+    #[error("allot is stopping its agents ({0}): no agent is started now")]
+    Stopping(String),
 }
 
 /// What an operator may do to an agent.

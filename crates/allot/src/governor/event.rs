@@ -100,6 +100,11 @@ impl Inbox {
         tokio::time::timeout(timeout, self.settled.recv()).await.ok().flatten()
     }
 
+    /// The next command (pending forever without an API).
+    pub(super) async fn control(&mut self) -> Control {
+        recv_control(&mut self.control).await
+    }
+
     /// A command that waits already, without waiting.
     pub(super) fn try_control(&mut self) -> Option<Control> {
         self.control.as_mut()?.try_recv().ok()

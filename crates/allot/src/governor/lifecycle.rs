@@ -37,6 +37,9 @@ impl std::fmt::Display for StartError {
 impl<B: Backend> Governor<B> {
     /// Start (or adopt) an agent defined through the API.
     pub(super) fn start_new(&mut self, def: AgentDef, adopt: Option<(u32, bool)>) -> Result<Value, ControlError> {
+        if let Some(why) = &self.stopping {
+            return Err(ControlError::Stopping(why.clone()));
+        }
         let id = def.spec.id.clone();
         if self.agents.get(&id).is_some_and(|a| !a.is_exited()) {
             return Err(ControlError::Exists(id.to_string()));
@@ -374,7 +377,12 @@ impl<B: Backend> Governor<B> {
     }
 
     /// Stop every live agent: notice, grace, kill; waits for them (the loop has ended).
-    pub(super) async fn stop_all(&mut self, why: &str) {
+    ///
+    /// The API is served through the grace period (an agent acknowledges
+    /// its termination notice, a reader is answered), but no agent is
+    /// started or adopted any more.
+    pub(super) async fn stop_all(&mut self, why: &str, inbox: &mut super::event::Inbox) {
+        self.stopping = Some(why.to_owned());
         let grace = self.settings.policy.terminate_grace;
         let live: Vec<AgentId> = self.agents.map.iter().filter(|(_, a)| a.proc.is_some()).map(|(id, _)| id.clone()).collect();
         for id in &live {
@@ -383,7 +391,13 @@ impl<B: Backend> Governor<B> {
         }
         let until = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < until && self.agents.map.values().any(|a| a.proc.is_some()) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                c = inbox.control() => {
+                    self.handle_control(c);
+                    self.flush_budgets();
+                }
+            }
             self.reap();
         }
         let mut waits = Vec::new();

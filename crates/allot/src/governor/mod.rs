@@ -145,6 +145,8 @@ pub struct Governor<B: Backend> {
     leave_running: bool,
     /// Stop when every agent has exited, also while an API feeds commands in (`allot up`).
     until_all_exit: bool,
+    /// Why the fleet is being stopped, once it is: no agent is started after that.
+    stopping: Option<String>,
 }
 
 impl<B: Backend> std::fmt::Debug for Governor<B> {
@@ -201,6 +203,7 @@ impl<B: Backend> Governor<B> {
             notify: opts.notify,
             leave_running: opts.leave_running,
             until_all_exit: false,
+            stopping: None,
         };
         if opts.readopt {
             // Groups created or changed through the API first: agents' stored quotas resolve against them.
@@ -336,7 +339,7 @@ impl<B: Backend> Governor<B> {
                 None => break,
             }
         }
-        self.shutdown(reason).await;
+        self.shutdown(reason, &mut inbox).await;
         let exits = self.agents.map.iter().map(|(id, a)| (id.to_string(), a.state_text())).collect();
         Ok(Summary { events: self.recorder.store.last_seq().unwrap_or(0), exits })
     }
@@ -487,7 +490,7 @@ impl<B: Backend> Governor<B> {
         }
     }
 
-    async fn shutdown(&mut self, why: &str) {
+    async fn shutdown(&mut self, why: &str, inbox: &mut Inbox) {
         self.flush_budgets();
         let now = self.clock.now();
         if self.leave_running {
@@ -504,7 +507,7 @@ impl<B: Backend> Governor<B> {
         }
         // The last analysis sees every sample, while the agents' quotas are still registered.
         self.run_analytics(now);
-        self.stop_all(why).await;
+        self.stop_all(why, inbox).await;
         self.flush_samples();
         self.flush_rollups();
         self.backend.shutdown();
