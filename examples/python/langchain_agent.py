@@ -57,8 +57,7 @@ def on_sigterm(signum, frame):
 
 signal.signal(signal.SIGTERM, on_sigterm)
 
-# A short request timeout: when allot stops the fleet its API may stop answering.
-limiter = AllotRateLimiter(allot.Client(timeout=2.0), tokens=1500, usd=0.003, max_wait=90,
+limiter = AllotRateLimiter(allot.Client(), tokens=1500, usd=0.003, max_wait=90,
                            settle=lambda u: {"tokens": u["total_tokens"], "usd": u["total_tokens"] * 2e-6})
 model = FakeChat(rate_limiter=limiter, callbacks=limiter.callbacks())
 

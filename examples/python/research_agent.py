@@ -31,7 +31,7 @@ def log(msg):
     print(f"[researcher] {msg}", flush=True)
 
 
-client = allot.Client(timeout=2.0)  # short: when allot stops the fleet its API may stop answering
+client = allot.Client()
 channel = allot.AgentChannel(client=client)
 state = {"step_tokens": 1500, "stop": False}
 
@@ -69,7 +69,8 @@ def other(msg):
 
 
 channel.defer_sigterm()
-listener = threading.Thread(target=channel.run, kwargs={"interval": 0.2}, daemon=True)
+stop_listening = threading.Event()
+listener = threading.Thread(target=channel.run, kwargs={"interval": 0.2, "stop": stop_listening}, daemon=True)
 listener.start()
 
 me = client.me()
@@ -112,5 +113,7 @@ while not state["stop"] and not (channel.sigterm is not None and channel.sigterm
 deadline = time.monotonic() + 2
 while not state["stop"] and time.monotonic() < deadline:
     time.sleep(0.1)
+stop_listening.set()
+listener.join(timeout=2)  # its last poll acknowledges the notice
 log("done")
 sys.exit(0)

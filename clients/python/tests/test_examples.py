@@ -96,8 +96,8 @@ def test_python_fleet_under_allot_up(tmp_path: Path) -> None:
     assert waited and max(int(n) for n, _ in calls) > waited[0], f"the LangChain agent did not go on after waiting:\n{out[-4000:]}"
 
     # The overruns took the researcher above its hard limit: allot asked it to scale down.
-    # Every request its channel got while allot still answered was acknowledged (a
-    # termination notice at the end is not: `allot up` does not answer its API while it stops the fleet).
+    # Every request its channel got was acknowledged, the termination notice at the end
+    # included (`allot up` answers its API while it stops the fleet).
     channel = tmp_path / "agents" / "researcher.jsonl"
     msgs = [json.loads(line) for line in channel.read_text().splitlines() if line.strip()]
     ends = [m["at_ms"] for m in msgs if m["type"] == "termination"]
@@ -109,3 +109,5 @@ def test_python_fleet_under_allot_up(tmp_path: Path) -> None:
     # Those sent at least 2 s before the end had the time to be read (every 0.2 s) and acknowledged.
     due = {m["seq"] for m in requests if m["at_ms"] < ends[0] - 2000}
     assert due and due <= acked, (requests, acked)
+    terminations = {m["seq"] for m in msgs if m["type"] == "termination"}
+    assert terminations <= acked, f"the termination notice was not acknowledged: {terminations} {sorted(acked)}"
