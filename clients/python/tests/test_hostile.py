@@ -405,28 +405,30 @@ def test_an_ack_that_cannot_be_sent_does_not_lose_the_rest_of_the_batch(tmp_path
 
 def test_poll_with_an_async_client_refuses_before_reading(tmp_path: Path) -> None:
     path = tmp_path / "a1.jsonl"
-    path.write_text(line(1, "throttle"))
+    path.write_text(line(1, "throttle") + line(2, "throttle"))
     ch = allot.AgentChannel(path, client=ack_recorder().aclient())
     heard: List[int] = []
     ch.on("throttle", lambda msg: heard.append(msg.seq))
     with pytest.raises(TypeError):
         ch.poll()
+    assert heard == [], "nothing read, nothing handled"
     ch.client = ack_recorder().client()
     ch.poll()
-    assert heard == [1], "the message is still there to handle"
+    assert heard == [1, 2], "the messages are still there to handle"
 
 
 async def test_apoll_with_a_sync_client_refuses_before_reading(tmp_path: Path) -> None:
     path = tmp_path / "a1.jsonl"
-    path.write_text(line(1, "throttle"))
+    path.write_text(line(1, "throttle") + line(2, "throttle"))
     ch = allot.AgentChannel(path, client=ack_recorder().client())
     heard: List[int] = []
     ch.on("throttle", lambda msg: heard.append(msg.seq))
     with pytest.raises(TypeError):
         await ch.apoll()
+    assert heard == [], "nothing read, nothing handled"
     ch.client = ack_recorder().aclient()
     await ch.apoll()
-    assert heard == [1]
+    assert heard == [1, 2]
 
 
 def test_garbage_and_partial_lines_are_skipped_and_completed(tmp_path: Path) -> None:

@@ -17,10 +17,11 @@ from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Sequen
 from urllib.parse import quote
 
 import httpx
+import pydantic
 
 from . import models as m
 from . import requests as rq
-from .errors import DaemonUnavailable, NotAnAgent, error_from_response
+from .errors import DaemonUnavailable, NotAnAgent, ServerError, error_from_response
 
 #: The socket of a daemon run as root (``allot daemon``'s default then).
 ROOT_SOCKET = "/run/allot/allot.sock"
@@ -29,6 +30,9 @@ ROOT_SOCKET = "/run/allot/allot.sock"
 Amount = Union[int, str]
 
 USD_MICROS = 1_000_000
+
+#: The largest amount the daemon holds (a ``u64``).
+MAX_AMOUNT = 2**64 - 1
 
 T = TypeVar("T")
 
@@ -97,7 +101,8 @@ def amounts(given: Mapping[str, Any]) -> Dict[str, Amount]:
 
     Raises:
         ValueError: ``usd`` and ``usd_micros`` both given, a negative count,
-            a float count, or a value of another type.
+            a float count, a count above :data:`MAX_AMOUNT`, or a value of
+            another type.
     """
     out: Dict[str, Amount] = {}
     for name, v in given.items():
@@ -106,7 +111,10 @@ def amounts(given: Mapping[str, Any]) -> Dict[str, Amount]:
         if name == "usd":
             if given.get("usd_micros") is not None:
                 raise ValueError("give usd (dollars) or usd_micros, not both")
-            out["usd_micros"] = usd_to_micros(v)
+            micros = usd_to_micros(v)
+            if micros > MAX_AMOUNT:
+                raise ValueError(f"usd: {v!r} dollars is above the most the daemon holds ({MAX_AMOUNT} usd_micros)")
+            out["usd_micros"] = micros
             continue
         if isinstance(v, bool) or not isinstance(v, (int, str)):
             if isinstance(v, float) and v.is_integer() and v >= 0:
@@ -115,6 +123,8 @@ def amounts(given: Mapping[str, Any]) -> Dict[str, Amount]:
                 raise ValueError(f"{name}: an amount is a whole count (int) or a quantity string such as '4k', not {v!r}")
         if isinstance(v, int) and v < 0:
             raise ValueError(f"{name}: an amount cannot be negative ({v})")
+        if isinstance(v, int) and v > MAX_AMOUNT:
+            raise ValueError(f"{name}: {v} is above the most the daemon holds ({MAX_AMOUNT})")
         out[name] = v
     return out
 
@@ -184,13 +194,69 @@ class Call(Generic[T]):
 
 
 def read(call: "Call[T]", response: httpx.Response) -> T:
-    """The parsed answer of ``call``, or the typed exception for an error answer."""
+    """The parsed answer of ``call``, or the typed exception for an error answer.
+
+    Raises:
+        AllotError: The typed exception of an error answer.
+        ServerError: ``bad_answer``: an answer that is not a success (a
+            redirect) or that the client cannot read (not JSON, not the
+            answer's model), such as a proxy's page.
+    """
     raise_for(response)
-    if call.text:
-        return call.parse(response.text)
-    if response.status_code == 204 or not response.content:
-        return call.parse(None)
-    return call.parse(response.json())
+    status = response.status_code
+    if not 200 <= status < 300:
+        raise bad_answer(call, status, f"HTTP {status} is not an answer of the API")
+    try:
+        if call.text:
+            return call.parse(response.text)
+        if status == 204 or not response.content:
+            return call.parse(None)
+        return call.parse(response.json())
+    except ValueError as e:  # not JSON, not UTF-8, or not the model (pydantic's ValidationError is one)
+        raise bad_answer(call, status, str(e)) from None
+
+
+def bad_answer(call: "Call[Any]", status: Optional[int], why: str) -> ServerError:
+    """The error for an answer the client cannot read."""
+    return ServerError(f"cannot read the answer to {call.method} {call.path}: {why}", code="bad_answer", status=status)
+
+
+def request_body(model: Any, data: Any) -> Any:
+    """``model.model_validate(data)``, a field the model refuses raised as a
+    ``ValueError`` naming it (``limits.memory.hardd: Extra inputs are not permitted``)."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors())
+        raise ValueError(f"{problems} (in {model.__name__})") from None
+
+
+def reservation_id(rid: Any) -> int:
+    """A reservation id: a whole number (an int, or its decimal text).
+
+    Raises:
+        ValueError: Anything else (a bool, a float, a path).
+    """
+    if isinstance(rid, int) and not isinstance(rid, bool) and rid >= 0:
+        return rid
+    if isinstance(rid, str) and rid.isascii() and rid.isdigit():
+        return int(rid)
+    raise ValueError(f"a reservation id is a whole number (the id reserve answered), not {rid!r}")
+
+
+def bearer_token(token: Optional[str]) -> Optional[str]:
+    """The token without surrounding whitespace (a token file's newline).
+
+    Raises:
+        ValueError: Empty, or not visible ASCII (it cannot be sent in a header).
+    """
+    if token is None:
+        return None
+    t = token.strip()
+    if not t or not all(0x21 <= ord(ch) <= 0x7E for ch in t):
+        raise ValueError("token: a bearer token is visible ASCII without spaces (the daemon's --token-file), "
+                         f"not {'an empty string' if not t else 'one with other characters'}")
+    return t
 
 
 def unreachable(e: Exception, socket: Optional[str], source: Optional[str], base_url: Optional[str]) -> DaemonUnavailable:
@@ -222,6 +288,7 @@ class ClientBase:
             else:
                 self.socket, self.socket_source = discover_socket()
         self.agent_id = agent_id if agent_id is not None else (os.environ.get("ALLOT_AGENT_ID") or None)
+        token = bearer_token(token)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _unreachable(self, e: Exception) -> DaemonUnavailable:
@@ -232,14 +299,16 @@ class ClientBase:
 
 
 def agent_id_or_raise(given: Optional[str], default: Optional[str]) -> str:
-    """The agent id of an agent method: the one given, else the client's."""
-    a = given or default
-    if not a:
+    """The agent id of an agent method: the one given (an empty one is
+    refused by the path, not replaced by the client's), else the client's."""
+    if given is not None:
+        return given
+    if not default:
         raise NotAnAgent(
             "no agent id: this process was not started by allot (ALLOT_AGENT_ID is not set); "
             "pass agent_id= to the client or the method"
         )
-    return a
+    return default
 
 
 def _agents(v: Any) -> List[m.AgentStatus]:
@@ -282,26 +351,27 @@ def c_agent(agent: str) -> Call[m.AgentStatus]:
     return _call("GET /v1/agents/{id}", parse=m.AgentStatus.model_validate, id=agent)
 
 
-def _limits(limits: Optional[Mapping[str, Any]]) -> Optional[Dict[str, rq.LimitSpec]]:
+def _limits(limits: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Dict[str, Any]]]:
+    """Limits in the nested form, checked with the request they are part of."""
     if not limits:
         return None
-    return {k: rq.LimitSpec.model_validate(v) for k, v in nest_limits(limits).items()}
+    return nest_limits(limits)
 
 
 def c_run(command: Union[str, Sequence[str]], name: str, group: str, priority: Optional[int], limits: Optional[Mapping[str, Any]],
           env: Optional[Mapping[str, str]], workdir: Optional[str], user: Optional[str], pools: Optional[Sequence[str]]) -> Call[m.Started]:
-    body = rq.StartRequest(
+    body = request_body(rq.StartRequest, dict(
         name=name, group=group, command=split_command(command), priority=priority, limits=_limits(limits),
         env=dict(env) if env is not None else None, workdir=str(workdir) if workdir is not None else None, user=user,
         pools=list(pools) if pools is not None else None,
-    )
+    ))
     return _call("POST /v1/agents", body=body, parse=m.Started.model_validate)
 
 
 def c_adopt(pid: int, name: str, group: str, move: bool, priority: Optional[int], limits: Optional[Mapping[str, Any]],
             pools: Optional[Sequence[str]]) -> Call[m.Started]:
-    body = rq.AdoptRequest(name=name, group=group, pid=int(pid), move=bool(move), priority=priority, limits=_limits(limits),
-                           pools=list(pools) if pools is not None else None)
+    body = request_body(rq.AdoptRequest, dict(name=name, group=group, pid=pid, move=bool(move), priority=priority, limits=_limits(limits),
+                                              pools=list(pools) if pools is not None else None))
     return _call("POST /v1/adopt", body=body, parse=m.Started.model_validate)
 
 
@@ -318,12 +388,13 @@ def c_quota(agent: str) -> Call[m.Quota]:
 
 
 def c_set_quota(agent: str, limits: Mapping[str, Any]) -> Call[m.Quota]:
-    body = rq.QuotaRequest(limits={k: rq.LimitSpec.model_validate(v) for k, v in limits.items()})
+    body = request_body(rq.QuotaRequest, {"limits": dict(limits)})
     return _call("PATCH /v1/agents/{id}/quota", body=body, parse=m.Quota.model_validate, id=agent)
 
 
 def c_usage(agent: str, resource: str, value: Amount) -> Call[m.UsageReport]:
-    return _call("POST /v1/agents/{id}/usage", body=rq.UsageRequest(resource=resource, value=value), parse=m.UsageReport.model_validate,
+    return _call("POST /v1/agents/{id}/usage", body=request_body(rq.UsageRequest, {"resource": resource, "value": value}),
+                 parse=m.UsageReport.model_validate,
                  id=agent)
 
 
@@ -342,17 +413,17 @@ def ttl_text(ttl: Ttl) -> str:
 
 
 def c_reserve(agent: str, resources: Mapping[str, Amount], ttl: Optional[Ttl]) -> Call[m.Reservation]:
-    body = rq.ReserveRequest(resources=dict(resources), ttl=None if ttl is None else ttl_text(ttl))
+    body = request_body(rq.ReserveRequest, {"resources": dict(resources), "ttl": None if ttl is None else ttl_text(ttl)})
     return _call("POST /v1/agents/{id}/reservations", body=body, parse=m.Reservation.model_validate, id=agent)
 
 
 def c_settle(rid: int, resources: Mapping[str, Amount]) -> Call[m.Settlement]:
-    return _call("POST /v1/reservations/{rid}/settle", body=rq.SettleRequest(resources=dict(resources)), parse=m.Settlement.model_validate,
-                 rid=rid)
+    return _call("POST /v1/reservations/{rid}/settle", body=request_body(rq.SettleRequest, {"resources": dict(resources)}),
+                 parse=m.Settlement.model_validate, rid=reservation_id(rid))
 
 
 def c_release(rid: int) -> Call[m.Released]:
-    return _call("DELETE /v1/reservations/{rid}", parse=m.Released.model_validate, rid=rid)
+    return _call("DELETE /v1/reservations/{rid}", parse=m.Released.model_validate, rid=reservation_id(rid))
 
 
 def c_budgets(agent: Optional[str]) -> Call[m.Budgets]:
@@ -374,7 +445,7 @@ def pool_budgets(b: m.Budgets) -> m.Budgets:
 
 
 def c_put_pool(name: str, budgets: Mapping[str, Any]) -> Call[m.PoolChange]:
-    return _call("PUT /v1/pools/{name}", body=rq.PoolRequest.model_validate(dict(budgets)), parse=m.PoolChange.model_validate, name=name)
+    return _call("PUT /v1/pools/{name}", body=request_body(rq.PoolRequest, dict(budgets)), parse=m.PoolChange.model_validate, name=name)
 
 
 def c_delete_pool(name: str) -> Call[m.PoolChange]:
@@ -382,7 +453,7 @@ def c_delete_pool(name: str) -> Call[m.PoolChange]:
 
 
 def c_ack(agent: str, seq: int, note: str) -> Call[m.Ack]:
-    return _call("POST /v1/agents/{id}/ack", body=rq.AckRequest(seq=int(seq), note=note), parse=m.Ack.model_validate, id=agent)
+    return _call("POST /v1/agents/{id}/ack", body=request_body(rq.AckRequest, {"seq": seq, "note": note}), parse=m.Ack.model_validate, id=agent)
 
 
 def c_compliance(agent: str) -> Call[m.Compliance]:
@@ -417,7 +488,7 @@ def c_groups() -> Call[List[m.Group]]:
 
 
 def c_put_group(name: str, body: Mapping[str, Any], create: bool) -> Call[m.Group]:
-    return _call("POST /v1/groups/{name}" if create else "PUT /v1/groups/{name}", body=rq.GroupRequest.model_validate(dict(body)),
+    return _call("POST /v1/groups/{name}" if create else "PUT /v1/groups/{name}", body=request_body(rq.GroupRequest, dict(body)),
                  parse=m.Group.model_validate, name=name)
 
 
@@ -453,7 +524,10 @@ class SseParser:
                 return None
             text = "\n".join(self.data)
             self.data = []
-            return m.Event.model_validate_json(text)
+            try:
+                return m.Event.model_validate_json(text)
+            except ValueError as e:
+                raise ServerError(f"cannot read an event of GET /v1/events: {e}", code="bad_answer", status=200) from None
         if line.startswith(":"):
             return None
         name, _, value = line.partition(":")

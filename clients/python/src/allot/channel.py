@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union, overload
 
 from .aclient import AsyncClient
 from .client import Client
@@ -48,6 +48,10 @@ log = logging.getLogger("allot")
 REQUESTS = frozenset({"throttle", "scale_down", "degradation", "recovery", "suspend", "restore", "termination"})
 
 Handler = Callable[["ChannelMessage"], Any]
+H = TypeVar("H", bound=Handler)
+
+#: How many of the file's first bytes are kept to notice it was made anew.
+_HEAD = 256
 
 
 class ChannelMessage(Model):
@@ -89,12 +93,21 @@ class AgentChannel:
         self.handlers: Dict[str, Handler] = {}
         self._offset = 0
         self._partial = b""
+        #: The file read (device, inode) and its first bytes, to notice it made anew.
+        self._ident: Optional[Tuple[int, int]] = None
+        self._head = b""
         #: The highest sequence number read so far.
         self.last_seq = 0
         #: Set when SIGTERM arrived (after :meth:`defer_sigterm`).
         self.sigterm: Optional[threading.Event] = None
 
-    def on(self, kind: str, handler: Optional[Handler] = None) -> Any:
+    @overload
+    def on(self, kind: str) -> Callable[[H], H]: ...
+
+    @overload
+    def on(self, kind: str, handler: H) -> H: ...
+
+    def on(self, kind: str, handler: Optional[H] = None) -> Union[H, Callable[[H], H]]:
         """Register ``handler`` for messages of type ``kind`` (``"*"``: every
         type without its own); usable as a decorator. Its return value (a
         string) is the acknowledgement's note."""
@@ -102,7 +115,7 @@ class AgentChannel:
             self.handlers[kind] = handler
             return handler
 
-        def register(fn: Handler) -> Handler:
+        def register(fn: H) -> H:
             self.handlers[kind] = fn
             return fn
 
@@ -111,20 +124,25 @@ class AgentChannel:
     def read(self) -> List[ChannelMessage]:
         """The messages appended since the last read (complete lines only).
 
-        A file shorter than what was read (the agent was started again and
-        its channel made anew) is read from its start.
+        A channel made anew (allot truncates it when it starts the agent
+        again; or another file put in its place) is read from its start: it
+        is noticed by a shorter file, another inode, or other first bytes.
         """
         try:
-            size = self.path.stat().st_size
+            st = self.path.stat()
         except FileNotFoundError:
             return []
-        if size < self._offset:
-            self._offset, self._partial, self.last_seq = 0, b"", 0
-        if size == self._offset:
-            return []
+        ident = (st.st_dev, st.st_ino)
         with open(self.path, "rb") as f:
+            if self._offset and (ident != self._ident or st.st_size < self._offset or f.read(len(self._head)) != self._head):
+                self._offset, self._partial, self.last_seq, self._head = 0, b"", 0, b""
+            self._ident = ident
+            if st.st_size <= self._offset:
+                return []
             f.seek(self._offset)
-            chunk = f.read(size - self._offset)
+            chunk = f.read(st.st_size - self._offset)
+        if self._offset < _HEAD:
+            self._head = (self._head + chunk)[:_HEAD]
         self._offset += len(chunk)
         data = self._partial + chunk
         *lines, self._partial = data.split(b"\n")
@@ -159,33 +177,38 @@ class AgentChannel:
         return result if isinstance(result, str) else f"handled by {getattr(handler, '__name__', 'a handler')}"
 
     def poll(self) -> List[ChannelMessage]:
-        """Read new messages, call their handlers and acknowledge the requests handled; the messages read."""
+        """Read new messages, call their handlers and acknowledge the requests
+        handled; the messages read. An acknowledgement that fails (no daemon
+        found or answering) is logged, and the next messages are handled all
+        the same."""
+        if self.client is not None and not isinstance(self.client, Client):
+            raise TypeError("poll() acknowledges through a Client; use apoll() with an AsyncClient")
         msgs = self.read()
         for msg in msgs:
             note = self._handle(msg)
             if note is not None:
-                client = self.client if self.client is not None else Client()
-                self.client = client
-                if not isinstance(client, Client):
-                    raise TypeError("poll() acknowledges through a Client; use apoll() with an AsyncClient")
                 try:
-                    client.ack(msg.seq, note)
+                    if self.client is None:
+                        self.client = Client()
+                    assert isinstance(self.client, Client)
+                    self.client.ack(msg.seq, note)
                 except AllotError as e:
                     log.warning("allot: acknowledging message #%s failed: %s", msg.seq, e)
         return msgs
 
     async def apoll(self) -> List[ChannelMessage]:
         """:meth:`poll`, acknowledging through an :class:`AsyncClient` (handlers are plain functions)."""
+        if self.client is not None and not isinstance(self.client, AsyncClient):
+            raise TypeError("apoll() acknowledges through an AsyncClient; use poll() with a Client")
         msgs = self.read()
         for msg in msgs:
             note = self._handle(msg)
             if note is not None:
-                client = self.client if self.client is not None else AsyncClient()
-                self.client = client
-                if not isinstance(client, AsyncClient):
-                    raise TypeError("apoll() acknowledges through an AsyncClient; use poll() with a Client")
                 try:
-                    await client.ack(msg.seq, note)
+                    if self.client is None:
+                        self.client = AsyncClient()
+                    assert isinstance(self.client, AsyncClient)
+                    await self.client.ack(msg.seq, note)
                 except AllotError as e:
                     log.warning("allot: acknowledging message #%s failed: %s", msg.seq, e)
         return msgs

@@ -219,8 +219,11 @@ class Client(core.ClientBase):
         ``usd=`` is dollars.
         """
         a = self._me(agent_id)
+        res = core.amounts(amounts)
+        if not res:
+            raise ValueError("report needs at least one amount, such as tokens=1200")
         out: Dict[str, m.UsageReport] = {}
-        for resource, value in core.amounts(amounts).items():
+        for resource, value in res.items():
             out[resource] = self._send(core.c_usage(a, resource, value))
         return out
 

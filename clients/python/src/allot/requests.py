@@ -184,9 +184,19 @@ class Route:
     methods: Tuple[str, ...] = ()
 
     def format(self, **params: Any) -> str:
-        """The path with its ``{param}`` segments filled in, percent-encoded."""
+        """The path with its ``{param}`` segments filled in, percent-encoded.
+
+        Raises:
+            ValueError: A segment that is empty, ``"."`` or ``".."``: httpx
+                removes dot segments, so ``/v1/agents/../budgets`` would be sent
+                as ``/v1/budgets``, another route.
+        """
         from urllib.parse import quote
 
+        for k, v in params.items():
+            if str(v) in ("", ".", ".."):
+                what = {"id": "agent id", "rid": "reservation id"}.get(k, k)
+                raise ValueError(f"{what} {str(v)!r} names nothing: give a name (not empty, '.' or '..')")
         return self.path.format(**{k: quote(str(v), safe="") for k, v in params.items()})
 
 
