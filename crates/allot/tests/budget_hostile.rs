@@ -293,3 +293,45 @@ fn an_amount_above_the_stores_range_is_the_same_after_a_restart() {
     let after = budget(&s, "agent:w", "tokens");
     assert_eq!(after["reserved"], before["reserved"], "{before} then {after}");
 }
+
+/// Found by the Python client's hostile check (issue 13): a zero ttl named
+/// `resources` as the field at fault, an amount beyond u64 was read as a
+/// number with the unit `e+19`, and an agent asking for another's history
+/// got its own with no error (every other per-agent read is 403).
+#[test]
+fn zero_ttl_huge_amounts_and_anothers_history_are_refused_naming_why() {
+    let fleet =
+        "[[agents]]\nname = \"w\"\ngroup = \"lightweight_agent\"\ncommand = [\"sleep\", \"600\"]\nlimits.tokens = { hard = \"10k/min\" }\n";
+    let d = launch(fleet, "hostile-fields");
+    running(&d.sock, "w");
+    let s = d.sock.as_path();
+    for ttl in ["0s", "0ms"] {
+        let (st, v) = call(s, "POST", "/v1/agents/w/reservations", &format!(r#"{{"resources": {{"tokens": 1}}, "ttl": "{ttl}"}}"#));
+        assert_eq!((st, v["error"]["field"].as_str()), (422, Some("ttl")), "{v}");
+    }
+    for (path, body) in [
+        ("/v1/agents/w/reservations", r#"{"resources": {"tokens": 18446744073709551616}}"#),
+        ("/v1/agents/w/usage", r#"{"resource": "tokens", "value": 1e30}"#),
+    ] {
+        let (st, v) = call(s, "POST", path, body);
+        assert_eq!(st, 422, "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("out of range") && !msg.contains("unit"), "{path}: {msg}");
+    }
+    // An agent's own process asks for another agent's history, then for its own.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("statuses");
+    let script = format!(
+        "import os, socket\nres = []\nfor q in ('?agent=w', '?agent=snoop', ''):\n    s = socket.socket(socket.AF_UNIX)\n    s.connect(os.environ['ALLOT_SOCKET'])\n    s.sendall(('GET /v1/history' + q + ' HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n').encode())\n    res.append(s.recv(64).split()[1].decode())\nopen({:?}, 'w').write(' '.join(res))\n",
+        out.display().to_string()
+    );
+    let body = serde_json::json!({"name": "snoop", "group": "lightweight_agent", "user": "root", "command": ["python3", "-c", script]});
+    let (st, v) = call(s, "POST", "/v1/agents", &body.to_string());
+    assert_eq!(st, 201, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !out.exists() || std::fs::read_to_string(&out).unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the agent did not ask");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "403 200 200", "another's history is refused; its own is given");
+}

@@ -110,13 +110,27 @@ pub(super) struct AckBody {
     pub(super) note: String,
 }
 
+/// The text of a quantity given as a number or a string. A JSON number
+/// beyond what a quantity holds (written with an exponent, `1.8e19`) is
+/// refused as out of range rather than read as a unit.
+fn quantity_text(field: &str, v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
+        Value::Number(n) => {
+            let text = n.to_string();
+            if text.contains(['e', 'E']) {
+                return Err(ApiError::field(field, format!("{n} is out of range: a quantity is at most {}", u64::MAX)));
+            }
+            Ok(text)
+        }
+        Value::String(s) => Ok(s.clone()),
+        _ => Err(ApiError::field(field, "expected a number or a quantity string")),
+    }
+}
+
 /// A quantity given as a number or a string, in `unit`.
 pub(super) fn quantity(field: &str, unit: allot_core::Unit, v: &Value) -> Result<u64, ApiError> {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => return Err(ApiError::field(field, "expected a number or a quantity string")),
-    };
+    let text = quantity_text(field, v)?;
     allot_core::quantity::parse(field, unit, &text).map(|q| q.value).map_err(|e| ApiError::field(field, e.to_string()))
 }
 
@@ -124,11 +138,7 @@ pub(super) fn quantity(field: &str, unit: allot_core::Unit, v: &Value) -> Result
 /// window it was written with (`"400/h"`); `None` when none was written
 /// (a number, `"1.2k"`): then it counts in the window of the limit.
 pub(super) fn count(field: &str, unit: allot_core::Unit, v: &Value) -> Result<(u64, Option<allot_core::quantity::Window>), ApiError> {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => return Err(ApiError::field(field, "expected a number or a quantity string")),
-    };
+    let text = quantity_text(field, v)?;
     let q = allot_core::quantity::parse(field, unit, &text).map_err(|e| ApiError::field(field, e.to_string()))?;
     Ok((q.value, if text.contains('/') { q.window } else { None }))
 }

@@ -87,6 +87,10 @@ pub(super) async fn reserve(State(api): State<Shared>, Path(id): Path<String>, b
         Some(t) => allot_core::quantity::parse_duration("ttl", t).map_err(|e| ApiError::field("ttl", e.to_string()))?,
         None => DEFAULT_TTL,
     };
+    if ttl.is_zero() {
+        // (parse_duration refuses more than 365d already)
+        return Err(ApiError::field("ttl", "ttl 0s: use more than 0 and at most 365d (such as \"60s\")"));
+    }
     let amounts = amounts(b.resources)?;
     if amounts.is_empty() {
         return Err(ApiError::field("resources", "name at least one custom resource and its amount"));

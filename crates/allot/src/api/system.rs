@@ -79,7 +79,7 @@ pub(super) struct HistoryQuery {
     agent: Option<String>,
 }
 
-/// `GET /v1/history?agent=ID`: an agent gets its own.
+/// `GET /v1/history?agent=ID`: an agent gets its own (asking for another's is 403, as every other per-agent read).
 pub(super) async fn history(
     State(api): State<Shared>,
     caller: Caller,
@@ -87,6 +87,7 @@ pub(super) async fn history(
 ) -> Result<Json<Vec<allot_store::EnforcementRecord>>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::query(&e, "agent (an agent's id)"))?;
     let agent = match caller {
+        Caller::Agent(me) if q.agent.as_ref().is_some_and(|a| *a != me) => return Err(ApiError::forbidden()),
         Caller::Agent(me) => Some(me),
         _ => q.agent,
     };
