@@ -103,7 +103,7 @@ fn reserve_settle_release_and_every_refusal() {
         (r#"{"resources": {"memory": 5}}"#, "resources.memory"),
         (r#"{"resources": {"tokens": -5}}"#, "resources.tokens"),
         (r#"{"resources": {"tokens": "5/min"}}"#, "resources.tokens"),
-        (r#"{"resources": {"tokens": 5}, "ttl": "0s"}"#, "resources"),
+        (r#"{"resources": {"tokens": 5}, "ttl": "0s"}"#, "ttl"),
         (r#"{"resources": {"tokens": 5}, "ttl": "soon"}"#, "ttl"),
         (r#"{"resources": {"gpu_hours": 5}}"#, "resources"),
     ] {
