@@ -31,6 +31,7 @@ pub mod quota;
 pub mod rate;
 pub mod resource;
 pub mod time;
+pub mod working_set;
 
 pub use group::QuotaGroup;
 pub use ledger::{Assessment, Ledger, Violation, ViolationKind};

@@ -428,3 +428,37 @@ fn no_file_the_kernel_puts_in_a_cgroup_is_a_valid_agent_or_group_name() {
     assert!(files > 10, "read the files of {dirs:?}");
     drop(fx);
 }
+
+/// The working set is the raw usage less the inactive file cache, read only
+/// when asked (`refresh_working_set`): a fresh probe counts the page cache
+/// an agent made, a refreshed one subtracts its inactive part, as
+/// `memory.stat` says it.
+#[test]
+fn the_working_set_subtracts_the_inactive_cache_only_once_refreshed() {
+    let Some((mut fx, cg)) = with_agent("wset", "cache") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cache.bin");
+    // 48 MiB written through the page cache (charged to the agent's cgroup), then the writer waits.
+    let pid = fx.spawn(&cg, &format!("dd if=/dev/zero of={} bs=1M count=48 2>/dev/null && echo done && exec sleep 60", file.display()));
+    let _ = pid;
+    let mut probe = allot_sys::probe::CgroupProbe::new(cg.clone(), PathBuf::from("/proc"), true).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || probe.fast().unwrap().memory_raw >= 40 << 20),
+        "the page cache was not charged: {:?}",
+        probe.fast().unwrap()
+    );
+    let before = probe.fast().unwrap();
+    assert_eq!(before.memory, before.memory_raw, "nothing subtracted before a refresh");
+    let inactive = probe.refresh_working_set().unwrap().expect("a memory controller");
+    let after = probe.fast().unwrap();
+    assert_eq!(after.memory, after.memory_raw.saturating_sub(inactive), "{after:?} less {inactive}");
+    assert!(inactive > 0 && after.memory < after.memory_raw, "written pages start on the inactive list: {inactive} {after:?}");
+    let dirs = [cg.v2(), cg.v1(V1::Memory)];
+    let stat_dir = dirs.iter().flatten().find(|d| d.join("memory.stat").exists()).unwrap();
+    let stat = std::fs::read_to_string(stat_dir.join("memory.stat")).unwrap();
+    let field = |k: &str| stat.lines().find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<u64>().ok()));
+    let now = field("total_inactive_file ").or_else(|| field("inactive_file ")).unwrap();
+    assert!(now.abs_diff(inactive) <= 4 << 20, "as memory.stat says: {now} vs {inactive}");
+}

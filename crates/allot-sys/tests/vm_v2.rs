@@ -120,7 +120,7 @@ fn v2_memory_high_throttles_and_is_reported() {
     fx.spawn_command(&cg, &mut allocator(48));
     assert!(wait_until(Duration::from_secs(20), || v2::memory::events(&dir).unwrap().high > 0), "memory.events high never counted");
     let mut probe = CgroupProbe::new(cg.clone(), PathBuf::from("/proc"), true).unwrap();
-    probe.slow().unwrap();
+    probe.refresh_working_set().unwrap();
     println!("VM: memory.high 24Mi: high events {}, usage {} bytes", v2::memory::events(&dir).unwrap().high, probe.fast().unwrap().memory);
 }
 

@@ -74,3 +74,41 @@ async fn threads_are_read_and_back_pids_max() {
     let threads = store.samples("t", "threads", 0).unwrap();
     assert!(threads.len() >= 2 && threads.iter().all(|(_, v)| *v == 3), "{threads:?}");
 }
+
+/// The inactive page cache (`memory.stat`, the dearest read of a sample) is
+/// read only when a decision may need it (`allot_core::working_set`): far
+/// from its memory limits an agent's figure is read at start and then once
+/// a minute; from 90 % of its soft limit on (raw usage, page cache
+/// included) it is read every sample, so no decision near a limit uses a
+/// stale figure. Here the agent holds 80 MiB of cache beside a 10 MiB
+/// working set (raw 90 MiB, under 90 % of its 200 MiB soft limit) until
+/// 20 s; then its working set grows to 230 MiB and the cache is dropped.
+/// With the stale figure (80 MiB) its memory would read 150 MiB, under the
+/// soft limit; read afresh it is 230 MiB, over it, and the warning comes.
+#[tokio::test(start_paused = true)]
+async fn the_page_cache_is_read_afresh_near_a_limit_and_seldom_far_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let log = Log::default();
+    let mut backend = FakeBackend::new(|t| (if t < 20_000 { 10 << 20 } else { 230 << 20 }, 10, 1), log.clone());
+    backend.caches.insert("a".into(), std::sync::Arc::new(|t| if t < 20_000 { 80 << 20 } else { 0 }));
+    let limit = r#"limits.memory = { soft = "200Mi", hard = "400Mi", action = "warn" }"#;
+    let gov = common::governor(&common::fleet(r#"sample_interval = "1s""#, &[("a", limit)]), backend, state.clone());
+    gov.run(Some(Duration::from_secs(90))).await.unwrap();
+
+    let reads: Vec<u64> = log.of("a").into_iter().filter(|(_, c)| c == "memory.stat").map(|(t, _)| t).collect();
+    let far: Vec<u64> = reads.iter().copied().filter(|t| *t < 20_000).collect();
+    assert_eq!(far.len(), 1, "far from its limits: read at start only (then once a minute): {reads:?}");
+    let near = reads.iter().filter(|t| **t >= 20_000).count();
+    assert!(near >= 65, "near a limit: read every sample from 20 s to 90 s: {near} reads: {reads:?}");
+    let store = allot_store::Store::open_read_only(&state).unwrap();
+    let memory = store.samples("a", "memory", 0).unwrap();
+    let start = memory[0].0; // the first sample, at 0 s of the run
+    let far: Vec<u64> = memory.iter().filter(|(at, _)| *at - start < 20_000).map(|(_, v)| *v).collect();
+    assert!(far.len() >= 19 && far.iter().all(|v| *v == 10 << 20), "the working set, far from the limit: {far:?}");
+    let after: Vec<u64> = memory.iter().filter(|(at, _)| *at - start > 20_500).map(|(_, v)| *v).collect();
+    assert!(!after.is_empty() && after.iter().all(|v| *v == 230 << 20), "never the stale 150 MiB: {after:?}");
+    let warned =
+        store.events_since(0, 10_000).unwrap().into_iter().any(|e| e.topic.ends_with("quota.warning") && e.data["resource"] == "memory");
+    assert!(warned, "the soft limit was crossed, and seen");
+}

@@ -183,11 +183,12 @@ impl CgroupProbe {
 impl Probe for CgroupProbe {
     fn fast(&mut self) -> Result<Fast, SysError> {
         let mut out = Fast::default();
-        match &self.mem {
-            Some(MemSource::V1 { usage, .. }) => out.memory = usage.read_u64()?.saturating_sub(self.inactive_file),
-            Some(MemSource::V2 { current, .. }) => out.memory = current.read_u64()?.saturating_sub(self.inactive_file),
-            None => {}
-        }
+        out.memory_raw = match &self.mem {
+            Some(MemSource::V1 { usage, .. }) => usage.read_u64()?,
+            Some(MemSource::V2 { current, .. }) => current.read_u64()?,
+            None => 0,
+        };
+        out.memory = out.memory_raw.saturating_sub(self.inactive_file);
         match &self.cpu {
             Some(CpuSource::Cpuacct(f)) => out.cpu_ns = f.read_u64()?,
             Some(CpuSource::CpuStat(f)) => {
@@ -227,20 +228,19 @@ impl Probe for CgroupProbe {
         Ok(out)
     }
 
+    fn refresh_working_set(&mut self) -> Result<Option<u64>, SysError> {
+        self.inactive_file = match &self.mem {
+            Some(MemSource::V1 { dir, .. }) => {
+                let stat = fs::read(dir, "memory.stat")?;
+                fs::keyed(&stat, "total_inactive_file").or_else(|| fs::keyed(&stat, "inactive_file")).unwrap_or(0)
+            }
+            Some(MemSource::V2 { dir, .. }) => fs::keyed(&fs::read(dir, "memory.stat")?, "inactive_file").unwrap_or(0),
+            None => return Ok(None),
+        };
+        Ok(Some(self.inactive_file))
+    }
+
     fn slow(&mut self) -> Result<Slow, SysError> {
-        // memory.stat is large (about 7 us to read here), so it is read at the
-        // slow cadence; its inactive-file figure is subtracted from every fast
-        // memory reading and must not grow staler than one slow period.
-        {
-            self.inactive_file = match &self.mem {
-                Some(MemSource::V1 { dir, .. }) => {
-                    let stat = fs::read(dir, "memory.stat")?;
-                    fs::keyed(&stat, "total_inactive_file").or_else(|| fs::keyed(&stat, "inactive_file")).unwrap_or(0)
-                }
-                Some(MemSource::V2 { dir, .. }) => fs::keyed(&fs::read(dir, "memory.stat")?, "inactive_file").unwrap_or(0),
-                None => 0,
-            };
-        }
         let mut buf = [0u8; 4096];
         match &self.slow_files {
             Some((procs, _)) => read_whole(&procs.file, &procs.path, &mut self.procs_bytes)?,

@@ -6,8 +6,9 @@
 //! `cgroup.procs`, or the processes of the tree) and `threads` counts tasks
 //! (`pids.current`, what the kernel's `pids.max` limits; else the tasks
 //! listed by the cgroup, or the threads of the tree's processes). Slow-moving counters (open files, sockets, block
-//! I/O, network, the inactive file cache that memory usage excludes) are read
-//! at a longer cadence by [`Probe::slow`]. Without a cgroup the same numbers
+//! I/O, network) are read at a longer cadence by [`Probe::slow`], and the
+//! inactive file cache that the memory figure excludes only when
+//! [`Probe::refresh_working_set`] is called (see `allot_core::working_set`). Without a cgroup the same numbers
 //! are summed over the process tree found through `/proc`.
 
 mod cgroup;
@@ -71,8 +72,11 @@ fn parse_u64(bytes: &[u8]) -> Option<u64> {
 /// The fast counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Fast {
-    /// Bytes in use (less inactive file cache, as of the last slow sample).
+    /// Bytes in use: the working set, `memory_raw` less the inactive file
+    /// cache as of the last [`Probe::refresh_working_set`].
     pub memory: u64,
+    /// Bytes in use as the cgroup counts them (page cache included), read now.
+    pub memory_raw: u64,
     /// CPU time used so far, in nanoseconds (cumulative).
     pub cpu_ns: u64,
     /// Processes (thread groups in the cgroup, or processes of the tree).
@@ -133,8 +137,16 @@ pub struct Slow {
 pub trait Probe: Send {
     /// Memory, cpu time, processes.
     fn fast(&mut self) -> Result<Fast, SysError>;
-    /// Files, I/O, network; also refreshes what `fast` needs slowly.
+    /// Files, I/O, network.
     fn slow(&mut self) -> Result<Slow, SysError>;
+    /// Read the inactive file cache afresh (v1/v2 `memory.stat`, the
+    /// dearest read of a sample), which [`Fast::memory`] subtracts from the
+    /// raw usage from then on; the bytes read, or `None` where the memory
+    /// figure has no such part (a process tree's resident memory).
+    /// `allot_core::working_set` says when a decision needs it.
+    fn refresh_working_set(&mut self) -> Result<Option<u64>, SysError> {
+        Ok(None)
+    }
     /// Open sockets over the tree (a readlink per descriptor: the slowest cadence).
     fn connections(&mut self) -> Result<u64, SysError> {
         Ok(self.pids()?.iter().filter_map(|p| fds::sockets(self.proc_root(), *p)).sum())

@@ -86,6 +86,7 @@ impl Probe for TreeProbe {
             out.processes += 1;
             out.threads += s.num_threads.max(1);
         }
+        out.memory_raw = out.memory;
         Ok(out)
     }
 

@@ -57,6 +57,10 @@ pub(super) struct Agent {
     pub(super) disk: Option<allot_sys::probe::DiskWalk>,
     /// Where its disk_io reading comes from, once read.
     pub(super) io_from: Option<allot_sys::probe::IoFrom>,
+    /// Its memory as the cgroup counts it (page cache included), at the last sample.
+    pub(super) memory_raw: u64,
+    /// When its inactive file cache was last read (`allot_core::working_set`); reset with each new probe.
+    pub(super) working_set_at: Option<allot_core::Time>,
     /// The OOM counters of its cgroup and its group's cgroup when it started
     /// (or was taken over): an exit compares them with a reading then.
     pub(super) oom_base: (Option<allot_sys::cgroup::OomCounters>, Option<allot_sys::cgroup::OomCounters>),
@@ -81,6 +85,8 @@ impl Agent {
             kill_at: None,
             disk: None,
             io_from: None,
+            memory_raw: 0,
+            working_set_at: None,
             oom_base: (None, None),
             exit_cause: None,
         }

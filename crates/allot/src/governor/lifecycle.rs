@@ -134,6 +134,7 @@ impl<B: Backend> Governor<B> {
         notes.splice(0..0, written);
         let pid = started.leader.pid();
         a.proc = Some(started);
+        a.working_set_at = None;
         a.lifecycle = Lifecycle::Live;
         a.holds = Holds::default();
         a.rates = super::agents::Rates::default();
@@ -171,6 +172,7 @@ impl<B: Backend> Governor<B> {
         let Some(a) = self.agents.get_mut(id) else { return Ok(()) };
         let started = self.backend.adopt_pid(&a.def, pid, move_it).map_err(StartError::Failed)?;
         a.proc = Some(started);
+        a.working_set_at = None;
         a.lifecycle = Lifecycle::Live;
         a.incarnation = incarnation;
         self.store_agent(id).map_err(StartError::Unrecorded)?;

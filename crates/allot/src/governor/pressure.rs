@@ -19,19 +19,16 @@ impl<B: Backend> Governor<B> {
         let Ok(mem) = allot_sys::host::meminfo(&allot_sys::Roots::host()) else { return };
         // Agents that exited or were re-created since their suspension are no longer held.
         self.pressure_held.retain(|id| self.agents.get(id).is_some_and(|a| a.holds.holds_freeze(&allot_core::holds::Holder::HostPressure)));
-        let candidates: Vec<Candidate> = self
-            .agents
-            .map
-            .iter()
-            .filter(|(_, a)| a.is_active() && !a.holds.is_frozen() && matches!(a.lifecycle, super::agents::Lifecycle::Live))
-            .map(|(id, a)| Candidate {
-                agent: id.clone(),
-                priority: a.def.spec.priority.get(),
-                memory: a.usage.get(&Resource::Memory).copied().unwrap_or(0),
-                soft: self.domain.ledger.quota(id).and_then(|q| q.limits.get(&Resource::Memory)).map_or(0, |l| l.soft),
-            })
-            .collect();
-        match pressure::step(HostMemory { total: mem.total, available: mem.available }, &candidates, &self.pressure_held) {
+        let host = HostMemory { total: mem.total, available: mem.available };
+        let mut step = pressure::step(host, &self.pressure_candidates(), &self.pressure_held);
+        if matches!(step, PressureStep::Suspend { .. }) {
+            // A victim is chosen by memory: on fresh working sets (allot_core::working_set).
+            let ids: Vec<AgentId> = self.pressure_candidates().into_iter().map(|c| c.agent).collect();
+            if ids.iter().fold(false, |any, id| self.refresh_working_set(id) | any) {
+                step = pressure::step(host, &self.pressure_candidates(), &self.pressure_held);
+            }
+        }
+        match step {
             PressureStep::Suspend { victim, available, reserve } => {
                 self.pressure_held.push(victim.clone());
                 let data = json!({"reason": "host_memory_pressure", "available": available, "reserve": reserve});
@@ -45,6 +42,21 @@ impl<B: Backend> Governor<B> {
             }
             PressureStep::Nothing => {}
         }
+    }
+
+    /// The agents host memory pressure may suspend, with their memory and soft limit.
+    fn pressure_candidates(&self) -> Vec<Candidate> {
+        self.agents
+            .map
+            .iter()
+            .filter(|(_, a)| a.is_active() && !a.holds.is_frozen() && matches!(a.lifecycle, super::agents::Lifecycle::Live))
+            .map(|(id, a)| Candidate {
+                agent: id.clone(),
+                priority: a.def.spec.priority.get(),
+                memory: a.usage.get(&Resource::Memory).copied().unwrap_or(0),
+                soft: self.domain.ledger.quota(id).and_then(|q| q.limits.get(&Resource::Memory)).map_or(0, |l| l.soft),
+            })
+            .collect()
     }
 
     fn pressure_act(&mut self, id: &AgentId, op: Op, action: &str, why: &str, data: serde_json::Value, last: Option<&str>) {

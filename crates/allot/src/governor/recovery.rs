@@ -114,6 +114,7 @@ impl<B: Backend> Governor<B> {
         let (holds, dropped) = super::agents::restored_holds(&stored.holds);
         agent.holds = holds;
         agent.proc = Some(started);
+        agent.working_set_at = None;
         agent.lifecycle = Lifecycle::Live;
         agent.last_action = "re-adopted".into();
         agent.incarnation = self.agents.incarnate();

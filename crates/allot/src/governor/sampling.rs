@@ -26,6 +26,11 @@ use serde_json::{Value, json};
 /// workspace (about 2 us each here: at most about 20 ms per agent and sample).
 pub(super) const DISK_ENTRIES_PER_SAMPLE: usize = 10_000;
 
+/// How old an agent's inactive-file-cache figure may grow while its memory
+/// is far from its limits (`allot_core::working_set`): `memory.stat` is read
+/// then, every sample near a limit, and after every kernel notice.
+pub(super) const WORKING_SET_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How many custom resources without a limit in its quota one agent may report.
 pub(super) const MAX_UNDECLARED_CUSTOM: usize = 32;
 
@@ -72,6 +77,7 @@ impl<B: Backend> Governor<B> {
         self.reap();
         if slow {
             self.host_pressure();
+            self.refresh_groups_near_their_totals();
             self.group_totals();
         }
         self.refresh_metrics();
@@ -80,6 +86,7 @@ impl<B: Backend> Governor<B> {
     /// Sample one agent now (see [`Reading`]).
     pub(super) fn sample(&mut self, id: &AgentId, reading: Reading) {
         let now = self.clock.now();
+        let watermark = allot_core::working_set::watermark(self.domain.ledger.quota(id).and_then(|q| q.limits.get(&Resource::Memory)));
         let Some(a) = self.agents.get_mut(id) else { return };
         if !a.is_active() {
             return;
@@ -87,7 +94,17 @@ impl<B: Backend> Governor<B> {
         let Some(p) = a.proc.as_mut() else { return };
         let mut values: Vec<(Resource, u64)> = Vec::new();
         match p.probe.fast() {
-            Ok(f) => {
+            Ok(mut f) => {
+                // The inactive cache is read afresh near a limit, after a kernel notice, and when old.
+                let fresh = reading == Reading::FollowUp
+                    || allot_core::working_set::refresh_due(f.memory_raw, watermark, a.working_set_at, now, WORKING_SET_MAX_AGE);
+                if fresh {
+                    if let Ok(Some(inactive)) = p.probe.refresh_working_set() {
+                        f.memory = f.memory_raw.saturating_sub(inactive);
+                    }
+                    a.working_set_at = Some(now);
+                }
+                a.memory_raw = f.memory_raw;
                 values.push((Resource::Memory, f.memory));
                 values.push((Resource::Processes, f.processes));
                 values.push((Resource::Threads, f.threads));
@@ -285,6 +302,43 @@ impl<B: Backend> Governor<B> {
     /// record when the members' summed usage exceeds a total (at most once a
     /// minute per group and resource); the kernel holds the totals on the
     /// group cgroup (see `backstops`).
+    /// Read afresh the working set of every member of a group whose members'
+    /// raw memory reaches the margin of its memory total, so the group's
+    /// total is judged on fresh figures (`allot_core::working_set`).
+    fn refresh_groups_near_their_totals(&mut self) {
+        let near: Vec<AgentId> = self
+            .domain
+            .ledger
+            .groups()
+            .filter_map(|g| g.totals.get(&Resource::Memory).map(|t| (g.name.clone(), *t)))
+            .flat_map(|(name, total)| {
+                let members: Vec<AgentId> = self.domain.ledger.members(&name).cloned().collect();
+                let raw: u64 = members.iter().filter_map(|m| self.agents.get(m)).map(|a| a.memory_raw).fold(0, u64::saturating_add);
+                let watermark = total / 100 * allot_core::working_set::MARGIN_PERCENT;
+                if raw >= watermark { members } else { Vec::new() }
+            })
+            .collect();
+        for id in near {
+            self.refresh_working_set(&id);
+        }
+    }
+
+    /// Read an agent's inactive file cache afresh and judge its memory again
+    /// (not kept as another sample); whether a figure was read.
+    pub(super) fn refresh_working_set(&mut self, id: &AgentId) -> bool {
+        let now = self.clock.now();
+        let Some(a) = self.agents.get_mut(id) else { return false };
+        if a.working_set_at == Some(now) {
+            return false;
+        }
+        let Some(p) = a.proc.as_mut() else { return false };
+        let Ok(Some(inactive)) = p.probe.refresh_working_set() else { return false };
+        a.working_set_at = Some(now);
+        let memory = a.memory_raw.saturating_sub(inactive);
+        self.judge(id, Resource::Memory, memory, now);
+        true
+    }
+
     fn group_totals(&mut self) {
         let now = self.clock.now();
         let groups: std::collections::BTreeSet<String> =

@@ -43,12 +43,21 @@ pub fn elapsed(start: tokio::time::Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
 
+/// Inactive page cache at a time since the run started (ms), in bytes.
+pub type Cache = Arc<dyn Fn(u64) -> u64 + Send + Sync>;
+
 struct FakeProbe {
     script: Script,
     start: tokio::time::Instant,
     cpu_ns: u64,
     last: u64,
     dead: Arc<Mutex<Option<Exit>>>,
+    /// The agent's inactive page cache over time (the script gives its working set).
+    cache: Option<Cache>,
+    /// The cache figure as last read (`refresh_working_set`).
+    cache_read: u64,
+    agent: String,
+    log: Log,
 }
 
 impl Probe for FakeProbe {
@@ -61,7 +70,16 @@ impl Probe for FakeProbe {
         // Integrate cpu: millicores over the elapsed milliseconds.
         self.cpu_ns += cpu_m * (t - self.last) * 1000;
         self.last = t;
-        Ok(Fast { memory, cpu_ns: self.cpu_ns, processes, threads: processes })
+        // As a cgroup counts it: the working set plus the page cache, less the cache as last read.
+        let raw = memory + self.cache.as_ref().map_or(0, |c| c(t));
+        Ok(Fast { memory: raw.saturating_sub(self.cache_read), memory_raw: raw, cpu_ns: self.cpu_ns, processes, threads: processes })
+    }
+    fn refresh_working_set(&mut self) -> Result<Option<u64>, SysError> {
+        let Some(cache) = &self.cache else { return Ok(None) };
+        let t = elapsed(self.start);
+        self.cache_read = cache(t);
+        self.log.push(t, &self.agent, "memory.stat".into());
+        Ok(Some(self.cache_read))
     }
     fn slow(&mut self) -> Result<Slow, SysError> {
         Ok(Slow { files: 3, io_bytes: 0, io_from: IoFrom::Proc, network_bytes: Measure::Unsupported })
@@ -182,6 +200,8 @@ pub struct FakeBackend {
     pub slow_kill: BTreeMap<String, Duration>,
     /// Agents die of SIGTERM (the notice of a terminate) instead of waiting for the kill.
     pub term_kills: bool,
+    /// The inactive page cache of particular agents (others have none: their memory is a tree's).
+    pub caches: BTreeMap<String, Cache>,
 }
 
 impl FakeBackend {
@@ -194,6 +214,7 @@ impl FakeBackend {
             exit_after: None,
             slow_kill: BTreeMap::new(),
             term_kills: false,
+            caches: BTreeMap::new(),
         }
     }
 }
@@ -224,7 +245,17 @@ impl Backend for FakeBackend {
         self.log.push(elapsed(self.start), &name, "exec".into());
         Ok(Started {
             leader: Box::new(FakeLeader { dead: dead.clone(), started: tokio::time::Instant::now(), exit_after: self.exit_after }),
-            probe: Box::new(FakeProbe { script, start: self.start, cpu_ns: 0, last: 0, dead }),
+            probe: Box::new(FakeProbe {
+                script,
+                start: self.start,
+                cpu_ns: 0,
+                last: 0,
+                dead,
+                cache: self.caches.get(&name).cloned(),
+                cache_read: 0,
+                agent: name.clone(),
+                log: self.log.clone(),
+            }),
             actuator: Box::new(actuator),
             cgroup: None,
         })
