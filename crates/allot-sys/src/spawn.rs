@@ -72,6 +72,31 @@ pub fn raise_nofile_limit() -> Result<(u64, u64), SysError> {
     Ok((old, lim.current.unwrap_or(u64::MAX)))
 }
 
+/// Raise the open-files limit to at least `want` where the host allows it:
+/// the soft limit up to the hard one, and, with the privilege to (root),
+/// the hard limit too, up to the kernel's `fs.nr_open`; returns (old, new)
+/// soft limits. For a process that keeps many files open (a benchmark);
+/// agents started after it inherit the limit.
+pub fn raise_nofile_limit_to(want: u64) -> Result<(u64, u64), SysError> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    let old = lim.current.unwrap_or(u64::MAX);
+    if old >= want {
+        return Ok((old, old));
+    }
+    let hard = lim.maximum.unwrap_or(u64::MAX);
+    if hard < want {
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(hard);
+        let raised = rustix::process::Rlimit { current: Some(want.min(nr_open)), maximum: Some(want.min(nr_open).max(hard)) };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return Ok((old, want.min(nr_open)));
+        }
+    }
+    lim.current = Some(want.min(hard));
+    setrlimit(Resource::Nofile, lim).map_err(|e| SysError::Sys { call: "setrlimit(RLIMIT_NOFILE)".into(), source: e.into() })?;
+    Ok((old, want.min(hard)))
+}
+
 /// The current soft open-files limit.
 pub fn nofile_limit() -> u64 {
     rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX)

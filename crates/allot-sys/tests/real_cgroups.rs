@@ -462,3 +462,26 @@ fn the_working_set_subtracts_the_inactive_cache_only_once_refreshed() {
     let now = field("total_inactive_file ").or_else(|| field("inactive_file ")).unwrap();
     assert!(now.abs_diff(inactive) <= 4 << 20, "as memory.stat says: {now} vs {inactive}");
 }
+
+/// Open files are counted through descriptors of `/proc/<pid>/fd` kept
+/// open between slow samples; a process that exits (its descriptors then
+/// fail) is replaced by the one that follows it, counted right.
+#[test]
+fn open_files_follow_processes_through_kept_descriptors() {
+    let Some((mut fx, cg)) = with_agent("kept", "fds") else {
+        return;
+    };
+    let count = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    let first = fx.spawn(&cg, "exec 3</dev/null 4</dev/null 5</dev/null; exec sleep 60");
+    let mut probe = allot_sys::probe::CgroupProbe::new(cg.clone(), PathBuf::from("/proc"), true).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || proc_state(first).is_some() && count(first) >= 6), "the first process opened its files");
+    assert_eq!(probe.slow().unwrap().files, count(first));
+    let kept = probe.open_files();
+    rustix::process::kill_process(Pid::from_raw(first as i32).unwrap(), rustix::process::Signal::KILL).unwrap();
+    fx.reap();
+    let second = fx.spawn(&cg, "exec 3</dev/null; exec sleep 60");
+    assert!(wait_until(Duration::from_secs(5), || count(second) >= 4), "the second process opened its file");
+    assert!(wait_until(Duration::from_secs(5), || probe.pids().unwrap() == vec![second]), "only the second is left");
+    assert_eq!(probe.slow().unwrap().files, count(second), "counted for the process that is there now");
+    assert_eq!(probe.open_files(), kept, "the gone process's descriptors were let go, the new one's kept");
+}

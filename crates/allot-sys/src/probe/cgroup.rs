@@ -33,6 +33,25 @@ enum IoSource {
     Procs,
 }
 
+/// Processes per agent whose `/proc/<pid>/fd` and `/proc/<pid>/io` stay
+/// open (with `keep_slow_open`): a kept descriptor spares the path walk of
+/// every slow sample; further processes are read by path.
+const PROCS_KEPT: usize = 2;
+
+/// The most files one probe keeps open (with `keep_slow_open`): six of the
+/// cgroup and two per kept process.
+pub const FILES_PER_AGENT: usize = 6 + 2 * PROCS_KEPT;
+
+/// A process's `/proc/<pid>/fd` directory and `io` file, kept open. Both
+/// refer to that process: once it has exited they fail (ESRCH, ENOENT), also
+/// when its pid is reused, and are dropped.
+#[derive(Debug)]
+struct ProcFiles {
+    pid: u32,
+    fd_dir: std::os::fd::OwnedFd,
+    io: HotFile,
+}
+
 /// A probe reading an agent's cgroup files.
 #[derive(Debug)]
 pub struct CgroupProbe {
@@ -54,6 +73,23 @@ pub struct CgroupProbe {
     netns_cache: Option<(u32, Option<u64>)>,
     /// The cgroup's I/O counter has moved: it is the source from then on.
     cgroup_io_moved: bool,
+    /// The directory whose `cgroup.procs` lists the agent's processes (the first of its hierarchies).
+    procs_dir: PathBuf,
+    /// `memory.stat`, kept open with the slow files.
+    stat_file: Option<HotFile>,
+    /// `memory.stat` bytes, grown to fit.
+    stat_bytes: Vec<u8>,
+    /// The first [`PROCS_KEPT`] processes' files, with `keep_slow_open`.
+    proc_files: Vec<ProcFiles>,
+}
+
+/// Open `/proc/<pid>/fd` and `/proc/<pid>/io` to keep; `None` when the process is gone or unreadable.
+fn open_proc_files(proc_root: &Path, pid: u32) -> Option<ProcFiles> {
+    use rustix::fs::{Mode, OFlags, open};
+    let dir = proc_root.join(pid.to_string());
+    let fd_dir = open(dir.join("fd"), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let io = HotFile::open(dir.join("io")).ok()?;
+    Some(ProcFiles { pid, fd_dir, io })
 }
 
 /// Read a small file into `buf` with open/read/close and no allocation.
@@ -81,15 +117,23 @@ fn read_whole(file: &File, path: &Path, out: &mut Vec<u8>) -> Result<(), SysErro
         if n == out.len() {
             out.resize(out.len() * 2, 0);
         }
+        let want = out.len() - n;
         let got =
             rustix::io::pread(file, &mut out[n..], n as u64).map_err(|e| SysError::Read { path: path.to_path_buf(), source: e.into() })?;
-        if got == 0 {
+        n += got;
+        // A cgroup file is a seq_file, which fills a read unless it is at its end: a short
+        // read is the end (no second pread, which on cgroup.procs walks the tasks again).
+        if got < want {
             break;
         }
-        n += got;
     }
     out.truncate(n);
     Ok(())
+}
+
+/// The number after `key` (`"inactive_file "`) at the start of a line of `bytes`.
+fn keyed_u64(bytes: &[u8], key: &[u8]) -> Option<u64> {
+    bytes.split(|&b| b == b'\n').find_map(|l| l.strip_prefix(key).and_then(parse_u64))
 }
 
 /// How many lines of `bytes` are numbers (tasks listed in a `tasks` or `cgroup.threads` file).
@@ -105,8 +149,8 @@ fn parse_pids(bytes: &[u8], out: &mut Vec<u32>) {
 
 impl CgroupProbe {
     /// Open the hot files of `cg`: three kept open per agent (memory, cpu,
-    /// pids). With `keep_slow_open`, `cgroup.procs` and the block-I/O file
-    /// stay open too (five per agent): opening a cgroup file costs about
+    /// pids). With `keep_slow_open`, `cgroup.procs`, the block-I/O file and
+    /// `memory.stat` stay open too (six per agent, [`FILES_PER_AGENT`]): opening a cgroup file costs about
     /// 5 us here against 1 us for a `pread`, so keep them open while the
     /// open-files limit allows.
     pub fn new(cg: AgentCgroup, proc_root: PathBuf, keep_slow_open: bool) -> Result<Self, SysError> {
@@ -136,6 +180,7 @@ impl CgroupProbe {
             IoSource::Procs
         };
         let own_netns = netns(&proc_root, "self");
+        let procs_dir = cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default();
         CgroupProbe {
             cg,
             proc_root,
@@ -151,6 +196,10 @@ impl CgroupProbe {
             slow_files: None,
             netns_cache: None,
             cgroup_io_moved: false,
+            procs_dir,
+            stat_file: None,
+            stat_bytes: Vec::new(),
+            proc_files: Vec::new(),
         }
         .with_slow_files(keep_slow_open)
     }
@@ -159,8 +208,11 @@ impl CgroupProbe {
 impl CgroupProbe {
     fn with_slow_files(mut self, keep: bool) -> Result<Self, SysError> {
         if keep {
-            let procs_dir = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default();
-            let procs = HotFile::open(procs_dir.join("cgroup.procs"))?;
+            let procs = HotFile::open(self.procs_dir.join("cgroup.procs"))?;
+            self.stat_file = match &self.mem {
+                Some(MemSource::V1 { dir, .. } | MemSource::V2 { dir, .. }) => Some(HotFile::open(dir.join("memory.stat"))?),
+                None => None,
+            };
             let io = match &self.io {
                 IoSource::Blkio(d) => Some(HotFile::open(d.join("blkio.throttle.io_service_bytes"))?),
                 IoSource::IoStat(d) => Some(HotFile::open(d.join("io.stat"))?),
@@ -177,6 +229,8 @@ impl CgroupProbe {
             + usize::from(self.cpu.is_some())
             + usize::from(self.pids.is_some())
             + self.slow_files.as_ref().map_or(0, |(_, io)| 1 + usize::from(io.is_some()))
+            + usize::from(self.stat_file.is_some())
+            + 2 * self.proc_files.len()
     }
 }
 
@@ -201,7 +255,7 @@ impl Probe for CgroupProbe {
             None => {}
         }
         // Processes: the distinct thread-group ids of cgroup.procs (v1 may list one twice).
-        let procs_dir = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default();
+        let procs_dir = &self.procs_dir;
         match &self.slow_files {
             Some((procs, _)) => read_whole(&procs.file, &procs.path, &mut self.procs_bytes)?,
             None => {
@@ -218,7 +272,7 @@ impl Probe for CgroupProbe {
         out.threads = match &self.pids {
             Some(f) => f.read_u64()?,
             None => {
-                let file = if fs::has(&procs_dir, "cgroup.threads") { "cgroup.threads" } else { "tasks" };
+                let file = if fs::has(procs_dir, "cgroup.threads") { "cgroup.threads" } else { "tasks" };
                 let path = procs_dir.join(file);
                 let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
                 read_whole(&f, &path, &mut self.procs_bytes)?;
@@ -229,14 +283,22 @@ impl Probe for CgroupProbe {
     }
 
     fn refresh_working_set(&mut self) -> Result<Option<u64>, SysError> {
-        self.inactive_file = match &self.mem {
-            Some(MemSource::V1 { dir, .. }) => {
-                let stat = fs::read(dir, "memory.stat")?;
-                fs::keyed(&stat, "total_inactive_file").or_else(|| fs::keyed(&stat, "inactive_file")).unwrap_or(0)
-            }
-            Some(MemSource::V2 { dir, .. }) => fs::keyed(&fs::read(dir, "memory.stat")?, "inactive_file").unwrap_or(0),
+        let (dir, v1) = match &self.mem {
+            Some(MemSource::V1 { dir, .. }) => (dir, true),
+            Some(MemSource::V2 { dir, .. }) => (dir, false),
             None => return Ok(None),
         };
+        match &self.stat_file {
+            Some(f) => read_whole(&f.file, &f.path, &mut self.stat_bytes)?,
+            None => {
+                let path = dir.join("memory.stat");
+                let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
+                read_whole(&f, &path, &mut self.stat_bytes)?;
+            }
+        }
+        // v1 counts the hierarchy below as `total_*` (an agent's own cgroup has no children, but be exact).
+        let key: &[u8] = if v1 { b"total_inactive_file " } else { b"inactive_file " };
+        self.inactive_file = keyed_u64(&self.stat_bytes, key).or_else(|| keyed_u64(&self.stat_bytes, b"inactive_file ")).unwrap_or(0);
         Ok(Some(self.inactive_file))
     }
 
@@ -245,7 +307,7 @@ impl Probe for CgroupProbe {
         match &self.slow_files {
             Some((procs, _)) => read_whole(&procs.file, &procs.path, &mut self.procs_bytes)?,
             None => {
-                let path = self.cg.dirs.all().into_iter().next().map(Path::to_path_buf).unwrap_or_default().join("cgroup.procs");
+                let path = self.procs_dir.join("cgroup.procs");
                 let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
                 read_whole(&f, &path, &mut self.procs_bytes)?;
             }
@@ -273,8 +335,33 @@ impl Probe for CgroupProbe {
         let sum_procs = !self.cgroup_io_moved;
         let mut files = 0;
         let mut proc_io = 0u64;
+        // Kept files of processes that are gone are dropped; new ones are kept while there is room.
+        let pids = &self.pids_buf;
+        self.proc_files.retain(|f| pids.binary_search(&f.pid).is_ok());
         for &p in &self.pids_buf {
             use std::fmt::Write as _;
+            if self.slow_files.is_some() && self.proc_files.len() < PROCS_KEPT && !self.proc_files.iter().any(|f| f.pid == p) {
+                if let Some(kept) = open_proc_files(&self.proc_root, p) {
+                    self.proc_files.push(kept);
+                }
+            }
+            if let Some(i) = self.proc_files.iter().position(|f| f.pid == p) {
+                let kept = &self.proc_files[i];
+                let fstat = rustix::fs::fstat(&kept.fd_dir);
+                let io = if sum_procs { kept.io.read(&mut buf).map(|b| parse::io_bytes(b).unwrap_or(0)).map(Some) } else { Ok(None) };
+                match (fstat, io) {
+                    (Ok(st), Ok(io)) if st.st_size > 0 => {
+                        files += st.st_size as u64;
+                        proc_io = proc_io.saturating_add(io.unwrap_or(0));
+                        continue;
+                    }
+                    // No count in st_size (an older kernel), or the process is gone: by path, as the others.
+                    (Ok(_), Ok(_)) => {}
+                    _ => {
+                        self.proc_files.remove(i);
+                    }
+                }
+            }
             self.path_buf.clear();
             let _ = write!(self.path_buf, "{}/{p}/fd", self.proc_root.display());
             match rustix::fs::stat(self.path_buf.as_str()) {

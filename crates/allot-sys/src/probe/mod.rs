@@ -15,7 +15,7 @@ mod cgroup;
 mod disk;
 mod tree;
 
-pub use cgroup::CgroupProbe;
+pub use cgroup::{CgroupProbe, FILES_PER_AGENT};
 pub use disk::{DiskWalk, disk_usage};
 pub use tree::TreeProbe;
 

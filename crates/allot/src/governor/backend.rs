@@ -279,7 +279,7 @@ impl RealBackend {
             why_not,
             groups: Vec::new(),
             proc_root: Roots::host().proc,
-            keep_slow_open: expected_agents * 5 + 1024 < limit,
+            keep_slow_open: expected_agents * allot_sys::probe::FILES_PER_AGENT + 1024 < limit,
             cleanups: Vec::new(),
             lock: None,
         }
