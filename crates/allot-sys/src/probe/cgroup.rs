@@ -42,6 +42,36 @@ const PROCS_KEPT: usize = 2;
 /// cgroup and two per kept process.
 pub const FILES_PER_AGENT: usize = 6 + 2 * PROCS_KEPT;
 
+/// The files a probe keeps open with [`KeepOpen::Hot`]: memory, cpu, pids.
+pub const HOT_FILES_PER_AGENT: usize = 3;
+
+/// Which of its files a probe keeps open between samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepOpen {
+    /// Every file it reads often ([`FILES_PER_AGENT`] at most).
+    All,
+    /// The fast sample's (memory, cpu, pids).
+    Hot,
+    /// None: each read opens its file (about 5 us more a read).
+    None,
+}
+
+impl KeepOpen {
+    /// What `agents` probes may keep open under an open-files limit of
+    /// `limit`, with 1024 descriptors left for everything else.
+    pub fn for_budget(agents: usize, limit: u64) -> KeepOpen {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let fits = |per: usize| agents.saturating_mul(per).saturating_add(1024) < limit;
+        if fits(FILES_PER_AGENT) {
+            KeepOpen::All
+        } else if fits(HOT_FILES_PER_AGENT) {
+            KeepOpen::Hot
+        } else {
+            KeepOpen::None
+        }
+    }
+}
+
 /// A process's `/proc/<pid>/fd` directory and `io` file, kept open. Both
 /// refer to that process: once it has exited they fail (ESRCH, ENOENT), also
 /// when its pid is reused, and are dropped.
@@ -154,10 +184,17 @@ impl CgroupProbe {
     /// 5 us here against 1 us for a `pread`, so keep them open while the
     /// open-files limit allows.
     pub fn new(cg: AgentCgroup, proc_root: PathBuf, keep_slow_open: bool) -> Result<Self, SysError> {
+        CgroupProbe::keeping(cg, proc_root, if keep_slow_open { KeepOpen::All } else { KeepOpen::Hot })
+    }
+
+    /// A probe keeping `keep` of its files open (see [`KeepOpen::for_budget`]).
+    pub fn keeping(cg: AgentCgroup, proc_root: PathBuf, keep: KeepOpen) -> Result<Self, SysError> {
+        let hot = keep != KeepOpen::None;
+        let keep_slow_open = keep == KeepOpen::All;
         let mem = if let Some(d) = cg.v2().filter(|_| cg.dirs.v2_has("memory")) {
-            Some(MemSource::V2 { current: HotFile::open(d.join("memory.current"))?, dir: d.to_path_buf() })
+            Some(MemSource::V2 { current: HotFile::new(d.join("memory.current"), hot)?, dir: d.to_path_buf() })
         } else if let Some(d) = cg.v1(V1::Memory) {
-            Some(MemSource::V1 { usage: HotFile::open(d.join("memory.usage_in_bytes"))?, dir: d.to_path_buf() })
+            Some(MemSource::V1 { usage: HotFile::new(d.join("memory.usage_in_bytes"), hot)?, dir: d.to_path_buf() })
         } else {
             None
         };
@@ -165,13 +202,13 @@ impl CgroupProbe {
         // cpuacct; on hybrid hosts cpuacct.usage is cheaper to generate.
         let v2_cpu = cg.v2().filter(|d| fs::has(d, "cpu.stat"));
         let cpu = match (v2_cpu, cg.v1(V1::Cpuacct)) {
-            (Some(d), _) if cg.dirs.v2_has("cpu") => Some(CpuSource::CpuStat(HotFile::open(d.join("cpu.stat"))?)),
-            (_, Some(d)) => Some(CpuSource::Cpuacct(HotFile::open(d.join("cpuacct.usage"))?)),
-            (Some(d), None) => Some(CpuSource::CpuStat(HotFile::open(d.join("cpu.stat"))?)),
+            (Some(d), _) if cg.dirs.v2_has("cpu") => Some(CpuSource::CpuStat(HotFile::new(d.join("cpu.stat"), hot)?)),
+            (_, Some(d)) => Some(CpuSource::Cpuacct(HotFile::new(d.join("cpuacct.usage"), hot)?)),
+            (Some(d), None) => Some(CpuSource::CpuStat(HotFile::new(d.join("cpu.stat"), hot)?)),
             (None, None) => None,
         };
         let pids_dir = if cg.dirs.v2_has("pids") { cg.v2() } else { cg.v1(V1::Pids) };
-        let pids = pids_dir.map(|d| HotFile::open(d.join("pids.current"))).transpose()?;
+        let pids = pids_dir.map(|d| HotFile::new(d.join("pids.current"), hot)).transpose()?;
         let io = if let Some(d) = cg.v2().filter(|_| cg.dirs.v2_has("io")) {
             IoSource::IoStat(d.to_path_buf())
         } else if let Some(d) = cg.v1(V1::Blkio) {
@@ -225,9 +262,17 @@ impl CgroupProbe {
 
     /// How many files this probe keeps open.
     pub fn open_files(&self) -> usize {
-        usize::from(self.mem.is_some())
-            + usize::from(self.cpu.is_some())
-            + usize::from(self.pids.is_some())
+        let kept = |f: Option<&HotFile>| usize::from(f.is_some_and(HotFile::is_open));
+        let mem = self.mem.as_ref().map(|m| match m {
+            MemSource::V1 { usage, .. } => usage,
+            MemSource::V2 { current, .. } => current,
+        });
+        let cpu = self.cpu.as_ref().map(|c| match c {
+            CpuSource::Cpuacct(f) | CpuSource::CpuStat(f) => f,
+        });
+        kept(mem)
+            + kept(cpu)
+            + kept(self.pids.as_ref())
             + self.slow_files.as_ref().map_or(0, |(_, io)| 1 + usize::from(io.is_some()))
             + usize::from(self.stat_file.is_some())
             + 2 * self.proc_files.len()
@@ -257,7 +302,7 @@ impl Probe for CgroupProbe {
         // Processes: the distinct thread-group ids of cgroup.procs (v1 may list one twice).
         let procs_dir = &self.procs_dir;
         match &self.slow_files {
-            Some((procs, _)) => read_whole(&procs.file, &procs.path, &mut self.procs_bytes)?,
+            Some((procs, _)) => procs.with_file(|f, path| read_whole(f, path, &mut self.procs_bytes))?,
             None => {
                 let path = procs_dir.join("cgroup.procs");
                 let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
@@ -289,7 +334,7 @@ impl Probe for CgroupProbe {
             None => return Ok(None),
         };
         match &self.stat_file {
-            Some(f) => read_whole(&f.file, &f.path, &mut self.stat_bytes)?,
+            Some(f) => f.with_file(|file, path| read_whole(file, path, &mut self.stat_bytes))?,
             None => {
                 let path = dir.join("memory.stat");
                 let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
@@ -305,7 +350,7 @@ impl Probe for CgroupProbe {
     fn slow(&mut self) -> Result<Slow, SysError> {
         let mut buf = [0u8; 4096];
         match &self.slow_files {
-            Some((procs, _)) => read_whole(&procs.file, &procs.path, &mut self.procs_bytes)?,
+            Some((procs, _)) => procs.with_file(|f, path| read_whole(f, path, &mut self.procs_bytes))?,
             None => {
                 let path = self.procs_dir.join("cgroup.procs");
                 let f = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;

@@ -15,7 +15,7 @@ mod cgroup;
 mod disk;
 mod tree;
 
-pub use cgroup::{CgroupProbe, FILES_PER_AGENT};
+pub use cgroup::{CgroupProbe, FILES_PER_AGENT, HOT_FILES_PER_AGENT, KeepOpen};
 pub use disk::{DiskWalk, disk_usage};
 pub use tree::TreeProbe;
 
@@ -25,23 +25,51 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// A file kept open and re-read from offset 0.
+/// A file re-read from offset 0: kept open (a `pread` per read), or, where
+/// the open-files limit leaves no room for it, opened for each read.
 #[derive(Debug)]
 pub struct HotFile {
-    file: File,
+    file: Option<File>,
     path: PathBuf,
 }
 
 impl HotFile {
-    /// Open `path` for reading.
+    /// Open `path` for reading, and keep it open.
     pub fn open(path: PathBuf) -> Result<Self, SysError> {
         let file = File::open(&path).map_err(|source| SysError::Read { path: path.clone(), source })?;
-        Ok(HotFile { file, path })
+        Ok(HotFile { file: Some(file), path })
+    }
+
+    /// `path`, kept open when `keep`; else checked readable now and opened at each read.
+    pub fn new(path: PathBuf, keep: bool) -> Result<Self, SysError> {
+        let mut f = HotFile::open(path)?;
+        if !keep {
+            f.file = None;
+        }
+        Ok(f)
+    }
+
+    /// Whether the file is kept open.
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Run `read` on the open file: the kept one, or one opened for it.
+    pub(crate) fn with_file<R>(&self, read: impl FnOnce(&File, &Path) -> Result<R, SysError>) -> Result<R, SysError> {
+        match &self.file {
+            Some(f) => read(f, &self.path),
+            None => {
+                let f = File::open(&self.path).map_err(|source| SysError::Read { path: self.path.clone(), source })?;
+                read(&f, &self.path)
+            }
+        }
     }
 
     /// Read the whole file (up to the buffer's size) into `buf`.
     pub fn read<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], SysError> {
-        let n = rustix::io::pread(&self.file, &mut *buf, 0).map_err(|e| SysError::Read { path: self.path.clone(), source: e.into() })?;
+        let n = self.with_file(|f, path| {
+            rustix::io::pread(f, &mut *buf, 0).map_err(|e| SysError::Read { path: path.to_path_buf(), source: e.into() })
+        })?;
         Ok(&buf[..n])
     }
 

@@ -114,8 +114,8 @@ struct AllotCost {
     /// the inactive page cache (`memory.stat`): each sample near a memory
     /// limit, else once a minute (`allot_core::working_set`).
     stat: f64,
-    /// Files kept open per agent.
-    kept_open: bool,
+    /// Which files the probes kept open.
+    kept_open: allot_sys::probe::KeepOpen,
 }
 
 impl AllotCost {
@@ -137,11 +137,10 @@ impl AllotCost {
 const SAMPLES_PER_STAT: f64 = 60.0;
 
 fn measure_allot(agents: &[Agent], rounds: usize) -> Result<AllotCost, Error> {
-    // Six kept-open files per agent while the open-files limit allows (with room to spare).
-    let limit = usize::try_from(allot_sys::spawn::nofile_limit()).unwrap_or(usize::MAX);
-    let keep_open = agents.len() * allot_sys::probe::FILES_PER_AGENT + 1024 < limit;
+    // Files kept open as the open-files limit allows, as the daemon keeps them.
+    let keep_open = allot_sys::probe::KeepOpen::for_budget(agents.len(), allot_sys::spawn::nofile_limit());
     let mut probes: Vec<CgroupProbe> =
-        agents.iter().map(|a| CgroupProbe::new(a.cg.clone(), allot_sys::Roots::host().proc, keep_open)).collect::<Result<_, _>>()?;
+        agents.iter().map(|a| CgroupProbe::keeping(a.cg.clone(), allot_sys::Roots::host().proc, keep_open)).collect::<Result<_, _>>()?;
     let n = probes.len() as f64;
     let (mut fast, mut slow, mut stat) = (Vec::new(), Vec::new(), Vec::new());
     let per_agent = |t: Instant| t.elapsed().as_secs_f64() * 1e6 / n;
@@ -230,7 +229,13 @@ pub(crate) fn sample(args: &BenchSampleArgs) -> Result<ExitCode, Error> {
     let mut fleet = Fleet { root, agents: Vec::new() };
     let mut counts = args.agents.clone();
     counts.sort_unstable();
-    let mut text = String::new();
+    if !args.json {
+        print(&format!(
+            "microseconds per agent (median of {} rounds); full: everything read once, as psutil does every sample; per sample: \
+             a sample a second, the slow part every fifth, memory.stat once a minute far from memory limits (every sample near one)\n",
+            args.rounds
+        ))?;
+    }
     for n in counts {
         grow(&mut fleet, n)?;
         let agents = &fleet.agents[..n];
@@ -246,7 +251,7 @@ pub(crate) fn sample(args: &BenchSampleArgs) -> Result<ExitCode, Error> {
         let row = json!({
             "agents": n,
             "processes_per_agent": 2,
-            "files_kept_open": cost.kept_open,
+            "files_kept_open": format!("{:?}", cost.kept_open),
             "allot_fast_us": cost.fast,
             "allot_slow_us": cost.slow,
             "allot_memory_stat_us": cost.stat,
@@ -267,27 +272,23 @@ pub(crate) fn sample(args: &BenchSampleArgs) -> Result<ExitCode, Error> {
         if args.json {
             print(&format!("{row}\n"))?;
         } else {
-            text.push_str(&format!(
+            print(&format!(
                 "{n:>6} agents: allot full {full:6.2} us (fast {:.2}, slow {:.2}, memory.stat {:.2}{}); per sample at the default cadence {far:.2} us \
                  ({near:.2} near memory limits): {:.2} % of a core ({:.2} %)\n        psutil {psutil_us:7.2} us ({:.1}x allot full, {:.1}x per sample)  sysinfo {sysinfo_us:7.2} us ({:.1}x allot full)\n",
                 cost.fast,
                 cost.slow,
                 cost.stat,
-                if cost.kept_open { "" } else { "; files not kept open: the open-files limit is too low" },
+                match cost.kept_open {
+                    allot_sys::probe::KeepOpen::All => String::new(),
+                    k => format!("; files kept open: {k:?} (the open-files limit is too low for all)"),
+                },
                 share(far),
                 share(near),
                 psutil_us / full,
                 psutil_us / far,
                 sysinfo_us / full
-            ));
+            ))?;
         }
-    }
-    if !args.json {
-        print(&format!(
-            "microseconds per agent (median of {} rounds); full: everything read once, as psutil does every sample; per sample: \
-             a sample a second, the slow part every fifth, memory.stat once a minute far from memory limits (every sample near one)\n{text}",
-            args.rounds
-        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -218,7 +218,8 @@ pub struct RealBackend {
     why_not: Option<String>,
     groups: Vec<String>,
     proc_root: PathBuf,
-    keep_slow_open: bool,
+    /// Which files each probe keeps open, for the agents expected under the open-files limit.
+    keep_open: allot_sys::probe::KeepOpen,
     /// Removals of exited agents' cgroups, running on threads of their own, with the directories they remove.
     cleanups: Vec<(Vec<PathBuf>, std::thread::JoinHandle<()>)>,
     /// The exclusive lock on the cgroup root, held for the backend's life;
@@ -273,13 +274,12 @@ impl RealBackend {
             Ok(r) => (Some(r), None),
             Err(e) => (None, Some(e)),
         };
-        let limit = usize::try_from(allot_sys::spawn::nofile_limit()).unwrap_or(usize::MAX);
         RealBackend {
             root,
             why_not,
             groups: Vec::new(),
             proc_root: Roots::host().proc,
-            keep_slow_open: expected_agents * allot_sys::probe::FILES_PER_AGENT + 1024 < limit,
+            keep_open: allot_sys::probe::KeepOpen::for_budget(expected_agents, allot_sys::spawn::nofile_limit()),
             cleanups: Vec::new(),
             lock: None,
         }
@@ -292,7 +292,7 @@ impl RealBackend {
             why_not: Some(why.to_owned()),
             groups: Vec::new(),
             proc_root: Roots::host().proc,
-            keep_slow_open: false,
+            keep_open: allot_sys::probe::KeepOpen::Hot,
             cleanups: Vec::new(),
             lock: None,
         }
@@ -361,12 +361,13 @@ impl Backend for RealBackend {
                 let mut actuator = CgroupActuator::new(cg.clone());
                 // The kernel limits are in place before the first instruction of the agent.
                 before_exec(&mut actuator);
-                let started = allot_sys::spawn::spawn(&mut cmd, Some(&cg)).map_err(cannot_run).and_then(|child| {
-                    match CgroupProbe::new(cg.clone(), self.proc_root.clone(), self.keep_slow_open) {
-                        Ok(probe) => Ok((child, probe)),
-                        Err(e) => Err(format!("cannot measure its cgroup: {e}")),
-                    }
-                });
+                let started =
+                    allot_sys::spawn::spawn(&mut cmd, Some(&cg)).map_err(cannot_run).and_then(|child| {
+                        match CgroupProbe::keeping(cg.clone(), self.proc_root.clone(), self.keep_open) {
+                            Ok(probe) => Ok((child, probe)),
+                            Err(e) => Err(format!("cannot measure its cgroup: {e}")),
+                        }
+                    });
                 let (child, probe) = match started {
                     Ok(s) => s,
                     Err(e) => {
@@ -420,7 +421,7 @@ impl Backend for RealBackend {
             return Err(format!("pid {pid} is no longer in its cgroup"));
         }
         let (_, start) = start_time(pid).ok_or_else(|| format!("pid {pid} is gone"))?;
-        let probe = CgroupProbe::new(cg.clone(), self.proc_root.clone(), self.keep_slow_open).map_err(|e| e.to_string())?;
+        let probe = CgroupProbe::keeping(cg.clone(), self.proc_root.clone(), self.keep_open).map_err(|e| e.to_string())?;
         Ok(Started {
             leader: Box::new(AdoptedLeader { pid, start }),
             probe: Box::new(probe),
@@ -439,7 +440,7 @@ impl Backend for RealBackend {
                     self.groups.push(def.spec.group.clone());
                 }
                 allot_sys::spawn::adopt(pid, &cg).map_err(|e| e.to_string())?;
-                let probe = CgroupProbe::new(cg.clone(), self.proc_root.clone(), self.keep_slow_open).map_err(|e| e.to_string())?;
+                let probe = CgroupProbe::keeping(cg.clone(), self.proc_root.clone(), self.keep_open).map_err(|e| e.to_string())?;
                 Ok(Started { leader, probe: Box::new(probe), actuator: Box::new(CgroupActuator::new(cg.clone())), cgroup: Some(cg) })
             }
             (None, true) => Err(format!("cannot move {pid}: no cgroups here ({})", self.mode())),
