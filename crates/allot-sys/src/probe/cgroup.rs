@@ -57,11 +57,11 @@ pub enum KeepOpen {
 }
 
 impl KeepOpen {
-    /// What `agents` probes may keep open under an open-files limit of
-    /// `limit`, with 1024 descriptors left for everything else.
+    /// What `agents` probes may each keep open under an open-files limit of
+    /// `limit`, with [`FdBudget::RESERVED`] descriptors left for everything else.
     pub fn for_budget(agents: usize, limit: u64) -> KeepOpen {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let fits = |per: usize| agents.saturating_mul(per).saturating_add(1024) < limit;
+        let fits = |per: usize| agents.saturating_mul(per).saturating_add(FdBudget::RESERVED) < limit;
         if fits(FILES_PER_AGENT) {
             KeepOpen::All
         } else if fits(HOT_FILES_PER_AGENT) {
@@ -69,6 +69,72 @@ impl KeepOpen {
         } else {
             KeepOpen::None
         }
+    }
+
+    fn files(self) -> usize {
+        match self {
+            KeepOpen::All => FILES_PER_AGENT,
+            KeepOpen::Hot => HOT_FILES_PER_AGENT,
+            KeepOpen::None => 0,
+        }
+    }
+}
+
+/// The descriptors probes may keep open, shared by them: each probe takes
+/// what it keeps ([`FdBudget::take`]) and gives it back when dropped. Where
+/// the limit is too low for every agent to keep its hot files, as many as
+/// fit keep them and the others open each file per read.
+#[derive(Clone, Debug)]
+pub struct FdBudget {
+    left: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// What each probe asks for while the budget lasts.
+    wanted: KeepOpen,
+}
+
+/// Descriptors of an [`FdBudget`] held by one probe, given back on drop.
+#[derive(Debug)]
+struct Lease {
+    left: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    files: usize,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.left.fetch_add(self.files, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl FdBudget {
+    /// Descriptors left for everything but probes (sockets, the store, agents' pipes).
+    pub const RESERVED: usize = 1024;
+
+    /// The budget of an open-files limit of `limit` for about `agents`
+    /// agents: each keeps every file when all fit ([`KeepOpen::for_budget`]),
+    /// else its hot files while they last.
+    pub fn new(agents: usize, limit: u64) -> FdBudget {
+        let files = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(FdBudget::RESERVED);
+        let wanted = match KeepOpen::for_budget(agents, limit) {
+            KeepOpen::None => KeepOpen::Hot,
+            k => k,
+        };
+        FdBudget { left: std::sync::Arc::new(files.into()), wanted }
+    }
+
+    /// Descriptors not taken.
+    pub fn left(&self) -> usize {
+        self.left.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What one more probe may keep, and the lease of its descriptors.
+    fn take(&self) -> (KeepOpen, Lease) {
+        use std::sync::atomic::Ordering;
+        for keep in [self.wanted, KeepOpen::Hot] {
+            let n = keep.files();
+            if self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n)).is_ok() {
+                return (keep, Lease { left: self.left.clone(), files: n });
+            }
+        }
+        (KeepOpen::None, Lease { left: self.left.clone(), files: 0 })
     }
 }
 
@@ -111,6 +177,8 @@ pub struct CgroupProbe {
     stat_bytes: Vec<u8>,
     /// The first [`PROCS_KEPT`] processes' files, with `keep_slow_open`.
     proc_files: Vec<ProcFiles>,
+    /// The descriptors it holds of a shared budget, if it was made within one.
+    lease: Option<Lease>,
 }
 
 /// Open `/proc/<pid>/fd` and `/proc/<pid>/io` to keep; `None` when the process is gone or unreadable.
@@ -187,6 +255,25 @@ impl CgroupProbe {
         CgroupProbe::keeping(cg, proc_root, if keep_slow_open { KeepOpen::All } else { KeepOpen::Hot })
     }
 
+    /// A probe keeping what `budget` leaves it open; the descriptors go back when it is dropped.
+    pub fn within(cg: AgentCgroup, proc_root: PathBuf, budget: &FdBudget) -> Result<Self, SysError> {
+        let (keep, lease) = budget.take();
+        let mut probe = CgroupProbe::keeping(cg, proc_root, keep)?;
+        probe.lease = Some(lease);
+        Ok(probe)
+    }
+
+    /// Which of its files this probe keeps open.
+    pub fn keeps(&self) -> KeepOpen {
+        if self.slow_files.is_some() {
+            KeepOpen::All
+        } else if self.open_files() > 0 {
+            KeepOpen::Hot
+        } else {
+            KeepOpen::None
+        }
+    }
+
     /// A probe keeping `keep` of its files open (see [`KeepOpen::for_budget`]).
     pub fn keeping(cg: AgentCgroup, proc_root: PathBuf, keep: KeepOpen) -> Result<Self, SysError> {
         let hot = keep != KeepOpen::None;
@@ -237,6 +324,7 @@ impl CgroupProbe {
             stat_file: None,
             stat_bytes: Vec::new(),
             proc_files: Vec::new(),
+            lease: None,
         }
         .with_slow_files(keep_slow_open)
     }
@@ -452,6 +540,21 @@ impl Probe for CgroupProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_budget_gives_hot_files_while_they_last_and_takes_them_back() {
+        // Room for 25 kept descriptors: every file of 2 agents, or the hot files of 8.
+        let roomy = FdBudget::new(2, (FdBudget::RESERVED + 25) as u64);
+        assert_eq!(roomy.take().0, KeepOpen::All, "two agents fit with every file");
+        let budget = FdBudget::new(10, (FdBudget::RESERVED + 25) as u64);
+        let leases: Vec<(KeepOpen, Lease)> = (0..10).map(|_| budget.take()).collect();
+        let kinds: Vec<KeepOpen> = leases.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == KeepOpen::Hot).count(), 8, "{kinds:?}");
+        assert_eq!(kinds[8..], [KeepOpen::None, KeepOpen::None]);
+        assert_eq!(budget.left(), 1);
+        drop(leases);
+        assert_eq!(budget.left(), 25, "every lease given back");
+    }
 
     #[test]
     fn number_and_cpu_stat_parsing() {

@@ -32,18 +32,30 @@ pub fn sockets(proc_root: &Path, pid: u32) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// Counted on a child of known descriptors: this process's own change
+    /// as other test threads open and close files.
     #[test]
-    fn counts_our_own_fds_and_sockets() {
+    fn counts_a_processs_fds_and_sockets() {
         let proc = Path::new("/proc");
-        let me = std::process::id();
-        let before = count(proc, me).unwrap();
-        let socks_before = sockets(proc, me).unwrap();
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let f = std::fs::File::open("/proc/self/stat").unwrap();
-        // Other test threads may open files meanwhile: at least two more.
-        assert!(count(proc, me).unwrap() >= before + 2);
-        assert!(sockets(proc, me).unwrap() > socks_before);
-        drop((l, f));
+        let script = "import socket, sys, time\ns = socket.socket()\nf = open('/dev/null')\nprint('ready', flush=True)\ntime.sleep(30)\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let pid = child.id();
+        let listed = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+        let (n, socks) = (count(proc, pid), sockets(proc, pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(n, Some(listed), "stdin, stdout, stderr, the socket, the file (and what python keeps)");
+        assert!(listed >= 5, "{listed}");
+        assert_eq!(socks, Some(1));
         assert_eq!(count(proc, u32::MAX), None);
     }
 }

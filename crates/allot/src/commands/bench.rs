@@ -114,8 +114,8 @@ struct AllotCost {
     /// the inactive page cache (`memory.stat`): each sample near a memory
     /// limit, else once a minute (`allot_core::working_set`).
     stat: f64,
-    /// Which files the probes kept open.
-    kept_open: allot_sys::probe::KeepOpen,
+    /// How many probes kept all their files open, the hot ones, none.
+    kept_open: [usize; 3],
 }
 
 impl AllotCost {
@@ -138,9 +138,11 @@ const SAMPLES_PER_STAT: f64 = 60.0;
 
 fn measure_allot(agents: &[Agent], rounds: usize) -> Result<AllotCost, Error> {
     // Files kept open as the open-files limit allows, as the daemon keeps them.
-    let keep_open = allot_sys::probe::KeepOpen::for_budget(agents.len(), allot_sys::spawn::nofile_limit());
+    let budget = allot_sys::probe::FdBudget::new(agents.len(), allot_sys::spawn::nofile_limit());
     let mut probes: Vec<CgroupProbe> =
-        agents.iter().map(|a| CgroupProbe::keeping(a.cg.clone(), allot_sys::Roots::host().proc, keep_open)).collect::<Result<_, _>>()?;
+        agents.iter().map(|a| CgroupProbe::within(a.cg.clone(), allot_sys::Roots::host().proc, &budget)).collect::<Result<_, _>>()?;
+    let keeps = |k: allot_sys::probe::KeepOpen| probes.iter().filter(|p| p.keeps() == k).count();
+    let kept_open = [allot_sys::probe::KeepOpen::All, allot_sys::probe::KeepOpen::Hot, allot_sys::probe::KeepOpen::None].map(keeps);
     let n = probes.len() as f64;
     let (mut fast, mut slow, mut stat) = (Vec::new(), Vec::new(), Vec::new());
     let per_agent = |t: Instant| t.elapsed().as_secs_f64() * 1e6 / n;
@@ -162,7 +164,7 @@ fn measure_allot(agents: &[Agent], rounds: usize) -> Result<AllotCost, Error> {
         }
         stat.push(per_agent(t));
     }
-    Ok(AllotCost { fast: median(fast), slow: median(slow), stat: median(stat), kept_open: keep_open })
+    Ok(AllotCost { fast: median(fast), slow: median(slow), stat: median(stat), kept_open })
 }
 
 fn measure_sysinfo(agents: &[Agent], rounds: usize) -> f64 {
@@ -251,7 +253,7 @@ pub(crate) fn sample(args: &BenchSampleArgs) -> Result<ExitCode, Error> {
         let row = json!({
             "agents": n,
             "processes_per_agent": 2,
-            "files_kept_open": format!("{:?}", cost.kept_open),
+            "probes_keeping_all_hot_none": cost.kept_open,
             "allot_fast_us": cost.fast,
             "allot_slow_us": cost.slow,
             "allot_memory_stat_us": cost.stat,
@@ -279,8 +281,9 @@ pub(crate) fn sample(args: &BenchSampleArgs) -> Result<ExitCode, Error> {
                 cost.slow,
                 cost.stat,
                 match cost.kept_open {
-                    allot_sys::probe::KeepOpen::All => String::new(),
-                    k => format!("; files kept open: {k:?} (the open-files limit is too low for all)"),
+                    [_, 0, 0] => String::new(),
+                    [all, hot, none] =>
+                        format!("; under the open-files limit {all} probes keep all their files open, {hot} the hot ones, {none} none"),
                 },
                 share(far),
                 share(near),

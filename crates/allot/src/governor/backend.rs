@@ -218,8 +218,8 @@ pub struct RealBackend {
     why_not: Option<String>,
     groups: Vec<String>,
     proc_root: PathBuf,
-    /// Which files each probe keeps open, for the agents expected under the open-files limit.
-    keep_open: allot_sys::probe::KeepOpen,
+    /// The descriptors probes may keep open, shared by them (given back as agents go).
+    fds: allot_sys::probe::FdBudget,
     /// Removals of exited agents' cgroups, running on threads of their own, with the directories they remove.
     cleanups: Vec<(Vec<PathBuf>, std::thread::JoinHandle<()>)>,
     /// The exclusive lock on the cgroup root, held for the backend's life;
@@ -279,7 +279,7 @@ impl RealBackend {
             why_not,
             groups: Vec::new(),
             proc_root: Roots::host().proc,
-            keep_open: allot_sys::probe::KeepOpen::for_budget(expected_agents, allot_sys::spawn::nofile_limit()),
+            fds: allot_sys::probe::FdBudget::new(expected_agents, allot_sys::spawn::nofile_limit()),
             cleanups: Vec::new(),
             lock: None,
         }
@@ -292,7 +292,7 @@ impl RealBackend {
             why_not: Some(why.to_owned()),
             groups: Vec::new(),
             proc_root: Roots::host().proc,
-            keep_open: allot_sys::probe::KeepOpen::Hot,
+            fds: allot_sys::probe::FdBudget::new(0, allot_sys::spawn::nofile_limit()),
             cleanups: Vec::new(),
             lock: None,
         }
@@ -363,7 +363,7 @@ impl Backend for RealBackend {
                 before_exec(&mut actuator);
                 let started =
                     allot_sys::spawn::spawn(&mut cmd, Some(&cg)).map_err(cannot_run).and_then(|child| {
-                        match CgroupProbe::keeping(cg.clone(), self.proc_root.clone(), self.keep_open) {
+                        match CgroupProbe::within(cg.clone(), self.proc_root.clone(), &self.fds) {
                             Ok(probe) => Ok((child, probe)),
                             Err(e) => Err(format!("cannot measure its cgroup: {e}")),
                         }
@@ -421,7 +421,7 @@ impl Backend for RealBackend {
             return Err(format!("pid {pid} is no longer in its cgroup"));
         }
         let (_, start) = start_time(pid).ok_or_else(|| format!("pid {pid} is gone"))?;
-        let probe = CgroupProbe::keeping(cg.clone(), self.proc_root.clone(), self.keep_open).map_err(|e| e.to_string())?;
+        let probe = CgroupProbe::within(cg.clone(), self.proc_root.clone(), &self.fds).map_err(|e| e.to_string())?;
         Ok(Started {
             leader: Box::new(AdoptedLeader { pid, start }),
             probe: Box::new(probe),
@@ -440,7 +440,7 @@ impl Backend for RealBackend {
                     self.groups.push(def.spec.group.clone());
                 }
                 allot_sys::spawn::adopt(pid, &cg).map_err(|e| e.to_string())?;
-                let probe = CgroupProbe::keeping(cg.clone(), self.proc_root.clone(), self.keep_open).map_err(|e| e.to_string())?;
+                let probe = CgroupProbe::within(cg.clone(), self.proc_root.clone(), &self.fds).map_err(|e| e.to_string())?;
                 Ok(Started { leader, probe: Box::new(probe), actuator: Box::new(CgroupActuator::new(cg.clone())), cgroup: Some(cg) })
             }
             (None, true) => Err(format!("cannot move {pid}: no cgroups here ({})", self.mode())),
