@@ -1,10 +1,19 @@
 #!/usr/bin/env python3
 """Reaction benchmark for `allot up`: how long from an agent crossing its
-hard memory limit (its own timestamp, taken when its RSS passes the limit)
-to allot's action event for that violation (enforcement.warn, kind hard),
-over N crossings, with kernel notifications and with sampling alone.
+hard memory limit to allot's action event for that violation
+(enforcement.warn, kind hard), over N crossings, with kernel notifications
+and with sampling alone; optionally with idle agents sampled alongside and
+the API under load.
 
-    python3 bench/reaction.py [--crossings 50] [--allot target/release/allot]
+The zero point is the agent's own timestamp taken just before the 256 KiB
+write after which its cgroup's counter may be over the limit: the write
+that took its usage, measured as allot measures it, past the limit less the
+kernel's charge slack (64 pages per cpu, charged ahead of use). An event's
+time (allot's wall time at its start plus monotonic time since, truncated
+to the millisecond) counts as the end of its millisecond. Every reaction
+measured is an upper bound of the real one, never negative.
+
+    python3 bench/reaction.py [--crossings 50] [--idle 1000] [--api-load 4] [--allot target/release/allot]
 
 Needs root and cgroups. Prints one JSON object per mode.
 """
@@ -19,6 +28,7 @@ import tempfile
 AGENT = r'''
 import json, mmap, os, random, sys, time
 hard = int(sys.argv[2]); n = int(sys.argv[3])
+SLACK = 64 * 4096 * os.cpu_count()
 out = open(sys.argv[1], "w")
 random.seed(7)
 # Measure ourselves exactly as allot does: the cgroup's usage less inactive file cache.
@@ -50,14 +60,22 @@ def rss():
 time.sleep(1.5)
 for i in range(n):
     time.sleep(random.uniform(1.6, 2.4))  # longer than a sample interval, so each crossing is a new violation
-    maps, crossed = [], None
-    while crossed is None:
-        m = mmap.mmap(-1, 1 << 20)
-        for off in range(0, 1 << 20, 4096):
+    maps, crossed, zero = [], False, None
+    while not crossed:
+        # The zero point: a timestamp taken just before the write after which the cgroup's
+        # counter may be over the limit. The kernel charges a cgroup in per-cpu batches of
+        # 64 pages ahead of use, so its counter may lead what this process measures by
+        # SLACK: the zero is the write that first takes the measure past hard - SLACK.
+        before = time.time()
+        m = mmap.mmap(-1, 1 << 18)
+        for off in range(0, 1 << 18, 4096):
             m[off] = 1
         maps.append(m)
-        if rss() > hard:
-            crossed = time.time()
+        used = rss()
+        if zero is None and used > hard - SLACK:
+            zero = before
+        crossed = used > hard
+    crossed = zero
     for _ in range(2):  # a little more, so the crossing is not a hair's breadth
         m = mmap.mmap(-1, 1 << 20)
         for off in range(0, 1 << 20, 4096):
@@ -76,12 +94,46 @@ def percentile(v, p):
     return v[k]
 
 
-def run(allot, crossings, notify):
+def api_load(sock, stop, counter):
+    """Quota reads over the run's socket, as fast as one connection goes, until `stop` is set."""
+    import socket
+    import time
+    while not os.path.exists(sock) and not stop.is_set():
+        time.sleep(0.05)
+    while not stop.is_set():
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(sock)
+            while not stop.is_set():
+                s.sendall(b"GET /v1/agents/crosser/quota HTTP/1.1\r\nHost: a\r\n\r\n")
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("closed")
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int([h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0])
+                while len(body) < length:
+                    body += s.recv(65536)
+                counter[0] += 1
+        except (OSError, ConnectionError, IndexError, ValueError):
+            time.sleep(0.05)
+
+
+def run(allot, crossings, notify, idle=0, load=0):
     d = tempfile.mkdtemp(prefix="allot-reaction-")
+    # Run as root, allot runs the agent as nobody: it must reach its script and write its marks.
+    os.chmod(d, 0o755)
     agent = os.path.join(d, "agent.py")
     open(agent, "w").write(AGENT)
+    os.chmod(agent, 0o644)
     hard = 40 << 20
     marks = os.path.join(d, "crossings.jsonl")
+    open(marks, "w").close()
+    os.chmod(marks, 0o666)
+    # An interpreter nobody can run (not one under /root).
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
     fleet = os.path.join(d, "fleet.toml")
     open(fleet, "w").write(f"""
 [policy]
@@ -90,17 +142,31 @@ delays = {{ throttle = "1h" }}
 [[agents]]
 name = "crosser"
 group = "standard_agent"
-command = ["python3", "{agent}", "{marks}", "{hard}", "{crossings}"]
+command = ["{python}", "{agent}", "{marks}", "{hard}", "{crossings}"]
 limits.memory = {{ soft = "30Mi", hard = "40Mi", action = "throttle" }}
 limits.cpu = {{ soft = "2", hard = "2", action = "warn" }}
-""")
+""" + ("\n[groups.idle]\ndescription = \"idle agents sampled alongside\"\n" if idle else "") + "".join(f"""
+[[agents]]
+name = "idle{i}"
+group = "idle"
+command = ["sleep", "100000"]
+""" for i in range(idle)))
     events = os.path.join(d, "ev.jsonl")
     seconds = int(crossings * 3.5 + 8)
+    sock = os.path.join(d, "up.sock")
     cmd = [allot, "up", fleet, "--quiet", "--for", f"{seconds}s", "--events", events, "--state", os.path.join(d, "state.db"),
-           "--cgroup-name", f"allot-reaction-{os.getpid()}"]
+           "--cgroup-name", f"allot-reaction-{os.getpid()}", "--socket", sock]
     if not notify:
         cmd.append("--no-notify")
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    import threading
+    stop, served = threading.Event(), [0]
+    loaders = [threading.Thread(target=api_load, args=(sock, stop, served), daemon=True) for _ in range(load)]
+    for t in loaders:
+        t.start()
+    try:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    finally:
+        stop.set()
     from datetime import datetime
     warns = []
     for line in open(events):
@@ -109,15 +175,19 @@ limits.cpu = {{ soft = "2", hard = "2", action = "warn" }}
         dec = data.get("decision") or {}
         if e["topic"] == "resource_management.enforcement.warn" and dec.get("resource") == "memory" \
                 and (dec.get("violation") or {}).get("kind") == "hard":
-            warns.append(datetime.fromisoformat(e["at"].replace("Z", "+00:00")).timestamp())
+            # The end of the event's millisecond (its time is written to the millisecond).
+            warns.append(datetime.fromisoformat(e["at"].replace("Z", "+00:00")).timestamp() + 0.001)
     reactions = []
     for line in open(marks):
         c = json.loads(line)["crossed"]
-        after = [w for w in warns if w >= c - 0.05]
+        after = [w for w in warns if w >= c]
         if after:
             reactions.append((min(after) - c) * 1000)
+    assert all(r >= 0 for r in reactions)
     return {
-        "mode": "kernel notifications" if notify else "sampling alone at 1 s",
+        "mode": ("kernel notifications" if notify else "sampling alone at 1 s")
+        + (f", {idle} idle agents sampled alongside" if idle else "")
+        + (f", the API under load ({load} connections reading quotas, {served[0] / seconds:.0f}/s)" if load else ""),
         "crossings": len(reactions),
         "p50_ms": round(statistics.median(reactions), 1) if reactions else None,
         "p99_ms": round(percentile(reactions, 99), 1) if reactions else None,
@@ -129,9 +199,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--crossings", type=int, default=50)
     ap.add_argument("--allot", default="target/release/allot")
+    ap.add_argument("--idle", type=int, default=0, help="also measure with this many idle agents sampled alongside")
+    ap.add_argument("--api-load", type=int, default=0, help="and this many connections reading quotas meanwhile")
     a = ap.parse_args()
     for notify in (True, False):
         print(json.dumps(run(a.allot, a.crossings, notify)), flush=True)
+    if a.idle or a.api_load:
+        print(json.dumps(run(a.allot, a.crossings, True, a.idle, a.api_load)), flush=True)
 
 
 if __name__ == "__main__":
