@@ -1,11 +1,11 @@
 //! Agents' lifecycle: start (or adopt) with a fresh incarnation, watch for
 //! kernel notices, reap exited leaders (restart with backoff where the
-//! fleet says so), the kill at the end of a terminate grace, and stopping
-//! every agent at shutdown.
+//! fleet says so), and the kill at the end of a terminate grace; stopping
+//! every agent at shutdown is in `stop`.
 
 use super::agents::{Agent, Lifecycle};
 use super::control::ControlError;
-use super::intent::{Applied, Intent, Op, Source};
+use super::intent::{Intent, Op, Source};
 use super::settle::Attempt;
 use super::{Backend, Governor};
 use crate::fleet::{AgentDef, Restart};
@@ -376,53 +376,6 @@ impl<B: Backend> Governor<B> {
         };
         let applied = self.apply(Intent { agent: id.clone(), source: Source::Lifecycle, op: Op::Kill });
         self.conclude(attempt, applied);
-    }
-
-    /// Stop every live agent: notice, grace, kill; waits for them (the loop has ended).
-    ///
-    /// The API is served through the grace period (an agent acknowledges
-    /// its termination notice, a reader is answered), but no agent is
-    /// started or adopted any more.
-    pub(super) async fn stop_all(&mut self, why: &str, inbox: &mut super::event::Inbox) {
-        self.stopping = Some(why.to_owned());
-        let grace = self.settings.policy.terminate_grace;
-        let live: Vec<AgentId> = self.agents.map.iter().filter(|(_, a)| a.proc.is_some()).map(|(id, _)| id.clone()).collect();
-        for id in &live {
-            let reason = format!("stopped by allot ({why})");
-            let _ = self.apply(Intent { agent: id.clone(), source: Source::Lifecycle, op: Op::Terminate { grace, reason } });
-        }
-        let until = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < until && self.agents.map.values().any(|a| a.proc.is_some()) {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                c = inbox.control() => {
-                    self.handle_control(c);
-                    self.flush_budgets();
-                }
-            }
-            self.reap();
-        }
-        let mut waits = Vec::new();
-        for id in &live {
-            if self.agents.get(id).is_some_and(|a| a.proc.is_some()) {
-                if let Applied::Settling { settle, .. } = self.apply(Intent { agent: id.clone(), source: Source::Lifecycle, op: Op::Kill })
-                {
-                    waits.push(tokio::task::spawn_blocking(move || settle.wait(allot_sys::actuate::SETTLE_TIMEOUT)));
-                }
-            }
-        }
-        for w in waits {
-            if let Ok(Err(e)) = w.await {
-                tracing::warn!(error = %e, "kill at stop");
-            }
-        }
-        for _ in 0..50 {
-            self.reap();
-            if self.agents.map.values().all(|a| a.proc.is_none()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 }
 

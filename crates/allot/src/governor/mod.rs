@@ -34,6 +34,7 @@ mod recovery;
 mod retention;
 mod sampling;
 mod settle;
+mod stop;
 mod timers;
 mod view;
 
