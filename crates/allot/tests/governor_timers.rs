@@ -176,7 +176,7 @@ async fn deadlines_past_every_clock_do_not_panic() {
     for action in [Action::Throttle, Action::Suspend, Action::Terminate] {
         fleet.settings.policy.delays.insert(action, forever);
     }
-    // (terminate_grace stays 3 s: the stop at the end waits it out in `lifecycle::stop_all`.)
+    // (terminate_grace stays 3 s: the stop at the end waits it out in `stop::stop_all`.)
     fleet.settings.policy.scale_down_deadline = forever;
     fleet.settings.policy.recovery.dwell = forever;
     fleet.settings.analytics_interval = forever;
