@@ -82,6 +82,27 @@ fn spawned_commands_start_inside_the_agent_cgroup() {
     }
 }
 
+/// A process's cgroup directories, read from its `/proc/<pid>/cgroup`
+/// against our mounts, are its agent's (that is how the API tells which
+/// agent a caller belongs to without reading every agent's `cgroup.procs`);
+/// our own are where `Layout::discover` puts us.
+#[test]
+fn a_process_s_cgroup_directories_are_its_agent_s() {
+    let Some((mut fx, cg)) = with_agent("dirs-of", "a") else {
+        return;
+    };
+    let layout = Layout::discover(&Roots::host()).unwrap();
+    let own = layout.of_pid(Path::new("/proc"), std::process::id()).unwrap();
+    assert_eq!(own.dirs(), layout.dirs());
+    let pid = fx.spawn(&cg, "sleep 30");
+    let theirs = layout.of_pid(Path::new("/proc"), pid).unwrap().dirs();
+    for d in cg.dirs.all() {
+        assert!(theirs.iter().any(|t| t == d), "{} not among {theirs:?}", d.display());
+    }
+    assert!(!theirs.iter().any(|t| layout.dirs().contains(t)), "{theirs:?} are ours");
+    assert!(matches!(layout.of_pid(Path::new("/proc"), u32::MAX), Err(SysError::Read { .. })));
+}
+
 /// One process with three extra threads and one child: 2 processes, 5
 /// threads, through the cgroup probe (cgroup.procs and pids.current) and the
 /// tree probe (/proc) alike. The cgroup probe read 5 processes from

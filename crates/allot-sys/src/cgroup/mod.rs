@@ -231,6 +231,29 @@ impl Layout {
         Some(Self::join(mount, &member.path))
     }
 
+    /// The same mounts with process `pid`'s memberships (its
+    /// `/proc/<pid>/cgroup` under `proc_root`): where that process is.
+    pub fn of_pid(&self, proc_root: &Path, pid: u32) -> Result<Layout, SysError> {
+        let path = proc_root.join(pid.to_string()).join("cgroup");
+        let text = read(&path)?;
+        let memberships = parse_proc_cgroup(&text).map_err(|problem| SysError::Parse { path, problem })?;
+        Ok(Layout { mounts: self.mounts.clone(), memberships })
+    }
+
+    /// Every cgroup directory of the process (absolute, on the host): the
+    /// unified one and each mounted v1 controller's.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.v2_dir().into_iter().collect();
+        for c in tree::V1::ALL {
+            if let Some(d) = self.v1_dir(c.name()) {
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+        }
+        out
+    }
+
     /// The mount point of the hierarchy holding `dir`.
     pub fn mount_of(&self, dir: &Path) -> Option<&Path> {
         self.mounts.iter().filter(|m| dir.starts_with(&m.mount_point)).map(|m| m.mount_point.as_path()).max_by_key(|p| p.as_os_str().len())

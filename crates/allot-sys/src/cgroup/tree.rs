@@ -66,11 +66,17 @@ impl Dirs {
     pub fn all(&self) -> Vec<&Path> {
         let mut out: Vec<&Path> = self.v2.iter().map(PathBuf::as_path).collect();
         for d in self.v1.values() {
-            if !out.contains(&d.as_path()) {
+            // Compared as bytes: `Path`'s equality walks components (about 100 ns each time).
+            if !out.iter().any(|o| o.as_os_str() == d.as_os_str()) {
                 out.push(d);
             }
         }
         out
+    }
+
+    /// The first of [`Dirs::all`] (v2 if present, else the first v1 one), without building the list.
+    pub fn first(&self) -> Option<&Path> {
+        self.v2.as_deref().or_else(|| self.v1.values().next().map(PathBuf::as_path))
     }
 
     /// Whether the unified hierarchy has `controller` enabled here.
@@ -237,12 +243,8 @@ impl AgentCgroup {
     /// The pids in the cgroup, read from the directory that sees all of them
     /// (v2 if present, else the first v1 one).
     pub fn pids(&self) -> Result<Vec<u32>, SysError> {
-        let dir = self
-            .dirs
-            .all()
-            .into_iter()
-            .next()
-            .ok_or_else(|| SysError::Parse { path: PathBuf::new(), problem: "agent cgroup has no directories".into() })?;
+        let dir =
+            self.dirs.first().ok_or_else(|| SysError::Parse { path: PathBuf::new(), problem: "agent cgroup has no directories".into() })?;
         super::fs::procs(dir)
     }
 

@@ -10,7 +10,7 @@ use allot_core::rate::Rate;
 use allot_core::{AgentId, Resource};
 use allot_store::dto::StoredHold;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where an agent is in its life. Frozen and throttled are not lifecycle
 /// states: they follow from the agent's holds.
@@ -180,12 +180,27 @@ impl Agents {
         self.map.keys().cloned().collect()
     }
 
-    /// The agent whose tree or cgroup holds `pid`.
-    pub(super) fn owner_of(&self, pid: u32) -> Option<&AgentId> {
-        self.map
-            .iter()
-            .find(|(_, a)| a.proc.as_ref().is_some_and(|p| p.leader.pid() == pid || p.actuator.pids().is_ok_and(|ps| ps.contains(&pid))))
-            .map(|(id, _)| id)
+    /// The agent whose tree or cgroup holds `pid`; `dirs` are the cgroup
+    /// directories that hold it (`Backend::cgroup_dirs_of_pid`), when known:
+    /// an agent with a cgroup is then matched by the directory its pids are
+    /// read from (`AgentCgroup::pids`) alone, compared as bytes (no file read
+    /// per agent; a process may sit in a sub-cgroup of its agent's), and only
+    /// agents followed through `/proc` list their processes.
+    pub(super) fn owner_of(&self, pid: u32, dirs: Option<&[PathBuf]>) -> Option<&AgentId> {
+        use std::os::unix::ffi::OsStrExt;
+        let live = || self.map.iter().filter_map(|(id, a)| a.proc.as_ref().map(|p| (id, p)));
+        if let Some((id, _)) = live().find(|(_, p)| p.leader.pid() == pid) {
+            return Some(id);
+        }
+        let within = |inner: &Path, outer: &Path| {
+            let (i, o) = (inner.as_os_str().as_bytes(), outer.as_os_str().as_bytes());
+            i.starts_with(o) && (i.len() == o.len() || i[o.len()] == b'/')
+        };
+        let holds = |p: &Started| match (dirs, p.cgroup.as_ref().and_then(|cg| cg.dirs.first())) {
+            (Some(dirs), Some(d)) => dirs.iter().any(|pd| within(pd, d)),
+            _ => p.actuator.pids().is_ok_and(|ps| ps.contains(&pid)),
+        };
+        live().find(|(_, p)| holds(p)).map(|(id, _)| id)
     }
 }
 

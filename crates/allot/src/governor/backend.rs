@@ -109,6 +109,11 @@ pub trait Backend {
     fn oom_counters(&self, _cgroup: Option<&AgentCgroup>, _group: &str) -> (Option<OomCounters>, Option<OomCounters>) {
         (None, None)
     }
+    /// The cgroup directories of process `pid` (every hierarchy, read from
+    /// its `/proc/<pid>/cgroup`); `None` without cgroups or when it cannot be read.
+    fn cgroup_dirs_of_pid(&self, _pid: u32) -> Option<Vec<PathBuf>> {
+        None
+    }
     /// An actuator on a group's cgroup, for group totals (`None` without cgroups).
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>>;
     /// Remove what the backend created for an agent that is gone.
@@ -215,6 +220,8 @@ fn extract<T>(v: &mut Vec<T>, pick: impl Fn(&T) -> bool) -> Vec<T> {
 #[derive(Debug)]
 pub struct RealBackend {
     root: Option<CgroupRoot>,
+    /// The host's cgroup mounts (with allot's own place in them), when cgroups are in use.
+    layout: Option<Layout>,
     why_not: Option<String>,
     groups: Vec<String>,
     proc_root: PathBuf,
@@ -269,13 +276,15 @@ impl RealBackend {
         let roots = Roots::host();
         let (root, why_not) = match Layout::discover(&roots)
             .map_err(|e| e.to_string())
-            .and_then(|l| CgroupRoot::create(&l, &roots, name).map_err(|e| e.to_string()))
+            .and_then(|l| CgroupRoot::create(&l, &roots, name).map(|r| (r, l)).map_err(|e| e.to_string()))
         {
             Ok(r) => (Some(r), None),
             Err(e) => (None, Some(e)),
         };
+        let (root, layout) = root.unzip();
         RealBackend {
             root,
+            layout,
             why_not,
             groups: Vec::new(),
             proc_root: Roots::host().proc,
@@ -289,6 +298,7 @@ impl RealBackend {
     pub fn without_cgroups(why: &str) -> RealBackend {
         RealBackend {
             root: None,
+            layout: None,
             why_not: Some(why.to_owned()),
             groups: Vec::new(),
             proc_root: Roots::host().proc,
@@ -475,6 +485,10 @@ impl Backend for RealBackend {
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>> {
         let dirs = self.root.as_ref()?.group(group).ok()?;
         Some(Box::new(CgroupActuator::new(AgentCgroup { dirs })))
+    }
+
+    fn cgroup_dirs_of_pid(&self, pid: u32) -> Option<Vec<PathBuf>> {
+        self.layout.as_ref()?.of_pid(&self.proc_root, pid).ok().map(|l| l.dirs())
     }
 
     fn cleanup(&mut self, cgroup: Option<&AgentCgroup>) {

@@ -277,7 +277,8 @@ impl<B: Backend> Governor<B> {
                 let _ = reply.send(AgentId::new(id).ok().and_then(|id| self.status(&id).or_else(|| self.stored_status(&id))));
             }
             Control::Owner(pid, reply) => {
-                let _ = reply.send(self.agents.owner_of(pid).map(ToString::to_string));
+                let dirs = self.backend.cgroup_dirs_of_pid(pid);
+                let _ = reply.send(self.agents.owner_of(pid, dirs.as_deref()).map(ToString::to_string));
             }
             Control::Act(agent, action, reply) => self.operator(&agent, action, reply),
             Control::Ack(agent, seq, note, reply) => {

@@ -105,6 +105,12 @@ impl Inbox {
         recv_control(&mut self.control).await
     }
 
+    /// A kernel notice that waits already, without waiting (a long tick
+    /// looks for them between its parts, see `Governor::urgent`).
+    pub(super) fn try_notice(&mut self) -> Option<(String, Notice)> {
+        self.notices.try_recv().ok()
+    }
+
     /// A command that waits already, without waiting.
     pub(super) fn try_control(&mut self) -> Option<Control> {
         self.control.as_mut()?.try_recv().ok()

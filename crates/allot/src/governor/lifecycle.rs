@@ -100,7 +100,8 @@ impl<B: Backend> Governor<B> {
             }
             p = allot_sys::proc::stat(&proc_root, p).map_or(0, |s| s.ppid);
         }
-        if let Some(owner) = self.agents.owner_of(pid) {
+        let dirs = self.backend.cgroup_dirs_of_pid(pid);
+        if let Some(owner) = self.agents.owner_of(pid, dirs.as_deref()) {
             return refuse(format!("it belongs to agent {owner}"));
         }
         Ok(())

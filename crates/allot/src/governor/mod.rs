@@ -310,7 +310,7 @@ impl<B: Backend> Governor<B> {
         let reason = loop {
             let timer = self.clock.instant(self.next_due());
             let event = inbox.next(timer).await;
-            if let Some(reason) = self.handle(event, inbox.serving()) {
+            if let Some(reason) = self.handle(event, &mut inbox) {
                 break reason;
             }
             // Commands already waiting are handled (without waiting on every
@@ -323,7 +323,7 @@ impl<B: Backend> Governor<B> {
                     break;
                 }
                 let Some(c) = inbox.try_control() else { break };
-                if let Some(reason) = self.handle(Event::Control(c), inbox.serving()) {
+                if let Some(reason) = self.handle(Event::Control(c), &mut inbox) {
                     stop = Some(reason);
                     break;
                 }
@@ -359,10 +359,11 @@ impl<B: Backend> Governor<B> {
     }
 
     /// Handle one event; `Some(reason)` stops the loop.
-    fn handle(&mut self, event: Event, serving: bool) -> Option<&'static str> {
+    fn handle(&mut self, event: Event, inbox: &mut Inbox) -> Option<&'static str> {
+        let serving = inbox.serving();
         match event {
             Event::Tick => {
-                self.tick();
+                self.tick(inbox);
                 // `allot up` with its API keeps every agent to the end and stops when they have exited.
                 let daemon = serving && !self.until_all_exit;
                 self.retain(daemon);
@@ -379,6 +380,16 @@ impl<B: Backend> Governor<B> {
             Event::Stop(reason) => return Some(reason),
         }
         None
+    }
+
+    /// Kernel notices that came while the loop was busy (a tick over many
+    /// agents) are handled now, between two parts of that work, so a notice
+    /// waits for at most one part (a few dozen agents, or one store
+    /// transaction of samples), not for the whole tick.
+    fn urgent(&mut self, inbox: &mut Inbox) {
+        while let Some((agent, notice)) = inbox.try_notice() {
+            self.notice(&agent, &notice);
+        }
     }
 
     /// A kernel notice: sample at once (and again shortly, for memory), see who exited.

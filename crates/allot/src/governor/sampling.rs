@@ -31,6 +31,15 @@ pub(super) const DISK_ENTRIES_PER_SAMPLE: usize = 10_000;
 /// then, every sample near a limit, and after every kernel notice.
 pub(super) const WORKING_SET_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How many agents a tick samples between two looks at the kernel's
+/// notices (a sample takes about 10 to 60 us; a look, tens of nanoseconds).
+const NOTICE_CHECK_EVERY: usize = 4;
+
+/// How many samples one store transaction holds (about 6 us each here):
+/// a tick's samples are stored in transactions of this size, with a look
+/// at the kernel's notices between them.
+const SAMPLES_PER_TRANSACTION: usize = 128;
+
 /// How many custom resources without a limit in its quota one agent may report.
 pub(super) const MAX_UNDECLARED_CUSTOM: usize = 32;
 
@@ -62,23 +71,31 @@ pub(super) struct Sampler {
 
 impl<B: Backend> Governor<B> {
     /// One sampling tick over every agent.
-    pub(super) fn tick(&mut self) {
+    /// Kernel notices that come meanwhile are handled between its parts
+    /// ([`Governor::urgent`]).
+    pub(super) fn tick(&mut self, inbox: &mut super::event::Inbox) {
         self.sampler.tick += 1;
         let every = u64::from(self.settings.slow_every);
         let slow = every <= 1 || self.sampler.tick % every == 1;
         let started = std::time::Instant::now();
-        for id in self.agents.ids() {
-            self.sample(&id, Reading::Tick { slow });
+        for (i, id) in self.agents.ids().iter().enumerate() {
+            if i % NOTICE_CHECK_EVERY == 0 {
+                self.urgent(inbox);
+            }
+            self.sample(id, Reading::Tick { slow });
         }
-        self.flush_samples();
+        self.urgent(inbox);
+        self.flush_samples_between(&mut |g: &mut Self| g.urgent(inbox));
         let now = self.clock.now();
         self.recorder.retry(now);
         self.recorder.metrics.tick(started.elapsed().as_secs_f64());
         self.reap();
+        self.urgent(inbox);
         if slow {
             self.host_pressure();
             self.refresh_groups_near_their_totals();
             self.group_totals();
+            self.urgent(inbox);
         }
         self.refresh_metrics();
     }
@@ -270,19 +287,25 @@ impl<B: Backend> Governor<B> {
         Ok((id, value, per))
     }
 
-    /// Store the samples of this tick in one transaction.
+    /// Store the samples waiting.
     pub(super) fn flush_samples(&mut self) {
+        self.flush_samples_between(&mut |_: &mut Self| {});
+    }
+
+    /// Store the samples waiting, [`SAMPLES_PER_TRANSACTION`] per
+    /// transaction, calling `between` after each.
+    fn flush_samples_between(&mut self, between: &mut dyn FnMut(&mut Self)) {
         self.keep_reports();
-        if self.sampler.pending.is_empty() {
-            return;
-        }
         let batch = std::mem::take(&mut self.sampler.pending);
-        match self.recorder.store.put_samples(&batch) {
-            Ok(_) => self.recorder.recorded(),
-            Err(e) => {
-                tracing::error!(error = %e, "samples not stored");
-                self.recorder.unrecorded(&e.to_string());
+        for part in batch.chunks(SAMPLES_PER_TRANSACTION) {
+            match self.recorder.store.put_samples(part) {
+                Ok(_) => self.recorder.recorded(),
+                Err(e) => {
+                    tracing::error!(error = %e, samples = part.len(), "samples not stored");
+                    self.recorder.unrecorded(&e.to_string());
+                }
             }
+            between(self);
         }
     }
 
