@@ -15,7 +15,9 @@ measured is an upper bound of the real one, never negative.
 
     python3 bench/reaction.py [--crossings 50] [--idle 1000] [--api-load 4] [--allot target/release/allot]
 
-Needs root and cgroups. Prints one JSON object per mode.
+Needs root and cgroups. Prints one JSON object per mode, with allot's own
+cpu time over the steady part of the run as a share of one core (the
+governor, its API and the store, everything in the process).
 """
 import argparse
 import json
@@ -163,8 +165,30 @@ command = ["sleep", "100000"]
     loaders = [threading.Thread(target=api_load, args=(sock, stop, served), daemon=True) for _ in range(load)]
     for t in loaders:
         t.start()
+    cpu = {}
+
+    def governor_cpu(proc):
+        # allot's own cpu time (user + system, all threads) over a steady window:
+        # from 15 s after its start (every agent started) to 5 s before its end.
+        import time
+        tck = os.sysconf("SC_CLK_TCK")
+
+        def ticks():
+            f = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()
+            return int(f[11]) + int(f[12])
+        try:
+            time.sleep(15)
+            t0, c0 = time.monotonic(), ticks()
+            time.sleep(max(1, seconds - 20))
+            cpu["core_percent"] = round((ticks() - c0) / tck / (time.monotonic() - t0) * 100, 1)
+        except (OSError, IndexError, ValueError):
+            pass
     try:
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        watcher = threading.Thread(target=governor_cpu, args=(proc,), daemon=True)
+        watcher.start()
+        if proc.wait() != 0:
+            raise subprocess.CalledProcessError(proc.returncode, cmd)
     finally:
         stop.set()
     from datetime import datetime
@@ -192,6 +216,7 @@ command = ["sleep", "100000"]
         "p50_ms": round(statistics.median(reactions), 1) if reactions else None,
         "p99_ms": round(percentile(reactions, 99), 1) if reactions else None,
         "max_ms": round(max(reactions), 1) if reactions else None,
+        "allot_core_percent": cpu.get("core_percent"),
     }
 
 
@@ -204,6 +229,8 @@ def main():
     a = ap.parse_args()
     for notify in (True, False):
         print(json.dumps(run(a.allot, a.crossings, notify)), flush=True)
+    if a.idle and a.api_load:
+        print(json.dumps(run(a.allot, a.crossings, True, a.idle, 0)), flush=True)
     if a.idle or a.api_load:
         print(json.dumps(run(a.allot, a.crossings, True, a.idle, a.api_load)), flush=True)
 

@@ -126,6 +126,37 @@ pub struct StoredEvent {
     pub data: Value,
 }
 
+/// The background checkpoints of one store ([`Store::checkpoint_in_background`]).
+#[derive(Debug)]
+pub struct Checkpointer {
+    shared: std::sync::Arc<CheckpointShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct CheckpointShared {
+    stop: std::sync::Mutex<bool>,
+    wake: std::sync::Condvar,
+    error: std::sync::Mutex<Option<String>>,
+}
+
+impl Checkpointer {
+    /// Why the last checkpoint failed since this was last asked, if one did.
+    pub fn take_error(&self) -> Option<String> {
+        self.shared.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        *self.shared.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The state database.
 #[derive(Debug)]
 pub struct Store {
@@ -230,6 +261,49 @@ impl Store {
         Ok(())
     }
 
+    /// Checkpoint the write-ahead log on a thread of its own, with a
+    /// connection of its own, every `every`, instead of in this connection's
+    /// commits: SQLite's automatic checkpoint runs inside the commit that
+    /// fills the log past 1000 pages and syncs the database file there (5 to
+    /// 25 ms here), so a writer that must answer quickly (the governor)
+    /// hands it off. A passive checkpoint never waits for writers or readers.
+    /// Stops (after a last checkpoint) when the [`Checkpointer`] is dropped;
+    /// this connection's automatic checkpoints stay off (SQLite checkpoints
+    /// once more when the last connection closes).
+    pub fn checkpoint_in_background(&self, every: std::time::Duration) -> Result<Checkpointer, StoreError> {
+        let path = self.path.clone();
+        let e = |source| StoreError::Sql { path: path.clone(), source };
+        let conn = Connection::open(&self.path).map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
+        let shared = std::sync::Arc::new(CheckpointShared::default());
+        let theirs = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("allot-checkpoint".into())
+            .spawn(move || {
+                loop {
+                    let stop = {
+                        let guard = theirs.stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if *guard {
+                            true
+                        } else {
+                            *theirs.wake.wait_timeout(guard, every).unwrap_or_else(std::sync::PoisonError::into_inner).0
+                        }
+                    };
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+                        *theirs.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
+                    }
+                    if stop {
+                        break;
+                    }
+                }
+            })
+            .map_err(|source| StoreError::Dir { path: self.path.clone(), source })?;
+        let checkpointer = Checkpointer { shared, thread: Some(thread) };
+        // Off only once the thread runs (on failure, it stops with the checkpointer).
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0i64).map_err(e)?;
+        Ok(checkpointer)
+    }
+
     /// The schema version this build migrates to.
     pub const SCHEMA_VERSION: i64 = migrations::CURRENT;
 
@@ -286,6 +360,25 @@ impl Store {
             )
             .map_err(self.sql())?;
         Ok(())
+    }
+
+    /// Store a batch of rollups `(agent, resource, rollup)` in one transaction.
+    pub fn put_rollups(&mut self, batch: &[(String, String, rollup::Rollup)]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |source| StoreError::Sql { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO rollups (agent, resource, minute, min, mean, p95, max, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(e)?;
+            for (agent, resource, r) in batch {
+                stmt.execute(params![agent, resource, sql_i(r.minute), sql_i(r.min), r.mean, sql_i(r.p95), sql_i(r.max), sql_i(r.count)])
+                    .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
     }
 
     /// Rollups of an agent's resource since a minute (minutes since the Unix epoch).

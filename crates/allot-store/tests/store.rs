@@ -158,3 +158,30 @@ fn a_new_state_database_and_its_wal_are_readable_by_their_owner_only() {
     let store = Store::open(&path).unwrap();
     assert_eq!(store.readable_by_others(), Some(0o644), "an existing file is left as it is, and said");
 }
+
+/// With checkpoints handed to a thread of their own, the writer's commits
+/// never move the log into the database file; the thread does, so the file
+/// holds what was written while the store is still open, and the log does
+/// not grow without end. Without the thread (and automatic checkpoints off
+/// the same way) the file would stay as it was created.
+#[test]
+fn background_checkpoints_move_the_log_into_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = Store::open(&path).unwrap();
+    let empty = std::fs::metadata(&path).unwrap().len();
+    let cp = store.checkpoint_in_background(std::time::Duration::from_millis(20)).unwrap();
+    let batch: Vec<(String, String, u64, u64)> = (0..20_000u64).map(|i| (format!("agent{}", i % 500), "memory".into(), i, i)).collect();
+    for part in batch.chunks(128) {
+        store.put_samples(part).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let grown = || std::fs::metadata(&path).unwrap().len() > empty + (512 << 10);
+    while !grown() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(grown(), "the database file is still {} bytes", std::fs::metadata(&path).unwrap().len());
+    assert_eq!(cp.take_error(), None);
+    drop(cp);
+    assert_eq!(store.samples("agent7", "memory", 0).unwrap().len(), 40);
+}

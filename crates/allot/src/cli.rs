@@ -434,6 +434,24 @@ pub(crate) enum BenchCommand {
     /// Start a daemon and measure `/healthz` latency as the operator, alone
     /// and while another user holds many idle connections (needs root).
     Connections(BenchConnArgs),
+    /// Serve the minimal HTTP server `bench api` compares the daemon with.
+    #[command(hide = true)]
+    Baseline(BenchBaselineArgs),
+}
+
+/// The minimal HTTP server of `bench api`: every GET answered with one
+/// file's bytes, every POST (its body read) with another's, as JSON.
+#[derive(Debug, Args)]
+pub(crate) struct BenchBaselineArgs {
+    /// The Unix socket to listen on.
+    #[arg(long)]
+    pub(crate) socket: PathBuf,
+    /// The answer to a GET.
+    #[arg(long)]
+    pub(crate) get_body: PathBuf,
+    /// The answer to a POST.
+    #[arg(long)]
+    pub(crate) post_body: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -144,6 +144,9 @@ pub struct Metrics {
     subscribers_refused: Counter,
     series_dropped: Counter,
     written: Mutex<Written>,
+    /// The sequence number of the last event stored: event streams wait on
+    /// it (pushed as the governor stores an event, no polling).
+    stored: tokio::sync::watch::Sender<u64>,
 }
 
 fn gauge_value(v: u64) -> i64 {
@@ -177,6 +180,7 @@ impl Metrics {
             subscribers_refused: Counter::default(),
             series_dropped: Counter::default(),
             written: Mutex::new(Written::default()),
+            stored: tokio::sync::watch::Sender::new(0),
         };
         let r = &mut m.registry;
         r.register("allot_agent_usage", "Latest measured usage of an agent, in the resource's internal unit", m.usage.clone());
@@ -237,6 +241,16 @@ impl Metrics {
     /// One event published.
     pub fn event(&self) {
         self.events.inc();
+    }
+
+    /// An event stored under `seq`: every event stream waiting wakes up.
+    pub fn event_stored(&self, seq: u64) {
+        self.stored.send_replace(seq);
+    }
+
+    /// Wakes up as events are stored (the last one's sequence number).
+    pub fn stored_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.stored.subscribe()
     }
 
     /// A write the state store refused.

@@ -406,6 +406,7 @@ fn answer(c: Control) {
         Control::List(tx) => drop(tx.send(Vec::new())),
         Control::Ready(tx) => drop(tx.send(Ok(()))),
         Control::Agent(_, tx) => drop(tx.send(None)),
+        Control::Quota(_, tx) => drop(tx.send(None)),
         Control::Owner(_, tx) => drop(tx.send(None)),
         Control::Act(id, _, tx) => drop(tx.send(Ok(id))),
         Control::Report(_, r, _, _, tx) => {

@@ -56,6 +56,13 @@ async fn get(tx: &mpsc::UnboundedSender<Control>, id: &str) -> Option<AgentStatu
     rrx.await.unwrap()
 }
 
+/// The quota alone (`GET /v1/agents/{id}/quota`).
+async fn quota(tx: &mpsc::UnboundedSender<Control>, id: &str) -> Option<serde_json::Value> {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send(Control::Quota(id.into(), rtx)).unwrap();
+    rrx.await.unwrap()
+}
+
 async fn start(tx: &mpsc::UnboundedSender<Control>, id: &str) {
     let (rtx, rrx) = oneshot::channel();
     tx.send(Control::Start(def(id), rtx)).unwrap();
@@ -90,6 +97,12 @@ async fn exited_agents_are_forgotten_beyond_a_count_and_after_a_time_and_answer_
     assert!(!dir.path().join("agents/x000.jsonl").exists());
     assert!(dir.path().join("agents/x199.jsonl").exists());
     assert!(get(&tx, "never-was").await.is_none());
+    // The quota read alone answers as the status does: a remembered agent's and a forgotten one's.
+    for id in ["x000", "x199"] {
+        let q = quota(&tx, id).await.unwrap();
+        assert_eq!(q, get(&tx, id).await.unwrap().quota, "{id}");
+    }
+    assert!(quota(&tx, "never-was").await.is_none());
     // Its history stays.
     let store = allot_store::Store::open_read_only(&state).unwrap();
     let topics: Vec<String> =
@@ -101,6 +114,9 @@ async fn exited_agents_are_forgotten_beyond_a_count_and_after_a_time_and_answer_
     // A forgotten id can be started again.
     start(&tx, "x000").await;
     assert_eq!(get(&tx, "x000").await.unwrap().state, "running");
+    let q = quota(&tx, "x000").await.unwrap();
+    assert!(q["limits"]["memory"].is_object(), "{q}");
+    assert_eq!(q, get(&tx, "x000").await.unwrap().quota);
     // Ten minutes after they exited, none is remembered.
     tokio::time::sleep_until(t0 + Duration::from_secs(20 * 60)).await;
     assert!(list(&tx).await.is_empty());

@@ -38,8 +38,9 @@ pub(super) async fn one(State(api): State<Shared>, Path(id): Path<String>) -> Re
 }
 
 /// `GET /v1/agents/{id}/quota`.
+/// Built from the agent's quota alone (not its whole status).
 pub(super) async fn quota_get(State(api): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(status(&api, &id).await?.quota))
+    ask(&api, |tx| Control::Quota(id.clone(), tx)).await?.map(Json).ok_or_else(|| ApiError::no_agent(&id))
 }
 
 /// The query of `POST /v1/agents/{id}/throttle`.

@@ -162,6 +162,9 @@ async fn events_so_far(api: &Shared, since: u64, topic: Option<String>, only: Op
     Ok(Json(page).into_response())
 }
 
+/// How often an event stream reads the store though no event was announced.
+const STREAM_RECHECK: Duration = Duration::from_secs(5);
+
 /// `GET /v1/events?since=SEQ&topic=GLOB` (or `Last-Event-ID`): server-sent
 /// events read from the store, so a stream resumes from any sequence number,
 /// also across restarts; with `follow=false`, the events recorded so far as
@@ -194,13 +197,18 @@ pub(super) async fn events(
         ))
     })?;
     let store = api.events_store()?;
+    let mut stored = api.metrics.stored_events();
     let (tx, mut rx) = mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
     // The task and its slot end when the stream is dropped (the
     // peer went away, or the connection ended): it waits on the channel's
     // closing, not only on a send that may never come when nothing happens.
+    // It reads the store when the governor says it stored an event (and
+    // every few seconds in any case), so a stream resumes from any sequence
+    // number and sees each event within a wake-up of its record.
     tokio::spawn(async move {
         let _slot = slot;
         loop {
+            stored.borrow_and_update();
             let batch = store.lock().map_or_else(|_| Vec::new(), |s| s.events_since(since, 1000).unwrap_or_default());
             for e in batch {
                 since = e.seq;
@@ -216,7 +224,13 @@ pub(super) async fn events(
             }
             tokio::select! {
                 () = tx.closed() => return,
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                changed = stored.changed() => {
+                    if changed.is_err() {
+                        // The governor is gone: no event will come; look now and then until the stream ends.
+                        tokio::time::sleep(STREAM_RECHECK).await;
+                    }
+                }
+                () = tokio::time::sleep(STREAM_RECHECK) => {}
             }
         }
     });

@@ -35,6 +35,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Bench(BenchCommand::Api(a)) => bench_api::run(&a),
         Command::Bench(BenchCommand::Budget(a)) => bench_budget::run(&a),
         Command::Bench(BenchCommand::Connections(a)) => bench_conn::run(&a),
+        Command::Bench(BenchCommand::Baseline(a)) => bench_api::baseline(&a),
         Command::Analyze(a) => analyze::run(&a),
         Command::Recommend(a) => report::recommend(&a),
         Command::Report(a) => report::report(&a),

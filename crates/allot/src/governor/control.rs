@@ -191,6 +191,8 @@ pub enum Control {
     List(oneshot::Sender<Vec<AgentStatus>>),
     /// One agent.
     Agent(String, oneshot::Sender<Option<AgentStatus>>),
+    /// One agent's quota (its status's `quota`, built alone).
+    Quota(String, oneshot::Sender<Option<Value>>),
     /// Whether the daemon is ready: the reason when it is not (the store cannot record).
     Ready(oneshot::Sender<Result<(), String>>),
     /// Which agent a pid belongs to (for peer-credential authorization).
@@ -252,6 +254,7 @@ impl<B: Backend> Governor<B> {
             c,
             Control::List(..)
                 | Control::Agent(..)
+                | Control::Quota(..)
                 | Control::Ready(..)
                 | Control::Owner(..)
                 | Control::Groups(..)
@@ -275,6 +278,13 @@ impl<B: Backend> Governor<B> {
             Control::Agent(id, reply) => {
                 // An exited agent no longer in memory answers from its stored row (see `retention`).
                 let _ = reply.send(AgentId::new(id).ok().and_then(|id| self.status(&id).or_else(|| self.stored_status(&id))));
+            }
+            Control::Quota(id, reply) => {
+                let quota = AgentId::new(id).ok().and_then(|id| match self.agents.get(&id) {
+                    Some(_) => Some(self.quota_value(&id)),
+                    None => self.stored_status(&id).map(|s| s.quota),
+                });
+                let _ = reply.send(quota);
             }
             Control::Owner(pid, reply) => {
                 let dirs = self.backend.cgroup_dirs_of_pid(pid);
@@ -369,6 +379,11 @@ impl<B: Backend> Governor<B> {
         }
     }
 
+    /// An agent's quota as the API shows it (null when the ledger has none).
+    fn quota_value(&self, id: &AgentId) -> Value {
+        self.domain.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null))
+    }
+
     fn status(&self, id: &AgentId) -> Option<AgentStatus> {
         let a = self.agents.get(id)?;
         let names = |hs: Vec<allot_core::holds::Holder>| hs.iter().map(allot_core::holds::Holder::wire_name).collect();
@@ -383,7 +398,7 @@ impl<B: Backend> Governor<B> {
             disk_io_source: a.io_from.map(|f| f.name().to_owned()),
             last_action: a.last_action.clone(),
             held_by: HeldBy { freeze: names(a.holds.freeze_holders()), throttle: names(a.holds.throttle_holders()) },
-            quota: self.domain.ledger.quota(id).map_or(Value::Null, |q| serde_json::to_value(q).unwrap_or(Value::Null)),
+            quota: self.quota_value(id),
             uid: a.def.user.map(|u| u.0),
             root: a.def.user.is_some_and(|u| u.0 == 0),
             budgets: self.budget_use(id),

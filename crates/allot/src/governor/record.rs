@@ -40,6 +40,10 @@ pub(super) struct Enforcement<'a> {
 }
 
 /// Where events and records go.
+/// How often the store's log is checkpointed (on a thread of its own: a
+/// checkpoint in the governor's commits held it for 5 to 25 ms).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(super) struct Recorder {
     pub(super) store: Store,
     events_out: Option<std::io::BufWriter<std::fs::File>>,
@@ -53,6 +57,8 @@ pub(super) struct Recorder {
     pub(super) failing: Option<String>,
     /// The time of the last event published (also by a previous governor on this store).
     last_at: Time,
+    /// The store's log checkpoints, on a thread of their own (see `Store::checkpoint_in_background`).
+    checkpoints: Option<allot_store::Checkpointer>,
 }
 
 impl Recorder {
@@ -64,7 +70,19 @@ impl Recorder {
             0 => Time::ZERO,
             s => store.events_since(s - 1, 1).ok().and_then(|e| e.first().map(|e| Time::from_millis(e.at_ms))).unwrap_or(Time::ZERO),
         };
-        Recorder { store, events_out, view, recent: VecDeque::new(), metrics, unrecorded: 0, failing: None, last_at }
+        let checkpoints = match store.checkpoint_in_background(CHECKPOINT_EVERY) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "the state store's log is checkpointed in its commits (no thread of its own)");
+                None
+            }
+        };
+        Recorder { store, events_out, view, recent: VecDeque::new(), metrics, unrecorded: 0, failing: None, last_at, checkpoints }
+    }
+
+    /// Why the last background checkpoint failed, when one did since the last call.
+    pub(super) fn checkpoint_error(&self) -> Option<String> {
+        self.checkpoints.as_ref()?.take_error()
     }
 
     /// The time an event at `at` is published at: no earlier than the last one.
@@ -102,9 +120,10 @@ impl Recorder {
         let Some(why) = self.failing.clone() else { return };
         let data = json!({"unrecorded": self.unrecorded, "last_error": why});
         let now = self.publish_at(now);
-        if self.store.append_event(now.as_millis(), allot_core::events::STORE_RECOVERED, None, &data).is_ok() {
+        if let Ok(seq) = self.store.append_event(now.as_millis(), allot_core::events::STORE_RECOVERED, None, &data) {
             self.failing = None;
             self.metrics.event();
+            self.metrics.event_stored(seq);
             tracing::info!(unrecorded = self.unrecorded, "the state store records again");
         }
     }
@@ -115,6 +134,7 @@ impl Recorder {
         let seq = match self.store.append_event(at.as_millis(), topic, agent, &data) {
             Ok(s) => {
                 self.recorded();
+                self.metrics.event_stored(s);
                 Some(s)
             }
             Err(e) => {

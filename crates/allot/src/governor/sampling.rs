@@ -65,6 +65,8 @@ pub(super) enum Reading {
 pub(super) struct Sampler {
     pub(super) tick: u64,
     pending: Vec<(String, String, u64, u64)>,
+    /// Rollups of minutes that ended, waiting to be stored with the samples.
+    pending_rollups: Vec<(String, String, allot_store::rollup::Rollup)>,
     roller: Roller,
     pub(super) reported: std::collections::BTreeMap<(AgentId, Resource), (Time, u64)>,
 }
@@ -183,7 +185,7 @@ impl<B: Backend> Governor<B> {
         self.sampler.pending.push((id.to_string(), res.name().to_owned(), now.as_millis(), v));
         self.analysis.push(id, res, now, v, self.settings.analytics_window);
         if let Some(roll) = self.sampler.roller.add(id.as_str(), res.name(), v, now.as_millis()) {
-            let _ = self.recorder.store.put_rollup(id.as_str(), res.name(), &roll);
+            self.sampler.pending_rollups.push((id.to_string(), res.name().to_owned(), roll));
         }
     }
 
@@ -292,20 +294,34 @@ impl<B: Backend> Governor<B> {
         self.flush_samples_between(&mut |_: &mut Self| {});
     }
 
-    /// Store the samples waiting, [`SAMPLES_PER_TRANSACTION`] per
-    /// transaction, calling `between` after each.
+    /// Store the samples and rollups waiting, [`SAMPLES_PER_TRANSACTION`]
+    /// per transaction, calling `between` after each.
     fn flush_samples_between(&mut self, between: &mut dyn FnMut(&mut Self)) {
         self.keep_reports();
         let batch = std::mem::take(&mut self.sampler.pending);
         for part in batch.chunks(SAMPLES_PER_TRANSACTION) {
-            match self.recorder.store.put_samples(part) {
-                Ok(_) => self.recorder.recorded(),
-                Err(e) => {
-                    tracing::error!(error = %e, samples = part.len(), "samples not stored");
-                    self.recorder.unrecorded(&e.to_string());
-                }
-            }
+            let stored = self.recorder.store.put_samples(part);
+            self.stored(stored, "samples", part.len());
             between(self);
+        }
+        let rollups = std::mem::take(&mut self.sampler.pending_rollups);
+        for part in rollups.chunks(SAMPLES_PER_TRANSACTION) {
+            let stored = self.recorder.store.put_rollups(part);
+            self.stored(stored, "rollups", part.len());
+            between(self);
+        }
+        if let Some(e) = self.recorder.checkpoint_error() {
+            tracing::warn!(error = %e, "the state store's log could not be checkpointed; it grows until it can");
+        }
+    }
+
+    fn stored(&mut self, stored: Result<(), allot_store::StoreError>, what: &str, n: usize) {
+        match stored {
+            Ok(()) => self.recorder.recorded(),
+            Err(e) => {
+                tracing::error!(error = %e, n, "{what} not stored");
+                self.recorder.unrecorded(&e.to_string());
+            }
         }
     }
 
@@ -316,9 +332,10 @@ impl<B: Backend> Governor<B> {
 
     /// Store the rollups still open.
     pub(super) fn flush_rollups(&mut self) {
-        for (a, r, roll) in self.sampler.roller.flush() {
-            let _ = self.recorder.store.put_rollup(&a, &r, &roll);
-        }
+        let mut rollups = std::mem::take(&mut self.sampler.pending_rollups);
+        rollups.extend(self.sampler.roller.flush());
+        let stored = self.recorder.store.put_rollups(&rollups);
+        self.stored(stored, "rollups", rollups.len());
     }
 
     /// Group totals (SPEC section 5) on the policy side: a warning event and
