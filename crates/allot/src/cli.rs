@@ -434,9 +434,25 @@ pub(crate) enum BenchCommand {
     /// Start a daemon and measure `/healthz` latency as the operator, alone
     /// and while another user holds many idle connections (needs root).
     Connections(BenchConnArgs),
+    /// Start `allot up` with N sleeping agents (terminate grace 0) and time
+    /// its stop: a notice to each, the kill, every cgroup removed, allot
+    /// exited; then check that no agent process and no cgroup is left.
+    ///
+    /// Needs root and cgroups.
+    Stop(BenchStopArgs),
     /// Serve the minimal HTTP server `bench api` compares the daemon with.
     #[command(hide = true)]
     Baseline(BenchBaselineArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchStopArgs {
+    /// How many agents.
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) agents: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// The minimal HTTP server of `bench api`: every GET answered with one

@@ -15,7 +15,7 @@ mod cgroup;
 mod disk;
 mod tree;
 
-pub use cgroup::{CgroupProbe, FILES_PER_AGENT, FdBudget, HOT_FILES_PER_AGENT, KeepOpen};
+pub use cgroup::{CgroupProbe, FILES_PER_AGENT, FdBudget, FdLease, HOT_FILES_PER_AGENT, KeepOpen, OTHER_FILES_PER_AGENT};
 pub use disk::{DiskWalk, disk_usage};
 pub use tree::TreeProbe;
 

@@ -5,6 +5,7 @@ mod bench;
 mod bench_api;
 mod bench_budget;
 mod bench_conn;
+mod bench_stop;
 mod budget;
 mod ctl;
 mod daemon;
@@ -36,6 +37,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Bench(BenchCommand::Budget(a)) => bench_budget::run(&a),
         Command::Bench(BenchCommand::Connections(a)) => bench_conn::run(&a),
         Command::Bench(BenchCommand::Baseline(a)) => bench_api::baseline(&a),
+        Command::Bench(BenchCommand::Stop(a)) => bench_stop::run(&a),
         Command::Analyze(a) => analyze::run(&a),
         Command::Recommend(a) => report::recommend(&a),
         Command::Report(a) => report::report(&a),

@@ -66,6 +66,8 @@ pub(super) struct Agent {
     pub(super) oom_base: (Option<allot_sys::cgroup::OomCounters>, Option<allot_sys::cgroup::OomCounters>),
     /// What ended it (`exit`, `oom_kill`, `allot`), once it exited.
     pub(super) exit_cause: Option<&'static str>,
+    /// The descriptors its kernel notifications hold, while it is watched.
+    pub(super) notify_fds: Option<allot_sys::probe::FdLease>,
 }
 
 impl Agent {
@@ -89,6 +91,7 @@ impl Agent {
             working_set_at: None,
             oom_base: (None, None),
             exit_cause: None,
+            notify_fds: None,
         }
     }
 

@@ -7,6 +7,7 @@ use allot_sys::Roots;
 use allot_sys::actuate::{Actuator, CgroupActuator, TreeActuator};
 use allot_sys::cgroup::tree::{AgentCgroup, CgroupRoot};
 use allot_sys::cgroup::{Layout, OomCounters};
+use allot_sys::probe::FdLease;
 use allot_sys::lockfile::{LockError, LockFile};
 use allot_sys::probe::{CgroupProbe, Probe, TreeProbe};
 use std::path::PathBuf;
@@ -114,6 +115,12 @@ pub trait Backend {
     fn cgroup_dirs_of_pid(&self, _pid: u32) -> Option<Vec<PathBuf>> {
         None
     }
+    /// The descriptors one agent's kernel notifications hold, leased from
+    /// the open-files budget (`Ok(None)` where there is no budget); the
+    /// reason when none are left.
+    fn notification_files(&self) -> Result<Option<FdLease>, String> {
+        Ok(None)
+    }
     /// An actuator on a group's cgroup, for group totals (`None` without cgroups).
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>>;
     /// Remove what the backend created for an agent that is gone.
@@ -145,15 +152,20 @@ impl Leader for AdoptedLeader {
     }
 }
 
-struct ChildLeader(Child);
+/// A leader allot started, with the descriptor it holds (the standard
+/// library's pidfd of the child) leased from the budget.
+struct ChildLeader {
+    child: Child,
+    _fd: Option<FdLease>,
+}
 
 impl Leader for ChildLeader {
     fn pid(&self) -> u32 {
-        self.0.id()
+        self.child.id()
     }
     fn try_wait(&mut self) -> Option<Exit> {
         use std::os::unix::process::ExitStatusExt;
-        match self.0.try_wait() {
+        match self.child.try_wait() {
             Ok(Some(st)) => Some(st.code().map_or_else(|| Exit::Signal(st.signal().unwrap_or(0)), Exit::Code)),
             _ => None,
         }
@@ -215,6 +227,10 @@ fn extract<T>(v: &mut Vec<T>, pick: impl Fn(&T) -> bool) -> Vec<T> {
     *v = keep;
     out
 }
+
+/// The descriptors one agent's kernel notifications may hold (v1: two
+/// memory-threshold eventfds and the usage file; the exit watch's pidfd).
+const NOTIFICATION_FILES: usize = 4;
 
 /// The real backend.
 #[derive(Debug)]
@@ -312,6 +328,15 @@ impl RealBackend {
     pub fn root(&self) -> Option<&CgroupRoot> {
         self.root.as_ref()
     }
+
+    /// Why an agent gets no descriptor for `what`: the open-files limit is used up.
+    fn no_descriptor_left(&self, what: &str) -> String {
+        format!(
+            "no file descriptor left for {what}: allot's open-files limit ({}) is used up by the agents it runs; \
+             raise it (ulimit -n, or LimitNOFILE= in its unit)",
+            allot_sys::spawn::nofile_limit()
+        )
+    }
 }
 
 impl Backend for RealBackend {
@@ -357,6 +382,7 @@ impl Backend for RealBackend {
         }
         let id = def.spec.id.as_str();
         let cannot_run = |e: allot_sys::SysError| format!("cannot run {program:?}: {e}");
+        let leader_fd = Some(self.fds.lease_leader().ok_or_else(|| self.no_descriptor_left("its leader"))?);
         match &self.root {
             Some(root) => {
                 // An earlier agent of this name may still be being removed: its removal would take the new cgroup away.
@@ -388,7 +414,12 @@ impl Backend for RealBackend {
                         return Err(e);
                     }
                 };
-                Ok(Started { leader: Box::new(ChildLeader(child)), probe: Box::new(probe), actuator: Box::new(actuator), cgroup: Some(cg) })
+                Ok(Started {
+                    leader: Box::new(ChildLeader { child, _fd: leader_fd }),
+                    probe: Box::new(probe),
+                    actuator: Box::new(actuator),
+                    cgroup: Some(cg),
+                })
             }
             None => {
                 let child = allot_sys::spawn::spawn(&mut cmd, None).map_err(cannot_run)?;
@@ -396,7 +427,7 @@ impl Backend for RealBackend {
                 let mut actuator = TreeActuator::new(self.proc_root.clone(), pid);
                 before_exec(&mut actuator);
                 Ok(Started {
-                    leader: Box::new(ChildLeader(child)),
+                    leader: Box::new(ChildLeader { child, _fd: leader_fd }),
                     probe: Box::new(TreeProbe::new(self.proc_root.clone(), pid)),
                     actuator: Box::new(actuator),
                     cgroup: None,
@@ -485,6 +516,10 @@ impl Backend for RealBackend {
     fn group_actuator(&mut self, group: &str) -> Option<Box<dyn Actuator>> {
         let dirs = self.root.as_ref()?.group(group).ok()?;
         Some(Box::new(CgroupActuator::new(AgentCgroup { dirs })))
+    }
+
+    fn notification_files(&self) -> Result<Option<FdLease>, String> {
+        self.fds.lease(NOTIFICATION_FILES).map(Some).ok_or_else(|| self.no_descriptor_left("its kernel notifications"))
     }
 
     fn cgroup_dirs_of_pid(&self, pid: u32) -> Option<Vec<PathBuf>> {

@@ -234,9 +234,21 @@ impl<B: Backend> Governor<B> {
     }
 
     /// Kernel notices for an agent: its exit, and its memory limits where the kernel can tell.
-    pub(super) fn watch(&self, id: &AgentId) {
+    /// An agent that cannot have the descriptors is sampled only, and the log says why.
+    pub(super) fn watch(&mut self, id: &AgentId) {
         let Some(n) = &self.notifier else { return };
-        let Some(p) = self.agents.get(id).and_then(|a| a.proc.as_ref()) else { return };
+        let Some(a) = self.agents.map.get_mut(id) else { return };
+        if a.proc.is_none() {
+            return;
+        }
+        match self.backend.notification_files() {
+            Ok(lease) => a.notify_fds = lease,
+            Err(why) => {
+                tracing::warn!(agent = %id, "no kernel notifications, sampling only: {why}");
+                return;
+            }
+        }
+        let Some(p) = a.proc.as_ref() else { return };
         let first_dir = p.cgroup.as_ref().and_then(|c| c.dirs.all().first().map(|d| d.to_path_buf()));
         let _ = n.process_exit(id.as_str(), p.leader.pid(), first_dir.as_deref());
         let Some(cg) = &p.cgroup else { return };
@@ -309,6 +321,9 @@ impl<B: Backend> Governor<B> {
         self.timers.forget(id);
         if let Some(n) = &self.notifier {
             n.forget(id.as_str());
+        }
+        if let Some(a) = self.agents.map.get_mut(id) {
+            a.notify_fds = None;
         }
     }
 
