@@ -2,14 +2,16 @@
 //! at the next sample: v1 memory usage thresholds (`cgroup.event_control` +
 //! eventfd), inotify on v2 `cgroup.events` and `memory.events`, PSI triggers
 //! on `*.pressure` (POLLPRI), and process exit through pidfds. One thread
-//! polls every descriptor and sends `(agent, Notice)` into a tokio channel:
-//! the receiver is an async stream.
+//! waits on an epoll instance holding every descriptor (each registered once:
+//! a notice costs the same with ten agents or ten thousand) and sends
+//! `(agent, Notice)` into a tokio channel: the receiver is an async stream.
 
 use crate::cgroup::{v1, v2};
 use crate::error::SysError;
-use rustix::event::{PollFd, PollFlags, poll};
+use rustix::event::epoll;
 use rustix::fd::OwnedFd;
 use rustix::fs::inotify;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -49,17 +51,38 @@ enum Kind {
 }
 
 struct Watch {
-    id: u64,
     agent: String,
-    fd: Arc<OwnedFd>,
+    fd: OwnedFd,
     kind: Kind,
+}
+
+/// The watches by id (the epoll data of their descriptor), and each agent's ids.
+#[derive(Debug, Default)]
+struct Watches {
+    by_id: HashMap<u64, Watch>,
+    by_agent: HashMap<String, Vec<u64>>,
+}
+
+impl Watches {
+    /// Take a watch out, its descriptor out of the epoll set.
+    fn remove(&mut self, epoll: &OwnedFd, id: u64) {
+        if let Some(w) = self.by_id.remove(&id) {
+            let _ = epoll::delete(epoll, &w.fd);
+            if let Some(ids) = self.by_agent.get_mut(&w.agent) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    self.by_agent.remove(&w.agent);
+                }
+            }
+        }
+    }
 }
 
 /// Watches kernel notifications for many agents from one thread.
 #[derive(Debug)]
 pub struct Notifier {
-    watches: Arc<Mutex<Vec<Watch>>>,
-    ctl: Arc<OwnedFd>,
+    watches: Arc<Mutex<Watches>>,
+    epoll: Arc<OwnedFd>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -83,51 +106,47 @@ fn inotify_on(path: &Path) -> Result<OwnedFd, SysError> {
 impl Notifier {
     /// Start the polling thread; returns the notifier and the stream of notices.
     pub fn start() -> Result<(Notifier, UnboundedReceiver<(String, Notice)>), SysError> {
-        let ctl = Arc::new(
-            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)
-                .map_err(sys("eventfd"))?,
-        );
-        let watches: Arc<Mutex<Vec<Watch>>> = Arc::new(Mutex::new(Vec::new()));
+        let epoll = Arc::new(epoll::create(epoll::CreateFlags::CLOEXEC).map_err(sys("epoll_create"))?);
+        let watches: Arc<Mutex<Watches>> = Arc::new(Mutex::new(Watches::default()));
         let (tx, rx) = unbounded_channel();
-        let (w, c) = (Arc::clone(&watches), Arc::clone(&ctl));
+        let (w, e) = (Arc::clone(&watches), Arc::clone(&epoll));
         std::thread::Builder::new()
             .name("allot-notify".into())
-            .spawn(move || run(&w, &c, &tx))
+            .spawn(move || run(&w, &e, &tx))
             .map_err(|source| SysError::Sys { call: "spawn notifier thread".into(), source })?;
-        Ok((Notifier { watches, ctl, next_id: std::sync::atomic::AtomicU64::new(1) }, rx))
+        Ok((Notifier { watches, epoll, next_id: std::sync::atomic::AtomicU64::new(1) }, rx))
     }
 
-    fn add(&self, agent: &str, fd: OwnedFd, kind: Kind) {
+    /// Register a watch (under the lock, so the thread finds it when its descriptor fires).
+    fn add(&self, agent: &str, fd: OwnedFd, kind: Kind) -> Result<(), SysError> {
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut w) = self.watches.lock() {
-            w.push(Watch { id, agent: agent.to_owned(), fd: Arc::new(fd), kind });
-        }
-        self.poke();
-    }
-
-    fn poke(&self) {
-        let _ = rustix::io::write(&*self.ctl, &1u64.to_ne_bytes());
+        let flags = if matches!(kind, Kind::Pressure { .. }) { epoll::EventFlags::PRI } else { epoll::EventFlags::IN };
+        let mut w = self
+            .watches
+            .lock()
+            .map_err(|_| SysError::Sys { call: "notifier lock".into(), source: std::io::Error::other("the notifier thread panicked") })?;
+        epoll::add(&*self.epoll, &fd, epoll::EventData::new_u64(id), flags).map_err(sys("epoll_ctl(ADD)"))?;
+        w.by_agent.entry(agent.to_owned()).or_default().push(id);
+        w.by_id.insert(id, Watch { agent: agent.to_owned(), fd, kind });
+        Ok(())
     }
 
     /// v1: notify when memory usage of the cgroup at `dir` crosses `bytes`.
     pub fn memory_threshold(&self, agent: &str, dir: &Path, bytes: u64) -> Result<(), SysError> {
         let fd = v1::memory::threshold(dir, bytes)?;
-        self.add(agent, fd, Kind::Threshold { bytes });
-        Ok(())
+        self.add(agent, fd, Kind::Threshold { bytes })
     }
 
     /// v2: notify on changes of `cgroup.events` (populated, frozen) of `dir`.
     pub fn cgroup_events(&self, agent: &str, dir: &Path) -> Result<(), SysError> {
         let fd = inotify_on(&dir.join("cgroup.events"))?;
-        self.add(agent, fd, Kind::CgroupEvents { dir: dir.to_path_buf() });
-        Ok(())
+        self.add(agent, fd, Kind::CgroupEvents { dir: dir.to_path_buf() })
     }
 
     /// v2: notify on changes of `memory.events` of `dir`.
     pub fn memory_events(&self, agent: &str, dir: &Path) -> Result<(), SysError> {
         let fd = inotify_on(&dir.join("memory.events"))?;
-        self.add(agent, fd, Kind::MemoryEvents { dir: dir.to_path_buf() });
-        Ok(())
+        self.add(agent, fd, Kind::MemoryEvents { dir: dir.to_path_buf() })
     }
 
     /// A PSI trigger on `file` (such as `dir/memory.pressure`): stall of
@@ -146,8 +165,7 @@ impl Notifier {
             source: e.into(),
         })?;
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        self.add(agent, fd, Kind::Pressure { file: name });
-        Ok(())
+        self.add(agent, fd, Kind::Pressure { file: name })
     }
 
     /// Notify when `pid` exits; with `procs_dir`, also say when that cgroup is then empty.
@@ -157,16 +175,22 @@ impl Notifier {
             .and_then(rustix::process::Pid::from_raw)
             .ok_or_else(|| SysError::Sys { call: format!("pidfd_open({pid})"), source: std::io::Error::from_raw_os_error(22) })?;
         let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(sys(format!("pidfd_open({pid})")))?;
-        self.add(agent, fd, Kind::Pidfd { pid, procs_dir: procs_dir.map(Path::to_path_buf) });
-        Ok(())
+        self.add(agent, fd, Kind::Pidfd { pid, procs_dir: procs_dir.map(Path::to_path_buf) })
     }
 
     /// Stop watching an agent.
     pub fn forget(&self, agent: &str) {
         if let Ok(mut w) = self.watches.lock() {
-            w.retain(|w| w.agent != agent);
+            for id in w.by_agent.get(agent).cloned().unwrap_or_default() {
+                w.remove(&self.epoll, id);
+            }
         }
-        self.poke();
+    }
+
+    /// How many descriptors are watched (for tests).
+    #[doc(hidden)]
+    pub fn watched(&self) -> usize {
+        self.watches.lock().map_or(0, |w| w.by_id.len())
     }
 }
 
@@ -175,45 +199,25 @@ fn drain(fd: &OwnedFd) {
     while matches!(rustix::io::read(fd, &mut buf), Ok(n) if n > 0) {}
 }
 
-fn run(watches: &Mutex<Vec<Watch>>, ctl: &OwnedFd, tx: &UnboundedSender<(String, Notice)>) {
+fn run(watches: &Mutex<Watches>, epoll: &OwnedFd, tx: &UnboundedSender<(String, Notice)>) {
+    let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
     loop {
         if tx.is_closed() {
             return;
         }
-        // Snapshot the descriptors so that the lock is not held while polling.
-        let snapshot: Vec<(u64, Arc<OwnedFd>, PollFlags)> = match watches.lock() {
-            Ok(g) => g
-                .iter()
-                .map(|w| {
-                    let flags = if matches!(w.kind, Kind::Pressure { .. }) { PollFlags::PRI } else { PollFlags::IN };
-                    (w.id, Arc::clone(&w.fd), flags)
-                })
-                .collect(),
-            Err(_) => return,
-        };
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(snapshot.len() + 1);
-        fds.push(PollFd::new(ctl, PollFlags::IN));
-        for (_, fd, flags) in &snapshot {
-            fds.push(PollFd::new(&**fd, *flags));
-        }
         // Wake at least every second to notice a closed receiver.
         let timeout = rustix::time::Timespec { tv_sec: 1, tv_nsec: 0 };
-        let ready: Vec<(usize, PollFlags)> = match poll(&mut fds, Some(&timeout)) {
-            Ok(0) | Err(_) => Vec::new(),
-            Ok(_) => fds.iter().enumerate().filter(|(_, f)| !f.revents().is_empty()).map(|(i, f)| (i, f.revents())).collect(),
-        };
-        drop(fds);
+        events.clear();
+        if epoll::wait(epoll, rustix::buffer::spare_capacity(&mut events), Some(&timeout)).is_err() {
+            continue;
+        }
         let Ok(mut guard) = watches.lock() else {
             return;
         };
         let mut dead = Vec::new();
-        for (i, revents) in ready {
-            if i == 0 {
-                drain(ctl);
-                continue;
-            }
-            let id = snapshot[i - 1].0;
-            let Some(w) = guard.iter().find(|w| w.id == id) else {
+        for ev in &events {
+            let (id, revents) = (ev.data.u64(), ev.flags);
+            let Some(w) = guard.by_id.get(&id) else {
                 continue;
             };
             let notice = match &w.kind {
@@ -230,7 +234,7 @@ fn run(watches: &Mutex<Vec<Watch>>, ctl: &OwnedFd, tx: &UnboundedSender<(String,
                     v2::memory::events(dir).ok().map(Notice::MemoryEvents)
                 }
                 Kind::Pressure { file } => {
-                    if revents.contains(PollFlags::ERR) {
+                    if revents.contains(epoll::EventFlags::ERR) {
                         dead.push(id);
                         None
                     } else {
@@ -248,6 +252,8 @@ fn run(watches: &Mutex<Vec<Watch>>, ctl: &OwnedFd, tx: &UnboundedSender<(String,
                 let _ = tx.send((w.agent.clone(), n));
             }
         }
-        guard.retain(|w| !dead.contains(&w.id));
+        for id in dead {
+            guard.remove(epoll, id);
+        }
     }
 }

@@ -422,6 +422,38 @@ fn a_v1_memory_threshold_notification_arrives_when_a_child_crosses_it() {
     assert_eq!(next_notice(&mut rx, Duration::from_secs(10)), ("grower".to_owned(), Notice::MemoryThreshold { bytes: 32 << 20 }));
 }
 
+/// Exits are told through pidfds on one epoll set: the one that ends is
+/// named among many watched, its watch is dropped, and a forgotten agent's
+/// watches leave the set (nothing more is said about it).
+#[test]
+fn exits_are_told_among_many_watches_and_forgotten_agents_leave_the_set() {
+    let (notifier, mut rx) = Notifier::start().unwrap();
+    let mut children: Vec<std::process::Child> = (0..50).map(|_| std::process::Command::new("sleep").arg("30").spawn().unwrap()).collect();
+    for (i, c) in children.iter().enumerate() {
+        notifier.process_exit(&format!("a{i}"), c.id(), None).unwrap();
+    }
+    assert_eq!(notifier.watched(), 50);
+    children[17].kill().unwrap();
+    children[17].wait().unwrap();
+    assert_eq!(next_notice(&mut rx, Duration::from_secs(5)), ("a17".to_owned(), Notice::Exited { pid: children[17].id() }));
+    assert!(wait_until(Duration::from_secs(5), || notifier.watched() == 49), "the ended watch is dropped");
+    notifier.forget("a3");
+    assert_eq!(notifier.watched(), 48);
+    children[3].kill().unwrap();
+    children[3].wait().unwrap();
+    children[4].kill().unwrap();
+    children[4].wait().unwrap();
+    assert_eq!(
+        next_notice(&mut rx, Duration::from_secs(5)),
+        ("a4".to_owned(), Notice::Exited { pid: children[4].id() }),
+        "a3 was forgotten"
+    );
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 #[test]
 fn no_file_the_kernel_puts_in_a_cgroup_is_a_valid_agent_or_group_name() {
     // Agents and groups are directories beside these files; a name that is one cannot be made.

@@ -125,7 +125,9 @@ impl Drop for FdLease {
 
 fn take_from(pool: &std::sync::Arc<std::sync::atomic::AtomicUsize>, n: usize) -> Option<FdLease> {
     use std::sync::atomic::Ordering;
-    pool.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n)).ok().map(|_| FdLease { pool: pool.clone(), files: n })
+    pool.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n))
+        .ok()
+        .map(|_| FdLease { pool: pool.clone(), files: n })
 }
 
 impl FdBudget {
@@ -146,6 +148,14 @@ impl FdBudget {
         };
         let pool = |n: usize| std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(n));
         FdBudget { left: pool(files - leaders - others), others: pool(others), leaders: pool(leaders), wanted }
+    }
+
+    /// How many agents an open-files limit of `limit` holds with their
+    /// leaders, notifications and hot files: what a daemon, whose agents
+    /// come through its API, sets aside for ([`FdBudget::new`]), so that
+    /// probes keeping files open never leave a later agent without its leader.
+    pub fn agents_that_fit(limit: u64) -> usize {
+        usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(FdBudget::RESERVED) / (OTHER_FILES_PER_AGENT + HOT_FILES_PER_AGENT)
     }
 
     /// Descriptors probes may still take.
@@ -604,6 +614,27 @@ mod tests {
         drop((leases, notified, extra, leaders));
         assert_eq!(budget.left(), 25, "every lease given back");
         assert!(budget.lease(other(10) - 10).is_some());
+    }
+
+    /// A daemon sets aside for as many agents as its limit holds: each of
+    /// them gets its leader and its notifications whatever its probe kept
+    /// (the probes of the first ones keeping every file).
+    #[test]
+    fn a_daemon_s_budget_holds_every_agent_that_fits_with_its_leader_and_notifications() {
+        let limit = 20_000u64;
+        let n = FdBudget::agents_that_fit(limit);
+        assert_eq!(n, (20_000 - FdBudget::RESERVED) / 8);
+        let budget = FdBudget::new(n, limit);
+        let mut held = Vec::new();
+        for i in 0..n {
+            let (keep, probe) = budget.take();
+            let leader = budget.lease_leader().unwrap_or_else(|| panic!("agent {i} got no leader"));
+            let notices = budget.lease(OTHER_FILES_PER_AGENT - 1).unwrap_or_else(|| panic!("agent {i} got no notifications"));
+            held.push((keep, probe, leader, notices));
+        }
+        assert_eq!(held[0].0, KeepOpen::Hot, "a daemon's probes keep their hot files at first");
+        let used: usize = held.iter().map(|(_, p, l, o)| p.files + l.files + o.files).sum();
+        assert!(used <= 20_000 - FdBudget::RESERVED, "{used}");
     }
 
     #[test]

@@ -31,8 +31,15 @@ impl Drop for Up {
     }
 }
 
-/// The agents' pids with their start times (to tell a pid used again from a survivor).
-fn running(sock: &Path) -> Result<(usize, Vec<(u32, u64)>, String), Error> {
+/// The agents running, their pids with their start times (to tell a pid
+/// used again from a survivor), and how many are in each state.
+struct Census {
+    running: usize,
+    pids: Vec<(u32, u64)>,
+    states: String,
+}
+
+fn running(sock: &Path) -> Result<Census, Error> {
     let (status, v) = crate::client::request(sock, "GET", "/v1/agents", None)?;
     if status != 200 {
         return Err(crate::client::failure(status, &v).into());
@@ -55,7 +62,7 @@ fn running(sock: &Path) -> Result<(usize, Vec<(u32, u64)>, String), Error> {
         .filter_map(|p| p.as_u64().and_then(|p| u32::try_from(p).ok()))
         .filter_map(|p| allot_sys::proc::stat(&proc_root, p).map(|s| (p, s.starttime)))
         .collect();
-    Ok((up, pids, states))
+    Ok(Census { running: up, pids, states })
 }
 
 pub(crate) fn run(args: &BenchStopArgs) -> Result<ExitCode, Error> {
@@ -101,13 +108,13 @@ pub(crate) fn run(args: &BenchStopArgs) -> Result<ExitCode, Error> {
         if Instant::now() > deadline {
             return Err(format!("not every agent was running in time ({states}); allot up said: {}", said(&log)).into());
         }
-        if let Ok((running, pids, now)) = running(&sock) {
-            states = now;
-            if running == n {
-                break pids;
+        if let Ok(census) = running(&sock) {
+            states = census.states;
+            if census.running == n {
+                break census.pids;
             }
             if last_said.elapsed() > Duration::from_secs(2) {
-                eprintln!("{running} of {n} agents running ({states})");
+                eprintln!("{} of {n} agents running ({states})", census.running);
                 last_said = Instant::now();
             }
         }

@@ -168,7 +168,9 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
     let _ = allot_sys::spawn::raise_nofile_limit();
     // The state's lock first: it names the real conflict when two daemons share a state.
     allot_store::Store::check_free(&args.state).map_err(|e| e.to_string())?;
-    let backend = RealBackend::new(&args.cgroup_name, fleet.agents.len().max(1))?;
+    // Its agents come through the API too: descriptors are set aside for as many as the limit holds.
+    let expected = fleet.agents.len().max(allot_sys::probe::FdBudget::agents_that_fit(allot_sys::spawn::nofile_limit()));
+    let backend = RealBackend::new(&args.cgroup_name, expected)?;
     let opts = Options {
         state: args.state.clone(),
         events_file: None,
