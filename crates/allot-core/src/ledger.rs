@@ -123,6 +123,9 @@ pub struct GroupViolation {
 pub struct Ledger {
     groups: BTreeMap<String, QuotaGroup>,
     agents: BTreeMap<AgentId, Entry>,
+    /// Each group's members (kept with `agents`: a group's members are found
+    /// without a scan of every agent).
+    members: BTreeMap<String, std::collections::BTreeSet<AgentId>>,
 }
 
 impl Default for Ledger {
@@ -148,7 +151,11 @@ pub fn classify(limit: &Limit, usage: u64, above_hard_since: Option<Time>, now: 
 impl Ledger {
     /// A ledger with the three built-in groups and no agents.
     pub fn with_builtin_groups() -> Self {
-        Ledger { groups: builtin_groups().into_iter().map(|g| (g.name.clone(), g)).collect(), agents: BTreeMap::new() }
+        Ledger {
+            groups: builtin_groups().into_iter().map(|g| (g.name.clone(), g)).collect(),
+            agents: BTreeMap::new(),
+            members: BTreeMap::new(),
+        }
     }
 
     /// The groups: the built-in ones in the sketch's order, then the others by name.
@@ -182,7 +189,7 @@ impl Ledger {
     pub fn set_group(&mut self, group: QuotaGroup) -> Result<(), LedgerError> {
         group.validate(&format!("groups.{}", group.name))?;
         let mut updated = Vec::new();
-        for (id, e) in self.agents.iter().filter(|(_, e)| e.spec.group == group.name) {
+        for (id, e) in self.members(&group.name).filter_map(|id| self.agents.get(id).map(|e| (id, e))) {
             updated.push((id.clone(), resolve(&group, &e.spec, &format!("agents.{id}"))?));
         }
         for (id, quota) in updated {
@@ -196,7 +203,7 @@ impl Ledger {
 
     /// Remove a group that has no members.
     pub fn remove_group(&mut self, name: &str) -> Result<QuotaGroup, LedgerError> {
-        let members = self.members(name).count();
+        let members = self.member_count(name);
         if members > 0 {
             return Err(LedgerError::GroupNotEmpty { group: name.to_owned(), members });
         }
@@ -211,6 +218,7 @@ impl Ledger {
         let group = self.groups.get(&spec.group).ok_or_else(|| self.unknown_group(&spec.group))?;
         let quota = resolve(group, &spec, &format!("agents.{}", spec.id))?;
         let id = spec.id.clone();
+        self.members.entry(spec.group.clone()).or_default().insert(id.clone());
         let entry = Entry { spec, quota, usage: BTreeMap::new(), above_hard_since: BTreeMap::new() };
         Ok(&self.agents.entry(id).or_insert(entry).quota)
     }
@@ -220,6 +228,12 @@ impl Ledger {
         let group = self.groups.get(&spec.group).ok_or_else(|| self.unknown_group(&spec.group))?;
         let quota = resolve(group, &spec, &format!("agents.{}", spec.id))?;
         let e = self.agents.get_mut(&spec.id).ok_or_else(|| LedgerError::UnknownAgent(spec.id.clone()))?;
+        if e.spec.group != spec.group {
+            if let Some(m) = self.members.get_mut(&e.spec.group) {
+                m.remove(&spec.id);
+            }
+            self.members.entry(spec.group.clone()).or_default().insert(spec.id.clone());
+        }
         e.spec = spec;
         e.quota = quota;
         Ok(&e.quota)
@@ -227,7 +241,14 @@ impl Ledger {
 
     /// Remove an agent; returns its quota.
     pub fn unregister(&mut self, id: &AgentId) -> Result<Quota, LedgerError> {
-        self.agents.remove(id).map(|e| e.quota).ok_or_else(|| LedgerError::UnknownAgent(id.clone()))
+        let e = self.agents.remove(id).ok_or_else(|| LedgerError::UnknownAgent(id.clone()))?;
+        if let Some(m) = self.members.get_mut(&e.spec.group) {
+            m.remove(id);
+            if m.is_empty() {
+                self.members.remove(&e.spec.group);
+            }
+        }
+        Ok(e.quota)
     }
 
     /// An agent's quota.
@@ -242,7 +263,12 @@ impl Ledger {
 
     /// The members of a group.
     pub fn members<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a AgentId> + 'a {
-        self.agents.iter().filter(move |(_, e)| e.spec.group == group).map(|(id, _)| id)
+        self.members.get(group).into_iter().flatten()
+    }
+
+    /// How many agents a group has.
+    pub fn member_count(&self, group: &str) -> usize {
+        self.members.get(group).map_or(0, std::collections::BTreeSet::len)
     }
 
     /// An agent's latest observation of a resource.
@@ -282,7 +308,7 @@ impl Ledger {
     /// The sum of the group members' latest usage, per resource.
     pub fn group_usage(&self, group: &str) -> BTreeMap<Resource, u64> {
         let mut sum: BTreeMap<Resource, u64> = BTreeMap::new();
-        for e in self.agents.values().filter(|e| e.spec.group == group) {
+        for e in self.members(group).filter_map(|id| self.agents.get(id)) {
             for (r, obs) in &e.usage {
                 let s = sum.entry(r.clone()).or_default();
                 *s = s.saturating_add(obs.value);
@@ -295,7 +321,7 @@ impl Ledger {
     pub fn group_violations(&self, group: &str) -> Result<Vec<GroupViolation>, LedgerError> {
         let g = self.groups.get(group).ok_or_else(|| self.unknown_group(group))?;
         let usage = self.group_usage(group);
-        let totals = g.effective_totals(self.members(group).count());
+        let totals = g.effective_totals(self.member_count(group));
         Ok(totals
             .into_iter()
             .filter_map(|(r, total)| {
@@ -352,6 +378,34 @@ mod tests {
 
     fn kinds(v: &[Violation]) -> Vec<(Resource, ViolationKind)> {
         v.iter().map(|v| (v.resource.clone(), v.kind)).collect()
+    }
+
+    /// The members index follows registering, moving between groups and
+    /// unregistering: the same members, in the same order, as a scan.
+    #[test]
+    fn group_members_are_indexed_as_agents_come_move_and_go() {
+        let mut l = Ledger::default();
+        let scan =
+            |l: &Ledger, g: &str| -> Vec<AgentId> { l.agents.iter().filter(|(_, e)| e.spec.group == g).map(|(i, _)| i.clone()).collect() };
+        let groups = ["standard_agent", "lightweight_agent", "heavy_computation_agent"];
+        for i in 0..30 {
+            l.register(AgentSpec::new(id(&format!("a{i:02}")), groups[i % 3])).unwrap();
+        }
+        l.update_agent(AgentSpec::new(id("a00"), "heavy_computation_agent")).unwrap();
+        l.update_agent(AgentSpec::new(id("a04"), "lightweight_agent")).unwrap();
+        for i in [1, 2, 7, 29] {
+            l.unregister(&id(&format!("a{i:02}"))).unwrap();
+        }
+        for g in groups {
+            let indexed: Vec<AgentId> = l.members(g).cloned().collect();
+            assert_eq!(indexed, scan(&l, g), "{g}");
+            assert_eq!(l.member_count(g), indexed.len(), "{g}");
+        }
+        assert_eq!(l.member_count("heavy_computation_agent"), 9, "ten, a00 moved in, a02 and a29 left");
+        for i in 0..30 {
+            let _ = l.unregister(&id(&format!("a{i:02}")));
+        }
+        assert!(groups.iter().all(|g| l.member_count(g) == 0 && l.members(g).next().is_none()));
     }
 
     #[test]

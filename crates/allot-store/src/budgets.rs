@@ -15,7 +15,7 @@ use crate::{Store, StoreError, ms, sql_i};
 use allot_core::Time;
 use allot_core::budget::{Budgets, Charge, Expired, Level, Reservation, Settled};
 use allot_core::resource::Resource;
-use rusqlite::{Transaction, params};
+use rusqlite::{Connection, params};
 
 /// What [`Store::load_budgets`] put back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct BudgetLoad {
 
 const NEXT_ID: &str = "next_reservation_id";
 
-fn put_reservation(tx: &Transaction<'_>, r: &Reservation) -> rusqlite::Result<()> {
+fn put_reservation(tx: &Connection, r: &Reservation) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT INTO budget_reservations (id, agent, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
         sql_i(r.id),
         r.agent.as_str(),
@@ -50,7 +50,7 @@ fn put_reservation(tx: &Transaction<'_>, r: &Reservation) -> rusqlite::Result<()
     Ok(())
 }
 
-fn delete_reservation(tx: &Transaction<'_>, id: u64) -> rusqlite::Result<usize> {
+fn delete_reservation(tx: &Connection, id: u64) -> rusqlite::Result<usize> {
     tx.prepare_cached("DELETE FROM budget_reservations WHERE id = ?1")?.execute(params![sql_i(id)])
 }
 
@@ -74,7 +74,7 @@ impl Spends {
     }
 
     /// One upsert per bucket and one prune per budget window.
-    fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    fn write(&self, tx: &Connection) -> rusqlite::Result<()> {
         let mut add = tx.prepare_cached(
             "INSERT INTO budget_spend (level, resource, window, bucket, amount) VALUES (?1, ?2, ?3, ?4, ?5) \
              ON CONFLICT(level, resource, window, bucket) DO UPDATE SET amount = \
@@ -106,7 +106,7 @@ pub enum BudgetRecord<'a> {
     Charged(&'a [Charge]),
 }
 
-fn put_record(tx: &Transaction<'_>, r: &BudgetRecord<'_>, spends: &mut Spends) -> rusqlite::Result<()> {
+fn put_record(tx: &Connection, r: &BudgetRecord<'_>, spends: &mut Spends) -> rusqlite::Result<()> {
     match r {
         BudgetRecord::Reserved(r) => put_reservation(tx, r),
         BudgetRecord::Settled(s) => {
@@ -130,10 +130,11 @@ fn put_record(tx: &Transaction<'_>, r: &BudgetRecord<'_>, spends: &mut Spends) -
 }
 
 impl Store {
-    fn budget_tx(&mut self, f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()>) -> Result<(), StoreError> {
+    /// `f` all or nothing: a transaction of its own, or a savepoint in a batch ([`Store::begin_batch`]).
+    fn budget_tx(&mut self, f: impl FnOnce(&Connection) -> rusqlite::Result<()>) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = |source| StoreError::Sql { path: path.clone(), source };
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(e)?;
+        let tx = self.conn.savepoint().map_err(e)?;
         f(&tx).map_err(e)?;
         tx.commit().map_err(e)
     }

@@ -366,7 +366,7 @@ impl Store {
     pub fn put_rollups(&mut self, batch: &[(String, String, rollup::Rollup)]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = |source| StoreError::Sql { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(e)?;
+        let tx = self.conn.savepoint().map_err(e)?;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -400,7 +400,7 @@ impl Store {
     pub fn put_samples(&mut self, batch: &[(String, String, u64, u64)]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = |source| StoreError::Sql { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(e)?;
+        let tx = self.conn.savepoint().map_err(e)?;
         {
             let mut stmt = tx.prepare_cached("INSERT INTO samples (agent, resource, at_ms, value) VALUES (?1, ?2, ?3, ?4)").map_err(e)?;
             for (a, r, at, v) in batch {
@@ -542,19 +542,46 @@ impl Store {
         .collect()
     }
 
-    /// Run `f` in one transaction (all or nothing).
+    /// Run `f` in one transaction (all or nothing; a savepoint inside a batch).
     pub fn transaction<T>(&mut self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.sql())?;
+        let outer = self.conn.is_autocommit();
+        let (begin, commit, rollback) = if outer {
+            ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+        } else {
+            ("SAVEPOINT allot_tx", "RELEASE allot_tx", "ROLLBACK TO allot_tx; RELEASE allot_tx")
+        };
+        self.conn.execute_batch(begin).map_err(self.sql())?;
         match f(self) {
             Ok(v) => {
-                self.conn.execute_batch("COMMIT").map_err(self.sql())?;
+                self.conn.execute_batch(commit).map_err(self.sql())?;
                 Ok(v)
             }
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = self.conn.execute_batch(rollback);
                 Err(e)
             }
         }
+    }
+
+    /// Begin a batch: every write until [`Store::end_batch`] goes into one
+    /// transaction (functions that are all or nothing take a savepoint in it),
+    /// so a burst of records (thousands of agents stopping) costs one commit.
+    /// Readers see none of it until the end. False, and nothing begun, when
+    /// a transaction is open already.
+    pub fn begin_batch(&self) -> Result<bool, StoreError> {
+        if !self.conn.is_autocommit() {
+            return Ok(false);
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.sql())?;
+        Ok(true)
+    }
+
+    /// Commit the batch [`Store::begin_batch`] began.
+    pub fn end_batch(&self) -> Result<(), StoreError> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.conn.execute_batch("COMMIT").map_err(self.sql())
     }
 
     /// Whether a table exists (for tests and checks).

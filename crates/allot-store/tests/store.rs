@@ -185,3 +185,31 @@ fn background_checkpoints_move_the_log_into_the_database_file() {
     drop(cp);
     assert_eq!(store.samples("agent7", "memory", 0).unwrap().len(), 40);
 }
+
+/// A batch is one transaction: a reader sees none of its writes until its
+/// end, then all of them; writes that are all or nothing on their own
+/// (samples, a transaction) nest in it as savepoints.
+#[test]
+fn a_batch_is_one_transaction_and_nested_writes_are_savepoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut w = Store::open(&path).unwrap();
+    let r = Store::open_read_only(&path).unwrap();
+    assert!(w.begin_batch().unwrap());
+    assert!(!w.begin_batch().unwrap(), "one batch at a time");
+    w.append_event(1, "a", None, &json!(1)).unwrap();
+    w.put_samples(&[("a".into(), "memory".into(), 1, 5)]).unwrap();
+    let failed: Result<(), StoreError> = w.transaction(|s| {
+        s.append_event(2, "rolled back", None, &json!(2))?;
+        Err(StoreError::Locked { path: "x".into(), pid: None })
+    });
+    assert!(failed.is_err());
+    w.transaction(|s| s.append_event(3, "kept", None, &json!(3)).map(drop)).unwrap();
+    assert_eq!(r.last_seq().unwrap(), 0, "nothing visible before the end");
+    w.end_batch().unwrap();
+    let topics: Vec<String> = r.events_since(0, 10).unwrap().into_iter().map(|e| e.topic).collect();
+    assert_eq!(topics, ["a", "kept"]);
+    assert_eq!(r.samples("a", "memory", 0).unwrap(), [(1, 5)]);
+    assert!(w.begin_batch().unwrap(), "a new batch after the end");
+    w.end_batch().unwrap();
+}

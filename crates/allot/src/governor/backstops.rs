@@ -42,7 +42,7 @@ impl<B: Backend> Governor<B> {
     /// write and its outcome.
     pub(super) fn write_totals_of(&mut self, group: &str) -> Option<Value> {
         let g = self.domain.ledger.group(group).cloned()?;
-        let totals = backstops::group(&g, self.domain.ledger.members(&g.name).count());
+        let totals = backstops::group(&g, self.domain.ledger.member_count(&g.name));
         let cap = totals.get(&allot_core::Resource::Cpu).copied();
         let throttled: Vec<(AgentId, u64)> = self
             .domain
@@ -89,7 +89,7 @@ impl<B: Backend> Governor<B> {
     pub(super) fn restore_totals(&mut self, group: &str, tried: &std::collections::BTreeMap<allot_core::Resource, u64>) {
         use allot_core::Resource;
         let Some(g) = self.domain.ledger.group(group).cloned() else { return };
-        let old = backstops::group(&g, self.domain.ledger.members(group).count());
+        let old = backstops::group(&g, self.domain.ledger.member_count(group));
         let _ = self.write_totals_of(group);
         let pids =
             |t: &std::collections::BTreeMap<Resource, u64>| t.contains_key(&Resource::Processes) || t.contains_key(&Resource::Threads);

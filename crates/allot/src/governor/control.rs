@@ -476,7 +476,7 @@ impl<B: Backend> Governor<B> {
             LedgerError::UnknownGroup { .. } => ControlError::NoGroup(name.clone()),
             other => ControlError::Invalid { field: "body", message: other.to_string() },
         })?;
-        let members = self.domain.ledger.members(&name).count();
+        let members = self.domain.ledger.member_count(&name);
         let tried = self.domain.ledger.group(&name).map(|g| allot_core::backstops::group(g, members)).unwrap_or_default();
         let undo = |gov: &mut Self, written: bool| {
             let _ = match previous.clone() {

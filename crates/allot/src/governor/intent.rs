@@ -452,7 +452,7 @@ impl<B: Backend> Governor<B> {
         self.agents.get(id)?.proc.as_ref()?.cgroup.as_ref()?;
         let ledger = &self.domain.ledger;
         let g = ledger.group(&ledger.quota(id)?.group)?;
-        allot_core::backstops::group(g, ledger.members(&g.name).count()).get(&Resource::Cpu).copied()
+        allot_core::backstops::group(g, ledger.member_count(&g.name)).get(&Resource::Cpu).copied()
     }
 
     /// Carry out an intent: the one path by which anything changes an agent.

@@ -273,6 +273,8 @@ impl<B: Backend> Governor<B> {
             .iter_mut()
             .filter_map(|(id, a)| a.proc.as_mut().and_then(|p| p.leader.try_wait()).map(|e| (id.clone(), e)))
             .collect();
+        // Many exits at once (a stop, a host-wide kill) are recorded in one commit.
+        let batch = exited.len() > 1 && self.recorder.begin_batch();
         for (id, exit) in exited {
             let Some(a) = self.agents.get(&id) else { continue };
             // Read before the cleanup removes its cgroup.
@@ -301,6 +303,7 @@ impl<B: Backend> Governor<B> {
                 None => self.exited(&id, &reason, data, now),
             }
         }
+        self.recorder.end_batch(batch);
     }
 
     /// Read the OOM counters of an agent's cgroup and its group's now, to compare at its exit.

@@ -80,6 +80,37 @@ impl Recorder {
         Recorder { store, events_out, view, recent: VecDeque::new(), metrics, unrecorded: 0, failing: None, last_at, checkpoints }
     }
 
+    /// Begin a batch of writes (one commit for a burst; see `Store::begin_batch`):
+    /// whether one began (none inside another).
+    pub(super) fn begin_batch(&mut self) -> bool {
+        match self.store.begin_batch() {
+            Ok(began) => began,
+            Err(e) => {
+                tracing::warn!(error = %e, "writes not batched");
+                false
+            }
+        }
+    }
+
+    /// End the batch `begin_batch` began (`began`): commit it, and wake the
+    /// event streams, which could not read its events before.
+    pub(super) fn end_batch(&mut self, began: bool) {
+        if !began {
+            return;
+        }
+        match self.store.end_batch() {
+            Ok(()) => {
+                if let Ok(seq) = self.store.last_seq() {
+                    self.metrics.event_stored(seq);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a batch of records not stored");
+                self.unrecorded(&e.to_string());
+            }
+        }
+    }
+
     /// Why the last background checkpoint failed, when one did since the last call.
     pub(super) fn checkpoint_error(&self) -> Option<String> {
         self.checkpoints.as_ref()?.take_error()

@@ -16,10 +16,13 @@ impl<B: Backend> Governor<B> {
         self.stopping = Some(why.to_owned());
         let grace = self.settings.policy.terminate_grace;
         let live: Vec<AgentId> = self.agents.map.iter().filter(|(_, a)| a.proc.is_some()).map(|(id, _)| id.clone()).collect();
+        // Each burst of records (the notices, the kills) is one commit.
+        let batch = self.recorder.begin_batch();
         for id in &live {
             let reason = format!("stopped by allot ({why})");
             let _ = self.apply(Intent { agent: id.clone(), source: Source::Lifecycle, op: Op::Terminate { grace, reason } });
         }
+        self.recorder.end_batch(batch);
         let until = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < until && self.agents.map.values().any(|a| a.proc.is_some()) {
             tokio::select! {
@@ -32,6 +35,7 @@ impl<B: Backend> Governor<B> {
             self.reap();
         }
         let mut waits = Vec::new();
+        let batch = self.recorder.begin_batch();
         for id in &live {
             if self.agents.get(id).is_some_and(|a| a.proc.is_some()) {
                 if let Applied::Settling { settle, .. } = self.apply(Intent { agent: id.clone(), source: Source::Lifecycle, op: Op::Kill })
@@ -40,6 +44,7 @@ impl<B: Backend> Governor<B> {
                 }
             }
         }
+        self.recorder.end_batch(batch);
         for w in waits {
             if let Ok(Err(e)) = w.await {
                 tracing::warn!(error = %e, "kill at stop");
