@@ -80,7 +80,8 @@ pub const ALERT_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug)]
 pub struct AlertLimiter {
     interval: Duration,
-    last: HashMap<(AgentId, Resource, AlertLevel), Time>,
+    /// Per agent (forgotten in one step), per resource and level.
+    last: HashMap<AgentId, HashMap<(Resource, AlertLevel), Time>>,
 }
 
 impl Default for AlertLimiter {
@@ -99,19 +100,19 @@ impl AlertLimiter {
     /// was published less than the interval ago.
     pub fn check(&mut self, agent: &AgentId, resource: &Resource, value: u64, threshold: Threshold, now: Time) -> Option<Alert> {
         let level = threshold.level(value)?;
-        let key = (agent.clone(), resource.clone(), level);
-        if let Some(last) = self.last.get(&key) {
+        let key = (resource.clone(), level);
+        if let Some(last) = self.last.get(agent).and_then(|m| m.get(&key)) {
             if now.since(*last) < self.interval {
                 return None;
             }
         }
-        self.last.insert(key, now);
+        self.last.entry(agent.clone()).or_default().insert(key, now);
         Some(Alert { level, agent: agent.clone(), resource: resource.clone(), value, threshold, at: now })
     }
 
     /// Forget an agent's alert history.
     pub fn forget(&mut self, agent: &AgentId) {
-        self.last.retain(|(a, _, _), _| a != agent);
+        self.last.remove(agent);
     }
 }
 
