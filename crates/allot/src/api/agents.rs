@@ -48,7 +48,7 @@ pub(super) async fn quota_get(State(api): State<Shared>, Path(id): Path<String>)
 #[serde(deny_unknown_fields)]
 pub(super) struct ThrottleQuery {
     /// The cpu limit, such as 200m or 1.5 (cores); needed.
-    cpu: Option<String>,
+    pub(super) cpu: Option<String>,
 }
 
 /// The query of `POST /v1/agents/{id}/resume`.
@@ -56,7 +56,7 @@ pub(super) struct ThrottleQuery {
 #[serde(deny_unknown_fields)]
 pub(super) struct ResumeQuery {
     /// true: also lift every other holder's freeze and throttle and the policy's pending escalations.
-    force: Option<bool>,
+    pub(super) force: Option<bool>,
 }
 
 async fn act(api: &Shared, id: String, action: OperatorAction) -> Result<Json<Value>, ApiError> {

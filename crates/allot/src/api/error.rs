@@ -40,6 +40,16 @@ impl ApiError {
         }
     }
 
+    /// Its HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Its message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 403: not for this caller.
     pub fn forbidden() -> Self {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", "not allowed for this caller (decided by the socket's peer credentials)")

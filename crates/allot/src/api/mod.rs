@@ -20,6 +20,7 @@ mod openapi;
 mod reads;
 pub mod routes;
 mod system;
+pub mod ui;
 
 pub use access::{Access, Caller, Peer};
 pub use conn::{Connections, Limits};
@@ -58,6 +59,8 @@ pub struct Api {
     heavy: Arc<tokio::sync::Semaphore>,
     /// The governor's sample interval: an analysis window shorter than it is refused.
     sample_interval: Duration,
+    /// The CSRF token of the dashboard's operator actions on the Unix socket (this run's; TCP sessions have their own).
+    ui_csrf: String,
 }
 
 impl Api {
@@ -124,12 +127,14 @@ pub fn router_with(
         events_store,
         heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_READS)),
         sample_interval,
+        ui_csrf: ui::auth::random_token(),
     });
     let mut r = Router::new();
     for route in ROUTES {
         let guard = axum::middleware::from_fn_with_state((Arc::clone(&api), route.access), access::guard);
         r = r.route(route.path, route.method_router().route_layer(guard));
     }
+    let r = ui::routes(r, &api);
     r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see GET /v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -153,25 +158,42 @@ async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next
 }
 
 /// The router for TCP: every request needs `Authorization: Bearer <token>`;
-/// with it the caller is the operator, without it 401.
+/// with it the caller is the operator, without it 401. The dashboard
+/// (`/ui`) also takes a session cookie given for the token on its login
+/// page (`ui::auth`); its pages send a browser without one to that page.
 pub fn tcp_router(app: Router, token: String) -> Router {
-    let token = Arc::new(token);
+    let sessions = ui::Sessions::new(token);
     app.layer(axum::middleware::from_fn(move |mut req: axum::extract::Request, next: axum::middleware::Next| {
-        let token = token.clone();
+        let sessions = Arc::clone(&sessions);
         async move {
+            req.extensions_mut().insert(Arc::clone(&sessions));
             let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-            if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-                return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "TCP requests need Authorization: Bearer <token>")
-                    .into_response();
+            if given.is_some_and(|g| sessions.token_is(g)) {
+                req.extensions_mut().insert(ConnectInfo(Peer::token_holder()));
+                req.extensions_mut().insert(ui::auth::Via::Bearer);
+                return next.run(req).await;
             }
-            req.extensions_mut().insert(ConnectInfo(Peer::token_holder()));
-            next.run(req).await
+            let path = req.uri().path().to_owned();
+            if path == "/ui" || path.starts_with("/ui/") {
+                match ui::auth::gate(&sessions, req.method(), &path, req.headers()) {
+                    ui::auth::Gate::Operator(s) => {
+                        req.extensions_mut().insert(ConnectInfo(Peer::token_holder()));
+                        req.extensions_mut().insert(ui::auth::Via::Session(s));
+                        return next.run(req).await;
+                    }
+                    ui::auth::Gate::Open => return next.run(req).await,
+                    ui::auth::Gate::Login => return axum::response::Redirect::to("/ui/login").into_response(),
+                    ui::auth::Gate::Refused => {}
+                }
+            }
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "TCP requests need Authorization: Bearer <token> (the dashboard: log in at /ui/login)",
+            )
+            .into_response()
         }
     }))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serve the router on `listener` with peer credentials until `shutdown`

@@ -37,7 +37,7 @@ impl From<ReadError> for ApiError {
 }
 
 /// Run `work` on a blocking thread with a read-only store of the state.
-async fn with_store<T: Send + 'static>(
+pub(super) async fn with_store<T: Send + 'static>(
     api: &Shared,
     work: impl FnOnce(&allot_store::Store) -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -48,7 +48,7 @@ async fn with_store<T: Send + 'static>(
 /// [`super::HEAVY_READS`] permits, else 429 with `Retry-After: 1`. The
 /// permit goes with the work, so a read whose caller hung up still counts
 /// until it ends.
-async fn heavy_read<T: Send + 'static>(
+pub(super) async fn heavy_read<T: Send + 'static>(
     api: &Shared,
     work: impl FnOnce(&allot_store::Store) -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, ApiError> {

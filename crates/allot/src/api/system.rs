@@ -181,10 +181,17 @@ pub(super) async fn events(
         _ => None,
     };
     let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let mut since = last_id.or(q.since).unwrap_or(0);
+    let since = last_id.or(q.since).unwrap_or(0);
     if q.follow == Some(false) {
         return events_so_far(&api, since, q.topic, only).await;
     }
+    event_stream(api, since, q.topic, only, true)
+}
+
+/// The events after `since` (of `only`'s agent, on topics matching `topic`)
+/// as server-sent events, each with its sequence number as id; `named`: each
+/// event named by its topic (else unnamed, for a browser's `onmessage`).
+pub(super) fn event_stream(api: Shared, mut since: u64, topic: Option<String>, only: Option<String>, named: bool) -> Result<Response, ApiError> {
     let slot = api.subscribers.take(only.clone()).map_err(|r| {
         api.metrics.subscriber_refused();
         let cap = api.subscribers.cap();
@@ -213,12 +220,14 @@ pub(super) async fn events(
             for e in batch {
                 since = e.seq;
                 if only.as_deref().is_some_and(|me| e.agent.as_deref() != Some(me))
-                    || q.topic.as_deref().is_some_and(|g| !allot_core::events::topic_matches(g, &e.topic))
+                    || topic.as_deref().is_some_and(|g| !allot_core::events::topic_matches(g, &e.topic))
                 {
                     continue;
                 }
                 let data = json!({"seq": e.seq, "at_ms": e.at_ms, "topic": e.topic, "agent": e.agent, "data": e.data});
-                if tx.send(Ok(Event::default().id(e.seq.to_string()).event(e.topic.clone()).data(data.to_string()))).await.is_err() {
+                let event = Event::default().id(e.seq.to_string());
+                let event = if named { event.event(e.topic.clone()) } else { event };
+                if tx.send(Ok(event.data(data.to_string()))).await.is_err() {
                     return;
                 }
             }

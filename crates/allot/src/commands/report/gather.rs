@@ -119,6 +119,7 @@ pub(super) struct ResourceReport {
     pub(super) max: u64,
     pub(super) soft: Option<u64>,
     pub(super) hard: Option<u64>,
+    pub(super) burst: Option<u64>,
     pub(super) violations: usize,
     pub(super) actions: Vec<Action>,
     pub(super) pattern: Option<String>,
@@ -144,6 +145,33 @@ pub(super) struct AgentReport {
     pub(super) resources: Vec<ResourceReport>,
 }
 
+/// An agent's charts over `range` (the dashboard's): per resource its
+/// points (at most `max_points`: each bucket's highest reading, so peaks
+/// stay), its limits and its actions with their outcomes.
+pub(crate) fn chart(store: &Store, agent: &str, range: Range, max_points: usize) -> Result<Value, ReadError> {
+    let reports = build(store, Some(agent), range, CAPS)?;
+    let Some(a) = reports.into_iter().next() else { return Err(ReadError::NoAgent(agent.to_owned())) };
+    let resources: Vec<Value> = a
+        .resources
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+            v["points"] = serde_json::json!(thin(&r.series, max_points));
+            v
+        })
+        .collect();
+    Ok(serde_json::json!({"agent": a.agent, "since_ms": range.since_ms, "until_ms": range.until_ms, "resources": resources}))
+}
+
+/// At most `max` points: consecutive points in equal buckets, each its first time and highest value.
+fn thin(series: &[(u64, u64)], max: usize) -> Vec<(u64, u64)> {
+    if series.len() <= max || max == 0 {
+        return series.to_vec();
+    }
+    let per = series.len().div_ceil(max);
+    series.chunks(per).map(|c| (c[0].0, c.iter().map(|p| p.1).max().unwrap_or(0))).collect()
+}
+
 fn pct(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -163,7 +191,10 @@ pub(super) fn build(store: &Store, agent: Option<&str>, range: Range, caps: Caps
         for r in store.sampled_resources(&a.id)? {
             let Some(read) = read_series(store, &a.id, &r, range, caps, &mut left)? else { continue };
             let limit = &a.spec["quota"]["limits"][&r];
-            let mine = |h: &&allot_store::EnforcementRecord| h.agent == a.id && h.resource == r && (since_ms..=until_ms).contains(&h.at_ms);
+            // The resource's own records, and the agent-wide ones (an operator's action, resource `-`) on every resource.
+            let mine = |h: &&allot_store::EnforcementRecord| {
+                h.agent == a.id && (h.resource == r || h.resource == "-") && (since_ms..=until_ms).contains(&h.at_ms)
+            };
             let violations = history.iter().filter(mine).filter(|h| h.action == "warn").count();
             let actions = history
                 .iter()
@@ -185,6 +216,7 @@ pub(super) fn build(store: &Store, agent: Option<&str>, range: Range, caps: Caps
                 max: read.max,
                 soft: limit["soft"].as_u64(),
                 hard: limit["hard"].as_u64(),
+                burst: limit["burst"].as_u64(),
                 violations,
                 actions,
                 pattern: analysis.and_then(|x| x.3["pattern"].as_str().map(str::to_owned)),

@@ -14,6 +14,7 @@ mod range;
 mod recommend;
 mod render;
 
+pub(crate) use gather::chart;
 pub(crate) use range::{Range, range};
 pub(crate) use recommend::{recommend, recommendations};
 pub(crate) use render::render;
