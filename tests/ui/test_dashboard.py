@@ -453,10 +453,12 @@ def test_the_fleet_page_renders_1000_agents_in_under_a_second(daemon, session):
     for _ in range(3):
         t0 = time.time()
         page.goto(daemon.base + "/ui/", wait_until="load")
-        rows = page.locator("#agents tbody tr").count()
+        rows = page.locator("#agents .row.agent").count()
         times.append(time.time() - t0)
         assert rows == n, (rows, n)
     nav = page.evaluate("() => { const e = performance.getEntriesByType('navigation')[0]; return {response: e.responseEnd, load: e.loadEventEnd}; }")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "fleet-1000.png"))
     print(f"\nfleet page with {n} agents ({started:.0f} s to start them): load {', '.join(f'{t * 1000:.0f}' for t in times)} ms; "
           f"browser timing of the last: response end {nav['response']:.0f} ms, load event end {nav['load']:.0f} ms")
     assert min(times) < 1.0 and nav["load"] < 1000, (times, nav)

@@ -66,14 +66,16 @@
       if (!near.length) { tip.hidden = true; return; }
       const found = state.actions.filter(a => near.some(m => m.at_ms === a.at_ms));
       tip.textContent = found.map(a => new Date(a.at_ms).toISOString().slice(11, 19) + " " + a.action + " → " + a.outcome + (a.detail ? ": " + a.detail : "")).join("\n");
-      tip.style.left = (left + 70) + "px";
+      const w = u.bbox.width / devicePixelRatio;
+      tip.style.left = left > w / 2 ? "" : (left + 80) + "px";
+      tip.style.right = left > w / 2 ? (w - left + 10) + "px" : "";
       tip.hidden = false;
     };
     const opts = {
       width: Math.min(box.clientWidth || 900, 1100),
       height: 220,
       scales: { x: { time: true, range: () => [state.since / 1000, state.until / 1000] }, y: { range: (u, lo, hi) => [0, Math.max(hi, res.hard || 0, res.burst || 0) * 1.1 || 1] } },
-      axes: [{}, { values: (u, vals) => vals.map(v => human(res.unit, v)), size: 70 }],
+      axes: [{}, res.unit === "bytes" || res.unit === "millicores" ? { values: (u, vals) => vals.map(v => human(res.unit, v)), size: 70 } : { size: 70 }],
       series: series,
       hooks: {
         draw: [u => {

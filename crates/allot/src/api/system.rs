@@ -191,7 +191,13 @@ pub(super) async fn events(
 /// The events after `since` (of `only`'s agent, on topics matching `topic`)
 /// as server-sent events, each with its sequence number as id; `named`: each
 /// event named by its topic (else unnamed, for a browser's `onmessage`).
-pub(super) fn event_stream(api: Shared, mut since: u64, topic: Option<String>, only: Option<String>, named: bool) -> Result<Response, ApiError> {
+pub(super) fn event_stream(
+    api: Shared,
+    mut since: u64,
+    topic: Option<String>,
+    only: Option<String>,
+    named: bool,
+) -> Result<Response, ApiError> {
     let slot = api.subscribers.take(only.clone()).map_err(|r| {
         api.metrics.subscriber_refused();
         let cap = api.subscribers.cap();

@@ -342,5 +342,6 @@ fn quota_body(f: &ActForm) -> Result<QuotaBody, ApiError> {
     if limit.is_empty() {
         return Err(ApiError::field("soft", "give soft, hard or both"));
     }
-    serde_json::from_value(json!({ "limits": { resource: limit } })).map_err(|e| ApiError::field(format!("limits.{resource}"), e.to_string()))
+    serde_json::from_value(json!({ "limits": { resource: limit } }))
+        .map_err(|e| ApiError::field(format!("limits.{resource}"), e.to_string()))
 }

@@ -150,11 +150,7 @@ pub(crate) fn gate(sessions: &Sessions, method: &axum::http::Method, path: &str,
     if let Some(s) = sessions.of(headers) {
         return Gate::Operator(s);
     }
-    if method == axum::http::Method::GET && !path.ends_with("/stream") && !path.ends_with("/chart") {
-        Gate::Login
-    } else {
-        Gate::Refused
-    }
+    if method == axum::http::Method::GET && !path.ends_with("/stream") && !path.ends_with("/chart") { Gate::Login } else { Gate::Refused }
 }
 
 /// The CSRF token pages carry for this request: the session's on TCP, the daemon run's on the socket.

@@ -46,7 +46,9 @@ const BARS: &[&str] = &["memory", "cpu", "processes", "threads", "files", "conne
 fn bars(a: &AgentStatus) -> Vec<Bar> {
     let limits = &a.quota["limits"];
     let mut out = Vec::new();
-    for r in BARS.iter().copied().chain(limits.as_object().into_iter().flat_map(|m| m.keys().map(String::as_str)).filter(|k| !BARS.contains(k))) {
+    for r in
+        BARS.iter().copied().chain(limits.as_object().into_iter().flat_map(|m| m.keys().map(String::as_str)).filter(|k| !BARS.contains(k)))
+    {
         let l = &limits[r];
         let (Some(soft), Some(hard)) = (l["soft"].as_u64(), l["hard"].as_u64()) else { continue };
         if out.iter().any(|b: &Bar| b.resource == r) {
@@ -65,10 +67,12 @@ fn pressure(a: &AgentStatus, bars: &[Bar]) -> f64 {
     bars.iter().map(Bar::pressure).fold(0.0, f64::max)
 }
 
+/// A bar: one element whose background draws the usage and the soft and
+/// hard marks (CSS variables), so a fleet of thousands stays a light page.
 fn bar(b: &Bar) -> Markup {
     // The scale: up to the hard limit, or the usage when above it.
     let top = b.hard.max(b.usage).max(1) as f64;
-    let pct = |v: u64| format!("{:.1}", (v as f64 / top * 100.0).min(100.0));
+    let pct = |v: u64| format!("{:.1}%", (v as f64 / top * 100.0).min(100.0));
     let level = if b.usage >= b.hard {
         "hard"
     } else if b.usage >= b.soft {
@@ -76,15 +80,18 @@ fn bar(b: &Bar) -> Markup {
     } else {
         "ok"
     };
-    let title = format!("{}: {} (soft {}, hard {})", b.resource, human(&b.resource, b.usage), human(&b.resource, b.soft), human(&b.resource, b.hard));
+    let title = format!(
+        "{}: {} (soft {}, hard {})",
+        b.resource,
+        human(&b.resource, b.usage),
+        human(&b.resource, b.soft),
+        human(&b.resource, b.hard)
+    );
+    let style = format!("--u:{};--s:{};--h:{}", pct(b.usage), pct(b.soft), pct(b.hard));
     html! {
         div.bar title=(title) data-resource=(b.resource) data-level=(level) {
             span.name { (b.resource) }
-            span.track {
-                span class={"fill " (level)} style={"width:" (pct(b.usage)) "%"} {}
-                span.mark.soft style={"left:" (pct(b.soft)) "%"} {}
-                span.mark.hard style={"left:" (pct(b.hard)) "%"} {}
-            }
+            span class={"track " (level)} style=(style) {}
             span.value { (human(&b.resource, b.usage)) " / " (human(&b.resource, b.hard)) }
         }
     }
@@ -175,17 +182,17 @@ pub(super) async fn body(api: &Shared) -> Result<Markup, ApiError> {
         }
         section.agents {
             h2 { "Agents" }
-            table #agents {
-                thead { tr { th { "agent" } th { "group" } th { "state" } th { "usage against soft | hard" } th { "last action" } } }
-                tbody {
-                    @for (p, a, b) in &rows {
-                        tr id={"agent-" (a.id)} data-agent=(a.id) data-state=(a.state) data-pressure=(format!("{p:.3}")) {
-                            td { a href={"/ui/agents/" (crate::commands::report::encode(&a.id))} { (a.id) } }
-                            td { (a.group) }
-                            td { (state(a)) }
-                            td.bars { @for x in b { (bar(x)) } }
-                            td.last { (a.last_action) }
-                        }
+            // Rows are laid out as a grid of their own (not a table) so the
+            // browser skips the layout of rows out of view (content-visibility).
+            div #agents.rows role="table" {
+                div.row.head role="row" { span { "agent" } span { "group" } span { "state" } span { "usage against soft | hard" } span { "last action" } }
+                @for (p, a, b) in &rows {
+                    div.row.agent role="row" id={"agent-" (a.id)} data-agent=(a.id) data-state=(a.state) data-pressure=(format!("{p:.3}")) {
+                        span { a href={"/ui/agents/" (crate::commands::report::encode(&a.id))} { (a.id) } }
+                        span { (a.group) }
+                        span { (state(a)) }
+                        span.bars { @for x in b { (bar(x)) } }
+                        span.last { (a.last_action) }
                     }
                 }
             }

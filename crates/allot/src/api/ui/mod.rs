@@ -23,8 +23,8 @@ mod page;
 
 pub use auth::Sessions;
 
-use super::access::{self, Access};
 use super::Shared;
+use super::access::{self, Access};
 use axum::Router;
 use axum::routing::{MethodRouter, get, post};
 use std::sync::Arc;

@@ -103,7 +103,10 @@ pub(super) struct LoginForm {
 }
 
 /// `POST /ui/login`: the right token opens a session (its cookie set) and goes to the fleet.
-pub(super) async fn login(sessions: Option<Extension<Arc<Sessions>>>, form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>) -> Response {
+pub(super) async fn login(
+    sessions: Option<Extension<Arc<Sessions>>>,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
     let Some(Extension(sessions)) = sessions else { return Redirect::to("/ui/").into_response() };
     let Ok(Form(f)) = form else { return login_page(Some("the form needs a token"), StatusCode::BAD_REQUEST) };
     if !sessions.token_is(f.token.trim()) {
