@@ -464,3 +464,55 @@ def test_the_fleet_page_renders_1000_agents_in_under_a_second(daemon, session):
     assert min(times) < 1.0 and nav["load"] < 1000, (times, nav)
     assert con.errors == [], con.errors
     page.close()
+
+
+def test_allot_ui_forwards_this_user_s_browser_to_the_socket(daemon, browser):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run([ALLOT, "ui", "--socket", daemon.sock], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "ssh -L 7070:" in out.stdout, out
+    bad = subprocess.run([ALLOT, "ui", "--socket", daemon.sock, "--tcp", "0.0.0.0:7070"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "loopback" in bad.stderr, bad
+    fwd = subprocess.Popen([ALLOT, "ui", "--socket", daemon.sock, "--tcp", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = fwd.stdout.readline()
+        assert f"http://127.0.0.1:{port}/ui/" in line, line
+        daemon.start("forwarded", ["sleep", "1000"])
+        ctx = browser.new_context()
+        page = ctx.new_page()
+        con = Console(page)
+        page.goto(f"http://127.0.0.1:{port}/ui/agents/forwarded")
+        page.once("dialog", lambda d: d.accept())
+        page.click("#btn-suspend")
+        page.wait_for_selector("#action-result p.ok[data-op=suspend]", timeout=10000)
+        assert daemon.agent("forwarded")["state"] == "suspended"
+        assert con.errors == [], con.errors
+        ctx.close()
+        # Another user's process gets nothing through the forwarder.
+        probe = ("import socket,sys\ns=socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+                 "s.sendall(b'GET /ui/ HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n')\ns.settimeout(10)\n"
+                 "try:\n    print(len(s.recv(100)))\nexcept ConnectionResetError:\n    print(0)")
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", probe, str(port)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout.strip() == "0", r
+    finally:
+        fwd.send_signal(signal.SIGINT)
+        fwd.wait(10)
+    assert "runs as uid 65534" in fwd.stderr.read()
+
+
+def test_the_socket_refuses_a_rebound_host_and_a_cross_site_origin(daemon):
+    c = UnixHTTP(daemon.sock)
+    c.request("GET", "/ui/", headers={"Host": "evil.example:7070"})
+    r = c.getresponse()
+    assert r.status == 421, r.status
+    r.read()
+    c.close()
+    c = UnixHTTP(daemon.sock)
+    c.request("POST", "/ui/agents/victim/act", body="op=resume", headers={"Host": "localhost:7070", "Origin": "http://evil.example",
+                                                                           "Content-Type": "application/x-www-form-urlencoded"})
+    r = c.getresponse()
+    assert r.status == 403 and b"another site" in r.read()
+    c.close()
+    assert daemon.call("GET", "/ui/")[0] == 200

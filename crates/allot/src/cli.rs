@@ -47,6 +47,15 @@ pub(crate) enum Command {
     /// A live terminal view of a running daemon: agents by pressure, usage
     /// bars against soft and hard limits, recent actions (q quits).
     Top(TopArgs),
+    /// Open the daemon's browser dashboard: print its URL (and how to reach
+    /// it from another host); with --tcp, serve it on a loopback address for
+    /// this user's browser until Ctrl-C.
+    ///
+    /// The forwarder passes a connection to the daemon's Unix socket only when
+    /// the process that opened it runs as this user (or root), found in the
+    /// kernel's table of TCP sockets; the daemon then applies its
+    /// peer-credential rules as for any caller of the socket.
+    Ui(UiArgs),
     /// List the agents of a running daemon (with each one's budget use: spent/hard per custom resource).
     Ps(PsArgs),
     /// Show the budgets on custom resources of a running daemon: window, limit,
@@ -216,6 +225,16 @@ pub(crate) struct TopArgs {
     /// The daemon's socket.
     #[arg(long, value_name = "PATH")]
     pub(crate) socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UiArgs {
+    /// The daemon's socket.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+    /// Serve the dashboard on this loopback address (such as 127.0.0.1:7070) for this user's browser.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) tcp: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod fds;
 pub mod parse;
+pub mod sockets;
 pub mod tree;
 
 use std::path::Path;

@@ -14,6 +14,7 @@ mod history;
 mod host;
 pub(crate) mod report;
 mod top;
+mod ui;
 mod up;
 mod validate;
 
@@ -46,6 +47,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Ps(a) => ctl::ps(&a),
         Command::Budget(a) => budget::run(&a),
         Command::Top(a) => top::run(&a),
+        Command::Ui(a) => ui::run(&a),
         Command::Run(a) => ctl::run(&a),
         Command::Adopt(a) => ctl::adopt(&a),
         Command::Suspend(a) => ctl::act(&a, "suspend"),

@@ -179,10 +179,59 @@ pub(crate) fn check_csrf(via: Option<&Via>, socket_csrf: &str, headers: &HeaderM
     }
 }
 
+/// Whether a `Host` header may name the dashboard on the Unix socket: an IP
+/// address, `localhost` (or a name under it), or a single-label name (curl's
+/// `http://x/`). A dotted name is refused there: a page of another site
+/// whose name was rebound to 127.0.0.1 (DNS rebinding), reaching the socket
+/// through a forward, would otherwise read pages with the operator's rights.
+pub(crate) fn socket_host_allowed(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => return rest.split_once(']').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => host.rsplit_once(':').map_or(host, |(n, port)| if port.bytes().all(|b| b.is_ascii_digit()) { n } else { host }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || (!name.is_empty() && !name.contains('.'))
+}
+
+/// Whether a request's `Origin` (when a browser sends one) is the page's own
+/// host: a form of another site posting to the dashboard is refused even
+/// before its CSRF token is checked.
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    origin.split_once("://").is_some_and(|(_, h)| h.eq_ignore_ascii_case(host))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::{HeaderValue, Method};
+
+    #[test]
+    fn the_socket_serves_local_names_and_refuses_rebound_ones() {
+        for ok in ["localhost", "localhost:7070", "127.0.0.1:7070", "[::1]:7070", "x", "a.localhost:80", "10.1.2.3"] {
+            assert!(socket_host_allowed(ok), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:7070", "127.0.0.1.nip.io:7070", "[evil]:1", ""] {
+            assert!(!socket_host_allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cross_site_origin_is_refused() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h), "no Origin: not a browser's cross-site request");
+        h.insert(header::HOST, axum::http::HeaderValue::from_static("127.0.0.1:7070"));
+        h.insert(header::ORIGIN, axum::http::HeaderValue::from_static("http://127.0.0.1:7070"));
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, axum::http::HeaderValue::from_static("http://evil.example"));
+        assert!(!same_origin(&h));
+        h.insert(header::ORIGIN, axum::http::HeaderValue::from_static("null"));
+        assert!(!same_origin(&h));
+    }
 
     fn with_cookie(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

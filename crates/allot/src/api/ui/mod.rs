@@ -47,11 +47,35 @@ fn table() -> Vec<(&'static str, Access, MethodRouter<Shared>)> {
     ]
 }
 
-/// Add the dashboard's routes to `r`, each behind its access rule.
+/// Add the dashboard's routes to `r`, each behind its access rule and the
+/// same-site checks ([`same_site`]).
 pub(super) fn routes(mut r: Router<Shared>, api: &Shared) -> Router<Shared> {
     for (path, rule, method) in table() {
         let guard = axum::middleware::from_fn_with_state((Arc::clone(api), rule), access::guard);
-        r = r.route(path, method.route_layer(guard));
+        r = r.route(path, method.route_layer(guard).route_layer(axum::middleware::from_fn(same_site)));
     }
     r
+}
+
+/// Before anything else: on the Unix socket (no TCP gate marked the
+/// request) the `Host` must be a local name (DNS rebinding, `auth::socket_host_allowed`);
+/// a request whose `Origin` is another site's is refused everywhere.
+async fn same_site(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let on_socket = req.extensions().get::<auth::Via>().is_none() && req.extensions().get::<Arc<Sessions>>().is_none();
+    let host = req.headers().get(axum::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    if on_socket && !auth::socket_host_allowed(host) {
+        tracing::info!(%host, "dashboard request refused: Host is not a local name");
+        return super::ApiError::new(
+            axum::http::StatusCode::MISDIRECTED_REQUEST,
+            "host",
+            "the dashboard on the Unix socket answers only local names (localhost, an IP address): this Host may be another site's",
+        )
+        .into_response();
+    }
+    if !auth::same_origin(req.headers()) {
+        tracing::info!("dashboard request refused: cross-site Origin");
+        return super::ApiError::new(axum::http::StatusCode::FORBIDDEN, "origin", "a request from another site's page").into_response();
+    }
+    next.run(req).await
 }

@@ -1,0 +1,96 @@
+//! `allot ui`: where the daemon's dashboard is, and, with `--tcp`, a
+//! forwarder from a loopback TCP address to the daemon's Unix socket for
+//! this user's browser. A connection is passed on only when the process that
+//! opened it runs as this user or root (`allot_sys::proc::sockets`, the
+//! kernel's table of TCP sockets); the daemon then decides what the caller
+//! may do from the forwarder's credentials, as for any caller of its socket,
+//! and asks the dashboard's CSRF token for every operator action.
+
+use super::Error;
+use crate::cli::UiArgs;
+use crate::client::{default_socket, failure, request};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub(crate) fn run(args: &UiArgs) -> Result<ExitCode, Error> {
+    let sock = match &args.socket {
+        Some(s) => s.clone(),
+        None => default_socket()?,
+    };
+    let (status, v) = request(&sock, "GET", "/readyz", None).map_err(|e| format!("no daemon answers on {}: {e}", sock.display()))?;
+    if status != 200 {
+        return Err(format!("the daemon on {} is not ready: {}", sock.display(), failure(status, &v)).into());
+    }
+    let Some(tcp) = &args.tcp else {
+        let s = sock.display();
+        println!("The dashboard of the daemon on {s}:");
+        println!("  in a browser on this machine:  allot ui --socket {s} --tcp 127.0.0.1:7070, then open http://127.0.0.1:7070/ui/");
+        println!("  from another host:             ssh -L 7070:{s} THIS_HOST, then open http://localhost:7070/ui/");
+        println!("  with curl:                     curl --unix-socket {s} http://localhost/ui/");
+        println!("  over the daemon's own TCP listener (--tcp, --token-file): http://ADDR/ui/ and log in with the token");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let addr: SocketAddr = tcp.parse().map_err(|e| format!("--tcp {tcp}: not an address such as 127.0.0.1:7070 ({e})"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "--tcp {tcp}: only a loopback address is served (the forwarder trusts this machine's users by uid); \
+             for other hosts use the daemon's own --tcp with --token-file, or an SSH forward"
+        )
+        .into());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(forward(addr, sock))
+}
+
+async fn forward(addr: SocketAddr, sock: PathBuf) -> Result<ExitCode, Error> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on --tcp {addr}: {e}"))?;
+    let me = listener.local_addr()?;
+    let uid = rustix::process::geteuid().as_raw();
+    println!("dashboard: http://{me}/ui/ (for uid {uid}'s browser; Ctrl-C stops)");
+    let sock = std::sync::Arc::new(sock);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            accepted = listener.accept() => {
+                let (conn, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        eprintln!("accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let sock = std::sync::Arc::clone(&sock);
+                tokio::spawn(async move { pass(conn, peer, me, uid, &sock).await });
+            }
+        }
+    }
+}
+
+/// Pass one connection on to the daemon, if its process runs as `uid` or root.
+async fn pass(mut conn: tokio::net::TcpStream, peer: SocketAddr, me: SocketAddr, uid: u32, sock: &Path) {
+    match allot_sys::proc::sockets::peer_uid(Path::new("/proc"), peer, me) {
+        Ok(Some(owner)) if owner == uid || owner == 0 => {}
+        Ok(Some(owner)) => {
+            eprintln!("refused a connection from {peer}: its process runs as uid {owner}, not {uid}");
+            return;
+        }
+        Ok(None) => {
+            eprintln!("refused a connection from {peer}: no local process owns it");
+            return;
+        }
+        Err(e) => {
+            eprintln!("refused a connection from {peer}: its owner cannot be read: {e}");
+            return;
+        }
+    }
+    let mut daemon = match tokio::net::UnixStream::connect(sock).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("the daemon on {} does not answer: {e}", sock.display());
+            return;
+        }
+    };
+    let _ = tokio::io::copy_bidirectional(&mut conn, &mut daemon).await;
+}
