@@ -286,7 +286,9 @@ def test_each_page_renders_without_console_errors_and_the_chart_marks_the_action
     SHOTS.mkdir(parents=True, exist_ok=True)
     # An agent with memory in use, a limit to draw, and an operator throttle to mark.
     daemon.start("charted", ["python3", "-c", "import time\nb = bytearray(24 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\ntime.sleep(1000)"],
-                 group="standard_agent")
+                 group="standard_agent", limits={"tokens": {"soft": "8k/min", "hard": "10k/min", "action": "warn"}})
+    st, v = daemon.call("POST", "/v1/agents/charted/usage", {"resource": "tokens", "value": 3000})
+    assert st == 200, v
     time.sleep(3)
     st, v = daemon.call("POST", "/v1/agents/charted/throttle?cpu=300m")
     assert st == 200, v
@@ -328,6 +330,9 @@ def test_each_page_renders_without_console_errors_and_the_chart_marks_the_action
     tip.wait_for(state="visible", timeout=3000)
     assert "throttle" in tip.inner_text() and "success" in tip.inner_text(), tip.inner_text()
     assert page.locator("#history tr[data-action^=throttle]").count() >= 1
+    # The budget of its tokens limit: window, limit, what is spent and left.
+    row = page.locator("#budgets tbody tr", has_text="agent:charted").inner_text()
+    assert "tokens" in row and "rolling 1m" in row and "10k (soft 8k)" in row and "\t3k\t" in row and "\t7k\t" in row, row
     page.screenshot(path=str(SHOTS / "agent.png"), full_page=True)
 
     for rng in ("1h", "24h"):

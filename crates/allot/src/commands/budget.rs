@@ -51,7 +51,7 @@ enum Of<'a> {
 }
 
 /// An amount of a custom resource.
-fn amount(v: &Value) -> String {
+pub(crate) fn amount(v: &Value) -> String {
     v.as_u64().map_or_else(|| "-".to_owned(), |n| crate::output::human(Unit::Count, n))
 }
 
@@ -72,7 +72,7 @@ fn roughly(ms: u64) -> String {
 
 /// When a budget's counted spend next drops: relative, then the time in UTC
 /// (to the second when it is on the day of `now`, else the date and minute).
-fn resets(b: &Value, now: &str) -> String {
+pub(crate) fn resets(b: &Value, now: &str) -> String {
     let (Some(in_ms), Some(at)) = (b["resets_in_ms"].as_u64(), b["resets_at"].as_str()) else { return "-".to_owned() };
     let (date, time) = at.split_once('T').unwrap_or((at, ""));
     let when = if now.split_once('T').is_some_and(|(d, _)| d == date) {

@@ -6,7 +6,7 @@ mod bench_api;
 mod bench_budget;
 mod bench_conn;
 mod bench_stop;
-mod budget;
+pub(crate) mod budget;
 mod ctl;
 mod daemon;
 mod groups;

@@ -13,6 +13,7 @@ use crate::api::agents::{self as api_agents, ResumeQuery, ThrottleQuery};
 use crate::api::bodies::QuotaBody;
 use crate::api::reads::{heavy_read, with_store};
 use crate::api::{ApiError, Shared, answer, ask};
+use crate::commands::budget::{amount, resets};
 use crate::commands::report::{self, ReadError};
 use crate::governor::budgets::BudgetQuery;
 use crate::governor::control::{AgentStatus, Control};
@@ -169,7 +170,7 @@ fn budgets_block(v: &Value) -> Markup {
                     tbody {
                         @for b in &budgets {
                             @let r = b["resource"].as_str().unwrap_or("");
-                            @let q = |k: &str| b[k].as_u64().map(|x| human(r, x)).unwrap_or_else(|| "–".into());
+                            @let q = |k: &str| amount(&b[k]);
                             tr {
                                 td { (b["level"].as_str().unwrap_or("")) }
                                 td { (r) }
@@ -178,7 +179,7 @@ fn budgets_block(v: &Value) -> Markup {
                                 td { (q("spent")) }
                                 td { (q("reserved")) }
                                 td { (q("remaining")) }
-                                td { (b["resets_at"].as_str().unwrap_or("rolling")) }
+                                td { (resets(b, v["at"].as_str().unwrap_or(""))) }
                             }
                         }
                     }
