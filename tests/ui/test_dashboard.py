@@ -52,10 +52,11 @@ class Daemon:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
+        self.cgroup_name = f"allot-ui-{os.getpid()}"
         self.log = open(self.root / "daemon.log", "wb")
         self.proc = subprocess.Popen(
             [ALLOT, "daemon", "--socket", self.sock, "--state", str(self.root / "state.db"),
-             "--cgroup-name", f"allot-ui-{os.getpid()}", "--tcp", f"127.0.0.1:{self.port}", "--token-file", str(tok)],
+             "--cgroup-name", self.cgroup_name, "--tcp", f"127.0.0.1:{self.port}", "--token-file", str(tok)],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -115,6 +116,66 @@ class Daemon:
         self.log.close()
 
 
+def cgroup_roots(name):
+    """The directories of allot's cgroup root `name` in every hierarchy, beneath this process's own cgroups."""
+    own = {}
+    for line in pathlib.Path("/proc/self/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        for c in (ctrls.split(",") if ctrls else [""]):
+            own[c.removeprefix("name=")] = path
+    roots = []
+    for m in pathlib.Path("/proc/self/mountinfo").read_text().splitlines():
+        pre, post = m.split(" - ", 1)
+        fstype, _, opts = post.split(" ", 2)
+        mount = pre.split()[4]
+        if fstype == "cgroup2":
+            roots.append(pathlib.Path(mount + own.get("", "/")) / name)
+        elif fstype == "cgroup":
+            ctrls = [o for o in opts.split(",") if o in own or o.removeprefix("name=") in own]
+            if ctrls:
+                c = ctrls[0].removeprefix("name=")
+                roots.append(pathlib.Path(mount + own[c]) / name)
+    return [r for r in roots if r.is_dir()]
+
+
+def remove_cgroup_tree(name):
+    """After the daemon stopped (its agents keep running by design): thaw, kill and remove
+    what this test's daemon created: only processes in its cgroups, by pid, deepest directories first."""
+    roots = cgroup_roots(name)
+    for r in roots:
+        for d in sorted((p for p in [r, *r.rglob("*")] if p.is_dir()), key=lambda p: -len(p.parts)):
+            for f, v in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+                try:
+                    (d / f).write_text(v)
+                except OSError:
+                    pass
+    dirs = [d for r in roots for d in sorted((p for p in [r, *r.rglob("*")] if p.is_dir()), key=lambda p: -len(p.parts))]
+    deadline = time.time() + 120
+    while True:
+        pids = []
+        for d in dirs:
+            try:
+                pids += [int(x) for x in (d / "cgroup.procs").read_text().split()]
+            except OSError:
+                pass
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert time.time() < deadline, f"processes left in {name}: {pids[:10]}"
+        time.sleep(0.1)
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    left = cgroup_roots(name)
+    assert not left, f"cgroups left: {left}"
+
+
 @pytest.fixture(scope="module")
 def daemon():
     if os.geteuid() != 0:
@@ -127,6 +188,7 @@ def daemon():
             yield d
         finally:
             d.stop()
+            remove_cgroup_tree(d.cgroup_name)
 
 
 @pytest.fixture(scope="module")
@@ -417,8 +479,10 @@ class C(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX); self.sock.connect(os.environ["ALLOT_SOCKET"])
 out = {{}}
 for path in ["/ui/", "/ui/agents/self-viewer", "/ui/agents/{others}", "/ui/stream", "/ui/agents/{others}/chart"]:
-    c = C("localhost"); c.request("GET", path); r = c.getresponse(); r.read()
+    c = C("localhost"); c.request("GET", path); r = c.getresponse(); body = r.read()
     out[path] = [r.status, r.getheader("location")]
+    if path == "/ui/agents/self-viewer":
+        out["csrf_on_own_page"] = b"X-CSRF-Token" in body
 c = C("localhost"); c.request("POST", "/ui/agents/self-viewer/act", body="op=terminate", headers={{"Content-Type": "application/x-www-form-urlencoded"}})
 r = c.getresponse(); r.read(); out["act"] = [r.status, None]
 open(os.environ["OUT"], "w").write(json.dumps(out))
@@ -442,33 +506,7 @@ open(os.environ["OUT"], "w").write(json.dumps(out))
     assert seen["/ui/stream"][0] == 403, seen
     assert seen[f"/ui/agents/{others}/chart"][0] == 403, seen
     assert seen["act"][0] == 403, seen
-
-
-def test_the_fleet_page_renders_1000_agents_in_under_a_second(daemon, session):
-    have = len(daemon.call("GET", "/v1/agents")[1])
-    t0 = time.time()
-    for i in range(max(0, FLEET_AGENTS - have)):
-        daemon.start(f"bulk-{i:04d}", ["sleep", "1000"])
-    started = time.time() - t0
-    n = len(daemon.call("GET", "/v1/agents")[1])
-    assert n >= FLEET_AGENTS, n
-    page = session.new_page()
-    con = Console(page)
-    times = []
-    for _ in range(3):
-        t0 = time.time()
-        page.goto(daemon.base + "/ui/", wait_until="load")
-        rows = page.locator("#agents .row.agent").count()
-        times.append(time.time() - t0)
-        assert rows == n, (rows, n)
-    nav = page.evaluate("() => { const e = performance.getEntriesByType('navigation')[0]; return {response: e.responseEnd, load: e.loadEventEnd}; }")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "fleet-1000.png"))
-    print(f"\nfleet page with {n} agents ({started:.0f} s to start them): load {', '.join(f'{t * 1000:.0f}' for t in times)} ms; "
-          f"browser timing of the last: response end {nav['response']:.0f} ms, load event end {nav['load']:.0f} ms")
-    assert min(times) < 1.0 and nav["load"] < 1000, (times, nav)
-    assert con.errors == [], con.errors
-    page.close()
+    assert seen["csrf_on_own_page"] is False, "an agent's page carries no CSRF token"
 
 
 def test_allot_ui_forwards_this_user_s_browser_to_the_socket(daemon, browser):
@@ -501,10 +539,18 @@ def test_allot_ui_forwards_this_user_s_browser_to_the_socket(daemon, browser):
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", probe, str(port)],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 and r.stdout.strip() == "0", r
+        # An agent's process gets nothing through it either, even running as root.
+        agent_probe = ("import socket, os, json\ns = socket.create_connection(('127.0.0.1', int(os.environ['PORT'])))\n"
+                       "s.sendall(b'GET /v1/agents HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n')\ns.settimeout(10)\n"
+                       "try:\n    n = len(s.recv(100))\nexcept ConnectionResetError:\n    n = 0\n"
+                       "open(os.environ['OUT'], 'w').write(json.dumps({'bytes': n}))")
+        seen = run_as_agent(daemon, "forward-agent", agent_probe, env={"PORT": str(port)}, user="root")
+        assert seen == {"bytes": 0}, seen
     finally:
         fwd.send_signal(signal.SIGINT)
         fwd.wait(10)
-    assert "runs as uid 65534" in fwd.stderr.read()
+    err = fwd.stderr.read()
+    assert "runs as uid 65534" in err and "belongs to agent forward-agent" in err, err
 
 
 def test_the_socket_refuses_a_rebound_host_and_a_cross_site_origin(daemon):
@@ -521,3 +567,138 @@ def test_the_socket_refuses_a_rebound_host_and_a_cross_site_origin(daemon):
     assert r.status == 403 and b"another site" in r.read()
     c.close()
     assert daemon.call("GET", "/ui/")[0] == 200
+    # The API's own routes too: a page of another site posting a plain form through a forward of the socket.
+    c = UnixHTTP(daemon.sock)
+    c.request("POST", "/v1/agents/victim/suspend", body="x", headers={"Host": "localhost:7070", "Origin": "http://evil.example",
+                                                                       "Content-Type": "text/plain"})
+    r = c.getresponse()
+    assert r.status == 403, r.status
+    r.read()
+    c.close()
+    c = UnixHTTP(daemon.sock)
+    c.request("GET", "/v1/agents", headers={"Host": "evil.example"})
+    r = c.getresponse()
+    assert r.status == 421, r.status
+    r.read()
+    c.close()
+    # Pages may not be framed nor load from elsewhere.
+    c = UnixHTTP(daemon.sock)
+    c.request("GET", "/ui/", headers={"Host": "localhost"})
+    r = c.getresponse()
+    r.read()
+    assert "frame-ancestors 'none'" in r.getheader("content-security-policy", "") and r.getheader("x-frame-options") == "DENY"
+    c.close()
+
+
+def run_as_agent(daemon, name, script, env=None, user=None, timeout=30):
+    """Run `script` as agent `name` (python3), wait for it to exit, and return what it wrote to $OUT (JSON)."""
+    shared = pathlib.Path(daemon.root) / "shared"
+    shared.mkdir(exist_ok=True)
+    shared.chmod(0o777)
+    pathlib.Path(daemon.root).chmod(0o755)
+    out = shared / f"{name}.json"
+    body = {"name": name, "group": "lightweight_agent", "command": ["python3", "-c", script], "env": {"OUT": str(out), **(env or {})}}
+    if user:
+        body["user"] = user
+    st, v = daemon.call("POST", "/v1/agents", body)
+    assert st == 201, v
+    wait(lambda: out.exists() and out.stat().st_size > 0, timeout, f"{name}'s output")
+    return json.loads(out.read_text())
+
+
+def test_an_agent_with_the_token_or_a_dashboard_cookie_stays_an_agent(daemon):
+    # An agent running as root that obtained the token (here: given it) connects over loopback TCP.
+    script = f"""
+import http.client, json, os
+port, token = int(os.environ["PORT"]), os.environ["TOKEN"]
+def call(method, path, body=None, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    c.request(method, path, body=body, headers=headers or {{}})
+    r = c.getresponse(); data = r.read()
+    return r.status, r.getheader("location"), r.getheader("set-cookie"), data
+bearer = {{"Authorization": "Bearer " + token}}
+out = {{}}
+st, _, _, data = call("GET", "/v1/agents", headers=bearer)
+out["list"] = [st, [a["id"] for a in json.loads(data)] if st == 200 else None]
+out["suspend"] = call("POST", "/v1/agents/victim/suspend", headers=bearer)[0]
+st, loc, cookie, _ = call("POST", "/ui/login", body="token=" + token, headers={{"Content-Type": "application/x-www-form-urlencoded"}})
+out["login"] = st
+jar = {{"Cookie": cookie.split(";")[0]}} if cookie else {{}}
+out["fleet"] = call("GET", "/ui/", headers=jar)[:2]
+out["act"] = call("POST", "/ui/agents/victim/act", body="op=terminate", headers={{**jar, "Content-Type": "application/x-www-form-urlencoded"}})[0]
+open(os.environ["OUT"], "w").write(json.dumps(out))
+"""
+    seen = run_as_agent(daemon, "token-thief", script, env={"PORT": str(daemon.port), "TOKEN": daemon.token}, user="root")
+    assert seen["list"] == [200, ["token-thief"]], seen
+    assert seen["suspend"] == 403, seen
+    assert seen["login"] == 303, seen
+    assert seen["fleet"] == [303, "/ui/agents/token-thief"], seen
+    assert seen["act"] == 403, seen
+    assert daemon.agent("victim")["state"] != "exited"
+
+
+def test_a_stream_ends_with_its_session(daemon):
+    st, h, _ = daemon.tcp("POST", "/ui/login", "token=" + daemon.token, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert st == 303, st
+    cookie = h["set-cookie"].split(";")[0]
+    sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+    sock.sendall(f"GET /ui/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n".encode())
+    first = sock.recv(65536)
+    assert b" 200 " in first.split(b"\r\n")[0], first[:200]
+    assert daemon.tcp("POST", "/ui/logout", "", {"Cookie": cookie})[0] == 303
+    # The stream ends at its next push (within the 2 s refresh): the server closes the chunked body.
+    sock.settimeout(10)
+    t0 = time.time()
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk or data.endswith(b"0\r\n\r\n") or (data + chunk).endswith(b"0\r\n\r\n"):
+            break
+        data += chunk
+        assert time.time() - t0 < 8, "the stream outlived its session"
+    sock.close()
+
+
+def test_connections_held_by_another_user_leave_the_operator_served_on_tcp(daemon):
+    hold = ("import socket, sys, time\nconns = []\nfor _ in range(int(sys.argv[2])):\n"
+            "    try:\n        s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5); s.sendall(b'GET / HTTP/1.1\\r\\n'); conns.append(s)\n"
+            "    except OSError:\n        pass\nprint(len(conns), flush=True)\ntime.sleep(6)")
+    holder = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", hold, str(daemon.port), "80"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        held = int(holder.stdout.readline())
+        assert held >= 64, held
+        for _ in range(5):
+            st, _, body = daemon.tcp("GET", "/v1/agents", None, {"Authorization": "Bearer " + daemon.token})
+            assert st == 200, (st, body[:200])
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# Last: it leaves a thousand agents running until the daemon stops.
+def test_the_fleet_page_renders_1000_agents_in_under_a_second(daemon, session):
+    have = len(daemon.call("GET", "/v1/agents")[1])
+    t0 = time.time()
+    for i in range(max(0, FLEET_AGENTS - have)):
+        daemon.start(f"bulk-{i:04d}", ["sleep", "1000"])
+    started = time.time() - t0
+    n = len(daemon.call("GET", "/v1/agents")[1])
+    assert n >= FLEET_AGENTS, n
+    page = session.new_page()
+    con = Console(page)
+    times = []
+    for _ in range(3):
+        t0 = time.time()
+        page.goto(daemon.base + "/ui/", wait_until="load")
+        rows = page.locator("#agents .row.agent").count()
+        times.append(time.time() - t0)
+        assert rows == n, (rows, n)
+    nav = page.evaluate("() => { const e = performance.getEntriesByType('navigation')[0]; return {response: e.responseEnd, load: e.loadEventEnd}; }")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "fleet-1000.png"))
+    print(f"\nfleet page with {n} agents ({started:.0f} s to start them): load {', '.join(f'{t * 1000:.0f}' for t in times)} ms; "
+          f"browser timing of the last: response end {nav['response']:.0f} ms, load event end {nav['load']:.0f} ms")
+    assert min(times) < 1.0 and nav["load"] < 1000, (times, nav)
+    assert con.errors == [], con.errors
+    page.close()

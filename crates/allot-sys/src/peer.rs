@@ -42,6 +42,16 @@ impl PeerProcess {
         Some(PeerProcess { pid, pin: Pin::Start(start) })
     }
 
+    /// Pin a process known by its pid alone (a TCP peer found through
+    /// `/proc`): by its start time. `None` when it is already gone.
+    pub fn pin_pid(pid: u32, proc_root: &std::path::Path) -> Option<PeerProcess> {
+        if pid == 0 {
+            return None;
+        }
+        let start = crate::proc::stat(proc_root, pid)?.starttime;
+        Some(PeerProcess { pid, pin: Pin::Start(start) })
+    }
+
     /// How it is pinned, for logs: `"pidfd"` or `"start time"`.
     pub fn method(&self) -> &'static str {
         match self.pin {

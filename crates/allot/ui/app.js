@@ -132,7 +132,13 @@
     const agent = box.dataset.agent, range = box.dataset.range;
     const r = await fetch("/ui/agents/" + encodeURIComponent(agent) + "/chart?range=" + range, { credentials: "same-origin" });
     const v = await r.json();
-    if (!r.ok) { box.textContent = (v.error && v.error.message) || ("chart: " + r.status); return; }
+    if (!r.ok) {
+      const why = (v.error && v.error.message) || ("chart: " + r.status);
+      // A failed live refresh keeps the charts drawn; only a first load shows the reason instead.
+      if (box.dataset.loaded) { box.title = why; } else { box.textContent = why; }
+      return;
+    }
+    box.title = "";
     const names = v.resources.map(x => x.resource).join();
     const same = box.dataset.resources === names &&
       v.resources.every(x => window.allotCharts[x.resource] && window.allotCharts[x.resource].update(x, v.since_ms, v.until_ms));

@@ -29,6 +29,8 @@ pub struct Peer {
     pub(super) uid: Option<u32>,
     pub(super) process: Option<Arc<PeerProcess>>,
     pub(super) token: bool,
+    /// A loopback TCP connection: (the peer's address, ours), to find the process that opened it.
+    tcp: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     /// The connection's last classification and when it was made (shared by its requests).
     seen: Arc<Mutex<Option<(Caller, Instant)>>>,
 }
@@ -46,12 +48,22 @@ impl Peer {
         let cred = stream.peer_cred().ok();
         let pid = cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
         let process = pid.and_then(|pid| PeerProcess::pin(stream.as_fd(), pid, &allot_sys::Roots::host().proc)).map(Arc::new);
-        Peer { uid: cred.map(|c| c.uid()), process, token: false, seen: Arc::default() }
+        Peer { uid: cred.map(|c| c.uid()), process, token: false, tcp: None, seen: Arc::default() }
     }
 
     /// A TCP caller that presented the bearer token.
     pub fn token_holder() -> Peer {
-        Peer { uid: None, process: None, token: true, seen: Arc::default() }
+        Peer { uid: None, process: None, token: true, tcp: None, seen: Arc::default() }
+    }
+
+    /// A loopback TCP connection from `peer` to `me`: its process is looked up when it presents the token.
+    pub fn of_loopback_tcp(peer: std::net::SocketAddr, me: std::net::SocketAddr) -> Peer {
+        Peer { uid: None, process: None, token: false, tcp: Some((peer, me)), seen: Arc::default() }
+    }
+
+    /// This connection's peer, having presented the token (or a session given for it).
+    pub fn with_token(&self) -> Peer {
+        Peer { token: true, ..self.clone() }
     }
 
     /// The caller's uid; a TCP token holder acts as `owner` (the daemon's user).
@@ -61,7 +73,7 @@ impl Peer {
 
     /// Nobody known (no credentials).
     fn unknown() -> Peer {
-        Peer { uid: None, process: None, token: false, seen: Arc::default() }
+        Peer { uid: None, process: None, token: false, tcp: None, seen: Arc::default() }
     }
 }
 
@@ -118,7 +130,7 @@ impl Access {
 /// may now be anyone's) is a stranger.
 async fn classify(api: &super::Api, peer: &Peer) -> Caller {
     if peer.token {
-        return Caller::Operator;
+        return token_holder(api, peer).await;
     }
     let Some(uid) = peer.uid else { return Caller::Stranger };
     let Some(pid) = peer.process.as_ref().and_then(|p| p.pid(&allot_sys::Roots::host().proc)) else {
@@ -135,6 +147,40 @@ async fn classify(api: &super::Api, peer: &Peer) -> Caller {
         Ok(None) => Caller::Stranger,
         // Membership could not be decided: never guess operator, and ask again next time.
         Err(_) => return Caller::Stranger,
+    };
+    *peer.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some((caller.clone(), Instant::now()));
+    caller
+}
+
+/// A caller with the token (or a session given for it) is the operator,
+/// unless it is an agent's process on this machine: a loopback connection
+/// whose process (found through `/proc`, `allot_sys::proc::sockets`) belongs
+/// to an agent is that agent, as on the socket (an agent that obtained the
+/// token or a dashboard cookie does not become the operator). A process that
+/// cannot be found (another pid namespace) is taken at its token.
+async fn token_holder(api: &super::Api, peer: &Peer) -> Caller {
+    let Some((from, me)) = peer.tcp else { return Caller::Operator };
+    if let Some((caller, at)) = peer.seen.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+        if at.elapsed() < CLASSIFY_FOR {
+            return caller;
+        }
+    }
+    let pid = tokio::task::spawn_blocking(move || {
+        let proc = &allot_sys::Roots::host().proc;
+        let owner = allot_sys::proc::sockets::peer_owner(proc, from, me).ok().flatten()?;
+        allot_sys::proc::sockets::pid_of_socket(proc, owner.inode)
+    })
+    .await
+    .ok()
+    .flatten();
+    let caller = match pid {
+        Some(pid) => match ask(api, |tx| Control::Owner(pid, tx)).await {
+            Ok(Some(agent)) => Caller::Agent(agent),
+            Ok(None) => Caller::Operator,
+            // Membership could not be decided: never guess operator.
+            Err(_) => return Caller::Stranger,
+        },
+        None => Caller::Operator,
     };
     *peer.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some((caller.clone(), Instant::now()));
     caller

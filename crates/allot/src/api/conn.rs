@@ -139,8 +139,8 @@ pub enum Bucket {
     Uid(u32),
     /// A Unix socket peer without credentials.
     Unknown,
-    /// Every TCP connection.
-    Tcp,
+    /// TCP connections from this remote address (a loopback caller counts under its uid).
+    Tcp(std::net::IpAddr),
 }
 
 /// The limits of the API's connections and subscribers.
@@ -349,12 +349,24 @@ impl Accepted for tokio::net::UnixStream {
 impl Accepted for tokio::net::TcpStream {
     const LISTENER: &'static str = "tcp";
     type Std = std::net::TcpStream;
-    fn holder(&self, _: &Connections) -> Option<Bucket> {
-        Some(Bucket::Tcp)
+    fn holder(&self, conns: &Connections) -> Option<Bucket> {
+        let (Ok(peer), Ok(me)) = (self.peer_addr(), self.local_addr()) else { return Some(Bucket::Unknown) };
+        if !peer.ip().is_loopback() {
+            return Some(Bucket::Tcp(peer.ip()));
+        }
+        // A caller on this machine counts under its uid, as on the socket: one user
+        // holding connections cannot take the operator's share (the kernel's socket table names it).
+        match allot_sys::proc::sockets::peer_owner(&allot_sys::Roots::host().proc, peer, me) {
+            Ok(Some(owner)) => conns.holder_of_uid(Some(owner.uid)),
+            _ => Some(Bucket::Unknown),
+        }
     }
     fn admitted(&self) -> Option<Peer> {
         let _ = self.set_nodelay(true);
-        None
+        match (self.peer_addr(), self.local_addr()) {
+            (Ok(peer), Ok(me)) if peer.ip().is_loopback() => Some(Peer::of_loopback_tcp(peer, me)),
+            _ => None,
+        }
     }
     fn into_blocking(self) -> std::io::Result<Self::Std> {
         self.into_std()
@@ -404,7 +416,7 @@ pub async fn serve_unix(
 }
 
 /// Serve `app` (with its bearer-token layer) on TCP until `shutdown` resolves;
-/// every TCP connection counts under one bucket.
+/// a loopback connection counts under its process's uid, others under their address.
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     app: Router,

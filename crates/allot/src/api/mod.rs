@@ -57,6 +57,8 @@ pub struct Api {
     /// Permits for the heavy reads (analysis, reports): [`HEAVY_READS`] at
     /// once over every caller; a read finding none free is answered 429.
     heavy: Arc<tokio::sync::Semaphore>,
+    /// The heavy-read permits callers other than the operator may hold: one fewer than [`HEAVY_READS`].
+    heavy_shared: Arc<tokio::sync::Semaphore>,
     /// The governor's sample interval: an analysis window shorter than it is refused.
     sample_interval: Duration,
     /// The CSRF token of the dashboard's operator actions on the Unix socket (this run's; TCP sessions have their own).
@@ -126,6 +128,7 @@ pub fn router_with(
         subscribers: conn::Caps::new(SUBSCRIBERS),
         events_store,
         heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_READS)),
+        heavy_shared: Arc::new(tokio::sync::Semaphore::new(HEAVY_READS - 1)),
         sample_interval,
         ui_csrf: ui::auth::random_token(),
     });
@@ -144,6 +147,7 @@ pub fn router_with(
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn(ui::same_site))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(api)
 }
@@ -168,8 +172,10 @@ pub fn tcp_router(app: Router, token: String) -> Router {
         async move {
             req.extensions_mut().insert(Arc::clone(&sessions));
             let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+            // The connection's peer (a loopback one is looked up: an agent's process stays that agent), with the token.
+            let holder = req.extensions().get::<ConnectInfo<Peer>>().map_or_else(Peer::token_holder, |c| c.0.with_token());
             if given.is_some_and(|g| sessions.token_is(g)) {
-                req.extensions_mut().insert(ConnectInfo(Peer::token_holder()));
+                req.extensions_mut().insert(ConnectInfo(holder));
                 req.extensions_mut().insert(ui::auth::Via::Bearer);
                 return next.run(req).await;
             }
@@ -177,7 +183,7 @@ pub fn tcp_router(app: Router, token: String) -> Router {
             if path == "/ui" || path.starts_with("/ui/") {
                 match ui::auth::gate(&sessions, req.method(), &path, req.headers()) {
                     ui::auth::Gate::Operator(s) => {
-                        req.extensions_mut().insert(ConnectInfo(Peer::token_holder()));
+                        req.extensions_mut().insert(ConnectInfo(holder));
                         req.extensions_mut().insert(ui::auth::Via::Session(s));
                         return next.run(req).await;
                     }

@@ -45,28 +45,37 @@ pub(super) async fn with_store<T: Send + 'static>(
 }
 
 /// The same for a heavy read (analysis, report): only with one of the
-/// [`super::HEAVY_READS`] permits, else 429 with `Retry-After: 1`. The
-/// permit goes with the work, so a read whose caller hung up still counts
+/// [`super::HEAVY_READS`] permits, else 429 with `Retry-After: 1`. A caller
+/// other than the operator also needs one of the fewer shared permits, so
+/// agents reading as fast as they can never take the operator's last one.
+/// The permits go with the work, so a read whose caller hung up still counts
 /// until it ends.
 pub(super) async fn heavy_read<T: Send + 'static>(
     api: &Shared,
+    caller: &Caller,
     work: impl FnOnce(&allot_store::Store) -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let permit = Arc::clone(&api.heavy).try_acquire_owned().map_err(|_| {
+    let busy = || {
         ApiError::busy(
             format!(
-                "too many analyses and reports at once: the daemon serves {} at a time for every caller; try again in a second",
-                super::HEAVY_READS
+                "too many analyses and reports at once: the daemon serves {} at a time for every caller ({} for agents); try again in a second",
+                super::HEAVY_READS,
+                super::HEAVY_READS - 1
             ),
             1,
         )
-    })?;
-    run_blocking(api, Some(permit), work).await
+    };
+    let shared = match caller {
+        Caller::Operator => None,
+        _ => Some(Arc::clone(&api.heavy_shared).try_acquire_owned().map_err(|_| busy())?),
+    };
+    let permit = Arc::clone(&api.heavy).try_acquire_owned().map_err(|_| busy())?;
+    run_blocking(api, Some((permit, shared)), work).await
 }
 
 async fn run_blocking<T: Send + 'static>(
     api: &Shared,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    permit: Option<(tokio::sync::OwnedSemaphorePermit, Option<tokio::sync::OwnedSemaphorePermit>)>,
     work: impl FnOnce(&allot_store::Store) -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let state = api.state.clone();
@@ -103,6 +112,7 @@ pub(super) struct AnalysisQuery {
 /// pattern, forecast and recommendation of the agent's recorded samples.
 pub(super) async fn analysis(
     State(api): State<Shared>,
+    caller: Caller,
     Path(id): Path<String>,
     q: Result<Query<AnalysisQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -111,7 +121,7 @@ pub(super) async fn analysis(
     let window = q.window.unwrap_or_else(|| "1h".into());
     let horizon = q.horizon.unwrap_or_else(|| "10m".into());
     let min_window = api.sample_interval;
-    let v = heavy_read(&api, move |s| {
+    let v = heavy_read(&api, &caller, move |s| {
         crate::commands::analyze::agent_analysis(s, &id, &resource, &window, &horizon, min_window, report::now_ms())
     })
     .await?;
@@ -151,10 +161,11 @@ pub(super) struct ReportQuery {
 /// `GET /v1/agents/{id}/report?since=&until=&format=`.
 pub(super) async fn agent_report(
     State(api): State<Shared>,
+    caller: Caller,
     Path(id): Path<String>,
     q: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    render(&api, Some(id), q).await
+    render(&api, &caller, Some(id), q).await
 }
 
 /// `GET /v1/report?since=&until=&format=`: every agent (an agent gets its own).
@@ -163,7 +174,8 @@ pub(super) async fn fleet_report(
     caller: Caller,
     q: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    render(&api, own(caller), q).await
+    let only = own(caller.clone());
+    render(&api, &caller, only, q).await
 }
 
 /// An agent caller's own id (it sees only its own); `None` for the operator.
@@ -176,14 +188,19 @@ fn own(caller: Caller) -> Option<String> {
 
 /// A report over `since` (a time or a duration ago, default 1h) to `until`
 /// (default now) as json (the default), text, svg or html.
-async fn render(api: &Shared, agent: Option<String>, q: Result<Query<ReportQuery>, QueryRejection>) -> Result<Response, ApiError> {
+async fn render(
+    api: &Shared,
+    caller: &Caller,
+    agent: Option<String>,
+    q: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| {
         ApiError::query(
             &e,
             "since and until (RFC 3339 times such as 2026-12-03T10:00:00Z, or durations ago such as 2h) and format (json, text, svg, html)",
         )
     })?;
-    let r = heavy_read(api, move |s| {
+    let r = heavy_read(api, caller, move |s| {
         let range =
             report::range(("since", q.since.as_deref().unwrap_or("1h")), q.until.as_deref().map(|u| ("until", u)), report::now_ms())?;
         report::render(s, agent.as_deref(), range, q.format.as_deref().unwrap_or("json"), "format")

@@ -185,8 +185,11 @@ pub(super) async fn events(
     if q.follow == Some(false) {
         return events_so_far(&api, since, q.topic, only).await;
     }
-    event_stream(api, since, q.topic, only, true)
+    event_stream(api, since, q.topic, only, true, None)
 }
+
+/// Whether a stream may go on (a dashboard stream ends with its session).
+pub(super) type Alive = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The events after `since` (of `only`'s agent, on topics matching `topic`)
 /// as server-sent events, each with its sequence number as id; `named`: each
@@ -197,6 +200,7 @@ pub(super) fn event_stream(
     topic: Option<String>,
     only: Option<String>,
     named: bool,
+    alive: Option<Alive>,
 ) -> Result<Response, ApiError> {
     let slot = api.subscribers.take(only.clone()).map_err(|r| {
         api.metrics.subscriber_refused();
@@ -222,6 +226,9 @@ pub(super) fn event_stream(
         let _slot = slot;
         loop {
             stored.borrow_and_update();
+            if alive.as_ref().is_some_and(|a| !a()) {
+                return;
+            }
             let batch = store.lock().map_or_else(|_| Vec::new(), |s| s.events_since(since, 1000).unwrap_or_default());
             for e in batch {
                 since = e.seq;

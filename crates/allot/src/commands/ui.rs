@@ -1,10 +1,12 @@
 //! `allot ui`: where the daemon's dashboard is, and, with `--tcp`, a
 //! forwarder from a loopback TCP address to the daemon's Unix socket for
 //! this user's browser. A connection is passed on only when the process that
-//! opened it runs as this user or root (`allot_sys::proc::sockets`, the
-//! kernel's table of TCP sockets); the daemon then decides what the caller
-//! may do from the forwarder's credentials, as for any caller of its socket,
-//! and asks the dashboard's CSRF token for every operator action.
+//! opened it runs as this user or root and is no agent's
+//! (`allot_sys::proc::sockets`: the kernel's table of TCP sockets, then the
+//! process holding the socket, checked against every agent's processes as
+//! the daemon lists them): the daemon sees the forwarder's credentials, so an
+//! agent must never reach it this way. The daemon still asks the dashboard's
+//! CSRF token for every operator action, and refuses another site's `Origin`.
 
 use super::Error;
 use crate::cli::UiArgs;
@@ -68,22 +70,13 @@ async fn forward(addr: SocketAddr, sock: PathBuf) -> Result<ExitCode, Error> {
     }
 }
 
-/// Pass one connection on to the daemon, if its process runs as `uid` or root.
+/// Pass one connection on to the daemon, if its process runs as `uid` or root and is no agent's.
 async fn pass(mut conn: tokio::net::TcpStream, peer: SocketAddr, me: SocketAddr, uid: u32, sock: &Path) {
-    match allot_sys::proc::sockets::peer_uid(Path::new("/proc"), peer, me) {
-        Ok(Some(owner)) if owner == uid || owner == 0 => {}
-        Ok(Some(owner)) => {
-            eprintln!("refused a connection from {peer}: its process runs as uid {owner}, not {uid}");
-            return;
-        }
-        Ok(None) => {
-            eprintln!("refused a connection from {peer}: no local process owns it");
-            return;
-        }
-        Err(e) => {
-            eprintln!("refused a connection from {peer}: its owner cannot be read: {e}");
-            return;
-        }
+    let owned = sock.to_path_buf();
+    let verdict = tokio::task::spawn_blocking(move || admit(peer, me, uid, &owned)).await.unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(why) = verdict {
+        eprintln!("refused a connection from {peer}: {why}");
+        return;
     }
     let mut daemon = match tokio::net::UnixStream::connect(sock).await {
         Ok(d) => d,
@@ -93,4 +86,29 @@ async fn pass(mut conn: tokio::net::TcpStream, peer: SocketAddr, me: SocketAddr,
         }
     };
     let _ = tokio::io::copy_bidirectional(&mut conn, &mut daemon).await;
+}
+
+/// Whether the process behind `peer` may use the forwarder: this user's (or root's), and no agent's.
+fn admit(peer: SocketAddr, me: SocketAddr, uid: u32, sock: &Path) -> Result<(), String> {
+    let proc = &allot_sys::Roots::host().proc;
+    let owner = allot_sys::proc::sockets::peer_owner(proc, peer, me)
+        .map_err(|e| format!("its owner cannot be read: {e}"))?
+        .ok_or("no local process owns it")?;
+    if owner.uid != uid && owner.uid != 0 {
+        return Err(format!("its process runs as uid {}, not {uid}", owner.uid));
+    }
+    let pid = allot_sys::proc::sockets::pid_of_socket(proc, owner.inode).ok_or("the process that opened it cannot be found")?;
+    let (status, agents) = request(sock, "GET", "/v1/agents", None).map_err(|e| format!("the daemon's agents cannot be read: {e}"))?;
+    if status != 200 {
+        return Err(format!("the daemon's agents cannot be read: {}", failure(status, &agents)));
+    }
+    let agent = agents
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["pids"].as_array().is_some_and(|p| p.iter().any(|x| x.as_u64() == Some(u64::from(pid)))));
+    match agent {
+        Some(a) => Err(format!("its process {pid} belongs to agent {}", a["id"].as_str().unwrap_or("?"))),
+        None => Ok(()),
+    }
 }

@@ -240,7 +240,8 @@ async fn render(
     let agent = id.to_owned();
     let (analyses, history) = with_store(api, move |s| Ok((s.analyses(Some(&agent))?, s.history(Some(&agent))?))).await?;
     let enc = report::encode(id);
-    let csrf = page::csrf(api, via);
+    // Only the operator's page carries the CSRF token (an agent can act on nothing).
+    let csrf = if operator { page::csrf(api, via) } else { None };
     let body = html! {
         h1 { "Agent " (a.id) }
         div hx-get={"/ui/agents/" (enc) "/summary"} hx-trigger="every 2s" hx-swap="innerHTML" { (summary_block(&a)) }
@@ -259,18 +260,19 @@ async fn render(
         (budgets_block(&budgets))
         (history_block(&history))
     };
-    Ok(page::shell(&format!("Agent {}", a.id), Nav::Agent, Some(&csrf), operator, body))
+    Ok(page::shell(&format!("Agent {}", a.id), Nav::Agent, csrf.as_deref(), operator, body))
 }
 
 /// `GET /ui/agents/{id}/chart?range=`: per resource points, limits and actions (JSON for `app.js`).
 pub(super) async fn chart(
     State(api): State<Shared>,
+    caller: Caller,
     Path(id): Path<String>,
     q: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::query(&e, "range (5m, 1h or 24h)"))?;
     let (_, ago, _) = *range_of(&q)?;
-    let v = heavy_read(&api, move |s| {
+    let v = heavy_read(&api, &caller, move |s| {
         let range = report::range(("range", ago), None, report::now_ms())?;
         match report::chart(s, &id, range, CHART_POINTS) {
             Err(ReadError::NoAgent(_)) if s.agent(&id)?.is_some() => Ok(json!({"agent": id, "resources": []})),
@@ -300,8 +302,18 @@ pub(super) async fn act(
     headers: HeaderMap,
     form: Result<Form<ActForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return ApiError::field("op", "the form needs op (suspend, resume, throttle, terminate, quota)").into_response();
+    let f = match form {
+        Ok(Form(f)) => f,
+        // Too large (413), not a form (415), or without op (422): the rejection's own status and words.
+        Err(e) => {
+            let status = e.status();
+            return ApiError::new(
+                status,
+                "invalid",
+                format!("{}; the form takes op (suspend, resume, throttle, terminate, quota)", e.body_text()),
+            )
+            .into_response();
+        }
     };
     if let Err(e) = auth::check_csrf(via.as_ref().map(|v| &v.0), &api.ui_csrf, &headers, f.csrf.as_deref()) {
         tracing::info!(agent = %id, "dashboard action refused: CSRF token missing or wrong");
@@ -322,12 +334,28 @@ pub(super) async fn act(
     };
     tracing::info!(agent = %id, op = %f.op, ok = done.is_ok(), "dashboard action");
     let line = match &done {
-        Ok(v) => html! { p.ok data-op=(f.op) { (f.op) " " (id) ": done. " small { (compact(&v.0["detail"])) } } },
+        Ok(v) => {
+            // A quota edit answers with the limit now in force (soft may have moved with hard).
+            let shown = match f.resource.as_deref() {
+                Some(r) if f.op == "quota" => format!("{r} now {}", limit_text(r, &v.0["limits"][r])),
+                _ => compact(&v.0["detail"]),
+            };
+            html! { p.ok data-op=(f.op) { (f.op) " " (id) ": done. " small { (shown) } } }
+        }
         Err(e) => html! { p.error role="alert" data-op=(f.op) { (f.op) " " (id) ": " (e.message()) } },
     };
     let status = done.as_ref().map_or_else(ApiError::status, |_| axum::http::StatusCode::OK);
     // htmx swaps only 2xx answers by default; the page's script swaps errors too.
     (status, Html(line.into_string())).into_response()
+}
+
+/// A limit as `soft 256Mi, hard 512Mi, burst 600Mi`.
+fn limit_text(resource: &str, l: &Value) -> String {
+    ["soft", "hard", "burst"]
+        .iter()
+        .filter_map(|k| l[*k].as_u64().map(|v| format!("{k} {}", human(resource, v))))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn quota_body(f: &ActForm) -> Result<QuotaBody, ApiError> {

@@ -46,6 +46,8 @@ pub(crate) fn same(a: &str, b: &str) -> bool {
 /// A logged-in browser on TCP.
 #[derive(Clone, Debug)]
 pub(crate) struct Session {
+    /// The session's id (its cookie).
+    pub(crate) id: String,
     /// The session's CSRF token.
     pub(crate) csrf: String,
     started: Instant,
@@ -56,17 +58,57 @@ pub(crate) struct Session {
 pub struct Sessions {
     token: String,
     open: Mutex<HashMap<String, Session>>,
+    /// Failed logins in the current second: (the second's start, count).
+    failed: Mutex<(Instant, u32)>,
+}
+
+/// Failed logins answered in a second; beyond, 429 until the next second
+/// (the token has at least 32 bytes; this keeps the log and the daemon quiet).
+pub(crate) const FAILED_LOGINS_PER_SECOND: u32 = 5;
+
+/// What a login attempt gets.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Login {
+    /// The token: a session id.
+    Opened(String),
+    /// Not the token (`true`: the first refusal of this second, to be logged).
+    Refused(bool),
+    /// Too many failed logins this second.
+    TooMany,
 }
 
 impl Sessions {
     /// Sessions for `token`.
     pub fn new(token: String) -> Arc<Self> {
-        Arc::new(Sessions { token, open: Mutex::new(HashMap::new()) })
+        Arc::new(Sessions { token, open: Mutex::new(HashMap::new()), failed: Mutex::new((Instant::now(), 0)) })
     }
 
     /// Whether `given` is the bearer token.
     pub(crate) fn token_is(&self, given: &str) -> bool {
         same(given, &self.token)
+    }
+
+    /// A login with `given`: a session for the token, at most
+    /// [`FAILED_LOGINS_PER_SECOND`] refusals a second, then 429s.
+    pub(crate) fn login(&self, given: &str) -> Login {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if failed.0.elapsed() >= Duration::from_secs(1) {
+            *failed = (Instant::now(), 0);
+        }
+        if failed.1 >= FAILED_LOGINS_PER_SECOND {
+            return Login::TooMany;
+        }
+        if self.token_is(given) {
+            drop(failed);
+            return Login::Opened(self.open());
+        }
+        failed.1 += 1;
+        Login::Refused(failed.1 == 1)
+    }
+
+    /// Whether the session `id` is still open (a stream ends when it is not).
+    pub(crate) fn is_open(&self, id: &str) -> bool {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner).get(id).is_some_and(|s| s.started.elapsed() < SESSION_FOR)
     }
 
     /// A new session: its id (for the cookie). The oldest goes beyond [`MAX_SESSIONS`].
@@ -79,7 +121,7 @@ impl Sessions {
                 open.remove(&oldest);
             }
         }
-        open.insert(id.clone(), Session { csrf: random_token(), started: Instant::now() });
+        open.insert(id.clone(), Session { id: id.clone(), csrf: random_token(), started: Instant::now() });
         id
     }
 
@@ -150,14 +192,21 @@ pub(crate) fn gate(sessions: &Sessions, method: &axum::http::Method, path: &str,
     if let Some(s) = sessions.of(headers) {
         return Gate::Operator(s);
     }
-    if method == axum::http::Method::GET && !path.ends_with("/stream") && !path.ends_with("/chart") { Gate::Login } else { Gate::Refused }
+    if method == axum::http::Method::GET && !path.ends_with("/stream") && !path.ends_with("/chart") && !path.ends_with("/summary") {
+        Gate::Login
+    } else {
+        Gate::Refused
+    }
 }
 
-/// The CSRF token pages carry for this request: the session's on TCP, the daemon run's on the socket.
-pub(crate) fn csrf_for(via: Option<&Via>, socket_csrf: &str) -> String {
+/// The CSRF token an operator's pages carry for this request: the session's
+/// on TCP, the daemon run's on the socket, none for a bearer-token request
+/// (which needs none).
+pub(crate) fn csrf_for(via: Option<&Via>, socket_csrf: &str) -> Option<String> {
     match via {
-        Some(Via::Session(s)) => s.csrf.clone(),
-        _ => socket_csrf.to_owned(),
+        Some(Via::Session(s)) => Some(s.csrf.clone()),
+        Some(Via::Bearer) => None,
+        None => Some(socket_csrf.to_owned()),
     }
 }
 
@@ -166,10 +215,10 @@ pub(crate) fn check_csrf(via: Option<&Via>, socket_csrf: &str, headers: &HeaderM
     if matches!(via, Some(Via::Bearer)) {
         return Ok(());
     }
-    let expected = csrf_for(via, socket_csrf);
+    let expected = csrf_for(via, socket_csrf).unwrap_or_default();
     let given = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).or(form);
     match given {
-        Some(g) if same(g, &expected) => Ok(()),
+        Some(g) if !expected.is_empty() && same(g, &expected) => Ok(()),
         Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "csrf", "the CSRF token is wrong or stale: reload the page")),
         None => Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -254,12 +303,27 @@ mod tests {
     }
 
     #[test]
+    fn failed_logins_are_limited_per_second_and_the_token_opens_a_session() {
+        let token = "t".repeat(32);
+        let s = Sessions::new(token.clone());
+        assert_eq!(s.login("wrong"), Login::Refused(true));
+        for _ in 1..FAILED_LOGINS_PER_SECOND {
+            assert_eq!(s.login("wrong"), Login::Refused(false));
+        }
+        assert_eq!(s.login(&token), Login::TooMany, "even the token waits for the next second");
+        std::thread::sleep(Duration::from_millis(1100));
+        let Login::Opened(id) = s.login(&token) else { panic!("the token is refused") };
+        assert!(s.is_open(&id));
+    }
+
+    #[test]
     fn the_gate_sends_pages_to_login_and_refuses_the_rest_without_a_session() {
         let s = Sessions::new("t".repeat(32));
         let none = HeaderMap::new();
         assert!(matches!(gate(&s, &Method::GET, "/ui/", &none), Gate::Login));
         assert!(matches!(gate(&s, &Method::GET, "/ui/agents/a", &none), Gate::Login));
         assert!(matches!(gate(&s, &Method::GET, "/ui/stream", &none), Gate::Refused));
+        assert!(matches!(gate(&s, &Method::GET, "/ui/agents/a/summary", &none), Gate::Refused));
         assert!(matches!(gate(&s, &Method::POST, "/ui/agents/a/act", &none), Gate::Refused));
         assert!(matches!(gate(&s, &Method::GET, "/ui/login", &none), Gate::Open));
         assert!(matches!(gate(&s, &Method::GET, "/ui/assets/htmx.min.js", &none), Gate::Open));
@@ -276,7 +340,7 @@ mod tests {
         assert!(check_csrf(None, &socket, &h, Some(&socket)).is_ok());
         h.insert("x-csrf-token", HeaderValue::from_static("nope"));
         assert!(check_csrf(None, &socket, &h, Some(&socket)).is_err(), "the header wins over the form");
-        let session = Session { csrf: "c".repeat(64), started: Instant::now() };
+        let session = Session { id: "i".repeat(64), csrf: "c".repeat(64), started: Instant::now() };
         let via = Via::Session(session.clone());
         assert!(check_csrf(Some(&via), &socket, &HeaderMap::new(), Some(&socket)).is_err(), "the socket's token is not a session's");
         assert!(check_csrf(Some(&via), &socket, &HeaderMap::new(), Some(&session.csrf)).is_ok());

@@ -49,6 +49,8 @@ pub(super) async fn page(caller: Caller, q: Result<Query<EventsQuery>, axum::ext
 pub(super) async fn stream(
     State(api): State<Shared>,
     caller: Caller,
+    via: Option<axum::Extension<super::auth::Via>>,
+    sessions: Option<axum::Extension<std::sync::Arc<super::Sessions>>>,
     headers: HeaderMap,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -59,5 +61,6 @@ pub(super) async fn stream(
     };
     let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let topic = q.topic.filter(|t| !t.trim().is_empty());
-    system::event_stream(api, last_id.or(q.since).unwrap_or(0), topic, only, false)
+    let alive = super::fleet::session_alive(via.as_ref(), sessions.as_ref());
+    system::event_stream(api, last_id.or(q.since).unwrap_or(0), topic, only, false, alive)
 }

@@ -200,6 +200,20 @@ pub(super) async fn body(api: &Shared) -> Result<Markup, ApiError> {
     })
 }
 
+/// For a stream opened by a TCP session: whether that session is still open.
+pub(super) fn session_alive(
+    via: Option<&Extension<Via>>,
+    sessions: Option<&Extension<std::sync::Arc<super::Sessions>>>,
+) -> Option<super::super::system::Alive> {
+    match (via.map(|v| &v.0), sessions) {
+        (Some(Via::Session(s)), Some(Extension(sessions))) => {
+            let (sessions, id) = (std::sync::Arc::clone(sessions), s.id.clone());
+            Some(std::sync::Arc::new(move || sessions.is_open(&id)))
+        }
+        _ => None,
+    }
+}
+
 /// `GET /ui/`: the fleet for the operator; an agent goes to its own page.
 pub(super) async fn page(State(api): State<Shared>, caller: Caller, via: Option<Extension<Via>>) -> Response {
     if let Caller::Agent(me) = caller {
@@ -213,14 +227,19 @@ pub(super) async fn page(State(api): State<Shared>, caller: Caller, via: Option<
     page::shell(
         "Fleet",
         Nav::Fleet,
-        Some(&csrf),
+        csrf.as_deref(),
         true,
         html! { div #fleet hx-ext="sse" sse-connect="/ui/stream" sse-swap="fleet" { (body) } },
     )
 }
 
-/// `GET /ui/stream`: the fleet's body as SSE events `fleet`.
-pub(super) async fn stream(State(api): State<Shared>) -> Result<Response, ApiError> {
+/// `GET /ui/stream`: the fleet's body as SSE events `fleet` (ending with the session that opened it).
+pub(super) async fn stream(
+    State(api): State<Shared>,
+    via: Option<Extension<Via>>,
+    sessions: Option<Extension<std::sync::Arc<super::Sessions>>>,
+) -> Result<Response, ApiError> {
+    let alive = session_alive(via.as_ref(), sessions.as_ref());
     let slot = api.subscribers.take(None).map_err(|r| {
         api.metrics.subscriber_refused();
         ApiError::unavailable(format!("too many event subscribers ({})", r.reason()))
@@ -240,6 +259,9 @@ pub(super) async fn stream(State(api): State<Shared>) -> Result<Response, ApiErr
                 () = tokio::time::sleep(REFRESH) => {}
             }
             stored.borrow_and_update();
+            if alive.as_ref().is_some_and(|a| !a()) {
+                return;
+            }
             let html = match body(&api).await {
                 Ok(b) => b.into_string(),
                 Err(e) => maud::html! { p.error role="alert" { (e.message()) } }.into_string(),

@@ -47,35 +47,54 @@ fn table() -> Vec<(&'static str, Access, MethodRouter<Shared>)> {
     ]
 }
 
-/// Add the dashboard's routes to `r`, each behind its access rule and the
-/// same-site checks ([`same_site`]).
+/// Add the dashboard's routes to `r`, each behind its access rule.
 pub(super) fn routes(mut r: Router<Shared>, api: &Shared) -> Router<Shared> {
     for (path, rule, method) in table() {
         let guard = axum::middleware::from_fn_with_state((Arc::clone(api), rule), access::guard);
-        r = r.route(path, method.route_layer(guard).route_layer(axum::middleware::from_fn(same_site)));
+        r = r.route(path, method.route_layer(guard));
     }
     r
 }
 
-/// Before anything else: on the Unix socket (no TCP gate marked the
-/// request) the `Host` must be a local name (DNS rebinding, `auth::socket_host_allowed`);
-/// a request whose `Origin` is another site's is refused everywhere.
-async fn same_site(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+/// Before anything else, on every route (the API's and the dashboard's): on
+/// the Unix socket (no TCP gate marked the request) the `Host` must be a
+/// local name (DNS rebinding through a forward of the socket,
+/// `auth::socket_host_allowed`); a request whose `Origin` is another site's
+/// is refused everywhere (a form of another site posting through a forward:
+/// the socket's operator is whoever runs the forward). Pages also forbid
+/// being framed and loading anything from elsewhere (`SECURITY_HEADERS`).
+pub(super) async fn same_site(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use axum::response::IntoResponse;
     let on_socket = req.extensions().get::<auth::Via>().is_none() && req.extensions().get::<Arc<Sessions>>().is_none();
     let host = req.headers().get(axum::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
     if on_socket && !auth::socket_host_allowed(host) {
-        tracing::info!(%host, "dashboard request refused: Host is not a local name");
+        tracing::info!(%host, "request refused: Host is not a local name");
         return super::ApiError::new(
             axum::http::StatusCode::MISDIRECTED_REQUEST,
             "host",
-            "the dashboard on the Unix socket answers only local names (localhost, an IP address): this Host may be another site's",
+            "the Unix socket answers only local Host names (localhost, an IP address, a name without dots): this one may be another site's",
         )
         .into_response();
     }
     if !auth::same_origin(req.headers()) {
-        tracing::info!("dashboard request refused: cross-site Origin");
+        tracing::info!("request refused: cross-site Origin");
         return super::ApiError::new(axum::http::StatusCode::FORBIDDEN, "origin", "a request from another site's page").into_response();
     }
-    next.run(req).await
+    let mut res = next.run(req).await;
+    for (k, v) in SECURITY_HEADERS {
+        res.headers_mut().insert(k.clone(), axum::http::HeaderValue::from_static(v));
+    }
+    res
 }
+
+/// Sent with every answer: no framing (clickjacking through a forward), and
+/// pages load scripts, styles and data from the daemon only.
+const SECURITY_HEADERS: &[(axum::http::HeaderName, &str)] = &[
+    (
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
+    (axum::http::header::X_FRAME_OPTIONS, "DENY"),
+    (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (axum::http::header::REFERRER_POLICY, "same-origin"),
+];

@@ -109,11 +109,18 @@ pub(super) async fn login(
 ) -> Response {
     let Some(Extension(sessions)) = sessions else { return Redirect::to("/ui/").into_response() };
     let Ok(Form(f)) = form else { return login_page(Some("the form needs a token"), StatusCode::BAD_REQUEST) };
-    if !sessions.token_is(f.token.trim()) {
-        tracing::info!("dashboard login refused: wrong token");
-        return login_page(Some("That is not the daemon's token."), StatusCode::UNAUTHORIZED);
-    }
-    let id = sessions.open();
+    let id = match sessions.login(f.token.trim()) {
+        auth::Login::Opened(id) => id,
+        auth::Login::Refused(first) => {
+            if first {
+                tracing::info!("dashboard login refused: wrong token (later refusals this second are not logged)");
+            }
+            return login_page(Some("That is not the daemon's token."), StatusCode::UNAUTHORIZED);
+        }
+        auth::Login::TooMany => {
+            return login_page(Some("Too many failed logins: wait a second."), StatusCode::TOO_MANY_REQUESTS);
+        }
+    };
     tracing::info!("dashboard login");
     (StatusCode::SEE_OTHER, [(header::SET_COOKIE, auth::session_cookie(&id)), (header::LOCATION, "/ui/".to_owned())]).into_response()
 }
@@ -126,8 +133,8 @@ pub(super) async fn logout(sessions: Option<Extension<Arc<Sessions>>>, headers: 
     (StatusCode::SEE_OTHER, [(header::SET_COOKIE, auth::cleared_cookie()), (header::LOCATION, "/ui/login".to_owned())]).into_response()
 }
 
-/// The CSRF token for pages of this request.
-pub(super) fn csrf(api: &Shared, via: Option<&Extension<Via>>) -> String {
+/// The CSRF token for an operator's pages of this request (none for a bearer-token request).
+pub(super) fn csrf(api: &Shared, via: Option<&Extension<Via>>) -> Option<String> {
     auth::csrf_for(via.map(|v| &v.0), &api.ui_csrf)
 }
 
