@@ -125,7 +125,8 @@ fn heavy_reads_are_bounded_in_concurrency_and_rows() {
     let busy: Vec<&Value> = answers.iter().filter(|a| a["status"] == 429).collect();
     let served = answers.iter().filter(|a| a["status"] == 200).count();
     assert!(!busy.is_empty(), "12 heavy reads at once: those over the limit are refused: {statuses:?}");
-    assert!(served >= 2, "as many as the limit are served: {statuses:?}");
+    // An agent holds at most HEAVY_READS - 1 of the permits: the last one stays the operator's.
+    assert!(served >= allot::api::HEAVY_READS - 1, "as many as an agent's share are served: {statuses:?}");
     assert_eq!(busy.len() + served, 12, "{statuses:?}");
     for a in busy {
         assert_eq!(a["retry_after"], "1", "{a}");
