@@ -19,6 +19,7 @@ pub mod budget;
 pub mod compliance;
 pub mod degradation;
 pub mod events;
+pub mod grants;
 pub mod group;
 pub mod holds;
 pub mod host;
