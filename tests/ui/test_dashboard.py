@@ -48,15 +48,16 @@ class Daemon:
         tok = self.root / "token"
         tok.write_text(self.token)
         tok.chmod(0o600)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+        # The daemon listens on [::] (dual stack): IPv4 clients arrive as IPv4-mapped addresses.
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::", 0))
             self.port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         self.cgroup_name = f"allot-ui-{os.getpid()}"
         self.log = open(self.root / "daemon.log", "wb")
         self.proc = subprocess.Popen(
             [ALLOT, "daemon", "--socket", self.sock, "--state", str(self.root / "state.db"),
-             "--cgroup-name", self.cgroup_name, "--tcp", f"127.0.0.1:{self.port}", "--token-file", str(tok)],
+             "--cgroup-name", self.cgroup_name, "--tcp", f"[::]:{self.port}", "--token-file", str(tok)],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -626,6 +627,18 @@ out["login"] = st
 jar = {{"Cookie": cookie.split(";")[0]}} if cookie else {{}}
 out["fleet"] = call("GET", "/ui/", headers=jar)[:2]
 out["act"] = call("POST", "/ui/agents/victim/act", body="op=terminate", headers={{**jar, "Content-Type": "application/x-www-form-urlencoded"}})[0]
+# Hiding the socket from the daemon's look-up: parked in a message to ourselves while the request is judged.
+import socket, time
+s = socket.create_connection(("127.0.0.1", port), timeout=20)
+s.sendall(("GET /v1/groups HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nAuthorization: Bearer " + token + "\\r\\n\\r\\n").encode())
+a, b = socket.socketpair()
+socket.send_fds(a, [b"x"], [s.fileno()])
+os.close(s.detach())
+time.sleep(1.0)
+_, fds, _, _ = socket.recv_fds(b, 16, 1)
+s = socket.socket(fileno=fds[0])
+s.settimeout(20)
+out["hidden"] = int(s.recv(100).split(b" ")[1])
 open(os.environ["OUT"], "w").write(json.dumps(out))
 """
     seen = run_as_agent(daemon, "token-thief", script, env={"PORT": str(daemon.port), "TOKEN": daemon.token}, user="root")
@@ -634,6 +647,7 @@ open(os.environ["OUT"], "w").write(json.dumps(out))
     assert seen["login"] == 303, seen
     assert seen["fleet"] == [303, "/ui/agents/token-thief"], seen
     assert seen["act"] == 403, seen
+    assert seen["hidden"] == 403, seen
     assert daemon.agent("victim")["state"] != "exited"
 
 

@@ -421,6 +421,7 @@ class ResourceReport(Model):
     max: Optional[int] = None
     soft: Optional[int] = None
     hard: Optional[int] = None
+    burst: Optional[int] = None
     violations: int = 0
     actions: List[Any] = Field(default_factory=list)
     pattern: Any = None

@@ -156,8 +156,10 @@ async fn classify(api: &super::Api, peer: &Peer) -> Caller {
 /// unless it is an agent's process on this machine: a loopback connection
 /// whose process (found through `/proc`, `allot_sys::proc::sockets`) belongs
 /// to an agent is that agent, as on the socket (an agent that obtained the
-/// token or a dashboard cookie does not become the operator). A process that
-/// cannot be found (another pid namespace) is taken at its token.
+/// token or a dashboard cookie does not become the operator). A loopback
+/// connection whose process cannot be found is a stranger: a process can
+/// hide its socket from the scan (passing it away over a Unix socket while
+/// its request is looked at), and the daemon sees the host's whole `/proc`.
 async fn token_holder(api: &super::Api, peer: &Peer) -> Caller {
     let Some((from, me)) = peer.tcp else { return Caller::Operator };
     if let Some((caller, at)) = peer.seen.lock().unwrap_or_else(PoisonError::into_inner).clone() {
@@ -166,9 +168,8 @@ async fn token_holder(api: &super::Api, peer: &Peer) -> Caller {
         }
     }
     let pid = tokio::task::spawn_blocking(move || {
-        let proc = &allot_sys::Roots::host().proc;
-        let owner = allot_sys::proc::sockets::peer_owner(proc, from, me).ok().flatten()?;
-        allot_sys::proc::sockets::pid_of_socket(proc, owner.inode)
+        let owner = allot_sys::proc::sockets::peer_owner(from, me).ok().flatten()?;
+        allot_sys::proc::sockets::pid_of_socket(&allot_sys::Roots::host().proc, owner.inode)
     })
     .await
     .ok()
@@ -180,7 +181,10 @@ async fn token_holder(api: &super::Api, peer: &Peer) -> Caller {
             // Membership could not be decided: never guess operator.
             Err(_) => return Caller::Stranger,
         },
-        None => Caller::Operator,
+        None => {
+            tracing::info!(peer = %from, "a loopback caller with the token whose process cannot be found: refused as a stranger");
+            Caller::Stranger
+        }
     };
     *peer.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some((caller.clone(), Instant::now()));
     caller

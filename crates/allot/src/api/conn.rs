@@ -351,12 +351,13 @@ impl Accepted for tokio::net::TcpStream {
     type Std = std::net::TcpStream;
     fn holder(&self, conns: &Connections) -> Option<Bucket> {
         let (Ok(peer), Ok(me)) = (self.peer_addr(), self.local_addr()) else { return Some(Bucket::Unknown) };
-        if !peer.ip().is_loopback() {
+        if !allot_sys::proc::sockets::is_loopback(peer.ip()) {
             return Some(Bucket::Tcp(peer.ip()));
         }
         // A caller on this machine counts under its uid, as on the socket: one user
-        // holding connections cannot take the operator's share (the kernel's socket table names it).
-        match allot_sys::proc::sockets::peer_owner(&allot_sys::Roots::host().proc, peer, me) {
+        // holding connections cannot take the operator's share. The kernel is asked
+        // for this one socket (netlink sock_diag: no table read on the accept loop).
+        match allot_sys::proc::sockets::peer_owner(peer, me) {
             Ok(Some(owner)) => conns.holder_of_uid(Some(owner.uid)),
             _ => Some(Bucket::Unknown),
         }
@@ -364,7 +365,7 @@ impl Accepted for tokio::net::TcpStream {
     fn admitted(&self) -> Option<Peer> {
         let _ = self.set_nodelay(true);
         match (self.peer_addr(), self.local_addr()) {
-            (Ok(peer), Ok(me)) if peer.ip().is_loopback() => Some(Peer::of_loopback_tcp(peer, me)),
+            (Ok(peer), Ok(me)) if allot_sys::proc::sockets::is_loopback(peer.ip()) => Some(Peer::of_loopback_tcp(peer, me)),
             _ => None,
         }
     }

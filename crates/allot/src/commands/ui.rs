@@ -91,7 +91,7 @@ async fn pass(mut conn: tokio::net::TcpStream, peer: SocketAddr, me: SocketAddr,
 /// Whether the process behind `peer` may use the forwarder: this user's (or root's), and no agent's.
 fn admit(peer: SocketAddr, me: SocketAddr, uid: u32, sock: &Path) -> Result<(), String> {
     let proc = &allot_sys::Roots::host().proc;
-    let owner = allot_sys::proc::sockets::peer_owner(proc, peer, me)
+    let owner = allot_sys::proc::sockets::peer_owner(peer, me)
         .map_err(|e| format!("its owner cannot be read: {e}"))?
         .ok_or("no local process owns it")?;
     if owner.uid != uid && owner.uid != 0 {
