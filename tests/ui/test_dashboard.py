@@ -547,6 +547,26 @@ def test_allot_ui_forwards_this_user_s_browser_to_the_socket(daemon, browser):
                        "open(os.environ['OUT'], 'w').write(json.dumps({'bytes': n}))")
         seen = run_as_agent(daemon, "forward-agent", agent_probe, env={"PORT": str(port)}, user="root")
         assert seen == {"bytes": 0}, seen
+        # A process let through, then adopted into an agent, is cut off while its connection lasts.
+        keeper = ("import http.client, sys, time\nc = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]), timeout=10)\n"
+                  "while True:\n    try:\n        c.request('GET', '/healthz'); r = c.getresponse(); r.read(); print(r.status, flush=True)\n"
+                  "    except Exception as e:\n        print('cut', flush=True); break\n    time.sleep(0.5)\ntime.sleep(60)")
+        kp = subprocess.Popen(["/usr/bin/python3", "-c", keeper, str(port)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert kp.stdout.readline().strip() == "200"
+            st, v = daemon.call("POST", "/v1/adopt", {"name": "adopted-keeper", "group": "lightweight_agent", "pid": kp.pid})
+            assert st == 201, v
+            t0 = time.time()
+            lines = []
+            while True:
+                line = kp.stdout.readline().strip()
+                lines.append(line)
+                if line == "cut":
+                    break
+                assert time.time() - t0 < 10, f"the adopted process kept its connection: {lines}"
+        finally:
+            kp.kill()
+            kp.wait()
     finally:
         fwd.send_signal(signal.SIGINT)
         fwd.wait(10)

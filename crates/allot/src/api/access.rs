@@ -29,7 +29,7 @@ pub struct Peer {
     pub(super) uid: Option<u32>,
     pub(super) process: Option<Arc<PeerProcess>>,
     pub(super) token: bool,
-    /// A loopback TCP connection: (the peer's address, ours), to find the process that opened it.
+    /// A TCP connection: (the peer's address, ours); a loopback peer's process is looked up.
     tcp: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     /// The connection's last classification and when it was made (shared by its requests).
     seen: Arc<Mutex<Option<(Caller, Instant)>>>,
@@ -56,9 +56,22 @@ impl Peer {
         Peer { uid: None, process: None, token: true, tcp: None, seen: Arc::default() }
     }
 
-    /// A loopback TCP connection from `peer` to `me`: its process is looked up when it presents the token.
-    pub fn of_loopback_tcp(peer: std::net::SocketAddr, me: std::net::SocketAddr) -> Peer {
+    /// A TCP connection from `peer` to `me` (a loopback peer's process is looked up when it presents the token).
+    pub fn of_tcp(peer: std::net::SocketAddr, me: std::net::SocketAddr) -> Peer {
         Peer { uid: None, process: None, token: false, tcp: Some((peer, me)), seen: Arc::default() }
+    }
+
+    /// Who is trying, for counting failed logins: a loopback caller's uid
+    /// (the kernel's owner of its socket), else its address.
+    pub(crate) fn source(&self) -> String {
+        match self.tcp {
+            Some((from, me)) if allot_sys::proc::sockets::is_loopback(from.ip()) => match allot_sys::proc::sockets::peer_owner(from, me) {
+                Ok(Some(o)) => format!("uid {}", o.uid),
+                _ => "local, unknown".to_owned(),
+            },
+            Some((from, _)) => format!("address {}", from.ip()),
+            None => "unknown".to_owned(),
+        }
     }
 
     /// This connection's peer, having presented the token (or a session given for it).
@@ -161,7 +174,7 @@ async fn classify(api: &super::Api, peer: &Peer) -> Caller {
 /// hide its socket from the scan (passing it away over a Unix socket while
 /// its request is looked at), and the daemon sees the host's whole `/proc`.
 async fn token_holder(api: &super::Api, peer: &Peer) -> Caller {
-    let Some((from, me)) = peer.tcp else { return Caller::Operator };
+    let Some((from, me)) = peer.tcp.filter(|(from, _)| allot_sys::proc::sockets::is_loopback(from.ip())) else { return Caller::Operator };
     if let Some((caller, at)) = peer.seen.lock().unwrap_or_else(PoisonError::into_inner).clone() {
         if at.elapsed() < CLASSIFY_FOR {
             return caller;

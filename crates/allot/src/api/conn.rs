@@ -365,7 +365,7 @@ impl Accepted for tokio::net::TcpStream {
     fn admitted(&self) -> Option<Peer> {
         let _ = self.set_nodelay(true);
         match (self.peer_addr(), self.local_addr()) {
-            (Ok(peer), Ok(me)) if allot_sys::proc::sockets::is_loopback(peer.ip()) => Some(Peer::of_loopback_tcp(peer, me)),
+            (Ok(peer), Ok(me)) => Some(Peer::of_tcp(peer, me)),
             _ => None,
         }
     }

@@ -5,7 +5,8 @@
 //! (`allot_sys::proc::sockets`: the kernel's table of TCP sockets, then the
 //! process holding the socket, checked against every agent's processes as
 //! the daemon lists them): the daemon sees the forwarder's credentials, so an
-//! agent must never reach it this way. The daemon still asks the dashboard's
+//! agent must never reach it this way (checked at the connection's start and
+//! every 2 s while it lasts). The daemon still asks the dashboard's
 //! CSRF token for every operator action, and refuses another site's `Origin`.
 
 use super::Error;
@@ -85,8 +86,28 @@ async fn pass(mut conn: tokio::net::TcpStream, peer: SocketAddr, me: SocketAddr,
             return;
         }
     };
-    let _ = tokio::io::copy_bidirectional(&mut conn, &mut daemon).await;
+    // Checked again while the connection lasts: a process adopted into an agent later is cut off.
+    let copy = tokio::io::copy_bidirectional(&mut conn, &mut daemon);
+    tokio::pin!(copy);
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut copy => return,
+            _ = recheck.tick() => {
+                let owned = sock.to_path_buf();
+                let verdict = tokio::task::spawn_blocking(move || admit(peer, me, uid, &owned)).await.unwrap_or_else(|e| Err(e.to_string()));
+                if let Err(why) = verdict {
+                    eprintln!("cut a connection from {peer}: {why}");
+                    return;
+                }
+            }
+        }
+    }
 }
+
+/// How often an open connection's process is checked again.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether the process behind `peer` may use the forwarder: this user's (or root's), and no agent's.
 fn admit(peer: SocketAddr, me: SocketAddr, uid: u32, sock: &Path) -> Result<(), String> {

@@ -58,12 +58,14 @@ pub(crate) struct Session {
 pub struct Sessions {
     token: String,
     open: Mutex<HashMap<String, Session>>,
-    /// Failed logins in the current second: (the second's start, count).
-    failed: Mutex<(Instant, u32)>,
+    /// Failed logins in the current second, per source (a local caller's uid, a remote one's address).
+    failed: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
-/// Failed logins answered in a second; beyond, 429 until the next second
-/// (the token has at least 32 bytes; this keeps the log and the daemon quiet).
+/// Failed logins answered in a second from one source (a local uid, a
+/// remote address); beyond, 429 until the next second. The token has at
+/// least 32 bytes: this keeps the log and the daemon quiet, and one user
+/// failing cannot keep another (the operator) from logging in.
 pub(crate) const FAILED_LOGINS_PER_SECOND: u32 = 5;
 
 /// What a login attempt gets.
@@ -80,7 +82,7 @@ pub(crate) enum Login {
 impl Sessions {
     /// Sessions for `token`.
     pub fn new(token: String) -> Arc<Self> {
-        Arc::new(Sessions { token, open: Mutex::new(HashMap::new()), failed: Mutex::new((Instant::now(), 0)) })
+        Arc::new(Sessions { token, open: Mutex::new(HashMap::new()), failed: Mutex::new(HashMap::new()) })
     }
 
     /// Whether `given` is the bearer token.
@@ -90,16 +92,21 @@ impl Sessions {
 
     /// A login with `given`: a session for the token, at most
     /// [`FAILED_LOGINS_PER_SECOND`] refusals a second, then 429s.
-    pub(crate) fn login(&self, given: &str) -> Login {
-        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
-        if failed.0.elapsed() >= Duration::from_secs(1) {
+    pub(crate) fn login(&self, given: &str, source: &str) -> Login {
+        let mut all = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        let second = Duration::from_secs(1);
+        if all.len() > 1024 {
+            all.retain(|_, (at, _)| at.elapsed() < second);
+        }
+        let failed = all.entry(source.to_owned()).or_insert((Instant::now(), 0));
+        if failed.0.elapsed() >= second {
             *failed = (Instant::now(), 0);
         }
         if failed.1 >= FAILED_LOGINS_PER_SECOND {
             return Login::TooMany;
         }
         if self.token_is(given) {
-            drop(failed);
+            drop(all);
             return Login::Opened(self.open());
         }
         failed.1 += 1;
@@ -306,13 +313,14 @@ mod tests {
     fn failed_logins_are_limited_per_second_and_the_token_opens_a_session() {
         let token = "t".repeat(32);
         let s = Sessions::new(token.clone());
-        assert_eq!(s.login("wrong"), Login::Refused(true));
+        assert_eq!(s.login("wrong", "uid 65534"), Login::Refused(true));
         for _ in 1..FAILED_LOGINS_PER_SECOND {
-            assert_eq!(s.login("wrong"), Login::Refused(false));
+            assert_eq!(s.login("wrong", "uid 65534"), Login::Refused(false));
         }
-        assert_eq!(s.login(&token), Login::TooMany, "even the token waits for the next second");
+        assert_eq!(s.login(&token, "uid 65534"), Login::TooMany, "even the token waits for the next second");
+        assert!(matches!(s.login(&token, "uid 0"), Login::Opened(_)), "another source is not locked out");
         std::thread::sleep(Duration::from_millis(1100));
-        let Login::Opened(id) = s.login(&token) else { panic!("the token is refused") };
+        let Login::Opened(id) = s.login(&token, "uid 65534") else { panic!("the token is refused") };
         assert!(s.is_open(&id));
     }
 

@@ -105,15 +105,17 @@ pub(super) struct LoginForm {
 /// `POST /ui/login`: the right token opens a session (its cookie set) and goes to the fleet.
 pub(super) async fn login(
     sessions: Option<Extension<Arc<Sessions>>>,
+    peer: Option<Extension<axum::extract::ConnectInfo<crate::api::Peer>>>,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Some(Extension(sessions)) = sessions else { return Redirect::to("/ui/").into_response() };
     let Ok(Form(f)) = form else { return login_page(Some("the form needs a token"), StatusCode::BAD_REQUEST) };
-    let id = match sessions.login(f.token.trim()) {
+    let source = peer.map_or_else(|| "unknown".to_owned(), |p| p.0.0.source());
+    let id = match sessions.login(f.token.trim(), &source) {
         auth::Login::Opened(id) => id,
         auth::Login::Refused(first) => {
             if first {
-                tracing::info!("dashboard login refused: wrong token (later refusals this second are not logged)");
+                tracing::info!(%source, "dashboard login refused: wrong token (later refusals this second from there are not logged)");
             }
             return login_page(Some("That is not the daemon's token."), StatusCode::UNAUTHORIZED);
         }
