@@ -13,10 +13,12 @@
 
 mod cgroup;
 mod disk;
+mod fd_budget;
 mod tree;
 
-pub use cgroup::{CgroupProbe, FILES_PER_AGENT, FdBudget, FdLease, HOT_FILES_PER_AGENT, KeepOpen, OTHER_FILES_PER_AGENT};
+pub use cgroup::CgroupProbe;
 pub use disk::{DiskWalk, disk_usage};
+pub use fd_budget::{FILES_PER_AGENT, FdBudget, FdLease, HOT_FILES_PER_AGENT, KeepOpen, OTHER_FILES_PER_AGENT};
 pub use tree::TreeProbe;
 
 use crate::error::SysError;

@@ -176,16 +176,22 @@ pub(super) async fn events(
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::query(&e, "since (a sequence number), topic (a glob) and follow (false: no stream)"))?;
+    let (since, only) = stream_start(caller, &headers, q.since);
+    if q.follow == Some(false) {
+        return events_so_far(&api, since, q.topic, only).await;
+    }
+    event_stream(api, since, q.topic, only, true, None)
+}
+
+/// Where an event stream starts (`Last-Event-ID`, a reconnecting browser's,
+/// wins over `since`) and whose events it carries (an agent: only its own).
+pub(super) fn stream_start(caller: Caller, headers: &HeaderMap, since: Option<u64>) -> (u64, Option<String>) {
     let only = match caller {
         Caller::Agent(me) => Some(me),
         _ => None,
     };
     let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let since = last_id.or(q.since).unwrap_or(0);
-    if q.follow == Some(false) {
-        return events_so_far(&api, since, q.topic, only).await;
-    }
-    event_stream(api, since, q.topic, only, true, None)
+    (last_id.or(since).unwrap_or(0), only)
 }
 
 /// Whether a stream may go on (a dashboard stream ends with its session).

@@ -55,12 +55,8 @@ pub(super) async fn stream(
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::query(&e, "topic (a glob) and since (a sequence number)"))?;
-    let only = match caller {
-        Caller::Agent(me) => Some(me),
-        _ => None,
-    };
-    let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let (since, only) = system::stream_start(caller, &headers, q.since);
     let topic = q.topic.filter(|t| !t.trim().is_empty());
     let alive = super::fleet::session_alive(via.as_ref(), sessions.as_ref());
-    system::event_stream(api, last_id.or(q.since).unwrap_or(0), topic, only, false, alive)
+    system::event_stream(api, since, topic, only, false, alive)
 }
