@@ -57,6 +57,18 @@ pub const BUDGET_SOFT: &str = "resource_management.budget.soft";
 pub const BUDGET_POOL_CHANGED: &str = "resource_management.budget.pool_changed";
 /// A budget is above its hard limit after a spend that had to be counted (at most once a minute per budget).
 pub const BUDGET_OVER_LIMIT: &str = "resource_management.budget.over_limit";
+/// Cluster mode: this node registered under a lease.
+pub const CLUSTER_REGISTERED: &str = "resource_management.cluster.registered";
+/// Cluster mode: the node's slices changed (asked for more, or returned slack).
+pub const CLUSTER_GRANT: &str = "resource_management.cluster.grant";
+/// Cluster mode: the node cannot reach etcd and its deadline passed: safe capacity.
+pub const CLUSTER_DEGRADED: &str = "resource_management.cluster.degraded";
+/// Cluster mode: etcd answers again; the node's slices are in force again.
+pub const CLUSTER_RECOVERED: &str = "resource_management.cluster.recovered";
+/// Cluster mode: a dead node's slices were taken from it (after its lease expired).
+pub const CLUSTER_RELEASED: &str = "resource_management.cluster.released";
+/// Cluster mode: an agent moved between nodes (recorded on both).
+pub const CLUSTER_MIGRATED: &str = "resource_management.cluster.migrated";
 
 /// `resource_management.enforcement.<action>`.
 pub fn enforcement_topic(action: &str) -> String {

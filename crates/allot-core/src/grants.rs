@@ -32,6 +32,18 @@ pub struct Slice {
     pub lease: i64,
 }
 
+/// A dead node's slice kept out of the pool for a time: what it spent of a
+/// budget stays counted in the budget's window after the node is gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The node that held it.
+    pub node: String,
+    /// How much.
+    pub amount: u64,
+    /// Until when (milliseconds of the shared wall clock).
+    pub until: Time,
+}
+
 /// A cluster-wide total and the slices granted of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantLedger {
@@ -39,17 +51,21 @@ pub struct GrantLedger {
     pub total: u64,
     /// Slices by node name.
     pub slices: BTreeMap<String, Slice>,
+    /// Slices of dead nodes not yet back in the pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Held>,
 }
 
 impl GrantLedger {
     /// A total with nothing granted.
     pub fn new(total: u64) -> Self {
-        GrantLedger { total, slices: BTreeMap::new() }
+        GrantLedger { total, slices: BTreeMap::new(), held: Vec::new() }
     }
 
-    /// The sum of the slices.
+    /// The sum of the slices (those of dead nodes still held included).
     pub fn granted(&self) -> u64 {
-        self.slices.values().fold(0u64, |a, s| a.saturating_add(s.granted))
+        let held = self.held.iter().fold(0u64, |a, h| a.saturating_add(h.amount));
+        self.slices.values().fold(held, |a, s| a.saturating_add(s.granted))
     }
 
     /// What no node holds (zero while a lowered total is still over-granted).
@@ -72,15 +88,28 @@ impl GrantLedger {
         granted
     }
 
-    /// Return to the pool every slice held under a lease not in `alive`
-    /// (the cluster's live leases); returns the nodes and what each held.
-    pub fn release_dead(&mut self, alive: &BTreeSet<i64>) -> Vec<(String, u64)> {
+    /// Take every slice held under a lease not in `alive` (the cluster's
+    /// live leases) from its node: back to the pool at once (`keep`
+    /// `None`: a kernel total, whose use ends with the node), or held until
+    /// `now + keep` (a budget: what the node spent stays counted for its
+    /// window). Returns the nodes and what each held.
+    pub fn release_dead(&mut self, alive: &BTreeSet<i64>, now: Time, keep: Option<Duration>) -> Vec<(String, u64)> {
         let dead: Vec<(String, u64)> =
             self.slices.iter().filter(|(_, s)| !alive.contains(&s.lease)).map(|(n, s)| (n.clone(), s.granted)).collect();
-        for (n, _) in &dead {
+        for (n, amount) in &dead {
             self.slices.remove(n);
+            if let Some(keep) = keep {
+                self.held.push(Held { node: n.clone(), amount: *amount, until: now.plus(keep) });
+            }
         }
         dead
+    }
+
+    /// Return to the pool the held slices whose time is over; what returned.
+    pub fn expire_held(&mut self, now: Time) -> u64 {
+        let before = self.granted();
+        self.held.retain(|h| h.until > now);
+        before - self.granted()
     }
 }
 
@@ -153,9 +182,24 @@ mod tests {
         let mut l = GrantLedger::new(100);
         l.resize("a", 50, 1);
         l.resize("b", 50, 2);
-        assert!(l.release_dead(&BTreeSet::from([1, 2])).is_empty());
-        assert_eq!(l.release_dead(&BTreeSet::from([2])), vec![("a".to_owned(), 50)]);
+        let t = Time::from_secs(100);
+        assert!(l.release_dead(&BTreeSet::from([1, 2]), t, None).is_empty());
+        assert_eq!(l.release_dead(&BTreeSet::from([2]), t, None), vec![("a".to_owned(), 50)]);
         assert_eq!(l.free(), 50);
+    }
+
+    #[test]
+    fn a_dead_node_s_budget_slice_is_held_for_the_window() {
+        let mut l = GrantLedger::new(100);
+        l.resize("a", 60, 1);
+        l.resize("b", 40, 2);
+        let t = Time::from_secs(100);
+        assert_eq!(l.release_dead(&BTreeSet::from([2]), t, Some(Duration::from_secs(60))), vec![("a".to_owned(), 60)]);
+        assert_eq!(l.free(), 0, "what a spent may still count in the window");
+        assert_eq!(l.resize("b", 100, 2), 40);
+        assert_eq!(l.expire_held(Time::from_secs(159)), 0);
+        assert_eq!(l.expire_held(Time::from_secs(160)), 60);
+        assert_eq!(l.resize("b", 100, 2), 100);
     }
 
     #[test]
@@ -199,7 +243,7 @@ mod tests {
             for (n, want, kind, new_total) in ops {
                 let before = l.clone();
                 match kind {
-                    0 => { alive.remove(&(n as i64)); let _ = l.release_dead(&alive); alive.insert(n as i64); }
+                    0 => { alive.remove(&(n as i64)); let _ = l.release_dead(&alive, Time::from_secs(new_total), (want % 2 == 0).then_some(Duration::from_secs(want))); alive.insert(n as i64); let _ = l.expire_held(Time::from_secs(new_total / 2)); }
                     1 => l.total = new_total,
                     _ => { let got = l.resize(nodes[n], want, n as i64); prop_assert!(got <= want.max(before.slices.get(nodes[n]).map_or(0, |s| s.granted))); }
                 }

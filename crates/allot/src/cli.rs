@@ -34,6 +34,10 @@ pub(crate) enum Command {
     /// tree allot follows through /proc). Ctrl-C or SIGTERM stops every agent
     /// gracefully (notice, grace, kill) and exits 0.
     Up(UpArgs),
+    /// Show a cluster of daemons (cluster mode): its nodes with their leases and
+    /// capacity, each cluster total with its slices and use per node.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Run the governor as a service with an HTTP API on a Unix socket.
     ///
     /// Callers are authorized by their peer credentials: the socket's owner
@@ -161,6 +165,23 @@ pub(crate) struct DaemonArgs {
     /// Log lines as text or JSON (one object per line); `ALLOT_LOG` filters them (default info).
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t)]
     pub(crate) log_format: crate::logging::LogFormat,
+    /// Cluster mode: the etcd members' client addresses (etcd://HOST:PORT[,HOST:PORT...]).
+    /// Group totals (memory, cpu, processes) and group and pool budgets are then
+    /// cluster-wide, each node holding a leased slice of each.
+    #[arg(long, value_name = "URL", requires = "node")]
+    pub(crate) cluster: Option<String>,
+    /// This daemon's node name in the cluster (letters, digits, '-', '_', '.').
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub(crate) node: Option<String>,
+    /// The node's lease: its slices are its own until its last keepalive + this - --cluster-margin.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub(crate) cluster_ttl: std::time::Duration,
+    /// Kept before the lease's end for clocks and delays.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::cli::parse_duration)]
+    pub(crate) cluster_margin: std::time::Duration,
+    /// A node asks for (and returns) slices in chunks of this share of each total.
+    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = crate::cli::parse_percent)]
+    pub(crate) cluster_chunk: u64,
 }
 
 #[derive(Debug, Args)]
@@ -579,4 +600,33 @@ pub(crate) struct HostArgs {
 pub(crate) struct ValidateArgs {
     /// The fleet file (TOML).
     pub(crate) file: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Nodes (lease, time to live, capacity, agents), each cluster total
+    /// (group totals and budgets) with its slices and use per node.
+    Status(ClusterStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClusterStatusArgs {
+    /// The etcd members' client addresses (etcd://HOST:PORT[,HOST:PORT...]).
+    #[arg(long, value_name = "URL")]
+    pub(crate) cluster: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// A duration such as `10s`, `500ms` (for clap).
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = allot_core::quantity::parse_duration("duration", s).map_err(|e| e.to_string())?;
+    if d.is_zero() { Err(format!("{s:?}: use more than 0")) } else { Ok(d) }
+}
+
+/// A share such as `5%` (1 to 100), for clap.
+pub(crate) fn parse_percent(s: &str) -> Result<u64, String> {
+    let n: u64 = s.trim().trim_end_matches('%').trim().parse().map_err(|_| format!("{s:?}: use a percentage such as 5%"))?;
+    if (1..=100).contains(&n) { Ok(n) } else { Err(format!("{s:?}: use 1% to 100%")) }
 }

@@ -178,6 +178,62 @@ pub async fn follow_sse(target: &Target, path: &str, mut f: impl FnMut(Value) ->
     }
 }
 
+/// POST `body` and read the answer as a stream of JSON values (etcd's
+/// gateway streams a watch as one object after another), calling `f` with
+/// each until it returns false or the stream ends. Connecting and the
+/// answer's headers within `connect`, then at most `idle` between frames.
+pub async fn stream_json(
+    target: &Target,
+    path: &str,
+    body: &Value,
+    connect: Duration,
+    idle: Duration,
+    mut f: impl FnMut(Value) -> bool,
+) -> Result<(), HttpError> {
+    let req = build(target, "POST", path, Some(Bytes::from(body.to_string())), "application/json")?;
+    let (res, _conn) = within(target, connect, async {
+        let (mut sender, conn) = open(target).await?;
+        let res = sender.send_request(req).await.map_err(|source| HttpError::Send { target: target.to_string(), source })?;
+        Ok((res, conn))
+    })
+    .await?;
+    if !res.status().is_success() {
+        let status = res.status().as_u16();
+        let body = within(target, connect, read_body(target, res.into_body())).await?;
+        return Err(HttpError::Status { target: target.to_string(), status, body });
+    }
+    let mut body = res.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(HttpError::Timeout { target: target.to_string(), waited: idle }),
+            Ok(None) => return Ok(()),
+            Ok(Some(frame)) => frame.map_err(|e| HttpError::Body { target: target.to_string(), source: e.into() })?,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        buf.extend_from_slice(&data);
+        if buf.len() > MAX_BODY {
+            return Err(HttpError::Body { target: target.to_string(), source: "a streamed value larger than 64 MiB".into() });
+        }
+        let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
+        let mut used = 0;
+        loop {
+            match values.next() {
+                Some(Ok(v)) => {
+                    used = values.byte_offset();
+                    if !f(v) {
+                        return Ok(());
+                    }
+                }
+                Some(Err(e)) if e.is_eof() => break,
+                Some(Err(e)) => return Err(HttpError::Body { target: target.to_string(), source: e.into() }),
+                None => break,
+            }
+        }
+        buf.drain(..used);
+    }
+}
+
 /// Splits an event stream into events; keeps a partial line between frames.
 #[derive(Debug, Default)]
 struct SseParser {

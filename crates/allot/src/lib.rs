@@ -6,6 +6,7 @@
 pub mod api;
 mod cli;
 pub mod client;
+pub mod cluster;
 mod commands;
 pub mod fleet;
 pub mod governor;

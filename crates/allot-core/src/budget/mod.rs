@@ -53,16 +53,28 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use window::Spend;
 
+/// When a refusal at a budget capped by a cluster's slice says to retry: the
+/// node asks for a larger slice as soon as its use nears the cap.
+pub const CAPPED_RETRY: Duration = Duration::from_millis(500);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Slot {
     spec: BudgetSpec,
     spend: Spend,
     reserved: u64,
+    /// A cluster's slice of this budget for this node (cluster mode): no
+    /// reservation takes spent + reserved above it either.
+    cap: Option<u64>,
 }
 
 impl Slot {
     fn used(&self, now: Time) -> u64 {
         self.spend.spent_at(now).saturating_add(self.reserved)
+    }
+
+    /// The limit in force: the hard limit, or the node's slice when lower.
+    fn hard(&self) -> u64 {
+        self.cap.map_or(self.spec.hard, |c| c.min(self.spec.hard))
     }
 }
 
@@ -143,9 +155,22 @@ impl Budgets {
                 Ok(Some(change))
             }
             None => {
-                slots.insert(resource, Slot { spec, spend: Spend::new(spec.window, now), reserved: 0 });
+                slots.insert(resource, Slot { spec, spend: Spend::new(spec.window, now), reserved: 0, cap: None });
                 Ok(None)
             }
+        }
+    }
+
+    /// Cap a budget at a cluster's slice for this node (`None`: uncapped);
+    /// whether the budget exists. A cap under what is spent and reserved
+    /// refuses every reservation there until enough leaves the window.
+    pub fn set_cap(&mut self, level: &Level, resource: &Resource, cap: Option<u64>) -> bool {
+        match self.slot_mut(level, resource) {
+            Some(slot) => {
+                slot.cap = cap;
+                true
+            }
+            None => false,
         }
     }
 
@@ -254,9 +279,9 @@ impl Budgets {
                 let Some(slot) = self.slot_mut(level, resource) else { continue };
                 slot.spend.advance(now);
                 let spent = slot.spend.spent_at(now);
-                let fits = spent.checked_add(slot.reserved).and_then(|u| u.checked_add(amount)).is_some_and(|u| u <= slot.spec.hard);
+                let fits = spent.checked_add(slot.reserved).and_then(|u| u.checked_add(amount)).is_some_and(|u| u <= slot.hard());
                 if !fits {
-                    let (hard, reserved) = (slot.spec.hard, slot.reserved);
+                    let (hard, reserved) = (slot.hard(), slot.reserved);
                     let retry_after = self.retry_after(level, resource, amount, now);
                     return Err(Refusal::Exhausted {
                         level: level.clone(),
@@ -290,6 +315,10 @@ impl Budgets {
         if amount > slot.spec.hard {
             return None;
         }
+        if slot.cap.is_some_and(|c| c < slot.spec.hard) {
+            // A slice of a cluster total grows when the node is granted more: asked for at once.
+            return Some(now.plus(CAPPED_RETRY));
+        }
         let next_expiry = || {
             self.open
                 .values()
@@ -310,8 +339,8 @@ impl Budgets {
         slot.spend.advance(now);
         let bucket = slot.spend.charge(amount);
         let used = slot.used(now);
-        if used > slot.spec.hard {
-            over.push(OverLimit { level: level.clone(), resource: resource.clone(), used, hard: slot.spec.hard });
+        if used > slot.hard() {
+            over.push(OverLimit { level: level.clone(), resource: resource.clone(), used, hard: slot.hard() });
         }
         Some(Charge {
             level: level.clone(),
@@ -511,10 +540,11 @@ fn view(level: &Level, resource: &Resource, s: &Slot, now: Time) -> BudgetView {
         resource: resource.clone(),
         window: s.spec.window,
         hard: s.spec.hard,
+        cap: s.cap,
         soft: s.spec.soft,
         spent,
         reserved: s.reserved,
-        remaining: s.spec.hard.saturating_sub(spent.saturating_add(s.reserved)),
+        remaining: s.hard().saturating_sub(spent.saturating_add(s.reserved)),
         resets_at: s.spend.next_drop(now),
         on_expiry: s.spec.on_expiry,
     }

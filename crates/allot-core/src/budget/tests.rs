@@ -336,3 +336,25 @@ fn budgets_stay_within_what_the_store_keeps_exactly() {
     let spec = BudgetSpec::from_limit(&limit);
     assert_eq!((spec.hard, spec.soft), (MAX_BUDGET, None));
 }
+
+#[test]
+fn a_cluster_slice_caps_a_budget_and_a_larger_one_lifts_it() {
+    let mut b = ledger();
+    let g = Level::Group("g".into());
+    assert!(b.set_cap(&g, &tokens(), Some(300)));
+    assert!(!b.set_cap(&Level::Pool("none".into()), &tokens(), Some(1)), "no such budget");
+    b.reserve(&id("b"), &amounts(&[(tokens(), 300)]), MIN, Time::ZERO).unwrap();
+    let e = b.reserve(&id("b"), &amounts(&[(tokens(), 1)]), MIN, Time::ZERO).unwrap_err();
+    assert!(matches!(&e, Refusal::Exhausted { hard: 300, reserved: 300, .. }), "{e:?}");
+    assert_eq!(e.retry_after(), Some(Time::ZERO.plus(CAPPED_RETRY)), "a slice may grow: retry soon");
+    let v = view(&b, &g, &tokens(), Time::ZERO);
+    assert_eq!((v.hard, v.cap, v.remaining), (1000, Some(300), 0));
+    assert!(b.set_cap(&g, &tokens(), Some(5000)));
+    let v = view(&b, &g, &tokens(), Time::ZERO);
+    assert_eq!(v.remaining, 700, "never above the budget's own hard limit");
+    b.reserve(&id("b"), &amounts(&[(tokens(), 700)]), MIN, Time::ZERO).unwrap();
+    // A cap under the use refuses everything until the window frees it.
+    assert!(b.set_cap(&g, &tokens(), Some(0)));
+    assert!(b.reserve(&id("b"), &amounts(&[(tokens(), 1)]), MIN, Time::ZERO).is_err());
+    assert_eq!(view(&b, &g, &tokens(), Time::ZERO).remaining, 0);
+}

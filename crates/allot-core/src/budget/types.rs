@@ -354,13 +354,15 @@ pub struct BudgetView {
     pub window: WindowSpec,
     /// The hard limit.
     pub hard: u64,
+    /// This node's slice of a cluster budget, when capped (cluster mode).
+    pub cap: Option<u64>,
     /// The soft limit, if any.
     pub soft: Option<u64>,
     /// Spent in the window.
     pub spent: u64,
     /// Reserved and not settled.
     pub reserved: u64,
-    /// `hard - spent - reserved`, 0 when over.
+    /// `min(hard, cap) - spent - reserved`, 0 when over.
     pub remaining: u64,
     /// When the spend next drops: a calendar window's reset, or when the
     /// oldest counted bucket of a rolling one leaves (`None`: nothing spent).

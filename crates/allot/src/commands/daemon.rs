@@ -182,19 +182,59 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
         readopt: true,
         leave_running: true,
     };
+    let cluster = cluster_config(args)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let gov = Governor::new(fleet, backend, &opts)?.with_control(rx);
+    let mut gov = Governor::new(fleet, backend, &opts)?.with_control(rx);
     tracing::info!(mode = %gov.mode(), socket = %socket.display(), state = %args.state.display(), "allot daemon starting");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
+        // Cluster mode: registered, and the first slices granted, before any agent starts.
+        let node = match cluster {
+            Some(cfg) => {
+                let name = cfg.node.clone();
+                let etcd = std::sync::Arc::new(crate::cluster::etcd::Etcd::new(cfg.endpoints.clone()));
+                let mut node = crate::cluster::node::register(etcd, cfg).await?;
+                let caps = node.initial(&gov.cluster_demand()).await;
+                gov = gov.with_cluster(&name, caps);
+                Some(node)
+            }
+            None => None,
+        };
+        let (node_stop, node_stop_rx) = watch::channel(false);
+        let node_task = node.map(|n| tokio::spawn(n.run(tx.clone(), node_stop_rx)));
         let summary = match listen(&socket) {
             Ok((listener, term)) => run_serving(gov.with_term(term), tx, listener, args.state.clone(), tcp, None).await,
             Err(e) => Err(e),
         };
+        let _ = node_stop.send(true);
+        if let Some(t) = node_task {
+            let _ = t.await;
+        }
         let _ = std::fs::remove_file(&socket);
         summary.map(|s| tracing::info!(events = s.events, "allot daemon stopped"))
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The cluster settings of `--cluster`, checked.
+fn cluster_config(args: &DaemonArgs) -> Result<Option<crate::cluster::Config>, Error> {
+    let (Some(url), Some(node)) = (&args.cluster, &args.node) else { return Ok(None) };
+    crate::cluster::check_node_name(node)?;
+    if args.cluster_margin >= args.cluster_ttl {
+        return Err(format!(
+            "--cluster-margin ({}) must be shorter than --cluster-ttl ({})",
+            humantime::format_duration(args.cluster_margin),
+            humantime::format_duration(args.cluster_ttl)
+        )
+        .into());
+    }
+    Ok(Some(crate::cluster::Config {
+        endpoints: crate::cluster::etcd::parse_url(url)?,
+        node: node.clone(),
+        ttl: args.cluster_ttl,
+        margin: args.cluster_margin,
+        chunk_percent: args.cluster_chunk,
+    }))
 }
 
 /// Run `gov` (built `with_control` on the receiver of `tx`) with the API

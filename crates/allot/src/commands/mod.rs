@@ -18,7 +18,7 @@ mod ui;
 mod up;
 mod validate;
 
-use crate::cli::{BenchCommand, Cli, Command, QuotaCommand};
+use crate::cli::{BenchCommand, Cli, ClusterCommand, Command, QuotaCommand};
 use std::process::ExitCode;
 
 pub(crate) use groups::to_json as group_to_json;
@@ -44,6 +44,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Report(a) => report::report(&a),
         Command::Up(a) => up::run(&a),
         Command::Daemon(a) => daemon::run(&a),
+        Command::Cluster(ClusterCommand::Status(a)) => crate::cluster::status::run(&a),
         Command::Ps(a) => ctl::ps(&a),
         Command::Budget(a) => budget::run(&a),
         Command::Top(a) => top::run(&a),

@@ -42,7 +42,7 @@ impl<B: Backend> Governor<B> {
     /// write and its outcome.
     pub(super) fn write_totals_of(&mut self, group: &str) -> Option<Value> {
         let g = self.domain.ledger.group(group).cloned()?;
-        let totals = backstops::group(&g, self.domain.ledger.member_count(&g.name));
+        let totals = self.cluster_capped(&g.name, backstops::group(&g, self.domain.ledger.member_count(&g.name)));
         let cap = totals.get(&allot_core::Resource::Cpu).copied();
         let throttled: Vec<(AgentId, u64)> = self
             .domain

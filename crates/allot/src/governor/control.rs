@@ -235,6 +235,14 @@ pub enum Control {
     PutPool(String, BTreeMap<Resource, allot_core::budget::BudgetSpec>, Reply<Value>),
     /// Delete a pool declared through the API.
     DeletePool(String, Reply<Value>),
+    /// Cluster mode: this node's demand of every cluster total, and what it publishes of itself.
+    ClusterDemand(oneshot::Sender<(Vec<crate::cluster::Demand>, Value)>),
+    /// Cluster mode: apply slices locally; each one's result.
+    ClusterApply(Vec<(crate::cluster::TotalId, u64)>, oneshot::Sender<Vec<Result<(), String>>>),
+    /// Cluster mode: record an event of the node (topic, data).
+    ClusterEvent(&'static str, Value),
+    /// Cluster mode: the slices this node holds (null when off).
+    ClusterSlices(oneshot::Sender<Value>),
 }
 
 impl<B: Backend> Governor<B> {
@@ -328,6 +336,21 @@ impl<B: Backend> Governor<B> {
             }
             Control::Compliance(agent, reply) => {
                 let _ = reply.send(self.compliance(&agent));
+            }
+            Control::ClusterDemand(reply) => {
+                let _ = reply.send((self.cluster_demand(), self.cluster_node_info()));
+                return;
+            }
+            Control::ClusterApply(slices, reply) => {
+                let _ = reply.send(slices.iter().map(|(id, cap)| self.cluster_apply(id, *cap)).collect());
+            }
+            Control::ClusterEvent(topic, data) => {
+                let now = self.clock.now();
+                self.recorder.emit(now, topic, None, data);
+            }
+            Control::ClusterSlices(reply) => {
+                let _ = reply.send(self.cluster_caps_json());
+                return;
             }
         }
         if config {

@@ -22,6 +22,7 @@ mod backstops;
 pub mod budgets;
 pub mod channel;
 pub mod clock;
+pub(crate) mod cluster;
 pub mod control;
 mod custom;
 mod enforce;
@@ -148,6 +149,8 @@ pub struct Governor<B: Backend> {
     until_all_exit: bool,
     /// Why the fleet is being stopped, once it is: no agent is started after that.
     stopping: Option<String>,
+    /// Cluster mode: this node's slices of the cluster totals.
+    cluster: Option<cluster::ClusterPart>,
 }
 
 impl<B: Backend> std::fmt::Debug for Governor<B> {
@@ -205,6 +208,7 @@ impl<B: Backend> Governor<B> {
             leave_running: opts.leave_running,
             until_all_exit: false,
             stopping: None,
+            cluster: None,
         };
         if opts.readopt {
             // Groups created or changed through the API first: agents' stored quotas resolve against them.
