@@ -443,6 +443,9 @@ fn answer(c: Control) {
             drop(tx.send(Ok(json!({}))));
         }
         Control::DeletePool(_, tx) => drop(tx.send(Ok(json!({})))),
+        c @ (Control::ClusterDemand(_) | Control::ClusterApply(..) | Control::ClusterEvent(..)) => {
+            panic!("the API sent a cluster command, which only the node task sends: {c:?}")
+        }
     }
 }
 

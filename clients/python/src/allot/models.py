@@ -117,6 +117,8 @@ class BudgetView(Model):
     resource: str
     window: BudgetWindow
     hard: int
+    cap: Optional[int] = None
+    """Cluster mode: this node's slice of the budget (reservations stop there); ``None`` otherwise."""
     soft: Optional[int] = None
     spent: int = 0
     reserved: int = 0

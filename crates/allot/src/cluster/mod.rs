@@ -105,7 +105,7 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
 
 /// The chunk of a total: its percentage, at least 1.
 pub fn chunk(total: u64, percent: u64) -> u64 {
-    (total / 100).saturating_mul(percent).max(total.saturating_mul(percent) / 100).max(1)
+    u64::try_from(u128::from(total) * u128::from(percent.min(100)) / 100).unwrap_or(u64::MAX).max(1)
 }
 
 /// Milliseconds since the Unix epoch (the clock shared by the nodes for held slices).

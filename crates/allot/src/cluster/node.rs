@@ -88,6 +88,8 @@ pub struct Node {
     /// The start of the last successful keepalive.
     renewed: Instant,
     last_try: Instant,
+    /// Keepalives fail (said once).
+    failing: bool,
     degraded: bool,
     /// This node's slice per total as the ledger has it.
     mine: BTreeMap<TotalId, u64>,
@@ -139,6 +141,7 @@ pub async fn register(etcd: Arc<Etcd>, cfg: Config) -> Result<Node, String> {
         lease,
         renewed: started,
         last_try: started,
+        failing: false,
         degraded: false,
         mine: BTreeMap::new(),
         applied: BTreeMap::new(),
@@ -221,7 +224,12 @@ impl Node {
             if ledger.total != d.total && self.warned.insert(d.id.clone()) {
                 tracing::warn!(total = %d.id.label(), cluster = ledger.total, configured = d.total, "this node is configured with another total than the cluster's ledger: the ledger's holds");
             }
-            let alive = self.live_leases().await.map_err(|e| e.to_string())?;
+            let mut alive = self.live_leases().await.map_err(|e| e.to_string())?;
+            if ledger.slices.values().any(|s| !alive.contains(&s.lease)) {
+                // A lease unknown to a list taken before it was granted is not dead: a list taken now decides.
+                self.alive = None;
+                alive = self.live_leases().await.map_err(|e| e.to_string())?;
+            }
             let now = wall_now();
             let released = ledger.release_dead(&alive, now, d.keep);
             let returned = ledger.expire_held(now);
@@ -289,9 +297,16 @@ impl Node {
             let sent = Instant::now();
             self.last_try = sent;
             match self.etcd.keepalive(self.lease).await {
-                Ok(Some(_)) => self.renewed = sent,
+                Ok(Some(_)) => {
+                    self.renewed = sent;
+                    self.failing = false;
+                }
                 Ok(None) => self.reregister(gov).await,
-                Err(e) => tracing::warn!(error = %e, "cluster: keepalive failed"),
+                Err(e) if !self.failing => {
+                    self.failing = true;
+                    tracing::warn!(error = %e, "cluster: keepalive failed (retried; said again when etcd answers)");
+                }
+                Err(e) => tracing::debug!(error = %e, "cluster: keepalive failed"),
             }
         }
         let deadline = self.renewed + self.cfg.ttl.saturating_sub(self.cfg.margin);
@@ -365,9 +380,20 @@ impl Node {
                 continue;
             }
             let Some((demands, info)) = gov.demand().await else { break };
+            // Slices of dead nodes are taken out of the ledgers this node sees, once their leases are gone.
+            let alive = self.live_leases().await.ok();
+            let now = wall_now();
             for d in &demands {
                 let slice = self.mine.get(&d.id).copied().unwrap_or(0);
-                if let Some(want) = ask(slice, d.used, chunk(d.total, self.cfg.chunk_percent)) {
+                let sweep = alive.as_ref().is_some_and(|alive| {
+                    self.view.lock().ok().is_some_and(|v| {
+                        v.ledgers.get(&d.id).is_some_and(|(l, _)| {
+                            l.slices.values().any(|s| !alive.contains(&s.lease)) || l.held.iter().any(|h| h.until <= now)
+                        })
+                    })
+                });
+                let want = ask(slice, d.used, chunk(d.total, self.cfg.chunk_percent)).or(sweep.then_some(slice));
+                if let Some(want) = want {
                     let before = slice;
                     match self.change(d, want, Some(&gov)).await {
                         Ok(now) if now != before => tracing::debug!(total = %d.id.label(), from = before, to = now, "slice changed"),

@@ -91,6 +91,7 @@ impl<B: Backend> Governor<B> {
             .map(|(id, a)| json!({"id": id.as_str(), "group": a.def.spec.group}))
             .collect();
         json!({
+            "node": self.cluster.as_ref().map(|c| c.node.clone()),
             "memory_total": mem.map(|m| m.total),
             "memory_available": mem.map(|m| m.available),
             "used": usage,
@@ -151,16 +152,5 @@ impl<B: Backend> Governor<B> {
             }
         });
         totals
-    }
-
-    /// The node's slices (for the API and tests).
-    pub(super) fn cluster_caps_json(&self) -> Value {
-        match &self.cluster {
-            None => Value::Null,
-            Some(p) => json!({
-                "node": p.node,
-                "slices": p.caps.iter().map(|(id, c)| json!({"total": id.label(), "key": id.key(), "slice": c})).collect::<Vec<_>>(),
-            }),
-        }
     }
 }

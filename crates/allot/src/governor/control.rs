@@ -241,8 +241,6 @@ pub enum Control {
     ClusterApply(Vec<(crate::cluster::TotalId, u64)>, oneshot::Sender<Vec<Result<(), String>>>),
     /// Cluster mode: record an event of the node (topic, data).
     ClusterEvent(&'static str, Value),
-    /// Cluster mode: the slices this node holds (null when off).
-    ClusterSlices(oneshot::Sender<Value>),
 }
 
 impl<B: Backend> Governor<B> {
@@ -347,10 +345,6 @@ impl<B: Backend> Governor<B> {
             Control::ClusterEvent(topic, data) => {
                 let now = self.clock.now();
                 self.recorder.emit(now, topic, None, data);
-            }
-            Control::ClusterSlices(reply) => {
-                let _ = reply.send(self.cluster_caps_json());
-                return;
             }
         }
         if config {

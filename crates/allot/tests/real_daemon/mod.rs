@@ -89,6 +89,8 @@ pub(crate) fn agent_dirs(roots: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 pub(crate) struct Daemon {
+    /// Arguments given beside the defaults (kept for a restart).
+    pub(crate) extra: Vec<String>,
     pub(crate) child: Child,
     pub(crate) sock: PathBuf,
     pub(crate) state: PathBuf,
@@ -100,6 +102,11 @@ pub(crate) struct Daemon {
 /// Spawn `allot daemon` with `fleet` written to `dir/fleet.toml`, its socket and
 /// state in `dir`, its cgroup root named `name`: (child, socket, state).
 pub(crate) fn start_daemon(dir: &Path, fleet: &str, name: &str) -> (Child, PathBuf, PathBuf) {
+    start_daemon_with(dir, fleet, name, &[])
+}
+
+/// [`start_daemon`] with more arguments.
+pub(crate) fn start_daemon_with(dir: &Path, fleet: &str, name: &str, extra: &[String]) -> (Child, PathBuf, PathBuf) {
     let fleet_file = dir.join("fleet.toml");
     std::fs::write(&fleet_file, fleet).unwrap();
     let sock = dir.join("allot.sock");
@@ -111,6 +118,7 @@ pub(crate) fn start_daemon(dir: &Path, fleet: &str, name: &str) -> (Child, PathB
         .arg(&sock)
         .arg("--state")
         .arg(&state)
+        .args(extra)
         .env("ALLOT_LOG", "warn")
         .spawn()
         .unwrap();
@@ -124,12 +132,18 @@ pub(crate) fn launch(fleet: &str, tag: &str) -> Daemon {
 
 /// The same, with its fleet, socket and state in `dir`.
 pub(crate) fn launch_in(dir: tempfile::TempDir, fleet: &str, tag: &str) -> Daemon {
+    launch_with(dir, fleet, tag, Vec::new())
+}
+
+/// The same, with more arguments to `allot daemon`.
+pub(crate) fn launch_with(dir: tempfile::TempDir, fleet: &str, tag: &str, extra: Vec<String>) -> Daemon {
     let name = format!("allot-test-{}-{tag}", std::process::id());
-    let (child, sock, state) = start_daemon(dir.path(), fleet, &name);
+    let (child, sock, state) = start_daemon_with(dir.path(), fleet, &name, &extra);
     let roots = cgroup_roots(&name);
-    let d = Daemon { child, sock, state, name, roots, _dir: dir };
+    let mut d = Daemon { extra, child, sock, state, name, roots, _dir: dir };
     let deadline = Instant::now() + Duration::from_secs(20);
     while UnixStream::connect(&d.sock).is_err() {
+        assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
         assert!(Instant::now() < deadline, "the daemon did not open its socket");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -155,7 +169,7 @@ impl Daemon {
     /// (after [`Daemon::sigkill`] or [`Daemon::stop`]); returns once its socket accepts.
     pub(crate) fn restart(&mut self) {
         let fleet = std::fs::read_to_string(self._dir.path().join("fleet.toml")).unwrap();
-        let (child, _, _) = start_daemon(self._dir.path(), &fleet, &self.name);
+        let (child, _, _) = start_daemon_with(self._dir.path(), &fleet, &self.name, &self.extra);
         self.child = child;
         let deadline = Instant::now() + Duration::from_secs(20);
         while UnixStream::connect(&self.sock).is_err() {

@@ -33,6 +33,7 @@ pub(in crate::governor) fn view_json(v: &BudgetView, now: Time) -> Value {
         "resource": v.resource.name(),
         "window": window_json(&v.window),
         "hard": v.hard,
+        "cap": v.cap,
         "soft": v.soft,
         "spent": v.spent,
         "reserved": v.reserved,
