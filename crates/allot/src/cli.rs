@@ -471,6 +471,14 @@ pub(crate) enum BenchCommand {
     /// installed (Debian: apt-get install redis-server), and the cost per
     /// request against it.
     Budget(BenchLoadArgs),
+    /// Start an etcd of its own (etcd on the PATH: apt-get install etcd-server)
+    /// and measure reserve + settle pairs per second through one daemon in
+    /// single-host mode, then through one in cluster mode on that etcd
+    /// (a rolling pool budget the load keeps drawing slices of), with the
+    /// etcd writes per second the node makes at steady state.
+    ///
+    /// Needs root and cgroups (the agents run in cgroups).
+    Cluster(BenchLoadArgs),
     /// Start a daemon and measure `/healthz` latency as the operator, alone
     /// and while another user holds many idle connections (needs root).
     Connections(BenchConnArgs),

@@ -123,11 +123,18 @@ impl Drop for Etcd {
     }
 }
 
-/// A daemon in cluster mode as node `node`.
-fn node(etcd: &Etcd, fleet: &str, node: &str, extra: &[&str]) -> Daemon {
+/// One test at a time: each runs three daemons and etcd, and the fault test's deadlines are timed.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A daemon in cluster mode as node `node`, its cgroup root named after the test (`test`) and the node.
+fn node(etcd: &Etcd, fleet: &str, test: &str, node: &str, extra: &[&str]) -> Daemon {
     let mut args: Vec<String> = vec!["--cluster".into(), etcd.url(), "--node".into(), node.into()];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    launch_with(tempfile::tempdir().unwrap(), fleet, &format!("cl-{node}"), args)
+    launch_with(tempfile::tempdir().unwrap(), fleet, &format!("{test}-{node}"), args)
 }
 
 fn status(etcd: &Etcd) -> Value {
@@ -184,8 +191,9 @@ fn a_cluster_budget_is_never_overspent_and_is_used_when_demand_exceeds_it() {
     if !cgroups_here() {
         return;
     }
+    let _one = serial();
     let etcd = Etcd::start(bin, 1);
-    let nodes: Vec<Daemon> = ["a", "b", "c"].iter().map(|n| node(&etcd, &pool_fleet(&format!("w-{n}")), n, &[])).collect();
+    let nodes: Vec<Daemon> = ["a", "b", "c"].iter().map(|n| node(&etcd, &pool_fleet(&format!("w-{n}")), "budget", n, &[])).collect();
     for (d, n) in nodes.iter().zip(["a", "b", "c"]) {
         running(&d.sock, &format!("w-{n}"));
     }
@@ -257,12 +265,13 @@ fn a_group_memory_total_is_held_by_the_sum_of_the_nodes_kernel_limits() {
         eprintln!("skipped: reads the v1 memory controller's group limit (this machine's layout)");
         return;
     }
+    let _one = serial();
     let etcd = Etcd::start(bin, 1);
     const TOTAL: u64 = 600 << 20;
     // Each agent grows to 200 MiB in 10 MiB steps, holds, frees, again: slices grow and shrink, and
     // the three ask for more than the total (200 MiB each + a chunk of 60), so slices move between nodes
     // only as others return them. An agent that meets its node's limit may be OOM-killed: restarted.
-    let script = "import time\nb=[]\nwhile True:\n    for i in range(20):\n        b.append(b'x'*(10<<20)); time.sleep(0.3)\n    time.sleep(1)\n    while b:\n        b.pop(); time.sleep(0.15)\n    time.sleep(1)\n";
+    let script = "import time\nb=[]\nwhile True:\n    for i in range(20):\n        b.append(b'x'*(10<<20)); time.sleep(0.3)\n    time.sleep(3)\n    while b:\n        b.pop(); time.sleep(0.15)\n    time.sleep(1)\n";
     let fleet = |n: &str| {
         format!(
             r#"
@@ -282,7 +291,7 @@ max_restarts = 100
 "#
         )
     };
-    let nodes: Vec<Daemon> = ["a", "b", "c"].iter().map(|n| node(&etcd, &fleet(n), n, &["--cluster-chunk", "10%"])).collect();
+    let nodes: Vec<Daemon> = ["a", "b", "c"].iter().map(|n| node(&etcd, &fleet(n), "mem", n, &["--cluster-chunk", "10%"])).collect();
     for (d, n) in nodes.iter().zip(["a", "b", "c"]) {
         running(&d.sock, &format!("m-{n}"));
     }
@@ -311,9 +320,10 @@ fn faults_etcd_members_die_and_return_and_a_daemon_is_killed() {
     if !cgroups_here() {
         return;
     }
+    let _one = serial();
     let mut etcd = Etcd::start(bin, 3);
     let ttl = ["--cluster-ttl", "6s", "--cluster-margin", "2s"];
-    let mut nodes: Vec<Daemon> = ["a", "b", "c"].iter().map(|n| node(&etcd, &pool_fleet(&format!("w-{n}")), n, &ttl)).collect();
+    let mut nodes: Vec<Daemon> = ["a", "b", "c"].iter().map(|n| node(&etcd, &pool_fleet(&format!("w-{n}")), "faults", n, &ttl)).collect();
     for (d, n) in nodes.iter().zip(["a", "b", "c"]) {
         running(&d.sock, &format!("w-{n}"));
     }

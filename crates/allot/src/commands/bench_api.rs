@@ -72,6 +72,11 @@ pub(super) fn start_daemon(dir: &Path) -> Result<Daemon, Error> {
 /// dropped) in `dir`, its cgroup root `allot-bench-<what>-<pid>`; return once
 /// its socket accepts connections.
 pub(super) fn start_fleet(dir: &Path, fleet: &str, agents: &[&str], what: &str) -> Result<Daemon, Error> {
+    start_fleet_with(dir, fleet, agents, what, &[])
+}
+
+/// [`start_fleet`] with more arguments to `allot daemon`.
+pub(super) fn start_fleet_with(dir: &Path, fleet: &str, agents: &[&str], what: &str, extra: &[String]) -> Result<Daemon, Error> {
     let fleet_file = dir.join("fleet.toml");
     std::fs::write(&fleet_file, fleet)?;
     let sock = dir.join("allot.sock");
@@ -84,6 +89,7 @@ pub(super) fn start_fleet(dir: &Path, fleet: &str, agents: &[&str], what: &str) 
     for (flag, value) in options {
         command.arg(flag).arg(value);
     }
+    command.args(extra);
     let mut daemon = Daemon { child: command.spawn()?, sock, agents: agents.iter().map(|a| (*a).to_owned()).collect() };
     let deadline = Instant::now() + Duration::from_secs(20);
     while UnixStream::connect(&daemon.sock).is_err() {

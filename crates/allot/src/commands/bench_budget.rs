@@ -44,7 +44,7 @@ fn reservation_id(body: &[u8]) -> Option<u64> {
 }
 
 /// One client: reserve 100 tokens for `agent`, settle 60, until told to stop; a pair counts when both are answered as expected.
-fn pairs(sock: &Path, agent: &str, tally: &Tally) -> Result<(), String> {
+pub(super) fn pairs(sock: &Path, agent: &str, tally: &Tally) -> Result<(), String> {
     let mut conn = KeepAlive::connect(sock).map_err(|e| e.to_string())?;
     let reserve = request("POST", &format!("/v1/agents/{agent}/reservations"), r#"{"resources": {"tokens": 100}, "ttl": "60s"}"#);
     let mut body = Vec::new();
@@ -84,7 +84,7 @@ impl Drop for Redis {
 }
 
 /// `name` in a directory of the PATH.
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(super) fn on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
@@ -167,7 +167,7 @@ fn compare(server: &Path, dir: &Path, clients: &[usize], time: Duration, rows: &
     Ok(version)
 }
 
-fn check(d: &Driven, what: &str, clients: usize) -> Result<(), Error> {
+pub(super) fn check(d: &Driven, what: &str, clients: usize) -> Result<(), Error> {
     match &d.first_error {
         Some(e) => Err(format!("{what}: {} of {clients} clients failed: {e}", d.errors).into()),
         None => Ok(()),

@@ -84,11 +84,15 @@ pub(crate) fn resets(b: &Value, now: &str) -> String {
 }
 
 /// The limit: hard, with soft in brackets when set (`, over` when spent and
-/// reserved are above it).
+/// reserved are above it), and this node's slice in cluster mode.
 fn limit(b: &Value) -> String {
-    match b["soft"].as_u64() {
+    let hard = match b["soft"].as_u64() {
         Some(_) => format!("{} (soft {}{})", amount(&b["hard"]), amount(&b["soft"]), if b["over_soft"] == true { ", over" } else { "" }),
         None => amount(&b["hard"]),
+    };
+    match b["cap"].as_u64() {
+        Some(_) => format!("{hard}, this node's slice {}", amount(&b["cap"])),
+        None => hard,
     }
 }
 

@@ -4,6 +4,7 @@ pub(crate) mod analyze;
 mod bench;
 mod bench_api;
 mod bench_budget;
+mod bench_cluster;
 mod bench_conn;
 mod bench_stop;
 pub(crate) mod budget;
@@ -36,6 +37,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Bench(BenchCommand::Analytics(a)) => analyze::evaluate(&a),
         Command::Bench(BenchCommand::Api(a)) => bench_api::run(&a),
         Command::Bench(BenchCommand::Budget(a)) => bench_budget::run(&a),
+        Command::Bench(BenchCommand::Cluster(a)) => bench_cluster::run(&a),
         Command::Bench(BenchCommand::Connections(a)) => bench_conn::run(&a),
         Command::Bench(BenchCommand::Baseline(a)) => bench_api::baseline(&a),
         Command::Bench(BenchCommand::Stop(a)) => bench_stop::run(&a),

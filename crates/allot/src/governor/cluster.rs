@@ -48,6 +48,8 @@ impl<B: Backend> Governor<B> {
                 tracing::warn!(total = %id.label(), error = %e, "first slice not applied");
             }
         }
+        let now = self.clock.now();
+        self.cap_cluster_budgets(now);
         self
     }
 
@@ -130,6 +132,19 @@ impl<B: Backend> Governor<B> {
                         Err(format!("{}: the kernel refused {cap}: {why}", id.label()))
                     }
                 }
+            }
+        }
+    }
+
+    /// In cluster mode, every group and pool budget capped at this node's
+    /// slice: 0 until one is granted (a budget declared through the API is
+    /// not spent past the cluster's total before the node asks for a slice).
+    pub(super) fn cap_cluster_budgets(&mut self, now: allot_core::Time) {
+        let Some(part) = &self.cluster else { return };
+        for v in self.budgets.ledger.snapshot(now) {
+            if matches!(v.level, Level::Group(_) | Level::Pool(_)) {
+                let id = TotalId::Budget { level: v.level.clone(), resource: v.resource.clone() };
+                self.budgets.ledger.set_cap(&v.level, &v.resource, Some(part.caps.get(&id).copied().unwrap_or(0)));
             }
         }
     }

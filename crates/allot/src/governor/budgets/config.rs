@@ -80,6 +80,7 @@ impl<B: Backend> Governor<B> {
                 }
             }
         }
+        self.cap_cluster_budgets(now);
     }
 
     fn window_changed(&mut self, c: &WindowChange, now: Time) {
