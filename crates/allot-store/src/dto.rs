@@ -411,6 +411,9 @@ pub struct StoredSpec {
     /// The budget pools it draws on (none in rows of earlier versions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<String>,
+    /// Whether it may be moved to another node (cluster mode's migrate).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restartable: bool,
 }
 
 /// A termination in its grace period, as stored.
@@ -454,6 +457,7 @@ impl Default for StoredSpec {
             terminating: None,
             overrides: None,
             pools: Vec::new(),
+            restartable: false,
         }
     }
 }

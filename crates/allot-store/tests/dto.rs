@@ -175,12 +175,14 @@ fn specs_of_earlier_versions_load() {
         terminating: Some(allot_store::dto::StoredTermination { reason: "operator".into(), kill_at_ms: 1_700_000_000_000 }),
         overrides: None,
         pools: vec!["openai".into(), "shared".into()],
+        restartable: true,
     };
     let a = agent_with_spec(serde_json::to_value(&spec).unwrap());
     assert_eq!(a.spec().unwrap(), spec);
     assert_eq!(a.spec["pools"], json!(["openai", "shared"]), "the pools it draws on are stored");
     let earlier = agent_with_spec(json!({"command": ["x"], "priority": 3, "quota": stored_today()}));
     assert!(earlier.spec().unwrap().pools.is_empty(), "rows of earlier versions draw on no pool");
+    assert!(!earlier.spec().unwrap().restartable, "rows of earlier versions are not restartable");
     assert_eq!(a.spec["quota"], stored_today(), "the quota inside the spec keeps its shape");
     // A spec of the wrong shape names the agent.
     let e = agent_with_spec(json!({"command": "sleep"})).spec().unwrap_err().to_string();

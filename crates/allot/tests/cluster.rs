@@ -409,3 +409,92 @@ fn faults_etcd_members_die_and_return_and_a_daemon_is_killed() {
     assert!(mem["held"].as_array().unwrap().is_empty(), "{mem}");
     drop(nodes);
 }
+
+#[test]
+fn migrate_moves_a_restartable_agent_to_the_node_with_room() {
+    let Some(bin) = etcd_binary() else { return };
+    if !cgroups_here() {
+        return;
+    }
+    let _one = serial();
+    let etcd = Etcd::start(bin, 1);
+    // The agent takes 60 MiB over its 40 MiB hard limit on its first start only (a marker file says it ran).
+    let marker_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(marker_dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let marker = marker_dir.path().join("ran");
+    let script = format!(
+        "import os,time\np={:?}\nbig=not os.path.exists(p)\nopen(p,'w').close()\nb=b'x'*(60<<20) if big else b''\ntime.sleep(600)\n",
+        marker.display().to_string()
+    );
+    let fleet_a = format!(
+        r#"
+[policy]
+sample_interval = "250ms"
+terminate_grace = "1s"
+
+[[agents]]
+name = "mover"
+group = "standard_agent"
+command = ["python3", "-c", {script:?}]
+restartable = true
+limits.memory = {{ soft = "20Mi", hard = "40Mi", action = "migrate" }}
+
+[[agents]]
+name = "stays"
+group = "standard_agent"
+command = ["python3", "-c", "import time\nb=b'x'*(60<<20)\ntime.sleep(600)"]
+limits.memory = {{ soft = "20Mi", hard = "40Mi", action = "migrate" }}
+"#
+    );
+    // b first: a finds it in the cluster (its record, with its memory available) when mover goes over its limit.
+    let b = node(&etcd, "", "migrate", "b", &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&etcd)["nodes"].as_array().unwrap().iter().all(|n| n["memory_available"].is_null()) {
+        assert!(Instant::now() < deadline, "b never published its record");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let a = node(&etcd, &fleet_a, "migrate", "a", &[]);
+    // On b within 30 s: started there from a's definition.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.agent("mover")["state"] != "running" {
+        assert!(
+            Instant::now() < deadline,
+            "mover never ran on b; on a: {}; {}",
+            a.agent("mover"),
+            call(&a.sock, "GET", "/v1/history?agent=mover", "").1
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Stopped on a (notice, grace, kill) with the move as its reason.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.agent("mover")["state"] != "exited" {
+        assert!(Instant::now() < deadline, "mover still on a: {}", a.agent("mover"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let gone = a.agent("mover");
+    assert!(gone["exit"].as_str().unwrap_or("").contains("migrated by allot to node b"), "{gone}");
+    // Recorded on both nodes and in the cluster.
+    let left = events(&a, "resource_management.cluster.migrated");
+    assert!(left.iter().any(|e| e["data"]["stage"] == "left" && e["data"]["to"] == "b"), "{left:?}");
+    let arrived = events(&b, "resource_management.cluster.migrated");
+    assert!(
+        arrived.iter().any(|e| e["data"]["stage"] == "arrived" && e["data"]["from"] == "a" && e["data"]["outcome"] == "success"),
+        "{arrived:?}"
+    );
+    let st = status(&etcd);
+    let stages: Vec<&str> =
+        st["events"].as_array().unwrap().iter().filter(|e| e["agent"] == "mover").filter_map(|e| e["stage"].as_str()).collect();
+    assert!(stages.contains(&"left") && stages.contains(&"arrived"), "{st}");
+    let (_, history) = call(&a.sock, "GET", "/v1/history?agent=mover", "");
+    let moved = history.as_array().unwrap().iter().find(|h| h["action"] == "migrate").cloned().unwrap_or(Value::Null);
+    assert_eq!(moved["outcome"], "success", "{history}");
+    assert!(moved["detail"].as_str().unwrap_or("").contains("moving to node b"), "{moved}");
+    assert!(b.agent("mover")["quota"]["limits"]["memory"]["hard"] == 41_943_040, "its limits went with it: {}", b.agent("mover"));
+    // An agent not marked restartable falls back to suspend, as without a cluster.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.agent("stays")["state"] != "suspended" {
+        assert!(Instant::now() < deadline, "stays was not suspended: {}", a.agent("stays"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(b.agent("stays")["state"], Value::Null, "a non-restartable agent never moves");
+}

@@ -443,7 +443,7 @@ fn answer(c: Control) {
             drop(tx.send(Ok(json!({}))));
         }
         Control::DeletePool(_, tx) => drop(tx.send(Ok(json!({})))),
-        c @ (Control::ClusterDemand(_) | Control::ClusterApply(..) | Control::ClusterEvent(..)) => {
+        c @ (Control::ClusterDemand(_) | Control::ClusterApply(..) | Control::ClusterEvent(..) | Control::Migrated(..)) => {
             panic!("the API sent a cluster command, which only the node task sends: {c:?}")
         }
     }

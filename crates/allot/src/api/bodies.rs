@@ -227,6 +227,7 @@ pub(super) fn new_agent(
         restart: Restart::Never,
         notify_signal: None,
         user: None,
+        restartable: false,
     })
 }
 

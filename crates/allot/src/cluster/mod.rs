@@ -16,6 +16,7 @@
 //! `migrations/<node>/<agent>` (an agent to start on that node).
 
 pub mod etcd;
+pub mod migrate;
 pub mod node;
 pub mod status;
 

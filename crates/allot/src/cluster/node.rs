@@ -19,6 +19,7 @@
 //! slices held for the budget's window: its spend still counts there).
 
 use super::etcd::{Cas, Etcd, EtcdError, WatchEnd, WatchEvent};
+use super::migrate::{Moving, target};
 use super::{Config, Demand, PREFIX, TotalId, chunk, wall_now};
 use crate::governor::control::Control;
 use allot_core::events;
@@ -46,6 +47,8 @@ pub struct View {
     pub ledgers: BTreeMap<TotalId, (GrantLedger, i64)>,
     /// Node records by name.
     pub nodes: BTreeMap<String, Value>,
+    /// Agents on their way to a node: (node, agent).
+    pub migrations: BTreeMap<(String, String), Moving>,
 }
 
 impl View {
@@ -60,6 +63,10 @@ impl View {
             if let Ok(v) = serde_json::from_slice(value) {
                 self.nodes.insert(name.to_owned(), v);
             }
+        } else if let Some((node, agent)) = migration_key(key) {
+            if let Ok(m) = serde_json::from_slice(value) {
+                self.migrations.insert((node, agent), m);
+            }
         }
     }
 
@@ -68,6 +75,8 @@ impl View {
             self.ledgers.remove(&id);
         } else if let Some(name) = key.strip_prefix(PREFIX).and_then(|k| k.strip_prefix("nodes/")) {
             self.nodes.remove(name);
+        } else if let Some(k) = migration_key(key) {
+            self.migrations.remove(&k);
         }
     }
 }
@@ -103,6 +112,12 @@ pub struct Node {
 
 fn node_key(node: &str) -> String {
     format!("{PREFIX}nodes/{node}")
+}
+
+/// `migrations/<node>/<agent>` as (node, agent).
+fn migration_key(key: &str) -> Option<(String, String)> {
+    let (node, agent) = key.strip_prefix(PREFIX)?.strip_prefix("migrations/")?.split_once('/')?;
+    Some((node.to_owned(), agent.to_owned()))
 }
 
 /// Register `cfg.node` under a new lease. A node of that name whose lease
@@ -362,8 +377,93 @@ impl Node {
         }
     }
 
-    /// Run until `stop`: keepalive, the watch, the grant loop, the node's record.
-    pub async fn run(mut self, tx: mpsc::UnboundedSender<Control>, mut stop: watch::Receiver<bool>) {
+    /// Send `m` to the node with the most room; the governor is told where (or why not).
+    async fn migrate_out(&mut self, gov: &Gov, mut m: Moving) {
+        let agent = m.agent.clone();
+        // The nodes as etcd has them now (a record lives only under its node's lease).
+        let nodes: BTreeMap<String, Value> = match self.etcd.range(&format!("{PREFIX}nodes/"), true).await {
+            Ok((_, kvs)) => {
+                kvs.iter().filter_map(|kv| Some((kv.key.rsplit('/').next()?.to_owned(), serde_json::from_slice(&kv.value).ok()?))).collect()
+            }
+            Err(e) => {
+                let _ = gov.0.send(Control::Migrated(agent, Err(format!("etcd: {e}"))));
+                return;
+            }
+        };
+        let found = target(nodes.iter(), &self.cfg.node, m.memory);
+        let Some((to, avail)) = found else {
+            let why =
+                format!("no other node has {} of memory available", crate::output::human(allot_core::Resource::Memory.unit(), m.memory));
+            let _ = gov.0.send(Control::Migrated(agent, Err(why)));
+            return;
+        };
+        m.to = to.clone();
+        let key = format!("{PREFIX}migrations/{to}/{agent}");
+        let text = serde_json::to_vec(&m).unwrap_or_default();
+        match self.etcd.put(&key, &text, 0).await {
+            Ok(_) => {
+                tracing::info!(agent, to, available = avail, "migrating");
+                self.cluster_event(&m, "left").await;
+                let _ = gov.0.send(Control::Migrated(agent, Ok(to)));
+            }
+            Err(e) => drop(gov.0.send(Control::Migrated(agent, Err(format!("the move could not be written to etcd: {e}"))))),
+        }
+    }
+
+    /// Start the agents sent to this node (seen in the watch), each once: its key deleted first.
+    async fn migrate_in(&mut self, gov: &Gov) {
+        let mine: Vec<((String, String), Moving)> = self
+            .view
+            .lock()
+            .map(|v| v.migrations.iter().filter(|((n, _), _)| n == &self.cfg.node).map(|(k, m)| (k.clone(), m.clone())).collect())
+            .unwrap_or_default();
+        for ((node, agent), m) in mine {
+            if self.etcd.delete(&format!("{PREFIX}migrations/{node}/{agent}")).await.is_err() {
+                continue;
+            }
+            if let Ok(mut v) = self.view.lock() {
+                v.migrations.remove(&(node, agent.clone()));
+            }
+            let started = match m.to_def() {
+                Err(e) => Err(e),
+                Ok(def) => {
+                    let (tx, rx) = oneshot::channel();
+                    match gov.0.send(Control::Start(Box::new(def), tx)) {
+                        Err(_) => Err("the governor is gone".to_owned()),
+                        Ok(()) => rx.await.map_err(|_| "the governor is gone".to_owned()).and_then(|r| r.map_err(|e| e.to_string())),
+                    }
+                }
+            };
+            let (outcome, detail) = match &started {
+                Ok(_) => ("success", format!("{agent} arrived from node {} and runs here", m.from)),
+                Err(e) => ("failure", format!("{agent} from node {} could not be started here: {e}", m.from)),
+            };
+            gov.event(
+                events::CLUSTER_MIGRATED,
+                json!({"agent": agent, "from": m.from, "to": self.cfg.node, "stage": "arrived", "outcome": outcome, "detail": detail}),
+            );
+            self.cluster_event(&m, if started.is_ok() { "arrived" } else { "failed" }).await;
+        }
+    }
+
+    /// A cluster event under `events/`, for every node to read.
+    async fn cluster_event(&self, m: &Moving, stage: &str) {
+        let at = wall_now().as_millis();
+        let key = format!("{PREFIX}events/{at}-{}-{}", self.cfg.node, m.agent);
+        let v = json!({"at_ms": at, "topic": events::CLUSTER_MIGRATED, "agent": m.agent, "from": m.from, "to": m.to, "stage": stage, "by": self.cfg.node});
+        if let Err(e) = self.etcd.put(&key, v.to_string().as_bytes(), 0).await {
+            tracing::warn!(error = %e, "cluster event not written");
+        }
+    }
+
+    /// Run until `stop`: keepalive, the watch, the grant loop, the node's
+    /// record, migrations out (from `moves`) and in (from the watch).
+    pub async fn run(
+        mut self,
+        tx: mpsc::UnboundedSender<Control>,
+        mut moves: mpsc::UnboundedReceiver<Moving>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let gov = Gov(tx);
         let watcher = tokio::spawn(watch_cluster(Arc::clone(&self.etcd), Arc::clone(&self.view)));
         gov.event(
@@ -374,11 +474,20 @@ impl Node {
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
+                Some(m) = moves.recv() => {
+                    if self.degraded {
+                        let _ = gov.0.send(Control::Migrated(m.agent, Err("etcd is out of reach".into())));
+                    } else {
+                        self.migrate_out(&gov, m).await;
+                    }
+                    continue;
+                }
                 () = tokio::time::sleep(GRANT_EVERY) => {}
             }
             if !self.keep_alive(&gov).await {
                 continue;
             }
+            self.migrate_in(&gov).await;
             let Some((demands, info)) = gov.demand().await else { break };
             // Slices of dead nodes are taken out of the ledgers this node sees, once their leases are gone.
             let alive = self.live_leases().await.ok();

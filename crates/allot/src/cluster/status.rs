@@ -60,7 +60,19 @@ pub async fn read(etcd: &Etcd) -> Result<Value, Error> {
             "revision": kv.mod_revision,
         }));
     }
-    Ok(json!({"endpoints": etcd.endpoints(), "revision": revision, "nodes": nodes, "totals": totals}))
+    let events: Vec<Value> = kvs
+        .iter()
+        .filter(|kv| kv.key.starts_with(&format!("{PREFIX}events/")))
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect();
+    let migrations: Vec<Value> = kvs
+        .iter()
+        .filter(|kv| kv.key.starts_with(&format!("{PREFIX}migrations/")))
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect();
+    Ok(
+        json!({"endpoints": etcd.endpoints(), "revision": revision, "nodes": nodes, "totals": totals, "migrations": migrations, "events": events}),
+    )
 }
 
 fn text(v: &Value) -> String {
@@ -107,6 +119,21 @@ fn text(v: &Value) -> String {
         out.push_str("no cluster total yet\n");
     } else {
         out.push_str(&crate::output::table(&rows));
+    }
+    let events = v["events"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !events.is_empty() {
+        out.push_str("\nrecent cluster events\n");
+        for e in events.iter().rev().take(10).rev() {
+            out.push_str(&format!(
+                "{} {} {}: {} -> {} ({})\n",
+                e["at_ms"],
+                e["topic"].as_str().unwrap_or(""),
+                e["agent"].as_str().unwrap_or(""),
+                e["from"].as_str().unwrap_or(""),
+                e["to"].as_str().unwrap_or(""),
+                e["stage"].as_str().unwrap_or("")
+            ));
+        }
     }
     out
 }

@@ -83,6 +83,17 @@ fn revision(rt: &tokio::runtime::Runtime, etcd: &Etcd) -> Result<i64, Error> {
     Ok(rt.block_on(etcd.range("/allot/", true))?.0)
 }
 
+/// The cluster-mode daemon writes every group's slice on its group cgroup,
+/// members or not: the empty groups and the root it leaves are removed.
+fn remove_empty_root(name: &str) {
+    let roots = allot_sys::Roots::host();
+    let Ok(layout) = allot_sys::cgroup::Layout::discover(&roots) else { return };
+    if let Ok(root) = allot_sys::cgroup::tree::CgroupRoot::create(&layout, &roots, name) {
+        let _ = root.remove_empty_groups();
+        let _ = root.remove();
+    }
+}
+
 pub(crate) fn run(args: &BenchLoadArgs) -> Result<ExitCode, Error> {
     if args.clients.is_empty() || args.clients.contains(&0) || args.seconds == 0 {
         return Err("--clients needs counts above 0 and --seconds at least 1".into());
@@ -126,6 +137,7 @@ pub(crate) fn run(args: &BenchLoadArgs) -> Result<ExitCode, Error> {
         row["cluster"] = json!({"pairs_per_s": d.per_second, "cpu_us_per_pair": d.cpu_us, "failed": d.failed, "etcd_writes_per_s": writes, "ratio_to_single": ratio});
     }
     drop(daemon);
+    remove_empty_root(&format!("allot-bench-cluster-{}", std::process::id()));
     if args.json {
         print(&format!("{}\n", json!({"etcd_writes_per_s_idle": idle})))?;
         for row in rows {

@@ -195,13 +195,14 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
                 let etcd = std::sync::Arc::new(crate::cluster::etcd::Etcd::new(cfg.endpoints.clone()));
                 let mut node = crate::cluster::node::register(etcd, cfg).await?;
                 let caps = node.initial(&gov.cluster_demand()).await;
-                gov = gov.with_cluster(&name, caps);
-                Some(node)
+                let (moves_tx, moves_rx) = tokio::sync::mpsc::unbounded_channel();
+                gov = gov.with_cluster(&name, caps, moves_tx);
+                Some((node, moves_rx))
             }
             None => None,
         };
         let (node_stop, node_stop_rx) = watch::channel(false);
-        let node_task = node.map(|n| tokio::spawn(n.run(tx.clone(), node_stop_rx)));
+        let node_task = node.map(|(n, moves)| tokio::spawn(n.run(tx.clone(), moves, node_stop_rx)));
         let summary = match listen(&socket) {
             Ok((listener, term)) => run_serving(gov.with_term(term), tx, listener, args.state.clone(), tcp, None).await,
             Err(e) => Err(e),

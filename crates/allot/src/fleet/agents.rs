@@ -43,6 +43,9 @@ pub struct AgentDef {
     /// Run the agent as this user and group (uid, gid). Unset: the caller's
     /// own user, and for a root caller `nobody` (root only when asked for by name).
     pub user: Option<(u32, u32)>,
+    /// In cluster mode, a `migrate` action stops it here and starts it on
+    /// the node with the most headroom (`restartable = true`); else migrate suspends.
+    pub restartable: bool,
 }
 
 /// Resolve `name`, `uid` or `uid:gid` to (uid, gid) through `passwd` text.
@@ -102,6 +105,7 @@ const KEYS: &[&str] = &[
     "notify_signal",
     "user",
     "pools",
+    "restartable",
 ];
 
 const MISSING_GROUP: &str = "missing group (one of lightweight_agent, standard_agent, heavy_computation_agent, or a group of [groups])";
@@ -224,6 +228,7 @@ fn parse_agent(
     let restart = restart(cx, t, field);
     let notify_signal = t.get("notify_signal").and_then(|v| cx.choice(v, &format!("{field}.notify_signal"), "signal", &SIGNALS));
     let user = t.get("user").and_then(|u| user(cx, u, field));
+    let restartable = t.get("restartable").and_then(|r| cx.boolean(r, &format!("{field}.restartable"))).unwrap_or(false);
     let agent_pools = t.get("pools").and_then(|p| cx.pool_names(p, &format!("{field}.pools"), pools)).unwrap_or_default();
     if let Some(g) = &group {
         check_limits(cx, ledger, item, field, g, &PartialSpec { overrides: &overrides, custom_handler: &custom_handler });
@@ -236,7 +241,7 @@ fn parse_agent(
     spec.overrides = overrides;
     spec.custom_handler = custom_handler;
     spec.pools = agent_pools;
-    Some(AgentDef { spec, command: command?, env, workdir, restart, notify_signal, user })
+    Some(AgentDef { spec, command: command?, env, workdir, restart, notify_signal, user, restartable })
 }
 
 /// The value of the agent's required `key`; when it is absent, `missing` is reported at the agent.

@@ -75,6 +75,16 @@ impl<'t> Ctx<'t> {
         }
     }
 
+    pub(super) fn boolean(&mut self, v: &Value<'_>, field: &str) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.expected(v, field, "true or false");
+                None
+            }
+        }
+    }
+
     pub(super) fn integer(&mut self, v: &Value<'_>, field: &str) -> Option<i64> {
         match v.get_ref() {
             DeValue::Integer(i) => {

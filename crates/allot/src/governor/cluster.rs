@@ -11,9 +11,10 @@
 //! slice is then kept, not returned.
 
 use super::{Backend, Governor};
+use crate::cluster::migrate::Moving;
 use crate::cluster::{Demand, TotalId};
-use allot_core::Resource;
 use allot_core::budget::{Level, WindowSpec};
+use allot_core::{AgentId, Decision, Resource, events};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,12 +23,16 @@ use std::time::Duration;
 const KERNEL: [Resource; 3] = [Resource::Memory, Resource::Cpu, Resource::Processes];
 
 /// Slices held by this node (cluster mode only).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ClusterPart {
     /// This node's name.
     pub(super) node: String,
     /// The slice applied per total.
     pub(super) caps: BTreeMap<TotalId, u64>,
+    /// Agents handed to the node task to move to another node.
+    moves: tokio::sync::mpsc::UnboundedSender<Moving>,
+    /// Migrations waiting for the node task's answer: the decision to finish.
+    moving: BTreeMap<AgentId, Decision>,
 }
 
 /// How long a dead node's slice of a budget stays out of the pool: the
@@ -41,8 +46,9 @@ fn keep_for(window: &WindowSpec) -> Duration {
 
 impl<B: Backend> Governor<B> {
     /// Cluster mode on, with the slices first granted (before `run`).
-    pub fn with_cluster(mut self, node: &str, caps: BTreeMap<TotalId, u64>) -> Self {
-        self.cluster = Some(ClusterPart { node: node.to_owned(), caps: BTreeMap::new() });
+    /// Agents to migrate go to the node task through `moves`.
+    pub fn with_cluster(mut self, node: &str, caps: BTreeMap<TotalId, u64>, moves: tokio::sync::mpsc::UnboundedSender<Moving>) -> Self {
+        self.cluster = Some(ClusterPart { node: node.to_owned(), caps: BTreeMap::new(), moves, moving: BTreeMap::new() });
         for (id, cap) in caps {
             if let Err(e) = self.cluster_apply(&id, cap) {
                 tracing::warn!(total = %id.label(), error = %e, "first slice not applied");
@@ -111,6 +117,8 @@ impl<B: Backend> Governor<B> {
                 Ok(())
             }
             TotalId::Kernel { group, resource } => {
+                // Written whether or not a member runs now (one between restarts included): the
+                // group cgroup's limit must follow every shrink before the slice is returned.
                 if self.domain.ledger.group(group).is_none() {
                     return Ok(());
                 }
@@ -167,5 +175,50 @@ impl<B: Backend> Governor<B> {
             }
         });
         totals
+    }
+
+    /// The policy's migrate of a restartable agent in cluster mode: handed to
+    /// the node task, which finds a node with room; `Err`: why it cannot move.
+    pub(super) fn migrate_out(&mut self, d: &Decision, usage: u64) -> Result<(), String> {
+        let Some(part) = self.cluster.as_ref() else { return Err("no cluster to migrate to".into()) };
+        let a = self.agents.get(&d.agent).ok_or("no such agent")?;
+        if !a.def.restartable {
+            return Err("not restartable (restartable = true moves it)".into());
+        }
+        if a.def.command.is_empty() {
+            return Err("adopted: allot cannot start it elsewhere".into());
+        }
+        if part.moving.contains_key(&d.agent) {
+            return Ok(());
+        }
+        let memory = self.domain.ledger.quota(&d.agent).and_then(|q| q.limits.get(&Resource::Memory)).map_or(0, |l| l.hard);
+        let m = Moving::of(&a.def, memory, &part.node, d.resource.name(), usage);
+        part.moves.send(m).map_err(|_| "the cluster's node task is gone".to_owned())?;
+        if let Some(part) = self.cluster.as_mut() {
+            part.moving.insert(d.agent.clone(), d.clone());
+        }
+        Ok(())
+    }
+
+    /// The node task's answer for a migration: the node it goes to (the agent
+    /// is stopped here), or why it cannot move (suspended instead).
+    pub(super) fn migrated(&mut self, agent: &str, to: Result<String, String>) {
+        let Ok(id) = AgentId::new(agent) else { return };
+        let Some(d) = self.cluster.as_mut().and_then(|p| p.moving.remove(&id)) else { return };
+        let node = self.cluster.as_ref().map(|p| p.node.clone()).unwrap_or_default();
+        match to {
+            Ok(to) => {
+                self.migrate_away(&d, &to);
+                let now = self.clock.now();
+                self.recorder.emit(
+                    now,
+                    events::CLUSTER_MIGRATED,
+                    Some(agent),
+                    json!({"agent": agent, "from": node, "to": to, "stage": "left", "resource": d.resource.name(),
+                           "detail": format!("{agent} moves from node {node} to node {to} ({} over its limit)", d.resource)}),
+                );
+            }
+            Err(why) => self.migrate_fallback(&d, &why),
+        }
     }
 }

@@ -239,8 +239,10 @@ pub enum Control {
     ClusterDemand(oneshot::Sender<(Vec<crate::cluster::Demand>, Value)>),
     /// Cluster mode: apply slices locally; each one's result.
     ClusterApply(Vec<(crate::cluster::TotalId, u64)>, oneshot::Sender<Vec<Result<(), String>>>),
-    /// Cluster mode: record an event of the node (topic, data).
+    /// Cluster mode: record an event of the node (topic, data; its agent, if any, in `data.agent`).
     ClusterEvent(&'static str, Value),
+    /// Cluster mode: where an agent being migrated goes (or why it cannot).
+    Migrated(String, Result<String, String>),
 }
 
 impl<B: Backend> Governor<B> {
@@ -344,8 +346,10 @@ impl<B: Backend> Governor<B> {
             }
             Control::ClusterEvent(topic, data) => {
                 let now = self.clock.now();
-                self.recorder.emit(now, topic, None, data);
+                let agent = data["agent"].as_str().map(str::to_owned);
+                self.recorder.emit(now, topic, agent.as_deref(), data);
             }
+            Control::Migrated(agent, to) => self.migrated(&agent, to),
         }
         if config {
             self.sync_budgets();

@@ -77,9 +77,10 @@ impl<B: Backend> Governor<B> {
                 let applied = self.apply(Intent { agent: d.agent.clone(), source, op: Op::Freeze });
                 self.finish(&d, "suspend", applied, Outcome::Success, why);
             }
-            DecisionKind::Migrate { .. } => {
-                let applied = self.apply(Intent { agent: d.agent.clone(), source, op: Op::Freeze });
-                self.finish(&d, "migrate", applied, Outcome::Fallback, "no cluster to migrate to: suspended instead; ");
+            DecisionKind::Migrate { violation } => {
+                if let Err(why) = self.migrate_out(&d, violation.usage) {
+                    self.migrate_fallback(&d, &why);
+                }
             }
             DecisionKind::Terminate { grace, violation } => {
                 let u = violation.resource.unit();
@@ -190,7 +191,30 @@ impl<B: Backend> Governor<B> {
     }
 
     /// Record an applied decision now, or when its kernel wait settles.
-    fn finish(&mut self, d: &Decision, action: &str, applied: Applied, success: Outcome, prefix: &str) {
+    /// A migrate that cannot move the agent: suspended instead (the policy's
+    /// migrate holds it like a suspension).
+    pub(super) fn migrate_fallback(&mut self, d: &Decision, why: &str) {
+        let source = Source::Policy(d.resource.clone());
+        let applied = self.apply(Intent { agent: d.agent.clone(), source, op: Op::Freeze });
+        self.finish(d, "migrate", applied, Outcome::Fallback, &format!("{why}: suspended instead; "));
+    }
+
+    /// A migrate whose target node starts the agent: stopped here (notice, grace).
+    pub(super) fn migrate_away(&mut self, d: &Decision, to: &str) {
+        let grace = self.domain.policy.config().terminate_grace;
+        let reason = format!("migrated by allot to node {to}");
+        let applied =
+            self.apply(Intent { agent: d.agent.clone(), source: Source::Policy(d.resource.clone()), op: Op::Terminate { grace, reason } });
+        self.finish(
+            d,
+            "migrate",
+            applied,
+            Outcome::Success,
+            &format!("moving to node {to}: stopped here (notice, grace), started there; "),
+        );
+    }
+
+    pub(super) fn finish(&mut self, d: &Decision, action: &str, applied: Applied, success: Outcome, prefix: &str) {
         let decision = serde_json::to_value(d).unwrap_or(Value::Null);
         let attempt = Attempt {
             agent: d.agent.clone(),

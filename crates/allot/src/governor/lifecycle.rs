@@ -211,6 +211,7 @@ impl<B: Backend> Governor<B> {
             terminating,
             overrides: Some(allot_store::dto::overrides_from_core(&a.def.spec.overrides)),
             pools: a.def.spec.pools.clone(),
+            restartable: a.def.restartable,
         };
         let cgroup = match &a.proc {
             Some(_) => json!(a.cgroup_dirs()),

@@ -108,6 +108,7 @@ impl<B: Backend> Governor<B> {
             restart: Restart::Never,
             notify_signal: None,
             user: stored.user,
+            restartable: stored.restartable,
         };
         let channel = Channel::reopen(&self.agents.channel_dir, id.as_str(), None)?;
         let mut agent = Agent::new(def, channel);
