@@ -179,7 +179,7 @@ pub(crate) struct DaemonArgs {
     /// Kept before the lease's end for clocks and delays.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::cli::parse_duration)]
     pub(crate) cluster_margin: std::time::Duration,
-    /// A node asks for (and returns) slices in chunks of this share of each total.
+    /// A node asks for (and returns) slices in chunks of this share of each total (1% to 25%).
     #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = crate::cli::parse_percent)]
     pub(crate) cluster_chunk: u64,
 }
@@ -633,8 +633,14 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     if d.is_zero() { Err(format!("{s:?}: use more than 0")) } else { Ok(d) }
 }
 
-/// A share such as `5%` (1 to 100), for clap.
+/// A cluster chunk such as `5%` (1 % to 25 %: a node keeps up to two idle
+/// chunks, so larger ones let one node hold what the others need), for clap.
 pub(crate) fn parse_percent(s: &str) -> Result<u64, String> {
-    let n: u64 = s.trim().trim_end_matches('%').trim().parse().map_err(|_| format!("{s:?}: use a percentage such as 5%"))?;
-    if (1..=100).contains(&n) { Ok(n) } else { Err(format!("{s:?}: use 1% to 100%")) }
+    let n: u64 =
+        s.trim().trim_end_matches('%').trim().parse().map_err(|_| format!("{s:?}: use a whole percentage from 1% to 25%, such as 5%"))?;
+    if (1..=25).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{s:?}: use 1% to 25% (a node keeps up to two idle chunks: larger ones let one node starve the others)"))
+    }
 }

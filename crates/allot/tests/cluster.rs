@@ -137,6 +137,16 @@ fn node(etcd: &Etcd, fleet: &str, test: &str, node: &str, extra: &[&str]) -> Dae
     launch_with(tempfile::tempdir().unwrap(), fleet, &format!("{test}-{node}"), args)
 }
 
+/// Put `value` at `key` as any client of etcd could (no lease).
+fn etcd_put(etcd: &Etcd, key: &str, value: &str) {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let body = serde_json::json!({"key": b64(key), "value": b64(value)}).to_string();
+    let url = format!("http://127.0.0.1:{}/v3/kv/put", etcd.members[0].1);
+    let ok = Command::new("curl").args(["-sf", "-m", "5", "-X", "POST", &url, "-d", &body]).stdout(Stdio::null()).status().unwrap();
+    assert!(ok.success(), "put {key}");
+}
+
 fn status(etcd: &Etcd) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_allot")).args(["cluster", "status", "--json", "--cluster", &etcd.url()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -446,14 +456,17 @@ command = ["python3", "-c", "import time\nb=b'x'*(60<<20)\ntime.sleep(600)"]
 limits.memory = {{ soft = "20Mi", hard = "40Mi", action = "migrate" }}
 "#
     );
+    // A record no live lease holds is no node: a fake one with all the room in the world is never chosen.
+    etcd_put(&etcd, "/allot/nodes/ghost", r#"{"memory_available": 999999999999999}"#);
+    let ttl = ["--cluster-ttl", "3s", "--cluster-margin", "1s"];
     // b first: a finds it in the cluster (its record, with its memory available) when mover goes over its limit.
-    let b = node(&etcd, "", "migrate", "b", &[]);
+    let b = node(&etcd, "", "migrate", "b", &ttl);
     let deadline = Instant::now() + Duration::from_secs(10);
     while status(&etcd)["nodes"].as_array().unwrap().iter().all(|n| n["memory_available"].is_null()) {
         assert!(Instant::now() < deadline, "b never published its record");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let a = node(&etcd, &fleet_a, "migrate", "a", &[]);
+    let mut a = node(&etcd, &fleet_a, "migrate", "a", &ttl);
     // On b within 30 s: started there from a's definition.
     let deadline = Instant::now() + Duration::from_secs(30);
     while b.agent("mover")["state"] != "running" {
@@ -497,4 +510,39 @@ limits.memory = {{ soft = "20Mi", hard = "40Mi", action = "migrate" }}
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(b.agent("stays")["state"], Value::Null, "a non-restartable agent never moves");
+
+    // A request written by any client of etcd never starts root, nor a process of an unnamed user.
+    let evil = |user: &str| {
+        format!(
+            r#"{{"agent":"evil{}","group":"standard_agent","priority":5,"command":["sleep","60"],{user}"from":"a","resource":"memory","usage":0,"memory":0}}"#,
+            user.len()
+        )
+    };
+    etcd_put(&etcd, "/allot/migrations/b/evil0", &evil(""));
+    etcd_put(&etcd, "/allot/migrations/b/evil14", &evil(r#""user":[0,0],"#));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let failed: Vec<Value> =
+            events(&b, "resource_management.cluster.migrated").into_iter().filter(|e| e["data"]["outcome"] == "failure").collect();
+        if failed.len() == 2 {
+            let details: Vec<&str> = failed.iter().filter_map(|e| e["data"]["detail"].as_str()).collect();
+            assert!(
+                details.iter().any(|d| d.contains("never runs as root")) && details.iter().any(|d| d.contains("no user named")),
+                "{details:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the forged requests were not refused: {failed:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for e in ["evil0", "evil14"] {
+        assert_eq!(b.agent(e)["state"], Value::Null, "{e} was started");
+    }
+
+    // a restarted on the same state and fleet: mover runs on b, not again on a.
+    a.stop();
+    a.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(a.agent("mover")["state"], "exited", "{}", a.agent("mover"));
+    assert_eq!(b.agent("mover")["state"], "running");
 }

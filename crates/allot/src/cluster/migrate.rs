@@ -8,6 +8,11 @@
 //! grace) and records the move. The target's node task sees the key in its
 //! watch, deletes it and starts the agent through its governor, and records
 //! the arrival. Both write `events/<ms>-<node>-<agent>` for the cluster.
+//!
+//! Trust: whoever can write etcd can ask a node to start a command (as a
+//! named non-root user) and can change the ledgers; etcd must be reachable
+//! by the daemons only. A request without a user or with uid 0 is refused,
+//! and only nodes whose record lives under a live lease are targets.
 
 use allot_core::AgentId;
 use allot_core::quota::{AgentSpec, Priority};
@@ -79,6 +84,13 @@ impl Moving {
         spec.pools = self.pools.clone();
         if self.command.is_empty() {
             return Err("no command to start".into());
+        }
+        // A request comes through etcd, which any client of it can write: it never starts root,
+        // nor a process of an unnamed user (the daemon's own, root when it runs as root).
+        match self.user {
+            None => return Err("no user named: a migrated agent runs only as the user it ran as".into()),
+            Some((0, _)) => return Err("uid 0: a migrated agent never runs as root".into()),
+            Some(_) => {}
         }
         Ok(crate::fleet::AgentDef {
             spec,

@@ -54,10 +54,14 @@ pub struct View {
 impl View {
     fn put(&mut self, key: &str, value: &[u8], rev: i64) {
         if let Some(id) = TotalId::from_key(key) {
-            if let Ok(l) = serde_json::from_slice::<GrantLedger>(value) {
-                if self.ledgers.get(&id).is_none_or(|(_, r)| *r <= rev) {
-                    self.ledgers.insert(id, (l, rev));
+            match serde_json::from_slice::<GrantLedger>(value) {
+                Ok(l) => {
+                    if self.ledgers.get(&id).is_none_or(|(_, r)| *r <= rev) {
+                        self.ledgers.insert(id, (l, rev));
+                    }
                 }
+                // Not readable: no cached copy stands for it (a read says what is wrong).
+                Err(_) => drop(self.ledgers.remove(&id)),
             }
         } else if let Some(name) = key.strip_prefix(PREFIX).and_then(|k| k.strip_prefix("nodes/")) {
             if let Ok(v) = serde_json::from_slice(value) {
@@ -107,6 +111,8 @@ pub struct Node {
     view: Arc<Mutex<View>>,
     alive: Option<(Instant, BTreeSet<i64>)>,
     warned: BTreeSet<TotalId>,
+    /// When a failed change of each total was last logged (at most once a minute).
+    failed_at: BTreeMap<TotalId, Instant>,
     pub stats: Arc<Stats>,
 }
 
@@ -163,6 +169,7 @@ pub async fn register(etcd: Arc<Etcd>, cfg: Config) -> Result<Node, String> {
         view: Arc::new(Mutex::new(View::default())),
         alive: None,
         warned: BTreeSet::new(),
+        failed_at: BTreeMap::new(),
         stats: Arc::default(),
     })
 }
@@ -227,7 +234,16 @@ impl Node {
             return Ok(Some(l));
         }
         let (_, kvs) = self.etcd.range(&id.key(), false).await.map_err(|e| e.to_string())?;
-        Ok(kvs.into_iter().next().and_then(|kv| serde_json::from_slice(&kv.value).ok().map(|l| (l, kv.mod_revision))))
+        match kvs.into_iter().next() {
+            None => Ok(None),
+            Some(kv) => match serde_json::from_slice::<GrantLedger>(&kv.value) {
+                Ok(l) => Ok(Some((l, kv.mod_revision))),
+                Err(e) => Err(format!(
+                    "the ledger at {} is not a ledger allot can read ({e}): nothing is granted of it until it is repaired (or deleted, and every node restarted)",
+                    id.key()
+                )),
+            },
+        }
     }
 
     /// Make this node's slice of `d.id` become `want` (a growth up to what is
@@ -248,6 +264,15 @@ impl Node {
             let now = wall_now();
             let released = ledger.release_dead(&alive, now, d.keep);
             let returned = ledger.expire_held(now);
+            // This node's own slice held from an earlier lease (etcd was out of reach past the
+            // TTL, or a restart): its spend is still counted here, so it is its slice again.
+            let own_held: u64 = ledger.held.iter().filter(|h| h.node == self.cfg.node).map(|h| h.amount).sum();
+            if own_held > 0 {
+                ledger.held.retain(|h| h.node != self.cfg.node);
+                let s = ledger.slices.entry(self.cfg.node.clone()).or_insert(allot_core::grants::Slice { granted: 0, lease: self.lease });
+                s.granted = s.granted.saturating_add(own_held);
+                s.lease = self.lease;
+            }
             let had = ledger.slices.get(&self.cfg.node).map_or(0, |s| s.granted);
             if want < had {
                 if let Some(gov) = gov {
@@ -259,7 +284,7 @@ impl Node {
             }
             let granted = ledger.resize(&self.cfg.node, want, self.lease);
             let lease_changed = ledger.slices.get(&self.cfg.node).is_some_and(|s| s.lease != self.lease);
-            if granted == had && released.is_empty() && returned == 0 && rev != 0 && !lease_changed {
+            if granted == had && released.is_empty() && returned == 0 && own_held == 0 && rev != 0 && !lease_changed {
                 self.mine.insert(d.id.clone(), granted);
                 return Ok(granted);
             }
@@ -380,11 +405,16 @@ impl Node {
     /// Send `m` to the node with the most room; the governor is told where (or why not).
     async fn migrate_out(&mut self, gov: &Gov, mut m: Moving) {
         let agent = m.agent.clone();
-        // The nodes as etcd has them now (a record lives only under its node's lease).
+        // The nodes as etcd has them now, only those whose record lives under a live lease (a
+        // record written by anything else is no node).
+        self.alive = None;
+        let live = self.live_leases().await.unwrap_or_default();
         let nodes: BTreeMap<String, Value> = match self.etcd.range(&format!("{PREFIX}nodes/"), true).await {
-            Ok((_, kvs)) => {
-                kvs.iter().filter_map(|kv| Some((kv.key.rsplit('/').next()?.to_owned(), serde_json::from_slice(&kv.value).ok()?))).collect()
-            }
+            Ok((_, kvs)) => kvs
+                .iter()
+                .filter(|kv| kv.lease != 0 && live.contains(&kv.lease))
+                .filter_map(|kv| Some((kv.key.rsplit('/').next()?.to_owned(), serde_json::from_slice(&kv.value).ok()?)))
+                .collect(),
             Err(e) => {
                 let _ = gov.0.send(Control::Migrated(agent, Err(format!("etcd: {e}"))));
                 return;
@@ -507,7 +537,12 @@ impl Node {
                     match self.change(d, want, Some(&gov)).await {
                         Ok(now) if now != before => tracing::debug!(total = %d.id.label(), from = before, to = now, "slice changed"),
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(total = %d.id.label(), error = %e, "slice not changed"),
+                        Err(e) => {
+                            if self.failed_at.get(&d.id).is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                                self.failed_at.insert(d.id.clone(), Instant::now());
+                                tracing::warn!(total = %d.id.label(), error = %e, "slice not changed (said again at most once a minute)");
+                            }
+                        }
                     }
                 } else if self.applied.get(&d.id) != self.mine.get(&d.id) {
                     let cap = self.mine.get(&d.id).copied().unwrap_or(0);

@@ -162,6 +162,7 @@ pub(super) fn listen(socket: &Path) -> Result<(tokio::net::UnixListener, tokio::
 pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
     // Every check before anything is bound or started: the fleet, the token, the socket path.
     let fleet = fleet(args)?;
+    let cluster = cluster_config(args)?;
     let token = token(args)?;
     let tcp = bind_tcp(args)?.zip(token);
     let socket = prepare_socket(args)?;
@@ -182,7 +183,6 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
         readopt: true,
         leave_running: true,
     };
-    let cluster = cluster_config(args)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let mut gov = Governor::new(fleet, backend, &opts)?.with_control(rx);
     tracing::info!(mode = %gov.mode(), socket = %socket.display(), state = %args.state.display(), "allot daemon starting");
@@ -221,6 +221,13 @@ pub(crate) fn run(args: &DaemonArgs) -> Result<ExitCode, Error> {
 fn cluster_config(args: &DaemonArgs) -> Result<Option<crate::cluster::Config>, Error> {
     let (Some(url), Some(node)) = (&args.cluster, &args.node) else { return Ok(None) };
     crate::cluster::check_node_name(node)?;
+    if args.cluster_ttl.subsec_nanos() != 0 || args.cluster_ttl < std::time::Duration::from_secs(2) {
+        return Err(format!(
+            "--cluster-ttl {}: use whole seconds, at least 2s (etcd's leases count whole seconds)",
+            humantime::format_duration(args.cluster_ttl)
+        )
+        .into());
+    }
     if args.cluster_margin >= args.cluster_ttl {
         return Err(format!(
             "--cluster-margin ({}) must be shorter than --cluster-ttl ({})",

@@ -19,6 +19,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The start of a migrated agent's exit reason here (`migrated by allot to node NODE`).
+pub(super) const MIGRATED_TO: &str = "migrated by allot to node ";
+
 /// The kernel totals a cluster shares.
 const KERNEL: [Resource; 3] = [Resource::Memory, Resource::Cpu, Resource::Processes];
 

@@ -202,7 +202,7 @@ impl<B: Backend> Governor<B> {
     /// A migrate whose target node starts the agent: stopped here (notice, grace).
     pub(super) fn migrate_away(&mut self, d: &Decision, to: &str) {
         let grace = self.domain.policy.config().terminate_grace;
-        let reason = format!("migrated by allot to node {to}");
+        let reason = format!("{}{to}", super::cluster::MIGRATED_TO);
         let applied =
             self.apply(Intent { agent: d.agent.clone(), source: Source::Policy(d.resource.clone()), op: Op::Terminate { grace, reason } });
         self.finish(

@@ -224,6 +224,13 @@ impl<B: Backend> Governor<B> {
             if g.agents.get(&def.spec.id).is_some() {
                 continue; // adopted: it runs already
             }
+            // Moved to another node by a migrate: it runs there, not again here.
+            if let Ok(Some(stored)) = g.recorder.store.agent(def.spec.id.as_str()) {
+                if stored.state == "exited" && stored.exit.as_deref().is_some_and(|e| e.contains(cluster::MIGRATED_TO)) {
+                    tracing::warn!(agent = %def.spec.id, exit = stored.exit.as_deref().unwrap_or(""), "not started: it was migrated to another node (start it through the API to run it here again)");
+                    continue;
+                }
+            }
             let channel = Channel::create(&g.agents.channel_dir, def.spec.id.as_str(), def.notify_signal)?;
             g.agents.map.insert(def.spec.id.clone(), Agent::new(def, channel));
         }
