@@ -150,18 +150,7 @@ pub async fn run_post_handler(url: &str, body: &str) -> Result<String, String> {
 /// A non-2xx answer is [`HttpError::Status`].
 pub async fn follow_sse(target: &Target, path: &str, mut f: impl FnMut(Value) -> bool) -> Result<(), HttpError> {
     let req = build(target, "GET", path, None, "text/event-stream")?;
-    let (res, _conn) = within(target, SSE_CONNECT_TIMEOUT, async {
-        let (mut sender, conn) = open(target).await?;
-        let res = sender.send_request(req).await.map_err(|source| HttpError::Send { target: target.to_string(), source })?;
-        Ok((res, conn))
-    })
-    .await?;
-    if !res.status().is_success() {
-        let status = res.status().as_u16();
-        let body = within(target, SSE_CONNECT_TIMEOUT, read_body(target, res.into_body())).await?;
-        return Err(HttpError::Status { target: target.to_string(), status, body });
-    }
-    let mut body = res.into_body();
+    let (mut body, _conn) = open_stream(target, req, SSE_CONNECT_TIMEOUT).await?;
     let mut events = SseParser::default();
     loop {
         let frame = match tokio::time::timeout(SSE_IDLE_TIMEOUT, body.frame()).await {
@@ -191,18 +180,7 @@ pub async fn stream_json(
     mut f: impl FnMut(Value) -> bool,
 ) -> Result<(), HttpError> {
     let req = build(target, "POST", path, Some(Bytes::from(body.to_string())), "application/json")?;
-    let (res, _conn) = within(target, connect, async {
-        let (mut sender, conn) = open(target).await?;
-        let res = sender.send_request(req).await.map_err(|source| HttpError::Send { target: target.to_string(), source })?;
-        Ok((res, conn))
-    })
-    .await?;
-    if !res.status().is_success() {
-        let status = res.status().as_u16();
-        let body = within(target, connect, read_body(target, res.into_body())).await?;
-        return Err(HttpError::Status { target: target.to_string(), status, body });
-    }
-    let mut body = res.into_body();
+    let (mut body, _conn) = open_stream(target, req, connect).await?;
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
@@ -232,6 +210,24 @@ pub async fn stream_json(
         }
         buf.drain(..used);
     }
+}
+
+/// Send `req` and wait for a 2xx answer's headers (within `connect`): its
+/// body to read as a stream, with the connection kept for as long. A non-2xx
+/// answer is [`HttpError::Status`] with its body.
+async fn open_stream(target: &Target, req: Request<Full<Bytes>>, connect: Duration) -> Result<(Incoming, Conn), HttpError> {
+    let (res, conn) = within(target, connect, async {
+        let (mut sender, conn) = open(target).await?;
+        let res = sender.send_request(req).await.map_err(|source| HttpError::Send { target: target.to_string(), source })?;
+        Ok((res, conn))
+    })
+    .await?;
+    if !res.status().is_success() {
+        let status = res.status().as_u16();
+        let body = within(target, connect, read_body(target, res.into_body())).await?;
+        return Err(HttpError::Status { target: target.to_string(), status, body });
+    }
+    Ok((res.into_body(), conn))
 }
 
 /// Splits an event stream into events; keeps a partial line between frames.

@@ -8,6 +8,7 @@
 //! - `etcd`: the client (etcd's JSON gateway, no protoc needed).
 //! - `node`: registration under a lease, keepalive, the grant loop, the
 //!   deadline and safe capacity, the watch of the cluster prefix.
+//! - `view`: what a node knows of the cluster, kept by its watch.
 //! - `status`: `allot cluster status`.
 //!
 //! Keys (all under [`PREFIX`]): `nodes/<node>` (under the node's lease: its
@@ -19,6 +20,7 @@ pub mod etcd;
 pub mod migrate;
 pub mod node;
 pub mod status;
+pub mod view;
 
 use allot_core::Resource;
 use allot_core::budget::Level;

@@ -18,8 +18,9 @@
 //! it next, once its lease is gone (kernel totals back to the pool, budget
 //! slices held for the budget's window: its spend still counts there).
 
-use super::etcd::{Cas, Etcd, EtcdError, WatchEnd, WatchEvent};
+use super::etcd::{Cas, Etcd, EtcdError};
 use super::migrate::{Moving, target};
+use super::view::{View, watch_cluster};
 use super::{Config, Demand, PREFIX, TotalId, chunk, wall_now};
 use crate::governor::control::Control;
 use allot_core::events;
@@ -37,60 +38,6 @@ const GRANT_EVERY: Duration = Duration::from_millis(200);
 const PUBLISH_EVERY: Duration = Duration::from_secs(2);
 /// How long the list of live leases is reused.
 const LEASES_FOR: Duration = Duration::from_secs(1);
-
-/// What the node knows of the cluster from its watch.
-#[derive(Debug, Default)]
-pub struct View {
-    /// The revision the view is at.
-    pub revision: i64,
-    /// Ledgers with their revisions.
-    pub ledgers: BTreeMap<TotalId, (GrantLedger, i64)>,
-    /// Node records by name.
-    pub nodes: BTreeMap<String, Value>,
-    /// Agents on their way to a node: (node, agent).
-    pub migrations: BTreeMap<(String, String), Moving>,
-}
-
-impl View {
-    fn put(&mut self, key: &str, value: &[u8], rev: i64) {
-        if let Some(id) = TotalId::from_key(key) {
-            match serde_json::from_slice::<GrantLedger>(value) {
-                Ok(l) => {
-                    if self.ledgers.get(&id).is_none_or(|(_, r)| *r <= rev) {
-                        self.ledgers.insert(id, (l, rev));
-                    }
-                }
-                // Not readable: no cached copy stands for it (a read says what is wrong).
-                Err(_) => drop(self.ledgers.remove(&id)),
-            }
-        } else if let Some(name) = key.strip_prefix(PREFIX).and_then(|k| k.strip_prefix("nodes/")) {
-            if let Ok(v) = serde_json::from_slice(value) {
-                self.nodes.insert(name.to_owned(), v);
-            }
-        } else if let Some((node, agent)) = migration_key(key) {
-            if let Ok(m) = serde_json::from_slice(value) {
-                self.migrations.insert((node, agent), m);
-            }
-        }
-    }
-
-    fn delete(&mut self, key: &str) {
-        if let Some(id) = TotalId::from_key(key) {
-            self.ledgers.remove(&id);
-        } else if let Some(name) = key.strip_prefix(PREFIX).and_then(|k| k.strip_prefix("nodes/")) {
-            self.nodes.remove(name);
-        } else if let Some(k) = migration_key(key) {
-            self.migrations.remove(&k);
-        }
-    }
-}
-
-/// Counters of the node's etcd use (for benchmarks and status).
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub txns: std::sync::atomic::AtomicU64,
-    pub lost: std::sync::atomic::AtomicU64,
-}
 
 /// A registered node.
 #[derive(Debug)]
@@ -113,17 +60,12 @@ pub struct Node {
     warned: BTreeSet<TotalId>,
     /// When a failed change of each total was last logged (at most once a minute).
     failed_at: BTreeMap<TotalId, Instant>,
-    pub stats: Arc<Stats>,
+    /// Ledger transactions this node sent (published in its record).
+    txns: u64,
 }
 
 fn node_key(node: &str) -> String {
     format!("{PREFIX}nodes/{node}")
-}
-
-/// `migrations/<node>/<agent>` as (node, agent).
-fn migration_key(key: &str) -> Option<(String, String)> {
-    let (node, agent) = key.strip_prefix(PREFIX)?.strip_prefix("migrations/")?.split_once('/')?;
-    Some((node.to_owned(), agent.to_owned()))
 }
 
 /// Register `cfg.node` under a new lease. A node of that name whose lease
@@ -170,7 +112,7 @@ pub async fn register(etcd: Arc<Etcd>, cfg: Config) -> Result<Node, String> {
         alive: None,
         warned: BTreeSet::new(),
         failed_at: BTreeMap::new(),
-        stats: Arc::default(),
+        txns: 0,
     })
 }
 
@@ -200,11 +142,6 @@ impl Gov {
 }
 
 impl Node {
-    /// This node's lease.
-    pub fn lease(&self) -> i64 {
-        self.lease
-    }
-
     /// The first slices, before the governor runs: what each total's demand asks.
     pub async fn initial(&mut self, demands: &[Demand]) -> BTreeMap<TotalId, u64> {
         for d in demands {
@@ -289,7 +226,7 @@ impl Node {
                 return Ok(granted);
             }
             let text = serde_json::to_vec(&ledger).map_err(|e| e.to_string())?;
-            self.stats.txns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.txns += 1;
             match self.etcd.cas(&d.id.key(), rev, &text, 0).await.map_err(|e| e.to_string())? {
                 Cas::Done(new_rev) => {
                     if let Ok(mut v) = self.view.lock() {
@@ -317,7 +254,6 @@ impl Node {
                     return Ok(granted);
                 }
                 Cas::Lost(current) => {
-                    self.stats.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Ok(mut v) = self.view.lock() {
                         match current {
                             Some(kv) => v.put(&kv.key, &kv.value, kv.mod_revision),
@@ -558,7 +494,7 @@ impl Node {
                 record["lease"] = json!(self.lease.to_string());
                 record["pid"] = json!(std::process::id());
                 record["updated_ms"] = json!(wall_now().as_millis());
-                record["txns"] = json!(self.stats.txns.load(std::sync::atomic::Ordering::Relaxed));
+                record["txns"] = json!(self.txns);
                 record["use"] = demands.iter().map(|d| (d.id.key(), json!(d.used))).collect::<serde_json::Map<_, _>>().into();
                 if let Err(e) = self.etcd.put(&node_key(&self.cfg.node), record.to_string().as_bytes(), self.lease).await {
                     tracing::warn!(error = %e, "cluster: node record not published");
@@ -566,48 +502,5 @@ impl Node {
             }
         }
         watcher.abort();
-    }
-}
-
-/// Follow every key under the prefix: list, then watch from the next
-/// revision; list again after a compaction; reconnect after errors.
-async fn watch_cluster(etcd: Arc<Etcd>, view: Arc<Mutex<View>>) {
-    loop {
-        let (rev, kvs) = match etcd.range(PREFIX, true).await {
-            Ok(r) => r,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Ok(mut v) = view.lock() {
-            *v = View { revision: rev, ..View::default() };
-            for kv in &kvs {
-                v.put(&kv.key, &kv.value, kv.mod_revision);
-            }
-        }
-        let mut from = rev + 1;
-        loop {
-            let r = etcd
-                .watch(PREFIX, from, Duration::from_secs(30), |rev, evs| {
-                    if let Ok(mut v) = view.lock() {
-                        for e in evs {
-                            match e {
-                                WatchEvent::Put(kv) => v.put(&kv.key, &kv.value, kv.mod_revision),
-                                WatchEvent::Delete { key, .. } => v.delete(&key),
-                            }
-                        }
-                        v.revision = v.revision.max(rev);
-                    }
-                    from = from.max(rev + 1);
-                    true
-                })
-                .await;
-            match r {
-                Ok(WatchEnd::Compacted(_)) => break,
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-            }
-        }
     }
 }
